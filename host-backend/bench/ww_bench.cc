@@ -1,0 +1,3 @@
+#include "ratio_reporter.h"
+// placeholder
+SHAREGPU_BENCH_MAIN()

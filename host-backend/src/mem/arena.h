@@ -1,0 +1,80 @@
+// The device's VRAM: one memfd of fixed size that the QEMU device maps into its BAR as a
+// single RAM region; buffer objects placed in DEVICE memory are page-aligned sub-ranges of it.
+// A first-fit free-list allocator with coalescing; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+#include "mem/memfd.h"
+
+namespace sharegpu {
+
+struct ArenaRange {
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
+class Arena {
+ public:
+  static Result<std::unique_ptr<Arena>> Create(const std::string& name, uint64_t size);
+
+  // A page-aligned range of PageAlignUp(size) bytes; -ENOSPC when no free range fits (the
+  // caller evicts and retries), -EINVAL for 0, -E2BIG when larger than the arena.
+  Result<ArenaRange> Allocate(uint64_t size);
+  // Returns a range obtained from Allocate. Unknown ranges are logged and ignored.
+  void Free(ArenaRange range);
+
+  const Memfd& memfd() const { return *memfd_; }
+  uint8_t* data() const { return memfd_->data(); }
+  uint64_t size() const { return memfd_->size(); }
+  uint64_t used() const;
+  uint64_t largest_free() const;
+
+ private:
+  explicit Arena(std::unique_ptr<Memfd> memfd);
+  std::unique_ptr<Memfd> memfd_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, uint64_t> free_ SGPU_GUARDED_BY(mu_);       // offset -> size
+  std::map<uint64_t, uint64_t> allocated_ SGPU_GUARDED_BY(mu_);  // offset -> size
+  uint64_t used_ SGPU_GUARDED_BY(mu_) = 0;
+};
+
+enum class Placement : uint8_t { kDevice = 0, kSystem = 1 };
+const char* PlacementName(Placement placement);
+
+// The pages a buffer object's contents live in right now: a DEVICE range of an arena or a
+// SYSTEM memfd of its own. Freeing is RAII: the destructor returns the arena range. Shared
+// (std::shared_ptr) so that a move can keep the old storage alive until fences and mappings
+// that still reference it are gone.
+class Storage {
+ public:
+  static Result<std::shared_ptr<Storage>> CreateDevice(Arena& arena, uint64_t size);
+  static Result<std::shared_ptr<Storage>> CreateSystem(const std::string& name, uint64_t size);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  Placement placement() const { return placement_; }
+  uint64_t size() const { return size_; }
+  uint8_t* data() const { return data_; }
+  // The memfd holding the pages and the pages' offset in it (the arena's for DEVICE).
+  const Memfd& memfd() const;
+  uint64_t offset() const { return offset_; }
+
+ private:
+  Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, Arena* arena,
+          std::unique_ptr<Memfd> own);
+  Placement placement_;
+  uint64_t size_;
+  uint8_t* data_;
+  uint64_t offset_;
+  Arena* arena_;                // DEVICE: where to free; must outlive the storage
+  std::unique_ptr<Memfd> own_;  // SYSTEM
+};
+
+}  // namespace sharegpu

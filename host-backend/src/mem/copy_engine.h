@@ -1,0 +1,35 @@
+// The device's copy engine: copy / fill / checksum over buffer-object ranges. Every access
+// goes through the object's DeviceCache, so device jobs obey the cache model. Ranges are
+// bounds-checked (overflow-safe) before any byte moves: -EINVAL for len 0 or misaligned fill,
+// -ERANGE for a range outside the object. Overlapping copies within one object behave like
+// memmove.
+#pragma once
+
+#include <cstdint>
+
+#include "common/status.h"
+#include "mem/device_cache.h"
+
+namespace sharegpu {
+
+// What the engine needs of a buffer object for the duration of one job; the caller keeps the
+// storage alive and the object locked or pinned.
+struct DeviceView {
+  uint8_t* mem = nullptr;
+  uint64_t size = 0;
+  DeviceCache* cache = nullptr;
+};
+
+// CRC-32C (Castagnoli), the checksum jobs report; `seed` chains calls (start with 0).
+uint32_t Crc32c(uint32_t seed, const uint8_t* data, uint64_t len);
+
+class CopyEngine {
+ public:
+  static Status Copy(const DeviceView& src, uint64_t src_off, const DeviceView& dst,
+                     uint64_t dst_off, uint64_t len);
+  // Fills with a repeated 32-bit little-endian pattern; off and len must be multiples of 4.
+  static Status Fill(const DeviceView& dst, uint64_t off, uint64_t len, uint32_t pattern);
+  static Result<uint32_t> Checksum(const DeviceView& src, uint64_t off, uint64_t len);
+};
+
+}  // namespace sharegpu

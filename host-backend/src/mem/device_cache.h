@@ -1,0 +1,76 @@
+// The explicit device-cache model behind begin/end_cpu_access (seed 003: the barriers are
+// invalidate-before-use and flush-after, in both directions).
+//
+// kCoherent: device reads and writes go straight to memory; Flush/Invalidate cost nothing.
+// kStrict:   the device has a private, page-granular write-back cache per buffer object.
+//   - a device write lands in the cache line (filled from memory first) and marks it dirty;
+//     memory - and so the CPU - sees it only after Flush();
+//   - a device read is served from a cached line when there is one, so after the CPU wrote
+//     memory the device keeps seeing the old bytes until Invalidate();
+//   - Invalidate() writes dirty lines back before dropping them: device-written data is only
+//     ever delayed, never lost.
+// Thread-safe: device jobs and CPU barriers may race.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+
+namespace sharegpu {
+
+enum class CacheMode : uint8_t { kCoherent = 0, kStrict = 1 };
+
+struct DeviceCacheStats {
+  uint64_t valid_lines = 0;
+  uint64_t dirty_lines = 0;
+  uint64_t flushes = 0;        // Flush() calls
+  uint64_t invalidates = 0;    // Invalidate() calls
+  uint64_t lines_written_back = 0;
+  uint64_t read_hits = 0;
+  uint64_t read_misses = 0;
+};
+
+class DeviceCache {
+ public:
+  explicit DeviceCache(CacheMode mode) : mode_(mode) {}
+  DeviceCache(const DeviceCache&) = delete;
+  DeviceCache& operator=(const DeviceCache&) = delete;
+
+  CacheMode mode() const { return mode_; }
+
+  // Device-side accesses of `len` bytes at `off` of the buffer whose memory is `mem`
+  // (mem_size bytes). Ranges are the caller's to bounds-check.
+  void DeviceRead(const uint8_t* mem, uint64_t off, uint64_t len, uint8_t* out);
+  void DeviceWrite(uint8_t* mem, uint64_t off, uint64_t len, const uint8_t* in);
+  void DeviceFill(uint8_t* mem, uint64_t off, uint64_t len, uint32_t pattern);
+
+  // Write dirty lines of [off, off+len) back to mem; they stay valid (clean).
+  void Flush(uint8_t* mem, uint64_t off, uint64_t len);
+  // Write back dirty lines of the range, then drop every line of it.
+  void Invalidate(uint8_t* mem, uint64_t off, uint64_t len);
+  // Whole-buffer clean+invalidate: before a move copies memory, and on reset.
+  void WritebackAndDropAll(uint8_t* mem);
+
+  DeviceCacheStats stats() const;
+  bool HasDirtyLines() const;
+
+ private:
+  struct Line {
+    bool dirty = false;
+    std::unique_ptr<uint8_t[]> data;  // kPageSize bytes
+  };
+  Line& FillLine(const uint8_t* mem, uint64_t page) SGPU_REQUIRES(mu_);
+  void WriteBack(uint8_t* mem, uint64_t page, Line& line) SGPU_REQUIRES(mu_);
+
+  const CacheMode mode_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, Line> lines_ SGPU_GUARDED_BY(mu_);  // page index -> line
+  DeviceCacheStats stats_ SGPU_GUARDED_BY(mu_);
+};
+
+}  // namespace sharegpu

@@ -1,0 +1,143 @@
+// Wait/wound mutexes with acquire contexts, modelled on the kernel's ww_mutex
+// (kernel/locking/ww_mutex.h, Documentation/locking/ww-mutex-design.rst).
+//
+// Protocol (seed 002): a context locks a set of WwMutex in any order. lock() may return
+// -EDEADLK: the caller must then unlock *every* lock it holds in this context and call
+// lock_slow() on the contended mutex (it sleeps until the mutex is free, without deadlock
+// detection), then retry the rest. -EALREADY means the context already holds that mutex.
+//
+// Misuse that the kernel catches with DEBUG_WW_MUTEX_SLOWPATH / lockdep is detected here too
+// and reported through the misuse handler (see SetWwMisuseHandler); the offending call then
+// fails with -EINVAL and has no effect:
+//   - after -EDEADLK, locking anything other than the contended mutex (slowpath rule),
+//     or locking while still holding locks (must unwind first),
+//   - lock_slow() when the context has seen no -EDEADLK, or on a mutex that is not the
+//     contended one,
+//   - locking with a context after WwAcquireCtx::Done(),
+//   - mixing WwClass instances between a context and a mutex,
+//   - unlocking a mutex that the calling thread does not hold,
+//   - destroying a context that still holds locks.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/thread_annotations.h"
+
+namespace sharegpu {
+
+enum class WwAlgorithm {
+  kWoundWait,  // default (as dma_resv's reservation_ww_class): an older context wounds the holder
+  kWaitDie,    // a younger context dies (-EDEADLK) instead of waiting on an older one
+};
+
+enum class WwMisuse {
+  kLockAfterDeadlockWithoutUnwind,  // locks still held when retrying after -EDEADLK
+  kWrongLockAfterDeadlock,          // next lock after -EDEADLK is not the contended one
+  kSlowWithoutDeadlock,             // lock_slow with no pending -EDEADLK
+  kLockAfterDone,                   // locking after WwAcquireCtx::Done()
+  kClassMismatch,                   // context and mutex of different WwClass
+  kUnlockNotOwner,                  // unlock by a thread/context that does not hold it
+  kContextDestroyedHoldingLocks,    // ~WwAcquireCtx with locks still held
+  kContextUsedFromOtherThread,      // an acquire context belongs to one thread
+};
+
+const char* WwMisuseName(WwMisuse misuse);
+
+// Called for every detected misuse. The default handler logs and aborts (a WARN is a bug);
+// tests install a recording handler. Returns the previous handler.
+using WwMisuseHandler = void (*)(WwMisuse misuse, const char* detail);
+WwMisuseHandler SetWwMisuseHandler(WwMisuseHandler handler);
+
+// A lock class: contexts and mutexes of one class may be locked together. Stamps are unique
+// and increase, so the context with the smaller stamp is the older one and wins.
+class WwClass {
+ public:
+  explicit WwClass(std::string name, WwAlgorithm algorithm = WwAlgorithm::kWoundWait);
+  WwClass(const WwClass&) = delete;
+  WwClass& operator=(const WwClass&) = delete;
+
+  const std::string& name() const { return name_; }
+  WwAlgorithm algorithm() const { return algorithm_; }
+  uint64_t NextStamp() { return next_stamp_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  std::string name_;
+  WwAlgorithm algorithm_;
+  std::atomic<uint64_t> next_stamp_{1};
+};
+
+class WwMutex;
+
+// One locking transaction (ww_acquire_ctx). Lives on one thread's stack.
+class WwAcquireCtx {
+ public:
+  explicit WwAcquireCtx(WwClass& ww_class);
+  ~WwAcquireCtx();  // reports kContextDestroyedHoldingLocks if anything is still held
+  WwAcquireCtx(const WwAcquireCtx&) = delete;
+  WwAcquireCtx& operator=(const WwAcquireCtx&) = delete;
+
+  // ww_acquire_done(): no more locks will be taken in this context.
+  void Done();
+
+  WwClass& ww_class() const { return class_; }
+  uint64_t stamp() const { return stamp_; }
+  unsigned acquired() const { return acquired_.load(std::memory_order_relaxed); }
+  // The mutex that returned -EDEADLK and that must be taken with LockSlow() next.
+  WwMutex* contended() const { return contended_; }
+  // How many -EDEADLK back-offs this context went through (stress tests and debugfs).
+  uint64_t backoffs() const { return backoffs_; }
+
+ private:
+  friend class WwMutex;
+  WwClass& class_;
+  const uint64_t stamp_;
+  const std::thread::id owner_;
+  std::atomic<unsigned> acquired_{0};
+  std::atomic<bool> wounded_{false};  // set by an older context that wants one of our locks
+  bool done_ = false;
+  WwMutex* contended_ = nullptr;
+  uint64_t backoffs_ = 0;
+};
+
+class SGPU_CAPABILITY("mutex") WwMutex {
+ public:
+  explicit WwMutex(WwClass& ww_class);
+  ~WwMutex();
+  WwMutex(const WwMutex&) = delete;
+  WwMutex& operator=(const WwMutex&) = delete;
+
+  // ww_mutex_lock(). ctx may be nullptr: a plain sleeping lock that never returns -EDEADLK.
+  // Returns 0, -EDEADLK (back off: unlock everything, then LockSlow(this)), -EALREADY
+  // (ctx already holds it), or -EINVAL after a reported misuse.
+  [[nodiscard]] int Lock(WwAcquireCtx* ctx);
+  // ww_mutex_lock_slow(): after -EDEADLK and with no locks held in ctx, sleep until this
+  // contended mutex is ours. Returns 0, or -EINVAL after a reported misuse.
+  int LockSlow(WwAcquireCtx* ctx);
+  // ww_mutex_trylock(): never sleeps; true when acquired.
+  [[nodiscard]] bool TryLock(WwAcquireCtx* ctx = nullptr);
+  void Unlock();
+
+  bool IsLocked() const;
+  // True when the calling thread holds it (dma_resv_assert_held / lockdep_is_held).
+  bool IsHeldByCurrentThread() const;
+  // The holding context, or nullptr (unlocked, or held without a context).
+  const WwAcquireCtx* holder_ctx() const;
+  WwClass& ww_class() const { return class_; }
+
+ private:
+  WwClass& class_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool locked_ SGPU_GUARDED_BY(mu_) = false;
+  std::thread::id owner_thread_ SGPU_GUARDED_BY(mu_);
+  WwAcquireCtx* owner_ctx_ SGPU_GUARDED_BY(mu_) = nullptr;
+  // Stamp-ordered waiters are not tracked individually; every waiter re-checks on wake-up.
+  unsigned waiters_ SGPU_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sharegpu

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs every Debian package the project needs (idempotent).
+# Extra suites are derived from the machine's own debian.sources so the repo never names a
+# registry host: bookworm-backports (meson >= 1.5 for QEMU 10) and trixie as deb-src only
+# (QEMU 10.0 source package).
+set -euo pipefail
+
+src=/etc/apt/sources.list.d/debian.sources
+extra=/etc/apt/sources.list.d/sharegpu-extra.sources
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+derive_entry() { # $1 = Types, $2 = Suites; copies the first stanza that has the main archive
+    awk -v types="$1" -v suites="$2" '
+        BEGIN { RS=""; ORS="\n\n" }
+        /Suites:[^\n]*bookworm([ \n]|$)/ && !done {
+            n = split($0, lines, "\n"); out = ""
+            for (i = 1; i <= n; i++) {
+                if (lines[i] ~ /^#/) continue
+                if (lines[i] ~ /^Types:/) lines[i] = "Types: " types
+                if (lines[i] ~ /^Suites:/) lines[i] = "Suites: " suites
+                out = out lines[i] "\n"
+            }
+            printf "%s\n", out; done = 1
+        }' "$src"
+}
+
+if [ -f "$src" ] && ! [ -f "$extra" ]; then
+    { derive_entry deb bookworm-backports; derive_entry deb-src trixie; } | $SUDO tee "$extra" >/dev/null
+    need_update=1
+fi
+
+stamp=/var/lib/apt/periodic/sharegpu-update-stamp
+if [ -n "${need_update:-}" ] || ! [ -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +720 2>/dev/null)" ]; then
+    $SUDO apt-get update -q
+    $SUDO mkdir -p "$(dirname "$stamp")" && $SUDO touch "$stamp"
+fi
+
+pkgs=(
+    build-essential g++ pkg-config ninja-build ccache git python3 python3-venv
+    googletest libgtest-dev libgmock-dev libbenchmark-dev
+    clang-format
+    # QEMU 10 build
+    dpkg-dev libglib2.0-dev libpixman-1-dev libslirp-dev libfdt-dev zlib1g-dev
+    python3-setuptools flex bison qemu-system-data seabios
+    # guest kernel + image
+    linux-source-6.12 bc libelf-dev libssl-dev cpio busybox-static kmod xz-utils
+)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# meson >= 1.5 (QEMU 10 requires it) comes from bookworm-backports.
+if ! meson --version 2>/dev/null | awk -F. '{ exit !($1 > 1 || ($1 == 1 && $2 >= 5)) }'; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports meson
+fi
