@@ -51,6 +51,7 @@ class ExecContext {
   WwAcquireCtx ctx_;
   std::vector<ReservationObject*> locked_;
   ReservationObject* prelocked_ = nullptr;  // taken by LockSlow before body re-runs
+  ReservationObject* contended_ = nullptr;  // returned -EDEADLK in the current pass
   unsigned retries_ = 0;
   bool finished_ = false;
 };

@@ -72,6 +72,9 @@ class Fence : public std::enable_shared_from_this<Fence> {
   }
 
  private:
+  // Signals with `error` (kOk keeps an error recorded by SetError) and runs the callbacks.
+  Status SignalInternal(Status error);
+
   const uint64_t context_;
   const uint64_t seqno_;
   const std::string timeline_name_;

@@ -5,6 +5,9 @@
 // -EDEADLK: the caller must then unlock *every* lock it holds in this context and call
 // lock_slow() on the contended mutex (it sleeps until the mutex is free, without deadlock
 // detection), then retry the rest. -EALREADY means the context already holds that mutex.
+// As in the kernel, a context that holds no lock never gets -EDEADLK (it cannot be part of a
+// deadlock cycle; it simply waits), and an older context only wounds a younger holder while
+// it holds locks itself. A wounded context backs off only when its next Lock() would wait.
 //
 // Misuse that the kernel catches with DEBUG_WW_MUTEX_SLOWPATH / lockdep is detected here too
 // and reported through the misuse handler (see SetWwMisuseHandler); the offending call then
@@ -49,7 +52,7 @@ enum class WwMisuse {
 const char* WwMisuseName(WwMisuse misuse);
 
 // Called for every detected misuse. The default handler logs and aborts (a WARN is a bug);
-// tests install a recording handler. Returns the previous handler.
+// tests install a recording handler. Returns the previous handler; nullptr restores the default.
 using WwMisuseHandler = void (*)(WwMisuse misuse, const char* detail);
 WwMisuseHandler SetWwMisuseHandler(WwMisuseHandler handler);
 
@@ -72,6 +75,21 @@ class WwClass {
 };
 
 class WwMutex;
+
+namespace internal {
+// A one-token park/unpark primitive (a sticky wake-up, like a task's wake_up_process()):
+// Unpark() before Park() makes Park() return at once, so no wake-up is ever lost.
+class WwParker {
+ public:
+  void Park();
+  void Unpark();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool token_ SGPU_GUARDED_BY(mu_) = false;
+};
+}  // namespace internal
 
 // One locking transaction (ww_acquire_ctx). Lives on one thread's stack.
 class WwAcquireCtx {
@@ -102,6 +120,12 @@ class WwAcquireCtx {
   bool done_ = false;
   WwMutex* contended_ = nullptr;
   uint64_t backoffs_ = 0;
+  // Where this context sleeps while waiting in Lock(): one per context (not per mutex), so a
+  // wounding context can wake it whatever mutex it is blocked on (wake_up_process(owner)).
+  internal::WwParker parker_;
+  // Intrusive list of the mutexes held in this context; only the owning thread touches it.
+  // Lets ~WwAcquireCtx detach leaked locks instead of leaving dangling owner pointers.
+  WwMutex* held_head_ = nullptr;
 };
 
 class SGPU_CAPABILITY("mutex") WwMutex {
@@ -130,14 +154,33 @@ class SGPU_CAPABILITY("mutex") WwMutex {
   WwClass& ww_class() const { return class_; }
 
  private:
+  friend class WwAcquireCtx;
+  struct Waiter;  // lives on the stack of a thread blocked in Lock()
+
+  bool ValidateCtx(WwAcquireCtx* ctx, bool slow);
+  int LockCommon(WwAcquireCtx* ctx);
+  void TakeLocked(WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
+  int AddWaiter(Waiter* w, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
+  void RemoveWaiter(Waiter* w) SGPU_REQUIRES(mu_);
+  int CheckKill(Waiter* w, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
+  void CheckWaiters(WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
+  bool Die(Waiter* cur, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
+  bool Wound(WwAcquireCtx* ww_ctx, WwAcquireCtx* hold_ctx) SGPU_REQUIRES(mu_);
+  int Kill(WwAcquireCtx* ctx);
+
   WwClass& class_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable std::mutex mu_;  // the kernel's wait_lock: guards the state below
   bool locked_ SGPU_GUARDED_BY(mu_) = false;
   std::thread::id owner_thread_ SGPU_GUARDED_BY(mu_);
   WwAcquireCtx* owner_ctx_ SGPU_GUARDED_BY(mu_) = nullptr;
-  // Stamp-ordered waiters are not tracked individually; every waiter re-checks on wake-up.
-  unsigned waiters_ SGPU_GUARDED_BY(mu_) = 0;
+  // Wait list: context waiters ordered by stamp (oldest first), context-less ones in FIFO
+  // order between them, as __ww_mutex_add_waiter() keeps it.
+  Waiter* waiters_head_ SGPU_GUARDED_BY(mu_) = nullptr;
+  Waiter* waiters_tail_ SGPU_GUARDED_BY(mu_) = nullptr;
+  // Links in the holding context's held list (owner_ctx_->held_head_); only the holding
+  // thread touches them, and a handover between holders goes through mu_.
+  WwMutex* held_prev_ = nullptr;
+  WwMutex* held_next_ = nullptr;
 };
 
 }  // namespace sharegpu
