@@ -2,7 +2,7 @@
 // goes through the object's DeviceCache, so device jobs obey the cache model. Ranges are
 // bounds-checked (overflow-safe) before any byte moves: -EINVAL for len 0 or misaligned fill,
 // -ERANGE for a range outside the object. Overlapping copies within one object behave like
-// memmove.
+// memmove. A view without memory or cache is -EINVAL.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +22,8 @@ struct DeviceView {
 
 // CRC-32C (Castagnoli), the checksum jobs report; `seed` chains calls (start with 0).
 uint32_t Crc32c(uint32_t seed, const uint8_t* data, uint64_t len);
+// The table-driven fallback Crc32c uses without SSE4.2; exposed so tests can cross-check.
+uint32_t Crc32cPortable(uint32_t seed, const uint8_t* data, uint64_t len);
 
 class CopyEngine {
  public:

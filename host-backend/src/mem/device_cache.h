@@ -9,9 +9,14 @@
 //     memory the device keeps seeing the old bytes until Invalidate();
 //   - Invalidate() writes dirty lines back before dropping them: device-written data is only
 //     ever delayed, never lost.
+//   - write-back stores only the bytes the device wrote (a per-byte dirty mask, like the byte
+//     enables of a real cache), so CPU writes elsewhere in the same page are not clobbered and
+//     nothing is ever written outside the ranges the device wrote.
+// `mem` must be backed in whole pages (Storage always is): a line fill reads its whole page.
 // Thread-safe: device jobs and CPU barriers may race.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,6 +25,7 @@
 
 #include "common/status.h"
 #include "common/thread_annotations.h"
+#include "mem/memfd.h"
 
 namespace sharegpu {
 
@@ -56,6 +62,8 @@ class DeviceCache {
   // Whole-buffer clean+invalidate: before a move copies memory, and on reset.
   void WritebackAndDropAll(uint8_t* mem);
 
+  // valid_lines / dirty_lines describe the cache now; the rest count since construction.
+  // WritebackAndDropAll() counts as neither a flush nor an invalidate.
   DeviceCacheStats stats() const;
   bool HasDirtyLines() const;
 
@@ -63,8 +71,11 @@ class DeviceCache {
   struct Line {
     bool dirty = false;
     std::unique_ptr<uint8_t[]> data;  // kPageSize bytes
+    std::array<uint64_t, kPageSize / 64> written{};  // bit i: byte i is device-written
   };
-  Line& FillLine(const uint8_t* mem, uint64_t page) SGPU_REQUIRES(mu_);
+  // The line of `page`, filled from memory when it was not cached (`fill` false: the caller
+  // overwrites the whole page, so reading memory would be wasted).
+  Line& FillLine(const uint8_t* mem, uint64_t page, bool fill = true) SGPU_REQUIRES(mu_);
   void WriteBack(uint8_t* mem, uint64_t page, Line& line) SGPU_REQUIRES(mu_);
 
   const CacheMode mode_;
