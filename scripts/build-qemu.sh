@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Builds qemu-system-x86_64 (QEMU 10.0, Debian trixie source package) with the sharegpu device.
+#
+#   scripts/build-qemu.sh [--asan] [--plain] [--qtests] [--force] [-j N]
+#
+#   --asan     ASan+UBSan variant (backend -Db_sanitize=address,undefined, QEMU --enable-asan
+#              --enable-ubsan); separate work tree, separate output hash.
+#   --plain    QEMU without the sharegpu patches/device (pipeline timing / bisecting).
+#   --qtests   also build the qtest binaries (tests/qtest/*-test) of the same tree.
+#   --force    rebuild even if the output for the current hash exists.
+#
+# Layout under ${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}:
+#   qemu-src/dl/                    apt-get source --download-only (once)
+#   qemu-src/qemu-<debver>/         pristine unpacked Debian tree (never modified)
+#   work/<variant>/src              patched tree (kept: only changed files are rewritten, so
+#   work/<variant>/build            ninja stays incremental); QEMU build dir
+#   backend/<variant>/              meson build dir of the project's host backend
+#   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries, build-info.txt)
+#   qemu/current -> <hash>          (qemu/current-asan, qemu/current-plain for the variants)
+#
+# <hash> covers: QEMU source version, patches/qemu/*, device/**, include/sharegpu_hw.h,
+# host-backend/** sources, the top-level meson.build, this script and the variant. An unchanged
+# rebuild only hashes and exits.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+suite=${SHAREGPU_QEMU_SUITE:-trixie}
+variant=default
+plain=0
+qtests=0
+force=0
+jobs=${SHAREGPU_JOBS:-$(nproc)}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --asan) variant=asan ;;
+        --plain) plain=1 ;;
+        --qtests) qtests=1 ;;
+        --force) force=1 ;;
+        -j) jobs=$2; shift ;;
+        -j*) jobs=${1#-j} ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "build-qemu.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$plain" = 1 ]; then
+    if [ "$variant" = asan ]; then variant=plain-asan; else variant=plain; fi
+fi
+
+log() { printf '[build-qemu %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+t_start=$SECONDS
+
+# ---------------------------------------------------------------- 1. QEMU source (once)
+dl=$cache/qemu-src/dl
+mkdir -p "$dl"
+dsc=$(ls "$dl"/qemu_*.dsc 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$dsc" ]; then
+    log "downloading QEMU source package (qemu/$suite)"
+    if ! (cd "$dl" && apt-get source --download-only "qemu/$suite" >"$dl/apt-get-source.log" 2>&1); then
+        log "apt-get source failed; trying apt-get update first"
+        apt-get update -q >/dev/null || true
+        (cd "$dl" && apt-get source --download-only "qemu/$suite" >"$dl/apt-get-source.log" 2>&1) || {
+            cat "$dl/apt-get-source.log" >&2
+            echo "build-qemu.sh: cannot fetch QEMU source (is deb-src $suite configured? run scripts/setup-host.sh)" >&2
+            exit 1
+        }
+    fi
+    dsc=$(ls "$dl"/qemu_*.dsc | sort -V | tail -1)
+fi
+debver=$(sed -n 's/^Version: //p' "$dsc" | head -1)
+debver_dir=${debver#*:}
+pristine=$cache/qemu-src/qemu-$debver_dir
+if [ ! -f "$pristine/.sharegpu-unpacked" ]; then
+    log "unpacking $(basename "$dsc") -> $pristine"
+    rm -rf "$pristine" "$pristine.tmp"
+    dpkg-source --no-check -x "$dsc" "$pristine.tmp" >"$cache/qemu-src/dpkg-source.log" 2>&1 || {
+        tail -20 "$cache/qemu-src/dpkg-source.log" >&2; exit 1; }
+    mv "$pristine.tmp" "$pristine"
+    touch "$pristine/.sharegpu-unpacked"
+fi
+
+# ---------------------------------------------------------------- 2. inputs + hash
+shopt -s nullglob
+patches=()
+if [ "$plain" = 0 ]; then
+    patches=("$repo"/patches/qemu/*.patch)
+fi
+hash_inputs() {
+    echo "qemu $debver variant $variant qtests $qtests"
+    sha256sum "$repo/scripts/build-qemu.sh"
+    if [ "$plain" = 0 ]; then
+        (cd "$repo" && find patches/qemu device include/sharegpu_hw.h host-backend meson.build \
+            -type f \( -name '*.patch' -o -name '*.c' -o -name '*.h' -o -name '*.cc' \
+            -o -name '*.hh' -o -name '*.hpp' -o -name '*.cpp' -o -name 'meson.build' \
+            -o -name 'meson_options.txt' -o -name 'meson.options' -o -name 'trace-events' \
+            -o -name '*.json' -o -name '*.hx' \) \
+            -not -path '*/tests/*' -not -path '*/bench/*' -print0 2>/dev/null \
+            | sort -z | xargs -0 sha256sum)
+        # the qtest sources do matter when qtests are built
+        if [ "$qtests" = 1 ] && [ -d "$repo/device/tests" ]; then
+            (cd "$repo" && find device/tests -type f -print0 | sort -z | xargs -0 -r sha256sum)
+        fi
+    fi
+}
+hash=$(hash_inputs | sha256sum | cut -c1-16)
+out=$cache/qemu/$hash
+link=current
+[ "$variant" != default ] && link=current-$variant
+
+if [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] && { [ "$qtests" = 0 ] || [ -f "$out/.qtests" ]; }; then
+    ln -sfn "$hash" "$cache/qemu/$link"
+    log "up to date: $out/qemu-system-x86_64 ($((SECONDS - t_start))s)"
+    echo "$out/qemu-system-x86_64"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- 3. backend (static, -fPIC)
+export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
+if [ "$plain" = 0 ]; then
+    bdir=$cache/backend/$variant
+    sanitize=none
+    [ "$variant" = asan ] && sanitize=address,undefined
+    if [ ! -f "$bdir/build.ninja" ]; then
+        log "configuring host backend ($bdir, b_sanitize=$sanitize)"
+        meson setup "$bdir" "$repo" --buildtype=debugoptimized -Db_sanitize="$sanitize" \
+            >"$cache/backend-$variant-setup.log" 2>&1 || {
+            tail -30 "$cache/backend-$variant-setup.log" >&2; exit 1; }
+    fi
+    log "building host backend static library"
+    nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a >&2
+    pcdir=$bdir/meson-uninstalled
+    [ -f "$pcdir/sharegpu-backend-uninstalled.pc" ] || {
+        echo "build-qemu.sh: $pcdir/sharegpu-backend-uninstalled.pc missing" >&2; exit 1; }
+    # pkg-config prefers NAME-uninstalled.pc; QEMU asks for 'sharegpu-backend'.
+    export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    pkg-config --exists sharegpu-backend || {
+        echo "build-qemu.sh: pkg-config cannot resolve sharegpu-backend" >&2; exit 1; }
+fi
+
+# ---------------------------------------------------------------- 4. patched work tree
+work=$cache/work/$variant
+src=$work/src
+bld=$work/build
+stamp_pristine=$work/.pristine
+if [ ! -f "$stamp_pristine" ] || [ "$(cat "$stamp_pristine")" != "$debver" ]; then
+    log "creating work tree $src from pristine source"
+    rm -rf "$work"
+    mkdir -p "$work"
+    cp -a "$pristine" "$src"
+    rm -f "$src/.sharegpu-unpacked"
+    echo "$debver" >"$stamp_pristine"
+fi
+
+# The overlay = every file the patches touch (patched) + device files. Only files whose content
+# differs from the work tree are rewritten (keeps mtimes, so ninja rebuilds only what changed);
+# files overlaid last time but not now are restored from pristine (or removed).
+overlay=$(mktemp -d "$work/overlay.XXXXXX")
+trap 'rm -rf "$overlay"' EXIT
+for p in "${patches[@]}"; do
+    # paths from the +++ lines, minus the first component (-p1)
+    sed -n 's/^+++ \([^\t ]*\).*/\1/p' "$p" | cut -d/ -f2- | while read -r f; do
+        [ -e "$overlay/$f" ] && continue
+        mkdir -p "$overlay/$(dirname "$f")"
+        if [ -f "$pristine/$f" ]; then cp -p "$pristine/$f" "$overlay/$f"; fi
+    done
+    patch -s -p1 -d "$overlay" --no-backup-if-mismatch <"$p" || {
+        echo "build-qemu.sh: $(basename "$p") does not apply" >&2; exit 1; }
+done
+if [ "$plain" = 0 ]; then
+    # device/ -> hw/misc/sharegpu/ (except qapi/ and tests/), the contract header beside it
+    mkdir -p "$overlay/hw/misc/sharegpu"
+    (cd "$repo/device" && find . -type f -not -path './tests/*' -not -path './qapi/*' \
+        -not -name '*.md' -print) | while read -r f; do
+        mkdir -p "$overlay/hw/misc/sharegpu/$(dirname "$f")"
+        cp "$repo/device/$f" "$overlay/hw/misc/sharegpu/$f"
+    done
+    cp "$repo/include/sharegpu_hw.h" "$overlay/hw/misc/sharegpu/sharegpu_hw.h"
+    if [ -d "$repo/device/qapi" ]; then
+        cp "$repo"/device/qapi/*.json "$overlay/qapi/"
+    fi
+    if [ -d "$repo/device/tests" ]; then
+        mkdir -p "$overlay/tests/qtest"
+        for f in "$repo"/device/tests/*.c; do cp "$f" "$overlay/tests/qtest/"; done
+    fi
+fi
+(cd "$overlay" && find . -type f | sed 's|^\./||' | sort) >"$work/.overlay.new"
+touch "$work/.overlay"
+changed=0
+while read -r f; do
+    if ! cmp -s "$overlay/$f" "$src/$f"; then
+        mkdir -p "$src/$(dirname "$f")"
+        cp "$overlay/$f" "$src/$f"
+        changed=$((changed + 1))
+    fi
+done <"$work/.overlay.new"
+comm -23 "$work/.overlay" "$work/.overlay.new" | while read -r f; do
+    if [ -f "$pristine/$f" ]; then cp "$pristine/$f" "$src/$f"; else rm -f "$src/$f"; fi
+done
+mv "$work/.overlay.new" "$work/.overlay"
+log "work tree: ${#patches[@]} patches, $(wc -l <"$work/.overlay") overlaid files, $changed rewritten"
+
+# ---------------------------------------------------------------- 5. configure + build
+conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --enable-kvm
+      --disable-docs --disable-download --disable-install-blobs --disable-werror
+      --enable-trace-backends=log)
+[ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
+want_conf="${conf[*]} PKG_CONFIG_PATH=$PKG_CONFIG_PATH"
+if [ ! -f "$bld/build.ninja" ] || [ "$(cat "$work/.configured" 2>/dev/null)" != "$want_conf" ]; then
+    log "configuring QEMU: ${conf[*]}"
+    rm -rf "$bld"
+    mkdir -p "$bld"
+    (cd "$bld" && nice -n 10 "$src/configure" --python=/usr/bin/python3 --cc="ccache cc" --cxx="ccache c++" \
+        --objcc="ccache cc" "${conf[@]}") >"$work/configure.log" 2>&1 || {
+        tail -40 "$work/configure.log" >&2; exit 1; }
+    echo "$want_conf" >"$work/.configured"
+fi
+export CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
+targets=(qemu-system-x86_64)
+if [ "$qtests" = 1 ]; then
+    mapfile -t qt < <(cd "$bld" && ninja -t targets all 2>/dev/null \
+        | sed -n 's/^\(tests\/qtest\/[a-z0-9_-]*-test\): .*/\1/p' | sort -u)
+    targets+=("${qt[@]}")
+fi
+log "building (${#targets[@]} targets, -j$jobs, nice 10)"
+t_build=$SECONDS
+# ninja's own status line ([n/m]) is the progress indicator
+nice -n 10 ninja -C "$bld" -j "$jobs" "${targets[@]}" >&2
+log "ninja finished in $((SECONDS - t_build))s"
+
+# ---------------------------------------------------------------- 6. publish
+mkdir -p "$out.tmp"
+cp "$bld/qemu-system-x86_64" "$out.tmp/"
+if [ "$qtests" = 1 ]; then
+    mkdir -p "$out.tmp/qtest"
+    for t in "${targets[@]:1}"; do cp "$bld/$t" "$out.tmp/qtest/"; done
+    # qtests exec QTEST_QEMU_BINARY and need the storage daemon/img only for block tests
+    touch "$out.tmp/.qtests"
+fi
+{
+    echo "qemu $debver"
+    echo "variant $variant"
+    echo "configure ${conf[*]}"
+    echo "source $src"
+    echo "build $bld"
+    echo "repo $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+} >"$out.tmp/build-info.txt"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+ln -sfn "$hash" "$cache/qemu/$link"
+log "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
+echo "$out/qemu-system-x86_64"
