@@ -11,8 +11,8 @@
  *    -EDEADLK would self-deadlock, -ENOLCK lock rule violated).
  *  - Thread-safety: all functions may be called from any thread. Calls on one device are
  *    serialized by the caller (QEMU: the ring bottom half / monitor under the BQL).
- *  - Ownership: *_create/*_new results are owned by the caller and released with the matching
- *    *_destroy/*_unref. File descriptors returned through an out parameter are owned by the
+ *  - Ownership: what a create or new call returns is owned by the caller and released with the
+ *    matching destroy or unref call. File descriptors returned through an out parameter are owned by the
  *    caller (close them). Descriptors passed in are borrowed (dup'd if kept).
  *
  * Model (docs/semantics.md has the rules): a backend owns devices; a device owns a VRAM arena

@@ -1,0 +1,112 @@
+// A buffer object: page-granular contents in DEVICE (VRAM arena) or SYSTEM storage, a
+// reservation object, the owning device's cache of it, and the exporter side of dma-buf
+// (it implements ExporterOps; its DmaBuf is created on first export and cached).
+//
+// Rules (docs/semantics.md): Move/Pin/Unpin need the reservation held; a pinned buffer never
+// moves (-EBUSY); a move writes back and drops every device cache of the buffer, copies the
+// contents, tells importers with live mappings (move_notify) and keeps the old storage until
+// every BOOKKEEP fence present at the move has signalled (and every stale mapping is gone).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/status.h"
+#include "core/dma_buf.h"
+#include "core/memory_manager.h"
+#include "mem/copy_engine.h"
+#include "sync/reservation.h"
+
+namespace sharegpu {
+
+class BufferObject final : public ExporterOps, public std::enable_shared_from_this<BufferObject> {
+ public:
+  static constexpr uint64_t kMaxSize = uint64_t{1} << 32;
+
+  // size: 1 .. kMaxSize, rounded up to pages.
+  static Result<std::shared_ptr<BufferObject>> Create(std::shared_ptr<MemoryManager> mm,
+                                                      uint64_t size, Placement placement,
+                                                      std::string name);
+  ~BufferObject() override;
+
+  const std::string& name() const { return name_; }
+  ReservationObject& resv() { return resv_; }
+  MemoryManager& memory_manager() const { return *mm_; }
+
+  // --- reservation held ---
+  Status Move(Placement target);
+  Status PinLocked();
+  Status UnpinLocked();
+  Placement placement() const;         // also fine unlocked for display
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+  DeviceView DeviceViewLocked() { return {storage_->data(), size_, &cache_}; }
+  // The owning device's cache barriers on a range (CACHE_FLUSH / CACHE_INVALIDATE commands).
+  Status CacheFlushLocked(uint64_t off, uint64_t len);
+  Status CacheInvalidateLocked(uint64_t off, uint64_t len);
+
+  // --- reservation not held ---
+  // dma_buf_begin/end_cpu_access for this buffer whether or not it is exported: wait for the
+  // conflicting fences, then flush (CPU reads) / invalidate (CPU writes) all device caches.
+  Status BeginCpuAccessUnlocked(DmaDirection dir);
+  Status EndCpuAccessUnlocked(DmaDirection dir);
+  // Export on first call, the same DmaBuf afterwards while it lives.
+  Result<std::shared_ptr<DmaBuf>> GetOrExport();
+  std::shared_ptr<DmaBuf> exported() const;
+
+  DeviceCache& cache() { return cache_; }
+  unsigned pin_count() const { return pin_count_.load(std::memory_order_relaxed); }
+  uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
+  uint64_t moves() const { return moves_.load(std::memory_order_relaxed); }
+  // Device-memory offset for display and the device's BAR (~0 when SYSTEM); held or racy.
+  uint64_t vram_offset() const;
+  // Handle of this buffer on its owning device (0: none); set by the device.
+  std::atomic<uint32_t> owner_handle{0};
+  // How long a move waits for in-flight writers (WRITE fences) before giving up (-EBUSY).
+  void set_move_wait_timeout(std::chrono::nanoseconds t) { move_wait_timeout_ = t; }
+
+  // --- ExporterOps ---
+  uint64_t size() const override { return size_; }
+  bool IsDynamic() const override { return true; }
+  Status Pin(Attachment& attachment) override;
+  void Unpin(Attachment& attachment) override;
+  Result<SgTable> Map(Attachment& attachment, DmaDirection dir) override;
+  void Unmap(Attachment& attachment, const SgTable& sgt, DmaDirection dir) override;
+  Status BeginCpuAccess(DmaBuf& dmabuf, DmaDirection dir) override;
+  Status EndCpuAccess(DmaBuf& dmabuf, DmaDirection dir) override;
+  Result<uint8_t*> Vmap() override;
+  void Vunmap(uint8_t* vaddr) override;
+  Result<uint8_t*> VmapLocal() override;
+
+  // How many times the exporter's Vmap ran (the core refcounts: tests check it is once).
+  uint64_t exporter_vmaps() const { return exporter_vmaps_.load(std::memory_order_relaxed); }
+
+  BufferObject(std::shared_ptr<MemoryManager> mm, uint64_t size, std::string name,
+               std::shared_ptr<Storage> storage);
+
+ private:
+  bool ReachableBy(const Attachment& attachment) const;
+  void RetireStorage(std::shared_ptr<Storage> old);
+  void ForEachCache(const std::function<void(DeviceCache&)>& fn);
+  Status CpuBarrier(bool begin, DmaDirection dir);
+
+  const std::shared_ptr<MemoryManager> mm_;
+  const uint64_t size_;
+  const std::string name_;
+  ReservationObject resv_;
+  DeviceCache cache_;
+  std::shared_ptr<Storage> storage_;  // guarded by resv_
+  std::atomic<Placement> placement_;
+  std::atomic<uint64_t> vram_offset_;
+  std::atomic<unsigned> pin_count_{0};
+  std::atomic<uint64_t> generation_{1};
+  std::atomic<uint64_t> moves_{0};
+  std::atomic<uint64_t> exporter_vmaps_{0};
+  std::chrono::nanoseconds move_wait_timeout_{std::chrono::seconds(5)};
+  mutable std::mutex dmabuf_mu_;
+  std::weak_ptr<DmaBuf> dmabuf_;  // guarded by dmabuf_mu_
+};
+
+}  // namespace sharegpu

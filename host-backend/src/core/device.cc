@@ -1,0 +1,600 @@
+#include "core/device.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "common/log.h"
+#include "core/resv_guard.h"
+#include "core/backend.h"
+#include "mem/copy_engine.h"
+#include "sync/exec.h"
+
+namespace sharegpu {
+
+namespace {
+constexpr uint64_t kNoOffset = ~uint64_t{0};
+
+BufferObject* ExporterBo(const DmaBuf& dmabuf) {
+  return dynamic_cast<BufferObject*>(&dmabuf.exporter());
+}
+}  // namespace
+
+Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
+                                               DeviceConfig config) {
+  using R = Result<std::shared_ptr<Device>>;
+  if (!backend) return R::Error(-EINVAL);
+  if (config.vram_size < kMinVram || config.vram_size > kMaxVram ||
+      !IsPageAligned(config.vram_size)) {
+    Logf(LogLevel::kError, "device %s: vram size %llu outside [1 MiB, 16 GiB] or not paged",
+         config.name.c_str(), static_cast<unsigned long long>(config.vram_size));
+    return R::Error(-EINVAL);
+  }
+  if (config.name.empty()) config.name = "sharegpu";
+  auto mm = MemoryManager::Create(config.name, config.vram_size, config.cache_mode);
+  if (!mm) return R::Error(mm.status());
+  auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value());
+  std::weak_ptr<Device> weak = dev;
+  dev->mm_->SetMoveListener([weak](BufferObject& bo) {
+    if (auto d = weak.lock()) d->OnLocalMove(bo);
+  });
+  return dev;
+}
+
+Device::Device(std::shared_ptr<Backend> backend, DeviceConfig config,
+               std::shared_ptr<MemoryManager> mm)
+    : backend_(std::move(backend)),
+      config_(std::move(config)),
+      mm_(std::move(mm)),
+      timeline_("sharegpu:" + config_.name) {}
+
+Device::~Device() {
+  mm_->SetMoveListener(nullptr);
+  (void)Reset();
+}
+
+Status Device::GuestError(Status err, const char* fmt, ...) const {
+  char buf[384];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  Logf(LogLevel::kGuestError, "%s: %s: %s", config_.name.c_str(), buf, strerror(-err));
+  return err;
+}
+
+Result<Device::Entry> Device::Lookup(uint32_t handle) const {
+  std::lock_guard lock(table_mu_);
+  auto it = table_.find(handle);
+  if (it == table_.end()) {
+    return Result<Entry>::Error(GuestError(-ENOENT, "unknown handle %u", handle));
+  }
+  return it->second;
+}
+
+uint32_t Device::InsertLocked(Entry entry) {
+  while (next_handle_ == 0 || table_.count(next_handle_)) ++next_handle_;
+  uint32_t handle = next_handle_++;
+  table_.emplace(handle, std::move(entry));
+  return handle;
+}
+
+ReservationObject& Device::ResvOf(const Entry& e) {
+  return e.bo ? e.bo->resv() : e.import->dmabuf->resv();
+}
+
+Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement) {
+  if (size == 0) return Result<uint32_t>::Error(GuestError(-EINVAL, "bo create of size 0"));
+  if (size > BufferObject::kMaxSize) {
+    return Result<uint32_t>::Error(GuestError(-E2BIG, "bo create of %llu bytes",
+                                              static_cast<unsigned long long>(size)));
+  }
+  if (placement != Placement::kDevice && placement != Placement::kSystem) {
+    return Result<uint32_t>::Error(GuestError(-EINVAL, "bad placement %u", unsigned(placement)));
+  }
+  char name[64];
+  static std::atomic<uint64_t> serial{1};
+  std::snprintf(name, sizeof(name), "%s/bo%llu", config_.name.c_str(),
+                static_cast<unsigned long long>(serial.fetch_add(1)));
+  auto bo = BufferObject::Create(mm_, size, placement, name);
+  if (!bo) return Result<uint32_t>::Error(GuestError(bo.status(), "bo create failed"));
+  std::lock_guard lock(table_mu_);
+  uint32_t handle = InsertLocked(Entry{*bo, nullptr, nullptr});
+  (*bo)->owner_handle.store(handle);
+  return handle;
+}
+
+Status Device::ReleaseImport(const std::shared_ptr<ImportRecord>& import) {
+  {
+    ResvGuard guard(import->dmabuf->resv());
+    if (import->mapping) {
+      (void)import->dmabuf->Unmap(*import->attachment, import->mapping);
+      import->mapping.reset();
+    }
+  }
+  return import->dmabuf->Detach(import->attachment);
+}
+
+Status Device::DestroyBo(uint32_t handle) {
+  Entry entry;
+  {
+    std::lock_guard lock(table_mu_);
+    auto it = table_.find(handle);
+    if (it == table_.end()) return GuestError(-ENOENT, "destroy of unknown handle %u", handle);
+    entry = std::move(it->second);
+    table_.erase(it);
+  }
+  if (entry.import) return ReleaseImport(entry.import);
+  entry.bo->owner_handle.store(0);
+  return kOk;  // the buffer lives on while an importer still holds its DmaBuf
+}
+
+Status Device::Reset() {
+  std::map<uint32_t, Entry> old;
+  {
+    std::lock_guard lock(table_mu_);
+    old.swap(table_);
+    next_handle_ = 1;
+  }
+  for (auto& [handle, entry] : old) {
+    if (entry.import) {
+      (void)ReleaseImport(entry.import);
+    } else {
+      entry.bo->owner_handle.store(0);
+    }
+  }
+  std::lock_guard lock(events_mu_);
+  events_.clear();
+  return kOk;
+}
+
+Result<sgpu_bo_info> Device::Info(uint32_t handle) {
+  auto entry = Lookup(handle);
+  if (!entry) return Result<sgpu_bo_info>::Error(entry.status());
+  sgpu_bo_info info{};
+  info.handle = handle;
+  BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
+  std::shared_ptr<DmaBuf> dmabuf = entry->bo ? entry->bo->exported() : entry->import->dmabuf;
+  ReservationObject& resv = ResvOf(*entry);
+  ResvGuard guard(resv);
+  info.imported = entry->import ? 1 : 0;
+  info.size = dmabuf ? dmabuf->size() : bo->size();
+  if (bo) {
+    info.placement = static_cast<uint32_t>(bo->placement());
+    info.pin_count = bo->pin_count();
+    info.vram_offset = bo->vram_offset();
+    info.generation = bo->generation();
+    info.moves = bo->moves();
+    std::snprintf(info.exporter, sizeof(info.exporter), "%s",
+                  bo->memory_manager().name().c_str());
+  } else {
+    info.vram_offset = kNoOffset;
+  }
+  if (dmabuf) {
+    info.vmap_count = dmabuf->vmap_count();
+    info.attachments = dmabuf->attachment_count();
+    info.live_mappings = dmabuf->live_mapping_count();
+    info.exported = backend_->UuidOf(dmabuf.get(), &info.uuid) ? 1 : 0;
+  }
+  for (const FenceRef& f : resv.Fences(ResvUsage::kBookkeep)) info.fences_pending += !f->IsSignaled();
+  DeviceCacheStats cs{};
+  if (entry->bo) {
+    cs = entry->bo->cache().stats();
+  } else {
+    cs = entry->import->attachment->cache().stats();
+    info.invalidations = entry->import->invalidations.load();
+  }
+  info.cache_dirty_lines = static_cast<uint32_t>(cs.dirty_lines);
+  info.cache_valid_lines = static_cast<uint32_t>(cs.valid_lines);
+  return info;
+}
+
+std::vector<sgpu_bo_info> Device::ListBos(size_t* count) {
+  std::vector<uint32_t> handles;
+  {
+    std::lock_guard lock(table_mu_);
+    for (const auto& [h, e] : table_) handles.push_back(h);
+  }
+  std::vector<sgpu_bo_info> out;
+  for (uint32_t h : handles) {
+    auto info = Info(h);
+    if (info) out.push_back(*info);
+  }
+  if (count) *count = out.size();
+  return out;
+}
+
+Status Device::Move(uint32_t handle, Placement placement) {
+  if (placement != Placement::kDevice && placement != Placement::kSystem) {
+    return GuestError(-EINVAL, "move of handle %u to bad placement %u", handle,
+                      unsigned(placement));
+  }
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
+  if (!bo) return GuestError(-EOPNOTSUPP, "handle %u: exporter cannot move", handle);
+  ResvGuard guard(bo->resv());
+  Status err = bo->Move(placement);
+  if (err) return GuestError(err, "move of handle %u to %s", handle, PlacementName(placement));
+  return kOk;
+}
+
+Status Device::Pin(uint32_t handle) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  ResvGuard guard(ResvOf(*entry));
+  if (entry->bo) return entry->bo->PinLocked();
+  return entry->import->dmabuf->Pin(*entry->import->attachment);
+}
+
+Status Device::Unpin(uint32_t handle) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  ResvGuard guard(ResvOf(*entry));
+  Status err = entry->bo ? entry->bo->UnpinLocked()
+                         : entry->import->dmabuf->Unpin(*entry->import->attachment);
+  if (err) return GuestError(err, "unpin of handle %u", handle);
+  return kOk;
+}
+
+Status Device::CpuRead(uint32_t handle, uint64_t off, void* dst, uint64_t len) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  if (!dst) return -EINVAL;
+  ResvGuard guard(ResvOf(*entry));
+  // Imports are mapped short-term under the lock and never cached here (seed 001).
+  Result<uint8_t*> mem = entry->bo ? entry->bo->VmapLocal() : entry->import->dmabuf->VmapLocal();
+  if (!mem) return mem.status();
+  uint64_t size = entry->bo ? entry->bo->size() : entry->import->dmabuf->size();
+  if (!RangeFits(off, len, size)) return GuestError(-ERANGE, "cpu read beyond handle %u", handle);
+  std::memcpy(dst, *mem + off, len);
+  return kOk;
+}
+
+Status Device::CpuWrite(uint32_t handle, uint64_t off, const void* src, uint64_t len) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  if (!src) return -EINVAL;
+  ResvGuard guard(ResvOf(*entry));
+  Result<uint8_t*> mem = entry->bo ? entry->bo->VmapLocal() : entry->import->dmabuf->VmapLocal();
+  if (!mem) return mem.status();
+  uint64_t size = entry->bo ? entry->bo->size() : entry->import->dmabuf->size();
+  if (!RangeFits(off, len, size)) return GuestError(-ERANGE, "cpu write beyond handle %u", handle);
+  std::memcpy(*mem + off, src, len);
+  return kOk;
+}
+
+Status Device::BeginCpuAccess(uint32_t handle, DmaDirection dir) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  return entry->bo ? entry->bo->BeginCpuAccessUnlocked(dir)
+                   : entry->import->dmabuf->BeginCpuAccess(dir);
+}
+
+Status Device::EndCpuAccess(uint32_t handle, DmaDirection dir) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  return entry->bo ? entry->bo->EndCpuAccessUnlocked(dir)
+                   : entry->import->dmabuf->EndCpuAccess(dir);
+}
+
+Status Device::CacheFlush(uint32_t handle, uint64_t off, uint64_t len) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  ResvGuard guard(ResvOf(*entry));
+  counters_.cache_flushes++;
+  if (entry->bo) {
+    Status err = entry->bo->CacheFlushLocked(off, len);
+    return err ? GuestError(err, "cache flush of handle %u", handle) : kOk;
+  }
+  ImportRecord& imp = *entry->import;
+  if (len == 0 || !RangeFits(off, len, imp.dmabuf->size())) {
+    return GuestError(len ? -ERANGE : -EINVAL, "cache flush of handle %u", handle);
+  }
+  if (imp.mapping && imp.mapping->valid()) imp.attachment->cache().Flush(imp.mapping->host(), off, len);
+  return kOk;
+}
+
+Status Device::CacheInvalidate(uint32_t handle, uint64_t off, uint64_t len) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  ResvGuard guard(ResvOf(*entry));
+  counters_.cache_invalidates++;
+  if (entry->bo) {
+    Status err = entry->bo->CacheInvalidateLocked(off, len);
+    return err ? GuestError(err, "cache invalidate of handle %u", handle) : kOk;
+  }
+  ImportRecord& imp = *entry->import;
+  if (len == 0 || !RangeFits(off, len, imp.dmabuf->size())) {
+    return GuestError(len ? -ERANGE : -EINVAL, "cache invalidate of handle %u", handle);
+  }
+  if (imp.mapping && imp.mapping->valid()) {
+    imp.attachment->cache().Invalidate(imp.mapping->host(), off, len);
+  }
+  return kOk;
+}
+
+Result<DeviceView> Device::ViewLocked(Entry& e) {
+  if (e.bo) {
+    if (e.bo->placement() == Placement::kDevice) mm_->LruTouch(e.bo);
+    return e.bo->DeviceViewLocked();
+  }
+  ImportRecord& imp = *e.import;
+  if (!imp.mapping || !imp.mapping->valid()) {
+    // Re-map lazily after a move_notify: the new mapping points at the new storage.
+    if (imp.mapping) (void)imp.dmabuf->Unmap(*imp.attachment, imp.mapping);
+    imp.mapping.reset();
+    auto mapping = imp.dmabuf->Map(*imp.attachment, DmaDirection::kBidirectional);
+    if (!mapping) return Result<DeviceView>::Error(mapping.status());
+    imp.mapping = std::move(mapping).value();
+  }
+  return DeviceView{imp.mapping->host(), imp.dmabuf->size(), &imp.attachment->cache()};
+}
+
+Status Device::RunJob(const std::vector<std::pair<uint32_t, bool>>& handles, const JobBody& body,
+                      uint64_t* fence_out) {
+  std::vector<Entry> entries;
+  for (auto [h, write] : handles) {
+    auto e = Lookup(h);
+    if (!e) {
+      counters_.job_errors++;
+      return e.status();
+    }
+    entries.push_back(*e);
+  }
+  ExecContext exec(ExecFlags::kIgnoreDuplicates);
+  Status err = exec.Run([&](ExecContext& x) -> Status {
+    for (const Entry& e : entries) {
+      if (Status lerr = x.Prepare(ResvOf(e), 1)) return lerr;
+    }
+    return kOk;
+  });
+  counters_.ww_backoffs += exec.retries();
+  if (err) {
+    counters_.job_errors++;
+    return err;
+  }
+  std::vector<DeviceView> views;
+  for (Entry& e : entries) {
+    auto view = ViewLocked(e);
+    if (!view) {
+      counters_.job_errors++;
+      return GuestError(view.status(), "job: cannot map a buffer");
+    }
+    views.push_back(*view);
+  }
+  FenceRef fence = timeline_.CreateFence();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    ReservationObject& resv = ResvOf(entries[i]);
+    (void)resv.ReserveFences(1);
+    (void)resv.AddFence(fence, handles[i].second ? ResvUsage::kWrite : ResvUsage::kRead);
+  }
+  err = body(views);
+  counters_.jobs++;
+  counters_.fences_emitted++;
+  if (err) {
+    counters_.job_errors++;
+    (void)fence->SignalWithError(err);
+  } else {
+    (void)fence->Signal();
+  }
+  counters_.last_fence.store(fence->seqno());
+  if (fence_out) *fence_out = fence->seqno();
+  exec.Fini();
+  return err;
+}
+
+Status Device::Copy(uint32_t src, uint64_t src_off, uint32_t dst, uint64_t dst_off, uint64_t len,
+                    uint64_t* fence) {
+  Status err = RunJob({{src, false}, {dst, true}},
+                      [&](std::vector<DeviceView>& v) {
+                        return CopyEngine::Copy(v[0], src_off, v[1], dst_off, len);
+                      },
+                      fence);
+  if (err == kOk) counters_.bytes_copied += len;
+  if (err) return GuestError(err, "copy %u+%llu -> %u+%llu len %llu", src,
+                             static_cast<unsigned long long>(src_off), dst,
+                             static_cast<unsigned long long>(dst_off),
+                             static_cast<unsigned long long>(len));
+  return kOk;
+}
+
+Status Device::Fill(uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern, uint64_t* fence) {
+  Status err = RunJob({{dst, true}},
+                      [&](std::vector<DeviceView>& v) {
+                        return CopyEngine::Fill(v[0], off, len, pattern);
+                      },
+                      fence);
+  if (err) return GuestError(err, "fill %u+%llu len %llu", dst,
+                             static_cast<unsigned long long>(off),
+                             static_cast<unsigned long long>(len));
+  return kOk;
+}
+
+Result<uint32_t> Device::Checksum(uint32_t src, uint64_t off, uint64_t len, uint64_t* fence) {
+  uint32_t crc = 0;
+  Status err = RunJob({{src, false}},
+                      [&](std::vector<DeviceView>& v) {
+                        auto r = CopyEngine::Checksum(v[0], off, len);
+                        if (!r) return r.status();
+                        crc = *r;
+                        return kOk;
+                      },
+                      fence);
+  if (err) {
+    return Result<uint32_t>::Error(GuestError(err, "checksum %u+%llu len %llu", src,
+                                              static_cast<unsigned long long>(off),
+                                              static_cast<unsigned long long>(len)));
+  }
+  return crc;
+}
+
+Status Device::Export(uint32_t handle, sgpu_uuid* uuid, int* fd) {
+  std::shared_ptr<DmaBuf> dmabuf;
+  {
+    auto entry = Lookup(handle);
+    if (!entry) return entry.status();
+    if (entry->import) {
+      dmabuf = entry->import->dmabuf;  // re-export of an import names the same buffer
+    } else {
+      auto exported = entry->bo->GetOrExport();
+      if (!exported) return exported.status();
+      dmabuf = *exported;
+      std::lock_guard lock(table_mu_);
+      auto it = table_.find(handle);
+      if (it != table_.end()) it->second.exported = dmabuf;
+    }
+  }
+  Status err = backend_->RegisterExport(dmabuf, uuid, fd);
+  if (!err) counters_.exports++;
+  return err;
+}
+
+Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
+  BufferObject* exporter = ExporterBo(*dmabuf);
+  {
+    std::lock_guard lock(table_mu_);
+    // Importing your own export gives the same object (drm_gem_prime_fd_to_handle).
+    if (exporter && &exporter->memory_manager() == mm_.get()) {
+      for (const auto& [h, e] : table_) {
+        if (e.bo.get() == exporter) return h;
+      }
+      auto self = std::static_pointer_cast<BufferObject>(exporter->shared_from_this());
+      uint32_t h = InsertLocked(Entry{self, dmabuf, nullptr});
+      self->owner_handle.store(h);
+      return h;
+    }
+    for (const auto& [h, e] : table_) {
+      if (e.import && e.import->dmabuf == dmabuf) return h;  // one import per buffer
+    }
+  }
+  auto record = std::make_shared<ImportRecord>();
+  record->dmabuf = dmabuf;
+  std::weak_ptr<ImportRecord> weak_record = record;
+  std::weak_ptr<Device> weak_dev = weak_from_this();
+  ImporterOps ops;
+  ops.name = config_.name;
+  ops.device = mm_.get();
+  ops.allow_peer2peer = true;  // sharegpu devices of one backend reach each other's VRAM
+  ops.cache_mode = config_.cache_mode;
+  ops.move_notify = [weak_record, weak_dev](Attachment&) {
+    auto rec = weak_record.lock();
+    auto dev = weak_dev.lock();
+    if (!rec || !dev) return;
+    rec->invalidations++;
+    dev->counters_.move_notifies++;
+    sgpu_event ev{};
+    ev.type = SGPU_EVENT_BO_INVALIDATED;
+    ev.handle = rec->handle.load();
+    BufferObject* bo = ExporterBo(*rec->dmabuf);
+    ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
+    ev.vram_offset = kNoOffset;
+    ev.generation = bo ? bo->generation() : 0;
+    dev->PushEvent(ev);
+  };
+  auto attachment = dmabuf->Attach(std::move(ops));
+  if (!attachment) return Result<uint32_t>::Error(attachment.status());
+  record->attachment = std::move(attachment).value();
+  uint32_t handle;
+  {
+    std::lock_guard lock(table_mu_);
+    handle = InsertLocked(Entry{nullptr, nullptr, record});
+  }
+  record->handle.store(handle);
+  counters_.imports++;
+  return handle;
+}
+
+Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** host,
+                         uint64_t* size) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  ResvGuard guard(ResvOf(*entry));
+  int fd;
+  uint64_t off, sz;
+  uint8_t* ptr;
+  if (entry->bo) {
+    const auto& storage = entry->bo->storage();
+    fd = storage->memfd().fd();
+    off = storage->offset();
+    ptr = storage->data();
+    sz = entry->bo->size();
+  } else {
+    auto view = ViewLocked(*entry);
+    if (!view) return view.status();
+    const SgEntry& sg = entry->import->mapping->sgt().entries.at(0);
+    fd = sg.memfd;
+    off = sg.offset;
+    ptr = sg.host;
+    sz = sg.length;
+  }
+  if (memfd) *memfd = fd;
+  if (offset) *offset = off;
+  if (host) *host = ptr;
+  if (size) *size = sz;
+  return kOk;
+}
+
+void Device::OnLocalMove(BufferObject& bo) {
+  uint32_t handle = bo.owner_handle.load();
+  if (handle == 0) return;
+  sgpu_event ev{};
+  ev.type = SGPU_EVENT_BO_MOVED;
+  ev.handle = handle;
+  ev.placement = static_cast<uint32_t>(bo.placement());
+  ev.vram_offset = bo.vram_offset();
+  ev.generation = bo.generation();
+  PushEvent(ev);
+}
+
+void Device::PushEvent(const sgpu_event& ev) {
+  std::lock_guard lock(events_mu_);
+  if (events_.size() >= kMaxEvents) {
+    events_.pop_front();  // the guest fell behind; the newest state matters most
+    counters_.events_dropped++;
+  }
+  events_.push_back(ev);
+  if (notify_fn_) notify_fn_(notify_opaque_);
+}
+
+void Device::SetEventNotify(sgpu_event_notify_fn fn, void* opaque) {
+  std::lock_guard lock(events_mu_);
+  notify_fn_ = fn;
+  notify_opaque_ = opaque;
+}
+
+Status Device::PopEvent(sgpu_event* out) {
+  std::lock_guard lock(events_mu_);
+  if (events_.empty()) return -EAGAIN;
+  *out = events_.front();
+  events_.pop_front();
+  return kOk;
+}
+
+sgpu_device_stats Device::Stats() const {
+  sgpu_device_stats s{};
+  s.vram_size = mm_->arena().size();
+  s.vram_used = mm_->arena().used();
+  {
+    std::lock_guard lock(table_mu_);
+    for (const auto& [h, e] : table_) (e.import ? s.import_count : s.bo_count)++;
+  }
+  s.coherent = config_.cache_mode == CacheMode::kCoherent;
+  MemoryStats ms = mm_->stats();
+  s.evictions = ms.evictions;
+  s.moves = ms.moves;
+  s.jobs = counters_.jobs;
+  s.job_errors = counters_.job_errors;
+  s.bytes_copied = counters_.bytes_copied;
+  s.exports = counters_.exports;
+  s.imports = counters_.imports;
+  s.move_notifies = counters_.move_notifies;
+  s.cache_flushes = counters_.cache_flushes;
+  s.cache_invalidates = counters_.cache_invalidates;
+  s.ww_backoffs = counters_.ww_backoffs;
+  s.fences_emitted = counters_.fences_emitted;
+  s.last_fence = counters_.last_fence;
+  return s;
+}
+
+}  // namespace sharegpu

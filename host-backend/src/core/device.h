@@ -1,0 +1,139 @@
+// One sharegpu device as the backend sees it: a memory manager (VRAM arena + LRU), a table of
+// handles (local buffer objects, or imports of other devices' exports), a fence timeline for
+// jobs, the device's event queue, and counters. Every guest-chosen value (handle, offset,
+// length, placement, uuid) is validated here before anything is touched.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+#include "core/buffer_object.h"
+#include "core/dma_buf.h"
+#include "core/memory_manager.h"
+#include "sharegpu/backend.h"
+#include "sync/fence.h"
+
+namespace sharegpu {
+
+class Backend;
+
+struct DeviceConfig {
+  std::string name;
+  uint64_t vram_size = 0;
+  CacheMode cache_mode = CacheMode::kCoherent;
+};
+
+// An import of another device's export: a dynamic attachment and the mapping the device
+// uses for jobs, re-made lazily after a move_notify.
+struct ImportRecord {
+  std::shared_ptr<DmaBuf> dmabuf;
+  AttachmentRef attachment;
+  MappingRef mapping;  // guarded by dmabuf->resv()
+  std::atomic<uint64_t> invalidations{0};
+  std::atomic<uint32_t> handle{0};
+};
+
+class Device : public std::enable_shared_from_this<Device> {
+ public:
+  static constexpr uint64_t kMinVram = uint64_t{1} << 20;
+  static constexpr uint64_t kMaxVram = uint64_t{16} << 30;
+  static constexpr size_t kMaxEvents = 4096;
+
+  static Result<std::shared_ptr<Device>> Create(std::shared_ptr<Backend> backend,
+                                                DeviceConfig config);
+  Device(std::shared_ptr<Backend> backend, DeviceConfig config, std::shared_ptr<MemoryManager> mm);
+  ~Device();
+
+  const std::string& name() const { return config_.name; }
+  CacheMode cache_mode() const { return config_.cache_mode; }
+  MemoryManager& memory() const { return *mm_; }
+
+  Result<uint32_t> CreateBo(uint64_t size, Placement placement);
+  Status DestroyBo(uint32_t handle);
+  Status Reset();  // drops every handle
+  Result<sgpu_bo_info> Info(uint32_t handle);
+  std::vector<sgpu_bo_info> ListBos(size_t* count);
+
+  Status Move(uint32_t handle, Placement placement);
+  Status Pin(uint32_t handle);
+  Status Unpin(uint32_t handle);
+  Status CpuRead(uint32_t handle, uint64_t off, void* dst, uint64_t len);
+  Status CpuWrite(uint32_t handle, uint64_t off, const void* src, uint64_t len);
+  Status BeginCpuAccess(uint32_t handle, DmaDirection dir);
+  Status EndCpuAccess(uint32_t handle, DmaDirection dir);
+  Status CacheFlush(uint32_t handle, uint64_t off, uint64_t len);
+  Status CacheInvalidate(uint32_t handle, uint64_t off, uint64_t len);
+
+  // Jobs: lock every buffer involved (ww, with back-off), run the copy engine through this
+  // device's caches, fence (dst WRITE, src READ) and signal. *fence gets the seqno.
+  Status Copy(uint32_t src, uint64_t src_off, uint32_t dst, uint64_t dst_off, uint64_t len,
+              uint64_t* fence);
+  Status Fill(uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern, uint64_t* fence);
+  Result<uint32_t> Checksum(uint32_t src, uint64_t off, uint64_t len, uint64_t* fence);
+
+  Status Export(uint32_t handle, sgpu_uuid* uuid, int* fd);
+  Result<uint32_t> ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf);
+  Status StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** host, uint64_t* size);
+
+  void SetEventNotify(sgpu_event_notify_fn fn, void* opaque);
+  Status PopEvent(sgpu_event* out);
+  sgpu_device_stats Stats() const;
+  FenceTimeline& timeline() { return timeline_; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<BufferObject> bo;      // local buffer
+    std::shared_ptr<DmaBuf> exported;      // keeps an export alive while the handle lives
+    std::shared_ptr<ImportRecord> import;  // or an import
+  };
+  // A handle resolved for one job: what to lock and how the engine reaches its bytes.
+  struct JobBuffer {
+    Entry entry;
+    ReservationObject* resv = nullptr;
+  };
+
+  Result<Entry> Lookup(uint32_t handle) const;
+  uint32_t InsertLocked(Entry entry) SGPU_REQUIRES(table_mu_);
+  static ReservationObject& ResvOf(const Entry& e);
+  // Reservation held: the engine's view of a handle (maps an import if needed).
+  Result<DeviceView> ViewLocked(Entry& e);
+  Status ReleaseImport(const std::shared_ptr<ImportRecord>& import);
+  using JobBody = std::function<Status(std::vector<DeviceView>&)>;
+  Status RunJob(const std::vector<std::pair<uint32_t, bool /*write*/>>& handles,
+                const JobBody& body, uint64_t* fence);
+  void PushEvent(const sgpu_event& ev);
+  void OnLocalMove(BufferObject& bo);
+  Status GuestError(Status err, const char* fmt, ...) const __attribute__((format(printf, 3, 4)));
+
+  const std::shared_ptr<Backend> backend_;
+  const DeviceConfig config_;
+  const std::shared_ptr<MemoryManager> mm_;
+  FenceTimeline timeline_;
+
+  mutable std::mutex table_mu_;  // leaf for lookups; never held across a resv lock
+  std::map<uint32_t, Entry> table_ SGPU_GUARDED_BY(table_mu_);
+  uint32_t next_handle_ SGPU_GUARDED_BY(table_mu_) = 1;
+
+  mutable std::mutex events_mu_;
+  std::deque<sgpu_event> events_ SGPU_GUARDED_BY(events_mu_);
+  sgpu_event_notify_fn notify_fn_ SGPU_GUARDED_BY(events_mu_) = nullptr;
+  void* notify_opaque_ SGPU_GUARDED_BY(events_mu_) = nullptr;
+
+  struct Counters {
+    std::atomic<uint64_t> jobs{0}, job_errors{0}, bytes_copied{0}, exports{0}, imports{0},
+        move_notifies{0}, cache_flushes{0}, cache_invalidates{0}, ww_backoffs{0},
+        fences_emitted{0}, last_fence{0}, events_dropped{0};
+  };
+  mutable Counters counters_;
+};
+
+}  // namespace sharegpu
