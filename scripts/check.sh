@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `make check`: every test of the project, from a clean clone on a fresh Debian 12 machine.
+#   1. installs what it needs (scripts/setup-host.sh)
+#   2. host backend: builds and runs the GoogleTest suites plain, under ThreadSanitizer and
+#      under ASan+UBSan (separate build dirs: build/, build-tsan/, build-asan/)
+#   3. backend benchmarks, once, with a short minimum time: prints the `ratio NAME VALUE` lines
+# Later stages (QEMU qtests, guest tests) are added here as they land.
+# Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
+# when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+bash scripts/setup-host.sh || { echo "check: setup failed"; exit 1; }
+
+export CCACHE_DIR=${CCACHE_DIR:-${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}/ccache}
+export CC="ccache gcc" CXX="ccache g++"
+mesonopts=(-Dwerror=true)
+
+failed_stages=()
+results=()
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+# meson_suite DIR [meson setup args...]: configure, build, test; records JUnit results.
+meson_suite() {
+    local dir=$1; shift
+    if ! [ -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "${mesonopts[@]}" "$@" >"$dir.setup.log" 2>&1 ||
+            { cat "$dir.setup.log"; failed_stages+=("$dir: configure"); return 1; }
+    fi
+    nice ninja -C "$dir" || { failed_stages+=("$dir: build"); return 1; }
+    meson test -C "$dir" --suite backend --print-errorlogs --num-processes 2 ||
+        failed_stages+=("$dir: tests")
+    results+=("$dir/meson-logs/testlog.junit.xml")
+}
+
+stage "host backend: plain build and tests"
+meson_suite build
+
+stage "host backend: ThreadSanitizer"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" meson_suite build-tsan -Db_sanitize=thread
+
+stage "host backend: AddressSanitizer + UndefinedBehaviorSanitizer"
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+    meson_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+
+stage "host backend: benchmarks (short run; ratios against same-run baselines)"
+for b in ww_bench copy_bench sharing_bench; do
+    if ! ./build/host-backend/bench/$b --benchmark_min_time=0.05 | tee "build/$b.out"; then
+        failed_stages+=("benchmark $b")
+    fi
+done
+echo "--- ratio lines"
+grep -h '^ratio ' build/*_bench.out || failed_stages+=("benchmarks printed no ratio line")
+
+# Test-case totals over every JUnit file (meson parses each gtest binary's cases).
+python3 - "${results[@]}" <<'PY' >build/check-totals.txt
+import sys, xml.etree.ElementTree as ET
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    try:
+        root = ET.parse(path).getroot()
+    except Exception:
+        failed += 1
+        continue
+    for case in root.iter('testcase'):
+        if case.find('failure') is not None or case.find('error') is not None:
+            failed += 1
+        elif case.find('skipped') is not None:
+            skipped += 1
+        else:
+            passed += 1
+print(passed, failed, skipped)
+PY
+read -r passed failed skipped <build/check-totals.txt
+failed=$((failed + ${#failed_stages[@]}))
+
+printf '\n'
+for s in "${failed_stages[@]}"; do echo "FAILED: $s"; done
+echo "check: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
