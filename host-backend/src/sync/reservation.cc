@@ -59,7 +59,7 @@ Status ReservationObject::AddFence(FenceRef fence, ResvUsage usage) {
     }
   }
   if (reserved_ == 0) {
-    Logf(LogLevel::kError, "dma_resv: add_fence without a reserved slot");
+    Logf(LogLevel::kWarn, "dma_resv: add_fence without a reserved slot");
     return -ENOSPC;
   }
   --reserved_;

@@ -109,6 +109,8 @@ class WwAcquireCtx {
   WwMutex* contended() const { return contended_; }
   // How many -EDEADLK back-offs this context went through (stress tests and debugfs).
   uint64_t backoffs() const { return backoffs_; }
+  // Whether an older context has wounded this one (wound-wait); cleared once nothing is held.
+  bool wounded() const { return wounded_.load(std::memory_order_relaxed); }
 
  private:
   friend class WwMutex;
