@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Builds the sharegpu debug guest kernel (Linux 6.12 from Debian's linux-source-6.12).
+#
+# usage: scripts/build-guest-kernel.sh [-j N] [--config-only] [--prune]
+#   -j N           parallel jobs (default: nproc; make runs under `nice -n 10`)
+#   --config-only  only generate + verify .config (fast; for editing the fragment)
+#   --prune        afterwards delete cached kernels other than the current one
+#
+# Config = `make ARCH=x86_64 tinyconfig` + guest-kernel/config.fragment (merge_config.sh)
+# + olddefconfig, with patches/linux/*.patch applied to the source first. Fails if any
+# option of the fragment did not end up in the final .config.
+#
+# Output (cached by a hash of tarball version, fragment, patches, this script, gcc):
+#   ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/<hash>/bzImage
+#   .../kernel/<hash>/linux/       prepared in-tree build dir (source + objects +
+#                                  Module.symvers): make -C <it> ARCH=x86_64 M=$PWD modules
+#   .../kernel/<hash>/config       final .config;  build.log  full make log
+#   .../kernel/<hash>/kernel.env   SHAREGPU_KERNEL_IMAGE=... SHAREGPU_KERNEL_BUILD=...
+#                                  SHAREGPU_KERNEL_RELEASE=...  (shell-sourceable)
+#   .../kernel/current -> <hash>   (symlink, updated after every successful run)
+# A complete cache entry (stamp file "complete", written last) makes the script exit in
+# about a second. stdout carries only the kernel.env lines, so
+#   eval "$(scripts/build-guest-kernel.sh)"   works; progress goes to stderr.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARBALL=${SHAREGPU_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+FRAGMENT=$ROOT/guest-kernel/config.fragment
+PATCHDIR=$ROOT/patches/linux
+JOBS=$(nproc)
+CONFIG_ONLY=0
+PRUNE=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -j) JOBS=$2; shift 2 ;;
+        -j*) JOBS=${1#-j}; shift ;;
+        --config-only) CONFIG_ONLY=1; shift ;;
+        --prune) PRUNE=1; shift ;;
+        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-guest-kernel: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "[guest-kernel] $*" >&2; }
+die() { echo "[guest-kernel] ERROR: $*" >&2; exit 1; }
+START=$(date +%s)
+
+[ -f "$TARBALL" ] || die "$TARBALL missing (run scripts/setup-host.sh: package linux-source-6.12)"
+[ -f "$FRAGMENT" ] || die "$FRAGMENT missing"
+shopt -s nullglob
+PATCHES=("$PATCHDIR"/*.patch)
+shopt -u nullglob
+
+# ---- cache key ---------------------------------------------------------------------
+KEY=$(
+    {
+        echo "tarball $(basename "$TARBALL") $(stat -c '%s %Y' "$TARBALL")"
+        dpkg-query -W -f='${Package} ${Version}\n' linux-source-6.12 2>/dev/null || true
+        gcc --version | head -n1
+        echo "fragment"; cat "$FRAGMENT"
+        for p in "${PATCHES[@]}"; do echo "patch $(basename "$p")"; cat "$p"; done
+        echo "script"; cat "${BASH_SOURCE[0]}"
+    } | sha256sum | cut -c1-16
+)
+KROOT=$CACHE/kernel
+OUT=$KROOT/$KEY
+SRC=$OUT/linux
+STAMP=$OUT/complete
+
+write_current() {
+    ln -sfn "$KEY" "$KROOT/.current.tmp.$$" && mv -Tf "$KROOT/.current.tmp.$$" "$KROOT/current"
+}
+
+emit_env() { cat "$OUT/kernel.env"; }
+
+if [ "$CONFIG_ONLY" = 0 ] && [ -f "$STAMP" ]; then
+    write_current
+    log "cached: $OUT ($(($(date +%s) - START))s)"
+    emit_env
+    exit 0
+fi
+
+mkdir -p "$OUT"
+exec 9>"$OUT.lock"
+if ! flock -n 9; then
+    log "another build of $KEY is running; waiting for it"
+    flock 9
+    if [ "$CONFIG_ONLY" = 0 ] && [ -f "$STAMP" ]; then write_current; emit_env; exit 0; fi
+fi
+
+# ---- source tree ----------------------------------------------------------------------
+if [ ! -f "$SRC/.sharegpu-prepared" ]; then
+    rm -rf "$SRC" "$SRC.tmp"
+    mkdir -p "$SRC.tmp"
+    log "extracting $TARBALL"
+    tar -xf "$TARBALL" -C "$SRC.tmp" --strip-components=1
+    for p in "${PATCHES[@]}"; do
+        log "applying $(basename "$p")"
+        patch -d "$SRC.tmp" -p1 --forward --batch --quiet < "$p" || die "patch $p failed"
+    done
+    touch "$SRC.tmp/.sharegpu-prepared"
+    mv "$SRC.tmp" "$SRC"
+fi
+
+export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+export CCACHE_BASEDIR=$SRC
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+export KBUILD_BUILD_USER=sharegpu KBUILD_BUILD_HOST=sharegpu
+MAKE=(nice -n 10 make -C "$SRC" ARCH=x86_64 CC="ccache gcc")
+
+# ---- config ---------------------------------------------------------------------------
+log "configuring: tinyconfig + $(basename "$FRAGMENT")"
+"${MAKE[@]}" -s tinyconfig >"$OUT/config.log" 2>&1 || { cat "$OUT/config.log" >&2; die "tinyconfig failed"; }
+(cd "$SRC" && ARCH=x86_64 scripts/kconfig/merge_config.sh -m .config "$FRAGMENT") >>"$OUT/config.log" 2>&1 \
+    || { cat "$OUT/config.log" >&2; die "merge_config failed"; }
+"${MAKE[@]}" -s olddefconfig >>"$OUT/config.log" 2>&1 || { cat "$OUT/config.log" >&2; die "olddefconfig failed"; }
+
+check_config() { # every CONFIG_X=v / "# CONFIG_X is not set" line of the fragment must hold
+    local missing=0 line sym
+    while IFS= read -r line; do
+        case "$line" in
+            CONFIG_*=*)
+                if ! grep -qxF "$line" "$1"; then
+                    sym=${line%%=*}
+                    echo "  want $line, got: $(grep -E "^$sym=|^# $sym is not set" "$1" || echo '(absent: unmet dependency)')" >&2
+                    missing=1
+                fi ;;
+            "# CONFIG_"*" is not set")
+                sym=${line#\# }; sym=${sym%% *}
+                if grep -qE "^$sym=" "$1"; then
+                    echo "  want $line, got: $(grep -E "^$sym=" "$1")" >&2
+                    missing=1
+                fi ;;
+        esac
+    done <"$FRAGMENT"
+    return $missing
+}
+check_config "$SRC/.config" || die "final .config lacks required options (see above; dependency missing in $FRAGMENT?)"
+cp "$SRC/.config" "$OUT/config"
+log "config OK: $(grep -c '=y$' "$SRC/.config") built-in options, all $(grep -cE '^CONFIG_|^# CONFIG_' "$FRAGMENT") fragment lines satisfied"
+if [ "$CONFIG_ONLY" = 1 ]; then
+    log "config only: $OUT/config"
+    exit 0
+fi
+
+# ---- build ----------------------------------------------------------------------------
+log "building with -j$JOBS (nice 10, ccache in $CCACHE_DIR); full log: $OUT/build.log"
+set +e
+progress() { # one line per 100 compiled objects; errors/warnings verbatim
+    local n=0 line
+    while IFS= read -r line; do
+        case "$line" in
+            "  CC "*|"  AS "*|"  LD "*|"  AR "*)
+                n=$((n + 1))
+                [ $((n % 100)) -ne 0 ] || printf '[guest-kernel] %5d objects, %4ds\n' "$n" $(($(date +%s) - START)) ;;
+            *error*|*warning*|*Error*|make*\*\*\**) printf '%s\n' "$line" ;;
+        esac
+    done
+    printf '[guest-kernel] %5d objects total\n' "$n"
+}
+"${MAKE[@]}" -j"$JOBS" all 2>&1 | tee "$OUT/build.log" | progress >&2
+rc=${PIPESTATUS[0]}
+set -e
+if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$OUT/build.log" >&2
+    die "kernel build failed (rc=$rc); full log $OUT/build.log"
+fi
+check_config "$SRC/.config" || die "config changed during build?"
+
+cp "$SRC/arch/x86/boot/bzImage" "$OUT/bzImage"
+[ -f "$SRC/Module.symvers" ] || die "Module.symvers missing: tree not usable for M= builds"
+RELEASE=$(cat "$SRC/include/config/kernel.release")
+cat >"$OUT/kernel.env" <<EOF
+SHAREGPU_KERNEL_IMAGE=$OUT/bzImage
+SHAREGPU_KERNEL_BUILD=$SRC
+SHAREGPU_KERNEL_RELEASE=$RELEASE
+EOF
+touch "$STAMP"
+write_current
+if [ "$PRUNE" = 1 ]; then
+    for d in "$KROOT"/*/; do
+        d=${d%/}
+        [ -L "$d" ] || [ "$(basename "$d")" = "$KEY" ] || { log "pruning $d"; rm -rf "$d" "$d.lock"; }
+    done
+fi
+log "done: $RELEASE in $(($(date +%s) - START))s; $(ccache -s 2>/dev/null | grep -iE '^ *hits' | head -n1 | xargs || true)"
+emit_env
