@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sharegpu DRM driver uAPI.
+ *
+ * Usable from the kernel and from userspace (include the libdrm/kernel "drm.h" first, or
+ * let this header include it). All structures use fixed-size types, are 64-bit aligned and
+ * padded explicitly; every pad/flags field that is not defined must be zero (-EINVAL).
+ */
+#ifndef _UAPI_SHAREGPU_DRM_H_
+#define _UAPI_SHAREGPU_DRM_H_
+
+#include "drm.h"
+
+#if defined(__cplusplus)
+extern "C" {
+#endif
+
+#define DRM_SHAREGPU_GET_INFO		0x00
+#define DRM_SHAREGPU_BO_CREATE		0x01
+#define DRM_SHAREGPU_BO_MMAP_OFFSET	0x02
+#define DRM_SHAREGPU_SUBMIT		0x03
+#define DRM_SHAREGPU_WAIT_BO		0x04
+#define DRM_SHAREGPU_WAIT_JOB		0x05
+#define DRM_SHAREGPU_BO_MOVE		0x06
+#define DRM_SHAREGPU_BO_PIN		0x07
+#define DRM_SHAREGPU_BO_INFO		0x08
+#define DRM_SHAREGPU_BO_CPU_ACCESS	0x09
+
+/* ------------------------------------------------------------------ GET_INFO */
+#define SHAREGPU_INFO_F_COHERENT	(1u << 0) /* device caches are coherent */
+#define SHAREGPU_INFO_F_MSIX		(1u << 1) /* driver uses MSI-X */
+
+struct drm_sharegpu_info {
+	__u64 vram_size;	/* out: bytes of VRAM (BAR2 lower half) */
+	__u64 import_window_size; /* out */
+	__u64 vram_used;	/* out: bytes TTM accounts in VRAM */
+	__u32 hw_version;	/* out: VERSION register */
+	__u32 hw_features;	/* out: FEATURES register (SGPU_FEAT_*) */
+	__u32 flags;		/* out: SHAREGPU_INFO_F_* */
+	__u32 pad;
+};
+
+/* ------------------------------------------------------------------ BOs */
+/* Placement domains (BO_CREATE.domains, BO_MOVE.domain, BO_INFO.domain). */
+#define SHAREGPU_DOMAIN_VRAM		(1u << 0)
+#define SHAREGPU_DOMAIN_SYSTEM		(1u << 1)
+#define SHAREGPU_DOMAIN_MASK		(SHAREGPU_DOMAIN_VRAM | SHAREGPU_DOMAIN_SYSTEM)
+
+/*
+ * BO_CREATE: size is rounded up to the page size (max 4 GiB). domains: VRAM, SYSTEM or
+ * both (VRAM preferred, SYSTEM when VRAM is full; evictable to SYSTEM either way).
+ */
+struct drm_sharegpu_bo_create {
+	__u64 size;		/* in */
+	__u32 domains;		/* in: SHAREGPU_DOMAIN_* */
+	__u32 flags;		/* in: must be 0 */
+	__u32 handle;		/* out: GEM handle */
+	__u32 pad;
+	__u64 vram_offset;	/* out: BAR2 offset if placed in VRAM, else ~0 */
+};
+
+struct drm_sharegpu_bo_mmap_offset {
+	__u32 handle;		/* in */
+	__u32 pad;
+	__u64 offset;		/* out: fake offset for mmap() on the DRM fd */
+};
+
+/* BO_INFO: driver (TTM) view and device view (BO_QUERY) of a BO. */
+#define SHAREGPU_BO_INFO_F_IMPORTED	(1u << 0) /* imported dma-buf */
+#define SHAREGPU_BO_INFO_F_EXPORTED	(1u << 1) /* exported as dma-buf */
+#define SHAREGPU_BO_INFO_F_P2P		(1u << 2) /* imported from another sharegpu */
+#define SHAREGPU_BO_INFO_F_PINNED	(1u << 3)
+
+struct drm_sharegpu_bo_info {
+	__u32 handle;		/* in */
+	__u32 flags;		/* out: SHAREGPU_BO_INFO_F_* */
+	__u64 size;		/* out */
+	__u32 domain;		/* out: driver view, one SHAREGPU_DOMAIN_* (0 = none) */
+	__u32 hw_placement;	/* out: device view (SGPU_PLACEMENT_HW_*) */
+	__u64 vram_offset;	/* out: driver view, BAR2 offset or ~0 */
+	__u64 hw_vram_offset;	/* out: device view */
+	__u64 hw_generation;	/* out: device move generation */
+	__u32 hw_handle;	/* out: device handle */
+	__u32 pin_count;	/* out: driver pin count */
+	__u32 hw_pin_count;	/* out */
+	__u32 pad;
+};
+
+/* BO_MOVE (for tests): validate the BO into one domain. -EBUSY if pinned. */
+struct drm_sharegpu_bo_move {
+	__u32 handle;		/* in */
+	__u32 domain;		/* in: exactly one SHAREGPU_DOMAIN_* */
+	__u64 vram_offset;	/* out: new BAR2 offset or ~0 */
+};
+
+/* BO_PIN (for tests): pin in the current placement (TTM and device), or unpin. */
+#define SHAREGPU_PIN_F_UNPIN		(1u << 0)
+struct drm_sharegpu_bo_pin {
+	__u32 handle;		/* in */
+	__u32 flags;		/* in: SHAREGPU_PIN_F_* */
+	__u32 pin_count;	/* out: new driver pin count */
+	__u32 pad;
+};
+
+/*
+ * BO_CPU_ACCESS: begin/end a CPU access window on a BO mapped with mmap() (the same
+ * barriers as DMA_BUF_IOCTL_SYNC on an exported dma-buf): waits for the device, then issues
+ * CPU_ACCESS_BEGIN/END (cache flush/invalidate) and, for SYSTEM BOs, TRANSFER_FROM_DEVICE
+ * (begin, read) / TRANSFER_TO_DEVICE (end, write).
+ */
+#define SHAREGPU_CPU_ACCESS_READ	(1u << 0)
+#define SHAREGPU_CPU_ACCESS_WRITE	(1u << 1)
+#define SHAREGPU_CPU_ACCESS_END		(1u << 2) /* else begin */
+struct drm_sharegpu_bo_cpu_access {
+	__u32 handle;		/* in */
+	__u32 flags;		/* in */
+};
+
+/* ------------------------------------------------------------------ jobs */
+#define SHAREGPU_CMD_COPY		1 /* dst_handle@dst_offset <- src_handle@src_offset */
+#define SHAREGPU_CMD_FILL		2 /* dst_handle@dst_offset, size multiple of 4 */
+#define SHAREGPU_CMD_CHECKSUM		3 /* CRC32C of src_handle@src_offset -> result */
+
+struct drm_sharegpu_cmd {
+	__u32 op;		/* SHAREGPU_CMD_* */
+	__u32 pattern;		/* FILL */
+	__u32 dst_handle;	/* COPY, FILL */
+	__u32 src_handle;	/* COPY, CHECKSUM */
+	__u64 dst_offset;
+	__u64 src_offset;
+	__u64 size;		/* bytes, nonzero */
+	__u64 result;		/* out (SUBMIT_F_WAIT only): CHECKSUM CRC32C */
+};
+
+#define SHAREGPU_MAX_CMDS		64
+
+#define SHAREGPU_SUBMIT_F_IN_FENCE	(1u << 0) /* wait for in_fence_fd (sync_file) */
+#define SHAREGPU_SUBMIT_F_OUT_FENCE	(1u << 1) /* return a sync_file in out_fence_fd */
+#define SHAREGPU_SUBMIT_F_WAIT		(1u << 2) /* wait for completion, write back results */
+#define SHAREGPU_SUBMIT_F_KEEP		(1u << 3) /* keep results for WAIT_JOB */
+#define SHAREGPU_SUBMIT_F_NO_IMPLICIT	(1u << 4) /* skip implicit (dma_resv) sync */
+#define SHAREGPU_SUBMIT_F_NO_CACHE_MAINT (1u << 5) /* no automatic flush/invalidate */
+#define SHAREGPU_SUBMIT_F_MASK		0x3f
+
+struct drm_sharegpu_submit {
+	__u64 cmds;		/* in: user pointer to struct drm_sharegpu_cmd[num_cmds] */
+	__u32 num_cmds;		/* in: 1 .. SHAREGPU_MAX_CMDS */
+	__u32 flags;		/* in: SHAREGPU_SUBMIT_F_* */
+	__s32 in_fence_fd;	/* in: with SUBMIT_F_IN_FENCE */
+	__s32 out_fence_fd;	/* out: with SUBMIT_F_OUT_FENCE */
+	__u32 in_syncobj;	/* in: syncobj handle to wait for, 0 = none */
+	__u32 out_syncobj;	/* in: syncobj handle to replace with the job fence, 0 = none */
+	__u64 job_id;		/* out: nonzero; WAIT_JOB argument */
+};
+
+/* WAIT_BO: wait until the BO is idle (or idle for CPU reads with WAIT_BO_F_WRITERS). */
+#define SHAREGPU_WAIT_BO_F_WRITERS	(1u << 0)
+struct drm_sharegpu_wait_bo {
+	__u32 handle;		/* in */
+	__u32 flags;		/* in */
+	__s64 timeout_ns;	/* in: relative; 0 = poll; -ETIME when busy after it */
+};
+
+/*
+ * WAIT_JOB: wait for a job of this file. Results of a SUBMIT_F_KEEP job are copied to
+ * results (num_results u64s, in command order) and the job is released.
+ */
+struct drm_sharegpu_wait_job {
+	__u64 job_id;		/* in */
+	__s64 timeout_ns;	/* in: relative; -ETIME when still busy */
+	__u64 results;		/* in: user pointer to __u64[num_results], may be 0 */
+	__u32 num_results;	/* in */
+	__u32 status;		/* out: 0 ok, else the first device status != OK */
+};
+
+#define DRM_IOCTL_SHAREGPU_GET_INFO \
+	DRM_IOR(DRM_COMMAND_BASE + DRM_SHAREGPU_GET_INFO, struct drm_sharegpu_info)
+#define DRM_IOCTL_SHAREGPU_BO_CREATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_CREATE, struct drm_sharegpu_bo_create)
+#define DRM_IOCTL_SHAREGPU_BO_MMAP_OFFSET \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_MMAP_OFFSET, struct drm_sharegpu_bo_mmap_offset)
+#define DRM_IOCTL_SHAREGPU_SUBMIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_SUBMIT, struct drm_sharegpu_submit)
+#define DRM_IOCTL_SHAREGPU_WAIT_BO \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SHAREGPU_WAIT_BO, struct drm_sharegpu_wait_bo)
+#define DRM_IOCTL_SHAREGPU_WAIT_JOB \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_WAIT_JOB, struct drm_sharegpu_wait_job)
+#define DRM_IOCTL_SHAREGPU_BO_MOVE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_MOVE, struct drm_sharegpu_bo_move)
+#define DRM_IOCTL_SHAREGPU_BO_PIN \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_PIN, struct drm_sharegpu_bo_pin)
+#define DRM_IOCTL_SHAREGPU_BO_INFO \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_INFO, struct drm_sharegpu_bo_info)
+#define DRM_IOCTL_SHAREGPU_BO_CPU_ACCESS \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_CPU_ACCESS, struct drm_sharegpu_bo_cpu_access)
+
+#if defined(__cplusplus)
+}
+#endif
+
+#endif /* _UAPI_SHAREGPU_DRM_H_ */

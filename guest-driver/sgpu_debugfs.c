@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sharegpu: debugfs (BOs, counters) and fdinfo memory stats.
+ */
+#include <linux/debugfs.h>
+#include <linux/seq_file.h>
+
+#include <drm/drm_debugfs.h>
+#include <drm/drm_file.h>
+#include <drm/drm_print.h>
+
+#include "sgpu_drv.h"
+
+static const char *sgpu_domain_name(u32 d)
+{
+	switch (d) {
+	case SHAREGPU_DOMAIN_VRAM:
+		return "vram";
+	case SHAREGPU_DOMAIN_SYSTEM:
+		return "system";
+	default:
+		return "none";
+	}
+}
+
+static int sgpu_debugfs_bos(struct seq_file *m, void *data)
+{
+	struct drm_debugfs_entry *entry = m->private;
+	struct sgpu_device *sdev = to_sgpu(entry->dev);
+	struct sgpu_import *imp;
+	struct sgpu_bo *bo;
+
+	mutex_lock(&sdev->obj_lock);
+	seq_puts(m, "hw_handle size domain vram_offset hw_place pin backing exported foreign_maps\n");
+	list_for_each_entry(bo, &sdev->objects, link) {
+		/* racy snapshot: fields change under the BO's resv */
+		seq_printf(m, "%u %zu %s %#llx %u %u %u %u %u\n", bo->hw_handle,
+			   bo->tbo.base.size, sgpu_domain_name(sgpu_bo_domain(bo)),
+			   sgpu_bo_vram_offset(bo), READ_ONCE(bo->hw_place),
+			   READ_ONCE(bo->tbo.pin_count), READ_ONCE(bo->backing),
+			   READ_ONCE(bo->exported), READ_ONCE(bo->foreign_maps));
+	}
+	seq_puts(m, "imports: hw_handle size kind mapped window backing invalidations\n");
+	list_for_each_entry(imp, &sdev->imports, link) {
+		seq_printf(m, "%u %zu %s %u %#llx %u %u\n", imp->hw_handle, imp->base.size,
+			   imp->p2p ? "p2p" : imp->attach->dmabuf->exp_name,
+			   READ_ONCE(imp->sgt) != NULL, READ_ONCE(imp->win_mapped) ?
+			   imp->win_bar_off : SGPU_INVALID_OFFSET,
+			   READ_ONCE(imp->backing), READ_ONCE(imp->invalidations));
+	}
+	mutex_unlock(&sdev->obj_lock);
+	return 0;
+}
+
+static int sgpu_debugfs_counters(struct seq_file *m, void *data)
+{
+	struct drm_debugfs_entry *entry = m->private;
+	struct sgpu_device *sdev = to_sgpu(entry->dev);
+
+#define C(x) seq_printf(m, "%-18s %lld\n", #x, (long long)atomic64_read(&sdev->x))
+	C(ww_backoffs);
+	C(jobs_submitted);
+	C(jobs_completed);
+	C(cmds);
+	C(cmd_errors);
+	C(irq_cmd);
+	C(irq_evt);
+	C(events);
+	C(evt_moved);
+	C(evt_invalidated);
+	C(evt_error);
+	C(unexpected_moves);
+	C(move_notifies);
+	C(evictions);
+#undef C
+	seq_printf(m, "%-18s %llu\n", "vram_used",
+		   ttm_resource_manager_usage(&sdev->vram.man));
+	seq_printf(m, "%-18s %llu\n", "vram_size", sdev->vram_size);
+	seq_printf(m, "%-18s %u\n", "hw_error_count", sgpu_rd(sdev, SGPU_REG_ERROR_COUNT));
+	seq_printf(m, "%-18s %u\n", "hw_evt_dropped", sgpu_rd(sdev, SGPU_REG_EVT_DROPPED));
+	seq_printf(m, "%-18s %u/%u\n", "ring_head_tail", READ_ONCE(sdev->cmd_head),
+		   READ_ONCE(sdev->cmd_tail));
+	return 0;
+}
+
+static int sgpu_debugfs_ttm(struct seq_file *m, void *data)
+{
+	struct drm_debugfs_entry *entry = m->private;
+	struct sgpu_device *sdev = to_sgpu(entry->dev);
+	struct drm_printer p = drm_seq_file_printer(m);
+
+	ttm_resource_manager_debug(&sdev->vram.man, &p);
+	return 0;
+}
+
+void sgpu_debugfs_init(struct drm_minor *minor)
+{
+	struct drm_device *dev = minor->dev;
+
+	drm_debugfs_add_file(dev, "sharegpu_bos", sgpu_debugfs_bos, NULL);
+	drm_debugfs_add_file(dev, "sharegpu_counters", sgpu_debugfs_counters, NULL);
+	drm_debugfs_add_file(dev, "sharegpu_vram", sgpu_debugfs_ttm, NULL);
+}
+
+/* fdinfo: drm-total-/drm-resident-/drm-shared-<region> for vram and system. */
+void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
+{
+	struct drm_memory_stats stats[2] = {};
+	struct drm_gem_object *obj;
+	int id;
+
+	spin_lock(&file->table_lock);
+	idr_for_each_entry(&file->object_idr, obj, id) {
+		struct drm_memory_stats *s;
+		u32 domain = SHAREGPU_DOMAIN_SYSTEM;
+
+		if (sgpu_is_bo(obj))
+			domain = sgpu_bo_domain(to_sgpu_bo(obj));
+		s = &stats[domain == SHAREGPU_DOMAIN_VRAM ? 0 : 1];
+		if (obj->handle_count > 1)
+			s->shared += obj->size;
+		else
+			s->private += obj->size;
+		if (!sgpu_is_bo(obj) || domain) {
+			s->resident += obj->size;
+			if (obj->resv && !dma_resv_test_signaled(obj->resv, DMA_RESV_USAGE_BOOKKEEP))
+				s->active += obj->size;
+		}
+	}
+	spin_unlock(&file->table_lock);
+	drm_print_memory_stats(p, &stats[0], DRM_GEM_OBJECT_RESIDENT, "vram");
+	drm_print_memory_stats(p, &stats[1], DRM_GEM_OBJECT_RESIDENT, "system");
+}

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sharegpu: DRM render driver for the emulated sharegpu PCI device.
+ */
+#include <linux/module.h>
+#include <linux/pci.h>
+#include <linux/slab.h>
+
+#include <drm/drm_drv.h>
+#include <drm/drm_file.h>
+#include <drm/drm_gem.h>
+#include <drm/drm_gem_ttm_helper.h>
+#include <drm/drm_ioctl.h>
+#include <drm/drm_managed.h>
+#include <drm/drm_prime.h>
+#include <drm/drm_print.h>
+
+#include "sgpu_drv.h"
+
+static int sgpu_ioctl_get_info(struct drm_device *dev, void *data, struct drm_file *file)
+{
+	struct sgpu_device *sdev = to_sgpu(dev);
+	struct drm_sharegpu_info *args = data;
+
+	memset(args, 0, sizeof(*args));
+	args->vram_size = sdev->vram_size;
+	args->import_window_size = sdev->win_size;
+	args->vram_used = ttm_resource_manager_usage(&sdev->vram.man);
+	args->hw_version = sdev->version;
+	args->hw_features = sdev->features;
+	if (sdev->coherent)
+		args->flags |= SHAREGPU_INFO_F_COHERENT;
+	if (sdev->msix)
+		args->flags |= SHAREGPU_INFO_F_MSIX;
+	return 0;
+}
+
+static const struct drm_ioctl_desc sgpu_ioctls[] = {
+	DRM_IOCTL_DEF_DRV(SHAREGPU_GET_INFO, sgpu_ioctl_get_info, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_CREATE, sgpu_ioctl_bo_create, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_MMAP_OFFSET, sgpu_ioctl_bo_mmap_offset, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_SUBMIT, sgpu_ioctl_submit, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_WAIT_BO, sgpu_ioctl_wait_bo, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_WAIT_JOB, sgpu_ioctl_wait_job, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_MOVE, sgpu_ioctl_bo_move, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_PIN, sgpu_ioctl_bo_pin, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_INFO, sgpu_ioctl_bo_info, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_CPU_ACCESS, sgpu_ioctl_bo_cpu_access, DRM_RENDER_ALLOW),
+};
+
+static int sgpu_open(struct drm_device *dev, struct drm_file *file)
+{
+	struct sgpu_file *sfile;
+
+	sfile = kzalloc(sizeof(*sfile), GFP_KERNEL);
+	if (!sfile)
+		return -ENOMEM;
+	xa_init(&sfile->jobs);
+	atomic_set(&sfile->kept, 0);
+	file->driver_priv = sfile;
+	return 0;
+}
+
+static void sgpu_postclose(struct drm_device *dev, struct drm_file *file)
+{
+	struct sgpu_file *sfile = file->driver_priv;
+
+	sgpu_file_release_jobs(sfile);
+	kfree(sfile);
+}
+
+static const struct file_operations sgpu_fops = {
+	.owner = THIS_MODULE,
+	DRM_GEM_FOPS,
+	.show_fdinfo = drm_show_fdinfo,
+};
+
+static const struct drm_driver sgpu_drm_driver = {
+	.driver_features = DRIVER_GEM | DRIVER_RENDER | DRIVER_SYNCOBJ,
+	.open = sgpu_open,
+	.postclose = sgpu_postclose,
+	.ioctls = sgpu_ioctls,
+	.num_ioctls = ARRAY_SIZE(sgpu_ioctls),
+	.fops = &sgpu_fops,
+	.gem_prime_import = sgpu_gem_prime_import,
+	.dumb_create = sgpu_dumb_create,
+	.dumb_map_offset = drm_gem_dumb_map_offset,
+	.show_fdinfo = sgpu_show_fdinfo,
+	.debugfs_init = sgpu_debugfs_init,
+	.name = SGPU_DRIVER_NAME,
+	.desc = "sharegpu dma-buf sharing GPU",
+	.major = 1,
+	.minor = 0,
+	.patchlevel = 0,
+};
+
+static int sgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct sgpu_device *sdev;
+	struct drm_device *drm;
+	int ret;
+
+	sdev = devm_drm_dev_alloc(&pdev->dev, &sgpu_drm_driver, struct sgpu_device, drm);
+	if (IS_ERR(sdev))
+		return PTR_ERR(sdev);
+	drm = &sdev->drm;
+	sdev->pdev = pdev;
+	pci_set_drvdata(pdev, sdev);
+	xa_init(&sdev->handles);
+	INIT_LIST_HEAD(&sdev->objects);
+	INIT_LIST_HEAD(&sdev->imports);
+	ret = drmm_mutex_init(drm, &sdev->obj_lock);
+	if (ret)
+		return ret;
+	ret = drmm_mutex_init(drm, &sdev->win_lock);
+	if (ret)
+		return ret;
+
+	ret = pcim_enable_device(pdev);
+	if (ret)
+		return ret;
+	pci_set_master(pdev);
+	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
+	if (ret)
+		return ret;
+
+	sdev->mmio = pcim_iomap_region(pdev, SGPU_BAR_MMIO, SGPU_DRIVER_NAME);
+	if (IS_ERR(sdev->mmio))
+		return PTR_ERR(sdev->mmio);
+	ret = pcim_request_region(pdev, SGPU_BAR_VRAM, SGPU_DRIVER_NAME);
+	if (ret)
+		return ret;
+
+	sdev->version = sgpu_rd(sdev, SGPU_REG_VERSION);
+	if ((sdev->version >> 16) != SGPU_VERSION_MAJOR) {
+		drm_err(drm, "unsupported device version %#x\n", sdev->version);
+		return -ENODEV;
+	}
+	sdev->features = sgpu_rd(sdev, SGPU_REG_FEATURES);
+	sdev->coherent = sdev->features & SGPU_FEAT_COHERENT;
+	sdev->vram_size = sgpu_rd(sdev, SGPU_REG_VRAM_SIZE_LO) |
+			  (u64)sgpu_rd(sdev, SGPU_REG_VRAM_SIZE_HI) << 32;
+	sdev->win_offset = sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_LO) |
+			   (u64)sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_HI) << 32;
+	sdev->win_size = sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_SIZE_LO) |
+			 (u64)sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_SIZE_HI) << 32;
+	sdev->bar2_base = pci_resource_start(pdev, SGPU_BAR_VRAM);
+	sdev->bar2_len = pci_resource_len(pdev, SGPU_BAR_VRAM);
+	if (!sdev->vram_size || sdev->vram_size > sdev->bar2_len ||
+	    sdev->win_offset + sdev->win_size > sdev->bar2_len) {
+		drm_err(drm, "inconsistent BAR2 (%pa) / VRAM size %llu\n", &sdev->bar2_len,
+			sdev->vram_size);
+		return -ENODEV;
+	}
+
+	ret = sgpu_hw_init(sdev);
+	if (ret)
+		return ret;
+	ret = sgpu_ttm_init(sdev);
+	if (ret)
+		goto err_hw;
+	ret = drm_dev_register(drm, 0);
+	if (ret)
+		goto err_hw;
+
+	drm_info(drm, "sharegpu %u.%u: %llu MiB VRAM, features %#x (%scoherent), %s\n",
+		 sdev->version >> 16, sdev->version & 0xffff, sdev->vram_size >> 20,
+		 sdev->features, sdev->coherent ? "" : "non-", sdev->msix ? "MSI-X" : "INTx");
+	return 0;
+
+err_hw:
+	sgpu_hw_fini(sdev);
+	return ret;
+}
+
+static void sgpu_remove(struct pci_dev *pdev)
+{
+	struct sgpu_device *sdev = pci_get_drvdata(pdev);
+
+	drm_dev_unplug(&sdev->drm);
+	sgpu_hw_fini(sdev);
+}
+
+static void sgpu_shutdown(struct pci_dev *pdev)
+{
+	struct sgpu_device *sdev = pci_get_drvdata(pdev);
+
+	sgpu_wr(sdev, SGPU_REG_INT_MASK, 0);
+}
+
+static const struct pci_device_id sgpu_pci_ids[] = {
+	{ PCI_DEVICE(SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, sgpu_pci_ids);
+
+static struct pci_driver sgpu_pci_driver = {
+	.name = SGPU_DRIVER_NAME,
+	.id_table = sgpu_pci_ids,
+	.probe = sgpu_probe,
+	.remove = sgpu_remove,
+	.shutdown = sgpu_shutdown,
+};
+module_pci_driver(sgpu_pci_driver);
+
+MODULE_DESCRIPTION("sharegpu DRM driver");
+MODULE_LICENSE("GPL");
+MODULE_IMPORT_NS(DMA_BUF);

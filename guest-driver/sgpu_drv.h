@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * sharegpu DRM driver: shared definitions.
+ */
+#ifndef SGPU_DRV_H
+#define SGPU_DRV_H
+
+#include <linux/completion.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-fence.h>
+#include <linux/pci.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
+
+#include <drm/drm_device.h>
+#include <drm/drm_exec.h>
+#include <drm/drm_file.h>
+#include <drm/drm_gem.h>
+#include <drm/drm_mm.h>
+#include <drm/ttm/ttm_bo.h>
+#include <drm/ttm/ttm_device.h>
+#include <drm/ttm/ttm_placement.h>
+#include <drm/ttm/ttm_resource.h>
+
+#include "sharegpu_hw.h"
+#include "sharegpu_drm.h"
+
+#define SGPU_DRIVER_NAME	"sharegpu"
+#define SGPU_CMD_RING_SIZE	1024
+#define SGPU_EVT_RING_SIZE	256
+#define SGPU_AUX_SIZE		64	/* per-slot DMA scratch (BO_QUERY) */
+#define SGPU_CMD_TIMEOUT	(10 * HZ)
+#define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 3 + 1)
+#define SGPU_MAX_KEPT_JOBS	256
+
+struct sgpu_job;
+
+/* A synchronous command waiter (lives on the caller's stack). */
+struct sgpu_waiter {
+	struct completion done;
+	u32 slot;
+	u32 status;
+	u32 out_handle;
+	u64 result;
+	u8 uuid[16];
+	void *aux;	/* the slot's aux buffer, valid until done */
+};
+
+struct sgpu_ring_slot {
+	struct sgpu_waiter *waiter;
+	struct sgpu_job *job;	/* the job the entry belongs to */
+	s16 res_idx;		/* job result index, -1 = none */
+	bool last;		/* the job's final FENCE entry: signal */
+};
+
+struct sgpu_vram_mgr {
+	struct ttm_resource_manager man;
+	u64 size;
+};
+
+struct sgpu_device {
+	struct drm_device drm;
+	struct ttm_device bdev;
+	struct pci_dev *pdev;
+	void __iomem *mmio;
+
+	u32 version;
+	u32 features;
+	bool coherent;
+	bool msix;
+	u64 vram_size;
+	resource_size_t bar2_base;	/* CPU physical address of BAR2 */
+	resource_size_t bar2_len;
+	u64 win_offset;			/* import window offset in BAR2 */
+	u64 win_size;
+
+	/* command ring */
+	spinlock_t ring_lock;		/* slots, tail, head, dead */
+	struct sgpu_hw_cmd *cmd_ring;
+	dma_addr_t cmd_dma;
+	void *aux;
+	dma_addr_t aux_dma;
+	struct sgpu_ring_slot *slots;
+	u32 cmd_head;			/* software head: entries processed */
+	u32 cmd_tail;
+	u64 cmd_seqno;
+	bool dead;
+	wait_queue_head_t ring_wq;
+
+	/* fences */
+	u64 fence_context;
+	spinlock_t fence_lock;
+	u64 fence_seqno;		/* under ring_lock */
+	u64 fence_done;			/* last signalled fence seqno */
+	struct list_head inflight;	/* jobs, under fence_lock */
+
+	/* events */
+	struct sgpu_hw_event *evt_ring;
+	dma_addr_t evt_dma;
+	u32 evt_head;
+	struct work_struct evt_work;
+
+	/* hw handle -> struct drm_gem_object (native BOs and imports) */
+	struct xarray handles;
+
+	struct sgpu_vram_mgr vram;
+
+	/* import window address space */
+	struct mutex win_lock;		/* protects win_mm */
+	struct drm_mm win_mm;
+
+	/* debugfs list of all objects */
+	struct mutex obj_lock;		/* protects objects, imports */
+	struct list_head objects;	/* struct sgpu_bo */
+	struct list_head imports;	/* struct sgpu_import */
+
+	/* counters (debugfs) */
+	atomic64_t ww_backoffs;
+	atomic64_t jobs_submitted;
+	atomic64_t jobs_completed;
+	atomic64_t irq_cmd;
+	atomic64_t irq_evt;
+	atomic64_t events;
+	atomic64_t evt_moved;
+	atomic64_t evt_invalidated;
+	atomic64_t evt_error;
+	atomic64_t unexpected_moves;
+	atomic64_t move_notifies;
+	atomic64_t evictions;
+	atomic64_t cmd_errors;
+	atomic64_t cmds;
+};
+
+static inline struct sgpu_device *to_sgpu(struct drm_device *drm)
+{
+	return container_of(drm, struct sgpu_device, drm);
+}
+
+static inline struct sgpu_device *bdev_to_sgpu(struct ttm_device *bdev)
+{
+	return container_of(bdev, struct sgpu_device, bdev);
+}
+
+static inline u32 sgpu_rd(struct sgpu_device *sdev, u32 reg)
+{
+	return readl(sdev->mmio + reg);
+}
+
+static inline void sgpu_wr(struct sgpu_device *sdev, u32 reg, u32 val)
+{
+	writel(val, sdev->mmio + reg);
+}
+
+/* A native BO: TTM-managed, created on this device. */
+struct sgpu_bo {
+	struct ttm_buffer_object tbo;	/* tbo.base is the GEM object */
+	struct ttm_placement placement;
+	struct ttm_place places[2];
+	u32 domains;			/* SHAREGPU_DOMAIN_* allowed */
+	u32 hw_handle;
+	u32 hw_place;			/* enum sgpu_hw_placement, device view */
+	u64 hw_offset;			/* VRAM offset when hw_place is DEVICE */
+	bool backing;			/* ATTACH_BACKING of the tt pages done */
+	u32 user_pins;			/* BO_PIN ioctl pins (under resv) */
+	u32 foreign_maps;		/* live dma-buf mappings of non-sharegpu importers */
+	bool exported;
+	bool uuid_valid;
+	u8 uuid[16];
+	struct iosys_map vmap;		/* dma-buf vmap */
+	struct list_head link;		/* sdev->objects */
+};
+
+/* An imported dma-buf from anything but this very device. */
+struct sgpu_import {
+	struct drm_gem_object base;
+	struct dma_buf_attachment *attach;
+	bool p2p;			/* exporter is another sharegpu: IMPORT by UUID */
+	u32 hw_handle;
+	struct sg_table *sgt;		/* current mapping, NULL after move_notify */
+	bool backing;			/* !p2p: ATTACH_BACKING of sgt done */
+	struct drm_mm_node win;		/* p2p: import window range */
+	bool win_mapped;		/* p2p: MAP_IMPORT done */
+	u64 win_bar_off;		/* BAR2 offset of the mapping */
+	u32 invalidations;
+	struct list_head link;
+};
+
+extern const struct drm_gem_object_funcs sgpu_bo_gem_funcs;
+extern const struct drm_gem_object_funcs sgpu_import_gem_funcs;
+extern const struct dma_buf_ops sgpu_dmabuf_ops;
+extern const struct dma_buf_attach_ops sgpu_importer_ops;
+
+static inline bool sgpu_is_bo(struct drm_gem_object *obj)
+{
+	return obj->funcs == &sgpu_bo_gem_funcs;
+}
+
+static inline bool sgpu_is_import(struct drm_gem_object *obj)
+{
+	return obj->funcs == &sgpu_import_gem_funcs;
+}
+
+static inline struct sgpu_bo *to_sgpu_bo(struct drm_gem_object *obj)
+{
+	return container_of(obj, struct sgpu_bo, tbo.base);
+}
+
+static inline struct sgpu_bo *tbo_to_sgpu_bo(struct ttm_buffer_object *tbo)
+{
+	return container_of(tbo, struct sgpu_bo, tbo);
+}
+
+static inline struct sgpu_import *to_sgpu_import(struct drm_gem_object *obj)
+{
+	return container_of(obj, struct sgpu_import, base);
+}
+
+/* Per-job fence; the job lives as long as its fence. */
+struct sgpu_job {
+	struct dma_fence base;		/* must be first (dma_fence_free) */
+	struct sgpu_device *sdev;
+	struct list_head link;		/* sdev->inflight */
+	u32 status;			/* first non-OK device status */
+	u32 nres;
+	u64 results[SHAREGPU_MAX_CMDS];
+};
+
+struct sgpu_file {
+	struct xarray jobs;		/* job_id -> struct sgpu_job (fence ref) */
+	atomic_t kept;
+};
+
+/* sgpu_hw.c */
+int sgpu_hw_init(struct sgpu_device *sdev);
+void sgpu_hw_fini(struct sgpu_device *sdev);
+int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd,
+		  struct sgpu_waiter *w);
+int sgpu_cmd_async(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd);
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds,
+			 s16 *res_idx, u32 n, struct sgpu_job *job);
+int sgpu_status_to_errno(u32 status);
+const char *sgpu_status_name(u32 status);
+int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle,
+		      u64 *offset);
+void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle);
+int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
+		   u64 off0, u64 off1, u64 len, u64 *result);
+int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info);
+int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
+			   dma_addr_t *addrs, unsigned long npages, u64 *total);
+
+/* sgpu_bo.c */
+int sgpu_ttm_init(struct sgpu_device *sdev);
+struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains);
+int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
+int sgpu_bo_pin(struct sgpu_bo *bo);
+void sgpu_bo_unpin(struct sgpu_bo *bo);
+int sgpu_bo_revalidate(struct sgpu_bo *bo);
+int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir);
+int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device);
+u32 sgpu_bo_domain(struct sgpu_bo *bo);
+u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
+void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev);
+
+int sgpu_ioctl_bo_create(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_bo_mmap_offset(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_bo_move(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_bo_pin(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_bo_cpu_access(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_wait_bo(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_dumb_create(struct drm_file *file, struct drm_device *dev,
+		     struct drm_mode_create_dumb *args);
+
+/* sgpu_job.c */
+int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file);
+void sgpu_job_signal(struct sgpu_device *sdev, struct sgpu_job *job);
+void sgpu_file_release_jobs(struct sgpu_file *sfile);
+
+/* sgpu_prime.c */
+struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags);
+struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_buf *buf);
+int sgpu_import_prepare(struct sgpu_import *imp);
+void sgpu_import_invalidate(struct sgpu_import *imp);
+
+/* sgpu_debugfs.c */
+void sgpu_debugfs_init(struct drm_minor *minor);
+void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file);
+
+#endif /* SGPU_DRV_H */

@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * sharegpu: command ring, event ring, interrupts.
+ *
+ * Every ring slot has an owner record (struct sgpu_ring_slot). Completions are
+ * processed in ring order from the command interrupt: a synchronous waiter gets
+ * the completion copied and is woken, a job collects its results and the job's
+ * final FENCE entry signals the job fence.
+ */
+#include <linux/delay.h>
+#include <linux/dma-mapping.h>
+#include <linux/interrupt.h>
+#include <linux/iopoll.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+
+#include "sgpu_drv.h"
+
+static const char * const sgpu_status_names[] = {
+	"OK", "BAD_OPCODE", "BAD_HANDLE", "OUT_OF_RANGE", "NO_SPACE", "BUSY",
+	"INVALID", "DMA_ERROR", "NOT_FOUND", "TOO_BIG", "NO_BACKING", "CANCELLED",
+	"INTERNAL",
+};
+
+const char *sgpu_status_name(u32 status)
+{
+	if (status < ARRAY_SIZE(sgpu_status_names))
+		return sgpu_status_names[status];
+	if (status == SGPU_ST_PENDING)
+		return "PENDING";
+	return "?";
+}
+
+int sgpu_status_to_errno(u32 status)
+{
+	switch (status) {
+	case SGPU_ST_OK:
+		return 0;
+	case SGPU_ST_BAD_HANDLE:
+	case SGPU_ST_NOT_FOUND:
+		return -ENOENT;
+	case SGPU_ST_OUT_OF_RANGE:
+		return -ERANGE;
+	case SGPU_ST_NO_SPACE:
+		return -ENOSPC;
+	case SGPU_ST_BUSY:
+		return -EBUSY;
+	case SGPU_ST_TOO_BIG:
+		return -E2BIG;
+	case SGPU_ST_BAD_OPCODE:
+	case SGPU_ST_INVALID:
+	case SGPU_ST_NO_BACKING:
+		return -EINVAL;
+	case SGPU_ST_CANCELLED:
+		return -ECANCELED;
+	case SGPU_ST_DMA_ERROR:
+	case SGPU_ST_INTERNAL:
+	default:
+		return -EIO;
+	}
+}
+
+static u32 sgpu_ring_free(struct sgpu_device *sdev)
+{
+	return (sdev->cmd_head - sdev->cmd_tail - 1) & (SGPU_CMD_RING_SIZE - 1);
+}
+
+/* Process completed entries; ring_lock held. */
+static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 cancel)
+{
+	bool progress = false;
+
+	while (sdev->cmd_head != hw_head) {
+		u32 i = sdev->cmd_head;
+		struct sgpu_hw_cmd *c = &sdev->cmd_ring[i];
+		struct sgpu_ring_slot *s = &sdev->slots[i];
+		u32 status = cancel ? cancel : READ_ONCE(c->status);
+
+		if (status != SGPU_ST_OK)
+			atomic64_inc(&sdev->cmd_errors);
+		if (s->waiter) {
+			struct sgpu_waiter *w = s->waiter;
+
+			w->status = status;
+			w->out_handle = c->out_handle;
+			w->result = c->result;
+			memcpy(w->uuid, c->uuid, sizeof(w->uuid));
+			if (w->aux)
+				memcpy(w->aux, sdev->aux + (size_t)i * SGPU_AUX_SIZE,
+				       SGPU_AUX_SIZE);
+			s->waiter = NULL;
+			complete(&w->done);
+		}
+		if (s->job) {
+			struct sgpu_job *job = s->job;
+
+			if (status != SGPU_ST_OK && !job->status)
+				job->status = status;
+			if (s->res_idx >= 0)
+				job->results[s->res_idx] = c->result;
+			if (s->last)
+				sgpu_job_signal(sdev, job);
+			s->job = NULL;
+		}
+		sdev->cmd_head = (i + 1) & (SGPU_CMD_RING_SIZE - 1);
+		progress = true;
+	}
+	if (progress)
+		wake_up_all(&sdev->ring_wq);
+}
+
+static void sgpu_ring_process(struct sgpu_device *sdev)
+{
+	unsigned long flags;
+	u32 hw_head;
+
+	spin_lock_irqsave(&sdev->ring_lock, flags);
+	if (!sdev->dead) {
+		hw_head = sgpu_rd(sdev, SGPU_REG_CMD_HEAD) & (SGPU_CMD_RING_SIZE - 1);
+		dma_rmb();
+		sgpu_ring_process_locked(sdev, hw_head, 0);
+	}
+	spin_unlock_irqrestore(&sdev->ring_lock, flags);
+}
+
+/*
+ * Reserve @n slots, fill them and ring the doorbell. Slot owners are set by
+ * @setup under the ring lock. Sleeps while the ring is full.
+ */
+static int sgpu_ring_write(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds, u32 n,
+			   struct sgpu_waiter *w, s16 *res_idx, struct sgpu_job *job)
+{
+	unsigned long flags;
+	u32 k;
+	int ret;
+
+	if (WARN_ON(n == 0 || n >= SGPU_CMD_RING_SIZE))
+		return -EINVAL;
+again:
+	spin_lock_irqsave(&sdev->ring_lock, flags);
+	if (sdev->dead) {
+		spin_unlock_irqrestore(&sdev->ring_lock, flags);
+		return -ENODEV;
+	}
+	if (sgpu_ring_free(sdev) < n) {
+		spin_unlock_irqrestore(&sdev->ring_lock, flags);
+		ret = wait_event_timeout(sdev->ring_wq,
+					 READ_ONCE(sdev->dead) ||
+					 ({ sgpu_ring_process(sdev);
+					    sgpu_ring_free(sdev) >= n; }),
+					 SGPU_CMD_TIMEOUT);
+		if (!ret) {
+			drm_err(&sdev->drm, "command ring stuck (head %u tail %u)\n",
+				sdev->cmd_head, sdev->cmd_tail);
+			return -ETIMEDOUT;
+		}
+		goto again;
+	}
+	if (job) {
+		job->base.seqno = ++sdev->fence_seqno;
+		spin_lock(&sdev->fence_lock);
+		list_add_tail(&job->link, &sdev->inflight);
+		spin_unlock(&sdev->fence_lock);
+	}
+	for (k = 0; k < n; k++) {
+		u32 i = (sdev->cmd_tail + k) & (SGPU_CMD_RING_SIZE - 1);
+		struct sgpu_hw_cmd *c = &sdev->cmd_ring[i];
+		struct sgpu_ring_slot *s = &sdev->slots[i];
+
+		*c = cmds[k];
+		c->seqno = ++sdev->cmd_seqno;
+		c->status = SGPU_ST_PENDING;
+		c->out_handle = 0;
+		c->result = 0;
+		s->waiter = NULL;
+		s->job = job;
+		s->res_idx = res_idx ? res_idx[k] : -1;
+		s->last = job && k == n - 1;
+		if (w && k == n - 1) {
+			w->slot = i;
+			s->waiter = w;
+			c->flags |= SGPU_CMD_F_IRQ;
+			/* BO_QUERY writes to this slot's aux buffer */
+			if (c->opcode == SGPU_OP_BO_QUERY)
+				c->off0 = sdev->aux_dma + (u64)i * SGPU_AUX_SIZE;
+		}
+	}
+	sdev->cmd_tail = (sdev->cmd_tail + n) & (SGPU_CMD_RING_SIZE - 1);
+	atomic64_add(n, &sdev->cmds);
+	/* entries must be visible before the tail moves */
+	dma_wmb();
+	sgpu_wr(sdev, SGPU_REG_CMD_TAIL, sdev->cmd_tail);
+	sgpu_wr(sdev, SGPU_REG_DOORBELL, 1);
+	spin_unlock_irqrestore(&sdev->ring_lock, flags);
+	return 0;
+}
+
+int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd, struct sgpu_waiter *w)
+{
+	unsigned long flags, left;
+	int ret;
+
+	init_completion(&w->done);
+	w->status = SGPU_ST_PENDING;
+	ret = sgpu_ring_write(sdev, cmd, 1, w, NULL, NULL);
+	if (ret)
+		return ret;
+	/*
+	 * Not interruptible: callers hold TTM state mid-move. The polling
+	 * fallback covers a lost interrupt.
+	 */
+	left = wait_for_completion_timeout(&w->done, HZ / 10);
+	while (!left) {
+		sgpu_ring_process(sdev);
+		left = wait_for_completion_timeout(&w->done, SGPU_CMD_TIMEOUT);
+		if (left)
+			break;
+		spin_lock_irqsave(&sdev->ring_lock, flags);
+		if (sdev->slots[w->slot].waiter == w) {
+			sdev->slots[w->slot].waiter = NULL;
+			spin_unlock_irqrestore(&sdev->ring_lock, flags);
+			drm_err(&sdev->drm, "command op %#x timed out\n", cmd->opcode);
+			return -ETIMEDOUT;
+		}
+		spin_unlock_irqrestore(&sdev->ring_lock, flags);
+		wait_for_completion(&w->done);
+		break;
+	}
+	if (w->status != SGPU_ST_OK) {
+		drm_dbg_driver(&sdev->drm, "op %#x handle %u: %s\n", cmd->opcode,
+			       cmd->handle, sgpu_status_name(w->status));
+		return sgpu_status_to_errno(w->status);
+	}
+	return 0;
+}
+
+int sgpu_cmd_async(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd)
+{
+	return sgpu_ring_write(sdev, cmd, 1, NULL, NULL, NULL);
+}
+
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds, s16 *res_idx,
+			 u32 n, struct sgpu_job *job)
+{
+	/* the final entry is the FENCE that signals the job */
+	cmds[n - 1].opcode = SGPU_OP_FENCE;
+	res_idx[n - 1] = -1;
+	return sgpu_ring_write(sdev, cmds, n, NULL, res_idx, job);
+}
+
+int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
+		   u64 off0, u64 off1, u64 len, u64 *result)
+{
+	struct sgpu_hw_cmd cmd = {
+		.opcode = op, .handle = handle, .arg = arg,
+		.off0 = off0, .off1 = off1, .len = len,
+	};
+	struct sgpu_waiter w = {};
+	int ret;
+
+	ret = sgpu_cmd_sync(sdev, &cmd, &w);
+	if (result)
+		*result = w.result;
+	return ret;
+}
+
+int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle, u64 *offset)
+{
+	struct sgpu_hw_cmd cmd = {
+		.opcode = SGPU_OP_BO_CREATE, .arg = place, .len = size,
+	};
+	struct sgpu_waiter w = {};
+	int ret;
+
+	ret = sgpu_cmd_sync(sdev, &cmd, &w);
+	if (ret)
+		return ret;
+	*handle = w.out_handle;
+	if (offset)
+		*offset = w.result;
+	return 0;
+}
+
+void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
+{
+	struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_BO_DESTROY, .handle = handle };
+
+	if (handle)
+		sgpu_cmd_async(sdev, &cmd);
+}
+
+int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info)
+{
+	u8 buf[SGPU_AUX_SIZE] __aligned(8);
+	struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_BO_QUERY, .handle = handle };
+	struct sgpu_waiter w = { .aux = buf };
+	int ret;
+
+	BUILD_BUG_ON(sizeof(*info) > SGPU_AUX_SIZE);
+	ret = sgpu_cmd_sync(sdev, &cmd, &w);
+	if (ret)
+		return ret;
+	memcpy(info, buf, sizeof(*info));
+	return 0;
+}
+
+struct sgpu_ents {
+	struct sgpu_hw_mem_entry *e;
+	unsigned long n;
+};
+
+static int sgpu_ents_add(struct sgpu_ents *ents, u64 addr, u32 len)
+{
+	struct sgpu_hw_mem_entry *last = ents->n ? &ents->e[ents->n - 1] : NULL;
+
+	if (last && last->addr + last->length == addr && (u64)last->length + len <= U32_MAX) {
+		last->length += len;
+		return 0;
+	}
+	if (ents->n >= SGPU_MAX_MEM_ENTRIES)
+		return -E2BIG;
+	ents->e[ents->n].addr = addr;
+	ents->e[ents->n].length = len;
+	ents->e[ents->n].padding = 0;
+	ents->n++;
+	return 0;
+}
+
+/*
+ * ATTACH_BACKING from either a DMA-mapped sg table or an array of page DMA
+ * addresses. Contiguous ranges are merged.
+ */
+int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
+			   dma_addr_t *addrs, unsigned long npages, u64 *total)
+{
+	struct sgpu_ents ents = {};
+	struct scatterlist *sg;
+	dma_addr_t ents_dma;
+	unsigned long max, i;
+	size_t bytes;
+	int ret = 0;
+
+	max = sgt ? sgt->nents : npages;
+	if (!max)
+		return -EINVAL;
+	max = min_t(unsigned long, max, SGPU_MAX_MEM_ENTRIES);
+	bytes = max * sizeof(*ents.e);
+	ents.e = dma_alloc_coherent(&sdev->pdev->dev, bytes, &ents_dma, GFP_KERNEL);
+	if (!ents.e)
+		return -ENOMEM;
+
+	if (sgt) {
+		for_each_sgtable_dma_sg(sgt, sg, i) {
+			ret = sgpu_ents_add(&ents, sg_dma_address(sg), sg_dma_len(sg));
+			if (ret)
+				goto out;
+		}
+	} else {
+		for (i = 0; i < npages; i++) {
+			ret = sgpu_ents_add(&ents, addrs[i], PAGE_SIZE);
+			if (ret)
+				goto out;
+		}
+	}
+	ret = sgpu_hw_simple(sdev, SGPU_OP_ATTACH_BACKING, handle, ents.n, ents_dma, 0, 0,
+			     total);
+out:
+	dma_free_coherent(&sdev->pdev->dev, bytes, ents.e, ents_dma);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ interrupts */
+
+static void sgpu_events_work(struct work_struct *work)
+{
+	struct sgpu_device *sdev = container_of(work, struct sgpu_device, evt_work);
+	u32 tail;
+
+	for (;;) {
+		if (READ_ONCE(sdev->dead))
+			return;
+		tail = sgpu_rd(sdev, SGPU_REG_EVT_TAIL) & (SGPU_EVT_RING_SIZE - 1);
+		if (tail == sdev->evt_head)
+			break;
+		dma_rmb();
+		while (sdev->evt_head != tail) {
+			struct sgpu_hw_event ev = sdev->evt_ring[sdev->evt_head];
+
+			sdev->evt_head = (sdev->evt_head + 1) & (SGPU_EVT_RING_SIZE - 1);
+			sgpu_wr(sdev, SGPU_REG_EVT_HEAD, sdev->evt_head);
+			atomic64_inc(&sdev->events);
+			sgpu_handle_event(sdev, &ev);
+		}
+	}
+}
+
+static irqreturn_t sgpu_irq_cmd(int irq, void *arg)
+{
+	struct sgpu_device *sdev = arg;
+	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & (SGPU_INT_CMD | SGPU_INT_ERROR);
+
+	if (!st && !sdev->msix)
+		return IRQ_NONE;
+	if (st)
+		sgpu_wr(sdev, SGPU_REG_INT_ACK, st);
+	atomic64_inc(&sdev->irq_cmd);
+	sgpu_ring_process(sdev);
+	return IRQ_HANDLED;
+}
+
+static irqreturn_t sgpu_irq_evt(int irq, void *arg)
+{
+	struct sgpu_device *sdev = arg;
+	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & SGPU_INT_EVENT;
+
+	if (!st && !sdev->msix)
+		return IRQ_NONE;
+	if (st)
+		sgpu_wr(sdev, SGPU_REG_INT_ACK, st);
+	atomic64_inc(&sdev->irq_evt);
+	queue_work(system_unbound_wq, &sdev->evt_work);
+	return IRQ_HANDLED;
+}
+
+static irqreturn_t sgpu_irq_legacy(int irq, void *arg)
+{
+	irqreturn_t r1, r2;
+
+	r1 = sgpu_irq_cmd(irq, arg);
+	r2 = sgpu_irq_evt(irq, arg);
+	return (r1 == IRQ_HANDLED || r2 == IRQ_HANDLED) ? IRQ_HANDLED : IRQ_NONE;
+}
+
+static int sgpu_irq_init(struct sgpu_device *sdev)
+{
+	struct pci_dev *pdev = sdev->pdev;
+	int nvec, ret;
+
+	nvec = pci_alloc_irq_vectors(pdev, SGPU_MSIX_VECTORS, SGPU_MSIX_VECTORS,
+				     PCI_IRQ_MSIX);
+	if (nvec == SGPU_MSIX_VECTORS) {
+		sdev->msix = true;
+		ret = devm_request_irq(&pdev->dev, pci_irq_vector(pdev, SGPU_MSIX_VEC_CMD),
+				       sgpu_irq_cmd, 0, "sharegpu-cmd", sdev);
+		if (ret)
+			return ret;
+		return devm_request_irq(&pdev->dev,
+					pci_irq_vector(pdev, SGPU_MSIX_VEC_EVENT),
+					sgpu_irq_evt, 0, "sharegpu-evt", sdev);
+	}
+	drm_info(&sdev->drm, "MSI-X unavailable (%d), using INTx\n", nvec);
+	nvec = pci_alloc_irq_vectors(pdev, 1, 1, PCI_IRQ_INTX | PCI_IRQ_MSI);
+	if (nvec < 0)
+		return nvec;
+	return devm_request_irq(&pdev->dev, pci_irq_vector(pdev, 0), sgpu_irq_legacy,
+				IRQF_SHARED, "sharegpu", sdev);
+}
+
+static int sgpu_hw_reset(struct sgpu_device *sdev)
+{
+	u32 st;
+
+	sgpu_wr(sdev, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+	return readl_poll_timeout(sdev->mmio + SGPU_REG_STATUS, st,
+				  st & SGPU_STATUS_READY, 100, 1000000);
+}
+
+int sgpu_hw_init(struct sgpu_device *sdev)
+{
+	struct device *dev = &sdev->pdev->dev;
+	int ret;
+
+	spin_lock_init(&sdev->ring_lock);
+	spin_lock_init(&sdev->fence_lock);
+	init_waitqueue_head(&sdev->ring_wq);
+	INIT_LIST_HEAD(&sdev->inflight);
+	INIT_WORK(&sdev->evt_work, sgpu_events_work);
+	sdev->fence_context = dma_fence_context_alloc(1);
+
+	ret = sgpu_hw_reset(sdev);
+	if (ret) {
+		drm_err(&sdev->drm, "device not ready after reset\n");
+		return ret;
+	}
+
+	sdev->cmd_ring = dmam_alloc_coherent(dev, SGPU_CMD_RING_SIZE * sizeof(struct sgpu_hw_cmd),
+					     &sdev->cmd_dma, GFP_KERNEL);
+	sdev->aux = dmam_alloc_coherent(dev, SGPU_CMD_RING_SIZE * SGPU_AUX_SIZE,
+					&sdev->aux_dma, GFP_KERNEL);
+	sdev->evt_ring = dmam_alloc_coherent(dev,
+					     SGPU_EVT_RING_SIZE * sizeof(struct sgpu_hw_event),
+					     &sdev->evt_dma, GFP_KERNEL);
+	sdev->slots = devm_kcalloc(dev, SGPU_CMD_RING_SIZE, sizeof(*sdev->slots), GFP_KERNEL);
+	if (!sdev->cmd_ring || !sdev->aux || !sdev->evt_ring || !sdev->slots)
+		return -ENOMEM;
+
+	sgpu_wr(sdev, SGPU_REG_CMD_BASE_LO, lower_32_bits(sdev->cmd_dma));
+	sgpu_wr(sdev, SGPU_REG_CMD_BASE_HI, upper_32_bits(sdev->cmd_dma));
+	sgpu_wr(sdev, SGPU_REG_CMD_SIZE, SGPU_CMD_RING_SIZE);
+	sgpu_wr(sdev, SGPU_REG_EVT_BASE_LO, lower_32_bits(sdev->evt_dma));
+	sgpu_wr(sdev, SGPU_REG_EVT_BASE_HI, upper_32_bits(sdev->evt_dma));
+	sgpu_wr(sdev, SGPU_REG_EVT_SIZE, SGPU_EVT_RING_SIZE);
+	if (sgpu_rd(sdev, SGPU_REG_CMD_SIZE) != SGPU_CMD_RING_SIZE ||
+	    sgpu_rd(sdev, SGPU_REG_EVT_SIZE) != SGPU_EVT_RING_SIZE) {
+		drm_err(&sdev->drm, "ring setup rejected\n");
+		return -EIO;
+	}
+	sdev->cmd_head = 0;
+	sdev->cmd_tail = 0;
+	sdev->evt_head = 0;
+
+	ret = sgpu_irq_init(sdev);
+	if (ret)
+		return ret;
+	sgpu_wr(sdev, SGPU_REG_INT_ACK, SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR);
+	sgpu_wr(sdev, SGPU_REG_INT_MASK, SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR);
+
+	/* prove the ring and the interrupt path */
+	ret = sgpu_hw_simple(sdev, SGPU_OP_NOP, 0, 0, 0, 0, 0, NULL);
+	if (ret)
+		drm_err(&sdev->drm, "NOP failed: %d\n", ret);
+	return ret;
+}
+
+/* Stop the device: cancel everything outstanding. Called on remove. */
+void sgpu_hw_fini(struct sgpu_device *sdev)
+{
+	unsigned long flags;
+
+	sgpu_ring_process(sdev);
+	sgpu_wr(sdev, SGPU_REG_INT_MASK, 0);
+	spin_lock_irqsave(&sdev->ring_lock, flags);
+	sgpu_ring_process_locked(sdev, sdev->cmd_tail, SGPU_ST_CANCELLED);
+	sdev->dead = true;
+	spin_unlock_irqrestore(&sdev->ring_lock, flags);
+	wake_up_all(&sdev->ring_wq);
+	cancel_work_sync(&sdev->evt_work);
+	sgpu_hw_reset(sdev);
+}
