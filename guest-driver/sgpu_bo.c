@@ -262,6 +262,7 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 		dma_buf_move_notify(tbo->base.dma_buf);
 	}
 done:
+	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
 	ttm_bo_move_null(tbo, new_mem);
 	return 0;
 }
@@ -393,6 +394,26 @@ u32 sgpu_bo_domain(struct sgpu_bo *bo)
 	}
 }
 
+/* Without the resv: a snapshot for debugfs/fdinfo. */
+u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo)
+{
+	switch (READ_ONCE(bo->mem_type)) {
+	case TTM_PL_VRAM:
+		return SHAREGPU_DOMAIN_VRAM;
+	case TTM_PL_TT:
+		return SHAREGPU_DOMAIN_SYSTEM;
+	default:
+		return 0;
+	}
+}
+
+unsigned long sgpu_timeout_jiffies(s64 timeout_ns)
+{
+	u64 j = nsecs_to_jiffies64(timeout_ns);
+
+	return min_t(u64, j, MAX_SCHEDULE_TIMEOUT - 1);
+}
+
 u64 sgpu_bo_vram_offset(struct sgpu_bo *bo)
 {
 	if (bo->tbo.resource && bo->tbo.resource->mem_type == TTM_PL_VRAM)
@@ -426,6 +447,7 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 	}
 	bo->hw_place = SGPU_PLACEMENT_HW_SYSTEM;
 	bo->hw_offset = SGPU_INVALID_OFFSET;
+	bo->mem_type = TTM_PL_SYSTEM;
 	bo->domains = domains;
 	mutex_lock(&sdev->obj_lock);
 	list_add_tail(&bo->link, &sdev->objects);
@@ -913,7 +935,7 @@ int sgpu_ioctl_wait_bo(struct drm_device *dev, void *data, struct drm_file *file
 	obj = drm_gem_object_lookup(file, args->handle);
 	if (!obj)
 		return -ENOENT;
-	timeout = nsecs_to_jiffies(args->timeout_ns);
+	timeout = sgpu_timeout_jiffies(args->timeout_ns);
 	ret = dma_resv_wait_timeout(obj->resv, args->flags & SHAREGPU_WAIT_BO_F_WRITERS ?
 				    DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ, true, timeout);
 	drm_gem_object_put(obj);

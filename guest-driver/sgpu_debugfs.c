@@ -35,8 +35,8 @@ static int sgpu_debugfs_bos(struct seq_file *m, void *data)
 	list_for_each_entry(bo, &sdev->objects, link) {
 		/* racy snapshot: fields change under the BO's resv */
 		seq_printf(m, "%u %zu %s %#llx %u %u %u %u %u\n", bo->hw_handle,
-			   bo->tbo.base.size, sgpu_domain_name(sgpu_bo_domain(bo)),
-			   sgpu_bo_vram_offset(bo), READ_ONCE(bo->hw_place),
+			   bo->tbo.base.size, sgpu_domain_name(sgpu_bo_domain_unlocked(bo)),
+			   READ_ONCE(bo->hw_offset), READ_ONCE(bo->hw_place),
 			   READ_ONCE(bo->tbo.pin_count), READ_ONCE(bo->backing),
 			   READ_ONCE(bo->exported), READ_ONCE(bo->foreign_maps));
 	}
@@ -115,7 +115,7 @@ void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
 		u32 domain = SHAREGPU_DOMAIN_SYSTEM;
 
 		if (sgpu_is_bo(obj))
-			domain = sgpu_bo_domain(to_sgpu_bo(obj));
+			domain = sgpu_bo_domain_unlocked(to_sgpu_bo(obj));
 		s = &stats[domain == SHAREGPU_DOMAIN_VRAM ? 0 : 1];
 		if (obj->handle_count > 1)
 			s->shared += obj->size;

@@ -162,6 +162,7 @@ struct sgpu_bo {
 	u32 hw_handle;
 	u32 hw_place;			/* enum sgpu_hw_placement, device view */
 	u64 hw_offset;			/* VRAM offset when hw_place is DEVICE */
+	u32 mem_type;			/* TTM_PL_*, for lockless readers (debugfs) */
 	bool backing;			/* ATTACH_BACKING of the tt pages done */
 	u32 user_pins;			/* BO_PIN ioctl pins (under resv) */
 	u32 foreign_maps;		/* live dma-buf mappings of non-sharegpu importers */
@@ -261,6 +262,8 @@ int sgpu_bo_revalidate(struct sgpu_bo *bo);
 int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir);
 int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device);
 u32 sgpu_bo_domain(struct sgpu_bo *bo);
+u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
+unsigned long sgpu_timeout_jiffies(s64 timeout_ns);
 u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
 void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev);
 

@@ -416,6 +416,12 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 		if (ret)
 			goto out_exec;
 	}
+	for (i = 0; i < s->nobjs; i++) {
+		/* validation may have used the slot drm_exec reserved */
+		ret = dma_resv_reserve_fences(s->objs[i].obj->resv, 1);
+		if (ret)
+			goto out_exec;
+	}
 	sgpu_submit_build(s);
 
 	dma_fence_get(&job->base);	/* for the ring */
@@ -531,7 +537,7 @@ int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *fil
 		args->status = 0;
 		return 0;
 	}
-	ret = dma_fence_wait_timeout(&job->base, true, nsecs_to_jiffies(args->timeout_ns));
+	ret = dma_fence_wait_timeout(&job->base, true, sgpu_timeout_jiffies(args->timeout_ns));
 	if (ret == 0) {
 		ret = -ETIME;
 		goto out;
