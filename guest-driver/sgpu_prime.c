@@ -278,10 +278,9 @@ void sgpu_import_invalidate(struct sgpu_import *imp)
 	dma_resv_assert_held(imp->base.resv);
 	imp->invalidations++;
 	if (imp->win_mapped) {
+		/* the device removes the window mapping itself when storage moves */
 		imp->win_mapped = false;
 		drm_vma_node_unmap(&imp->base.vma_node, sdev->drm.anon_inode->i_mapping);
-		/* the device dropped it already on a move; make sure */
-		sgpu_hw_simple(sdev, SGPU_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0, NULL);
 	}
 	if (imp->sgt) {
 		if (imp->backing) {
@@ -428,6 +427,8 @@ static void sgpu_import_free(struct drm_gem_object *obj)
 	mutex_unlock(&sdev->obj_lock);
 
 	dma_resv_lock(obj->resv, NULL);
+	if (imp->win_mapped && !READ_ONCE(sdev->dead))
+		sgpu_hw_simple(sdev, SGPU_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0, NULL);
 	sgpu_import_invalidate(imp);
 	dma_resv_unlock(obj->resv);
 	if (drm_mm_node_allocated(&imp->win)) {

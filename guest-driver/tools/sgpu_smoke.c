@@ -459,14 +459,22 @@ int main(void)
 	dump_file(path);
 	mkdir("/sys/kernel/debug", 0755);
 	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
-	for (int i = 0; i < 4; i++) {
-		snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%d/sharegpu_counters",
-			 128 + i);
+	DIR *dir = opendir("/sys/kernel/debug/dri");
+	struct dirent *de;
+
+	while (dir && (de = readdir(dir))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%s/sharegpu_counters",
+			 de->d_name);
 		if (access(path, R_OK))
-			snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%d/sharegpu_counters",
-				 i);
+			continue;
+		dump_file(path);
+		snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%s/sharegpu_bos", de->d_name);
 		dump_file(path);
 	}
+	if (dir)
+		closedir(dir);
 	printf("sgpu_smoke: %s (%d failure(s))\n", failures ? "FAIL" : "PASS", failures);
 	return failures ? 1 : 0;
 }
