@@ -130,4 +130,7 @@ void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
 	spin_unlock(&file->table_lock);
 	drm_print_memory_stats(p, &stats[0], DRM_GEM_OBJECT_RESIDENT, "vram");
 	drm_print_memory_stats(p, &stats[1], DRM_GEM_OBJECT_RESIDENT, "system");
+	/* legacy keys (amdgpu style) */
+	drm_printf(p, "drm-memory-vram:\t%llu KiB\n", stats[0].resident >> 10);
+	drm_printf(p, "drm-memory-system:\t%llu KiB\n", stats[1].resident >> 10);
 }

@@ -375,6 +375,64 @@ static void test_udmabuf(struct dev *d)
 	close(ufd);
 }
 
+static int open_vgem(void)
+{
+	for (int i = 0; i < 16; i++) {
+		char name[32] = {};
+		struct drm_version v = { .name = name, .name_len = sizeof(name) - 1 };
+		char path[64];
+		int fd;
+
+		snprintf(path, sizeof(path), "/dev/dri/card%d", i);
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (!xioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vgem"))
+			return fd;
+		close(fd);
+	}
+	return -1;
+}
+
+static void test_vgem(struct dev *d)
+{
+	int vfd = open_vgem();
+	struct drm_mode_create_dumb cd = { .width = 64, .height = 64, .bpp = 32 };
+	struct drm_mode_map_dumb md = {};
+	uint32_t *m;
+
+	if (vfd < 0) {
+		printf("SKIP vgem: no vgem card node\n");
+		return;
+	}
+	CHECK(!xioctl(vfd, DRM_IOCTL_MODE_CREATE_DUMB, &cd), "vgem dumb create");
+	md.handle = cd.handle;
+	CHECK(!xioctl(vfd, DRM_IOCTL_MODE_MAP_DUMB, &md), "vgem map dumb");
+	m = mmap(NULL, cd.size, PROT_READ | PROT_WRITE, MAP_SHARED, vfd, md.offset);
+	CHECK(m != MAP_FAILED, "vgem mmap");
+	if (m == MAP_FAILED)
+		return;
+	for (size_t i = 0; i < cd.size / 4; i++)
+		m[i] = 0xc0de0000u + i;
+	struct drm_prime_handle ph = { .handle = cd.handle, .flags = DRM_CLOEXEC | DRM_RDWR };
+
+	CHECK(!xioctl(vfd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph), "vgem export");
+	struct drm_prime_handle ih = { .fd = ph.fd };
+
+	CHECK(!xioctl(d->fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ih), "import vgem");
+	CHECK(checksum(d, ih.handle, 0, cd.size) == crc32c((uint8_t *)m, cd.size),
+	      "device reads vgem pages");
+	CHECK(!fill(d, ih.handle, 256, 256, 0xfeedf00d), "device writes vgem");
+	CHECK(m[64] == 0xfeedf00d && m[63] == 0xc0de0000u + 63 && m[128] == 0xc0de0000u + 128,
+	      "CPU sees device write in vgem bo: %x", m[64]);
+	struct drm_gem_close gc = { .handle = ih.handle };
+
+	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
+	close(ph.fd);
+	munmap(m, cd.size);
+	close(vfd);
+}
+
 static void test_bad_input(struct dev *d)
 {
 	struct drm_sharegpu_bo_create c = { .size = 0, .domains = SHAREGPU_DOMAIN_VRAM };
@@ -431,7 +489,7 @@ static void dump_file(const char *path)
 int main(void)
 {
 	struct dev devs[4] = {};
-	char path[128];
+	char path[512];
 	int n = open_sharegpu(devs, 4);
 
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -452,6 +510,7 @@ int main(void)
 		printf("SKIP p2p: one device\n");
 	}
 	test_udmabuf(&devs[n - 1]);
+	test_vgem(&devs[0]);
 
 	/* fdinfo memory stats: keep a BO around */
 	bo_create(&devs[0], 1 << 20, SHAREGPU_DOMAIN_VRAM, NULL);
