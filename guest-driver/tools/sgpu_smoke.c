@@ -210,9 +210,11 @@ static void test_jobs(struct dev *d)
 	};
 	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_SUBMIT, &s), "submit");
 	struct pollfd pfd = { .fd = s.out_fence_fd, .events = POLLIN };
+
 	CHECK(poll(&pfd, 1, 10000) == 1, "out fence signals");
 	close(s.out_fence_fd);
 	struct drm_sharegpu_wait_job wj = { .job_id = s.job_id, .timeout_ns = 1000000000 };
+
 	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_WAIT_JOB, &wj) && !wj.status, "wait job");
 	CHECK(!cpu_access(d, b, SHAREGPU_CPU_ACCESS_READ), "cpu begin read");
 	CHECK(*(uint32_t *)(pb + 4096) == 0xdeadbeef && *(uint32_t *)(pb + 12284) == 0xdeadbeef &&
@@ -223,9 +225,11 @@ static void test_jobs(struct dev *d)
 	/* placement moves keep the contents */
 	crc = checksum(d, a, 0, sz);
 	struct drm_sharegpu_bo_move mv = { .handle = a, .domain = SHAREGPU_DOMAIN_SYSTEM };
+
 	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_MOVE, &mv) && mv.vram_offset == ~0ull,
 	      "move to system");
 	struct drm_sharegpu_bo_info bi = { .handle = a };
+
 	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_INFO, &bi) &&
 	      bi.domain == SHAREGPU_DOMAIN_SYSTEM && bi.hw_placement == 1,
 	      "driver and device agree: system (%u/%u)", bi.domain, bi.hw_placement);
@@ -240,6 +244,7 @@ static void test_jobs(struct dev *d)
 
 	/* pin blocks moves */
 	struct drm_sharegpu_bo_pin pin = { .handle = a };
+
 	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_PIN, &pin) && pin.pin_count == 1, "pin");
 	mv.domain = SHAREGPU_DOMAIN_SYSTEM;
 	CHECK(xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_MOVE, &mv) && errno == EBUSY, "pinned: EBUSY");
@@ -249,6 +254,7 @@ static void test_jobs(struct dev *d)
 	munmap(pa, sz);
 	munmap(pb, sz);
 	struct drm_gem_close gc = { .handle = a };
+
 	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
 	gc.handle = b;
 	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
@@ -291,9 +297,11 @@ static void test_p2p(struct dev *exp, struct dev *imp)
 	CHECK(!fill(exp, h, 0, sz, 0xa5a5a5a5), "fill on exporter");
 	CHECK(!xioctl(exp->fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph), "handle to fd");
 	struct drm_prime_handle ih_args = { .fd = ph.fd };
+
 	CHECK(!xioctl(imp->fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ih_args), "fd to handle on 2nd dev");
 	ih = ih_args.handle;
 	struct drm_sharegpu_bo_info bi = { .handle = ih };
+
 	CHECK(!xioctl(imp->fd, DRM_IOCTL_SHAREGPU_BO_INFO, &bi) &&
 	      (bi.flags & SHAREGPU_BO_INFO_F_P2P), "import is p2p (flags %#x)", bi.flags);
 	c1 = checksum(exp, h, 0, sz);
@@ -306,12 +314,14 @@ static void test_p2p(struct dev *exp, struct dev *imp)
 
 	/* CPU access through the importer's import window */
 	uint32_t *p = bo_map(imp, ih, sz);
+
 	CHECK(p, "mmap import (window)");
 	if (p) {
 		CHECK(p[0] == 0x5a5a5a5a && p[1024] == 0xa5a5a5a5, "window read %x %x", p[0],
 		      p[1024]);
 		/* move the exporter: move_notify + BO_INVALIDATED, then re-fault */
 		struct drm_sharegpu_bo_move mv = { .handle = h, .domain = SHAREGPU_DOMAIN_SYSTEM };
+
 		CHECK(!xioctl(exp->fd, DRM_IOCTL_SHAREGPU_BO_MOVE, &mv), "move exported bo");
 		usleep(100000);
 		CHECK(p[0] == 0x5a5a5a5a, "window re-mapped after move: %x", p[0]);
@@ -321,8 +331,10 @@ static void test_p2p(struct dev *exp, struct dev *imp)
 	}
 	/* the dma-buf fd itself: DMA_BUF_IOCTL_SYNC + mmap (exporter path) */
 	struct dma_buf_sync sync = { .flags = DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ };
+
 	CHECK(!xioctl(ph.fd, DMA_BUF_IOCTL_SYNC, &sync), "dma-buf sync start");
 	uint32_t *q = mmap(NULL, sz, PROT_READ, MAP_SHARED, ph.fd, 0);
+
 	CHECK(q != MAP_FAILED, "dma-buf mmap");
 	if (q != MAP_FAILED) {
 		CHECK(q[0] == 0x5a5a5a5a && q[2048] == 0xa5a5a5a5, "dma-buf mmap data %x", q[0]);
@@ -332,6 +344,7 @@ static void test_p2p(struct dev *exp, struct dev *imp)
 	CHECK(!xioctl(ph.fd, DMA_BUF_IOCTL_SYNC, &sync), "dma-buf sync end");
 	close(ph.fd);
 	struct drm_gem_close gc = { .handle = ih };
+
 	xioctl(imp->fd, DRM_IOCTL_GEM_CLOSE, &gc);
 	gc.handle = h;
 	xioctl(exp->fd, DRM_IOCTL_GEM_CLOSE, &gc);
@@ -362,12 +375,14 @@ static void test_udmabuf(struct dev *d)
 	if (bfd < 0)
 		return;
 	struct drm_prime_handle ph = { .fd = bfd };
+
 	CHECK(!xioctl(d->fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph), "import udmabuf");
 	CHECK(checksum(d, ph.handle, 0, sz) == crc32c(m, sz), "device reads udmabuf pages");
 	CHECK(!fill(d, ph.handle, 0, 4096, 0x12345678), "device writes udmabuf");
 	CHECK(*(uint32_t *)m == 0x12345678 && m[4096] == (uint8_t)(4096 ^ 0x55),
 	      "CPU sees device write in memfd: %x", *(uint32_t *)m);
 	struct drm_gem_close gc = { .handle = ph.handle };
+
 	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
 	close(bfd);
 	munmap(m, sz);
@@ -457,14 +472,18 @@ static void test_bad_input(struct dev *d)
 	cmd.op = 77;
 	CHECK(submit_wait(d, &cmd, 1) && errno == EINVAL, "bad op");
 	struct drm_sharegpu_submit s = { .cmds = 8, .num_cmds = 1 };
+
 	CHECK(xioctl(d->fd, DRM_IOCTL_SHAREGPU_SUBMIT, &s) && errno == EFAULT, "bad pointer");
 	s.num_cmds = 100000;
 	CHECK(xioctl(d->fd, DRM_IOCTL_SHAREGPU_SUBMIT, &s) && errno == EINVAL, "too many");
 	struct drm_sharegpu_wait_job wj = { .job_id = 1ull << 60 };
+
 	CHECK(xioctl(d->fd, DRM_IOCTL_SHAREGPU_WAIT_JOB, &wj) && errno == EINVAL, "bad job");
 	struct drm_sharegpu_bo_pin pin = { .handle = h, .flags = SHAREGPU_PIN_F_UNPIN };
+
 	CHECK(xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_PIN, &pin) && errno == EINVAL, "unbalanced unpin");
 	struct drm_gem_close gc = { .handle = h };
+
 	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
 }
 
