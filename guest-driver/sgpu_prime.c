@@ -406,8 +406,10 @@ static int sgpu_import_mmap(struct drm_gem_object *obj, struct vm_area_struct *v
 		vma->vm_private_data = NULL;
 		vma->vm_ops = NULL;
 		ret = dma_buf_mmap(obj->dma_buf, vma, 0);
-		if (!ret)
+		if (!ret) {
+			vm_flags_set(vma, VM_DONTEXPAND);
 			drm_gem_object_put(obj);
+		}
 		return ret;
 	}
 	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
