@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Host side of the guest tests' host requests (scripts/guest-tests.sh, guest-demo.sh).
+
+Follows the guest's serial console log; for every line
+    SHAREGPU-HOST-REQUEST: <token> <request...>
+it runs the request against QEMU's QMP socket and writes
+    SHAREGPU-HOST-REPLY: <token> ok [detail] | error <message>
+to the reply chardev (the guest's second serial port, /dev/ttyS1).
+
+Requests:
+    move <pci-bdf|qdev-id> <hw-handle> device|system   QMP sharegpu-move-bo
+    info                                               HMP `info sharegpu` (printed here)
+
+usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--quiet]
+Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the sockets.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+import time
+
+REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
+
+
+def log(msg):
+    sys.stderr.write("[host-agent] %s\n" % msg)
+    sys.stderr.flush()
+
+
+def connect_unix(path, deadline):
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            return s
+        except OSError:
+            s.close()
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class Qmp:
+    def __init__(self, path, deadline):
+        self.sock = connect_unix(path, deadline)
+        self.buf = b""
+        self._read()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("QMP closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self._read()
+            if "event" in r:
+                continue
+            if "error" in r:
+                raise RuntimeError(r["error"].get("desc", str(r["error"])))
+            return r.get("return")
+
+
+def pci_map(qmp):
+    """guest BDF ("0000:00:03.0") -> qdev id, from query-pci."""
+    out = {}
+
+    def walk(bus_nr, devices):
+        for d in devices:
+            bdf = "0000:%02x:%02x.%x" % (d["bus"], d["slot"], d["function"])
+            if d.get("qdev_id"):
+                out[bdf] = d["qdev_id"]
+            br = d.get("pci_bridge")
+            if br and br.get("devices"):
+                walk(br["bus"]["secondary"], br["devices"])
+
+    for bus in qmp.cmd("query-pci"):
+        walk(bus["bus"], bus["devices"])
+    return out
+
+
+def handle(qmp, req):
+    words = req.split()
+    if not words:
+        raise RuntimeError("empty request")
+    if words[0] == "move" and len(words) == 4:
+        target, handle_s, placement = words[1:]
+        dev = target
+        if re.match(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", target):
+            dev = pci_map(qmp).get(target)
+            if not dev:
+                raise RuntimeError("no qdev id for PCI %s" % target)
+        qmp.cmd("sharegpu-move-bo", id=dev, handle=int(handle_s), placement=placement)
+        return "moved %s handle %s to %s" % (dev, handle_s, placement)
+    if words[0] == "info":
+        text = qmp.cmd("human-monitor-command", **{"command-line": "info sharegpu"})
+        for line in text.splitlines():
+            log("  " + line)
+        return "printed on the host"
+    if words[0] == "hmp" and len(words) > 1:
+        text = qmp.cmd("human-monitor-command", **{"command-line": " ".join(words[1:])})
+        for line in text.splitlines():
+            log("  " + line)
+        return "done"
+    raise RuntimeError("unknown request %r" % req)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--qmp", required=True)
+    ap.add_argument("--reply", required=True)
+    ap.add_argument("--connect-timeout", type=float, default=600)
+    args = ap.parse_args()
+
+    deadline = time.time() + args.connect_timeout
+    # the log appears when run-guest.sh starts QEMU; the sockets right after
+    while not os.path.exists(args.log):
+        if time.time() > deadline:
+            log("no log %s" % args.log)
+            return 1
+        time.sleep(0.1)
+    try:
+        reply = connect_unix(args.reply, deadline)
+        qmp = Qmp(args.qmp, deadline)
+    except Exception as e:  # QEMU failed to start: nothing to serve
+        log("cannot connect to QEMU: %s" % e)
+        return 1
+    log("connected (QMP %s, reply port %s)" % (args.qmp, args.reply))
+
+    pending = b""
+    seen = set()
+    with open(args.log, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if not chunk:
+                # QEMU gone? (QMP socket closed)
+                try:
+                    qmp.sock.setblocking(False)
+                    try:
+                        if qmp.sock.recv(1, socket.MSG_PEEK) == b"":
+                            log("QEMU exited")
+                            return 0
+                    except BlockingIOError:
+                        pass
+                finally:
+                    qmp.sock.setblocking(True)
+                time.sleep(0.05)
+                continue
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                m = REQ.search(raw.decode("utf-8", "replace").replace("\r", ""))
+                if not m or m.group(1) in seen:
+                    continue
+                token, req = m.group(1), m.group(2)
+                seen.add(token)
+                try:
+                    detail = handle(qmp, req)
+                    answer = "ok %s" % detail
+                except Exception as e:
+                    answer = "error %s" % str(e).replace("\n", " ")
+                log("%s: %s -> %s" % (token, req, answer))
+                try:
+                    reply.sendall(("\nSHAREGPU-HOST-REPLY: %s %s\n" % (token, answer)).encode())
+                except OSError as e:
+                    log("reply port: %s" % e)
+                    return 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        sys.exit(0)

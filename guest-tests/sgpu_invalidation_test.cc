@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+// Invalidation end to end (dynamic dma-buf, seed 004): the importer holds a live mapping,
+// the exporter moves the BO (BO_MOVE ioctl, or the host monitor's sharegpu-move-bo through
+// the host agent), the importer gets move_notify (debugfs counters), re-maps and the data is
+// intact; a pinned BO refuses the move with -EBUSY.
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "sgpu_common.h"
+
+using namespace sgt;
+
+namespace {
+
+constexpr size_t kSize = 256 * 1024;
+
+class InvalidationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    exp_ = FindDev(true);
+    imp_ = FindDev(false);
+    ASSERT_NE(exp_, nullptr);
+    ASSERT_NE(imp_, nullptr);
+    ASSERT_FALSE(Counters(*imp_).empty())
+        << "debugfs counters unreadable: " << imp_->debugfs_dir() << "/sharegpu_counters";
+  }
+
+  // Exporter BO with random data (VRAM), exported and imported on the other device; the
+  // importer has a live device mapping (a checksum job) and a live CPU mapping (window).
+  void Share(uint32_t seed) {
+    ASSERT_EQ(x_.Create(exp_->fd, kSize, SHAREGPU_DOMAIN_VRAM | SHAREGPU_DOMAIN_SYSTEM), 0);
+    ASSERT_EQ(BoMove(exp_->fd, x_.handle, SHAREGPU_DOMAIN_VRAM), 0);
+    ASSERT_NE(x_.Map(), nullptr);
+    ASSERT_EQ(CpuAccess(exp_->fd, x_.handle, SHAREGPU_CPU_ACCESS_WRITE), 0);
+    FillRandom(x_.map, kSize, seed);
+    crc_ = Crc32c(x_.map, kSize);
+    ASSERT_EQ(CpuAccess(exp_->fd, x_.handle, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END),
+              0);
+    x_.Unmap();  // the exporter keeps no CPU mapping across moves (hardware.md section 4)
+    dmabuf_.reset(ExportFd(exp_->fd, x_.handle));
+    ASSERT_GE(dmabuf_.get(), 0);
+    uint32_t h = 0;
+    ASSERT_EQ(ImportFd(imp_->fd, dmabuf_.get(), &h), 0);
+    y_.Adopt(imp_->fd, h, kSize);
+    ASSERT_EQ(Checksum(imp_->fd, y_.handle, 0, kSize), crc_);
+    ASSERT_NE(y_.Map(), nullptr) << strerror(errno);
+    ASSERT_EQ(Crc32c(y_.map, kSize), crc_) << "import window mapping shows other bytes";
+  }
+
+  void ExpectIntactThroughImport(const char* when) {
+    SCOPED_TRACE(when);
+    // CPU: the window mapping was zapped on invalidation; touching it re-faults and re-maps
+    EXPECT_EQ(Crc32c(y_.map, kSize), crc_) << "importer CPU mapping after the move";
+    // device: the next job re-maps the attachment
+    EXPECT_EQ(Checksum(imp_->fd, y_.handle, 0, kSize), crc_) << "importer job after the move";
+    drm_sharegpu_bo_info yi{};
+    ASSERT_EQ(BoInfo(imp_->fd, y_.handle, &yi), 0);
+    EXPECT_NE(yi.vram_offset, kNoOffset) << "import not re-mapped in the window";
+  }
+
+  Dev* exp_ = nullptr;
+  Dev* imp_ = nullptr;
+  ScopedBo x_, y_;
+  ScopedFd dmabuf_;
+  uint32_t crc_ = 0;
+};
+
+TEST_F(InvalidationTest, ExporterMoveNotifiesImporterWhichRemaps) {
+  ASSERT_NO_FATAL_FAILURE(Share(1));
+  drm_sharegpu_bo_info xi{};
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  ASSERT_EQ(xi.domain, SHAREGPU_DOMAIN_VRAM);
+  uint64_t gen0 = xi.hw_generation;
+
+  uint32_t domains[] = {SHAREGPU_DOMAIN_SYSTEM, SHAREGPU_DOMAIN_VRAM, SHAREGPU_DOMAIN_SYSTEM,
+                        SHAREGPU_DOMAIN_VRAM};
+  int moves = 0;
+  for (uint32_t dom : domains) {
+    int64_t notifies = Counter(*imp_, "move_notifies");
+    int64_t evt_inval = Counter(*imp_, "evt_invalidated");
+    ASSERT_EQ(BoMove(exp_->fd, x_.handle, dom), 0);
+    moves++;
+    // move_notify runs synchronously inside the exporter's move
+    EXPECT_GT(Counter(*imp_, "move_notifies"), notifies) << "importer got no move_notify";
+    // the device's BO_INVALIDATED event arrives asynchronously (event ring + IRQ)
+    EXPECT_TRUE(WaitUntil([&] { return Counter(*imp_, "evt_invalidated") > evt_inval; }, 20000))
+        << "no BO_INVALIDATED event on the importer";
+    ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+    EXPECT_EQ(xi.domain, dom);
+    EXPECT_EQ(xi.hw_placement, dom == SHAREGPU_DOMAIN_VRAM ? 0u : 1u) << "device disagrees";
+    ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport(dom == SHAREGPU_DOMAIN_VRAM ? "vram"
+                                                                                 : "system"));
+  }
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  EXPECT_GE(xi.hw_generation, gen0 + moves) << "device generation did not bump per move";
+  std::string bos = ReadFile(imp_->debugfs_dir() + "/sharegpu_bos");
+  printf("[ info     ] importer debugfs:\n%s", bos.c_str());
+}
+
+TEST_F(InvalidationTest, PinnedExportRefusesMove) {
+  ASSERT_NO_FATAL_FAILURE(Share(2));
+  uint32_t pins = 0;
+  ASSERT_EQ(BoPin(exp_->fd, x_.handle, false, &pins), 0);
+  EXPECT_GE(pins, 1u);
+  int64_t notifies = Counter(*imp_, "move_notifies");
+  EXPECT_EQ(BoMove(exp_->fd, x_.handle, SHAREGPU_DOMAIN_SYSTEM), -EBUSY);
+  drm_sharegpu_bo_info xi{};
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  EXPECT_EQ(xi.domain, SHAREGPU_DOMAIN_VRAM);
+  EXPECT_EQ(xi.hw_placement, 0u);
+  EXPECT_TRUE(xi.flags & SHAREGPU_BO_INFO_F_PINNED);
+  EXPECT_GE(xi.hw_pin_count, 1u) << "pinned in the driver but not on the device";
+  EXPECT_EQ(Counter(*imp_, "move_notifies"), notifies) << "refused move notified the importer";
+  // moving to where it already is is fine even when pinned
+  EXPECT_EQ(BoMove(exp_->fd, x_.handle, SHAREGPU_DOMAIN_VRAM), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("pinned"));
+  ASSERT_EQ(BoPin(exp_->fd, x_.handle, true, &pins), 0);
+  EXPECT_EQ(BoMove(exp_->fd, x_.handle, SHAREGPU_DOMAIN_SYSTEM), 0) << "unpinned BO cannot move";
+  ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after unpin"));
+}
+
+// Forced eviction from the QEMU monitor (sharegpu-move-bo) through the host agent: the
+// request goes out on the console, the agent runs the QMP command and acks on ttyS1.
+TEST_F(InvalidationTest, HostMonitorEvictionInvalidatesImporter) {
+  if (!HostAgentAvailable()) GTEST_SKIP() << "no host agent (kernel parameter sgputest.host=1)";
+  ASSERT_NO_FATAL_FAILURE(Share(3));
+  drm_sharegpu_bo_info xi{};
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  ASSERT_EQ(xi.domain, SHAREGPU_DOMAIN_VRAM);
+  int64_t unexpected = Counter(*exp_, "unexpected_moves");
+  int64_t evt_moved = Counter(*exp_, "evt_moved");
+  int64_t notifies = Counter(*imp_, "move_notifies");
+  int64_t evt_inval = Counter(*imp_, "evt_invalidated");
+
+  std::string reply;
+  int ret = HostRequest("move " + exp_->pci + " " + std::to_string(xi.hw_handle) + " system",
+                        &reply);
+  ASSERT_EQ(ret, 0) << "host request failed: " << strerror(-ret) << " " << reply;
+
+  // the device queued BO_MOVED (exporter) / BO_INVALIDATED (importer); the driver adopts the
+  // new placement from its event worker
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        drm_sharegpu_bo_info i{};
+        return !BoInfo(exp_->fd, x_.handle, &i) && i.domain == SHAREGPU_DOMAIN_SYSTEM;
+      },
+      30000))
+      << "driver never adopted the host-forced eviction";
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  EXPECT_EQ(xi.hw_placement, 1u);
+  EXPECT_GT(Counter(*exp_, "evt_moved"), evt_moved);
+  EXPECT_GT(Counter(*exp_, "unexpected_moves"), unexpected);
+  EXPECT_TRUE(WaitUntil([&] { return Counter(*imp_, "evt_invalidated") > evt_inval; }, 30000));
+  EXPECT_GT(Counter(*imp_, "move_notifies"), notifies) << "importer got no move_notify";
+  ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after host eviction"));
+  // and the exporter's own view is intact too
+  EXPECT_EQ(Checksum(exp_->fd, x_.handle, 0, kSize), crc_);
+}
+
+TEST_F(InvalidationTest, HostMonitorCannotEvictPinnedBo) {
+  if (!HostAgentAvailable()) GTEST_SKIP() << "no host agent (kernel parameter sgputest.host=1)";
+  ASSERT_NO_FATAL_FAILURE(Share(4));
+  ASSERT_EQ(BoPin(exp_->fd, x_.handle, false), 0);
+  drm_sharegpu_bo_info xi{};
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  std::string reply;
+  int ret = HostRequest("move " + exp_->pci + " " + std::to_string(xi.hw_handle) + " system",
+                        &reply);
+  EXPECT_EQ(ret, -EIO) << "host eviction of a pinned BO succeeded";
+  printf("[ info     ] host reply: %s\n", reply.c_str());
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  EXPECT_EQ(xi.hw_placement, 0u);
+  EXPECT_EQ(xi.domain, SHAREGPU_DOMAIN_VRAM);
+  ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("pinned, host refused"));
+  ASSERT_EQ(BoPin(exp_->fd, x_.handle, true), 0);
+}
+
+// VRAM pressure on the exporter evicts the shared BO; the importer survives it.
+TEST_F(InvalidationTest, VramPressureEvictionKeepsImportIntact) {
+  ASSERT_NO_FATAL_FAILURE(Share(5));
+  int64_t notifies = Counter(*imp_, "move_notifies");
+  uint64_t chunk = exp_->info.vram_size / 4;
+  ScopedBo hogs[5];
+  for (auto& h : hogs) {
+    ASSERT_EQ(h.Create(exp_->fd, chunk, SHAREGPU_DOMAIN_VRAM), 0);
+    ASSERT_EQ(Fill(exp_->fd, h.handle, 0, 4096, 0x600d600d), 0);  // validates into VRAM
+  }
+  drm_sharegpu_bo_info xi{};
+  ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
+  printf("[ info     ] shared BO after VRAM pressure: domain %u hw_placement %u\n", xi.domain,
+         xi.hw_placement);
+  if (xi.domain == SHAREGPU_DOMAIN_SYSTEM) {
+    EXPECT_GT(Counter(*imp_, "move_notifies"), notifies);
+  }
+  ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after VRAM pressure"));
+}
+
+}  // namespace
