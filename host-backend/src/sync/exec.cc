@@ -48,8 +48,8 @@ Status ExecContext::Lock(ReservationObject& obj) {
     contended_ = &obj;
     return ret;
   }
-  if (ret == -EALREADY && (static_cast<unsigned>(flags_) &
-                           static_cast<unsigned>(ExecFlags::kIgnoreDuplicates)) != 0) {
+  if (ret == -EALREADY &&
+      (static_cast<unsigned>(flags_) & static_cast<unsigned>(ExecFlags::kIgnoreDuplicates)) != 0) {
     return kOk;
   }
   if (ret != kOk) return ret;

@@ -24,7 +24,8 @@ enum class ExecFlags : unsigned {
 
 class ExecContext {
  public:
-  explicit ExecContext(ExecFlags flags = ExecFlags::kNone, WwClass& ww_class = ReservationWwClass());
+  explicit ExecContext(ExecFlags flags = ExecFlags::kNone,
+                       WwClass& ww_class = ReservationWwClass());
   ~ExecContext();
   ExecContext(const ExecContext&) = delete;
   ExecContext& operator=(const ExecContext&) = delete;

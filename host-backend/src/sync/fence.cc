@@ -43,7 +43,9 @@ Status Fence::SetError(Status error) {
   return kOk;
 }
 
-Status Fence::Signal() { return SignalInternal(kOk); }
+Status Fence::Signal() {
+  return SignalInternal(kOk);
+}
 
 Status Fence::SignalWithError(Status error) {
   if (error >= 0) return -EINVAL;

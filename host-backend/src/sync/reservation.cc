@@ -8,10 +8,14 @@ namespace sharegpu {
 
 const char* ResvUsageName(ResvUsage usage) {
   switch (usage) {
-    case ResvUsage::kKernel: return "kernel";
-    case ResvUsage::kWrite: return "write";
-    case ResvUsage::kRead: return "read";
-    case ResvUsage::kBookkeep: return "bookkeep";
+    case ResvUsage::kKernel:
+      return "kernel";
+    case ResvUsage::kWrite:
+      return "write";
+    case ResvUsage::kRead:
+      return "read";
+    case ResvUsage::kBookkeep:
+      return "bookkeep";
   }
   return "?";
 }
@@ -85,9 +89,8 @@ std::vector<ReservationObject::Entry> ReservationObject::Entries() const {
 
 bool ReservationObject::TestSignaled(ResvUsage usage) const {
   std::lock_guard lock(fences_mu_);
-  return std::all_of(fences_.begin(), fences_.end(), [usage](const Entry& e) {
-    return e.usage > usage || e.fence->IsSignaled();
-  });
+  return std::all_of(fences_.begin(), fences_.end(),
+                     [usage](const Entry& e) { return e.usage > usage || e.fence->IsSignaled(); });
 }
 
 Status ReservationObject::WaitTimeout(ResvUsage usage, std::chrono::nanoseconds timeout) const {
@@ -101,8 +104,8 @@ Status ReservationObject::WaitTimeout(ResvUsage usage, std::chrono::nanoseconds 
   }
   using Clock = std::chrono::steady_clock;
   // Negative or absurdly long timeouts wait forever (and keep now() + timeout from overflowing).
-  const bool forever = timeout < std::chrono::nanoseconds::zero() ||
-                       timeout > std::chrono::hours(24 * 365);
+  const bool forever =
+      timeout < std::chrono::nanoseconds::zero() || timeout > std::chrono::hours(24 * 365);
   const Clock::time_point deadline = forever ? Clock::time_point::max() : Clock::now() + timeout;
   for (const FenceRef& f : pending) {
     std::chrono::nanoseconds left(-1);

@@ -24,7 +24,9 @@ const char* ResvUsageName(ResvUsage usage);
 
 // dma_resv_usage_rw(): what an access must wait for. A write waits for READ (all readers and
 // writers), a read waits for WRITE (writers only).
-inline ResvUsage UsageForAccess(bool write) { return write ? ResvUsage::kRead : ResvUsage::kWrite; }
+inline ResvUsage UsageForAccess(bool write) {
+  return write ? ResvUsage::kRead : ResvUsage::kWrite;
+}
 
 // The process-wide class of all reservation locks (reservation_ww_class).
 WwClass& ReservationWwClass();

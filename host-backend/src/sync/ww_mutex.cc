@@ -27,14 +27,22 @@ bool Younger(const WwAcquireCtx* a, const WwAcquireCtx* b) {
 
 const char* WwMisuseName(WwMisuse misuse) {
   switch (misuse) {
-    case WwMisuse::kLockAfterDeadlockWithoutUnwind: return "lock after -EDEADLK without unwind";
-    case WwMisuse::kWrongLockAfterDeadlock: return "wrong lock after -EDEADLK";
-    case WwMisuse::kSlowWithoutDeadlock: return "lock_slow without -EDEADLK";
-    case WwMisuse::kLockAfterDone: return "lock after acquire done";
-    case WwMisuse::kClassMismatch: return "ww_class mismatch";
-    case WwMisuse::kUnlockNotOwner: return "unlock by non-owner";
-    case WwMisuse::kContextDestroyedHoldingLocks: return "context destroyed holding locks";
-    case WwMisuse::kContextUsedFromOtherThread: return "context used from another thread";
+    case WwMisuse::kLockAfterDeadlockWithoutUnwind:
+      return "lock after -EDEADLK without unwind";
+    case WwMisuse::kWrongLockAfterDeadlock:
+      return "wrong lock after -EDEADLK";
+    case WwMisuse::kSlowWithoutDeadlock:
+      return "lock_slow without -EDEADLK";
+    case WwMisuse::kLockAfterDone:
+      return "lock after acquire done";
+    case WwMisuse::kClassMismatch:
+      return "ww_class mismatch";
+    case WwMisuse::kUnlockNotOwner:
+      return "unlock by non-owner";
+    case WwMisuse::kContextDestroyedHoldingLocks:
+      return "context destroyed holding locks";
+    case WwMisuse::kContextUsedFromOtherThread:
+      return "context used from another thread";
   }
   return "?";
 }
@@ -75,14 +83,21 @@ WwAcquireCtx::~WwAcquireCtx() {
   while (WwMutex* m = held_head_) {
     held_head_ = m->held_next_;
     m->held_prev_ = m->held_next_ = nullptr;
-    std::lock_guard lock(m->mu_);
-    m->owner_ctx_ = nullptr;
+    std::lock_guard lock(m->WaitLock());  // waiters read the holder's context under it
+    uintptr_t s = m->state_.load();
+    while (!m->state_.compare_exchange_weak(s, s & WwMutex::kFlags)) {
+    }
   }
   acquired_.store(0, std::memory_order_relaxed);
 }
 
-void WwAcquireCtx::Done() { done_ = true; }
+void WwAcquireCtx::Done() {
+  done_ = true;
+}
 
+static_assert(alignof(WwAcquireCtx) > 2, "WwMutex::state_ keeps flags in the low bits");
+
+// The wait list is circular (waiters_->prev is the tail) to keep WwMutex small.
 struct WwMutex::Waiter {
   WwAcquireCtx* ctx;
   internal::WwParker* parker;
@@ -93,10 +108,11 @@ struct WwMutex::Waiter {
 WwMutex::WwMutex(WwClass& ww_class) : class_(ww_class) {}
 
 WwMutex::~WwMutex() {
-  std::lock_guard lock(mu_);
-  if (locked_ || waiters_head_ != nullptr) {
+  std::lock_guard lock(WaitLock());
+  const uintptr_t s = state_.load();
+  if (s != 0 || waiters_ != nullptr) {
     Logf(LogLevel::kError, "ww_mutex (%s) destroyed while %s", class_.name().c_str(),
-         waiters_head_ != nullptr ? "contended" : "held");
+         waiters_ != nullptr ? "contended" : "held");
   }
 }
 
@@ -149,37 +165,63 @@ int WwMutex::LockSlow(WwAcquireCtx* ctx) {
 
 bool WwMutex::TryLock(WwAcquireCtx* ctx) {
   if (ctx != nullptr && !ValidateCtx(ctx, /*slow=*/false)) return false;
-  std::lock_guard lock(mu_);
-  if (locked_) return false;
+  // Succeeds only from "free, no waiters", so there is nobody to wound or to kill.
+  uintptr_t expected = 0;
+  const uintptr_t mine = reinterpret_cast<uintptr_t>(ctx) | kLocked;
+  if (!state_.compare_exchange_strong(expected, mine)) {
+    return false;
+  }
   if (ctx != nullptr && ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
-  TakeLocked(ctx);
-  if (ctx != nullptr) CheckWaiters(ctx);
+  Acquired(ctx);
   return true;
 }
 
 int WwMutex::LockCommon(WwAcquireCtx* ctx) {
-  std::unique_lock lock(mu_);
+  const uintptr_t mine = reinterpret_cast<uintptr_t>(ctx) | kLocked;
   if (ctx != nullptr) {
-    if (owner_ctx_ == ctx) return -EALREADY;
+    // Only ctx's own thread (this one) ever stores ctx into state_, so this is exact.
+    if (CtxOf(state_.load()) == ctx) return -EALREADY;
     // Nobody can wound a context that holds nothing, so this cannot race with a wound.
     if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   }
-  if (!locked_) {
-    TakeLocked(ctx);
-    if (ctx != nullptr) CheckWaiters(ctx);
+  // Fast path: free and nobody waiting. With no waiters there is nobody to wound or kill.
+  uintptr_t expected = 0;
+  if (state_.compare_exchange_strong(expected, mine)) {
+    Acquired(ctx);
     return 0;
+  }
+
+  std::unique_lock lock(WaitLock());
+  // Take it if it is free (waiters may have been woken but not run yet), otherwise announce a
+  // waiter so that the holder cannot release it, or vanish, without taking the wait lock.
+  for (uintptr_t s = state_.load();;) {
+    if ((s & kLocked) == 0) {
+      if (state_.compare_exchange_weak(s, mine | (waiters_ != nullptr ? kWaiters : 0))) {
+        Acquired(ctx);
+        if (ctx != nullptr) CheckWaiters(ctx);
+        return 0;
+      }
+    } else if ((s & kWaiters) != 0 ||
+               state_.compare_exchange_weak(s, s | kWaiters)) {
+      break;
+    }
   }
 
   internal::WwParker local_parker;  // context-less waiters cannot be wounded: park locally
   Waiter waiter{ctx, ctx != nullptr ? &ctx->parker_ : &local_parker};
-  if (int ret = AddWaiter(&waiter, ctx); ret != 0) return ret;
+  if (int ret = AddWaiter(&waiter, ctx); ret != 0) {
+    if (waiters_ == nullptr) SetWaitersFlag(false);
+    return ret;
+  }
   for (;;) {
-    if (!locked_) break;
+    const bool others = waiters_ != &waiter || waiter.next != &waiter;
+    if (TryTakeLocked(mine, others)) break;
     if (ctx != nullptr) {
       // Only while the mutex is held by someone else: its unlock wakes the next waiter, so
       // leaving the list here cannot strand the others.
       if (int ret = CheckKill(&waiter, ctx); ret != 0) {
         RemoveWaiter(&waiter);
+        if (waiters_ == nullptr) SetWaitersFlag(false);
         return ret;
       }
     }
@@ -187,9 +229,9 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
     waiter.parker->Park();
     lock.lock();
   }
-  const bool first = waiters_head_ == &waiter;
+  const bool first = waiters_ == &waiter;
   RemoveWaiter(&waiter);
-  TakeLocked(ctx);
+  Acquired(ctx);
   // Wound-wait: we overtook waiters that may be older than us; they may need to wound us.
   if (ctx != nullptr && class_.algorithm() == WwAlgorithm::kWoundWait && !first) {
     CheckWaiters(ctx);
@@ -197,12 +239,32 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   return 0;
 }
 
-void WwMutex::TakeLocked(WwAcquireCtx* ctx) {
-  locked_ = true;
-  owner_thread_ = std::this_thread::get_id();
-  if (ctx == nullptr) return;
-  owner_ctx_ = ctx;
-  ctx->acquired_.fetch_add(1, std::memory_order_relaxed);
+bool WwMutex::TryTakeLocked(uintptr_t mine, bool more_waiters) {
+  uintptr_t s = state_.load();
+  while ((s & kLocked) == 0) {
+    if (state_.compare_exchange_weak(s, mine | (more_waiters ? kWaiters : 0))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void WwMutex::SetWaitersFlag(bool waiters) {
+  uintptr_t s = state_.load();
+  while (!state_.compare_exchange_weak(s, waiters ? (s | kWaiters) : (s & ~kWaiters))) {
+  }
+}
+
+// ww_mutex_lock_acquired(): bookkeeping by the new holder, after state_ names it.
+void WwMutex::Acquired(WwAcquireCtx* ctx) {
+  if (ctx == nullptr) {
+    owner_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    return;
+  }
+  owner_thread_.store(ctx->owner_, std::memory_order_relaxed);  // validated: our thread
+  // Only the owning thread writes acquired_; others just read it (no atomic RMW needed).
+  ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
   if (ctx->contended_ == this) ctx->contended_ = nullptr;
   held_prev_ = nullptr;
   held_next_ = ctx->held_head_;
@@ -211,13 +273,15 @@ void WwMutex::TakeLocked(WwAcquireCtx* ctx) {
 }
 
 void WwMutex::Unlock() {
-  std::lock_guard lock(mu_);
-  if (!locked_ || owner_thread_ != std::this_thread::get_id()) {
-    ReportMisuse(WwMisuse::kUnlockNotOwner,
-                 locked_ ? "unlock of a mutex held by another thread" : "unlock of a free mutex");
+  const uintptr_t s = state_.load();
+  if ((s & kLocked) == 0 ||
+      owner_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+    ReportMisuse(WwMisuse::kUnlockNotOwner, (s & kLocked) != 0
+                                                ? "unlock of a mutex held by another thread"
+                                                : "unlock of a free mutex");
     return;
   }
-  if (WwAcquireCtx* ctx = owner_ctx_) {
+  if (WwAcquireCtx* ctx = CtxOf(s)) {
     if (held_prev_ != nullptr) {
       held_prev_->held_next_ = held_next_;
     } else {
@@ -225,28 +289,36 @@ void WwMutex::Unlock() {
     }
     if (held_next_ != nullptr) held_next_->held_prev_ = held_prev_;
     held_prev_ = held_next_ = nullptr;
-    ctx->acquired_.fetch_sub(1, std::memory_order_relaxed);
-    owner_ctx_ = nullptr;
+    ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
+                         std::memory_order_relaxed);
   }
-  locked_ = false;
-  owner_thread_ = std::thread::id();
-  // Wake the first waiter; it is still on the list because leaving it needs mu_.
-  if (waiters_head_ != nullptr) waiters_head_->parker->Unpark();
+  owner_thread_.store(std::thread::id(), std::memory_order_relaxed);
+  uintptr_t expected = s & ~kWaiters;
+  if (state_.compare_exchange_strong(expected, 0)) {
+    return;
+  }
+  UnlockSlow();
+}
+
+void WwMutex::UnlockSlow() {
+  std::lock_guard lock(WaitLock());
+  // kWaiters is set, so nobody else changes state_ without the wait lock: a plain store is
+  // enough. The flag stays while anyone waits so that newcomers queue up behind it too.
+  state_.store(waiters_ != nullptr ? kWaiters : 0);
+  // Wake the first waiter; it is still on the list because leaving it needs the wait lock.
+  if (waiters_ != nullptr) waiters_->parker->Unpark();
 }
 
 bool WwMutex::IsLocked() const {
-  std::lock_guard lock(mu_);
-  return locked_;
+  return (state_.load() & kLocked) != 0;
 }
 
 bool WwMutex::IsHeldByCurrentThread() const {
-  std::lock_guard lock(mu_);
-  return locked_ && owner_thread_ == std::this_thread::get_id();
+  return owner_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
 }
 
 const WwAcquireCtx* WwMutex::holder_ctx() const {
-  std::lock_guard lock(mu_);
-  return owner_ctx_;
+  return CtxOf(state_.load());
 }
 
 int WwMutex::Kill(WwAcquireCtx* ctx) {
@@ -265,7 +337,8 @@ bool WwMutex::Die(Waiter* cur, WwAcquireCtx* ctx) {
 }
 
 bool WwMutex::Wound(WwAcquireCtx* ww_ctx, WwAcquireCtx* hold_ctx) {
-  // hold_ctx cannot go away: it holds this mutex and unlocking it needs mu_, which we hold.
+  // hold_ctx cannot go away: it holds this mutex and, with kWaiters set, unlocking it needs
+  // the wait lock, which we hold.
   if (hold_ctx == nullptr) return false;
   if (ww_ctx->acquired() > 0 && Younger(hold_ctx, ww_ctx)) {
     hold_ctx->wounded_.store(true, std::memory_order_relaxed);
@@ -277,7 +350,7 @@ bool WwMutex::Wound(WwAcquireCtx* ww_ctx, WwAcquireCtx* hold_ctx) {
 }
 
 void WwMutex::CheckWaiters(WwAcquireCtx* ctx) {
-  for (Waiter* cur = waiters_head_; cur != nullptr; cur = cur->next) {
+  for (Waiter* cur = waiters_; cur != nullptr; cur = NextWaiter(cur)) {
     if (cur->ctx == nullptr) continue;
     if (Die(cur, ctx) || Wound(cur->ctx, ctx)) break;
   }
@@ -288,9 +361,10 @@ int WwMutex::CheckKill(Waiter* w, WwAcquireCtx* ctx) {
   if (class_.algorithm() == WwAlgorithm::kWoundWait) {
     return ctx->wounded_.load(std::memory_order_relaxed) ? Kill(ctx) : 0;
   }
-  if (owner_ctx_ != nullptr && Younger(ctx, owner_ctx_)) return Kill(ctx);
+  const WwAcquireCtx* holder = CtxOf(state_.load());
+  if (holder != nullptr && Younger(ctx, holder)) return Kill(ctx);
   // The list is stamp-ordered: any context waiter ahead of us is older.
-  for (Waiter* cur = w->prev; cur != nullptr; cur = cur->prev) {
+  for (Waiter* cur = PrevWaiter(w); cur != nullptr; cur = PrevWaiter(cur)) {
     if (cur->ctx != nullptr) return Kill(ctx);
   }
   return 0;
@@ -300,7 +374,8 @@ int WwMutex::AddWaiter(Waiter* w, WwAcquireCtx* ctx) {
   Waiter* pos = nullptr;  // insert before this one; nullptr = at the tail
   if (ctx != nullptr) {
     const bool wait_die = class_.algorithm() == WwAlgorithm::kWaitDie;
-    for (Waiter* cur = waiters_tail_; cur != nullptr; cur = cur->prev) {
+    for (Waiter* cur = waiters_ != nullptr ? waiters_->prev : nullptr; cur != nullptr;
+         cur = PrevWaiter(cur)) {
       if (cur->ctx == nullptr) continue;  // skipped so context-less waiters do not starve
       if (Younger(ctx, cur->ctx)) {
         // Wait-die: no point queueing behind an older context; we would die when it locks.
@@ -313,35 +388,51 @@ int WwMutex::AddWaiter(Waiter* w, WwAcquireCtx* ctx) {
       Die(cur, ctx);  // wait-die: younger waiters behind us must die
     }
   }
-  w->next = pos;
-  w->prev = pos != nullptr ? pos->prev : waiters_tail_;
-  if (w->prev != nullptr) {
-    w->prev->next = w;
+  if (waiters_ == nullptr) {
+    waiters_ = w->next = w->prev = w;
   } else {
-    waiters_head_ = w;
-  }
-  if (pos != nullptr) {
-    pos->prev = w;
-  } else {
-    waiters_tail_ = w;
+    Waiter* before = pos != nullptr ? pos : waiters_;  // at the tail = before the head
+    w->next = before;
+    w->prev = before->prev;
+    before->prev->next = w;
+    before->prev = w;
+    if (pos == waiters_) waiters_ = w;
   }
   // Wound-wait: blocking on a younger holder wounds it so that we can proceed.
-  if (ctx != nullptr && class_.algorithm() == WwAlgorithm::kWoundWait) Wound(ctx, owner_ctx_);
+  if (ctx != nullptr && class_.algorithm() == WwAlgorithm::kWoundWait) {
+    Wound(ctx, CtxOf(state_.load()));
+  }
   return 0;
 }
 
 void WwMutex::RemoveWaiter(Waiter* w) {
-  if (w->prev != nullptr) {
+  if (w->next == w) {
+    waiters_ = nullptr;
+  } else {
     w->prev->next = w->next;
-  } else {
-    waiters_head_ = w->next;
-  }
-  if (w->next != nullptr) {
     w->next->prev = w->prev;
-  } else {
-    waiters_tail_ = w->prev;
+    if (waiters_ == w) waiters_ = w->next;
   }
   w->prev = w->next = nullptr;
+}
+
+WwMutex::Waiter* WwMutex::PrevWaiter(Waiter* w) const {
+  return w == waiters_ ? nullptr : w->prev;
+}
+
+WwMutex::Waiter* WwMutex::NextWaiter(Waiter* w) const {
+  return w->next == waiters_ ? nullptr : w->next;
+}
+
+std::mutex& WwMutex::WaitLock() const {
+  // Striped wait locks (as futex hash buckets) keep WwMutex at 48 bytes: pools of 100k mutexes
+  // stay cache- and TLB-friendly. At most one is held at a time, so sharing cannot deadlock.
+  struct alignas(64) Stripe {
+    std::mutex mu;
+  };
+  static Stripe stripes[256];
+  const auto addr = reinterpret_cast<uintptr_t>(this);
+  return stripes[(addr >> 4 ^ addr >> 12) % 256].mu;
 }
 
 }  // namespace sharegpu

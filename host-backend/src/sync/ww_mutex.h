@@ -161,26 +161,45 @@ class SGPU_CAPABILITY("mutex") WwMutex {
 
   bool ValidateCtx(WwAcquireCtx* ctx, bool slow);
   int LockCommon(WwAcquireCtx* ctx);
-  void TakeLocked(WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
-  int AddWaiter(Waiter* w, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
-  void RemoveWaiter(Waiter* w) SGPU_REQUIRES(mu_);
-  int CheckKill(Waiter* w, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
-  void CheckWaiters(WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
-  bool Die(Waiter* cur, WwAcquireCtx* ctx) SGPU_REQUIRES(mu_);
-  bool Wound(WwAcquireCtx* ww_ctx, WwAcquireCtx* hold_ctx) SGPU_REQUIRES(mu_);
+  void Acquired(WwAcquireCtx* ctx);
+  bool TryTakeLocked(uintptr_t mine, bool more_waiters);
+  void SetWaitersFlag(bool waiters);
+  int AddWaiter(Waiter* w, WwAcquireCtx* ctx);
+  void RemoveWaiter(Waiter* w);
+  int CheckKill(Waiter* w, WwAcquireCtx* ctx);
+  void CheckWaiters(WwAcquireCtx* ctx);
+  bool Die(Waiter* cur, WwAcquireCtx* ctx);
+  bool Wound(WwAcquireCtx* ww_ctx, WwAcquireCtx* hold_ctx);
   int Kill(WwAcquireCtx* ctx);
+  void UnlockSlow();
+  Waiter* PrevWaiter(Waiter* w) const;
+  Waiter* NextWaiter(Waiter* w) const;
+  // The kernel's wait_lock: guards the wait list and every state_ change while kWaiters is
+  // set. Taken from a striped table; the private helpers above run with it held.
+  std::mutex& WaitLock() const;
+
+  // state_: the holding context's address | kLocked | kWaiters (kernel: owner | MUTEX_FLAG_*).
+  // Locking and unlocking without waiters is one compare-exchange; with kWaiters set every
+  // transition happens under WaitLock(), so a waiter that sees the holder's context can rely on it
+  // staying alive (the holder must take it to unlock).
+  static constexpr uintptr_t kLocked = 1;
+  static constexpr uintptr_t kWaiters = 2;
+  static constexpr uintptr_t kFlags = kLocked | kWaiters;
+  static WwAcquireCtx* CtxOf(uintptr_t state) {
+    return reinterpret_cast<WwAcquireCtx*>(state & ~kFlags);
+  }
 
   WwClass& class_;
-  mutable std::mutex mu_;  // the kernel's wait_lock: guards the state below
-  bool locked_ SGPU_GUARDED_BY(mu_) = false;
-  std::thread::id owner_thread_ SGPU_GUARDED_BY(mu_);
-  WwAcquireCtx* owner_ctx_ SGPU_GUARDED_BY(mu_) = nullptr;
-  // Wait list: context waiters ordered by stamp (oldest first), context-less ones in FIFO
-  // order between them, as __ww_mutex_add_waiter() keeps it.
-  Waiter* waiters_head_ SGPU_GUARDED_BY(mu_) = nullptr;
-  Waiter* waiters_tail_ SGPU_GUARDED_BY(mu_) = nullptr;
-  // Links in the holding context's held list (owner_ctx_->held_head_); only the holding
-  // thread touches them, and a handover between holders goes through mu_.
+  std::atomic<uintptr_t> state_{0};
+  // Written only by the holder (and cleared before it releases), so a thread comparing it with
+  // its own id gets a reliable answer without any lock.
+  std::atomic<std::thread::id> owner_thread_{};
+  // Wait list, guarded by WaitLock(): context waiters ordered by stamp (oldest first),
+  // context-less ones in FIFO order between them, as __ww_mutex_add_waiter() keeps it.
+  // Circular (waiters_->prev is the tail). Non-empty => kWaiters.
+  Waiter* waiters_ = nullptr;
+  // Links in the holding context's held list (ctx->held_head_); only the holding thread
+  // touches them, and a handover between holders goes through state_.
   WwMutex* held_prev_ = nullptr;
   WwMutex* held_next_ = nullptr;
 };

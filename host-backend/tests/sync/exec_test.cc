@@ -1,11 +1,11 @@
 #include "sync/exec.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <latch>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "sync_test_util.h"
 
@@ -29,7 +29,8 @@ TEST(ExecTest, LocksASetWithDuplicatesAndUnlocksOnScopeExit) {
         if (Status err = e.Lock(*r); err != 0) return err;
       }
       return 0;
-    }), 0);
+    }),
+              0);
     EXPECT_EQ(exec.locked().size(), 3u);  // each object once
     EXPECT_TRUE(a.IsHeld() && b.IsHeld() && c.IsHeld());
     EXPECT_EQ(a.lock().holder_ctx(), &exec.ticket());
@@ -46,7 +47,8 @@ TEST(ExecTest, DuplicateWithoutIgnoreFlagFailsAndUnlocks) {
       if (Status err = e.Lock(*r); err != 0) return err;
     }
     return 0;
-  }), -EALREADY);
+  }),
+            -EALREADY);
   EXPECT_TRUE(exec.locked().empty());
   EXPECT_FALSE(AnyLocked({&a, &b}));
 }
@@ -58,7 +60,8 @@ TEST(ExecTest, BodyErrorUnlocksEverything) {
     EXPECT_EQ(e.Lock(a), 0);
     EXPECT_EQ(e.Lock(b), 0);
     return -ENOMEM;
-  }), -ENOMEM);
+  }),
+            -ENOMEM);
   EXPECT_FALSE(AnyLocked({&a, &b}));
 }
 
@@ -116,7 +119,8 @@ void ForcedContention(WwClass& cls) {
         return err;
       }
       return 0;
-    }), 0);
+    }),
+              0);
     EXPECT_EQ(exec.retries(), 1u);
     EXPECT_EQ(passes, 2);
     EXPECT_TRUE(old_done.load());
@@ -157,7 +161,8 @@ TEST(ExecTest, ConcurrentExecsCompleteAndExclude) {
           if (Status err = e.Lock(*pool[j]); err != 0) return err;
         }
         return 0;
-      }), 0);
+      }),
+                0);
       for (auto* r : exec.locked()) {
         for (int j = 0; j < kObjs; ++j) {
           if (pool[j].get() == r) ++counters[j];

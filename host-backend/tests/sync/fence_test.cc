@@ -1,13 +1,13 @@
 #include "sync/fence.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <future>
 #include <latch>
 #include <set>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "sync_test_util.h"
 
@@ -50,7 +50,8 @@ TEST(FenceTest, CallbacksRunExactlyOnceAtSignal) {
   ASSERT_EQ(f->AddCallback([&](const Fence& fence) {
     EXPECT_TRUE(fence.IsSignaled());  // callbacks run after the state is signalled
     ++a;
-  }), 0);
+  }),
+            0);
   ASSERT_EQ(f->AddCallback([&](const Fence&) { ++b; }), 0);
   EXPECT_EQ(a + b, 0);
   EXPECT_FALSE(f->IsSignaled());
@@ -155,7 +156,8 @@ TEST(FenceTest, DestroyingUnsignalledFenceCancelsCallbacksOnce) {
   ASSERT_EQ(f->AddCallback([&](const Fence& fence) {
     ++runs;
     seen = fence.error();
-  }), 0);
+  }),
+            0);
   f.reset();
   EXPECT_EQ(runs, 1);
   EXPECT_EQ(seen, -ECANCELED);
@@ -175,7 +177,8 @@ TEST(FenceTest, CallbackMayQueryTheFence) {
   Status added = 0;
   ASSERT_EQ(f->AddCallback([&](const Fence& fence) {
     added = const_cast<Fence&>(fence).AddCallback([](const Fence&) {});
-  }), 0);
+  }),
+            0);
   auto done = std::async(std::launch::async, [&] { return f->Signal(); });
   ASSERT_EQ(done.wait_for(testing::kDeadlockTimeout), std::future_status::ready);
   EXPECT_EQ(done.get(), 0);

@@ -1,13 +1,13 @@
 #include "sync/reservation.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <future>
 #include <latch>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/log.h"
 #include "sync_test_util.h"
@@ -61,8 +61,7 @@ TEST(ReservationTest, QueryReturnsFencesWithUsageUpTo) {
   ReservationObject resv;
   Held held(resv);
   FenceTimeline k("k"), w("w"), r("r"), b("b");
-  FenceRef fk = k.CreateFence(), fw = w.CreateFence(), fr = r.CreateFence(),
-           fb = b.CreateFence();
+  FenceRef fk = k.CreateFence(), fw = w.CreateFence(), fr = r.CreateFence(), fb = b.CreateFence();
   ASSERT_EQ(resv.ReserveFences(4), 0);
   ASSERT_EQ(resv.AddFence(fb, ResvUsage::kBookkeep), 0);
   ASSERT_EQ(resv.AddFence(fr, ResvUsage::kRead), 0);
@@ -224,7 +223,7 @@ TEST(ReservationTest, ImplicitSyncQueryUsesUsageForAccess) {
   EXPECT_TRUE(resv.TestSignaled(UsageForAccess(false)));  // a new reader can go
   EXPECT_FALSE(resv.TestSignaled(UsageForAccess(true)));  // a writer still waits for fr
   ASSERT_EQ(fr->Signal(), 0);
-  EXPECT_TRUE(resv.TestSignaled(UsageForAccess(true)));   // fb (BOOKKEEP) does not count
+  EXPECT_TRUE(resv.TestSignaled(UsageForAccess(true)));  // fb (BOOKKEEP) does not count
   EXPECT_FALSE(resv.TestSignaled(ResvUsage::kBookkeep));
 }
 

@@ -2,6 +2,8 @@
 // deadlock fails the test instead of hanging it) and bounded condition polling.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -10,8 +12,6 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "sync/ww_mutex.h"
 

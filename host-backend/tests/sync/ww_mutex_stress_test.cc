@@ -2,14 +2,14 @@
 // stress_reorder_work, stress_one_work), for both algorithms. Every test checks mutual
 // exclusion (a per-mutex holder count that must be 0 on acquisition, plus plain counters that
 // TSan watches) and completion (RunThreadsBounded fails on a deadlock or lost wake-up).
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <memory>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "sync/ww_mutex.h"
 #include "sync_test_util.h"
@@ -34,7 +34,9 @@ Pool MakePool(WwClass& cls, int n) {
   return pool;
 }
 
-void Acquired(Guarded* g) { EXPECT_EQ(g->holders.fetch_add(1), 0) << "two holders at once"; }
+void Acquired(Guarded* g) {
+  EXPECT_EQ(g->holders.fetch_add(1), 0) << "two holders at once";
+}
 void Release(Guarded* g) {
   g->holders.fetch_sub(1);
   g->mu.Unlock();
@@ -245,18 +247,42 @@ void Stress(WwAlgorithm alg) {
   EXPECT_EQ(Sum(pool), expected.load()) << AlgName(alg);
 }
 
-TEST(WwMutexStressTest, InOrderWoundWait) { InOrder(WwAlgorithm::kWoundWait); }
-TEST(WwMutexStressTest, InOrderWaitDie) { InOrder(WwAlgorithm::kWaitDie); }
-TEST(WwMutexStressTest, ReorderWoundWait) { Reorder(WwAlgorithm::kWoundWait); }
-TEST(WwMutexStressTest, ReorderWaitDie) { Reorder(WwAlgorithm::kWaitDie); }
-TEST(WwMutexStressTest, AbbaWoundWait) { Abba(WwAlgorithm::kWoundWait, /*resolve=*/false); }
-TEST(WwMutexStressTest, AbbaWaitDie) { Abba(WwAlgorithm::kWaitDie, /*resolve=*/false); }
-TEST(WwMutexStressTest, AbbaResolvedWoundWait) { Abba(WwAlgorithm::kWoundWait, true); }
-TEST(WwMutexStressTest, AbbaResolvedWaitDie) { Abba(WwAlgorithm::kWaitDie, true); }
-TEST(WwMutexStressTest, CycleWoundWait) { Cycle(WwAlgorithm::kWoundWait); }
-TEST(WwMutexStressTest, CycleWaitDie) { Cycle(WwAlgorithm::kWaitDie); }
-TEST(WwMutexStressTest, ManyThreadsWoundWait) { Stress(WwAlgorithm::kWoundWait); }
-TEST(WwMutexStressTest, ManyThreadsWaitDie) { Stress(WwAlgorithm::kWaitDie); }
+TEST(WwMutexStressTest, InOrderWoundWait) {
+  InOrder(WwAlgorithm::kWoundWait);
+}
+TEST(WwMutexStressTest, InOrderWaitDie) {
+  InOrder(WwAlgorithm::kWaitDie);
+}
+TEST(WwMutexStressTest, ReorderWoundWait) {
+  Reorder(WwAlgorithm::kWoundWait);
+}
+TEST(WwMutexStressTest, ReorderWaitDie) {
+  Reorder(WwAlgorithm::kWaitDie);
+}
+TEST(WwMutexStressTest, AbbaWoundWait) {
+  Abba(WwAlgorithm::kWoundWait, /*resolve=*/false);
+}
+TEST(WwMutexStressTest, AbbaWaitDie) {
+  Abba(WwAlgorithm::kWaitDie, /*resolve=*/false);
+}
+TEST(WwMutexStressTest, AbbaResolvedWoundWait) {
+  Abba(WwAlgorithm::kWoundWait, true);
+}
+TEST(WwMutexStressTest, AbbaResolvedWaitDie) {
+  Abba(WwAlgorithm::kWaitDie, true);
+}
+TEST(WwMutexStressTest, CycleWoundWait) {
+  Cycle(WwAlgorithm::kWoundWait);
+}
+TEST(WwMutexStressTest, CycleWaitDie) {
+  Cycle(WwAlgorithm::kWaitDie);
+}
+TEST(WwMutexStressTest, ManyThreadsWoundWait) {
+  Stress(WwAlgorithm::kWoundWait);
+}
+TEST(WwMutexStressTest, ManyThreadsWaitDie) {
+  Stress(WwAlgorithm::kWaitDie);
+}
 
 }  // namespace
 }  // namespace sharegpu

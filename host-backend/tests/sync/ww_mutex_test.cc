@@ -1,12 +1,12 @@
 #include "sync/ww_mutex.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <latch>
 #include <optional>
-#include <vector>
 #include <thread>
-
-#include <gtest/gtest.h>
+#include <vector>
 
 #include "sync_test_util.h"
 
