@@ -83,8 +83,10 @@ uint64_t Arena::largest_free() const {
 
 const char* PlacementName(Placement placement) {
   switch (placement) {
-    case Placement::kDevice: return "DEVICE";
-    case Placement::kSystem: return "SYSTEM";
+    case Placement::kDevice:
+      return "DEVICE";
+    case Placement::kSystem:
+      return "SYSTEM";
   }
   return "?";
 }
@@ -93,8 +95,8 @@ Result<std::shared_ptr<Storage>> Storage::CreateDevice(Arena& arena, uint64_t si
   auto range = arena.Allocate(size);
   if (!range) return Result<std::shared_ptr<Storage>>::Error(range.status());
   return std::shared_ptr<Storage>(new Storage(Placement::kDevice, range->size,
-                                              arena.data() + range->offset, range->offset,
-                                              &arena, nullptr));
+                                              arena.data() + range->offset, range->offset, &arena,
+                                              nullptr));
 }
 
 Result<std::shared_ptr<Storage>> Storage::CreateSystem(const std::string& name, uint64_t size) {
@@ -107,8 +109,8 @@ Result<std::shared_ptr<Storage>> Storage::CreateSystem(const std::string& name, 
       new Storage(Placement::kSystem, rounded, data, 0, nullptr, std::move(own)));
 }
 
-Storage::Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset,
-                 Arena* arena, std::unique_ptr<Memfd> own)
+Storage::Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, Arena* arena,
+                 std::unique_ptr<Memfd> own)
     : placement_(placement),
       size_(size),
       data_(data),
@@ -120,6 +122,8 @@ Storage::~Storage() {
   if (arena_ != nullptr) arena_->Free(ArenaRange{offset_, size_});
 }
 
-const Memfd& Storage::memfd() const { return own_ ? *own_ : arena_->memfd(); }
+const Memfd& Storage::memfd() const {
+  return own_ ? *own_ : arena_->memfd();
+}
 
 }  // namespace sharegpu

@@ -48,8 +48,8 @@ uint32_t Crc32cSliceBy8(uint32_t crc, const uint8_t* p, uint64_t len) {
   for (; len >= 8; len -= 8, p += 8) {
     const uint64_t v = LoadLe64(p) ^ crc;
     crc = kSlice[7][v & 0xff] ^ kSlice[6][(v >> 8) & 0xff] ^ kSlice[5][(v >> 16) & 0xff] ^
-          kSlice[4][(v >> 24) & 0xff] ^ kSlice[3][(v >> 32) & 0xff] ^
-          kSlice[2][(v >> 40) & 0xff] ^ kSlice[1][(v >> 48) & 0xff] ^ kSlice[0][v >> 56];
+          kSlice[4][(v >> 24) & 0xff] ^ kSlice[3][(v >> 32) & 0xff] ^ kSlice[2][(v >> 40) & 0xff] ^
+          kSlice[1][(v >> 48) & 0xff] ^ kSlice[0][v >> 56];
   }
   for (; len > 0; --len) crc = (crc >> 8) ^ kSlice[0][(crc ^ *p++) & 0xff];
   return crc;
@@ -116,8 +116,7 @@ constexpr ShiftTables kShiftLong = MakeShiftTables(kLongBlock);
 constexpr ShiftTables kShiftShort = MakeShiftTables(kShortBlock);
 
 uint32_t Shift(const ShiftTables& t, uint32_t crc) {
-  return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^
-         t[3][crc >> 24];
+  return t[0][crc & 0xff] ^ t[1][(crc >> 8) & 0xff] ^ t[2][(crc >> 16) & 0xff] ^ t[3][crc >> 24];
 }
 
 template <uint64_t kBlock>
@@ -158,7 +157,9 @@ bool HaveSse42() {
 }
 #endif  // __x86_64__
 
-bool IsCoherent(const DeviceView& v) { return v.cache->mode() == CacheMode::kCoherent; }
+bool IsCoherent(const DeviceView& v) {
+  return v.cache->mode() == CacheMode::kCoherent;
+}
 
 // Bounce-buffer size for jobs that go through the strict cache model.
 constexpr uint64_t kChunk = 64 * 1024;

@@ -34,8 +34,8 @@ enum class CacheMode : uint8_t { kCoherent = 0, kStrict = 1 };
 struct DeviceCacheStats {
   uint64_t valid_lines = 0;
   uint64_t dirty_lines = 0;
-  uint64_t flushes = 0;        // Flush() calls
-  uint64_t invalidates = 0;    // Invalidate() calls
+  uint64_t flushes = 0;      // Flush() calls
+  uint64_t invalidates = 0;  // Invalidate() calls
   uint64_t lines_written_back = 0;
   uint64_t read_hits = 0;
   uint64_t read_misses = 0;
@@ -70,7 +70,7 @@ class DeviceCache {
  private:
   struct Line {
     bool dirty = false;
-    std::unique_ptr<uint8_t[]> data;  // kPageSize bytes
+    std::unique_ptr<uint8_t[]> data;                 // kPageSize bytes
     std::array<uint64_t, kPageSize / 64> written{};  // bit i: byte i is device-written
   };
   // The line of `page`, filled from memory when it was not cached (`fill` false: the caller

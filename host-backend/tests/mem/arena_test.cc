@@ -1,12 +1,12 @@
 #include "mem/arena.h"
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "common/log.h"
 
@@ -120,6 +120,22 @@ TEST(ArenaTest, FragmentationBlocksLargeAllocationUntilNeighboursFree) {
   // First fit: a single page now goes to the lowest hole.
   ArenaRange small = MustAllocate(*arena, 1);
   EXPECT_EQ(small.offset, pages[0].offset);
+}
+
+TEST(ArenaTest, FirstFitTakesLowestHoleThatFits) {
+  auto arena = MakeArena(8);
+  ASSERT_NE(arena, nullptr);
+  ArenaRange a = MustAllocate(*arena, 2 * kPageSize);
+  MustAllocate(*arena, kPageSize);
+  ArenaRange c = MustAllocate(*arena, kPageSize);
+  MustAllocate(*arena, 4 * kPageSize);
+  arena->Free(a);
+  arena->Free(c);
+  // Holes: two pages at a, one page at c. First fit (not best fit) splits the low hole.
+  EXPECT_EQ(MustAllocate(*arena, kPageSize).offset, a.offset);
+  EXPECT_EQ(MustAllocate(*arena, kPageSize).offset, a.offset + kPageSize);
+  EXPECT_EQ(MustAllocate(*arena, kPageSize).offset, c.offset);
+  EXPECT_EQ(arena->Allocate(1).status(), -ENOSPC);
 }
 
 TEST(ArenaTest, FreeOfUnknownRangeIgnoredAndLogged) {

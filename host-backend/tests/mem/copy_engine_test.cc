@@ -1,10 +1,10 @@
 #include "mem/copy_engine.h"
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "mem_test_util.h"
 
@@ -14,15 +14,23 @@ namespace {
 using testing::RandomBytes;
 using testing::TestBuffer;
 
-const uint8_t* Bytes(const char* s) { return reinterpret_cast<const uint8_t*>(s); }
+const uint8_t* Bytes(const char* s) {
+  return reinterpret_cast<const uint8_t*>(s);
+}
 
 // Makes the device's writes visible to the CPU (a no-op in coherent mode).
-void Sync(const TestBuffer& b) { b.cache->WritebackAndDropAll(b.mem()); }
+void Sync(const TestBuffer& b) {
+  b.cache->WritebackAndDropAll(b.mem());
+}
 
 // The correctness rules hold in both cache modes: each is a function run once per mode.
-#define SGPU_TEST_BOTH_MODES(name)                                \
-  TEST(CopyEngineTest, name##Coherent) { name(CacheMode::kCoherent); } \
-  TEST(CopyEngineTest, name##Strict) { name(CacheMode::kStrict); }
+#define SGPU_TEST_BOTH_MODES(name)       \
+  TEST(CopyEngineTest, name##Coherent) { \
+    name(CacheMode::kCoherent);          \
+  }                                      \
+  TEST(CopyEngineTest, name##Strict) {   \
+    name(CacheMode::kStrict);            \
+  }
 
 // Rule: a copy moves exactly [src_off, +len) to [dst_off, +len), at unaligned offsets and
 // across pages, and leaves every other destination byte alone.
@@ -120,10 +128,8 @@ void RejectedCallsChangeNothing(CacheMode mode) {
   EXPECT_EQ(CopyEngine::Copy(a.view(), 8, b.view(), 0, kMax - 7), -ERANGE);
   EXPECT_EQ(CopyEngine::Copy(a.view(), size, b.view(), 0, 1), -ERANGE);
   EXPECT_EQ(CopyEngine::Copy(a.view(), 0, b.view(), 1, size), -ERANGE);
-  EXPECT_EQ(CopyEngine::Copy(a.view(), 0, DeviceView{b.mem(), b.size(), nullptr}, 0, 1),
-            -EINVAL);
-  EXPECT_EQ(CopyEngine::Copy(DeviceView{nullptr, size, a.cache.get()}, 0, b.view(), 0, 1),
-            -EINVAL);
+  EXPECT_EQ(CopyEngine::Copy(a.view(), 0, DeviceView{b.mem(), b.size(), nullptr}, 0, 1), -EINVAL);
+  EXPECT_EQ(CopyEngine::Copy(DeviceView{nullptr, size, a.cache.get()}, 0, b.view(), 0, 1), -EINVAL);
 
   EXPECT_EQ(CopyEngine::Fill(b.view(), 0, 0, 0xffffffff), -EINVAL);
   EXPECT_EQ(CopyEngine::Fill(b.view(), 2, 8, 0xffffffff), -EINVAL);

@@ -1,12 +1,12 @@
 #include "mem/device_cache.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "mem_test_util.h"
 

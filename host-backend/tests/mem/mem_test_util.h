@@ -1,12 +1,12 @@
 // Test helpers for the memory module: page-backed buffers with a device cache.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "mem/arena.h"
 #include "mem/copy_engine.h"

@@ -1,12 +1,11 @@
 #include "mem/memfd.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
-
-#include <gtest/gtest.h>
 
 namespace sharegpu {
 namespace {
@@ -18,7 +17,7 @@ std::unique_ptr<Memfd> MakeMemfd(uint64_t size) {
 }
 
 off_t FileSize(int fd) {
-  struct stat st{};
+  struct stat st {};
   EXPECT_EQ(::fstat(fd, &st), 0);
   return st.st_size;
 }
