@@ -185,12 +185,15 @@ Status DmaBuf::MoveNotify() {
       live |= m->valid_;
       m->valid_ = false;
     }
-    if (!live) continue;  // nothing mapped, nothing to tell (seed 004: track mappings)
     if (attachment->mapping_in_progress_) {
-      // The importer's own Map caused this move; it receives the new storage from that Map.
+      // The importer's own Map caused this move; it receives the new storage from that Map
+      // (the mapping being created is the one this invalidation is for, so it counts even
+      // when the importer holds no other mapping - which is the usual case: an importer
+      // that cannot reach VRAM has no live mapping of a buffer that sits there).
       attachment->self_invalidations_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    if (!live) continue;  // nothing mapped, nothing to tell (seed 004: track mappings)
     attachment->move_notifies_.fetch_add(1, std::memory_order_relaxed);
     attachment->importer_.move_notify(*attachment);
   }

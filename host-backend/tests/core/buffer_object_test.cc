@@ -1,0 +1,266 @@
+// Buffer objects: moves under the reservation, pinning, ghosts kept for BOOKKEEP fences, moves
+// waiting for writers (S1, S7).
+#include "core/buffer_object.h"
+
+#include <latch>
+#include <thread>
+
+#include "core_test_util.h"
+
+namespace sharegpu::testing {
+namespace {
+
+TEST(BufferObjectTest, CreateValidatesArguments) {
+  auto mm = MakeMm("create");
+  EXPECT_EQ(BufferObject::Create(mm, 0, Placement::kSystem, "z").status(), -EINVAL);
+  EXPECT_EQ(BufferObject::Create(mm, BufferObject::kMaxSize + 1, Placement::kSystem, "b").status(),
+            -E2BIG);
+  EXPECT_EQ(BufferObject::Create(mm, 4096, static_cast<Placement>(7), "p").status(), -EINVAL);
+  EXPECT_EQ(BufferObject::Create(nullptr, 4096, Placement::kSystem, "n").status(), -EINVAL);
+  EXPECT_EQ(mm->arena().used(), 0u);
+  auto bo = MakeBo(mm, 5000, Placement::kDevice);
+  EXPECT_EQ(bo->size(), 8192u);  // rounded up to pages
+  EXPECT_EQ(mm->arena().used(), 8192u);
+}
+
+TEST(BufferObjectTest, MoveRequiresResvHeld) {
+  auto mm = MakeMm("move-lock");
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  const uint64_t gen = bo->generation();
+  EXPECT_EQ(bo->Move(Placement::kSystem), -ENOLCK);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(bo->generation(), gen);
+  EXPECT_EQ(bo->moves(), 0u);
+  EXPECT_EQ(mm->stats().moves, 0u);
+  {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+  }
+  EXPECT_EQ(bo->placement(), Placement::kSystem);
+  EXPECT_EQ(bo->moves(), 1u);
+  EXPECT_EQ(mm->arena().used(), 0u);
+}
+
+TEST(BufferObjectTest, MovePreservesContentsBothWays) {
+  auto mm = MakeMm("move", kMiB, CacheMode::kStrict);
+  auto bo = MakeBo(mm, 5 * 4096, Placement::kSystem);
+  auto bytes = RandomBytes(bo->size(), 3);
+  WriteBo(*bo, bytes);
+  // Device-written bytes still in the owning device's cache must reach the new storage.
+  {
+    ResvGuard g(bo->resv());
+    DeviceView v = bo->DeviceViewLocked();
+    ASSERT_EQ(CopyEngine::Fill(v, 4096, 4096, 0xA5A5F00Du), kOk);
+  }
+  auto pat = PatternBytes(4096, 0xA5A5F00Du);
+  std::copy(pat.begin(), pat.end(), bytes.begin() + 4096);
+  ASSERT_EQ(MoveBo(*bo, Placement::kDevice), kOk);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(bo->vram_offset(), bo->storage()->offset());
+  EXPECT_EQ(ReadBo(*bo), bytes);
+  ASSERT_EQ(MoveBo(*bo, Placement::kSystem), kOk);
+  EXPECT_EQ(ReadBo(*bo), bytes);
+  EXPECT_EQ(bo->vram_offset(), ~uint64_t{0});
+  EXPECT_EQ(bo->generation(), 3u);
+  EXPECT_EQ(bo->cache().stats().valid_lines, 0u);  // no line of old storage survived
+}
+
+TEST(BufferObjectTest, PinnedBufferRefusesMove) {
+  auto mm = MakeMm("pinned");
+  auto bo = MakeBo(mm, 2 * 4096, Placement::kDevice);
+  auto bytes = RandomBytes(bo->size(), 5);
+  WriteBo(*bo, bytes);
+  ResvGuard g(bo->resv());
+  ASSERT_EQ(bo->PinLocked(), kOk);
+  uint8_t* data = bo->storage()->data();
+  const uint64_t off = bo->vram_offset(), gen = bo->generation();
+  EXPECT_EQ(bo->Move(Placement::kSystem), -EBUSY);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(bo->storage()->data(), data);
+  EXPECT_EQ(bo->vram_offset(), off);
+  EXPECT_EQ(bo->generation(), gen);
+  EXPECT_EQ(std::vector<uint8_t>(data, data + bo->size()), bytes);
+  EXPECT_EQ(mm->arena().used(), bo->size());
+  ASSERT_EQ(bo->UnpinLocked(), kOk);
+  EXPECT_EQ(bo->UnpinLocked(), -EINVAL);  // unbalanced
+  EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+}
+
+TEST(BufferObjectTest, StaticAttachmentPinsBuffer) {
+  auto mm = MakeMm("static-pin");
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  auto bytes = RandomBytes(bo->size(), 9);
+  WriteBo(*bo, bytes);
+  auto dmabuf = bo->GetOrExport();
+  ASSERT_TRUE(dmabuf.ok());
+  // A peer-capable static importer: no move needed at attach, but it pins.
+  auto s = (*dmabuf)->Attach(StaticImporter("static", nullptr, /*p2p=*/true));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(bo->pin_count(), 1u);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(MoveBo(*bo, Placement::kSystem), -EBUSY);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(ReadBo(*bo), bytes);
+  EXPECT_EQ((*dmabuf)->Detach(*s), kOk);
+  EXPECT_EQ(bo->pin_count(), 0u);
+  EXPECT_EQ(MoveBo(*bo, Placement::kSystem), kOk);
+
+  // A static importer that cannot reach VRAM: the buffer is moved to SYSTEM and pinned there.
+  ASSERT_EQ(MoveBo(*bo, Placement::kDevice), kOk);
+  auto s2 = (*dmabuf)->Attach(StaticImporter("static-sys", nullptr, /*p2p=*/false));
+  ASSERT_TRUE(s2.ok());
+  EXPECT_EQ(bo->placement(), Placement::kSystem);
+  EXPECT_EQ(bo->pin_count(), 1u);
+  EXPECT_EQ(MoveBo(*bo, Placement::kDevice), -EBUSY);
+  EXPECT_EQ(ReadBo(*bo), bytes);
+  EXPECT_EQ((*dmabuf)->Detach(*s2), kOk);
+  EXPECT_EQ(bo->pin_count(), 0u);
+}
+
+TEST(BufferObjectTest, OldStorageKeptUntilBookkeepFencesSignal) {
+  auto mm = MakeMm("ghost");
+  auto bo = MakeBo(mm, 4 * 4096, Placement::kDevice);
+  auto bytes = RandomBytes(bo->size(), 21);
+  WriteBo(*bo, bytes);
+  FenceTimeline timeline("ghost-test");
+  FenceRef fence = timeline.CreateFence();
+  FenceTimeline timeline2("ghost-test-2");
+  FenceRef other = timeline2.CreateFence();
+  {
+    ResvGuard g(bo->resv());
+    ASSERT_EQ(bo->resv().ReserveFences(2), kOk);
+    ASSERT_EQ(bo->resv().AddFence(fence, ResvUsage::kBookkeep), kOk);
+    ASSERT_EQ(bo->resv().AddFence(other, ResvUsage::kBookkeep), kOk);
+    // BOOKKEEP fences do not make a move wait.
+    ASSERT_EQ(bo->Move(Placement::kSystem), kOk);
+  }
+  EXPECT_EQ(bo->placement(), Placement::kSystem);
+  EXPECT_EQ(ReadBo(*bo), bytes);
+  EXPECT_EQ(mm->arena().used(), bo->size()) << "old DEVICE range freed while fences pending";
+  EXPECT_EQ(mm->stats().ghosts_pending, 1u);
+  ASSERT_EQ(fence->Signal(), kOk);
+  EXPECT_EQ(mm->arena().used(), bo->size()) << "freed before the last fence signalled";
+  EXPECT_EQ(mm->stats().ghosts_pending, 1u);
+  ASSERT_EQ(other->Signal(), kOk);
+  EXPECT_EQ(mm->arena().used(), 0u);
+  EXPECT_EQ(mm->stats().ghosts_pending, 0u);
+
+  // Without pending fences the old range goes at once.
+  ASSERT_EQ(MoveBo(*bo, Placement::kDevice), kOk);
+  ASSERT_EQ(MoveBo(*bo, Placement::kSystem), kOk);
+  EXPECT_EQ(mm->arena().used(), 0u);
+  EXPECT_EQ(mm->stats().ghosts_pending, 0u);
+}
+
+TEST(BufferObjectTest, StaleMappingKeepsOldStorageAlive) {
+  auto mm = MakeMm("stale");
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  auto dmabuf = bo->GetOrExport();
+  ASSERT_TRUE(dmabuf.ok());
+  auto att = (*dmabuf)->Attach(DynamicImporter("imp"));
+  ASSERT_TRUE(att.ok());
+  MappingRef m;
+  {
+    ResvGuard g(bo->resv());
+    auto r = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
+    ASSERT_TRUE(r.ok());
+    m = *r;
+    ASSERT_EQ(bo->Move(Placement::kSystem), kOk);
+  }
+  // The range stays allocated while the stale mapping exists, so it cannot be reused.
+  EXPECT_EQ(mm->arena().used(), 4096u);
+  {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ((*dmabuf)->Unmap(**att, m), kOk);
+  }
+  m.reset();
+  EXPECT_EQ(mm->arena().used(), 0u);
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
+}
+
+TEST(BufferObjectTest, MoveRefusedWhileWriterPending) {
+  auto mm = MakeMm("writer-timeout");
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  auto bytes = RandomBytes(bo->size(), 31);
+  WriteBo(*bo, bytes);
+  FenceTimeline timeline("writer");
+  FenceRef writer = timeline.CreateFence();
+  bo->set_move_wait_timeout(std::chrono::milliseconds(20));
+  ResvGuard g(bo->resv());
+  ASSERT_EQ(bo->resv().ReserveFences(1), kOk);
+  ASSERT_EQ(bo->resv().AddFence(writer, ResvUsage::kWrite), kOk);
+  uint8_t* data = bo->storage()->data();
+  EXPECT_EQ(bo->Move(Placement::kSystem), -EBUSY);
+  EXPECT_EQ(bo->placement(), Placement::kDevice);
+  EXPECT_EQ(bo->storage()->data(), data);
+  EXPECT_EQ(bo->generation(), 1u);
+  EXPECT_EQ(bo->moves(), 0u);
+  EXPECT_EQ(mm->arena().used(), bo->size());
+  ASSERT_EQ(writer->Signal(), kOk);
+  EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+  auto mem = bo->VmapLocal();
+  ASSERT_TRUE(mem.ok());
+  EXPECT_EQ(std::vector<uint8_t>(*mem, *mem + bo->size()), bytes);
+}
+
+TEST(BufferObjectTest, MoveWaitsForWriters) {
+  auto mm = MakeMm("writer-wait");
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  WriteBo(*bo, RandomBytes(bo->size(), 41));
+  const auto landed = RandomBytes(bo->size(), 42);  // what the in-flight writer stores
+  FenceTimeline timeline("writer");
+  FenceRef writer = timeline.CreateFence();
+  uint8_t* old_mem = nullptr;
+  {
+    ResvGuard g(bo->resv());
+    ASSERT_EQ(bo->resv().ReserveFences(1), kOk);
+    ASSERT_EQ(bo->resv().AddFence(writer, ResvUsage::kWrite), kOk);
+    old_mem = bo->storage()->data();
+  }
+  bo->set_move_wait_timeout(kDeadlockTimeout);
+  std::latch moving(1);
+  Status move_result = -1;
+  bool signalled_at_return = false;
+  std::thread mover([&] {
+    ResvGuard g(bo->resv());
+    moving.count_down();
+    move_result = bo->Move(Placement::kSystem);
+    signalled_at_return = writer->IsSignaled();
+  });
+  moving.wait();
+  // The device finishes writing the old storage, then signals its fence.
+  std::memcpy(old_mem, landed.data(), landed.size());
+  ASSERT_EQ(writer->Signal(), kOk);
+  mover.join();
+  EXPECT_EQ(move_result, kOk);
+  EXPECT_TRUE(signalled_at_return) << "the move did not wait for the writer";
+  EXPECT_EQ(bo->placement(), Placement::kSystem);
+  EXPECT_EQ(ReadBo(*bo), landed) << "the move copied before the writer landed";
+}
+
+TEST(BufferObjectTest, GetOrExportReturnsTheSameDmaBufWhileItLives) {
+  auto mm = MakeMm("export");
+  auto bo = MakeBo(mm, 4096, Placement::kSystem);
+  EXPECT_EQ(bo->exported(), nullptr);
+  auto a = bo->GetOrExport();
+  auto b = bo->GetOrExport();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->get(), b->get());
+  EXPECT_EQ(bo->exported().get(), a->get());
+  EXPECT_EQ(&(*a)->resv(), &bo->resv());
+  EXPECT_EQ((*a)->size(), bo->size());
+}
+
+TEST(BufferObjectTest, CacheCommandsValidateRange) {
+  auto mm = MakeMm("cache-cmd", kMiB, CacheMode::kStrict);
+  auto bo = MakeBo(mm, 4096, Placement::kDevice);
+  EXPECT_EQ(bo->CacheFlushLocked(0, 4096), -ENOLCK);
+  ResvGuard g(bo->resv());
+  EXPECT_EQ(bo->CacheFlushLocked(0, 0), -EINVAL);
+  EXPECT_EQ(bo->CacheFlushLocked(1, 4096), -ERANGE);
+  EXPECT_EQ(bo->CacheInvalidateLocked(~uint64_t{0}, 2), -ERANGE);
+  EXPECT_EQ(bo->CacheInvalidateLocked(0, 4096), kOk);
+}
+
+}  // namespace
+}  // namespace sharegpu::testing
