@@ -8,13 +8,15 @@
 #   --plain    QEMU without the sharegpu patches/device (pipeline timing / bisecting).
 #   --qtests   also build the qtest binaries (tests/qtest/*-test) of the same tree.
 #   --force    rebuild even if the output for the current hash exists.
+#   --run-qtests  implies --qtests; runs them (TAP) against the built binary afterwards.
 #
 # Layout under ${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}:
 #   qemu-src/dl/                    apt-get source --download-only (once)
 #   qemu-src/qemu-<debver>/         pristine unpacked Debian tree (never modified)
-#   work/<variant>/src              patched tree (kept: only changed files are rewritten, so
-#   work/<variant>/build            ninja stays incremental); QEMU build dir
-#   backend/<variant>/              meson build dir of the project's host backend
+#   work/{default,asan}/src         patched tree (kept: only changed files are rewritten, so
+#   work/{default,asan}/build       ninja stays incremental); QEMU build dir. --plain uses
+#                                   the same tree (overlay reverted to pristine)
+#   backend/{default,asan}/         meson build dir of the project's host backend
 #   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries, build-info.txt)
 #   qemu/current -> <hash>          (qemu/current-asan, qemu/current-plain for the variants)
 #
@@ -30,6 +32,7 @@ variant=default
 plain=0
 qtests=0
 force=0
+run_qtests=0
 jobs=${SHAREGPU_JOBS:-$(nproc)}
 
 while [ $# -gt 0 ]; do
@@ -37,10 +40,11 @@ while [ $# -gt 0 ]; do
         --asan) variant=asan ;;
         --plain) plain=1 ;;
         --qtests) qtests=1 ;;
+        --run-qtests) qtests=1; run_qtests=1 ;;
         --force) force=1 ;;
         -j) jobs=$2; shift ;;
         -j*) jobs=${1#-j} ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "build-qemu.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -51,6 +55,15 @@ fi
 
 log() { printf '[build-qemu %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 t_start=$SECONDS
+run_qtests_now() { # uses $out (set below)
+    local t rc=0
+    for t in "$out"/qtest/*-test; do
+        log "running $(basename "$t")"
+        QTEST_QEMU_BINARY="$out/qtest/bin/qemu-system-x86_64" timeout 300 "$t" --tap -k || rc=1
+    done
+    return $rc
+}
+
 
 # ---------------------------------------------------------------- 1. QEMU source (once)
 dl=$cache/qemu-src/dl
@@ -112,21 +125,26 @@ link=current
 if [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] && { [ "$qtests" = 0 ] || [ -f "$out/.qtests" ]; }; then
     ln -sfn "$hash" "$cache/qemu/$link"
     log "up to date: $out/qemu-system-x86_64 ($((SECONDS - t_start))s)"
+    if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
     echo "$out/qemu-system-x86_64"
     exit 0
 fi
 
 # ---------------------------------------------------------------- 3. backend (static, -fPIC)
 export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
-if [ "$plain" = 0 ]; then
-    bdir=$cache/backend/$variant
+# The plain variant shares the work tree of the device variant (switching is incremental), so
+# it builds the backend too: the configure environment must be identical.
+bvariant=default
+[ "${variant%asan}" != "$variant" ] && bvariant=asan
+if true; then
+    bdir=$cache/backend/$bvariant
     sanitize=none
-    [ "$variant" = asan ] && sanitize=address,undefined
+    [ "$bvariant" = asan ] && sanitize=address,undefined
     if [ ! -f "$bdir/build.ninja" ]; then
         log "configuring host backend ($bdir, b_sanitize=$sanitize)"
         meson setup "$bdir" "$repo" --buildtype=debugoptimized -Db_sanitize="$sanitize" \
-            >"$cache/backend-$variant-setup.log" 2>&1 || {
-            tail -30 "$cache/backend-$variant-setup.log" >&2; exit 1; }
+            >"$cache/backend-$bvariant-setup.log" 2>&1 || {
+            tail -30 "$cache/backend-$bvariant-setup.log" >&2; exit 1; }
     fi
     log "building host backend static library"
     nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a >&2
@@ -140,7 +158,7 @@ if [ "$plain" = 0 ]; then
 fi
 
 # ---------------------------------------------------------------- 4. patched work tree
-work=$cache/work/$variant
+work=$cache/work/$bvariant
 src=$work/src
 bld=$work/build
 stamp_pristine=$work/.pristine
@@ -177,12 +195,17 @@ if [ "$plain" = 0 ]; then
         cp "$repo/device/$f" "$overlay/hw/misc/sharegpu/$f"
     done
     cp "$repo/include/sharegpu_hw.h" "$overlay/hw/misc/sharegpu/sharegpu_hw.h"
+    # The backend's C API header goes beside the device: the device links the backend
+    # through pkg-config but takes no compile flags from it (QEMU's other objects keep
+    # identical command lines, so ccache and ninja stay warm across backend changes).
+    cp "$repo/host-backend/include/sharegpu/backend.h" "$overlay/hw/misc/sharegpu/sharegpu-backend.h"
     if [ -d "$repo/device/qapi" ]; then
         cp "$repo"/device/qapi/*.json "$overlay/qapi/"
     fi
     if [ -d "$repo/device/tests" ]; then
         mkdir -p "$overlay/tests/qtest"
         for f in "$repo"/device/tests/*.c; do cp "$f" "$overlay/tests/qtest/"; done
+        cp "$repo/include/sharegpu_hw.h" "$overlay/tests/qtest/sharegpu_hw.h"
     fi
 fi
 (cd "$overlay" && find . -type f | sed 's|^\./||' | sort) >"$work/.overlay.new"
@@ -206,7 +229,7 @@ conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --ena
       --disable-docs --disable-download --disable-install-blobs --disable-werror
       --enable-trace-backends=log)
 [ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
-want_conf="${conf[*]} PKG_CONFIG_PATH=$PKG_CONFIG_PATH"
+want_conf="${conf[*]}"
 if [ ! -f "$bld/build.ninja" ] || [ "$(cat "$work/.configured" 2>/dev/null)" != "$want_conf" ]; then
     log "configuring QEMU: ${conf[*]}"
     rm -rf "$bld"
@@ -219,9 +242,8 @@ fi
 export CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
 targets=(qemu-system-x86_64)
 if [ "$qtests" = 1 ]; then
-    mapfile -t qt < <(cd "$bld" && ninja -t targets all 2>/dev/null \
-        | sed -n 's/^\(tests\/qtest\/[a-z0-9_-]*-test\): .*/\1/p' | sort -u)
-    targets+=("${qt[@]}")
+    # SHAREGPU_QTESTS: space-separated qtest names (default: ours)
+    for t in ${SHAREGPU_QTESTS:-sharegpu-test}; do targets+=("tests/qtest/$t"); done
 fi
 log "building (${#targets[@]} targets, -j$jobs, nice 10)"
 t_build=$SECONDS
@@ -235,7 +257,12 @@ cp "$bld/qemu-system-x86_64" "$out.tmp/"
 if [ "$qtests" = 1 ]; then
     mkdir -p "$out.tmp/qtest"
     for t in "${targets[@]:1}"; do cp "$bld/$t" "$out.tmp/qtest/"; done
-    # qtests exec QTEST_QEMU_BINARY and need the storage daemon/img only for block tests
+    # QTEST_QEMU_BINARY must end in qemu-system-ARCH: a wrapper adds the firmware paths
+    # (Debian's +ds source has no pc-bios blobs).
+    mkdir -p "$out.tmp/qtest/bin"
+    printf '#!/bin/sh\nexec "%s" -L /usr/share/qemu -L /usr/share/seabios "$@"\n' \
+        "$out/qemu-system-x86_64" >"$out.tmp/qtest/bin/qemu-system-x86_64"
+    chmod +x "$out.tmp/qtest/bin/qemu-system-x86_64"
     touch "$out.tmp/.qtests"
 fi
 {
@@ -250,4 +277,5 @@ rm -rf "$out"
 mv "$out.tmp" "$out"
 ln -sfn "$hash" "$cache/qemu/$link"
 log "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
+if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
 echo "$out/qemu-system-x86_64"
