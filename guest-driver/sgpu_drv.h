@@ -118,6 +118,7 @@ struct sgpu_device {
 
 	/* counters (debugfs) */
 	atomic64_t ww_backoffs;
+	atomic64_t validate_retries;
 	atomic64_t jobs_submitted;
 	atomic64_t jobs_completed;
 	atomic64_t irq_cmd;

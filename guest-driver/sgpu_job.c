@@ -287,6 +287,50 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 	sgpu_emit(s, SGPU_OP_FENCE, 0, 0, 0, 0, 0, 0, -1);
 }
 
+/*
+ * Lock every BO with drm_exec and prepare it. Returns 0 with all locks held.
+ * Validation that failed because an eviction ran into ww contention is
+ * retried from scratch a few times.
+ */
+static int sgpu_submit_lock(struct sgpu_submit *s, struct drm_exec *exec)
+{
+	struct sgpu_device *sdev = s->sdev;
+	int attempt, ret = 0;
+	u32 i;
+
+	for (attempt = 0; attempt < 4; attempt++) {
+		drm_exec_init(exec, DRM_EXEC_INTERRUPTIBLE_WAIT, s->nobjs);
+		drm_exec_until_all_locked(exec) {
+			for (i = 0; i < s->nobjs; i++) {
+				ret = drm_exec_prepare_obj(exec, s->objs[i].obj, 1);
+				/* count every -EDEADLK backoff of the ww acquire context */
+				if (unlikely(drm_exec_is_contended(exec))) {
+					atomic64_inc(&sdev->ww_backoffs);
+					drm_exec_retry_on_contention(exec);
+				}
+				if (ret)
+					goto fail;
+			}
+		}
+		for (i = 0; i < s->nobjs; i++) {
+			ret = sgpu_submit_prepare_obj(s, &s->objs[i]);
+			if (ret)
+				break;
+		}
+		for (i = 0; !ret && i < s->nobjs; i++)
+			/* validation may have used the slot drm_exec reserved */
+			ret = dma_resv_reserve_fences(s->objs[i].obj->resv, 1);
+		if (!ret)
+			return 0;
+fail:
+		drm_exec_fini(exec);
+		if (ret != -ENOMEM && ret != -ENOSPC && ret != -EDEADLK)
+			break;
+		atomic64_inc(&sdev->validate_retries);
+	}
+	return ret;
+}
+
 static int sgpu_wait_in_fences(struct sgpu_submit *s, struct drm_sharegpu_submit *args)
 {
 	struct dma_fence *fence;
@@ -398,37 +442,17 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 		kept = true;
 	}
 
-	drm_exec_init(&exec, DRM_EXEC_INTERRUPTIBLE_WAIT, s->nobjs);
-	drm_exec_until_all_locked(&exec) {
-		for (i = 0; i < s->nobjs; i++) {
-			ret = drm_exec_prepare_obj(&exec, s->objs[i].obj, 1);
-			/* count every -EDEADLK backoff of the ww acquire context */
-			if (unlikely(drm_exec_is_contended(&exec))) {
-				atomic64_inc(&sdev->ww_backoffs);
-				drm_exec_retry_on_contention(&exec);
-			}
-			if (ret)
-				goto out_exec;
-		}
-	}
-	for (i = 0; i < s->nobjs; i++) {
-		ret = sgpu_submit_prepare_obj(s, &s->objs[i]);
-		if (ret)
-			goto out_exec;
-	}
-	for (i = 0; i < s->nobjs; i++) {
-		/* validation may have used the slot drm_exec reserved */
-		ret = dma_resv_reserve_fences(s->objs[i].obj->resv, 1);
-		if (ret)
-			goto out_exec;
-	}
+	ret = sgpu_submit_lock(s, &exec);
+	if (ret)
+		goto out_put;
 	sgpu_submit_build(s);
 
 	dma_fence_get(&job->base);	/* for the ring */
 	ret = sgpu_ring_submit_job(sdev, s->hw, s->res_idx, s->nhw, job);
 	if (ret) {
 		dma_fence_put(&job->base);
-		goto out_exec;
+		drm_exec_fini(&exec);
+		goto out_put;
 	}
 	atomic64_inc(&sdev->jobs_submitted);
 	for (i = 0; i < s->nobjs; i++)
@@ -469,8 +493,6 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	}
 	goto out_put;
 
-out_exec:
-	drm_exec_fini(&exec);
 out_put:
 	if (kept)
 		atomic_dec(&sfile->kept);
