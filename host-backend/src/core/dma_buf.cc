@@ -101,9 +101,11 @@ Status DmaBuf::Detach(const AttachmentRef& attachment) {
     return -EBUSY;
   }
   if (attachment->static_mapping_) {
-    MappingRef mapping = attachment->static_mapping_;
-    (void)Unmap(*attachment, mapping);
+    // Un-cache first: Unmap treats the cached mapping as a no-op while it is cached, and the
+    // exporter must see its Map balanced by an Unmap.
+    MappingRef mapping = std::move(attachment->static_mapping_);
     attachment->static_mapping_.reset();
+    (void)Unmap(*attachment, mapping);
     if (exporter_->IsDynamic()) (void)Unpin(*attachment);
   }
   attachments_.erase(it);

@@ -519,6 +519,32 @@ TEST(MoveNotifyTest, StaticAttachmentIsNeverNotified) {
   EXPECT_TRUE((*sm)->valid());
 }
 
+TEST(DmaBufAttachTest, StaticAttachmentMapsOnceAndUnmapsAtDetach) {
+  MockExport ex;
+  ::testing::InSequence seq;
+  EXPECT_CALL(*ex.exporter, OnAttach(_));
+  EXPECT_CALL(*ex.exporter, Pin(_));
+  EXPECT_CALL(*ex.exporter, Map(_, DmaDirection::kBidirectional));
+  EXPECT_CALL(*ex.exporter, Unmap(_, _, DmaDirection::kBidirectional));
+  EXPECT_CALL(*ex.exporter, Unpin(_));
+  EXPECT_CALL(*ex.exporter, OnDetach(_));
+  auto att = ex.dmabuf->Attach(StaticImporter("static"));
+  ASSERT_TRUE(att.ok());
+  {
+    ResvGuard g(ex.resv);
+    // Maps hand out the cached mapping; the exporter is not asked again.
+    auto m1 = ex.dmabuf->Map(**att, DmaDirection::kToDevice);
+    auto m2 = ex.dmabuf->Map(**att, DmaDirection::kBidirectional);
+    ASSERT_TRUE(m1.ok() && m2.ok());
+    EXPECT_EQ(m1->get(), m2->get());
+    EXPECT_EQ(ex.dmabuf->Unmap(**att, *m1), kOk);
+    EXPECT_EQ(ex.dmabuf->live_mapping_count(), 1u);
+  }
+  EXPECT_EQ(ex.dmabuf->Detach(*att), kOk);
+  // The exporter saw the cached mapping released, balanced with its Map.
+  ::testing::Mock::VerifyAndClearExpectations(ex.exporter.get());
+}
+
 TEST(MoveNotifyTest, DetachWithMappingsIsRefused) {
   MockExport ex;
   auto att = ex.dmabuf->Attach(DynamicImporter("imp"));
