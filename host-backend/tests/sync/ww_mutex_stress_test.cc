@@ -95,7 +95,7 @@ const char* AlgName(WwAlgorithm alg) {
 // stress_inorder_work: every thread locks the same mutexes in the same order.
 void InOrder(WwAlgorithm alg) {
   WwClass cls("inorder", alg);
-  constexpr int kThreads = 4, kLocks = 8, kIters = 200;
+  constexpr int kThreads = 4, kLocks = 8, kIters = 500;
   Pool pool = MakePool(cls, kLocks);
   std::vector<Guarded*> set;
   for (auto& g : pool) set.push_back(g.get());
@@ -114,7 +114,7 @@ void InOrder(WwAlgorithm alg) {
 // stress_reorder_work: every thread locks a random subset in a random order.
 void Reorder(WwAlgorithm alg) {
   WwClass cls("reorder", alg);
-  constexpr int kThreads = 4, kLocks = 16, kPerIter = 8, kIters = 200;
+  constexpr int kThreads = 4, kLocks = 16, kPerIter = 8, kIters = 800;
   Pool pool = MakePool(cls, kLocks);
   std::atomic<uint64_t> expected{0};
   RunThreadsBounded(kThreads, [&](int t) {
@@ -219,7 +219,7 @@ void Cycle(WwAlgorithm alg) {
 // some threads also take single locks without a context.
 void Stress(WwAlgorithm alg) {
   WwClass cls("stress", alg);
-  constexpr int kThreads = 8, kLocks = 24, kIters = 150;
+  constexpr int kThreads = 8, kLocks = 24, kIters = 500;
   Pool pool = MakePool(cls, kLocks);
   std::atomic<uint64_t> expected{0};
   RunThreadsBounded(kThreads, [&](int t) {
