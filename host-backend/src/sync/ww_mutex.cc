@@ -201,8 +201,7 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
         if (ctx != nullptr) CheckWaiters(ctx);
         return 0;
       }
-    } else if ((s & kWaiters) != 0 ||
-               state_.compare_exchange_weak(s, s | kWaiters)) {
+    } else if ((s & kWaiters) != 0 || state_.compare_exchange_weak(s, s | kWaiters)) {
       break;
     }
   }
