@@ -239,6 +239,13 @@ if [ ! -f "$bld/build.ninja" ] || [ "$(cat "$work/.configured" 2>/dev/null)" != 
         tail -40 "$work/configure.log" >&2; exit 1; }
     echo "$want_conf" >"$work/.configured"
 fi
+# meson replaces PKG_CONFIG_PATH with its pkg_config_path option on every regeneration (the
+# patched meson.build files trigger one), so the backend's .pc dir must be that option.
+if [ "$("$bld/pyvenv/bin/meson" introspect --buildoptions "$bld" 2>/dev/null \
+        | python3 -c 'import json,sys; print(":".join(next((o["value"] for o in json.load(sys.stdin) if o["name"] == "pkg_config_path"), [])))' 2>/dev/null)" != "$pcdir" ]; then
+    log "setting pkg_config_path=$pcdir"
+    "$bld/pyvenv/bin/meson" configure "$bld" -Dpkg_config_path="$pcdir" >&2
+fi
 export CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
 targets=(qemu-system-x86_64)
 if [ "$qtests" = 1 ]; then

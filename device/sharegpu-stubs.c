@@ -1,0 +1,31 @@
+/*
+ * sharegpu monitor commands when the device is not built (CONFIG_SHAREGPU=n)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-sharegpu.h"
+#include "monitor/hmp.h"
+#include "monitor/monitor.h"
+
+SharegpuInfoList *qmp_query_sharegpu(const char *id, Error **errp)
+{
+    return NULL;
+}
+
+void qmp_sharegpu_move_bo(const char *id, uint32_t handle,
+                          SharegpuPlacement placement, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+}
+
+void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
+void hmp_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
