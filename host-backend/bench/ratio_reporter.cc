@@ -22,6 +22,8 @@ std::vector<Ratio>& Ratios() {
 // Console output as usual, plus the per-iteration real time of every run, keyed by run name.
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
+  // No colour: the output goes to logs, and `ratio` lines must start at column 0.
+  RecordingReporter() : ConsoleReporter(OO_Tabular) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& run : runs) {
