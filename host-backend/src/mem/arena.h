@@ -60,6 +60,7 @@ class Storage {
   Storage& operator=(const Storage&) = delete;
 
   Placement placement() const { return placement_; }
+  // The requested size rounded up to whole pages (the cache model and mmap work in pages).
   uint64_t size() const { return size_; }
   uint8_t* data() const { return data_; }
   // The memfd holding the pages and the pages' offset in it (the arena's for DEVICE).
