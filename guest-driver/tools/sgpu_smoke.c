@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <linux/dma-buf.h>
 #include <linux/udmabuf.h>
@@ -390,6 +391,50 @@ static void test_udmabuf(struct dev *d)
 	close(ufd);
 }
 
+/* two processes lock the same BOs in opposite order: ww -EDEADLK backoffs */
+static void test_contention(struct dev *d)
+{
+	const size_t sz = 64 * 1024;
+	uint32_t a = bo_create(d, sz, SHAREGPU_DOMAIN_VRAM, NULL);
+	uint32_t b = bo_create(d, sz, SHAREGPU_DOMAIN_SYSTEM, NULL);
+	pid_t pid[2];
+	int status, ok = 1;
+
+	CHECK(a && b, "create");
+	for (int p = 0; p < 2; p++) {
+		pid[p] = fork();
+		if (pid[p] == 0) {
+			struct drm_sharegpu_cmd c[2] = {
+				{ .op = SHAREGPU_CMD_COPY, .dst_handle = p ? a : b,
+				  .src_handle = p ? b : a, .size = 4096 },
+				{ .op = SHAREGPU_CMD_COPY, .dst_handle = p ? b : a,
+				  .src_handle = p ? a : b, .dst_offset = 8192, .src_offset = 16384,
+				  .size = 4096 },
+			};
+			struct drm_sharegpu_submit s = {
+				.cmds = (uintptr_t)c, .num_cmds = 2,
+			};
+
+			for (int i = 0; i < 300; i++)
+				if (xioctl(d->fd, DRM_IOCTL_SHAREGPU_SUBMIT, &s))
+					_exit(1);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < 2; p++)
+		ok &= waitpid(pid[p], &status, 0) == pid[p] && WIFEXITED(status) &&
+		      !WEXITSTATUS(status);
+	CHECK(ok, "concurrent submits in opposite lock order");
+	struct drm_sharegpu_wait_bo w = { .handle = a, .timeout_ns = 10000000000ll };
+
+	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_WAIT_BO, &w), "wait idle");
+	struct drm_gem_close gc = { .handle = a };
+
+	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
+	gc.handle = b;
+	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
+}
+
 static int open_vgem(void)
 {
 	for (int i = 0; i < 16; i++) {
@@ -522,6 +567,7 @@ int main(void)
 		test_bad_input(&devs[i]);
 	}
 	test_eviction(&devs[0]);
+	test_contention(&devs[0]);
 	if (n >= 2) {
 		test_p2p(&devs[0], &devs[1]);
 		test_p2p(&devs[1], &devs[0]);
