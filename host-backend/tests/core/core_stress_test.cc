@@ -1,7 +1,8 @@
 // Concurrency: jobs over overlapping buffer sets (ww back-off, S6), attach/detach and mappings
 // racing moves (S8). Every wait is bounded by RunThreadsBounded (a deadlock fails the binary).
 #include <atomic>
-#include <barrier>
+#include <cstdio>
+#include <latch>
 #include <set>
 
 #include "core/backend.h"
@@ -63,14 +64,16 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
     b_handles.push_back(*h);
   }
   constexpr int kThreads = 4;
-  constexpr int kJobs = 120;
+  constexpr int kJobs = 400;
   for (int t = 0; t < kThreads; ++t) {
     for (int j = 0; j < kJobs; ++j) patterns.insert(0xF0000000u | (t << 16) | j);
   }
   const uint64_t jobs_before = da.Stats().jobs + db.Stats().jobs;
   std::atomic<int> failures{0};
   std::atomic<bool> stop{false};
+  std::latch go(kThreads + 1);  // start together: maximise overlap
   RunThreadsBounded(kThreads + 1, [&](int t) {
+    go.arrive_and_wait();
     if (t == kThreads) {
       // A mover: A's buffers change placement under the jobs (imports re-map).
       std::mt19937 rng(99);
@@ -113,7 +116,8 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
   };
   for (uint32_t h : a_handles) check(da, h);
   for (uint32_t h : b_handles) check(db, h);
-  RecordProperty("ww_backoffs", static_cast<int>(da.Stats().ww_backoffs + db.Stats().ww_backoffs));
+  std::printf("[ stats    ] ww_backoffs=%llu\n",
+              static_cast<unsigned long long>(da.Stats().ww_backoffs + db.Stats().ww_backoffs));
 }
 
 TEST(AttachStressTest, ConcurrentAttachDetach) {
@@ -124,11 +128,13 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
   auto dmabuf = bo->GetOrExport();
   ASSERT_TRUE(dmabuf.ok());
   constexpr int kAttachers = 4;
-  constexpr int kRounds = 150;
+  constexpr int kRounds = 500;
   std::atomic<int> finished{0};
   std::atomic<int> errors{0};
   std::atomic<uint64_t> moved{0}, busy{0};
+  std::latch go(kAttachers + 1);
   RunThreadsBounded(kAttachers + 1, [&](int t) {
+    go.arrive_and_wait();
     if (t == kAttachers) {
       int i = 0;
       while (finished.load() < kAttachers) {
@@ -148,9 +154,12 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
       const bool dynamic = (t + r) % 3 != 0;
       ImporterOps ops = dynamic ? DynamicImporter("dyn", nullptr, t % 2 == 0)
                                 : StaticImporter("static", nullptr, t % 2 == 0);
+      // An importer that cannot reach VRAM needs the buffer in SYSTEM; while another static
+      // attachment pins it in DEVICE that is impossible: -EBUSY, and nothing may be left over.
+      const bool p2p = t % 2 == 0;
       auto att = (*dmabuf)->Attach(std::move(ops));
       if (!att.ok()) {
-        errors++;
+        if (p2p || att.status() != -EBUSY) errors++;
         continue;
       }
       if (dynamic) {
@@ -159,7 +168,7 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
           ResvGuard g(bo->resv());
           auto r2 = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
           if (!r2.ok()) {
-            errors++;
+            if (p2p || r2.status() != -EBUSY || bo->pin_count() == 0) errors++;
           } else {
             m = *r2;
           }
@@ -185,8 +194,9 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
     EXPECT_TRUE((*dmabuf)->attachments().empty());
     EXPECT_EQ((*dmabuf)->live_mapping_count(), 0u);
   }
-  RecordProperty("moves", static_cast<int>(moved.load()));
-  RecordProperty("busy", static_cast<int>(busy.load()));
+  std::printf("[ stats    ] moves=%llu refused_pinned=%llu\n",
+              static_cast<unsigned long long>(moved.load()),
+              static_cast<unsigned long long>(busy.load()));
 }
 
 TEST(AttachStressTest, MappingsRaceMoves) {
@@ -197,7 +207,7 @@ TEST(AttachStressTest, MappingsRaceMoves) {
   auto dmabuf = bo->GetOrExport();
   ASSERT_TRUE(dmabuf.ok());
   constexpr int kMappers = 4;
-  constexpr int kRounds = 200;
+  constexpr int kRounds = 600;
   struct MapperState {
     bool mapped = false;  // guarded by the reservation
     int notifications = 0;  // guarded by the reservation
@@ -223,7 +233,9 @@ TEST(AttachStressTest, MappingsRaceMoves) {
   std::atomic<int> finished{0};
   std::atomic<int> errors{0}, bad_reads{0};
   std::atomic<uint64_t> invalid_seen{0};
+  std::latch go(kMappers + 1);
   RunThreadsBounded(kMappers + 1, [&](int t) {
+    go.arrive_and_wait();
     if (t == kMappers) {
       int i = 0;
       while (finished.load() < kMappers) {
@@ -281,9 +293,10 @@ TEST(AttachStressTest, MappingsRaceMoves) {
   }
   EXPECT_EQ((*dmabuf)->attachment_count(), 0u);
   EXPECT_EQ(ReadBo(*bo), bytes);
-  RecordProperty("moves", static_cast<int>(bo->moves()));
-  RecordProperty("invalid_seen", static_cast<int>(invalid_seen.load()));
-  RecordProperty("notified", static_cast<int>(notified));
+  std::printf("[ stats    ] moves=%llu invalidated_while_mapped=%llu notified=%llu\n",
+              static_cast<unsigned long long>(bo->moves()),
+              static_cast<unsigned long long>(invalid_seen.load()),
+              static_cast<unsigned long long>(notified));
 }
 
 }  // namespace
