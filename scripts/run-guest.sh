@@ -118,7 +118,9 @@ case "$SUMMARY" in
     "SHAREGPU-SUMMARY: PASS"*) ;;
     *) status=1 ;;
 esac
-[ "$status" = 0 ] && verdict=PASS || verdict=FAIL
+if [ "$status" = 0 ]; then verdict=PASS
+elif [ "${SUMMARY#SHAREGPU-SUMMARY: PASS}" != "$SUMMARY" ]; then verdict="FAIL (kernel report)"
+else verdict=FAIL; fi
 echo "[run-guest] $verdict in ${ELAPSED}s: $SUMMARY" >&2
 echo "$SUMMARY"
 exit $status
