@@ -11,7 +11,7 @@
 # Interactive (stdin is a terminal): console on the terminal, guest shell after the demo
 # (exit it to power off). The HMP monitor listens on a unix socket printed at start, e.g.
 #     socat - UNIX-CONNECT:/tmp/sgpu-demo.XXXX/hmp.sock     then: info sharegpu
-#     (or python3 -c 'import socket,sys; ...'); sharegpu_move_bo g0 <handle> system
+#     sharegpu_move_bo g0 <hw-handle> system;  or Ctrl-A c on the console (mux monitor)
 # Non-interactive (CI, no TTY): the guest powers off after the demo; exit status is the
 # demo's (0 = everything behaved, as judged by scripts/run-guest.sh).
 set -uo pipefail
@@ -33,8 +33,13 @@ done
 "$ROOT/scripts/guest-tests.sh" --build-only ${NOBUILD[@]+"${NOBUILD[@]}"} || exit 1
 . "$CACHE/kernel/current/kernel.env"
 export QEMU=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
+# the test binaries ride along in /usr/bin for the shell (e.g. sgpu_sharing_test
+# --gtest_filter='*Vgem*')
+FILES=()
+for t in "$OUT"/build/sgpu_*_test; do FILES+=(--file "$t:/usr/bin/$(basename "$t")"); done
 "$ROOT/scripts/build-guest-image.sh" --out "$OUT/demo.cpio.gz" --init-mode demo \
-    --module "$ROOT/guest-driver/sharegpu.ko" --test "$OUT/build/sgpu_demo" >&2 || exit 1
+    --module "$ROOT/guest-driver/sharegpu.ko" --test "$OUT/build/sgpu_demo" \
+    ${FILES[@]+"${FILES[@]}"} >&2 || exit 1
 
 RUN=$(mktemp -d /tmp/sgpu-demo.XXXXXX)
 LOG=$CACHE/logs/guest-demo-$(date +%Y%m%d-%H%M%S)-$$.log
@@ -52,13 +57,14 @@ AGENT_PID=$!
 RUNARGS=(--initrd "$OUT/demo.cpio.gz" --log "$LOG" --append "sgputest.host=1")
 if [ -t 0 ] && [ -t 1 ]; then
     RUNARGS+=(--interactive)
-    say "HMP monitor: socat - UNIX-CONNECT:$RUN/hmp.sock   (info sharegpu, sharegpu_move_bo ...)"
+    say "HMP monitor: Ctrl-A c on this console, or socat - UNIX-CONNECT:$RUN/hmp.sock"
+    say "  (info sharegpu, sharegpu_move_bo g0 <hw-handle> system)"
     say "the guest shell follows the demo; 'exit' powers the guest off"
 else
     say "no terminal: the guest powers off after the demo"
     RUNARGS+=(--timeout "$TIMEOUT" --append "sharegpu.mode=tests")
 fi
-"$ROOT/scripts/run-guest.sh" "${RUNARGS[@]}" -- \
+"$ROOT/scripts/run-guest.sh" "${RUNARGS[@]}" -- -nic none -serial mon:stdio \
     -device sharegpu,id=g0,vram-size=64M -device sharegpu,id=g1,coherent=off,vram-size=64M \
     -qmp "unix:$RUN/qmp.sock,server=on,wait=off" \
     -monitor "unix:$RUN/hmp.sock,server=on,wait=off" \

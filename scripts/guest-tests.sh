@@ -118,7 +118,10 @@ cleanup() {
 trap cleanup EXIT
 APPEND="sgputest.host=$AGENT"
 [ -n "$FILTER" ] && APPEND="$APPEND sgputest.filter=$FILTER"
-QEMU_ARGS=(-device sharegpu,id=g0,vram-size=64M
+# -device isa-serial turns off QEMU's default serial, so serial0 (the console) is given
+# explicitly; -nic none: no default NIC (its option ROM is not installed)
+QEMU_ARGS=(-nic none -serial mon:stdio
+           -device sharegpu,id=g0,vram-size=64M
            -device sharegpu,id=g1,coherent=off,vram-size=64M
            -qmp "unix:$RUN/qmp.sock,server=on,wait=off"
            -chardev "socket,id=sgpureply,path=$RUN/reply.sock,server=on,wait=off"
