@@ -14,9 +14,11 @@
 #   ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/<hash>/bzImage
 #   .../kernel/<hash>/linux/       prepared in-tree build dir (source + objects +
 #                                  Module.symvers): make -C <it> ARCH=x86_64 M=$PWD modules
+#   .../kernel/<hash>/linux/usr/include/  sanitized uapi headers (drm/drm.h, linux/dma-buf.h,
+#                                  ...) for guest tests: gcc -static -I$SHAREGPU_KERNEL_HEADERS
 #   .../kernel/<hash>/config       final .config;  build.log  full make log
 #   .../kernel/<hash>/kernel.env   SHAREGPU_KERNEL_IMAGE=... SHAREGPU_KERNEL_BUILD=...
-#                                  SHAREGPU_KERNEL_RELEASE=...  (shell-sourceable)
+#                                  SHAREGPU_KERNEL_RELEASE=... SHAREGPU_KERNEL_HEADERS=...
 #   .../kernel/current -> <hash>   (symlink, updated after every successful run)
 # A complete cache entry (stamp file "complete", written last) makes the script exit in
 # about a second. stdout carries only the kernel.env lines, so
@@ -160,7 +162,7 @@ progress() { # one line per 100 compiled objects; errors/warnings verbatim
     done
     printf '[guest-kernel] %5d objects total\n' "$n"
 }
-"${MAKE[@]}" -j"$JOBS" all 2>&1 | tee "$OUT/build.log" | progress >&2
+"${MAKE[@]}" -j"$JOBS" all headers 2>&1 | tee "$OUT/build.log" | progress >&2
 rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" -ne 0 ]; then
@@ -171,11 +173,13 @@ check_config "$SRC/.config" || die "config changed during build?"
 
 cp "$SRC/arch/x86/boot/bzImage" "$OUT/bzImage"
 [ -f "$SRC/Module.symvers" ] || die "Module.symvers missing: tree not usable for M= builds"
+[ -f "$SRC/usr/include/drm/drm.h" ] || die "uapi headers missing in $SRC/usr/include"
 RELEASE=$(cat "$SRC/include/config/kernel.release")
 cat >"$OUT/kernel.env" <<EOF
 SHAREGPU_KERNEL_IMAGE=$OUT/bzImage
 SHAREGPU_KERNEL_BUILD=$SRC
 SHAREGPU_KERNEL_RELEASE=$RELEASE
+SHAREGPU_KERNEL_HEADERS=$SRC/usr/include
 EOF
 touch "$STAMP"
 write_current

@@ -68,7 +68,7 @@ mkdir -p "$(dirname "$LOG")"
 
 FW=()
 for d in /usr/share/qemu /usr/share/seabios; do [ -d "$d" ] && FW+=(-L "$d"); done
-CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nographic -no-reboot
+CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
      "${FW[@]}" -kernel "$KERNEL" -initrd "$INITRD"
      -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
      ${EXTRA[@]+"${EXTRA[@]}"})
