@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <latch>
+#include <semaphore>
 #include <set>
 
 #include "core/backend.h"
@@ -13,6 +14,28 @@ namespace sharegpu::testing {
 namespace {
 
 constexpr uint64_t kPage = 4096;
+
+// Paces a mover thread by the workers' progress: one move per unit of work, so a mover that
+// wins the lock every time cannot starve the workers (ww locks are not fair). Workers call
+// Tick() per unit and Done() once; the mover loops while Next().
+class Pacer {
+ public:
+  explicit Pacer(int workers) : workers_(workers) {}
+  void Tick() { tokens_.release(); }
+  void Done() {
+    finished_.fetch_add(1);
+    tokens_.release();
+  }
+  bool Next() {
+    tokens_.acquire();
+    return finished_.load() < workers_;
+  }
+
+ private:
+  const int workers_;
+  std::atomic<int> finished_{0};
+  std::counting_semaphore<> tokens_{0};
+};
 
 // Every 4-byte word of `bytes` is the same; that word, or nullopt.
 std::optional<uint32_t> UniformWord(const std::vector<uint8_t>& bytes) {
@@ -70,20 +93,17 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
   }
   const uint64_t jobs_before = da.Stats().jobs + db.Stats().jobs;
   std::atomic<int> failures{0};
-  std::atomic<bool> stop{false};
+  Pacer pacer(kThreads);
   std::latch go(kThreads + 1);  // start together: maximise overlap
   RunThreadsBounded(kThreads + 1, [&](int t) {
     go.arrive_and_wait();
     if (t == kThreads) {
       // A mover: A's buffers change placement under the jobs (imports re-map).
       std::mt19937 rng(99);
-      int moves = 0;
-      while (!stop.load() || moves < 20) {
+      while (pacer.Next()) {
         uint32_t h = a_handles[rng() % kBos];
         Status err = da.Move(h, rng() % 2 ? Placement::kDevice : Placement::kSystem);
         if (err != kOk && err != -ENOSPC) failures++;
-        ++moves;
-        if (moves > 100000) break;
       }
       return;
     }
@@ -100,8 +120,9 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
         err = dev.Copy(src, 0, dst, 0, kSize, nullptr);
       }
       if (err != kOk) failures++;
+      pacer.Tick();
     }
-    if (t == 0) stop.store(true);
+    pacer.Done();
   });
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(da.Stats().jobs + db.Stats().jobs - jobs_before, uint64_t{kThreads} * kJobs);
@@ -129,7 +150,7 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
   ASSERT_TRUE(dmabuf.ok());
   constexpr int kAttachers = 4;
   constexpr int kRounds = 500;
-  std::atomic<int> finished{0};
+  Pacer pacer(kAttachers);
   std::atomic<int> errors{0};
   std::atomic<uint64_t> moved{0}, busy{0};
   std::latch go(kAttachers + 1);
@@ -137,7 +158,7 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
     go.arrive_and_wait();
     if (t == kAttachers) {
       int i = 0;
-      while (finished.load() < kAttachers) {
+      while (pacer.Next()) {
         ResvGuard g(bo->resv());
         Status err = bo->Move(i++ % 2 ? Placement::kDevice : Placement::kSystem);
         if (err == kOk) {
@@ -182,8 +203,9 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
         if (bo->pin_count() == 0) errors++;  // static attachments pin
       }
       if ((*dmabuf)->Detach(*att) != kOk) errors++;
+      pacer.Tick();
     }
-    finished++;
+    pacer.Done();
   });
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ((*dmabuf)->attachment_count(), 0u);
@@ -230,7 +252,7 @@ TEST(AttachStressTest, MappingsRaceMoves) {
     ASSERT_TRUE(att.ok());
     state[t].att = *att;
   }
-  std::atomic<int> finished{0};
+  Pacer pacer(kMappers);
   std::atomic<int> errors{0}, bad_reads{0};
   std::atomic<uint64_t> invalid_seen{0};
   std::latch go(kMappers + 1);
@@ -238,7 +260,7 @@ TEST(AttachStressTest, MappingsRaceMoves) {
     go.arrive_and_wait();
     if (t == kMappers) {
       int i = 0;
-      while (finished.load() < kMappers) {
+      while (pacer.Next()) {
         ResvGuard g(bo->resv());
         if (bo->Move(i++ % 2 ? Placement::kDevice : Placement::kSystem) != kOk) errors++;
       }
@@ -276,8 +298,9 @@ TEST(AttachStressTest, MappingsRaceMoves) {
         if ((*dmabuf)->Unmap(*s.att, m) != kOk) errors++;
         s.mapped = false;
       }
+      pacer.Tick();
     }
-    finished++;
+    pacer.Done();
   });
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(bad_reads.load(), 0);

@@ -3,6 +3,7 @@
 #include "core/dma_buf.h"
 
 #include <latch>
+#include <optional>
 #include <thread>
 
 #include "core_test_util.h"
@@ -406,7 +407,7 @@ TEST(MoveNotifyTest, OncePerInvalidation) {
   NotifyCounter imp;
   auto att = (*dmabuf)->Attach(imp.Ops("imp"));
   ASSERT_TRUE(att.ok());
-  ResvGuard g(bo->resv());
+  std::optional<ResvGuard> g(std::in_place, bo->resv());
   auto m = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
@@ -422,6 +423,8 @@ TEST(MoveNotifyTest, OncePerInvalidation) {
   EXPECT_EQ(imp.count, 2);
   EXPECT_EQ((*att)->move_notifies(), 2u);
   EXPECT_EQ((*dmabuf)->Unmap(**att, *m2), kOk);
+  g.reset();
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
 }
 
 TEST(MoveNotifyTest, NoRecursionIntoImporterOwnMap) {
@@ -436,7 +439,7 @@ TEST(MoveNotifyTest, NoRecursionIntoImporterOwnMap) {
   auto p = (*dmabuf)->Attach(peer.Ops("peer", &other_dev, /*p2p=*/true));
   auto r = (*dmabuf)->Attach(remote.Ops("remote", &remote_dev, /*p2p=*/false));
   ASSERT_TRUE(p.ok() && r.ok());
-  ResvGuard g(bo->resv());
+  std::optional<ResvGuard> g(std::in_place, bo->resv());
   auto pm = (*dmabuf)->Map(**p, DmaDirection::kBidirectional);
   ASSERT_TRUE(pm.ok());
   EXPECT_EQ(bo->placement(), Placement::kDevice);  // a peer maps VRAM directly
@@ -458,6 +461,9 @@ TEST(MoveNotifyTest, NoRecursionIntoImporterOwnMap) {
   EXPECT_EQ((*p)->self_invalidations(), 0u);
   EXPECT_EQ((*dmabuf)->Unmap(**p, *pm), kOk);
   EXPECT_EQ((*dmabuf)->Unmap(**r, *rm), kOk);
+  g.reset();
+  EXPECT_EQ((*dmabuf)->Detach(*p), kOk);
+  EXPECT_EQ((*dmabuf)->Detach(*r), kOk);
 }
 
 TEST(MoveNotifyTest, RemapAfterInvalidationYieldsNewStorageSameContents) {
@@ -473,7 +479,7 @@ TEST(MoveNotifyTest, RemapAfterInvalidationYieldsNewStorageSameContents) {
     EXPECT_EQ(a.dmabuf().Unmap(a, stale), kOk);
   }));
   ASSERT_TRUE(att.ok());
-  ResvGuard g(bo->resv());
+  std::optional<ResvGuard> g(std::in_place, bo->resv());
   auto m = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
   ASSERT_TRUE(m.ok());
   stale = *m;
@@ -492,6 +498,8 @@ TEST(MoveNotifyTest, RemapAfterInvalidationYieldsNewStorageSameContents) {
   EXPECT_EQ((*m2)->host(), bo->storage()->data());
   EXPECT_EQ(std::vector<uint8_t>((*m2)->host(), (*m2)->host() + bo->size()), bytes);
   EXPECT_EQ((*dmabuf)->Unmap(**att, *m2), kOk);
+  g.reset();
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
 }
 
 TEST(MoveNotifyTest, StaticAttachmentIsNeverNotified) {
@@ -503,7 +511,7 @@ TEST(MoveNotifyTest, StaticAttachmentIsNeverNotified) {
   auto s = (*dmabuf)->Attach(StaticImporter("static"));
   auto d = (*dmabuf)->Attach(dyn.Ops("dyn"));
   ASSERT_TRUE(s.ok() && d.ok());
-  ResvGuard g(bo->resv());
+  std::optional<ResvGuard> g(std::in_place, bo->resv());
   auto sm = (*dmabuf)->Map(**s, DmaDirection::kBidirectional);  // the cached mapping
   auto dm = (*dmabuf)->Map(**d, DmaDirection::kBidirectional);
   ASSERT_TRUE(sm.ok() && dm.ok());
@@ -517,6 +525,9 @@ TEST(MoveNotifyTest, StaticAttachmentIsNeverNotified) {
   EXPECT_EQ((*dmabuf)->Unmap(**d, *dm), kOk);
   EXPECT_EQ((*dmabuf)->Unmap(**s, *sm), kOk);  // no-op for the cached mapping
   EXPECT_TRUE((*sm)->valid());
+  g.reset();
+  EXPECT_EQ((*dmabuf)->Detach(*s), kOk);
+  EXPECT_EQ((*dmabuf)->Detach(*d), kOk);
 }
 
 TEST(DmaBufAttachTest, StaticAttachmentMapsOnceAndUnmapsAtDetach) {
