@@ -22,5 +22,5 @@ chmod +x "$OUT/10-dmesg.sh"
 "$ROOT/scripts/build-guest-image.sh" --out "$OUT/initrd.cpio.gz" \
     --module "$ROOT/guest-driver/sharegpu.ko" \
     --test "$ROOT/guest-driver/tools/sgpu_smoke" --test "$OUT/10-dmesg.sh" >&2
-exec "$ROOT/scripts/run-guest.sh" --initrd "$OUT/initrd.cpio.gz" "$@" -- \
+exec "$ROOT/scripts/run-guest.sh" --initrd "$OUT/initrd.cpio.gz" "$@" -- -nic none \
     -device sharegpu,id=sgpu0 -device sharegpu,id=sgpu1,coherent=off,vram-size=33554432
