@@ -8,6 +8,7 @@
 #include "libqtest.h"
 #include "libqos/libqos-pc.h"
 #include "libqos/pci.h"
+#include "standard-headers/linux/pci_regs.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "sharegpu_hw.h"
@@ -119,7 +120,7 @@ static Ctx *setup(void)
 {
     Ctx *c = g_new0(Ctx, 1);
 
-    c->qs = qtest_pc_boot("-device sharegpu,id=g0,vram-size=4M "
+    c->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M "
                           "-device sharegpu,id=g1,vram-size=4M,coherent=off");
     qpci_device_foreach(c->qs->pcibus, SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID, found_fn, c);
     g_assert_cmpint(c->found, ==, 2);
@@ -367,7 +368,7 @@ static void test_share_and_move(void)
 
 static void test_q35_monitor(void)
 {
-    QTestState *qts = qtest_init("-M q35 -device sharegpu,id=g0 "
+    QTestState *qts = qtest_init("-M q35 -nodefaults -device sharegpu,id=g0 "
                                  "-device sharegpu,id=g1,coherent=off");
     QDict *resp = qtest_qmp(qts, "{'execute': 'query-sharegpu'}");
     QList *list = qdict_get_qlist(resp, "return");
@@ -384,7 +385,7 @@ static void test_q35_monitor(void)
 
 static void test_bad_property(void)
 {
-    QTestState *qts = qtest_init("-M q35 -S");
+    QTestState *qts = qtest_init("-M q35 -nodefaults -S");
     QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
                             "{'driver': 'sharegpu', 'id': 'bad', 'vram-size': 3000000}}");
 
