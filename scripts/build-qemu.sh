@@ -283,6 +283,11 @@ fi
 rm -rf "$out"
 mv "$out.tmp" "$out"
 ln -sfn "$hash" "$cache/qemu/$link"
+# keep the newest 6 outputs (and whatever a current* link points at)
+keep=$(for l in "$cache"/qemu/current*; do readlink "$l"; done)
+ls -1t "$cache/qemu" | grep -E '^[0-9a-f]{16}$' | tail -n +7 | while read -r d; do
+    grep -qx "$d" <<<"$keep" || rm -rf "${cache:?}/qemu/$d"
+done
 log "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
 if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
 echo "$out/qemu-system-x86_64"
