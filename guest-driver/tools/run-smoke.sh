@@ -22,5 +22,17 @@ chmod +x "$OUT/10-dmesg.sh"
 "$ROOT/scripts/build-guest-image.sh" --out "$OUT/initrd.cpio.gz" \
     --module "$ROOT/guest-driver/sharegpu.ko" \
     --test "$ROOT/guest-driver/tools/sgpu_smoke" --test "$OUT/10-dmesg.sh" >&2
-exec "$ROOT/scripts/run-guest.sh" --initrd "$OUT/initrd.cpio.gz" "$@" -- -nic none \
+LOG=${LOG:-$CACHE/logs/guest-driver-smoke-$(date +%Y%m%d-%H%M%S).log}
+mkdir -p "$(dirname "$LOG")"
+MON=$OUT/monitor.sock
+rm -f "$MON" "$LOG"
+python3 "$ROOT/guest-driver/tools/hostmove.py" "$LOG" "$MON" 900 &
+MOVER=$!
+set +e
+"$ROOT/scripts/run-guest.sh" --initrd "$OUT/initrd.cpio.gz" --log "$LOG" \
+    --append "sgpu.hostmove=1" "$@" -- -nic none -monitor "unix:$MON,server=on,wait=off" \
     -device sharegpu,id=sgpu0 -device sharegpu,id=sgpu1,coherent=off,vram-size=33554432
+rc=$?
+kill "$MOVER" 2>/dev/null
+wait "$MOVER" 2>/dev/null
+exit $rc

@@ -493,6 +493,76 @@ static void test_vgem(struct dev *d)
 	close(vfd);
 }
 
+/*
+ * With sgpu.hostmove=1 on the kernel command line, the host (run-smoke.sh)
+ * answers "SGPU-MOVEME <qdev id> <hw handle> <placement>" with the monitor's
+ * sharegpu_move_bo: an unsolicited BO_MOVED the driver must revalidate.
+ */
+static int host_move_wanted(void)
+{
+	char buf[1024] = {};
+	int fd = open("/proc/cmdline", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (read(fd, buf, sizeof(buf) - 1) < 0)
+		buf[0] = 0;
+	close(fd);
+	return strstr(buf, "sgpu.hostmove=1") != NULL;
+}
+
+static int wait_domain(struct dev *d, uint32_t h, uint32_t domain, uint32_t hw)
+{
+	struct drm_sharegpu_bo_info bi = { .handle = h };
+
+	for (int i = 0; i < 600; i++) {
+		bi.handle = h;
+		if (!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_INFO, &bi) && bi.domain == domain &&
+		    bi.hw_placement == hw)
+			return 0;
+		usleep(100000);
+	}
+	printf("domain %u hw %u\n", bi.domain, bi.hw_placement);
+	return -1;
+}
+
+static void test_host_move(struct dev *d, const char *qdev_id)
+{
+	const size_t sz = 128 * 1024;
+	uint32_t h = bo_create(d, sz, SHAREGPU_DOMAIN_VRAM | SHAREGPU_DOMAIN_SYSTEM, NULL);
+	struct drm_sharegpu_bo_info bi = { .handle = h };
+	uint32_t *p;
+
+	if (!host_move_wanted()) {
+		printf("SKIP host move: no sgpu.hostmove=1\n");
+		return;
+	}
+	CHECK(h && !fill(d, h, 0, sz, 0x600d600d), "create+fill");
+	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_INFO, &bi) && bi.domain == SHAREGPU_DOMAIN_VRAM,
+	      "in vram");
+	p = bo_map(d, h, sz);
+	CHECK(p && p[100] == 0x600d600d, "cpu view before");
+	printf("SGPU-MOVEME %s %u system\n", qdev_id, bi.hw_handle);
+	CHECK(!wait_domain(d, h, SHAREGPU_DOMAIN_SYSTEM, 1), "driver followed device eviction");
+	CHECK(!cpu_access(d, h, SHAREGPU_CPU_ACCESS_READ), "cpu begin");
+	CHECK(p && p[100] == 0x600d600d && p[sz / 4 - 1] == 0x600d600d,
+	      "contents after host eviction (cpu, system pages): %x", p ? p[100] : 0);
+	CHECK(!cpu_access(d, h, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), "cpu end");
+	printf("SGPU-MOVEME %s %u device\n", qdev_id, bi.hw_handle);
+	CHECK(!wait_domain(d, h, SHAREGPU_DOMAIN_VRAM, 0), "driver adopted device move to vram");
+	bi.handle = h;
+	CHECK(!xioctl(d->fd, DRM_IOCTL_SHAREGPU_BO_INFO, &bi) &&
+	      bi.vram_offset == bi.hw_vram_offset, "offsets agree %llx %llx",
+	      (unsigned long long)bi.vram_offset, (unsigned long long)bi.hw_vram_offset);
+	CHECK(p && p[200] == 0x600d600d, "cpu view after adoption: %x", p ? p[200] : 0);
+	CHECK(checksum(d, h, 0, sz) == pattern_crc(0x600d600d, sz), "device view");
+	if (p)
+		munmap(p, sz);
+	struct drm_gem_close gc = { .handle = h };
+
+	xioctl(d->fd, DRM_IOCTL_GEM_CLOSE, &gc);
+}
+
 static void test_bad_input(struct dev *d)
 {
 	struct drm_sharegpu_bo_create c = { .size = 0, .domains = SHAREGPU_DOMAIN_VRAM };
@@ -576,6 +646,7 @@ int main(void)
 	}
 	test_udmabuf(&devs[n - 1]);
 	test_vgem(&devs[0]);
+	test_host_move(&devs[0], "sgpu0");
 
 	/* fdinfo memory stats: keep a BO around */
 	bo_create(&devs[0], 1 << 20, SHAREGPU_DOMAIN_VRAM, NULL);
