@@ -107,6 +107,7 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement) {
 Status Device::ReleaseImport(const std::shared_ptr<ImportRecord>& import) {
   {
     ResvGuard guard(import->dmabuf->resv());
+    for (; import->pins > 0; --import->pins) (void)import->dmabuf->Unpin(*import->attachment);
     if (import->mapping) {
       (void)import->dmabuf->Unmap(*import->attachment, import->mapping);
       import->mapping.reset();
@@ -224,15 +225,25 @@ Status Device::Pin(uint32_t handle) {
   if (!entry) return entry.status();
   ResvGuard guard(ResvOf(*entry));
   if (entry->bo) return entry->bo->PinLocked();
-  return entry->import->dmabuf->Pin(*entry->import->attachment);
+  ImportRecord& imp = *entry->import;
+  Status err = imp.dmabuf->Pin(*imp.attachment);
+  if (err == kOk) ++imp.pins;
+  return err;
 }
 
 Status Device::Unpin(uint32_t handle) {
   auto entry = Lookup(handle);
   if (!entry) return entry.status();
   ResvGuard guard(ResvOf(*entry));
-  Status err = entry->bo ? entry->bo->UnpinLocked()
-                         : entry->import->dmabuf->Unpin(*entry->import->attachment);
+  Status err;
+  if (entry->bo) {
+    err = entry->bo->UnpinLocked();
+  } else if (entry->import->pins == 0) {
+    err = -EINVAL;  // each import unpins only what it pinned
+  } else {
+    err = entry->import->dmabuf->Unpin(*entry->import->attachment);
+    if (err == kOk) --entry->import->pins;
+  }
   if (err) return GuestError(err, "unpin of handle %u", handle);
   return kOk;
 }

@@ -40,6 +40,8 @@ struct ImportRecord {
   MappingRef mapping;  // guarded by dmabuf->resv()
   std::atomic<uint64_t> invalidations{0};
   std::atomic<uint32_t> handle{0};
+  uint32_t pins = 0;  // pins taken through this import (guarded by dmabuf->resv()); dropped
+                      // when the import goes, so a closed import never pins the exporter
 };
 
 class Device : public std::enable_shared_from_this<Device> {

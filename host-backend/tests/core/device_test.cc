@@ -449,5 +449,23 @@ TEST_F(DeviceTest, ImportPinMovesNothingAndBlocksMoves) {
   EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk);
 }
 
+// An import's pins belong to the import: closing it drops them, and it cannot unpin more than
+// it pinned (which would release somebody else's pin).
+TEST_F(DeviceTest, DestroyedImportDropsItsPins) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
+  uint32_t hb = Share(*a, ha, *b);
+  ASSERT_EQ(a->Pin(ha), kOk);
+  EXPECT_EQ(b->Unpin(hb), -EINVAL);  // B never pinned: A's pin stays
+  EXPECT_EQ(a->Move(ha, Placement::kSystem), -EBUSY);
+  ASSERT_EQ(a->Unpin(ha), kOk);
+  ASSERT_EQ(b->Pin(hb), kOk);
+  ASSERT_EQ(b->Pin(hb), kOk);
+  EXPECT_EQ(a->Move(ha, Placement::kSystem), -EBUSY);
+  ASSERT_EQ(b->DestroyBo(hb), kOk);
+  EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk);
+}
+
 }  // namespace
 }  // namespace sharegpu::testing
