@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +42,33 @@ uint32_t Crc32c(const void* data, size_t n) {
 uint32_t PatternCrc(uint32_t pattern, size_t size) {
   std::vector<uint32_t> buf(size / 4, pattern);
   return Crc32c(buf.data(), size);
+}
+
+static thread_local sigjmp_buf* g_probe_jmp;
+
+static void ProbeHandler(int sig) {
+  if (g_probe_jmp) siglongjmp(*g_probe_jmp, sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+int ProbeCrc(const void* data, size_t n, uint32_t* crc) {
+  Crc32c("", 0);  // table init outside the probe
+  struct sigaction sa {}, old_bus, old_segv;
+  sa.sa_handler = ProbeHandler;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &old_bus);
+  sigaction(SIGSEGV, &sa, &old_segv);
+  sigjmp_buf jb;
+  int sig = sigsetjmp(jb, 1);
+  if (sig == 0) {
+    g_probe_jmp = &jb;
+    *crc = Crc32c(data, n);
+  }
+  g_probe_jmp = nullptr;
+  sigaction(SIGBUS, &old_bus, nullptr);
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  return sig ? -EFAULT : 0;
 }
 
 void FillRandom(void* dst, size_t n, uint32_t seed) {

@@ -32,6 +32,10 @@ constexpr uint64_t kNoOffset = ~0ull;
 
 uint32_t Crc32c(const void* data, size_t n);
 uint32_t PatternCrc(uint32_t pattern, size_t size);
+// Crc32c of a CPU mapping that may fault: 0, or -EFAULT when reading it raised SIGBUS/SIGSEGV
+// (e.g. the driver's fault handler could not map an import), so a test fails instead of the
+// whole binary dying.
+int ProbeCrc(const void* data, size_t n, uint32_t* crc);
 // Deterministic pseudo-random bytes.
 void FillRandom(void* dst, size_t n, uint32_t seed);
 
