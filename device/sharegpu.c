@@ -126,6 +126,7 @@ struct SharegpuState {
     uint32_t error_index;
     uint32_t error_count;
     uint32_t evt_dropped;
+    bool evt_resync;   /* events were dropped: a RESYNC event is owed (docs/hardware.md 7) */
     uint32_t scratch;
 
     SharegpuCountersState counters;
@@ -237,7 +238,7 @@ static void sharegpu_raise(SharegpuState *s, uint32_t cause)
             msix_notify(pdev, SGPU_MSIX_VEC_CMD);
             s->counters.interrupts++;
         }
-        if (cause & s->int_mask & SGPU_INT_EVENT) {
+        if (cause & s->int_mask & (SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW)) {
             trace_sharegpu_irq(s->name, cause, s->int_status, SGPU_MSIX_VEC_EVENT);
             msix_notify(pdev, SGPU_MSIX_VEC_EVENT);
             s->counters.interrupts++;
@@ -251,6 +252,57 @@ static void sharegpu_raise(SharegpuState *s, uint32_t cause)
 
 /* ------------------------------------------------------------------ event ring */
 
+static bool sharegpu_evt_room(SharegpuState *s)
+{
+    SharegpuRing *r = &s->evt;
+
+    return r->size && ((r->tail + 1) & (r->size - 1)) != r->head;
+}
+
+/* Writes one entry at EVT_TAIL and advances it; false if full, disabled or a DMA error. */
+static bool sharegpu_evt_write(SharegpuState *s, const struct sgpu_hw_event *ev)
+{
+    SharegpuRing *r = &s->evt;
+    dma_addr_t addr;
+
+    if (!sharegpu_evt_room(s)) {
+        return false;
+    }
+    addr = r->base + (uint64_t)r->tail * sizeof(*ev);
+    if (pci_dma_write(PCI_DEVICE(s), addr, ev, sizeof(*ev)) != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: event ring DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        return false;
+    }
+    /* the DMA may have reconfigured the ring (it can target another device's BAR0 only,
+     * but stay defensive): recheck before advancing */
+    if (r->size) {
+        r->tail = (r->tail + 1) & (r->size - 1);
+    }
+    return true;
+}
+
+/* After drops, the RESYNC event goes first as soon as there is room. */
+static void sharegpu_evt_flush_resync(SharegpuState *s)
+{
+    struct sgpu_hw_event ev = {
+        .type = cpu_to_le32(SGPU_EVT_RESYNC),
+        .vram_offset = cpu_to_le64(SGPU_INVALID_OFFSET),
+        .generation = cpu_to_le64(s->evt_dropped),
+    };
+
+    if (!s->evt_resync || !sharegpu_evt_room(s)) {
+        return;
+    }
+    if (sharegpu_evt_write(s, &ev)) {
+        trace_sharegpu_event(s->name, SGPU_EVT_RESYNC, 0, 0, SGPU_INVALID_OFFSET, false);
+        s->evt_resync = false;
+        s->counters.events++;
+        sharegpu_raise(s, SGPU_INT_EVENT);
+    }
+}
+
 static void sharegpu_push_event(SharegpuState *s, uint32_t type, uint32_t handle,
                                 uint32_t placement, uint64_t offset, uint64_t generation)
 {
@@ -261,27 +313,23 @@ static void sharegpu_push_event(SharegpuState *s, uint32_t type, uint32_t handle
         .vram_offset = cpu_to_le64(offset),
         .generation = cpu_to_le64(generation),
     };
-    SharegpuRing *r = &s->evt;
-    bool dropped = true;
+    bool dropped;
 
-    if (r->size && ((r->tail + 1) & (r->size - 1)) != r->head) {
-        dma_addr_t addr = r->base + (uint64_t)r->tail * sizeof(ev);
-
-        if (pci_dma_write(PCI_DEVICE(s), addr, &ev, sizeof(ev)) == MEMTX_OK) {
-            r->tail = (r->tail + 1) & (r->size - 1);
-            dropped = false;
-        } else {
-            qemu_log_mask(LOG_GUEST_ERROR,
-                          "sharegpu: %s: event ring DMA error at 0x%" PRIx64 "\n",
-                          s->name, (uint64_t)addr);
-        }
-    }
+    sharegpu_evt_flush_resync(s);
+    /* nothing may overtake an owed RESYNC */
+    dropped = s->evt_resync || !sharegpu_evt_write(s, &ev);
     trace_sharegpu_event(s->name, type, handle, placement, offset, dropped);
     if (dropped) {
+        bool first = !(s->int_status & SGPU_INT_EVT_OVERFLOW);
+
         if (s->evt_dropped != UINT32_MAX) {
             s->evt_dropped++;
         }
+        s->evt_resync = true;
         s->counters.events_dropped++;
+        if (first) {
+            sharegpu_raise(s, SGPU_INT_EVT_OVERFLOW);
+        }
         return;
     }
     s->counters.events++;
@@ -343,6 +391,27 @@ static void sharegpu_event_bh(void *opaque)
             sharegpu_push_event(s, SGPU_EVT_BO_MOVED, ev.handle, ev.placement,
                                 ev.vram_offset, ev.generation);
         }
+    }
+}
+
+/*
+ * Delivers every device's queued backend events now (BQL held, no backend call in progress):
+ * after anything that may move a buffer, so that importers' window mappings are gone and the
+ * events are in the rings before the causing command completes (docs/hardware.md 4). Each
+ * device's reentrancy guard is engaged as its own bottom half would (its event DMA must not
+ * reach its own MMIO).
+ */
+static void sharegpu_drain_all_events(void)
+{
+    SharegpuState *s, *tmp;
+
+    QTAILQ_FOREACH_SAFE(s, &sharegpu_devices, next, tmp) {
+        MemReentrancyGuard *guard = &DEVICE(s)->mem_reentrancy_guard;
+        bool engaged = guard->engaged_in_io;
+
+        guard->engaged_in_io = true;
+        sharegpu_event_bh(s);
+        guard->engaged_in_io = engaged;
     }
 }
 
@@ -506,6 +575,139 @@ static int sharegpu_create_evicting(SharegpuState *s, uint64_t size, uint32_t pl
     return ret;
 }
 
+static uint32_t sharegpu_placement_result(SharegpuState *s, uint32_t handle, uint64_t *result)
+{
+    sgpu_bo_info info;
+    int ret = sgpu_bo_info_get(s->dev, handle, &info);
+
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
+    }
+    *result = info.placement == SGPU_PLACEMENT_DEVICE ? info.vram_offset : SGPU_INVALID_OFFSET;
+    return SGPU_ST_OK;
+}
+
+/*
+ * NO_EVICT: the backend evicts least-recently-used unpinned BOs inside sgpu_bo_create /
+ * sgpu_bo_move. Until its C API has a no-evict variant, every other local DEVICE BO is pinned
+ * for the duration of the call (the backend skips pinned victims), so the allocation fails with
+ * -ENOSPC instead of evicting. All of this runs under the BQL: nobody observes the pins.
+ */
+typedef struct SharegpuPinSet {
+    uint32_t *handles;
+    size_t n;
+} SharegpuPinSet;
+
+static void sharegpu_pin_others(SharegpuState *s, uint32_t except, SharegpuPinSet *ps)
+{
+    g_autofree sgpu_bo_info *infos = NULL;
+    size_t count = 0, cap, i;
+
+    ps->handles = NULL;
+    ps->n = 0;
+    if (sgpu_device_list_bos(s->dev, NULL, 0, &count) || count == 0) {
+        return;
+    }
+    cap = count;
+    infos = g_new0(sgpu_bo_info, cap);
+    if (sgpu_device_list_bos(s->dev, infos, cap, &count)) {
+        return;
+    }
+    ps->handles = g_new(uint32_t, cap);
+    for (i = 0; i < MIN(cap, count); i++) {
+        if (!infos[i].imported && infos[i].placement == SGPU_PLACEMENT_DEVICE &&
+            infos[i].handle != except && sgpu_bo_pin(s->dev, infos[i].handle) == 0) {
+            ps->handles[ps->n++] = infos[i].handle;
+        }
+    }
+}
+
+static void sharegpu_unpin_all(SharegpuState *s, SharegpuPinSet *ps)
+{
+    size_t i;
+
+    for (i = 0; i < ps->n; i++) {
+        int ret = sgpu_bo_unpin(s->dev, ps->handles[i]);
+
+        if (ret) {
+            error_report("sharegpu: %s: NO_EVICT unpin of handle %u failed: %s", s->name,
+                         ps->handles[i], sgpu_strerror(ret));
+        }
+    }
+    g_free(ps->handles);
+    ps->handles = NULL;
+    ps->n = 0;
+}
+
+static int sharegpu_create_no_evict(SharegpuState *s, uint64_t size, uint32_t *handle)
+{
+    sgpu_device_stats st;
+    SharegpuPinSet ps;
+    int ret;
+
+    /* cheap necessary condition first */
+    if (sgpu_device_stats_get(s->dev, &st) == 0 &&
+        (st.vram_used > st.vram_size ||
+         ROUND_UP(size, SGPU_VRAM_ALIGN) > st.vram_size - st.vram_used)) {
+        return -ENOSPC;
+    }
+    sharegpu_pin_others(s, 0, &ps);
+    ret = sgpu_bo_create(s->dev, size, SGPU_PLACEMENT_DEVICE, handle);
+    sharegpu_unpin_all(s, &ps);
+    return ret;
+}
+
+static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sgpu_hw_cmd *c, bool no_evict)
+{
+    sgpu_bo_info info;
+    SharegpuPinSet ps = { 0 };
+    int ret;
+
+    if (c->arg > SGPU_PLACEMENT_SYSTEM) {
+        return SGPU_ST_INVALID;
+    }
+    ret = sgpu_bo_info_get(s->dev, c->handle, &info);
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
+    }
+    if (no_evict && info.imported) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: BO_MOVE NO_EVICT of import %u\n",
+                      s->name, c->handle);
+        return SGPU_ST_INVALID;
+    }
+    if (no_evict && c->arg == SGPU_PLACEMENT_DEVICE && info.placement != c->arg) {
+        sharegpu_pin_others(s, c->handle, &ps);
+    }
+    ret = sgpu_bo_move(s->dev, c->handle, c->arg);
+    sharegpu_unpin_all(s, &ps);
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
+    }
+    return sharegpu_placement_result(s, c->handle, &c->result);
+}
+
+static uint32_t sharegpu_cmd_unmap_import(SharegpuState *s, struct sgpu_hw_cmd *c)
+{
+    SharegpuBo *bo;
+    sgpu_bo_info info;
+    int ret = sgpu_bo_info_get(s->dev, c->handle, &info);
+
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
+    }
+    if (!info.imported) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: UNMAP_IMPORT of local handle %u\n",
+                      s->name, c->handle);
+        return SGPU_ST_BAD_HANDLE;
+    }
+    bo = sharegpu_bo_get(s, c->handle, false);
+    c->result = bo && bo->map;
+    if (bo) {
+        sharegpu_window_unmap(s, bo);
+    }
+    return SGPU_ST_OK;
+}
+
 static uint32_t sharegpu_cmd_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
 {
     SharegpuWindowMap *map;
@@ -555,8 +757,16 @@ static uint32_t sharegpu_cmd_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
 
     map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
     name = g_strdup_printf("sharegpu.import[%u]", c->handle);
-    if (!memory_region_init_ram_from_fd(&map->mr, OBJECT(map), name, size, RAM_SHARED,
+    /* The RAMBlock owns (and closes) its fd: give it a dup, the backend keeps its own. */
+    fd = qemu_dup(fd);
+    if (fd < 0 ||
+        !memory_region_init_ram_from_fd(&map->mr, OBJECT(map), name, size, RAM_SHARED,
                                         fd, fd_off, &err)) {
+        if (fd < 0) {
+            error_setg_errno(&err, errno, "sharegpu: dup of the import's memfd");
+        } else {
+            close(fd);
+        }
         error_report_err(err);
         object_unref(OBJECT(map));
         return SGPU_ST_INTERNAL;
@@ -611,29 +821,24 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sgpu_hw_cmd *c)
     return SGPU_ST_OK;
 }
 
-static uint32_t sharegpu_placement_result(SharegpuState *s, uint32_t handle, uint64_t *result)
-{
-    sgpu_bo_info info;
-    int ret = sgpu_bo_info_get(s->dev, handle, &info);
-
-    if (ret) {
-        return sharegpu_status_from_errno(ret);
-    }
-    *result = info.placement == SGPU_PLACEMENT_DEVICE ? info.vram_offset : SGPU_INVALID_OFFSET;
-    return SGPU_ST_OK;
-}
-
 /* Executes one command; fills c->out_handle / c->result (and c->uuid for EXPORT). */
 static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
 {
     uint64_t fence = 0;
     sgpu_uuid uuid;
     uint32_t crc = 0;
+    bool no_evict;
     int ret = 0;
 
-    if (c->flags & ~SGPU_CMD_F_IRQ) {
+    if (c->flags & ~(SGPU_CMD_F_IRQ | SGPU_CMD_F_NO_EVICT)) {
         qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: undefined flags 0x%x\n",
                       s->name, c->flags);
+        return SGPU_ST_INVALID;
+    }
+    no_evict = c->flags & SGPU_CMD_F_NO_EVICT;
+    if (no_evict && c->opcode != SGPU_OP_BO_CREATE && c->opcode != SGPU_OP_BO_MOVE) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: NO_EVICT on opcode 0x%x\n",
+                      s->name, c->opcode);
         return SGPU_ST_INVALID;
     }
 
@@ -648,7 +853,11 @@ static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
             (c->arg == SGPU_PLACEMENT_DEVICE && c->len > s->vram_size)) {
             return SGPU_ST_TOO_BIG;
         }
-        ret = sharegpu_create_evicting(s, c->len, c->arg, &c->out_handle);
+        if (no_evict && c->arg == SGPU_PLACEMENT_DEVICE) {
+            ret = sharegpu_create_no_evict(s, c->len, &c->out_handle);
+        } else {
+            ret = sharegpu_create_evicting(s, c->len, c->arg, &c->out_handle);
+        }
         if (ret) {
             break;
         }
@@ -662,14 +871,7 @@ static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
     case SGPU_OP_BO_QUERY:
         return sharegpu_cmd_query(s, c);
     case SGPU_OP_BO_MOVE:
-        if (c->arg > SGPU_PLACEMENT_SYSTEM) {
-            return SGPU_ST_INVALID;
-        }
-        ret = sgpu_bo_move(s->dev, c->handle, c->arg);
-        if (ret) {
-            break;
-        }
-        return sharegpu_placement_result(s, c->handle, &c->result);
+        return sharegpu_cmd_move(s, c, no_evict);
     case SGPU_OP_BO_EVICT:
         ret = sgpu_bo_evict(s->dev, c->handle);
         break;
@@ -760,15 +962,8 @@ static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
         break;
     case SGPU_OP_MAP_IMPORT:
         return sharegpu_cmd_map_import(s, c);
-    case SGPU_OP_UNMAP_IMPORT: {
-        SharegpuBo *bo = sharegpu_bo_get(s, c->handle, false);
-
-        if (!bo || !bo->map) {
-            return SGPU_ST_BAD_HANDLE;
-        }
-        sharegpu_window_unmap(s, bo);
-        return SGPU_ST_OK;
-    }
+    case SGPU_OP_UNMAP_IMPORT:
+        return sharegpu_cmd_unmap_import(s, c);
     default:
         qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: unknown opcode 0x%x\n",
                       s->name, c->opcode);
@@ -822,6 +1017,8 @@ static void sharegpu_cmd_bh(void *opaque)
 
         trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
         st = sharegpu_execute(s, &c);
+        /* moves it caused: windows unmapped and events queued before it completes */
+        sharegpu_drain_all_events();
         trace_sharegpu_cmd_done(s->name, idx, c.opcode, st, c.out_handle, c.result);
         s->counters.commands++;
 
@@ -1087,6 +1284,7 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         /* the event ring is producer-driven: busy means events pending for the driver */
         s->evt.head = s->evt.tail;
         sharegpu_ring_write_size(s, &s->evt, val, "event ring");
+        sharegpu_evt_flush_resync(s);
         break;
     case SGPU_REG_EVT_HEAD:
         if (!s->evt.size || val >= s->evt.size) {
@@ -1095,9 +1293,11 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
             return;
         }
         s->evt.head = val;
+        sharegpu_evt_flush_resync(s);
         break;
     case SGPU_REG_INT_MASK:
-        s->int_mask = val & (SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR);
+        s->int_mask = val & (SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR |
+                             SGPU_INT_EVT_OVERFLOW);
         sharegpu_update_intx(s);
         break;
     case SGPU_REG_INT_ACK:
@@ -1186,6 +1386,7 @@ static void sharegpu_soft_reset(SharegpuState *s)
     s->error_index = 0;
     s->error_count = 0;
     s->evt_dropped = 0;
+    s->evt_resync = false;
     s->scratch = 0;
     sharegpu_update_status(s);
     sharegpu_update_intx(s);
@@ -1240,7 +1441,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     DeviceState *d = DEVICE(pdev);
     sgpu_device_config cfg;
     Error *err = NULL;
-    int ret, i;
+    int ret, i, vram_fd;
 
     if (s->vram_size < SHAREGPU_VRAM_MIN || s->vram_size > SHAREGPU_VRAM_MAX ||
         !is_power_of_2(s->vram_size)) {
@@ -1297,8 +1498,15 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
 
     /* BAR2: [0, vram) the arena memfd, [vram, 2 * vram) the import window */
     memory_region_init(&s->bar2, OBJECT(s), "sharegpu-bar2", 2 * s->vram_size);
+    /* The RAMBlock owns (and closes) its fd: give it a dup, the backend keeps its own. */
+    vram_fd = qemu_dup(sgpu_device_vram_fd(s->dev));
+    if (vram_fd < 0) {
+        error_setg_errno(errp, errno, "sharegpu: cannot dup the VRAM arena fd");
+        goto fail;
+    }
     if (!memory_region_init_ram_from_fd(&s->vram, OBJECT(s), "sharegpu-vram", s->vram_size,
-                                        RAM_SHARED, sgpu_device_vram_fd(s->dev), 0, &err)) {
+                                        RAM_SHARED, vram_fd, 0, &err)) {
+        close(vram_fd);
         error_propagate_prepend(errp, err, "sharegpu: cannot map the VRAM arena: ");
         goto fail;
     }
@@ -1493,6 +1701,7 @@ void qmp_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement pla
     ret = p == SGPU_PLACEMENT_SYSTEM ? sgpu_bo_evict(s->dev, handle)
                                      : sgpu_bo_move(s->dev, handle, p);
     trace_sharegpu_monitor_move(s->name, handle, p, ret);
+    sharegpu_drain_all_events();
     if (ret) {
         error_setg(errp, "sharegpu %s: moving handle %u failed: %s", id, handle,
                    sgpu_strerror(ret));

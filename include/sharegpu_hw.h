@@ -44,7 +44,7 @@ typedef uint64_t sgpu_u64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGPU_VERSION_MAJOR 1
-#define SGPU_VERSION_MINOR 0
+#define SGPU_VERSION_MINOR 1 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW */
 #define SGPU_VERSION ((SGPU_VERSION_MAJOR << 16) | SGPU_VERSION_MINOR)
 
 #define SGPU_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -101,6 +101,7 @@ typedef uint64_t sgpu_u64;
 #define SGPU_INT_CMD (1u << 0)   /* a command with SGPU_CMD_F_IRQ (or a FENCE) completed */
 #define SGPU_INT_EVENT (1u << 1) /* event ring TAIL moved */
 #define SGPU_INT_ERROR (1u << 2) /* a command failed or the ring halted */
+#define SGPU_INT_EVT_OVERFLOW (1u << 3) /* 1.1: an event was dropped (ring full/disabled) */
 
 #define SGPU_RING_MAX_ENTRIES 4096
 
@@ -145,6 +146,9 @@ enum sgpu_hw_dir {
 };
 
 #define SGPU_CMD_F_IRQ (1u << 0) /* raise SGPU_INT_CMD when this command completes */
+/* 1.1: BO_CREATE / BO_MOVE to DEVICE: fail with NO_SPACE instead of evicting another BO of
+ * this device (INVALID on any other opcode) */
+#define SGPU_CMD_F_NO_EVICT (1u << 1)
 
 enum sgpu_hw_status {
     SGPU_ST_PENDING = 0xffffffffu, /* never written by the device; drivers may preset it */
@@ -222,6 +226,8 @@ enum sgpu_hw_event_type {
     SGPU_EVT_BO_MOVED = 1,       /* local BO changed placement; vram_offset = new or ~0 */
     SGPU_EVT_BO_INVALIDATED = 2, /* import's storage moved: its window mapping is gone */
     SGPU_EVT_ERROR = 3,          /* handle = ring index, placement = status */
+    SGPU_EVT_RESYNC = 4,         /* 1.1: events were lost before this one; generation =
+                                    EVT_DROPPED. Re-query every BO, re-map every import */
 };
 
 struct sgpu_hw_event {
@@ -234,6 +240,7 @@ struct sgpu_hw_event {
 };
 
 #define SGPU_INVALID_OFFSET (~(sgpu_u64)0)
+#define SGPU_VRAM_ALIGN 4096 /* BO sizes and VRAM offsets are multiples of this */
 
 #if defined(__cplusplus)
 static_assert(sizeof(struct sgpu_hw_cmd) == 64, "sgpu_hw_cmd");

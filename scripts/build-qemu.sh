@@ -136,6 +136,23 @@ export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
 # it builds the backend too: the configure environment must be identical.
 bvariant=default
 [ "${variant%asan}" != "$variant" ] && bvariant=asan
+
+# One build per work tree at a time (two ninjas in one build dir race, and a second run would
+# publish whatever the first had linked so far). Wait for it, then re-check: it may have
+# produced exactly what we want.
+mkdir -p "$cache/work"
+exec 9>"$cache/work/$bvariant.lock"
+if ! flock -n 9; then
+    log "another build of the $bvariant work tree is running; waiting for it"
+    flock 9
+    if [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] && { [ "$qtests" = 0 ] || [ -f "$out/.qtests" ]; }; then
+        ln -sfn "$hash" "$cache/qemu/$link"
+        log "up to date after waiting: $out/qemu-system-x86_64"
+        if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
+        echo "$out/qemu-system-x86_64"
+        exit 0
+    fi
+fi
 if true; then
     bdir=$cache/backend/$bvariant
     sanitize=none
@@ -250,7 +267,7 @@ export CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
 targets=(qemu-system-x86_64)
 if [ "$qtests" = 1 ]; then
     # SHAREGPU_QTESTS: space-separated qtest names (default: ours)
-    for t in ${SHAREGPU_QTESTS:-sharegpu-test}; do targets+=("tests/qtest/$t"); done
+    for t in ${SHAREGPU_QTESTS:-sharegpu-test sharegpu-fuzz-test}; do targets+=("tests/qtest/$t"); done
 fi
 log "building (${#targets[@]} targets, -j$jobs, nice 10)"
 t_build=$SECONDS
@@ -289,5 +306,6 @@ ls -1t "$cache/qemu" | grep -E '^[0-9a-f]{16}$' | tail -n +7 | while read -r d; 
     grep -qx "$d" <<<"$keep" || rm -rf "${cache:?}/qemu/$d"
 done
 log "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
+exec 9>&-  # the work tree is free again (the tests below only use the published output)
 if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
 echo "$out/qemu-system-x86_64"

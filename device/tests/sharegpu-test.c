@@ -22,6 +22,7 @@ typedef struct Gpu {
     QPCIBar vram;
     uint64_t vram_size;
     uint64_t ring;
+    uint32_t ring_entries;
     uint64_t evring;
     uint32_t evhead;
     uint64_t seqno;
@@ -51,6 +52,22 @@ static void wr(Gpu *g, uint32_t reg, uint32_t val)
     qpci_io_writel(g->dev, g->mmio, reg, val);
 }
 
+static void gpu_rings(Ctx *c, Gpu *g, uint32_t entries)
+{
+    g->ring_entries = entries;
+    g->ring = qmalloc(c->qs, entries * sizeof(struct sgpu_hw_cmd));
+    g->evring = qmalloc(c->qs, RING_ENTRIES * sizeof(struct sgpu_hw_event));
+    g->evhead = 0;
+    wr(g, SGPU_REG_CMD_BASE_LO, (uint32_t)g->ring);
+    wr(g, SGPU_REG_CMD_BASE_HI, g->ring >> 32);
+    wr(g, SGPU_REG_CMD_SIZE, entries);
+    wr(g, SGPU_REG_EVT_BASE_LO, (uint32_t)g->evring);
+    wr(g, SGPU_REG_EVT_BASE_HI, g->evring >> 32);
+    wr(g, SGPU_REG_EVT_SIZE, RING_ENTRIES);
+    g_assert_cmphex(rd(g, SGPU_REG_STATUS) & 7, ==,
+                    SGPU_STATUS_READY | SGPU_STATUS_CMD_ENABLED | SGPU_STATUS_EVT_ENABLED);
+}
+
 static void gpu_init(Ctx *c, Gpu *g)
 {
     uint64_t size;
@@ -62,17 +79,7 @@ static void gpu_init(Ctx *c, Gpu *g)
     g_assert_cmphex(rd(g, SGPU_REG_VERSION), ==, SGPU_VERSION);
     g->vram_size = rd(g, SGPU_REG_VRAM_SIZE_LO) | ((uint64_t)rd(g, SGPU_REG_VRAM_SIZE_HI) << 32);
     g_assert_cmpuint(size, ==, 2 * g->vram_size);
-
-    g->ring = qmalloc(c->qs, RING_ENTRIES * sizeof(struct sgpu_hw_cmd));
-    g->evring = qmalloc(c->qs, RING_ENTRIES * sizeof(struct sgpu_hw_event));
-    wr(g, SGPU_REG_CMD_BASE_LO, (uint32_t)g->ring);
-    wr(g, SGPU_REG_CMD_BASE_HI, g->ring >> 32);
-    wr(g, SGPU_REG_CMD_SIZE, RING_ENTRIES);
-    wr(g, SGPU_REG_EVT_BASE_LO, (uint32_t)g->evring);
-    wr(g, SGPU_REG_EVT_BASE_HI, g->evring >> 32);
-    wr(g, SGPU_REG_EVT_SIZE, RING_ENTRIES);
-    g_assert_cmphex(rd(g, SGPU_REG_STATUS) & 7, ==,
-                    SGPU_STATUS_READY | SGPU_STATUS_CMD_ENABLED | SGPU_STATUS_EVT_ENABLED);
+    gpu_rings(c, g, RING_ENTRIES);
 }
 
 /* Submits one command, waits for it, returns the completed entry. */
@@ -86,12 +93,12 @@ static struct sgpu_hw_cmd submit(Ctx *c, Gpu *g, struct sgpu_hw_cmd cmd)
     cmd.seqno = ++g->seqno;
     cmd.status = SGPU_ST_PENDING;
     qtest_memwrite(qts, addr, &cmd, sizeof(cmd));
-    wr(g, SGPU_REG_CMD_TAIL, (tail + 1) % RING_ENTRIES);
+    wr(g, SGPU_REG_CMD_TAIL, (tail + 1) % g->ring_entries);
     wr(g, SGPU_REG_DOORBELL, 1);
-    for (i = 0; i < 100000 && rd(g, SGPU_REG_CMD_HEAD) != (tail + 1) % RING_ENTRIES; i++) {
+    for (i = 0; i < 100000 && rd(g, SGPU_REG_CMD_HEAD) != (tail + 1) % g->ring_entries; i++) {
         g_usleep(10);
     }
-    g_assert_cmpuint(rd(g, SGPU_REG_CMD_HEAD), ==, (tail + 1) % RING_ENTRIES);
+    g_assert_cmpuint(rd(g, SGPU_REG_CMD_HEAD), ==, (tail + 1) % g->ring_entries);
     qtest_memread(qts, addr, &cmd, sizeof(cmd));
     g_assert_cmpuint(rd(g, SGPU_REG_LAST_SEQNO_LO), ==, (uint32_t)g->seqno);
     return cmd;
@@ -150,10 +157,11 @@ static uint32_t crc32c_ref(const uint8_t *p, size_t n)
     return ~crc;
 }
 
-static uint32_t create_bo(Ctx *c, Gpu *g, uint32_t placement, uint64_t *vram_off)
+static uint32_t create_bo_sz(Ctx *c, Gpu *g, uint64_t size, uint32_t placement,
+                             uint64_t *vram_off)
 {
     struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
-        .opcode = SGPU_OP_BO_CREATE, .len = BO_SIZE, .arg = placement });
+        .opcode = SGPU_OP_BO_CREATE, .len = size, .arg = placement });
 
     g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
     g_assert_cmpuint(r.out_handle, !=, 0);
@@ -161,6 +169,11 @@ static uint32_t create_bo(Ctx *c, Gpu *g, uint32_t placement, uint64_t *vram_off
         *vram_off = r.result;
     }
     return r.out_handle;
+}
+
+static uint32_t create_bo(Ctx *c, Gpu *g, uint32_t placement, uint64_t *vram_off)
+{
+    return create_bo_sz(c, g, BO_SIZE, placement, vram_off);
 }
 
 static void test_identity(void)
@@ -341,6 +354,8 @@ static void test_share_and_move(void)
                      "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
     g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
+    /* 1.1: the window mapping is gone when the monitor command returns */
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     for (int i = 0; i < 1000 && !(moved && invalidated); i++) {
         while (pop_event(c, g0, &ev)) {
             moved |= ev.type == SGPU_EVT_BO_MOVED && ev.handle == h &&
@@ -355,6 +370,21 @@ static void test_share_and_move(void)
     g_assert_true(invalidated);
     v = qpci_io_readl(g1->dev, g1->vram, win);
     g_assert_cmphex(v, ==, 0xffffffff);
+    /* 1.1: UNMAP_IMPORT after the device dropped the mapping is OK (result 0) */
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
+    r = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_HANDLE);
+    /* map again, unmap: result 1 */
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT, .handle = imp,
+                                             .off0 = 0x10000 });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 64), ==, 0xcafef00d);
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = imp,
                                              .len = BO_SIZE });
     g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
@@ -363,6 +393,497 @@ static void test_share_and_move(void)
     list = qdict_get_qlist(resp, "return");
     g_assert_cmpuint(qlist_size(list), ==, 2);
     qobject_unref(resp);
+    teardown(c);
+}
+
+
+/* ------------------------------------------------------------------ 1.1 / robustness tests */
+
+static QDict *query_dev(Ctx *c, const char *id)
+{
+    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'query-sharegpu', "
+                            "'arguments': {'id': %s}}", id);
+    QList *list = qdict_get_qlist(resp, "return");
+    QDict *d;
+
+    g_assert_nonnull(list);
+    g_assert_cmpuint(qlist_size(list), ==, 1);
+    d = qobject_to(QDict, qlist_peek(list));
+    qobject_ref(d);
+    qobject_unref(resp);
+    return d;
+}
+
+static uint64_t dev_counter(Ctx *c, const char *id, const char *name)
+{
+    QDict *d = query_dev(c, id);
+    uint64_t v = qdict_get_int(qdict_get_qdict(d, "counters"), name);
+
+    qobject_unref(d);
+    return v;
+}
+
+static void qmp_move(Ctx *c, const char *id, uint32_t handle, const char *placement)
+{
+    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'sharegpu-move-bo', 'arguments': "
+                            "{'id': %s, 'handle': %u, 'placement': %s}}",
+                            id, handle, placement);
+
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+}
+
+static uint32_t checksum(Ctx *c, Gpu *g, uint32_t h, uint64_t len)
+{
+    struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
+        .opcode = SGPU_OP_CHECKSUM, .handle = h, .len = len });
+
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    return r.result;
+}
+
+static void query_bo(Ctx *c, Gpu *g, uint32_t h, struct sgpu_hw_bo_info *info,
+                     uint32_t expect_status)
+{
+    uint64_t addr = qmalloc(c->qs, sizeof(*info));
+    struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
+        .opcode = SGPU_OP_BO_QUERY, .handle = h, .off0 = addr });
+
+    g_assert_cmpuint(r.status, ==, expect_status);
+    if (info) {
+        qtest_memread(c->qs->qts, addr, info, sizeof(*info));
+    }
+}
+
+/* Attaches `len` bytes of fresh guest pages as h's backing; returns their gpa. */
+static uint64_t attach_pages(Ctx *c, Gpu *g, uint32_t h, uint64_t len)
+{
+    uint64_t pages = qmalloc(c->qs, len);
+    uint64_t sg = qmalloc(c->qs, sizeof(struct sgpu_hw_mem_entry));
+    struct sgpu_hw_mem_entry ent = { .addr = pages, .length = len };
+    struct sgpu_hw_cmd r;
+
+    qtest_memwrite(c->qs->qts, sg, &ent, sizeof(ent));
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING, .handle = h,
+                                            .off0 = sg, .arg = 1 });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    return pages;
+}
+
+/* Reads the whole BO back through TRANSFER_FROM_DEVICE into its backing and compares. */
+static void assert_bo_bytes(Ctx *c, Gpu *g, uint32_t h, uint64_t pages,
+                            const uint8_t *expect, uint64_t len)
+{
+    g_autofree uint8_t *buf = g_malloc0(len);
+    struct sgpu_hw_cmd r;
+
+    qtest_memwrite(c->qs->qts, pages, buf, len); /* clear */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+                                            .handle = h, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    qtest_memread(c->qs->qts, pages, buf, len);
+    g_assert(memcmp(buf, expect, len) == 0);
+}
+
+/* The event is already in the ring (no waiting): 1.1 delivers it before completion. */
+static void expect_moved(Ctx *c, Gpu *g, uint32_t h, uint32_t placement, uint64_t *gen)
+{
+    struct sgpu_hw_event ev;
+    bool found = false;
+
+    while (pop_event(c, g, &ev)) {
+        g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_MOVED);
+        if (ev.handle == h) {
+            g_assert_cmpuint(ev.placement, ==, placement);
+            if (placement == SGPU_PLACEMENT_HW_SYSTEM) {
+                g_assert_cmphex(ev.vram_offset, ==, SGPU_INVALID_OFFSET);
+            } else {
+                g_assert_cmpuint(ev.vram_offset % SGPU_VRAM_ALIGN, ==, 0);
+            }
+            if (gen) {
+                g_assert_cmpuint(ev.generation, >, *gen);
+                *gen = ev.generation;
+            }
+            found = true;
+        }
+    }
+    g_assert_true(found);
+}
+
+#define EV_BO (256 * 1024)
+
+static void test_evict_preserves(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0], *g1 = &c->g[1];
+    g_autofree uint8_t *data = g_malloc(EV_BO);
+    g_autofree uint8_t *buf = g_malloc(EV_BO);
+    struct sgpu_hw_bo_info info;
+    struct sgpu_hw_cmd r;
+    struct sgpu_hw_event ev;
+    uint64_t off, pages, gen, evictions;
+    uint32_t h, crc0, big[8], bigcrc[8], nbig = 0, extra;
+    GRand *rnd = g_rand_new_with_seed(1234);
+
+    for (int i = 0; i < EV_BO; i++) {
+        data[i] = g_rand_int(rnd);
+    }
+    g_rand_free(rnd);
+    h = create_bo_sz(c, g, EV_BO, SGPU_PLACEMENT_HW_DEVICE, &off);
+    g_assert_cmpuint(off % SGPU_VRAM_ALIGN, ==, 0);
+    pages = attach_pages(c, g, h, EV_BO);
+    qtest_memwrite(c->qs->qts, pages, data, EV_BO);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+                                            .handle = h, .len = EV_BO });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    crc0 = checksum(c, g, h, EV_BO);
+    g_assert_cmphex(crc0, ==, crc32c_ref(data, EV_BO));
+    query_bo(c, g, h, &info, SGPU_ST_OK);
+    gen = info.generation;
+    drain_events(c, g);
+
+    /* 1. monitor-forced eviction */
+    qmp_move(c, "g0", h, "system");
+    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen);
+    g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
+    assert_bo_bytes(c, g, h, pages, data, EV_BO);
+    query_bo(c, g, h, &info, SGPU_ST_OK);
+    g_assert_cmpuint(info.placement, ==, SGPU_PLACEMENT_HW_SYSTEM);
+    g_assert_cmphex(info.vram_offset, ==, SGPU_INVALID_OFFSET);
+
+    /* 2. back to VRAM with BO_MOVE; the event is queued before the completion */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
+                                            .arg = SGPU_PLACEMENT_HW_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    off = r.result;
+    g_assert_cmpuint(off % SGPU_VRAM_ALIGN, ==, 0);
+    expect_moved(c, g, h, SGPU_PLACEMENT_HW_DEVICE, &gen);
+    qpci_memread(g->dev, g->vram, off, buf, EV_BO);
+    g_assert(memcmp(buf, data, EV_BO) == 0);
+
+    /* move to the current placement: no-op, no event */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
+                                            .arg = SGPU_PLACEMENT_HW_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmphex(r.result, ==, off);
+    g_assert_false(pop_event(c, g, &ev));
+
+    /* 3. BO_EVICT command */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen);
+    g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
+    assert_bo_bytes(c, g, h, pages, data, EV_BO);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_false(pop_event(c, g, &ev));
+
+    /* NO_EVICT only on BO_CREATE / BO_MOVE */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h,
+                                            .flags = SGPU_CMD_F_NO_EVICT });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_INVALID);
+    drain_events(c, g); /* the ERROR event */
+
+    /* 4. VRAM pressure during BO_CREATE: h back in VRAM, then fill VRAM with 1 MiB BOs */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
+                                            .arg = SGPU_PLACEMENT_HW_DEVICE,
+                                            .flags = SGPU_CMD_F_NO_EVICT });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    expect_moved(c, g, h, SGPU_PLACEMENT_HW_DEVICE, &gen);
+    for (;;) {
+        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = 1 << 20,
+                                                .arg = SGPU_PLACEMENT_HW_DEVICE,
+                                                .flags = SGPU_CMD_F_NO_EVICT });
+        if (r.status == SGPU_ST_NO_SPACE) {
+            break;
+        }
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(nbig, <, ARRAY_SIZE(big));
+        big[nbig] = r.out_handle;
+        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL,
+                                                .handle = big[nbig], .len = 1 << 20,
+                                                .arg = 0x11111111 * (nbig + 1) });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        bigcrc[nbig] = checksum(c, g, big[nbig], 1 << 20);
+        nbig++;
+    }
+    g_assert_cmpuint(nbig, ==, 3); /* 4 MiB VRAM, 256 KiB used by h */
+    /* fill the rest with 256 KiB BOs (NO_EVICT) until NO_SPACE */
+    for (;;) {
+        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = EV_BO,
+                                                .arg = SGPU_PLACEMENT_HW_DEVICE,
+                                                .flags = SGPU_CMD_F_NO_EVICT });
+        if (r.status == SGPU_ST_NO_SPACE) {
+            break;
+        }
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    }
+    drain_events(c, g); /* ERROR events of the NO_SPACE completions */
+    evictions = dev_counter(c, "g0", "evictions");
+    g_assert_false(pop_event(c, g, &ev));
+
+    /* an older BO is evicted to make room; every content survives */
+    extra = create_bo_sz(c, g, 1 << 20, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    g_assert_cmpuint(dev_counter(c, "g0", "evictions"), >, evictions);
+    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen); /* h is the least recently used */
+    g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
+    assert_bo_bytes(c, g, h, pages, data, EV_BO);
+    for (uint32_t i = 0; i < nbig; i++) {
+        g_assert_cmphex(checksum(c, g, big[i], 1 << 20), ==, bigcrc[i]);
+    }
+    query_bo(c, g, extra, &info, SGPU_ST_OK);
+    g_assert_cmpuint(info.placement, ==, SGPU_PLACEMENT_HW_DEVICE);
+
+    /* VRAM is full again: NO_EVICT move of h fails, nothing moves */
+    evictions = dev_counter(c, "g0", "evictions");
+    drain_events(c, g);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
+                                            .arg = SGPU_PLACEMENT_HW_DEVICE,
+                                            .flags = SGPU_CMD_F_NO_EVICT });
+    if (r.status == SGPU_ST_NO_SPACE) {
+        g_assert_cmpuint(dev_counter(c, "g0", "evictions"), ==, evictions);
+        g_assert_true(pop_event(c, g, &ev));
+        g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+        g_assert_false(pop_event(c, g, &ev));
+    } else {
+        /* the victim left a hole big enough: then it simply fits */
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(dev_counter(c, "g0", "evictions"), ==, evictions);
+    }
+    query_bo(c, g, h, &info, SGPU_ST_OK);
+    for (uint32_t i = 0; i < nbig; i++) {
+        g_assert_cmphex(checksum(c, g, big[i], 1 << 20), ==, bigcrc[i]);
+    }
+
+    /* non-coherent device: dirty cache lines are written back by the eviction */
+    {
+        uint32_t h1 = create_bo(c, g1, SGPU_PLACEMENT_HW_DEVICE, NULL);
+        uint64_t p1 = attach_pages(c, g1, h1, BO_SIZE);
+        g_autofree uint8_t *pat = g_malloc(BO_SIZE);
+        uint32_t crc1;
+
+        for (int i = 0; i < BO_SIZE; i += 4) {
+            memcpy(pat + i, &(uint32_t){ 0x5eed5eed }, 4);
+        }
+        drain_events(c, g1);
+        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = h1,
+                                                 .len = BO_SIZE, .arg = 0x5eed5eed });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        crc1 = checksum(c, g1, h1, BO_SIZE);
+        g_assert_cmphex(crc1, ==, crc32c_ref(pat, BO_SIZE));
+        qmp_move(c, "g1", h1, "system");
+        expect_moved(c, g1, h1, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+        g_assert_cmphex(checksum(c, g1, h1, BO_SIZE), ==, crc1);
+        assert_bo_bytes(c, g1, h1, p1, pat, BO_SIZE);
+    }
+    teardown(c);
+}
+
+#define RESET_RING 4096
+#define RESET_BO (1 << 20)
+
+static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
+{
+    QTestState *qts = c->qs->qts;
+    g_autofree struct sgpu_hw_cmd *ring = g_new0(struct sgpu_hw_cmd, RESET_RING);
+    g_autofree uint8_t *expect = g_malloc(RESET_BO);
+    g_autofree uint8_t *buf = g_malloc(RESET_BO);
+    uint32_t a, b, imp = 0, done, last_fill = UINT32_MAX, st, head;
+    uint64_t win = 0, pages;
+    struct sgpu_hw_cmd r, e;
+    struct sgpu_hw_bo_info info;
+    QDict *d;
+    int i;
+
+    gpu_rings(c, g, RESET_RING);
+    a = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    b = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    if (other) {
+        /* the other device imports a and maps it: it must survive the reset */
+        e = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_EXPORT, .handle = a });
+        g_assert_cmpuint(e.status, ==, SGPU_ST_OK);
+        r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
+        memcpy(r.uuid, e.uuid, sizeof(r.uuid));
+        r = submit(c, other, r);
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        imp = r.out_handle;
+        r = submit(c, other, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT,
+                                                    .handle = imp, .off0 = 0 });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        win = r.result;
+    }
+
+    /* a long ring of big jobs, starting after the entries used so far */
+    head = rd(g, SGPU_REG_CMD_HEAD);
+    for (i = 0; i < RESET_RING - 1; i++) {
+        uint32_t idx = (head + i) % RESET_RING;
+        struct sgpu_hw_cmd *cmd = &ring[idx];
+
+        switch (i % 3) {
+        case 0:
+            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+                                          .len = RESET_BO, .arg = 0x1000 + i };
+            break;
+        case 1:
+            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = b,
+                                          .handle2 = a, .len = RESET_BO };
+            break;
+        default:
+            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = b,
+                                          .len = RESET_BO };
+            break;
+        }
+        cmd->seqno = 1000 + i;
+        cmd->status = SGPU_ST_PENDING;
+    }
+    qtest_memwrite(qts, g->ring, ring, RESET_RING * sizeof(*ring));
+    wr(g, SGPU_REG_CMD_TAIL, (head + RESET_RING - 1) % RESET_RING);
+    wr(g, SGPU_REG_DOORBELL, 1);
+    wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+
+    /* documented reset state */
+    g_assert_cmphex(rd(g, SGPU_REG_VERSION), ==, SGPU_VERSION);
+    g_assert_cmpuint(rd(g, SGPU_REG_STATUS), ==, SGPU_STATUS_READY);
+    for (uint32_t reg = SGPU_REG_CMD_BASE_LO; reg <= SGPU_REG_LAST_SEQNO_HI; reg += 4) {
+        g_assert_cmphex(rd(g, reg), ==, 0);
+    }
+    for (uint32_t reg = SGPU_REG_EVT_BASE_LO; reg <= SGPU_REG_EVT_DROPPED; reg += 4) {
+        g_assert_cmphex(rd(g, reg), ==, 0);
+    }
+    g_assert_cmphex(rd(g, SGPU_REG_INT_STATUS), ==, 0);
+    g_assert_cmphex(rd(g, SGPU_REG_INT_MASK), ==, 0);
+    g_assert_cmphex(rd(g, SGPU_REG_ERROR_CODE), ==, 0);
+    g_assert_cmphex(rd(g, SGPU_REG_ERROR_INDEX), ==, 0);
+    g_assert_cmphex(rd(g, SGPU_REG_ERROR_COUNT), ==, 0);
+    g_assert_cmphex(rd(g, SGPU_REG_SCRATCH), ==, 0);
+    d = query_dev(c, id);
+    g_assert_cmpuint(qdict_get_int(d, "bo-count"), ==, 0);
+    g_assert_cmpuint(qdict_get_int(d, "import-count"), ==, 0);
+    g_assert_false(qdict_get_bool(qdict_get_qdict(d, "cmd-ring"), "enabled"));
+    g_assert_false(qdict_get_bool(d, "halted"));
+    qobject_unref(d);
+
+    /* a prefix completed (in order), the rest was cancelled and stays untouched */
+    g_usleep(20000);
+    rd(g, SGPU_REG_STATUS); /* let the main loop run */
+    qtest_memread(qts, g->ring, ring, RESET_RING * sizeof(*ring));
+    for (done = 0; done < RESET_RING - 1; done++) {
+        st = ring[(head + done) % RESET_RING].status;
+        if (st == SGPU_ST_PENDING) {
+            break;
+        }
+        g_assert_cmpuint(st, ==, SGPU_ST_OK);
+        if (done % 3 == 0) {
+            last_fill = done;
+        }
+    }
+    g_test_message("reset landed after %u of %u commands", done, RESET_RING - 1);
+    g_assert_cmpuint(done, <, RESET_RING - 1);
+    for (i = done; i < RESET_RING - 1; i++) {
+        g_assert_cmphex(ring[(head + i) % RESET_RING].status, ==, SGPU_ST_PENDING);
+    }
+
+    /* the import lives on with the content of the last completed FILL */
+    if (other) {
+        uint32_t pat = last_fill == UINT32_MAX ? 0 : 0x1000 + last_fill;
+
+        for (i = 0; i < RESET_BO; i += 4) {
+            memcpy(expect + i, &pat, 4);
+        }
+        if (last_fill != UINT32_MAX) {
+            g_assert_cmphex(checksum(c, other, imp, RESET_BO), ==,
+                            crc32c_ref(expect, RESET_BO));
+            g_assert_cmphex(qpci_io_readl(other->dev, other->vram, win + 4096), ==, pat);
+        }
+        r = submit(c, other, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_DESTROY,
+                                                    .handle = imp });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    }
+
+    /* the device works again: new rings; old handles are gone */
+    g->seqno = 0;
+    gpu_rings(c, g, RING_ENTRIES);
+    query_bo(c, g, a, NULL, SGPU_ST_BAD_HANDLE);
+    query_bo(c, g, b, NULL, SGPU_ST_BAD_HANDLE);
+    a = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+                                            .len = RESET_BO, .arg = 0xfeedc0de });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    for (i = 0; i < RESET_BO; i += 4) {
+        memcpy(expect + i, &(uint32_t){ 0xfeedc0de }, 4);
+    }
+    g_assert_cmphex(checksum(c, g, a, RESET_BO), ==, crc32c_ref(expect, RESET_BO));
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = a,
+                                            .len = RESET_BO });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    pages = attach_pages(c, g, a, RESET_BO);
+    assert_bo_bytes(c, g, a, pages, expect, RESET_BO);
+    query_bo(c, g, a, &info, SGPU_ST_OK);
+    g_assert_cmpuint(info.size, ==, RESET_BO);
+    (void)buf;
+}
+
+static void test_reset_mid_job(void)
+{
+    Ctx *c = setup();
+
+    reset_mid_job(c, &c->g[0], "g0", &c->g[1]);
+    reset_mid_job(c, &c->g[1], "g1", NULL); /* non-coherent */
+    reset_mid_job(c, &c->g[0], "g0", NULL); /* again, on a device reset before */
+    teardown(c);
+}
+
+static void test_event_overflow(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    struct sgpu_hw_event ev;
+    struct sgpu_hw_cmd r;
+    int i, errors = 0, resync = 0;
+
+    wr(g, SGPU_REG_INT_MASK, SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
+    g_assert_cmphex(rd(g, SGPU_REG_INT_MASK), ==, SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
+    /* 20 failing commands: 20 ERROR events into a 16-entry ring (15 usable) */
+    for (i = 0; i < 20; i++) {
+        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_OPCODE);
+    }
+    g_assert_cmpuint(rd(g, SGPU_REG_EVT_DROPPED), ==, 5);
+    g_assert_true(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
+    wr(g, SGPU_REG_INT_ACK, SGPU_INT_EVT_OVERFLOW);
+    g_assert_false(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
+    /* the first EVT_HEAD write makes room: RESYNC follows the 15 kept events */
+    for (i = 0; pop_event(c, g, &ev); i++) {
+        if (i < 15) {
+            g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+            g_assert_cmpuint(ev.generation, ==, i + 1); /* seqno */
+            errors++;
+        } else {
+            g_assert_cmpuint(ev.type, ==, SGPU_EVT_RESYNC);
+            g_assert_cmpuint(ev.generation, ==, 5);
+            g_assert_cmphex(ev.vram_offset, ==, SGPU_INVALID_OFFSET);
+            resync++;
+        }
+    }
+    g_assert_cmpint(errors, ==, 15);
+    g_assert_cmpint(resync, ==, 1);
+    /* new events follow normally */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
+    g_assert_true(pop_event(c, g, &ev));
+    g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+    g_assert_false(pop_event(c, g, &ev));
+    g_assert_false(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
+
+    /* drops while the ring is disabled: RESYNC as soon as it is enabled again */
+    wr(g, SGPU_REG_EVT_SIZE, 0);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
+    g_assert_cmpuint(rd(g, SGPU_REG_EVT_DROPPED), ==, 6);
+    wr(g, SGPU_REG_EVT_SIZE, RING_ENTRIES);
+    g->evhead = 0;
+    g_assert_true(pop_event(c, g, &ev));
+    g_assert_cmpuint(ev.type, ==, SGPU_EVT_RESYNC);
+    g_assert_cmpuint(ev.generation, ==, 6);
+    g_assert_false(pop_event(c, g, &ev));
     teardown(c);
 }
 
@@ -401,6 +922,9 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/fill-checksum-transfer", test_fill_checksum_transfer);
     qtest_add_func("/sharegpu/errors", test_errors);
     qtest_add_func("/sharegpu/share-and-move", test_share_and_move);
+    qtest_add_func("/sharegpu/evict-preserves", test_evict_preserves);
+    qtest_add_func("/sharegpu/reset-mid-job", test_reset_mid_job);
+    qtest_add_func("/sharegpu/event-overflow", test_event_overflow);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     return g_test_run();

@@ -1,0 +1,616 @@
+/*
+ * Randomized register / ring fuzz test for the sharegpu device (docs/hardware.md).
+ *
+ * A seeded PRNG drives random MMIO accesses to BAR0 (any offset, sizes 1/2/4/8, unaligned
+ * too), BAR2 (VRAM and import window), random ring bases (RAM, unmapped, beyond RAM, the
+ * devices' own BARs), random command entries (random opcodes, handles, offsets, lengths,
+ * flags, gpa pointers for scatter lists and BO_QUERY results), doorbells, resets, bus master
+ * toggles and QMP sharegpu-move-bo calls, against two devices (one non-coherent). Afterwards
+ * QEMU must be alive and answer query-sharegpu; QEMU must exit cleanly (a sanitizer report
+ * makes it exit non-zero, which libqtest turns into a test failure).
+ *
+ *   SHAREGPU_FUZZ_SEED=N    seed (default: time based; printed either way)
+ *   SHAREGPU_FUZZ_ITERS=N   iterations per run (default 4000)
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "libqtest.h"
+#include "libqos/libqos-pc.h"
+#include "libqos/pci.h"
+#include "standard-headers/linux/pci_regs.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "sharegpu_hw.h"
+
+#define NDEV 2
+#define RING_MAX 64          /* entries of the rings the fuzzer allocates */
+#define POOL_BYTES (256 * 1024)
+
+typedef struct FuzzGpu {
+    QPCIDevice *dev;
+    uint32_t handles[32];   /* handles this device returned (may be stale) */
+    unsigned nhandles;
+    unsigned hcursor;
+    QPCIBar mmio;
+    QPCIBar vram;
+    uint64_t vram_size;
+    uint64_t bar0_gpa;      /* physical address of BAR0 (as DMA target) */
+    uint64_t bar2_gpa;
+    uint64_t ring;          /* a RAM ring of RING_MAX entries */
+    uint64_t evring;
+} FuzzGpu;
+
+typedef struct Fuzz {
+    QOSState *qs;
+    QTestState *qts;
+    FuzzGpu g[NDEV];
+    int found;
+    GRand *rnd;
+    uint64_t pool;          /* RAM scratch area: sg lists, BO_QUERY targets, backing pages */
+    uint64_t ram_size;
+    uint32_t handles[64];   /* handles seen in completions */
+    unsigned nhandles;
+    unsigned hcursor;
+    uint8_t uuid[16];       /* last EXPORT uuid seen */
+    uint64_t stats[8];
+} Fuzz;
+
+enum { ST_MMIO, ST_CMDS, ST_DOORBELL, ST_RESET, ST_QMP, ST_BAR2, ST_RINGBASE, ST_BM };
+
+static void found_fn(QPCIDevice *dev, int devfn, void *data)
+{
+    Fuzz *f = data;
+
+    g_assert_cmpint(f->found, <, NDEV);
+    f->g[f->found++].dev = dev;
+}
+
+static uint32_t rnd(Fuzz *f, uint32_t n)
+{
+    return n ? g_rand_int_range(f->rnd, 0, n) : 0;
+}
+
+static uint64_t rnd64(Fuzz *f)
+{
+    return ((uint64_t)g_rand_int(f->rnd) << 32) | g_rand_int(f->rnd);
+}
+
+static bool chance(Fuzz *f, uint32_t percent)
+{
+    return rnd(f, 100) < percent;
+}
+
+static void wr(FuzzGpu *g, uint32_t reg, uint32_t val)
+{
+    qpci_io_writel(g->dev, g->mmio, reg, val);
+}
+
+static uint32_t rd(FuzzGpu *g, uint32_t reg)
+{
+    return qpci_io_readl(g->dev, g->mmio, reg);
+}
+
+/* A guest-physical address: mostly valid RAM, sometimes hostile. */
+static uint64_t rnd_gpa(Fuzz *f, FuzzGpu *g, uint64_t len)
+{
+    switch (rnd(f, 10)) {
+    case 0:
+        return rnd64(f);                               /* anywhere */
+    case 1:
+        return f->ram_size + rnd(f, 1 << 20);          /* just beyond RAM */
+    case 2:
+        return 0xfee00000 + rnd(f, 0x1000);            /* LAPIC / MSI area */
+    case 3:
+        return g->bar0_gpa + (rnd(f, 0x100) & ~3u);     /* own registers (reentrancy) */
+    case 4:
+        return f->g[rnd(f, NDEV)].bar2_gpa + rnd(f, 2 * f->g[0].vram_size);
+    case 5:
+        return 0;
+    default:
+        return f->pool + rnd(f, POOL_BYTES > len ? POOL_BYTES - len : 1);
+    }
+}
+
+static uint64_t rnd_len(Fuzz *f)
+{
+    switch (rnd(f, 10)) {
+    case 0:
+        return 0;
+    case 1:
+        return rnd64(f);
+    case 2:
+        return UINT64_MAX - rnd(f, 8);
+    case 3:
+        return 4096 * (1 + rnd(f, 64));
+    case 4:
+        return 1 + rnd(f, 8);
+    default:
+        return 4 * (1 + rnd(f, 4096));
+    }
+}
+
+static uint64_t rnd_off(Fuzz *f)
+{
+    switch (rnd(f, 8)) {
+    case 0:
+        return rnd64(f);
+    case 1:
+        return UINT64_MAX - rnd(f, 4096);
+    case 2:
+    case 3:
+        return 0;
+    default:
+        return 4 * rnd(f, 16384);
+    }
+}
+
+static uint32_t rnd_handle(Fuzz *f, FuzzGpu *g)
+{
+    if (g && g->nhandles && chance(f, 80)) {
+        return g->handles[rnd(f, g->nhandles)];
+    }
+    if (f->nhandles && chance(f, 50)) {
+        return f->handles[rnd(f, f->nhandles)];
+    }
+    return chance(f, 50) ? rnd(f, 24) : g_rand_int(f->rnd);
+}
+
+static const uint16_t opcodes[] = {
+    SGPU_OP_NOP, SGPU_OP_BO_CREATE, SGPU_OP_BO_DESTROY, SGPU_OP_BO_QUERY, SGPU_OP_BO_MOVE,
+    SGPU_OP_BO_EVICT, SGPU_OP_BO_PIN, SGPU_OP_BO_UNPIN, SGPU_OP_ATTACH_BACKING,
+    SGPU_OP_DETACH_BACKING, SGPU_OP_TRANSFER_TO_DEVICE, SGPU_OP_TRANSFER_FROM_DEVICE,
+    SGPU_OP_COPY, SGPU_OP_FILL, SGPU_OP_CHECKSUM, SGPU_OP_FENCE, SGPU_OP_CACHE_FLUSH,
+    SGPU_OP_CACHE_INVALIDATE, SGPU_OP_CPU_ACCESS_BEGIN, SGPU_OP_CPU_ACCESS_END,
+    SGPU_OP_EXPORT, SGPU_OP_IMPORT, SGPU_OP_MAP_IMPORT, SGPU_OP_UNMAP_IMPORT,
+    /* weighted: the interesting ones again */
+    SGPU_OP_BO_CREATE, SGPU_OP_BO_CREATE, SGPU_OP_ATTACH_BACKING, SGPU_OP_TRANSFER_TO_DEVICE,
+    SGPU_OP_TRANSFER_FROM_DEVICE, SGPU_OP_COPY, SGPU_OP_MAP_IMPORT, SGPU_OP_IMPORT,
+    SGPU_OP_EXPORT, SGPU_OP_BO_MOVE,
+};
+
+static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->opcode = chance(f, 95) ? opcodes[rnd(f, ARRAY_SIZE(opcodes))] : g_rand_int(f->rnd);
+    switch (rnd(f, 20)) {
+    case 0:
+    case 1:
+        c->flags = rnd(f, 4);                   /* NO_EVICT, also where it is INVALID */
+        break;
+    case 2:
+        c->flags = g_rand_int(f->rnd);
+        break;
+    case 3:
+    case 4:
+        c->flags = SGPU_CMD_F_IRQ;
+        break;
+    default:
+        c->flags = 0;
+        break;
+    }
+    c->handle = rnd_handle(f, g);
+    c->handle2 = rnd_handle(f, g);
+    c->seqno = rnd64(f);
+    c->off0 = rnd_off(f);
+    c->off1 = rnd_off(f);
+    c->len = rnd_len(f);
+    c->arg = chance(f, 70) ? rnd(f, 3) : g_rand_int(f->rnd);
+    c->status = SGPU_ST_PENDING;
+
+    switch (c->opcode) {
+    case SGPU_OP_BO_CREATE:
+        /* keep memory bounded: big sizes only where they are rejected */
+        if (chance(f, 90)) {
+            c->len = chance(f, 80) ? 4096 * (1 + rnd(f, 64)) : 1 + rnd(f, 1 << 20);
+        } else if (chance(f, 50)) {
+            c->len = (1ull << 32) + 1 + rnd(f, 1000);
+        } else {
+            c->len = 0;
+        }
+        if (c->arg == SGPU_PLACEMENT_HW_SYSTEM && c->len > (16 << 20) &&
+            c->len <= (1ull << 32)) {
+            c->len = 16 << 20;
+        }
+        break;
+    case SGPU_OP_ATTACH_BACKING: {
+        /* a scatter list in the pool with random entries */
+        uint32_t n = chance(f, 90) ? 1 + rnd(f, 8) : g_rand_int(f->rnd);
+        uint32_t k, write = MIN(n, 64);
+        struct sgpu_hw_mem_entry ents[64];
+        uint64_t sg = f->pool + 4096 * rnd(f, 4);
+
+        for (k = 0; k < write; k++) {
+            ents[k].addr = chance(f, 85) ? f->pool + 8192 * 4 + rnd(f, POOL_BYTES / 2)
+                                         : rnd_gpa(f, g, 4096);
+            ents[k].length = chance(f, 90) ? 1 + rnd(f, 65536) : g_rand_int(f->rnd);
+            ents[k].padding = 0;
+        }
+        qtest_memwrite(f->qts, sg, ents, write * sizeof(ents[0]));
+        c->arg = n;
+        c->off0 = chance(f, 90) ? sg : rnd_gpa(f, g, 64);
+        break;
+    }
+    case SGPU_OP_BO_QUERY:
+        c->off0 = rnd_gpa(f, g, 64);
+        break;
+    case SGPU_OP_IMPORT:
+        if (chance(f, 70)) {
+            memcpy(c->uuid, f->uuid, sizeof(c->uuid));
+        } else {
+            for (int k = 0; k < 16; k++) {
+                c->uuid[k] = g_rand_int(f->rnd);
+            }
+        }
+        break;
+    case SGPU_OP_MAP_IMPORT:
+        c->off0 = chance(f, 80) ? 4096 * rnd(f, g->vram_size / 4096) : rnd_off(f);
+        break;
+    case SGPU_OP_TRANSFER_TO_DEVICE:
+    case SGPU_OP_TRANSFER_FROM_DEVICE:
+    case SGPU_OP_COPY:
+    case SGPU_OP_FILL:
+    case SGPU_OP_CHECKSUM:
+    case SGPU_OP_CACHE_FLUSH:
+    case SGPU_OP_CACHE_INVALIDATE:
+        if (chance(f, 80)) {
+            c->off0 = chance(f, 50) ? 0 : 4 * rnd(f, 2048);
+            c->off1 = chance(f, 50) ? 0 : 4 * rnd(f, 2048);
+            c->len = 4 * (1 + rnd(f, 2048));
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* Harvests handles and uuids from the completions the device wrote. */
+static void harvest(Fuzz *f, FuzzGpu *g)
+{
+    struct sgpu_hw_cmd ring[RING_MAX];
+
+    qtest_memread(f->qts, g->ring, ring, sizeof(ring));
+    for (int i = 0; i < RING_MAX; i++) {
+        struct sgpu_hw_cmd *c = &ring[i];
+
+        if (c->status != SGPU_ST_OK) {
+            continue;
+        }
+        if ((c->opcode == SGPU_OP_BO_CREATE || c->opcode == SGPU_OP_IMPORT) && c->out_handle) {
+            f->handles[f->hcursor++ % ARRAY_SIZE(f->handles)] = c->out_handle;
+            f->nhandles = MIN(f->nhandles + 1, ARRAY_SIZE(f->handles));
+            g->handles[g->hcursor++ % ARRAY_SIZE(g->handles)] = c->out_handle;
+            g->nhandles = MIN(g->nhandles + 1, ARRAY_SIZE(g->handles));
+        }
+        if (c->opcode == SGPU_OP_EXPORT) {
+            memcpy(f->uuid, c->uuid, sizeof(f->uuid));
+        }
+    }
+}
+
+/* A sane configuration so that most random commands actually execute. */
+static void sane_rings(Fuzz *f, FuzzGpu *g)
+{
+    wr(g, SGPU_REG_CMD_SIZE, 0);
+    wr(g, SGPU_REG_CMD_BASE_LO, (uint32_t)g->ring);
+    wr(g, SGPU_REG_CMD_BASE_HI, g->ring >> 32);
+    wr(g, SGPU_REG_CMD_SIZE, RING_MAX);
+    wr(g, SGPU_REG_EVT_SIZE, 0);
+    wr(g, SGPU_REG_EVT_BASE_LO, (uint32_t)g->evring);
+    wr(g, SGPU_REG_EVT_BASE_HI, g->evring >> 32);
+    wr(g, SGPU_REG_EVT_SIZE, 16);
+    wr(g, SGPU_REG_INT_MASK, 0xf);
+}
+
+static void step_cmds(Fuzz *f, FuzzGpu *g)
+{
+    uint32_t size = rd(g, SGPU_REG_CMD_SIZE);
+    uint32_t tail, n, i;
+    uint64_t base;
+
+    if (size == 0 || (rd(g, SGPU_REG_STATUS) & SGPU_STATUS_HALTED) || chance(f, 5)) {
+        if (chance(f, 30)) {
+            wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+        }
+        sane_rings(f, g);
+        size = RING_MAX;
+    }
+    base = rd(g, SGPU_REG_CMD_BASE_LO) | ((uint64_t)rd(g, SGPU_REG_CMD_BASE_HI) << 32);
+    tail = rd(g, SGPU_REG_CMD_TAIL);
+    n = 1 + rnd(f, MIN(size - 1, 16));
+    for (i = 0; i < n; i++) {
+        struct sgpu_hw_cmd c;
+
+        rnd_cmd(f, g, &c);
+        if (base == g->ring && size <= RING_MAX) {
+            qtest_memwrite(f->qts, base + ((tail + i) % size) * sizeof(c), &c, sizeof(c));
+        }
+    }
+    wr(g, SGPU_REG_CMD_TAIL, (tail + n) % size);
+    wr(g, SGPU_REG_DOORBELL, g_rand_int(f->rnd));
+    if (base == g->ring && size <= RING_MAX) {
+        rd(g, SGPU_REG_CMD_HEAD); /* lets the bottom half run */
+        harvest(f, g);
+    }
+    /* consume events now and then */
+    if (chance(f, 50)) {
+        wr(g, SGPU_REG_EVT_HEAD, rd(g, SGPU_REG_EVT_TAIL));
+    }
+}
+
+static const uint32_t interesting_regs[] = {
+    SGPU_REG_CMD_BASE_LO, SGPU_REG_CMD_BASE_HI, SGPU_REG_CMD_SIZE, SGPU_REG_CMD_TAIL,
+    SGPU_REG_DOORBELL, SGPU_REG_EVT_BASE_LO, SGPU_REG_EVT_BASE_HI, SGPU_REG_EVT_SIZE,
+    SGPU_REG_EVT_HEAD, SGPU_REG_INT_MASK, SGPU_REG_INT_ACK, SGPU_REG_SCRATCH,
+};
+
+static uint32_t rnd_reg_value(Fuzz *f, FuzzGpu *g, uint32_t reg)
+{
+    switch (rnd(f, 6)) {
+    case 0:
+        return g_rand_int(f->rnd);
+    case 1:
+        return 1u << rnd(f, 13);            /* ring sizes, some valid */
+    case 2:
+        return rnd(f, 70);
+    case 3: {
+        uint64_t gpa = rnd_gpa(f, g, RING_MAX * 64);
+
+        return (reg & 4) ? gpa >> 32 : (uint32_t)gpa;
+    }
+    default:
+        return rnd(f, 17);
+    }
+}
+
+static void step_mmio(Fuzz *f, FuzzGpu *g)
+{
+    static const unsigned sizes[] = { 1, 2, 4, 8 };
+    unsigned size = chance(f, 70) ? 4 : sizes[rnd(f, 4)];
+    uint64_t addr = chance(f, 70) ? interesting_regs[rnd(f, ARRAY_SIZE(interesting_regs))]
+                                  : rnd(f, SGPU_MMIO_SIZE);
+    uint64_t val;
+
+    if (chance(f, 10)) {
+        addr += 1 + rnd(f, 3);              /* unaligned */
+    }
+    if (addr + size > SGPU_MMIO_SIZE) {
+        addr = SGPU_MMIO_SIZE - size;
+    }
+    if (chance(f, 40)) {
+        switch (size) {
+        case 1:
+            qpci_io_readb(g->dev, g->mmio, addr);
+            break;
+        case 2:
+            qpci_io_readw(g->dev, g->mmio, addr);
+            break;
+        case 4:
+            qpci_io_readl(g->dev, g->mmio, addr);
+            break;
+        default:
+            qpci_io_readq(g->dev, g->mmio, addr);
+            break;
+        }
+        return;
+    }
+    val = rnd_reg_value(f, g, addr & ~3u);
+    if (addr == SGPU_REG_RESET && !chance(f, 20)) {
+        val = g_rand_int(f->rnd);           /* bad magic mostly; real resets elsewhere */
+    }
+    switch (size) {
+    case 1:
+        qpci_io_writeb(g->dev, g->mmio, addr, val);
+        break;
+    case 2:
+        qpci_io_writew(g->dev, g->mmio, addr, val);
+        break;
+    case 4:
+        qpci_io_writel(g->dev, g->mmio, addr, val);
+        break;
+    default:
+        qpci_io_writeq(g->dev, g->mmio, addr, val | ((uint64_t)g_rand_int(f->rnd) << 32));
+        break;
+    }
+}
+
+static void step_ringbase(Fuzz *f, FuzzGpu *g)
+{
+    uint64_t base = rnd_gpa(f, g, RING_MAX * 64);
+    uint32_t size = chance(f, 80) ? 1u << (1 + rnd(f, 12)) : g_rand_int(f->rnd);
+    bool evt = chance(f, 40);
+
+    /* idle the ring first (a busy ring ignores base writes) */
+    wr(g, evt ? SGPU_REG_EVT_SIZE : SGPU_REG_CMD_SIZE, 0);
+    wr(g, evt ? SGPU_REG_EVT_BASE_LO : SGPU_REG_CMD_BASE_LO, (uint32_t)base);
+    wr(g, evt ? SGPU_REG_EVT_BASE_HI : SGPU_REG_CMD_BASE_HI, base >> 32);
+    wr(g, evt ? SGPU_REG_EVT_SIZE : SGPU_REG_CMD_SIZE, size);
+    if (!evt && rd(g, SGPU_REG_CMD_SIZE)) {
+        size = rd(g, SGPU_REG_CMD_SIZE);
+        wr(g, SGPU_REG_CMD_TAIL, rnd(f, size));
+        wr(g, SGPU_REG_DOORBELL, 0);
+        rd(g, SGPU_REG_STATUS);
+    }
+}
+
+static void step_bar2(Fuzz *f, FuzzGpu *g)
+{
+    uint64_t off = rnd(f, 2 * g->vram_size - 8) & ~7ull;
+
+    if (chance(f, 50)) {
+        qpci_io_writeq(g->dev, g->vram, off, rnd64(f));
+    } else {
+        qpci_io_readq(g->dev, g->vram, off);
+    }
+}
+
+static void step_qmp(Fuzz *f)
+{
+    QDict *resp = qtest_qmp(f->qts, "{'execute': 'sharegpu-move-bo', 'arguments': "
+                            "{'id': %s, 'handle': %u, 'placement': %s}}",
+                            chance(f, 50) ? "g0" : "g1", rnd_handle(f, NULL),
+                            chance(f, 50) ? "system" : "device");
+
+    g_assert(qdict_haskey(resp, "return") || qdict_haskey(resp, "error"));
+    qobject_unref(resp);
+    if (chance(f, 10)) {
+        g_autofree char *out = qtest_hmp(f->qts, "info sharegpu");
+
+        g_assert_nonnull(strstr(out, "sharegpu g0"));
+    }
+}
+
+static void step_bus_master(Fuzz *f, FuzzGpu *g)
+{
+    uint16_t cmd = qpci_config_readw(g->dev, PCI_COMMAND);
+
+    qpci_config_writew(g->dev, PCI_COMMAND, cmd & ~PCI_COMMAND_MASTER);
+    wr(g, SGPU_REG_DOORBELL, 1);
+    rd(g, SGPU_REG_STATUS);
+    qpci_config_writew(g->dev, PCI_COMMAND, cmd | PCI_COMMAND_MASTER);
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+
+    return v && *v ? g_ascii_strtoull(v, NULL, 0) : dflt;
+}
+
+static void test_fuzz(void)
+{
+    Fuzz *f = g_new0(Fuzz, 1);
+    uint64_t seed = env_u64("SHAREGPU_FUZZ_SEED", (uint64_t)g_get_real_time());
+    uint64_t iters = env_u64("SHAREGPU_FUZZ_ITERS", 4000);
+    gint64 t0 = g_get_monotonic_time();
+    QDict *resp;
+    QList *list;
+    int i;
+
+    g_test_message("sharegpu fuzz: seed %" PRIu64 " iterations %" PRIu64
+                   " (SHAREGPU_FUZZ_SEED / SHAREGPU_FUZZ_ITERS)", seed, iters);
+    fprintf(stderr, "# sharegpu fuzz: seed %" PRIu64 " iterations %" PRIu64 "\n", seed, iters);
+    f->rnd = g_rand_new_with_seed((guint32)(seed ^ (seed >> 32)));
+    f->ram_size = 128 * 1024 * 1024;
+    f->qs = qtest_pc_boot("-nodefaults -m 128M "
+                          "-device sharegpu,id=g0,vram-size=1M "
+                          "-device sharegpu,id=g1,vram-size=1M,coherent=off");
+    f->qts = f->qs->qts;
+    qpci_device_foreach(f->qs->pcibus, SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID, found_fn, f);
+    g_assert_cmpint(f->found, ==, NDEV);
+    f->pool = qmalloc(f->qs, POOL_BYTES);
+    for (i = 0; i < NDEV; i++) {
+        FuzzGpu *g = &f->g[i];
+        uint64_t size;
+
+        qpci_device_enable(g->dev);
+        if (i == 0) {
+            qpci_msix_enable(g->dev);
+        }
+        g->mmio = qpci_iomap(g->dev, SGPU_BAR_MMIO, &size);
+        g->vram = qpci_iomap(g->dev, SGPU_BAR_VRAM, &size);
+        g->vram_size = size / 2;
+        g->bar0_gpa = qpci_config_readl(g->dev, PCI_BASE_ADDRESS_0) & ~0xfull;
+        g->bar2_gpa = (qpci_config_readl(g->dev, PCI_BASE_ADDRESS_2) & ~0xfull) |
+                      ((uint64_t)qpci_config_readl(g->dev, PCI_BASE_ADDRESS_3) << 32);
+        g->ring = qmalloc(f->qs, RING_MAX * sizeof(struct sgpu_hw_cmd));
+        g->evring = qmalloc(f->qs, 16 * sizeof(struct sgpu_hw_event));
+        sane_rings(f, g);
+    }
+
+    for (uint64_t it = 0; it < iters; it++) {
+        FuzzGpu *g = &f->g[rnd(f, NDEV)];
+        uint32_t what = rnd(f, 100);
+
+        if (what < 45) {
+            step_cmds(f, g);
+            f->stats[ST_CMDS]++;
+        } else if (what < 70) {
+            step_mmio(f, g);
+            f->stats[ST_MMIO]++;
+        } else if (what < 78) {
+            step_bar2(f, g);
+            f->stats[ST_BAR2]++;
+        } else if (what < 85) {
+            step_ringbase(f, g);
+            f->stats[ST_RINGBASE]++;
+        } else if (what < 92) {
+            step_qmp(f);
+            f->stats[ST_QMP]++;
+        } else if (what < 95) {
+            wr(g, SGPU_REG_DOORBELL, 1);
+            f->stats[ST_DOORBELL]++;
+        } else if (what < 97) {
+            step_bus_master(f, g);
+            f->stats[ST_BM]++;
+        } else {
+            wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+            f->stats[ST_RESET]++;
+            if (chance(f, 50)) {
+                g->nhandles = 0;
+            }
+        }
+    }
+    fprintf(stderr, "# sharegpu fuzz: %" PRIu64 " iterations in %.1f s: cmd batches %"
+            PRIu64 " mmio %" PRIu64 " bar2 %" PRIu64 " ring bases %" PRIu64 " qmp %"
+            PRIu64 " doorbells %" PRIu64 " bus-master %" PRIu64 " resets %" PRIu64 "\n",
+            iters, (g_get_monotonic_time() - t0) / 1e6, f->stats[ST_CMDS],
+            f->stats[ST_MMIO], f->stats[ST_BAR2], f->stats[ST_RINGBASE], f->stats[ST_QMP],
+            f->stats[ST_DOORBELL], f->stats[ST_BM], f->stats[ST_RESET]);
+
+    /* still alive and responsive; and both devices still work from a clean reset */
+    resp = qtest_qmp(f->qts, "{'execute': 'query-sharegpu'}");
+    list = qdict_get_qlist(resp, "return");
+    g_assert_nonnull(list);
+    g_assert_cmpuint(qlist_size(list), ==, NDEV);
+    for (QListEntry *e = qlist_first(list); e; e = qlist_next(e)) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+        QDict *k = qdict_get_qdict(d, "counters");
+
+        fprintf(stderr, "# sharegpu fuzz: %s: commands %" PRId64 " (errors %" PRId64
+                ") events %" PRId64 " (dropped %" PRId64 ") jobs %" PRId64 " bytes %" PRId64
+                " moves %" PRId64 " evictions %" PRId64 " imports %" PRId64 " BOs %" PRId64
+                "\n", qdict_get_str(d, "id"), qdict_get_int(k, "commands"),
+                qdict_get_int(k, "command-errors"), qdict_get_int(k, "events"),
+                qdict_get_int(k, "events-dropped"), qdict_get_int(k, "jobs"),
+                qdict_get_int(k, "bytes-copied"), qdict_get_int(k, "moves"),
+                qdict_get_int(k, "evictions"), qdict_get_int(k, "imports"),
+                qdict_get_int(d, "bo-count"));
+    }
+    qobject_unref(resp);
+    for (i = 0; i < NDEV; i++) {
+        FuzzGpu *g = &f->g[i];
+        struct sgpu_hw_cmd c = { .opcode = SGPU_OP_BO_CREATE, .len = 4096, .seqno = 77,
+                                 .status = SGPU_ST_PENDING };
+        uint16_t cmd = qpci_config_readw(g->dev, PCI_COMMAND);
+
+        qpci_config_writew(g->dev, PCI_COMMAND, cmd | PCI_COMMAND_MASTER);
+        wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+        sane_rings(f, g);
+        qtest_memwrite(f->qts, g->ring, &c, sizeof(c));
+        wr(g, SGPU_REG_CMD_TAIL, 1);
+        wr(g, SGPU_REG_DOORBELL, 1);
+        for (int k = 0; k < 10000 && rd(g, SGPU_REG_CMD_HEAD) != 1; k++) {
+            g_usleep(100);
+        }
+        g_assert_cmpuint(rd(g, SGPU_REG_CMD_HEAD), ==, 1);
+        qtest_memread(f->qts, g->ring, &c, sizeof(c));
+        g_assert_cmpuint(c.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(c.out_handle, ==, 1);
+    }
+
+    for (i = 0; i < NDEV; i++) {
+        g_free(f->g[i].dev);
+    }
+    g_rand_free(f->rnd);
+    qtest_shutdown(f->qs); /* checks QEMU's exit status (sanitizer reports fail it) */
+    g_free(f);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    qtest_add_func("/sharegpu/fuzz/random-mmio-rings-commands", test_fuzz);
+    return g_test_run();
+}
