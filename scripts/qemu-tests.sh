@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# QEMU-side tests of the sharegpu device, in one command (called by scripts/check.sh).
+#
+#   scripts/qemu-tests.sh [--no-asan] [--asan-only] [--fuzz-iters N] [--fuzz-seed N] [-j N]
+#
+#   1. default variant: scripts/build-qemu.sh --qtests (cached), then every qtest binary
+#      (sharegpu-test, sharegpu-fuzz-test with a short run) and the acceptance check;
+#   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
+#      variant takes ~40 min on 2 shared cores), then sharegpu-test and the fuzz qtest with
+#      SHAREGPU_FUZZ_ITERS iterations (default 40000, ~1-2 min); any sanitizer report fails.
+#   Acceptance check: qemu-system-x86_64 -M q35 -display none -nodefaults -S
+#      -device sharegpu,id=g0 -device sharegpu,id=g1,coherent=off -qmp stdio answers
+#      query-sharegpu with g0 and g1, and `info sharegpu` (human-monitor-command) shows both.
+#
+# Prints one line per qtest case (PASS/FAIL [variant] name) and ends with
+#   qemu-tests: N passed, M failed
+# (N/M count qtest cases from the TAP output, plus the acceptance checks and build steps that
+# failed). Exit status 0 only if M = 0. Logs: ${SHAREGPU_CACHE:-~/.cache/sharegpu}/logs/qemu-tests/
+#
+# Environment: SHAREGPU_FUZZ_ITERS / SHAREGPU_FUZZ_SEED (ASan fuzz run), SHAREGPU_QEMU_TESTS_ASAN=0
+# (same as --no-asan), SHAREGPU_JOBS.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+logdir=$cache/logs/qemu-tests
+asan=${SHAREGPU_QEMU_TESTS_ASAN:-1}
+default=1
+fuzz_iters=${SHAREGPU_FUZZ_ITERS:-40000}
+fuzz_seed=${SHAREGPU_FUZZ_SEED:-}
+jobs=${SHAREGPU_JOBS:-$(nproc)}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-asan) asan=0 ;;
+        --asan-only) default=0; asan=1 ;;
+        --fuzz-iters) fuzz_iters=$2; shift ;;
+        --fuzz-seed) fuzz_seed=$2; shift ;;
+        -j) jobs=$2; shift ;;
+        -j*) jobs=${1#-j} ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "qemu-tests.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$fuzz_seed" ] || fuzz_seed=$(( $(date +%s) % 1000000 ))
+
+mkdir -p "$logdir"
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); printf '  PASS  [%s] %s\n' "$1" "$2"; }
+fail() {
+    failed=$((failed + 1)); printf '  FAIL  [%s] %s\n' "$1" "$2"
+    if [ -n "${3:-}" ] && [ -f "$3" ]; then
+        echo "        log: $3"; tail -n 25 "$3" | sed 's/^/        | /'
+    fi
+}
+note() { printf '[qemu-tests %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# Sanitizer settings for the ASan variant (QEMU and the qtest binaries): stop at the first
+# report so the exit status carries it (libqtest fails the test on a non-zero QEMU exit).
+sanitizer_env() {
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:print_summary=1}
+    export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$repo/device/tests/lsan-suppressions.txt:print_suppressions=0}
+}
+
+# run_qtest VARIANT BINARY LOG [ENV...]: runs one qtest binary in TAP mode, one line per case.
+run_qtest() {
+    local variant=$1 bin=$2 log=$3; shift 3
+    local qemu=$(dirname "$bin")/bin/qemu-system-x86_64 rc planned=0 seen=0 line name
+    local t0=$SECONDS
+    env "$@" QTEST_QEMU_BINARY="$qemu" timeout 900 "$bin" --tap -k >"$log" 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        case "$line" in
+            1..*) planned=${line#1..} ;;
+            "ok "*)
+                seen=$((seen + 1)); name=${line#ok }; name=${name#* }
+                pass "$variant" "$name" ;;
+            "not ok "*)
+                seen=$((seen + 1)); name=${line#not ok }; name=${name#* }
+                fail "$variant" "$name" "$log" ;;
+        esac
+    done < <(grep -E '^(1\.\.[0-9]+|ok [0-9]+|not ok [0-9]+)' "$log")
+    if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer' "$log"; then
+        fail "$variant" "$(basename "$bin"): sanitizer report" "$log"
+    elif [ "$rc" != 0 ] || [ "$seen" -lt "$planned" ]; then
+        # a crash/abort stops the binary before it reports the case (TAP has no line for it)
+        fail "$variant" "$(basename "$bin"): exit status $rc, $seen of $planned cases reported" "$log"
+    fi
+    note "$(basename "$bin") [$variant]: $seen cases in $((SECONDS - t0))s (log $log)"
+}
+
+# acceptance VARIANT QEMU: the issue's QMP-over-stdio check.
+acceptance() {
+    local variant=$1 qemu=$2 log=$logdir/$1-acceptance.log
+    if python3 - "$qemu" >"$log" 2>&1 <<'EOF'
+import json, subprocess, sys
+qemu = sys.argv[1]
+cmd = [qemu, "-M", "q35", "-display", "none", "-nodefaults", "-S",
+       "-device", "sharegpu,id=g0", "-device", "sharegpu,id=g1,coherent=off",
+       "-qmp", "stdio", "-L", "/usr/share/qemu", "-L", "/usr/share/seabios"]
+print("$", " ".join(cmd))
+p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+def send(obj):
+    print("->", json.dumps(obj)); p.stdin.write(json.dumps(obj) + "\n"); p.stdin.flush()
+
+def recv():
+    while True:
+        line = p.stdout.readline()
+        if not line:
+            raise SystemExit("QEMU closed the QMP stream (exit %s)" % p.wait())
+        msg = json.loads(line)
+        print("<-", line.rstrip()[:2000])
+        if "event" not in msg:
+            return msg
+
+greeting = recv()
+assert "QMP" in greeting, greeting
+send({"execute": "qmp_capabilities"}); assert "return" in recv()
+send({"execute": "query-sharegpu"}); r = recv()
+assert "return" in r, r
+devs = {d["id"]: d for d in r["return"]}
+assert sorted(devs) == ["g0", "g1"], sorted(devs)
+assert devs["g0"]["coherent"] is True and devs["g1"]["coherent"] is False, devs
+assert devs["g0"]["vram-size"] == 64 << 20 and devs["g0"]["bo-count"] == 0, devs["g0"]
+send({"execute": "human-monitor-command", "arguments": {"command-line": "info sharegpu"}})
+r = recv(); out = r["return"]
+print(out)
+assert "sharegpu g0" in out and "sharegpu g1" in out, out
+assert "non-coherent" in out, out
+send({"execute": "quit"}); recv()
+rc = p.wait(timeout=60)
+assert rc == 0, "QEMU exit status %d" % rc
+print("acceptance: OK")
+EOF
+    then
+        if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+            fail "$variant" "acceptance: q35 -qmp stdio query-sharegpu + info sharegpu (sanitizer report)" "$log"
+        else
+            pass "$variant" "acceptance: q35 -qmp stdio query-sharegpu + info sharegpu"
+        fi
+    else
+        fail "$variant" "acceptance: q35 -qmp stdio query-sharegpu + info sharegpu" "$log"
+    fi
+}
+
+# build VARIANT ARGS...: prints the output dir (qemu binary's dir) or fails the step.
+build() {
+    local variant=$1 log=$logdir/$1-build.log t0=$SECONDS bin; shift
+    note "building QEMU [$variant] (cached; log $log)"
+    if bin=$(nice -n 10 "$repo/scripts/build-qemu.sh" "$@" --qtests -j "$jobs" 2>"$log" | tail -1) \
+            && [ -x "$bin" ]; then
+        note "QEMU [$variant] ready in $((SECONDS - t0))s: $bin"
+        out=$(dirname "$bin")
+        return 0
+    fi
+    fail "$variant" "build (scripts/build-qemu.sh $* --qtests)" "$log"
+    return 1
+}
+
+t_all=$SECONDS
+if [ "$default" = 1 ] && build default; then
+    run_qtest default "$out/qtest/sharegpu-test" "$logdir/default-sharegpu-test.log"
+    run_qtest default "$out/qtest/sharegpu-fuzz-test" "$logdir/default-sharegpu-fuzz-test.log" \
+        SHAREGPU_FUZZ_ITERS=5000 SHAREGPU_FUZZ_SEED="$fuzz_seed"
+    acceptance default "$out/qemu-system-x86_64"
+fi
+if [ "$asan" = 1 ] && build asan --asan; then
+    sanitizer_env
+    run_qtest asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
+    note "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters"
+    run_qtest asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
+        SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed"
+    grep '^# sharegpu fuzz' "$logdir/asan-sharegpu-fuzz-test.log" | sed 's/^/        /'
+    acceptance asan "$out/qemu-system-x86_64"
+fi
+note "total $((SECONDS - t_all))s"
+echo "qemu-tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]
