@@ -4,7 +4,9 @@
 #   2. host backend: builds and runs the GoogleTest suites plain, under ThreadSanitizer and
 #      under ASan+UBSan (separate build dirs: build/, build-tsan/, build-asan/)
 #   3. backend benchmarks, once, with a short minimum time: prints the `ratio NAME VALUE` lines
-# Later stages (QEMU qtests, guest tests) are added here as they land.
+#   4. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
+#      static GoogleTest e2e binaries, boots QEMU with two sharegpu devices and vgem and runs
+#      them (scripts/guest-tests.sh)
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
 # when anything failed.
 set -uo pipefail
@@ -19,6 +21,7 @@ mesonopts=(-Dwerror=true)
 
 failed_stages=()
 results=()
+extra_totals=()
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 
@@ -54,6 +57,12 @@ done
 echo "--- ratio lines"
 grep -h '^ratio ' build/*_bench.out || failed_stages+=("benchmarks printed no ratio line")
 
+stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under QEMU TCG)"
+# Heavy artefacts are cached by input hash; a fresh machine builds them here.
+bash scripts/guest-tests.sh 2>&1 | tee build/guest-tests.out
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest tests")
+extra_totals+=("$(grep -h '^guest-tests: [0-9]* passed, [0-9]* failed' build/guest-tests.out | tail -1)")
+
 # Test-case totals over every JUnit file (meson parses each gtest binary's cases).
 python3 - "${results[@]}" <<'PY' >build/check-totals.txt
 import sys, xml.etree.ElementTree as ET
@@ -74,6 +83,14 @@ for path in sys.argv[1:]:
 print(passed, failed, skipped)
 PY
 read -r passed failed skipped <build/check-totals.txt
+for line in "${extra_totals[@]}"; do  # "<stage>: N passed, M failed" of the non-meson stages
+    if [[ $line =~ :\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        failed=$((failed + BASH_REMATCH[2]))
+    else
+        failed=$((failed + 1))  # the stage printed no verdict
+    fi
+done
 failed=$((failed + ${#failed_stages[@]}))
 
 printf '\n'

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# `make run`: the main job. Installs what it needs, builds the host backend and runs its
-# demo (two devices, export/import with zero copy, a move with move_notify, coherency
-# barriers with and without).
+# `make run`: the main job.
+#   1. installs what it needs (scripts/setup-host.sh);
+#   2. builds the host backend and runs its C-API demo (seconds);
+#   3. builds (cached) the guest kernel, QEMU with the sharegpu device, the driver and the demo,
+#      then boots QEMU (TCG, q35) with two sharegpu devices (g0 coherent, g1 coherent=off) and
+#      vgem, with the QEMU monitor reachable, runs the guest demo (export on one device,
+#      import on the other, a move with move_notify, a coherency barrier, an eviction forced
+#      from the monitor) and, on a terminal, drops to a guest shell (scripts/guest-demo.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
@@ -9,4 +14,8 @@ export CCACHE_DIR=${CCACHE_DIR:-${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}/ccache}
 export CC="ccache gcc" CXX="ccache g++"
 [ -f build/build.ninja ] || meson setup build -Dwerror=true >/dev/null
 nice ninja -C build host-backend/sharegpu-demo
+echo "=== host backend demo (C API)"
 ./build/host-backend/sharegpu-demo
+echo
+echo "=== guest demo: QEMU with -device sharegpu x2 + the guest kernel and driver"
+exec bash scripts/guest-demo.sh "$@"
