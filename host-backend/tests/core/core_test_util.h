@@ -24,10 +24,10 @@
 #include "core/resv_guard.h"
 #include "mem/copy_engine.h"
 
+#include "run_threads.h"
+
 namespace sharegpu::testing {
 
-// Generous: only a failure detector, never a synchronisation device.
-inline constexpr std::chrono::seconds kDeadlockTimeout{60};
 
 inline constexpr uint64_t kMiB = uint64_t{1} << 20;
 
@@ -161,32 +161,5 @@ struct MockExport {
   std::shared_ptr<DmaBuf> dmabuf;
 };
 
-// Runs fn(i) on n threads and joins them; if they do not all finish within kDeadlockTimeout
-// the test binary fails loudly rather than hanging.
-inline void RunThreadsBounded(int n, const std::function<void(int)>& fn) {
-  std::mutex mu;
-  std::condition_variable cv;
-  int done = 0;
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      fn(i);
-      std::lock_guard lock(mu);
-      ++done;
-      cv.notify_all();
-    });
-  }
-  {
-    std::unique_lock lock(mu);
-    if (!cv.wait_for(lock, kDeadlockTimeout, [&] { return done == n; })) {
-      std::fprintf(stderr, "FATAL: %d of %d threads did not finish: deadlock or lost wake-up\n",
-                   n - done, n);
-      std::fflush(stderr);
-      std::_Exit(1);
-    }
-  }
-  for (auto& t : threads) t.join();
-}
 
 }  // namespace sharegpu::testing

@@ -15,10 +15,10 @@
 
 #include "sync/ww_mutex.h"
 
+#include "run_threads.h"
+
 namespace sharegpu::testing {
 
-// Generous: only a failure detector, never a synchronisation device.
-inline constexpr std::chrono::seconds kDeadlockTimeout{60};
 
 // Installs a handler that records misuse reports instead of aborting.
 class MisuseRecorder {
@@ -52,33 +52,6 @@ class MisuseRecorder {
   WwMisuseHandler previous_;
 };
 
-// Runs fn(i) on n threads and joins them; if they do not all finish within kDeadlockTimeout
-// (a deadlock or a lost wake-up), the test binary fails loudly rather than hanging.
-inline void RunThreadsBounded(int n, const std::function<void(int)>& fn) {
-  std::mutex mu;
-  std::condition_variable cv;
-  int done = 0;
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (int i = 0; i < n; ++i) {
-    threads.emplace_back([&, i] {
-      fn(i);
-      std::lock_guard lock(mu);
-      ++done;
-      cv.notify_all();
-    });
-  }
-  {
-    std::unique_lock lock(mu);
-    if (!cv.wait_for(lock, kDeadlockTimeout, [&] { return done == n; })) {
-      std::fprintf(stderr, "FATAL: %d of %d threads did not finish: deadlock or lost wake-up\n",
-                   n - done, n);
-      std::fflush(stderr);
-      std::_Exit(1);
-    }
-  }
-  for (auto& t : threads) t.join();
-}
 
 // Polls `pred` (yielding) until it holds; false after kDeadlockTimeout. For states that have no
 // notification of their own (e.g. "that context has been wounded").
