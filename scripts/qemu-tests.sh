@@ -6,8 +6,9 @@
 #   1. default variant: scripts/build-qemu.sh --qtests (cached), then every qtest binary
 #      (sharegpu-test, sharegpu-fuzz-test with a short run) and the acceptance check;
 #   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
-#      variant takes ~40 min on 2 shared cores), then sharegpu-test and the fuzz qtest with
-#      SHAREGPU_FUZZ_ITERS iterations (default 40000, ~1-2 min); any sanitizer report fails.
+#      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test and
+#      the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~1 min, ~2 min on a loaded box); any
+#      sanitizer report (ASan, LSan, UBSan) fails the run.
 #   Acceptance check: qemu-system-x86_64 -M q35 -display none -nodefaults -S
 #      -device sharegpu,id=g0 -device sharegpu,id=g1,coherent=off -qmp stdio answers
 #      query-sharegpu with g0 and g1, and `info sharegpu` (human-monitor-command) shows both.
@@ -26,7 +27,7 @@ cache=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 logdir=$cache/logs/qemu-tests
 asan=${SHAREGPU_QEMU_TESTS_ASAN:-1}
 default=1
-fuzz_iters=${SHAREGPU_FUZZ_ITERS:-40000}
+fuzz_iters=${SHAREGPU_FUZZ_ITERS:-100000}
 fuzz_seed=${SHAREGPU_FUZZ_SEED:-}
 jobs=${SHAREGPU_JOBS:-$(nproc)}
 
