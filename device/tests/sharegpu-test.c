@@ -385,6 +385,56 @@ static void test_share_and_move(void)
     g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
     g_assert_cmpuint(r.result, ==, 1);
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
+
+    /* 1.1: a BO_MOVE command on the exporter: when its completion is visible, the
+     * importer's window is already unmapped and BO_INVALIDATED is in the importer's ring */
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT, .handle = imp,
+                                             .off0 = 0x10000 });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    drain_events(c, g0);
+    drain_events(c, g1);
+    r = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
+                                             .arg = SGPU_PLACEMENT_HW_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
+    g_assert_true(pop_event(c, g1, &ev));
+    g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_INVALIDATED);
+    g_assert_cmpuint(ev.handle, ==, imp);
+    g_assert_true(pop_event(c, g0, &ev));
+    g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.placement, ==, SGPU_PLACEMENT_HW_DEVICE);
+    g_assert_cmphex(ev.vram_offset, ==, r.result);
+
+    /* import handles: CACHE_* / CPU_ACCESS_* accepted, TRANSFER reads the exporter's bytes */
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = imp,
+                                             .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_INVALIDATE,
+                                             .handle = imp, .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CPU_ACCESS_BEGIN,
+                                             .handle = imp, .arg = SGPU_DIR_HW_FROM_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CPU_ACCESS_END,
+                                             .handle = imp, .arg = SGPU_DIR_HW_FROM_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    {
+        uint64_t pages = qmalloc(c->qs, BO_SIZE), sg = qmalloc(c->qs, 16);
+        struct sgpu_hw_mem_entry ent = { .addr = pages, .length = BO_SIZE };
+        uint32_t w;
+
+        qtest_memwrite(c->qs->qts, sg, &ent, sizeof(ent));
+        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING,
+                                                 .handle = imp, .off0 = sg, .arg = 1 });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+                                                 .handle = imp, .len = BO_SIZE });
+        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        qtest_memread(c->qs->qts, pages + 64, &w, 4);
+        g_assert_cmphex(w, ==, 0xcafef00d);
+        qtest_memread(c->qs->qts, pages, &w, 4);
+        g_assert_cmphex(w, ==, 0x01020304);
+    }
     r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = imp,
                                              .len = BO_SIZE });
     g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
