@@ -587,80 +587,9 @@ static uint32_t sharegpu_placement_result(SharegpuState *s, uint32_t handle, uin
     return SGPU_ST_OK;
 }
 
-/*
- * NO_EVICT: the backend evicts least-recently-used unpinned BOs inside sgpu_bo_create /
- * sgpu_bo_move. Until its C API has a no-evict variant, every other local DEVICE BO is pinned
- * for the duration of the call (the backend skips pinned victims), so the allocation fails with
- * -ENOSPC instead of evicting. All of this runs under the BQL: nobody observes the pins.
- */
-typedef struct SharegpuPinSet {
-    uint32_t *handles;
-    size_t n;
-} SharegpuPinSet;
-
-static void sharegpu_pin_others(SharegpuState *s, uint32_t except, SharegpuPinSet *ps)
-{
-    g_autofree sgpu_bo_info *infos = NULL;
-    size_t count = 0, cap, i;
-
-    ps->handles = NULL;
-    ps->n = 0;
-    if (sgpu_device_list_bos(s->dev, NULL, 0, &count) || count == 0) {
-        return;
-    }
-    cap = count;
-    infos = g_new0(sgpu_bo_info, cap);
-    if (sgpu_device_list_bos(s->dev, infos, cap, &count)) {
-        return;
-    }
-    ps->handles = g_new(uint32_t, cap);
-    for (i = 0; i < MIN(cap, count); i++) {
-        if (!infos[i].imported && infos[i].placement == SGPU_PLACEMENT_DEVICE &&
-            infos[i].handle != except && sgpu_bo_pin(s->dev, infos[i].handle) == 0) {
-            ps->handles[ps->n++] = infos[i].handle;
-        }
-    }
-}
-
-static void sharegpu_unpin_all(SharegpuState *s, SharegpuPinSet *ps)
-{
-    size_t i;
-
-    for (i = 0; i < ps->n; i++) {
-        int ret = sgpu_bo_unpin(s->dev, ps->handles[i]);
-
-        if (ret) {
-            error_report("sharegpu: %s: NO_EVICT unpin of handle %u failed: %s", s->name,
-                         ps->handles[i], sgpu_strerror(ret));
-        }
-    }
-    g_free(ps->handles);
-    ps->handles = NULL;
-    ps->n = 0;
-}
-
-static int sharegpu_create_no_evict(SharegpuState *s, uint64_t size, uint32_t *handle)
-{
-    sgpu_device_stats st;
-    SharegpuPinSet ps;
-    int ret;
-
-    /* cheap necessary condition first */
-    if (sgpu_device_stats_get(s->dev, &st) == 0 &&
-        (st.vram_used > st.vram_size ||
-         ROUND_UP(size, SGPU_VRAM_ALIGN) > st.vram_size - st.vram_used)) {
-        return -ENOSPC;
-    }
-    sharegpu_pin_others(s, 0, &ps);
-    ret = sgpu_bo_create(s->dev, size, SGPU_PLACEMENT_DEVICE, handle);
-    sharegpu_unpin_all(s, &ps);
-    return ret;
-}
-
 static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sgpu_hw_cmd *c, bool no_evict)
 {
     sgpu_bo_info info;
-    SharegpuPinSet ps = { 0 };
     int ret;
 
     if (c->arg > SGPU_PLACEMENT_SYSTEM) {
@@ -675,11 +604,8 @@ static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sgpu_hw_cmd *c, bool 
                       s->name, c->handle);
         return SGPU_ST_INVALID;
     }
-    if (no_evict && c->arg == SGPU_PLACEMENT_DEVICE && info.placement != c->arg) {
-        sharegpu_pin_others(s, c->handle, &ps);
-    }
-    ret = sgpu_bo_move(s->dev, c->handle, c->arg);
-    sharegpu_unpin_all(s, &ps);
+    /* NO_EVICT: the guest's memory manager is the only evictor (-ENOSPC -> NO_SPACE). */
+    ret = sgpu_bo_move2(s->dev, c->handle, c->arg, no_evict ? SGPU_ALLOC_NO_EVICT : 0);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -854,7 +780,8 @@ static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
             return SGPU_ST_TOO_BIG;
         }
         if (no_evict && c->arg == SGPU_PLACEMENT_DEVICE) {
-            ret = sharegpu_create_no_evict(s, c->len, &c->out_handle);
+            ret = sgpu_bo_create2(s->dev, c->len, c->arg, SGPU_ALLOC_NO_EVICT,
+                                  &c->out_handle);
         } else {
             ret = sharegpu_create_evicting(s, c->len, c->arg, &c->out_handle);
         }

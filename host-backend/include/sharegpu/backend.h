@@ -153,11 +153,16 @@ int sgpu_device_list_bos(sgpu_device *dev, sgpu_bo_info *out, size_t cap, size_t
 
 /* --- buffer objects ------------------------------------------------------------------------ */
 #define SGPU_MAX_BO_SIZE (1ULL << 32)
+/* Allocation flags (sgpu_bo_create2 / sgpu_bo_move2); unknown bits are -EINVAL. */
+#define SGPU_ALLOC_NO_EVICT (1u << 0) /* DEVICE placement: -ENOSPC instead of evicting others */
 int sgpu_bo_create(sgpu_device *dev, uint64_t size, uint32_t placement, uint32_t *handle);
+int sgpu_bo_create2(sgpu_device *dev, uint64_t size, uint32_t placement, uint32_t flags,
+                    uint32_t *handle);
 int sgpu_bo_destroy(sgpu_device *dev, uint32_t handle);
 int sgpu_bo_info_get(sgpu_device *dev, uint32_t handle, sgpu_bo_info *out);
 /* Move to a placement (-EBUSY when pinned; contents preserved). */
 int sgpu_bo_move(sgpu_device *dev, uint32_t handle, uint32_t placement);
+int sgpu_bo_move2(sgpu_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
 /* Evict a DEVICE BO to SYSTEM (what VRAM pressure does). */
 int sgpu_bo_evict(sgpu_device *dev, uint32_t handle);
 int sgpu_bo_pin(sgpu_device *dev, uint32_t handle);

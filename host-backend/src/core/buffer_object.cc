@@ -26,13 +26,13 @@ struct Ghost {
 
 Result<std::shared_ptr<BufferObject>> BufferObject::Create(std::shared_ptr<MemoryManager> mm,
                                                            uint64_t size, Placement placement,
-                                                           std::string name) {
+                                                           std::string name, bool may_evict) {
   using R = Result<std::shared_ptr<BufferObject>>;
   if (!mm || size == 0) return R::Error(-EINVAL);
   if (size > kMaxSize) return R::Error(-E2BIG);
   if (placement != Placement::kDevice && placement != Placement::kSystem) return R::Error(-EINVAL);
   size = PageAlignUp(size);
-  auto storage = mm->AllocateStorage(placement, size, nullptr);
+  auto storage = mm->AllocateStorage(placement, size, nullptr, may_evict);
   if (!storage) return R::Error(storage.status());
   auto bo = std::make_shared<BufferObject>(mm, size, std::move(name), std::move(storage).value());
   if (placement == Placement::kDevice) mm->LruTouch(bo);
@@ -61,7 +61,7 @@ void BufferObject::ForEachCache(const std::function<void(DeviceCache&)>& fn) {
   }
 }
 
-Status BufferObject::Move(Placement target) {
+Status BufferObject::Move(Placement target, bool may_evict) {
   if (!resv_.IsHeld()) {
     Logf(LogLevel::kError, "bo %s: move requires the reservation lock held", name_.c_str());
     return -ENOLCK;
@@ -72,7 +72,7 @@ Status BufferObject::Move(Placement target) {
   // Writers still in flight must land before the copy reads the old storage.
   if (resv_.WaitTimeout(ResvUsage::kWrite, move_wait_timeout_) != kOk) return -EBUSY;
 
-  auto fresh = mm_->AllocateStorage(target, size_, this);
+  auto fresh = mm_->AllocateStorage(target, size_, this, may_evict);
   if (!fresh) return fresh.status();
 
   // The copy reads memory: every device's dirty lines go there first, and no line may
@@ -128,7 +128,7 @@ Status BufferObject::UnpinLocked() {
   if (!resv_.IsHeld()) return -ENOLCK;
   unsigned count = pin_count();
   if (count == 0) {
-    Logf(LogLevel::kError, "bo %s: unpin without a pin", name_.c_str());
+    Logf(LogLevel::kDebug, "bo %s: unpin without a pin", name_.c_str());
     return -EINVAL;
   }
   pin_count_.store(count - 1, std::memory_order_relaxed);

@@ -29,7 +29,7 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   // size: 1 .. kMaxSize, rounded up to pages.
   static Result<std::shared_ptr<BufferObject>> Create(std::shared_ptr<MemoryManager> mm,
                                                       uint64_t size, Placement placement,
-                                                      std::string name);
+                                                      std::string name, bool may_evict = true);
   ~BufferObject() override;
 
   const std::string& name() const { return name_; }
@@ -37,7 +37,8 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   MemoryManager& memory_manager() const { return *mm_; }
 
   // --- reservation held ---
-  Status Move(Placement target);
+  // may_evict false: -ENOSPC rather than evicting other buffers to make room.
+  Status Move(Placement target, bool may_evict = true);
   Status PinLocked();
   Status UnpinLocked();
   Placement placement() const;         // also fine unlocked for display

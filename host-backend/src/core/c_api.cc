@@ -41,6 +41,7 @@ int Guard(F&& f) noexcept {
 
 bool ValidPlacement(uint32_t p) { return p == SGPU_PLACEMENT_DEVICE || p == SGPU_PLACEMENT_SYSTEM; }
 bool ValidDir(uint32_t d) { return d <= SGPU_DIR_FROM_DEVICE; }
+constexpr uint32_t kAllocFlags = SGPU_ALLOC_NO_EVICT;
 
 std::mutex g_shared_mu;
 sgpu_backend* g_shared = nullptr;  // not owning: cleared by the last unref
@@ -202,11 +203,16 @@ int sgpu_device_list_bos(sgpu_device* dev, sgpu_bo_info* out, size_t cap, size_t
 }
 
 int sgpu_bo_create(sgpu_device* dev, uint64_t size, uint32_t placement, uint32_t* handle) {
+  return sgpu_bo_create2(dev, size, placement, 0, handle);
+}
+
+int sgpu_bo_create2(sgpu_device* dev, uint64_t size, uint32_t placement, uint32_t flags,
+                    uint32_t* handle) {
   SGPU_DEV_CHECK(dev);
   if (!handle) return -EINVAL;
-  if (!ValidPlacement(placement)) return -EINVAL;
+  if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;
   return Guard([&] {
-    auto h = dev->impl->CreateBo(size, static_cast<Placement>(placement));
+    auto h = dev->impl->CreateBo(size, static_cast<Placement>(placement), flags);
     if (!h) return h.status();
     *handle = *h;
     return 0;
@@ -230,9 +236,15 @@ int sgpu_bo_info_get(sgpu_device* dev, uint32_t handle, sgpu_bo_info* out) {
 }
 
 int sgpu_bo_move(sgpu_device* dev, uint32_t handle, uint32_t placement) {
+  return sgpu_bo_move2(dev, handle, placement, 0);
+}
+
+int sgpu_bo_move2(sgpu_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
   SGPU_DEV_CHECK(dev);
-  if (!ValidPlacement(placement)) return -EINVAL;
-  return Guard([&] { return dev->impl->Move(handle, static_cast<Placement>(placement)); });
+  if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;
+  return Guard([&] {
+    return dev->impl->Move(handle, static_cast<Placement>(placement), flags);
+  });
 }
 
 int sgpu_bo_evict(sgpu_device* dev, uint32_t handle) {

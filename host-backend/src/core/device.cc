@@ -83,7 +83,7 @@ ReservationObject& Device::ResvOf(const Entry& e) {
   return e.bo ? e.bo->resv() : e.import->dmabuf->resv();
 }
 
-Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement) {
+Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement, uint32_t flags) {
   if (size == 0) return Result<uint32_t>::Error(GuestError(-EINVAL, "bo create of size 0"));
   if (size > BufferObject::kMaxSize) {
     return Result<uint32_t>::Error(GuestError(-E2BIG, "bo create of %llu bytes",
@@ -96,7 +96,7 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement) {
   static std::atomic<uint64_t> serial{1};
   std::snprintf(name, sizeof(name), "%s/bo%llu", config_.name.c_str(),
                 static_cast<unsigned long long>(serial.fetch_add(1)));
-  auto bo = BufferObject::Create(mm_, size, placement, name);
+  auto bo = BufferObject::Create(mm_, size, placement, name, !(flags & SGPU_ALLOC_NO_EVICT));
   if (!bo) return Result<uint32_t>::Error(GuestError(bo.status(), "bo create failed"));
   std::lock_guard lock(table_mu_);
   uint32_t handle = InsertLocked(Entry{*bo, nullptr, nullptr});
@@ -205,7 +205,7 @@ std::vector<sgpu_bo_info> Device::ListBos(size_t* count) {
   return out;
 }
 
-Status Device::Move(uint32_t handle, Placement placement) {
+Status Device::Move(uint32_t handle, Placement placement, uint32_t flags) {
   if (placement != Placement::kDevice && placement != Placement::kSystem) {
     return GuestError(-EINVAL, "move of handle %u to bad placement %u", handle,
                       unsigned(placement));
@@ -215,7 +215,7 @@ Status Device::Move(uint32_t handle, Placement placement) {
   BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
   if (!bo) return GuestError(-EOPNOTSUPP, "handle %u: exporter cannot move", handle);
   ResvGuard guard(bo->resv());
-  Status err = bo->Move(placement);
+  Status err = bo->Move(placement, !(flags & SGPU_ALLOC_NO_EVICT));
   if (err) return GuestError(err, "move of handle %u to %s", handle, PlacementName(placement));
   return kOk;
 }

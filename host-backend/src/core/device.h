@@ -59,13 +59,14 @@ class Device : public std::enable_shared_from_this<Device> {
   CacheMode cache_mode() const { return config_.cache_mode; }
   MemoryManager& memory() const { return *mm_; }
 
-  Result<uint32_t> CreateBo(uint64_t size, Placement placement);
+  // flags: SGPU_ALLOC_* (validated by the caller).
+  Result<uint32_t> CreateBo(uint64_t size, Placement placement, uint32_t flags = 0);
   Status DestroyBo(uint32_t handle);
   Status Reset();  // drops every handle
   Result<sgpu_bo_info> Info(uint32_t handle);
   std::vector<sgpu_bo_info> ListBos(size_t* count);
 
-  Status Move(uint32_t handle, Placement placement);
+  Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
   Status Pin(uint32_t handle);
   Status Unpin(uint32_t handle);
   Status CpuRead(uint32_t handle, uint64_t off, void* dst, uint64_t len);

@@ -28,7 +28,8 @@ struct StorageHolder {
 }  // namespace
 
 Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placement, uint64_t size,
-                                                                const BufferObject* requester) {
+                                                                const BufferObject* requester,
+                                                                bool may_evict) {
   using R = Result<std::shared_ptr<Storage>>;
   if (placement == Placement::kSystem) return Storage::CreateSystem("sharegpu-bo:" + name_, size);
   if (placement != Placement::kDevice) return R::Error(-EINVAL);
@@ -42,7 +43,7 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
       Storage* raw = holder->storage.get();
       return std::shared_ptr<Storage>(holder, raw);
     }
-    if (storage.status() != -ENOSPC) return storage;
+    if (storage.status() != -ENOSPC || !may_evict) return storage;
 
     // VRAM is full: evict the least recently used buffer we can lock without waiting.
     std::vector<std::shared_ptr<BufferObject>> candidates;

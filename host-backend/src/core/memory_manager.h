@@ -37,9 +37,11 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
 
   // New storage in `placement`. For DEVICE, evicts least-recently-used unpinned buffers
   // (whose reservation can be trylocked; never `requester`) to SYSTEM until the range fits.
-  // The returned storage keeps the arena alive.
+  // The returned storage keeps the arena alive. With may_evict false, a full VRAM is -ENOSPC
+  // (the caller's own memory manager - the guest's TTM - decides what to evict).
   Result<std::shared_ptr<Storage>> AllocateStorage(Placement placement, uint64_t size,
-                                                   const BufferObject* requester);
+                                                   const BufferObject* requester,
+                                                   bool may_evict = true);
 
   // LRU of DEVICE-placed buffers; most recently used at the back.
   void LruTouch(const std::shared_ptr<BufferObject>& bo);

@@ -469,3 +469,45 @@ TEST_F(DeviceTest, DestroyedImportDropsItsPins) {
 
 }  // namespace
 }  // namespace sharegpu::testing
+
+namespace sharegpu::testing {
+namespace {
+
+// SGPU_ALLOC_NO_EVICT: the guest's memory manager is the only evictor. A full VRAM is -ENOSPC
+// and no other buffer moves; without the flag the same request evicts the LRU buffer.
+TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
+  auto dev = NewDevice("A", CacheMode::kCoherent);
+  const uint64_t quarter = dev->memory().arena().size() / 4;
+  std::vector<uint32_t> bos;
+  for (int i = 0; i < 4; ++i) bos.push_back(NewBo(*dev, quarter, Placement::kDevice));
+  uint32_t sys = NewBo(*dev, quarter, Placement::kSystem);
+
+  auto denied = dev->CreateBo(quarter, Placement::kDevice, SGPU_ALLOC_NO_EVICT);
+  EXPECT_EQ(denied.status(), -ENOSPC);
+  EXPECT_EQ(dev->Move(sys, Placement::kDevice, SGPU_ALLOC_NO_EVICT), -ENOSPC);
+  EXPECT_EQ(dev->Stats().evictions, 0u);
+  for (uint32_t h : bos) EXPECT_EQ(dev->Info(h)->placement, SGPU_PLACEMENT_DEVICE);
+  EXPECT_EQ(dev->Info(sys)->placement, SGPU_PLACEMENT_SYSTEM);
+
+  EXPECT_EQ(dev->Move(sys, Placement::kDevice), kOk);
+  EXPECT_EQ(dev->Stats().evictions, 1u);
+  EXPECT_EQ(dev->Info(bos[0])->placement, SGPU_PLACEMENT_SYSTEM);  // the least recently used
+}
+
+TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
+  sgpu_backend* backend = nullptr;
+  sgpu_device* dev = nullptr;
+  sgpu_device_config cfg{"flags", 1 << 20, 1};
+  ASSERT_EQ(sgpu_backend_new(&backend), 0);
+  ASSERT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
+  uint32_t h = 0;
+  EXPECT_EQ(sgpu_bo_create2(dev, 4096, SGPU_PLACEMENT_DEVICE, 1u << 7, &h), -EINVAL);
+  ASSERT_EQ(sgpu_bo_create2(dev, 4096, SGPU_PLACEMENT_DEVICE, SGPU_ALLOC_NO_EVICT, &h), 0);
+  EXPECT_EQ(sgpu_bo_move2(dev, h, SGPU_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);
+  EXPECT_EQ(sgpu_bo_move2(dev, h, SGPU_PLACEMENT_SYSTEM, SGPU_ALLOC_NO_EVICT), 0);
+  sgpu_device_destroy(dev);
+  sgpu_backend_unref(backend);
+}
+
+}  // namespace
+}  // namespace sharegpu::testing
