@@ -4,7 +4,10 @@
 #   2. host backend: builds and runs the GoogleTest suites plain, under ThreadSanitizer and
 #      under ASan+UBSan (separate build dirs: build/, build-tsan/, build-asan/)
 #   3. backend benchmarks, once, with a short minimum time: prints the `ratio NAME VALUE` lines
-#   4. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
+#   4. QEMU: builds (cached) QEMU 10 with the device, plain and ASan+UBSan, runs the qtests on
+#      both, the randomized register/ring fuzz qtest under ASan and the monitor acceptance
+#      check (scripts/qemu-tests.sh)
+#   5. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
 #      static GoogleTest e2e binaries, boots QEMU with two sharegpu devices and vgem and runs
 #      them (scripts/guest-tests.sh)
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
@@ -56,6 +59,11 @@ for b in ww_bench copy_bench sharing_bench; do
 done
 echo "--- ratio lines"
 grep -h '^ratio ' build/*_bench.out || failed_stages+=("benchmarks printed no ratio line")
+
+stage "QEMU device: qtests, randomized fuzz under ASan, monitor acceptance"
+bash scripts/qemu-tests.sh 2>&1 | tee build/qemu-tests.out
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("qemu tests")
+extra_totals+=("$(grep -h '^qemu-tests: [0-9]* passed, [0-9]* failed' build/qemu-tests.out | tail -1)")
 
 stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under QEMU TCG)"
 # Heavy artefacts are cached by input hash; a fresh machine builds them here.
