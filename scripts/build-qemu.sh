@@ -102,7 +102,7 @@ if [ "$plain" = 0 ]; then
 fi
 hash_inputs() {
     echo "qemu $debver variant $variant qtests $qtests"
-    sha256sum "$repo/scripts/build-qemu.sh"
+    (cd "$repo" && sha256sum scripts/build-qemu.sh)  # relative: the key must not depend on the checkout path
     if [ "$plain" = 0 ]; then
         (cd "$repo" && find patches/qemu device include/sharegpu_hw.h host-backend meson.build \
             -type f \( -name '*.patch' -o -name '*.c' -o -name '*.h' -o -name '*.cc' \
