@@ -157,11 +157,18 @@ if true; then
     bdir=$cache/backend/$bvariant
     sanitize=none
     [ "$bvariant" = asan ] && sanitize=address,undefined
+    # A meson build dir belongs to one source tree: another checkout (CI's fresh clone) must
+    # not silently compile the sources of the previous one.
+    if [ -f "$bdir/build.ninja" ] && [ "$(cat "$bdir/.sharegpu-source" 2>/dev/null)" != "$repo" ]; then
+        log "host backend build dir was configured for another checkout: reconfiguring"
+        rm -rf "$bdir"
+    fi
     if [ ! -f "$bdir/build.ninja" ]; then
         log "configuring host backend ($bdir, b_sanitize=$sanitize)"
         meson setup "$bdir" "$repo" --buildtype=debugoptimized -Db_sanitize="$sanitize" \
             >"$cache/backend-$bvariant-setup.log" 2>&1 || {
             tail -30 "$cache/backend-$bvariant-setup.log" >&2; exit 1; }
+        echo "$repo" >"$bdir/.sharegpu-source"
     fi
     log "building host backend static library"
     nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a >&2
