@@ -31,13 +31,23 @@
 
 /* ------------------------------------------------------------------ VRAM manager */
 
+/*
+ * Move @bo on the device (resv held). Moves to DEVICE carry NO_EVICT: TTM is
+ * the only evictor, so the device answers NO_SPACE (-ENOSPC) instead of
+ * evicting other BOs behind TTM's back (their CPU mappings would stay stale
+ * until the BO_MOVED event is processed). A move to the placement the device
+ * already has (our view may lag an unprocessed BO_MOVED) is a silent no-op
+ * that still reports the current offset.
+ */
 static int sgpu_hw_move(struct sgpu_bo *bo, u32 place)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
+	u16 flags = place == SGPU_PLACEMENT_HW_DEVICE ? SGPU_CMD_F_NO_EVICT : 0;
 	u64 off = SGPU_INVALID_OFFSET;
 	int ret;
 
-	ret = sgpu_hw_simple(sdev, SGPU_OP_BO_MOVE, bo->hw_handle, place, 0, 0, 0, &off);
+	dma_resv_assert_held(bo->tbo.base.resv);
+	ret = sgpu_hw_bo_move(sdev, bo->hw_handle, place, flags, &off);
 	if (ret)
 		return ret;
 	bo->hw_place = place;
@@ -71,9 +81,12 @@ static int sgpu_vram_alloc(struct ttm_resource_manager *man, struct ttm_buffer_o
 			ret = lret;
 			goto err;
 		}
+		/* NO_SPACE / TOO_BIG: -ENOSPC, TTM evicts (LRU) and retries */
 		ret = sgpu_hw_move(bo, SGPU_PLACEMENT_HW_DEVICE);
 		if (ret == -E2BIG)
 			ret = -ENOSPC;
+		if (ret == -ENOSPC)
+			atomic64_inc(&sdev->vram_no_space);
 		if (ret)
 			goto err;
 	}
@@ -192,12 +205,18 @@ int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device)
 	if (!bo->backing)
 		return -EINVAL;
 	if (to_device) {
+		/* ... and drop lines that would hide the new memory contents */
 		ret = sgpu_hw_simple(sdev, SGPU_OP_TRANSFER_TO_DEVICE, bo->hw_handle, 0, 0, 0,
 				     size, NULL);
 		if (!ret && !sdev->coherent)
 			ret = sgpu_hw_simple(sdev, SGPU_OP_CACHE_INVALIDATE, bo->hw_handle, 0,
 					     0, 0, size, NULL);
 	} else {
+		/*
+		 * TRANSFER_* access the BO's memory, not the device cache
+		 * (contract 1.1, section 5): on a non-coherent device write
+		 * dirty job lines back first or the pages miss them.
+		 */
 		ret = 0;
 		if (!sdev->coherent)
 			ret = sgpu_hw_simple(sdev, SGPU_OP_CACHE_FLUSH, bo->hw_handle, 0, 0, 0,
@@ -605,12 +624,52 @@ void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev)
 		drm_dbg_driver(&sdev->drm, "device error: ring index %u status %s\n",
 			       ev->handle, sgpu_status_name(ev->placement));
 		break;
+	case SGPU_EVT_RESYNC:
+		drm_dbg_driver(&sdev->drm, "events dropped (%llu): resync\n", ev->generation);
+		sgpu_resync(sdev);
+		break;
 	default:
 		drm_dbg_driver(&sdev->drm, "unknown event %u\n", ev->type);
 		break;
 	}
 	if (obj)
 		drm_gem_object_put(obj);
+}
+
+/*
+ * Events were lost (RESYNC): any BO_MOVED / BO_INVALIDATED may be among them.
+ * Re-query every native BO and reconcile TTM as for an unexpected BO_MOVED,
+ * and drop every import's window mapping as for BO_INVALIDATED (the next
+ * access maps it again). Runs from the event worker.
+ */
+void sgpu_resync(struct sgpu_device *sdev)
+{
+	struct drm_gem_object *obj;
+	unsigned long idx = 0;
+
+	atomic64_inc(&sdev->resyncs);
+	for (;;) {
+		xa_lock(&sdev->handles);
+		obj = xa_find(&sdev->handles, &idx, ULONG_MAX, XA_PRESENT);
+		if (obj && !kref_get_unless_zero(&obj->refcount))
+			obj = ERR_PTR(-ENOENT);	/* being freed: skip it */
+		xa_unlock(&sdev->handles);
+		if (!obj || READ_ONCE(sdev->dead))
+			break;
+		if (!IS_ERR(obj)) {
+			if (sgpu_is_bo(obj)) {
+				sgpu_bo_revalidate(to_sgpu_bo(obj));
+			} else if (sgpu_is_import(obj) && to_sgpu_import(obj)->p2p) {
+				dma_resv_lock(obj->resv, NULL);
+				sgpu_import_invalidate(to_sgpu_import(obj));
+				dma_resv_unlock(obj->resv);
+			}
+			drm_gem_object_put(obj);
+		}
+		if (idx == ULONG_MAX)
+			break;
+		idx++;
+	}
 }
 
 /* CPU access window (dma-buf begin/end_cpu_access and the BO_CPU_ACCESS ioctl). */

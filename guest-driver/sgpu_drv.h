@@ -32,7 +32,8 @@
 #define SGPU_EVT_RING_SIZE	256
 #define SGPU_AUX_SIZE		64	/* per-slot DMA scratch (BO_QUERY) */
 #define SGPU_CMD_TIMEOUT	(10 * HZ)
-#define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 3 + 1)
+/* per command: 2 invalidates, the op, a flush; per object: 2 transfers + 2 maintenance */
+#define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 4 + 1)
 #define SGPU_MAX_KEPT_JOBS	256
 
 struct sgpu_job;
@@ -101,6 +102,7 @@ struct sgpu_device {
 	dma_addr_t evt_dma;
 	u32 evt_head;
 	struct work_struct evt_work;
+	atomic_t evt_overflow;		/* INT_EVT_OVERFLOW seen: kick the owed RESYNC */
 
 	/* hw handle -> struct drm_gem_object (native BOs and imports) */
 	struct xarray handles;
@@ -127,6 +129,9 @@ struct sgpu_device {
 	atomic64_t evt_moved;
 	atomic64_t evt_invalidated;
 	atomic64_t evt_error;
+	atomic64_t evt_overflows;	/* INT_EVT_OVERFLOW interrupts */
+	atomic64_t resyncs;		/* RESYNC events handled */
+	atomic64_t vram_no_space;	/* NO_EVICT BO_MOVE to DEVICE refused: TTM evicts */
 	atomic64_t unexpected_moves;
 	atomic64_t move_notifies;
 	atomic64_t evictions;
@@ -250,6 +255,7 @@ void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle);
 int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 		   u64 off0, u64 off1, u64 len, u64 *result);
 int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info);
+int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset);
 int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
 			   dma_addr_t *addrs, unsigned long npages, u64 *total);
 
@@ -267,6 +273,7 @@ u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
 unsigned long sgpu_timeout_jiffies(s64 timeout_ns);
 u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
 void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev);
+void sgpu_resync(struct sgpu_device *sdev);
 
 int sgpu_ioctl_bo_create(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_bo_mmap_offset(struct drm_device *dev, void *data, struct drm_file *file);

@@ -16,6 +16,8 @@
 
 #include "sgpu_drv.h"
 
+#define SGPU_INT_ALL	(SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR | SGPU_INT_EVT_OVERFLOW)
+
 static const char * const sgpu_status_names[] = {
 	"OK", "BAD_OPCODE", "BAD_HANDLE", "OUT_OF_RANGE", "NO_SPACE", "BUSY",
 	"INVALID", "DMA_ERROR", "NOT_FOUND", "TOO_BIG", "NO_BACKING", "CANCELLED",
@@ -264,10 +266,15 @@ int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 	return ret;
 }
 
+/*
+ * BO_CREATE. DEVICE placements carry NO_EVICT (contract 1.1): TTM is the only
+ * evictor, the device must not move other BOs behind its back.
+ */
 int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle, u64 *offset)
 {
 	struct sgpu_hw_cmd cmd = {
 		.opcode = SGPU_OP_BO_CREATE, .arg = place, .len = size,
+		.flags = place == SGPU_PLACEMENT_HW_DEVICE ? SGPU_CMD_F_NO_EVICT : 0,
 	};
 	struct sgpu_waiter w = {};
 	int ret;
@@ -287,6 +294,31 @@ void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
 
 	if (handle)
 		sgpu_cmd_async(sdev, &cmd);
+}
+
+/*
+ * BO_MOVE of a local BO; @offset gets the new VRAM offset or ~0. A move to the
+ * current placement completes OK with the current offset and produces no
+ * BO_MOVED event and no generation bump (contract 1.1): the completion is all
+ * there is, nothing may wait for an event. SGPU_CMD_F_NO_EVICT is only valid
+ * for moves to DEVICE.
+ */
+int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset)
+{
+	struct sgpu_hw_cmd cmd = {
+		.opcode = SGPU_OP_BO_MOVE, .flags = flags, .handle = handle, .arg = place,
+	};
+	struct sgpu_waiter w = {};
+	int ret;
+
+	if (WARN_ON((flags & SGPU_CMD_F_NO_EVICT) && place != SGPU_PLACEMENT_HW_DEVICE))
+		return -EINVAL;
+	ret = sgpu_cmd_sync(sdev, &cmd, &w);
+	if (ret)
+		return ret;
+	if (offset)
+		*offset = w.result;
+	return 0;
 }
 
 int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info)
@@ -379,6 +411,14 @@ static void sgpu_events_work(struct work_struct *work)
 	for (;;) {
 		if (READ_ONCE(sdev->dead))
 			return;
+		/*
+		 * Events were dropped: the device owes a RESYNC and writes it
+		 * when EVT_HEAD is written and the ring has room. Write the
+		 * head even if there is nothing to consume, so the RESYNC of a
+		 * drop that did not fill the ring (DMA error) is not stuck.
+		 */
+		if (atomic_xchg(&sdev->evt_overflow, 0))
+			sgpu_wr(sdev, SGPU_REG_EVT_HEAD, sdev->evt_head);
 		tail = sgpu_rd(sdev, SGPU_REG_EVT_TAIL) & (SGPU_EVT_RING_SIZE - 1);
 		if (tail == sdev->evt_head)
 			break;
@@ -411,12 +451,16 @@ static irqreturn_t sgpu_irq_cmd(int irq, void *arg)
 static irqreturn_t sgpu_irq_evt(int irq, void *arg)
 {
 	struct sgpu_device *sdev = arg;
-	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & SGPU_INT_EVENT;
+	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & (SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
 
 	if (!st && !sdev->msix)
 		return IRQ_NONE;
 	if (st)
 		sgpu_wr(sdev, SGPU_REG_INT_ACK, st);
+	if (st & SGPU_INT_EVT_OVERFLOW) {
+		atomic64_inc(&sdev->evt_overflows);
+		atomic_set(&sdev->evt_overflow, 1);
+	}
 	atomic64_inc(&sdev->irq_evt);
 	queue_work(system_unbound_wq, &sdev->evt_work);
 	return IRQ_HANDLED;
@@ -512,8 +556,8 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 	ret = sgpu_irq_init(sdev);
 	if (ret)
 		return ret;
-	sgpu_wr(sdev, SGPU_REG_INT_ACK, SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR);
-	sgpu_wr(sdev, SGPU_REG_INT_MASK, SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR);
+	sgpu_wr(sdev, SGPU_REG_INT_ACK, SGPU_INT_ALL);
+	sgpu_wr(sdev, SGPU_REG_INT_MASK, SGPU_INT_ALL);
 
 	/* prove the ring and the interrupt path */
 	ret = sgpu_hw_simple(sdev, SGPU_OP_NOP, 0, 0, 0, 0, 0, NULL);

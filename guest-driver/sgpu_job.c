@@ -23,6 +23,8 @@
 
 #define SGPU_MAX_JOB_OBJS	(2 * SHAREGPU_MAX_CMDS)
 
+static_assert(SGPU_MAX_JOB_ENTRIES < SGPU_CMD_RING_SIZE);
+
 static const char *sgpu_fence_driver_name(struct dma_fence *f)
 {
 	return SGPU_DRIVER_NAME;
@@ -245,10 +247,20 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 	u32 i;
 
 	s->nhw = 0;
-	for (i = 0; i < s->nobjs; i++)
-		if (s->objs[i].autosync)
-			sgpu_emit(s, SGPU_OP_TRANSFER_TO_DEVICE, s->objs[i].hw_handle, 0, 0,
+	/*
+	 * Autosync transfers are the driver's own: TRANSFER_* access memory,
+	 * not the device cache (contract 1.1, section 5), so on a non-coherent
+	 * device they get their cache maintenance whatever NO_CACHE_MAINT says.
+	 */
+	for (i = 0; i < s->nobjs; i++) {
+		if (!s->objs[i].autosync)
+			continue;
+		sgpu_emit(s, SGPU_OP_TRANSFER_TO_DEVICE, s->objs[i].hw_handle, 0, 0,
+			  0, 0, s->objs[i].obj->size, -1);
+		if (!s->sdev->coherent)
+			sgpu_emit(s, SGPU_OP_CACHE_INVALIDATE, s->objs[i].hw_handle, 0, 0,
 				  0, 0, s->objs[i].obj->size, -1);
+	}
 	for (i = 0; i < s->ncmds; i++) {
 		struct drm_sharegpu_cmd *c = &s->cmds[i];
 		u32 dst = 0, src = 0;
@@ -279,10 +291,16 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 		if (maint && dst)
 			sgpu_emit(s, SGPU_OP_CACHE_FLUSH, dst, 0, 0, c->dst_offset, 0, c->size, -1);
 	}
-	for (i = 0; i < s->nobjs; i++)
-		if (s->objs[i].autosync && s->objs[i].write)
-			sgpu_emit(s, SGPU_OP_TRANSFER_FROM_DEVICE, s->objs[i].hw_handle, 0, 0,
+	for (i = 0; i < s->nobjs; i++) {
+		if (!s->objs[i].autosync || !s->objs[i].write)
+			continue;
+		/* the job's writes may still sit in the device cache */
+		if (!s->sdev->coherent)
+			sgpu_emit(s, SGPU_OP_CACHE_FLUSH, s->objs[i].hw_handle, 0, 0,
 				  0, 0, s->objs[i].obj->size, -1);
+		sgpu_emit(s, SGPU_OP_TRANSFER_FROM_DEVICE, s->objs[i].hw_handle, 0, 0,
+			  0, 0, s->objs[i].obj->size, -1);
+	}
 	/* the final FENCE (opcode set by sgpu_ring_submit_job()) */
 	sgpu_emit(s, SGPU_OP_FENCE, 0, 0, 0, 0, 0, 0, -1);
 }

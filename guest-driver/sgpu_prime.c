@@ -270,7 +270,14 @@ struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags)
 
 /* ------------------------------------------------------------------ importer */
 
-/* The exporter moved the buffer: drop our mapping (resv held). */
+/*
+ * The exporter moved the buffer (or events were lost): drop our mapping
+ * (resv held). The device removes the window mapping itself before the
+ * moving command completes; UNMAP_IMPORT is idempotent (contract 1.1: OK,
+ * result 0, when nothing is mapped), so unmapping unconditionally also
+ * covers a mapping whose BO_INVALIDATED was lost, and the next MAP_IMPORT
+ * at the same window offset cannot find it busy.
+ */
 void sgpu_import_invalidate(struct sgpu_import *imp)
 {
 	struct sgpu_device *sdev = to_sgpu(imp->base.dev);
@@ -278,9 +285,11 @@ void sgpu_import_invalidate(struct sgpu_import *imp)
 	dma_resv_assert_held(imp->base.resv);
 	imp->invalidations++;
 	if (imp->win_mapped) {
-		/* the device removes the window mapping itself when storage moves */
 		imp->win_mapped = false;
 		drm_vma_node_unmap(&imp->base.vma_node, sdev->drm.anon_inode->i_mapping);
+		if (!READ_ONCE(sdev->dead))
+			sgpu_hw_simple(sdev, SGPU_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0,
+				       NULL);
 	}
 	if (imp->sgt) {
 		if (imp->backing) {
@@ -429,9 +438,7 @@ static void sgpu_import_free(struct drm_gem_object *obj)
 	mutex_unlock(&sdev->obj_lock);
 
 	dma_resv_lock(obj->resv, NULL);
-	if (imp->win_mapped && !READ_ONCE(sdev->dead))
-		sgpu_hw_simple(sdev, SGPU_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0, NULL);
-	sgpu_import_invalidate(imp);
+	sgpu_import_invalidate(imp);	/* UNMAP_IMPORT included */
 	dma_resv_unlock(obj->resv);
 	if (drm_mm_node_allocated(&imp->win)) {
 		mutex_lock(&sdev->win_lock);
