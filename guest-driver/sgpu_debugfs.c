@@ -97,6 +97,23 @@ static int sgpu_debugfs_ttm(struct seq_file *m, void *data)
 	return 0;
 }
 
+/* Writing anything runs the event-loss recovery (RESYNC) now: for tests. */
+static ssize_t sgpu_debugfs_resync_write(struct file *f, const char __user *buf,
+					 size_t len, loff_t *pos)
+{
+	struct sgpu_device *sdev = f->private_data;
+
+	sgpu_resync(sdev);
+	return len;
+}
+
+static const struct file_operations sgpu_debugfs_resync_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = sgpu_debugfs_resync_write,
+	.llseek = noop_llseek,
+};
+
 void sgpu_debugfs_init(struct drm_minor *minor)
 {
 	struct drm_device *dev = minor->dev;
@@ -104,6 +121,8 @@ void sgpu_debugfs_init(struct drm_minor *minor)
 	drm_debugfs_add_file(dev, "sharegpu_bos", sgpu_debugfs_bos, NULL);
 	drm_debugfs_add_file(dev, "sharegpu_counters", sgpu_debugfs_counters, NULL);
 	drm_debugfs_add_file(dev, "sharegpu_vram", sgpu_debugfs_ttm, NULL);
+	debugfs_create_file("sharegpu_resync", 0200, minor->debugfs_root, to_sgpu(dev),
+			    &sgpu_debugfs_resync_fops);
 }
 
 /* fdinfo: drm-total-/drm-resident-/drm-shared-<region> for vram and system. */

@@ -287,6 +287,33 @@ static void test_eviction(struct dev *d)
 	}
 }
 
+/* Run the driver's RESYNC recovery (debugfs sharegpu_resync) on every device. */
+static int resync_all(void)
+{
+	DIR *dir = opendir("/sys/kernel/debug/dri");
+	struct dirent *de;
+	char path[512];
+	int n = 0;
+
+	while (dir && (de = readdir(dir))) {
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%s/sharegpu_resync",
+			 de->d_name);
+		fd = open(path, O_WRONLY);
+		if (fd < 0)
+			continue;
+		if (write(fd, "1", 1) == 1)
+			n++;
+		close(fd);
+	}
+	if (dir)
+		closedir(dir);
+	return n;
+}
+
 static void test_p2p(struct dev *exp, struct dev *imp)
 {
 	const size_t sz = 64 * 1024;
@@ -328,6 +355,14 @@ static void test_p2p(struct dev *exp, struct dev *imp)
 		CHECK(p[0] == 0x5a5a5a5a, "window re-mapped after move: %x", p[0]);
 		c2 = checksum(imp, ih, 0, 4096);
 		CHECK(c2 == pattern_crc(0x5a5a5a5a, 4096), "import still valid after move");
+		/* lost events (RESYNC): BOs re-queried, window unmapped, then re-faulted */
+		CHECK(resync_all() >= 2, "resync via debugfs");
+		CHECK(p[0] == 0x5a5a5a5a && p[1024] == 0xa5a5a5a5,
+		      "window re-mapped after resync: %x %x", p[0], p[1024]);
+		c1 = checksum(exp, h, 0, sz);
+		c2 = checksum(imp, ih, 0, sz);
+		CHECK(c1 >= 0 && c1 == c2, "data intact after resync (%llx %llx)",
+		      (long long)c1, (long long)c2);
 		munmap(p, sz);
 	}
 	/* the dma-buf fd itself: DMA_BUF_IOCTL_SYNC + mmap (exporter path) */
@@ -627,6 +662,8 @@ int main(void)
 	int n = open_sharegpu(devs, 4);
 
 	setvbuf(stdout, NULL, _IONBF, 0);
+	mkdir("/sys/kernel/debug", 0755);
+	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
 	printf("sgpu_smoke: %d sharegpu render node(s)\n", n);
 	if (n < 1)
 		return 1;
@@ -652,8 +689,6 @@ int main(void)
 	bo_create(&devs[0], 1 << 20, SHAREGPU_DOMAIN_VRAM, NULL);
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", devs[0].fd);
 	dump_file(path);
-	mkdir("/sys/kernel/debug", 0755);
-	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
 	DIR *dir = opendir("/sys/kernel/debug/dri");
 	struct dirent *de;
 
