@@ -11,6 +11,8 @@
 #   --init-mode MODE     tests (default): load modules, run tests, print summary, power off
 #                        shell: load modules, interactive shell on the console, power off on exit
 #                        demo:  like tests, then an interactive shell instead of powering off
+#                        silent: load modules, print one line, then nothing (self-test of
+#                        the runner's silence watchdog, scripts/run-guest-selftest.sh)
 #   --test-timeout SECS  per-test timeout inside the guest (default 600)
 #   --no-unload          do not rmmod the modules (reverse order) after the tests
 # Env: GUEST_MODULES / GUEST_TESTS (space-separated paths) are added before the arguments.
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$OUT" ] || die "--out FILE is required"
-case "$MODE" in tests|shell|demo) ;; *) die "--init-mode must be tests, shell or demo" ;; esac
+case "$MODE" in tests|shell|demo|silent) ;; *) die "--init-mode must be tests, shell, demo or silent" ;; esac
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (package busybox-static)"
 readelf -lW "$BUSYBOX" 2>/dev/null | grep -q 'Requesting program interpreter' && die "$BUSYBOX is not static"
@@ -143,6 +145,10 @@ done </etc/sharegpu/modules
 shell() { echo "SHAREGPU: interactive shell; exit it to power off"; setsid cttyhack sh -l; }
 
 if [ "$mode" = shell ]; then shell; off; fi
+if [ "$mode" = silent ]; then
+    dmesg -n 1; echo "SHAREGPU: silent mode: no more console output"
+    while :; do sleep 3600; done
+fi
 
 total=0 passed=0 failed=0 failures=""
 for t in /tests/*; do
