@@ -9,6 +9,8 @@
 #      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test and
 #      the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~1 min, ~2 min on a loaded box); any
 #      sanitizer report (ASan, LSan, UBSan) fails the run.
+#   TCG reproducers (device/tests/tcg/*.c): multiboot programs booted with -kernel on one TCG
+#      vCPU (guest code that qtest cannot run), e.g. the stale-TLB memory-map race.
 #   Acceptance check: qemu-system-x86_64 -M q35 -display none -nodefaults -S
 #      -device sharegpu,id=g0 -device sharegpu,id=g1,coherent=off -qmp stdio answers
 #      query-sharegpu with g0 and g1, and `info sharegpu` (human-monitor-command) shows both.
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
         --fuzz-seed) fuzz_seed=$2; shift ;;
         -j) jobs=$2; shift ;;
         -j*) jobs=${1#-j} ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "qemu-tests.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -148,6 +150,41 @@ EOF
     fi
 }
 
+# tcg_reproducers VARIANT QEMU: the multiboot TCG reproducers of device/tests/tcg/ (one vCPU
+# running guest code, which qtest cannot do). Each exits QEMU through isa-debug-exit: status 33
+# is a pass; an abort (134) or any other status fails, with the debugcon log shown.
+tcg_reproducers() {
+    local variant=$1 qemu=$2 src name elf log con rc
+    local bdir=$logdir/tcg-build
+    mkdir -p "$bdir"
+    for src in "$repo"/device/tests/tcg/*.c; do
+        name=$(basename "$src" .c)
+        elf=$bdir/$name.elf log=$logdir/$variant-tcg-$name.log con=$logdir/$variant-tcg-$name.con
+        if ! { gcc -m32 -march=i686 -ffreestanding -fno-pic -fno-stack-protector \
+                   -fno-asynchronous-unwind-tables -nostdlib -O2 -Wall -Wextra -Werror \
+                   -I"$repo/include" -c "$src" -o "$bdir/$name.o" &&
+               ld -m elf_i386 --no-warn-rwx-segments -T "$repo/device/tests/tcg/stale-tlb.ld" \
+                   -o "$elf" "$bdir/$name.o"; } >"$log" 2>&1; then
+            fail "$variant" "tcg $name: build" "$log"
+            continue
+        fi
+        rm -f "$con"
+        timeout 120 "$qemu" -M q35 -accel tcg -smp 1 -m 128M -display none -nodefaults \
+            -L /usr/share/qemu -L /usr/share/seabios -kernel "$elf" \
+            -device sharegpu,id=g0,vram-size=1M -device sharegpu,id=g1,vram-size=1M \
+            -device isa-debug-exit,iobase=0xf4,iosize=4 -debugcon "file:$con" >>"$log" 2>&1
+        rc=$?
+        cat "$con" >>"$log" 2>/dev/null
+        if [ "$rc" = 33 ] && grep -q ': PASS' "$con" &&
+                ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log"; then
+            pass "$variant" "tcg $name: $(sed -n 's/.*PASS: //p' "$con")"
+        else
+            echo "QEMU exit status $rc" >>"$log"
+            fail "$variant" "tcg $name (QEMU exit status $rc)" "$log"
+        fi
+    done
+}
+
 # build VARIANT ARGS...: prints the output dir (qemu binary's dir) or fails the step.
 build() {
     local variant=$1 log=$logdir/$1-build.log t0=$SECONDS bin; shift
@@ -168,6 +205,7 @@ if [ "$default" = 1 ] && build default; then
     run_qtest default "$out/qtest/sharegpu-fuzz-test" "$logdir/default-sharegpu-fuzz-test.log" \
         SHAREGPU_FUZZ_ITERS=5000 SHAREGPU_FUZZ_SEED="$fuzz_seed"
     acceptance default "$out/qemu-system-x86_64"
+    tcg_reproducers default "$out/qemu-system-x86_64"
 fi
 if [ "$asan" = 1 ] && build asan --asan; then
     sanitizer_env
@@ -177,6 +215,7 @@ if [ "$asan" = 1 ] && build asan --asan; then
         SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed"
     grep '^# sharegpu fuzz' "$logdir/asan-sharegpu-fuzz-test.log" | sed 's/^/        /'
     acceptance asan "$out/qemu-system-x86_64"
+    tcg_reproducers asan "$out/qemu-system-x86_64"
 fi
 note "total $((SECONDS - t_all))s"
 echo "qemu-tests: $passed passed, $failed failed"
