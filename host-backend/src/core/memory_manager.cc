@@ -46,11 +46,11 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
     if (storage.status() != -ENOSPC || !may_evict) return storage;
 
     // VRAM is full: evict the least recently used buffer we can lock without waiting.
-    std::vector<std::shared_ptr<BufferObject>> candidates;
+    std::vector<std::shared_ptr<BufferObject>> candidates;  // released after lru_mu_
     {
       std::lock_guard lock(lru_mu_);
       for (auto it = lru_.begin(); it != lru_.end();) {
-        if (auto bo = it->lock()) {
+        if (auto bo = it->ref.lock()) {
           candidates.push_back(std::move(bo));
           ++it;
         } else {
@@ -80,20 +80,17 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
 void MemoryManager::LruTouch(const std::shared_ptr<BufferObject>& bo) {
   std::lock_guard lock(lru_mu_);
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-    if (it->lock() == bo) {
+    if (it->bo == bo.get()) {
       lru_.erase(it);
       break;
     }
   }
-  lru_.push_back(bo);
+  lru_.push_back({bo.get(), bo});
 }
 
 void MemoryManager::LruRemove(const BufferObject* bo) {
   std::lock_guard lock(lru_mu_);
-  lru_.remove_if([bo](const std::weak_ptr<BufferObject>& w) {
-    auto p = w.lock();
-    return !p || p.get() == bo;
-  });
+  lru_.remove_if([bo](const LruEntry& e) { return e.bo == bo || e.ref.expired(); });
 }
 
 void MemoryManager::SetMoveListener(std::function<void(BufferObject&)> listener) {

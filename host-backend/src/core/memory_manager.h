@@ -60,8 +60,14 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
   const std::string name_;
   const std::shared_ptr<Arena> arena_;
   const CacheMode cache_mode_;
+  // Under lru_mu_ no strong reference to a buffer may be made and dropped: it could be the
+  // last one, and ~BufferObject takes lru_mu_ (LruRemove). Entries are found by address.
+  struct LruEntry {
+    const BufferObject* bo;  // identity only, never dereferenced
+    std::weak_ptr<BufferObject> ref;
+  };
   mutable std::mutex lru_mu_;
-  std::list<std::weak_ptr<BufferObject>> lru_ SGPU_GUARDED_BY(lru_mu_);
+  std::list<LruEntry> lru_ SGPU_GUARDED_BY(lru_mu_);
   std::mutex listener_mu_;
   std::function<void(BufferObject&)> move_listener_ SGPU_GUARDED_BY(listener_mu_);
   std::atomic<uint64_t> evictions_{0};

@@ -6,6 +6,7 @@
 namespace sharegpu::testing {
 namespace {
 
+constexpr uint64_t kPage = 4096;
 constexpr uint64_t kQuarter = kMiB / 4;  // four of these fill a 1 MiB VRAM
 
 struct FullVram {
@@ -122,6 +123,21 @@ TEST(MemoryManagerTest, DeviceStorageOutlivesNothingItShouldNot) {
   auto big = MakeBo(mm, kMiB, Placement::kDevice);
   ASSERT_NE(big, nullptr);
   EXPECT_EQ(big->placement(), Placement::kDevice);
+}
+
+// A buffer's last reference can go on one thread while another walks the LRU. The walk must
+// not be what ends up holding that last reference under the LRU lock: the buffer's destructor
+// takes the same lock (a self-deadlock the bounded run would report).
+TEST(MemoryManagerTest, LruWalkSurvivesBuffersDroppedConcurrently) {
+  auto mm = MakeMm("lru-drop");
+  RunThreadsBounded(4, [&](int) {
+    for (int i = 0; i < 5000; ++i) {
+      auto bo = MakeBo(mm, kPage, Placement::kDevice, "drop");  // enters the LRU
+      if (!bo) return;
+      mm->LruTouch(bo);
+    }  // and each one is dropped while the other threads walk the LRU
+  });
+  EXPECT_EQ(mm->arena().used(), 0u);
 }
 
 }  // namespace
