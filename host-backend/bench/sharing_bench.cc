@@ -70,7 +70,7 @@ struct TwoDevices {
   sgpu_device* a = nullptr;
   sgpu_device* b = nullptr;
   TwoDevices() {
-    sgpu_device_config ca{"bench-a", 64 << 20, 1}, cb{"bench-b", 64 << 20, 1};
+    sgpu_device_config ca{"bench-a", 64 << 20, 1, 0}, cb{"bench-b", 64 << 20, 1, 0};
     if (sgpu_backend_new(&backend) || sgpu_device_create(backend, &ca, &a) ||
         sgpu_device_create(backend, &cb, &b)) {
       std::abort();

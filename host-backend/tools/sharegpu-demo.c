@@ -44,8 +44,8 @@ int main(void)
     enum { SIZE = 64 * 1024 };
     sgpu_backend *backend;
     sgpu_device *a, *b;
-    sgpu_device_config ca = { "g0", 16 << 20, 1 };
-    sgpu_device_config cb = { "g1", 16 << 20, 0 };
+    sgpu_device_config ca = { .name = "g0", .vram_size = 16 << 20, .coherent = 1 };
+    sgpu_device_config cb = { .name = "g1", .vram_size = 16 << 20, .coherent = 0 };
     uint32_t bo, imported, crc_a, crc_b, crc_before;
     sgpu_uuid uuid;
     sgpu_event ev;

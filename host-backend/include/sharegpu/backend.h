@@ -7,8 +7,9 @@
  *  - Objects are opaque. Pointers passed in are trusted to come from this API; everything a
  *    guest can choose (BO handles, offsets, lengths, placements, UUIDs, fds) is validated on
  *    every call and rejected with a clear error (-ENOENT unknown handle, -ERANGE range outside
- *    the BO, -EINVAL bad argument, -E2BIG size too large, -ENOSPC no VRAM, -EBUSY pinned,
- *    -EDEADLK would self-deadlock, -ENOLCK lock rule violated).
+ *    the BO, -EINVAL bad argument, -E2BIG size too large, -ENOSPC no VRAM or host memory
+ *    budget (max_hostmem) exhausted, -EBUSY pinned, -EDEADLK would self-deadlock, -ENOLCK lock
+ *    rule violated).
  *  - Thread-safety: all functions may be called from any thread. Calls on one device are
  *    serialized by the caller (QEMU: the ring bottom half / monitor under the BQL).
  *  - Ownership: what a create or new call returns is owned by the caller and released with the
@@ -54,6 +55,17 @@ typedef struct sgpu_device_config {
     const char *name;   /* for logs and the monitor (QEMU: the device id); copied */
     uint64_t vram_size; /* bytes, page multiple, 1 MiB .. 16 GiB */
     int coherent;       /* 1: coherent; 0: strict device-cache emulation */
+    /* Host memory budget (as virtio-gpu's max_hostmem): bytes of SYSTEM-placement storage this
+     * device's BOs may hold at once; 0: unlimited (what an initialiser omitting it gives).
+     * Each SYSTEM storage counts at its page-rounded size from allocation until it is freed:
+     * BOs created in SYSTEM, moved or evicted there (evictions that make room in VRAM and
+     * moves made through an import included), and old storage a move keeps for pending
+     * fences or stale mappings. Not counted: the VRAM arena (vram_size bounds it) and imports
+     * (they use the exporter's storage, charged to the exporter). An allocation over the
+     * budget fails with -ENOSPC and changes nothing: a create fails, a move or evict leaves
+     * the BO where it was, a victim the budget cannot take stays in VRAM with its contents
+     * (so a DEVICE allocation that can evict nothing else fails with -ENOSPC). */
+    uint64_t max_hostmem;
 } sgpu_device_config;
 
 typedef struct sgpu_bo_info {
@@ -98,6 +110,8 @@ typedef struct sgpu_device_stats {
     uint64_t ww_backoffs;     /* -EDEADLK back-offs taken by this device's jobs */
     uint64_t fences_emitted;
     uint64_t last_fence;      /* seqno of the newest signalled job fence */
+    uint64_t hostmem_used;    /* bytes charged to the host memory budget now (max_hostmem) */
+    uint64_t hostmem_limit;   /* the device's max_hostmem; 0: unlimited */
 } sgpu_device_stats;
 
 enum sgpu_event_type {

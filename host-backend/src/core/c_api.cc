@@ -69,7 +69,7 @@ const char* sgpu_strerror(int err) {
     case -ERANGE: return "range outside the buffer";
     case -EINVAL: return "invalid argument";
     case -E2BIG: return "size too large";
-    case -ENOSPC: return "out of device memory";
+    case -ENOSPC: return "out of device memory or host memory budget";
     case -EBUSY: return "buffer busy (pinned or in use)";
     case -EDEADLK: return "would deadlock (reservation held)";
     case -ENOLCK: return "reservation lock not held";
@@ -126,6 +126,7 @@ int sgpu_device_create(sgpu_backend* backend, const sgpu_device_config* config, 
     cfg.name = config->name ? config->name : "sharegpu";
     cfg.vram_size = config->vram_size;
     cfg.cache_mode = config->coherent ? sharegpu::CacheMode::kCoherent : sharegpu::CacheMode::kStrict;
+    cfg.max_hostmem = config->max_hostmem;
     auto dev = sharegpu::Device::Create(backend->impl, std::move(cfg));
     if (!dev) return dev.status();
     auto* d = new sgpu_device;

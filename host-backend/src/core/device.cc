@@ -31,7 +31,8 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
     return R::Error(-EINVAL);
   }
   if (config.name.empty()) config.name = "sharegpu";
-  auto mm = MemoryManager::Create(config.name, config.vram_size, config.cache_mode);
+  auto mm =
+      MemoryManager::Create(config.name, config.vram_size, config.cache_mode, config.max_hostmem);
   if (!mm) return R::Error(mm.status());
   auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value());
   std::weak_ptr<Device> weak = dev;
@@ -594,6 +595,8 @@ sgpu_device_stats Device::Stats() const {
   MemoryStats ms = mm_->stats();
   s.evictions = ms.evictions;
   s.moves = ms.moves;
+  s.hostmem_used = ms.hostmem_used;
+  s.hostmem_limit = ms.hostmem_limit;
   s.jobs = counters_.jobs;
   s.job_errors = counters_.job_errors;
   s.bytes_copied = counters_.bytes_copied;

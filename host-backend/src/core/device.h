@@ -30,6 +30,7 @@ struct DeviceConfig {
   std::string name;
   uint64_t vram_size = 0;
   CacheMode cache_mode = CacheMode::kCoherent;
+  uint64_t max_hostmem = 0;  // bytes of SYSTEM storage the device may hold; 0: unlimited
 };
 
 // An import of another device's export: a dynamic attachment and the mapping the device

@@ -5,18 +5,40 @@
 
 namespace sharegpu {
 
+bool HostMemoryBudget::TryCharge(uint64_t bytes) {
+  uint64_t used = used_.load(std::memory_order_relaxed);
+  do {
+    if (!FitsNextTo(used, bytes)) return false;
+  } while (!used_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
+  const uint64_t now = used + bytes;
+  uint64_t peak = peak_.load(std::memory_order_relaxed);
+  while (peak < now && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    // `peak` now holds the current value: retry while ours is still higher.
+  }
+  return true;
+}
+
+void HostMemoryBudget::Uncharge(uint64_t bytes) {
+  used_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
 Result<std::shared_ptr<MemoryManager>> MemoryManager::Create(const std::string& name,
                                                              uint64_t vram_size,
-                                                             CacheMode cache_mode) {
+                                                             CacheMode cache_mode,
+                                                             uint64_t max_hostmem) {
   using R = Result<std::shared_ptr<MemoryManager>>;
   auto arena = Arena::Create("sharegpu-vram:" + name, vram_size);
   if (!arena) return R::Error(arena.status());
   return std::make_shared<MemoryManager>(name, std::shared_ptr<Arena>(std::move(arena).value()),
-                                         cache_mode);
+                                         cache_mode, max_hostmem);
 }
 
-MemoryManager::MemoryManager(std::string name, std::shared_ptr<Arena> arena, CacheMode cache_mode)
-    : name_(std::move(name)), arena_(std::move(arena)), cache_mode_(cache_mode) {}
+MemoryManager::MemoryManager(std::string name, std::shared_ptr<Arena> arena, CacheMode cache_mode,
+                             uint64_t max_hostmem)
+    : name_(std::move(name)),
+      arena_(std::move(arena)),
+      cache_mode_(cache_mode),
+      hostmem_(std::make_shared<HostMemoryBudget>(max_hostmem)) {}
 
 namespace {
 // Storage whose lifetime also pins what it was carved from (the arena).
@@ -25,13 +47,49 @@ struct StorageHolder {
   std::shared_ptr<Storage> storage;
   ~StorageHolder() { storage.reset(); }  // free the range before the arena can go
 };
+
+// SYSTEM storage and its charge on the host memory budget, returned when the storage goes.
+struct ChargedStorageHolder {
+  std::shared_ptr<HostMemoryBudget> budget;
+  uint64_t charged = 0;
+  std::shared_ptr<Storage> storage;
+  ~ChargedStorageHolder() {
+    storage.reset();  // unmapped first: the pages are gone before the budget lets others in
+    budget->Uncharge(charged);
+  }
+};
 }  // namespace
+
+Result<std::shared_ptr<Storage>> MemoryManager::AllocateSystemStorage(uint64_t size) {
+  using R = Result<std::shared_ptr<Storage>>;
+  // Memfd's own checks, made before the charge: PageAlignUp would wrap for huge sizes.
+  if (size == 0) return R::Error(-EINVAL);
+  if (size > Memfd::kMaxSize) return R::Error(-E2BIG);
+  const uint64_t bytes = PageAlignUp(size);  // what the memfd will hold
+
+  // The holder exists before the charge so that any failure below gives the charge back.
+  auto holder = std::make_shared<ChargedStorageHolder>();
+  holder->budget = hostmem_;
+  if (!hostmem_->TryCharge(bytes)) {
+    Logf(LogLevel::kDebug, "%s: host memory budget refuses %llu bytes (%llu of %llu used)",
+         name_.c_str(), static_cast<unsigned long long>(bytes),
+         static_cast<unsigned long long>(hostmem_->used()),
+         static_cast<unsigned long long>(hostmem_->limit()));
+    return R::Error(-ENOSPC);
+  }
+  holder->charged = bytes;
+  auto storage = Storage::CreateSystem("sharegpu-bo:" + name_, size);
+  if (!storage) return storage;
+  holder->storage = std::move(storage).value();
+  Storage* raw = holder->storage.get();
+  return std::shared_ptr<Storage>(holder, raw);
+}
 
 Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placement, uint64_t size,
                                                                 const BufferObject* requester,
                                                                 bool may_evict) {
   using R = Result<std::shared_ptr<Storage>>;
-  if (placement == Placement::kSystem) return Storage::CreateSystem("sharegpu-bo:" + name_, size);
+  if (placement == Placement::kSystem) return AllocateSystemStorage(size);
   if (placement != Placement::kDevice) return R::Error(-EINVAL);
 
   for (;;) {
@@ -61,10 +119,14 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
     bool evicted = false;
     for (const auto& victim : candidates) {
       if (victim.get() == requester || victim->pin_count() > 0) continue;
+      // Not one the budget cannot take now: its move would wait for its writers in vain.
+      if (!hostmem_->Fits(victim->size())) continue;
       if (!victim->resv().TryLock()) continue;  // busy or ours: not a victim now
       Status err = victim->placement() == Placement::kDevice ? victim->Move(Placement::kSystem)
                                                              : -EAGAIN;
       victim->resv().Unlock();
+      // A failed eviction (writers pending, the host memory budget full) changed nothing:
+      // the victim is still in VRAM with its contents; try the next one.
       if (err == kOk) {
         evictions_.fetch_add(1, std::memory_order_relaxed);
         Logf(LogLevel::kDebug, "%s: evicted %s to make room for %llu bytes", name_.c_str(),
@@ -104,8 +166,14 @@ void MemoryManager::NotifyMoved(BufferObject& bo) {
 }
 
 MemoryStats MemoryManager::stats() const {
-  return {evictions_.load(std::memory_order_relaxed), moves_.load(std::memory_order_relaxed),
-          ghosts_.load(std::memory_order_relaxed)};
+  MemoryStats s;
+  s.evictions = evictions_.load(std::memory_order_relaxed);
+  s.moves = moves_.load(std::memory_order_relaxed);
+  s.ghosts_pending = ghosts_.load(std::memory_order_relaxed);
+  s.hostmem_used = hostmem_->used();
+  s.hostmem_limit = hostmem_->limit();
+  s.hostmem_peak = hostmem_->peak();
+  return s;
 }
 
 }  // namespace sharegpu

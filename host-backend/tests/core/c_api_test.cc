@@ -12,8 +12,11 @@
 namespace sharegpu::testing {
 namespace {
 
-sgpu_device* NewDevice(sgpu_backend* backend, const char* name, int coherent = 1) {
-  sgpu_device_config cfg{name, 2 * kMiB, coherent};
+constexpr uint64_t kPage = 4096;
+
+sgpu_device* NewDevice(sgpu_backend* backend, const char* name, int coherent = 1,
+                       uint64_t max_hostmem = 0) {
+  sgpu_device_config cfg{name, 2 * kMiB, coherent, max_hostmem};
   sgpu_device* dev = nullptr;
   EXPECT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
   return dev;
@@ -47,16 +50,16 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   sgpu_backend_unref(nullptr);
   // Device creation.
   sgpu_device* d2 = nullptr;
-  sgpu_device_config cfg{"x", 2 * kMiB, 1};
+  sgpu_device_config cfg{"x", 2 * kMiB, 1, 0};
   EXPECT_EQ(sgpu_device_create(nullptr, &cfg, &d2), -EINVAL);
   EXPECT_EQ(sgpu_device_create(backend, nullptr, &d2), -EINVAL);
   EXPECT_EQ(sgpu_device_create(backend, &cfg, nullptr), -EINVAL);
   for (uint64_t size : {uint64_t{0}, uint64_t{4096}, kMiB + 1, uint64_t{1} << 40, huge}) {
-    sgpu_device_config bad_cfg{"x", size, 1};
+    sgpu_device_config bad_cfg{"x", size, 1, 0};
     EXPECT_EQ(sgpu_device_create(backend, &bad_cfg, &d2), -EINVAL) << size;
   }
   EXPECT_EQ(d2, nullptr);
-  sgpu_device_config unnamed{nullptr, 2 * kMiB, 0};
+  sgpu_device_config unnamed{nullptr, 2 * kMiB, 0, 0};
   ASSERT_EQ(sgpu_device_create(backend, &unnamed, &d2), 0);
   EXPECT_STRNE(sgpu_device_name(d2), "");
   sgpu_device_destroy(d2);
@@ -232,6 +235,95 @@ TEST(CApiTest, SharedBackendIsShared) {
   sgpu_backend_unref(fresh);
   sgpu_device_destroy(c);
   sgpu_backend_unref(own);
+}
+
+uint64_t HostmemUsed(sgpu_device* dev) {
+  sgpu_device_stats stats{};
+  EXPECT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  return stats.hostmem_used;
+}
+
+// max_hostmem bounds the SYSTEM memory a guest can make the device hold: over it a create or
+// an eviction fails with -ENOSPC and changes nothing; freeing a buffer makes room again.
+TEST(CApiTest, HostMemoryLimitRefusesAndReports) {
+  sgpu_backend* backend = nullptr;
+  ASSERT_EQ(sgpu_backend_new(&backend), 0);
+  sgpu_device* dev = NewDevice(backend, "budget", 1, 8 * kPage);
+  ASSERT_NE(dev, nullptr);
+  sgpu_device_stats stats{};
+  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(stats.hostmem_limit, 8 * kPage);
+  EXPECT_EQ(stats.hostmem_used, 0u);
+
+  uint32_t five = 0, three = 0, four = 0, refused = 0;
+  ASSERT_EQ(sgpu_bo_create(dev, 5 * kPage, SGPU_PLACEMENT_SYSTEM, &five), 0);
+  EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
+  EXPECT_EQ(sgpu_bo_create(dev, 4 * kPage, SGPU_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
+  ASSERT_EQ(sgpu_bo_create(dev, 3 * kPage - 100, SGPU_PLACEMENT_SYSTEM, &three), 0);
+  EXPECT_EQ(HostmemUsed(dev), 8 * kPage);  // page-rounded: the budget is exactly full
+  EXPECT_EQ(sgpu_bo_create(dev, 1, SGPU_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(stats.bo_count, 2u);
+
+  ASSERT_EQ(sgpu_bo_destroy(dev, five), 0);
+  EXPECT_EQ(HostmemUsed(dev), 3 * kPage);
+  ASSERT_EQ(sgpu_bo_create(dev, 4 * kPage, SGPU_PLACEMENT_SYSTEM, &four), 0);
+  EXPECT_EQ(HostmemUsed(dev), 7 * kPage);
+
+  // Evicting a 2-page VRAM buffer needs 2 pages of host memory; 1 is left.
+  uint32_t vram = 0;
+  ASSERT_EQ(sgpu_bo_create(dev, 2 * kPage, SGPU_PLACEMENT_DEVICE, &vram), 0);
+  std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 41);
+  ASSERT_EQ(sgpu_bo_cpu_write(dev, vram, 0, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(sgpu_bo_evict(dev, vram), -ENOSPC);
+  EXPECT_STRNE(sgpu_strerror(-ENOSPC), "");
+  sgpu_bo_info info{};
+  ASSERT_EQ(sgpu_bo_info_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.placement, uint32_t{SGPU_PLACEMENT_DEVICE});
+  EXPECT_EQ(info.moves, 0u);
+  std::vector<uint8_t> now(bytes.size());
+  ASSERT_EQ(sgpu_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
+  EXPECT_EQ(now, bytes);
+  EXPECT_EQ(HostmemUsed(dev), 7 * kPage);
+
+  ASSERT_EQ(sgpu_bo_destroy(dev, four), 0);
+  ASSERT_EQ(sgpu_bo_evict(dev, vram), 0);
+  ASSERT_EQ(sgpu_bo_info_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.placement, uint32_t{SGPU_PLACEMENT_SYSTEM});
+  ASSERT_EQ(sgpu_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
+  EXPECT_EQ(now, bytes);
+  EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
+
+  // A reset drops every handle and so every charge.
+  ASSERT_EQ(sgpu_device_reset(dev), 0);
+  EXPECT_EQ(HostmemUsed(dev), 0u);
+  sgpu_device_destroy(dev);
+  sgpu_backend_unref(backend);
+}
+
+// A config that never mentions max_hostmem means no limit (as QEMU without the property).
+TEST(CApiTest, ZeroHostMemoryLimitMeansUnlimited) {
+  sgpu_backend* backend = nullptr;
+  ASSERT_EQ(sgpu_backend_new(&backend), 0);
+  sgpu_device_config cfg{};
+  cfg.name = "unlimited";
+  cfg.vram_size = 2 * kMiB;
+  cfg.coherent = 1;
+  sgpu_device* dev = nullptr;
+  ASSERT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
+  uint32_t handles[3] = {};
+  for (uint32_t& h : handles) {  // untouched memfd pages cost nothing
+    ASSERT_EQ(sgpu_bo_create(dev, SGPU_MAX_BO_SIZE, SGPU_PLACEMENT_SYSTEM, &h), 0);
+  }
+  sgpu_device_stats stats{};
+  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(stats.hostmem_limit, 0u);
+  EXPECT_EQ(stats.hostmem_used, 3 * SGPU_MAX_BO_SIZE);
+  for (uint32_t h : handles) ASSERT_EQ(sgpu_bo_destroy(dev, h), 0);
+  EXPECT_EQ(HostmemUsed(dev), 0u);
+  sgpu_device_destroy(dev);
+  sgpu_backend_unref(backend);
 }
 
 }  // namespace

@@ -48,8 +48,9 @@ inline std::vector<uint8_t> PatternBytes(size_t n, uint32_t pattern) {
 }
 
 inline std::shared_ptr<MemoryManager> MakeMm(const std::string& name, uint64_t vram = kMiB,
-                                             CacheMode mode = CacheMode::kCoherent) {
-  auto mm = MemoryManager::Create(name, vram, mode);
+                                             CacheMode mode = CacheMode::kCoherent,
+                                             uint64_t max_hostmem = 0) {
+  auto mm = MemoryManager::Create(name, vram, mode, max_hostmem);
   EXPECT_TRUE(mm.ok()) << mm.status();
   return mm.ok() ? mm.value() : nullptr;
 }

@@ -13,8 +13,8 @@ constexpr uint64_t kPage = 4096;
 class DeviceFixture : public ::testing::Test {
  protected:
   std::shared_ptr<Device> NewDevice(const std::string& name, CacheMode mode,
-                                    uint64_t vram = 4 * kMiB) {
-    auto dev = Device::Create(backend_, DeviceConfig{name, vram, mode});
+                                    uint64_t vram = 4 * kMiB, uint64_t max_hostmem = 0) {
+    auto dev = Device::Create(backend_, DeviceConfig{name, vram, mode, max_hostmem});
     EXPECT_TRUE(dev.ok()) << dev.status();
     return dev.ok() ? dev.value() : nullptr;
   }
@@ -467,6 +467,59 @@ TEST_F(DeviceTest, DestroyedImportDropsItsPins) {
   EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk);
 }
 
+// The host memory a BO holds is charged to the device that allocated it, for as long as the
+// storage lives: also after that device is gone while another device still imports the BO.
+// The charge outlives the memory manager without pointing at it (ASan: no use after free).
+TEST_F(DeviceTest, ImportKeepsDestroyedExportersHostMemoryCharged) {
+  auto a = NewDevice("A", CacheMode::kCoherent, 4 * kMiB, 4 * kPage);
+  ASSERT_NE(a, nullptr);
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  std::shared_ptr<const HostMemoryBudget> budget = a->memory().hostmem_budget();
+  std::weak_ptr<MemoryManager> a_memory = a->memory().shared_from_this();
+  auto bytes = RandomBytes(3 * kPage, 31);
+  uint32_t ha = NewBo(*a, bytes.size(), Placement::kSystem);
+  Write(*a, ha, bytes);
+  uint32_t hb = Share(*a, ha, *b);
+  EXPECT_EQ(Checksum(*b, hb, bytes.size()), Crc(bytes));  // B maps A's storage
+  EXPECT_EQ(a->Stats().hostmem_used, 3 * kPage);
+  EXPECT_EQ(b->Stats().hostmem_used, 0u) << "an import charged the importer";
+
+  a.reset();
+  EXPECT_FALSE(a_memory.expired()) << "A's buffer (imported by B) keeps A's memory manager";
+  EXPECT_EQ(budget->used(), 3 * kPage);
+  EXPECT_EQ(Read(*b, hb, bytes.size()), bytes);
+  EXPECT_EQ(Checksum(*b, hb, bytes.size()), Crc(bytes));
+  EXPECT_EQ(budget->used(), 3 * kPage);
+
+  ASSERT_EQ(b->DestroyBo(hb), kOk);
+  EXPECT_TRUE(a_memory.expired()) << "something still holds A's memory manager (a cycle?)";
+  EXPECT_EQ(budget->used(), 0u);
+  EXPECT_EQ(budget->peak(), 3 * kPage);
+}
+
+// A move made through an import is the exporter's allocation: charged to the exporter's
+// budget, and refused (changing nothing) when that budget is full.
+TEST_F(DeviceTest, MoveThroughImportChargesExportersBudget) {
+  auto a = NewDevice("A", CacheMode::kCoherent, 4 * kMiB, 2 * kPage);
+  ASSERT_NE(a, nullptr);
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  auto bytes = RandomBytes(3 * kPage, 32);
+  uint32_t ha = NewBo(*a, bytes.size(), Placement::kDevice);
+  Write(*a, ha, bytes);
+  uint32_t hb = Share(*a, ha, *b);
+  EXPECT_EQ(b->Move(hb, Placement::kSystem), -ENOSPC);
+  EXPECT_EQ(a->Info(ha)->placement, SGPU_PLACEMENT_DEVICE);
+  EXPECT_EQ(a->Info(ha)->moves, 0u);
+  EXPECT_EQ(a->Stats().hostmem_used, 0u);
+  EXPECT_EQ(Read(*b, hb, bytes.size()), bytes);
+
+  uint32_t small = NewBo(*a, 2 * kPage, Placement::kDevice);
+  ASSERT_EQ(b->Move(Share(*a, small, *b), Placement::kSystem), kOk);
+  EXPECT_EQ(a->Info(small)->placement, SGPU_PLACEMENT_SYSTEM);
+  EXPECT_EQ(a->Stats().hostmem_used, 2 * kPage);
+  EXPECT_EQ(b->Stats().hostmem_used, 0u) << "the importer was charged";
+}
+
 }  // namespace
 }  // namespace sharegpu::testing
 
@@ -497,7 +550,7 @@ TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
 TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
   sgpu_backend* backend = nullptr;
   sgpu_device* dev = nullptr;
-  sgpu_device_config cfg{"flags", 1 << 20, 1};
+  sgpu_device_config cfg{"flags", 1 << 20, 1, 0};
   ASSERT_EQ(sgpu_backend_new(&backend), 0);
   ASSERT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
   uint32_t h = 0;
