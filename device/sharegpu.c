@@ -49,7 +49,18 @@ OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowMap, SHAREGPU_WINDOW_MAP)
 #define SHAREGPU_VRAM_MIN (1 * MiB)
 #define SHAREGPU_VRAM_MAX (16 * GiB)
 #define SHAREGPU_VRAM_DEFAULT (64 * MiB)
+/* host memory for SYSTEM placements, as virtio-gpu's max_hostmem (docs/user-guide.md) */
+#define SHAREGPU_HOSTMEM_DEFAULT (1 * GiB)
 #define SHAREGPU_BH_BUDGET 256          /* commands per bottom-half run */
+/*
+ * Jobs run on the main loop under the BQL (synchronously, until jobs move to engine
+ * threads), so one bottom-half run must not do unbounded work: while it runs, no timer fires
+ * and every vCPU that touches a device waits, and the guest freezes. A run stops after
+ * x-job-slice bytes of job work; a job longer than SHAREGPU_JOB_CHUNK runs chunk by chunk
+ * across runs (docs/hardware.md 3, "Execution").
+ */
+#define SHAREGPU_JOB_SLICE_DEFAULT (32 * MiB)
+#define SHAREGPU_JOB_CHUNK (4 * MiB)
 #define SHAREGPU_BOUNCE (256 * KiB)     /* transfer bounce buffer */
 #define SHAREGPU_PCIE_CAP_OFFSET 0x80
 
@@ -85,7 +96,17 @@ typedef struct SharegpuRing {
     uint32_t tail;
 } SharegpuRing;
 
+/* A job being executed chunk by chunk across bottom-half runs. */
+typedef struct SharegpuJobProgress {
+    bool active;
+    struct sgpu_hw_cmd cmd; /* decoded, validated as a whole before its first chunk */
+    uint32_t index;         /* ring index */
+    uint64_t done;          /* bytes executed */
+} SharegpuJobProgress;
+
 typedef struct SharegpuCountersState {
+    uint64_t split_jobs;    /* jobs executed in chunks */
+    uint64_t bh_yields;     /* bottom-half runs ended by the job slice */
     uint64_t commands;
     uint64_t command_errors;
     uint64_t interrupts;
@@ -99,6 +120,8 @@ struct SharegpuState {
     /* properties */
     uint64_t vram_size;
     bool coherent;
+    uint64_t max_hostmem;
+    uint64_t job_slice;
 
     /* resources */
     MemoryRegion mmio;
@@ -129,6 +152,7 @@ struct SharegpuState {
     bool evt_resync;   /* events were dropped: a RESYNC event is owed (docs/hardware.md 7) */
     uint32_t scratch;
 
+    SharegpuJobProgress job;
     SharegpuCountersState counters;
 };
 
@@ -899,101 +923,274 @@ static uint32_t sharegpu_execute(SharegpuState *s, struct sgpu_hw_cmd *c)
     return sharegpu_status_from_errno(ret);
 }
 
+/* Bytes of job work a command does (what the job slice counts). */
+static uint64_t sharegpu_job_bytes(const struct sgpu_hw_cmd *c)
+{
+    switch (c->opcode) {
+    case SGPU_OP_COPY:
+    case SGPU_OP_FILL:
+    case SGPU_OP_CHECKSUM:
+    case SGPU_OP_TRANSFER_TO_DEVICE:
+    case SGPU_OP_TRANSFER_FROM_DEVICE:
+        return c->len;
+    default:
+        return 0;
+    }
+}
+
+/* Range jobs that may run in chunks: every byte is touched once, in any order. */
+static bool sharegpu_job_splittable(const struct sgpu_hw_cmd *c)
+{
+    return (c->opcode == SGPU_OP_COPY || c->opcode == SGPU_OP_FILL ||
+            c->opcode == SGPU_OP_TRANSFER_TO_DEVICE ||
+            c->opcode == SGPU_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
+}
+
+static uint32_t sharegpu_check_bo_range(SharegpuState *s, uint32_t handle, uint64_t off,
+                                        uint64_t len)
+{
+    sgpu_bo_info info;
+    int ret = sgpu_bo_info_get(s->dev, handle, &info);
+
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
+    }
+    return sharegpu_range_ok(off, len, info.size) ? SGPU_ST_OK : SGPU_ST_OUT_OF_RANGE;
+}
+
+/*
+ * Everything a split job's chunks would reject, checked before the first chunk runs, so that
+ * a job either fails without side effects or runs to the end (as an unsplit one does).
+ */
+static uint32_t sharegpu_job_validate(SharegpuState *s, const struct sgpu_hw_cmd *c)
+{
+    uint32_t st = SGPU_ST_OK;
+
+    if (c->flags & ~SGPU_CMD_F_IRQ) {
+        return SGPU_ST_INVALID;
+    }
+    switch (c->opcode) {
+    case SGPU_OP_FILL:
+        if (c->len & 3) {
+            return SGPU_ST_INVALID;
+        }
+        return sharegpu_check_bo_range(s, c->handle, c->off0, c->len);
+    case SGPU_OP_COPY:
+        if (c->handle == c->handle2 &&
+            c->off0 < c->off1 + c->len && c->off1 < c->off0 + c->len) {
+            return SGPU_ST_INVALID;
+        }
+        st = sharegpu_check_bo_range(s, c->handle, c->off0, c->len);
+        return st ? st : sharegpu_check_bo_range(s, c->handle2, c->off1, c->len);
+    default: { /* TRANSFER_*: the checks of sharegpu_cmd_transfer(), in its order */
+        SharegpuBo *bo = sharegpu_bo_get(s, c->handle, false);
+        sgpu_bo_info info;
+        int ret = sgpu_bo_info_get(s->dev, c->handle, &info);
+
+        if (ret) {
+            return sharegpu_status_from_errno(ret);
+        }
+        if (!bo || !bo->nents) {
+            return SGPU_ST_NO_BACKING;
+        }
+        return sharegpu_range_ok(c->off0, c->len, info.size) &&
+               sharegpu_range_ok(c->off1, c->len, bo->backing_bytes) ? SGPU_ST_OK
+                                                                      : SGPU_ST_OUT_OF_RANGE;
+    }
+    }
+}
+
+/*
+ * Runs chunks of the job in progress while *budget lasts (UINT64_MAX: to the end).
+ * SGPU_ST_PENDING: budget spent, job not finished.
+ */
+static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
+{
+    SharegpuJobProgress *job = &s->job;
+
+    while (job->done < job->cmd.len) {
+        struct sgpu_hw_cmd part = job->cmd;
+        uint64_t n = MIN(job->cmd.len - job->done, SHAREGPU_JOB_CHUNK);
+        uint32_t st;
+
+        if (*budget == 0) {
+            return SGPU_ST_PENDING;
+        }
+        part.off0 += job->done;
+        if (part.opcode != SGPU_OP_FILL) {
+            part.off1 += job->done;
+        }
+        part.len = n;
+        st = sharegpu_execute(s, &part);
+        sharegpu_drain_all_events();
+        trace_sharegpu_job_chunk(s->name, job->index, job->done, n, st);
+        if (st != SGPU_ST_OK) {
+            return st;
+        }
+        job->done += n;
+        *budget -= MIN(*budget, n);
+    }
+    return SGPU_ST_OK;
+}
+
+/*
+ * Completes the command at ring index `idx`: writes its completion, records errors, moves
+ * CMD_HEAD. Returns the interrupt causes to raise.
+ */
+static uint32_t sharegpu_cmd_complete(SharegpuState *s, uint32_t idx,
+                                      const struct sgpu_hw_cmd *c, uint32_t st)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    SharegpuRing *r = &s->cmd;
+    dma_addr_t addr = r->base + (uint64_t)idx * sizeof(*c);
+    uint32_t raise = 0;
+    struct {
+        uint32_t status;
+        uint32_t out_handle;
+        uint64_t result;
+    } QEMU_PACKED done = {
+        .status = cpu_to_le32(st),
+        .out_handle = cpu_to_le32(c->out_handle),
+        .result = cpu_to_le64(c->result),
+    };
+    MemTxResult mr = MEMTX_OK;
+
+    trace_sharegpu_cmd_done(s->name, idx, c->opcode, st, c->out_handle, c->result);
+    s->counters.commands++;
+    /* completion: bytes 48..63, and for EXPORT the uuid in 24..39 */
+    if (c->opcode == SGPU_OP_EXPORT && st == SGPU_ST_OK) {
+        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, uuid),
+                           c->uuid, sizeof(c->uuid));
+    }
+    if (mr == MEMTX_OK) {
+        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, status),
+                           &done, sizeof(done));
+    }
+    if (mr != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: completion DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        trace_sharegpu_ring_fault(s->name, idx, addr);
+        s->status |= SGPU_STATUS_HALTED;
+        st = SGPU_ST_DMA_ERROR;
+    }
+    if (st != SGPU_ST_OK) {
+        s->error_code = st;
+        s->error_index = idx;
+        s->error_count++;
+        s->counters.command_errors++;
+        raise |= SGPU_INT_ERROR;
+        sharegpu_push_event(s, SGPU_EVT_ERROR, idx, st, SGPU_INVALID_OFFSET, c->seqno);
+    }
+    s->last_seqno = c->seqno;
+    if (!(s->status & SGPU_STATUS_HALTED)) {
+        r->head = (r->head + 1) & (r->size - 1);
+    }
+    if ((c->flags & SGPU_CMD_F_IRQ) || c->opcode == SGPU_OP_FENCE) {
+        raise |= SGPU_INT_CMD;
+    }
+    return raise;
+}
+
+/* Finishes the job in progress, however long it is (reset: it completes first). */
+static void sharegpu_job_finish(SharegpuState *s)
+{
+    uint64_t unlimited = UINT64_MAX;
+    uint32_t st;
+
+    if (!s->job.active) {
+        return;
+    }
+    st = sharegpu_job_advance(s, &unlimited);
+    s->job.active = false;
+    sharegpu_raise(s, sharegpu_cmd_complete(s, s->job.index, &s->job.cmd, st));
+}
+
+static bool sharegpu_cmd_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_cmd *c)
+{
+    dma_addr_t addr = s->cmd.base + (uint64_t)idx * sizeof(*c);
+
+    if (pci_dma_read(PCI_DEVICE(s), addr, c, sizeof(*c)) != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: command ring DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        trace_sharegpu_ring_fault(s->name, idx, addr);
+        s->status |= SGPU_STATUS_HALTED;
+        s->error_code = SGPU_ST_DMA_ERROR;
+        s->error_index = idx;
+        s->error_count++;
+        return false;
+    }
+    c->opcode = le16_to_cpu(c->opcode);
+    c->flags = le16_to_cpu(c->flags);
+    c->handle = le32_to_cpu(c->handle);
+    c->seqno = le64_to_cpu(c->seqno);
+    c->handle2 = le32_to_cpu(c->handle2);
+    c->arg = le32_to_cpu(c->arg);
+    if (c->opcode != SGPU_OP_IMPORT) {
+        c->off0 = le64_to_cpu(c->off0);
+        c->off1 = le64_to_cpu(c->off1);
+    }
+    c->len = le64_to_cpu(c->len);
+    c->out_handle = 0;
+    c->result = 0;
+    return true;
+}
+
 static void sharegpu_cmd_bh(void *opaque)
 {
     SharegpuState *s = opaque;
-    PCIDevice *pdev = PCI_DEVICE(s);
     SharegpuRing *r = &s->cmd;
+    SharegpuJobProgress *job = &s->job;
     uint32_t raise = 0;
     int budget = SHAREGPU_BH_BUDGET;
+    uint64_t job_budget = s->job_slice;
 
     while (s->dev && r->size && !(s->status & SGPU_STATUS_HALTED) && r->head != r->tail) {
-        struct sgpu_hw_cmd c;
-        dma_addr_t addr = r->base + (uint64_t)r->head * sizeof(c);
-        uint32_t idx = r->head, st;
+        uint32_t st;
 
-        if (budget-- == 0) {
+        if (!job->active) {
+            struct sgpu_hw_cmd c;
+            uint32_t idx = r->head;
+
+            if (budget-- == 0) {
+                qemu_bh_schedule(s->cmd_bh);
+                break;
+            }
+            if (!sharegpu_cmd_fetch(s, idx, &c)) {
+                raise |= SGPU_INT_ERROR;
+                break;
+            }
+            trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
+            if (!sharegpu_job_splittable(&c)) {
+                st = sharegpu_execute(s, &c);
+                /* moves it caused: windows unmapped and events queued before it completes */
+                sharegpu_drain_all_events();
+                raise |= sharegpu_cmd_complete(s, idx, &c, st);
+                job_budget -= MIN(job_budget, sharegpu_job_bytes(&c));
+                if (job_budget == 0 && r->head != r->tail) {
+                    s->counters.bh_yields++;
+                    qemu_bh_schedule(s->cmd_bh);
+                    break;
+                }
+                continue;
+            }
+            st = sharegpu_job_validate(s, &c);
+            if (st != SGPU_ST_OK) {
+                raise |= sharegpu_cmd_complete(s, idx, &c, st);
+                continue;
+            }
+            *job = (SharegpuJobProgress) { .active = true, .cmd = c, .index = idx };
+            s->counters.split_jobs++;
+        }
+        st = sharegpu_job_advance(s, &job_budget);
+        if (st == SGPU_ST_PENDING) {
+            s->counters.bh_yields++;
             qemu_bh_schedule(s->cmd_bh);
             break;
         }
-        if (pci_dma_read(pdev, addr, &c, sizeof(c)) != MEMTX_OK) {
-            qemu_log_mask(LOG_GUEST_ERROR,
-                          "sharegpu: %s: command ring DMA error at 0x%" PRIx64 "\n",
-                          s->name, (uint64_t)addr);
-            trace_sharegpu_ring_fault(s->name, idx, addr);
-            s->status |= SGPU_STATUS_HALTED;
-            s->error_code = SGPU_ST_DMA_ERROR;
-            s->error_index = idx;
-            s->error_count++;
-            raise |= SGPU_INT_ERROR;
-            break;
-        }
-        c.opcode = le16_to_cpu(c.opcode);
-        c.flags = le16_to_cpu(c.flags);
-        c.handle = le32_to_cpu(c.handle);
-        c.seqno = le64_to_cpu(c.seqno);
-        c.handle2 = le32_to_cpu(c.handle2);
-        c.arg = le32_to_cpu(c.arg);
-        if (c.opcode != SGPU_OP_IMPORT) {
-            c.off0 = le64_to_cpu(c.off0);
-            c.off1 = le64_to_cpu(c.off1);
-        }
-        c.len = le64_to_cpu(c.len);
-        c.out_handle = 0;
-        c.result = 0;
-
-        trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
-        st = sharegpu_execute(s, &c);
-        /* moves it caused: windows unmapped and events queued before it completes */
-        sharegpu_drain_all_events();
-        trace_sharegpu_cmd_done(s->name, idx, c.opcode, st, c.out_handle, c.result);
-        s->counters.commands++;
-
-        /* completion: bytes 48..63, and for EXPORT the uuid in 24..39 */
-        {
-            struct {
-                uint32_t status;
-                uint32_t out_handle;
-                uint64_t result;
-            } QEMU_PACKED done = {
-                .status = cpu_to_le32(st),
-                .out_handle = cpu_to_le32(c.out_handle),
-                .result = cpu_to_le64(c.result),
-            };
-            MemTxResult mr = MEMTX_OK;
-
-            if (c.opcode == SGPU_OP_EXPORT && st == SGPU_ST_OK) {
-                mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, uuid),
-                                   c.uuid, sizeof(c.uuid));
-            }
-            if (mr == MEMTX_OK) {
-                mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, status),
-                                   &done, sizeof(done));
-            }
-            if (mr != MEMTX_OK) {
-                qemu_log_mask(LOG_GUEST_ERROR,
-                              "sharegpu: %s: completion DMA error at 0x%" PRIx64 "\n",
-                              s->name, (uint64_t)addr);
-                trace_sharegpu_ring_fault(s->name, idx, addr);
-                s->status |= SGPU_STATUS_HALTED;
-                st = SGPU_ST_DMA_ERROR;
-            }
-        }
-        if (st != SGPU_ST_OK) {
-            s->error_code = st;
-            s->error_index = idx;
-            s->error_count++;
-            s->counters.command_errors++;
-            raise |= SGPU_INT_ERROR;
-            sharegpu_push_event(s, SGPU_EVT_ERROR, idx, st, SGPU_INVALID_OFFSET, c.seqno);
-        }
-        s->last_seqno = c.seqno;
-        if (!(s->status & SGPU_STATUS_HALTED)) {
-            r->head = (r->head + 1) & (r->size - 1);
-        }
-        if ((c.flags & SGPU_CMD_F_IRQ) || c.opcode == SGPU_OP_FENCE) {
-            raise |= SGPU_INT_CMD;
-        }
+        job->active = false;
+        raise |= sharegpu_cmd_complete(s, job->index, &job->cmd, st);
     }
     if (raise) {
         sharegpu_raise(s, raise);
@@ -1280,10 +1477,13 @@ static void sharegpu_release_all_maps(SharegpuState *s)
     GHashTableIter it;
     gpointer value;
 
+    /* one memory-map change for all of them (docs/hardware.md 4, "Memory map") */
+    memory_region_transaction_begin();
     g_hash_table_iter_init(&it, s->bos);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         sharegpu_window_unmap(s, value);
     }
+    memory_region_transaction_commit();
     g_hash_table_remove_all(s->bos);
 }
 
@@ -1291,6 +1491,8 @@ static void sharegpu_soft_reset(SharegpuState *s)
 {
     trace_sharegpu_reset(s->name);
     qemu_bh_cancel(s->cmd_bh);
+    /* a reset takes effect between two commands: the one being executed completes first */
+    sharegpu_job_finish(s);
     sharegpu_release_all_maps(s);
     if (s->dev) {
         int ret = sgpu_device_reset(s->dev);
@@ -1332,6 +1534,7 @@ static void sharegpu_teardown(SharegpuState *s)
         qemu_bh_delete(s->cmd_bh);
         s->cmd_bh = NULL;
     }
+    s->job.active = false;
     if (s->bos) {
         sharegpu_release_all_maps(s);
         g_hash_table_destroy(s->bos);
@@ -1377,6 +1580,10 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
                    (uint64_t)SHAREGPU_VRAM_MIN, (uint64_t)SHAREGPU_VRAM_MAX, s->vram_size);
         return;
     }
+    if (s->job_slice < SGPU_VRAM_ALIGN) {
+        error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGPU_VRAM_ALIGN);
+        return;
+    }
     s->name = d->id ? g_strdup(d->id) : object_get_canonical_path(OBJECT(s));
     trace_sharegpu_realize(s->name, s->vram_size, s->coherent);
 
@@ -1406,6 +1613,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         .name = s->name,
         .vram_size = s->vram_size,
         .coherent = s->coherent,
+        .max_hostmem = s->max_hostmem,
     };
     ret = sgpu_device_create(s->backend, &cfg, &s->dev);
     if (ret) {
@@ -1490,6 +1698,8 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     info->coherent = s->coherent;
     info->vram_size = s->vram_size;
     info->vram_used = st.vram_used;
+    info->hostmem_used = st.hostmem_used;
+    info->hostmem_limit = st.hostmem_limit;
     info->bo_count = st.bo_count;
     info->import_count = st.import_count;
     info->cmd_ring = g_new0(SharegpuRingInfo, 1);
@@ -1509,8 +1719,17 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     info->int_mask = s->int_mask;
     info->halted = !!(s->status & SGPU_STATUS_HALTED);
     info->last_error = s->error_code;
+    if (s->job.active) {
+        info->job_in_progress = g_new0(SharegpuJobProgressInfo, 1);
+        *info->job_in_progress = (SharegpuJobProgressInfo) {
+            .index = s->job.index, .opcode = s->job.cmd.opcode,
+            .done = s->job.done, .len = s->job.cmd.len,
+        };
+    }
     info->counters = g_new0(SharegpuCounters, 1);
     *info->counters = (SharegpuCounters) {
+        .split_jobs = s->counters.split_jobs,
+        .bh_yields = s->counters.bh_yields,
         .commands = s->counters.commands,
         .command_errors = s->counters.command_errors,
         .interrupts = s->counters.interrupts,
@@ -1668,6 +1887,8 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        i->id[0] ? i->id : "<no id>", i->qom_path,
                        i->coherent ? "coherent" : "non-coherent (strict caches)",
                        i->vram_size / MiB, i->vram_used / KiB, i->bo_count, i->import_count);
+        monitor_printf(mon, "  host memory (system placements): %" PRIu64 " of %" PRIu64
+                       " KiB\n", i->hostmem_used / KiB, i->hostmem_limit / KiB);
         monitor_printf(mon, "  cmd ring: %s base 0x%" PRIx64 " size %u head %u tail %u, "
                        "last seqno %" PRIu64 ", in flight %u%s\n",
                        i->cmd_ring->enabled ? "on" : "off", i->cmd_ring->base,
@@ -1690,6 +1911,14 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->moves, c->evictions, c->exports, c->imports, c->move_notifies,
                        c->cache_flushes, c->cache_invalidates, c->ww_backoffs,
                        c->fences_emitted, c->last_fence);
+        monitor_printf(mon, "            split jobs %" PRIu64 " slice yields %" PRIu64 "\n",
+                       c->split_jobs, c->bh_yields);
+        if (i->job_in_progress) {
+            monitor_printf(mon, "  job in progress: ring index %u opcode 0x%x, %" PRIu64
+                           " of %" PRIu64 " bytes done\n",
+                           i->job_in_progress->index, i->job_in_progress->opcode,
+                           i->job_in_progress->done, i->job_in_progress->len);
+        }
         if (!i->bos) {
             monitor_printf(mon, "  no buffer objects\n");
         }
@@ -1749,6 +1978,9 @@ void hmp_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
 static const Property sharegpu_properties[] = {
     DEFINE_PROP_SIZE("vram-size", SharegpuState, vram_size, SHAREGPU_VRAM_DEFAULT),
     DEFINE_PROP_BOOL("coherent", SharegpuState, coherent, true),
+    DEFINE_PROP_SIZE("max-hostmem", SharegpuState, max_hostmem, SHAREGPU_HOSTMEM_DEFAULT),
+    /* bytes of job work per main-loop turn; for tests and tuning (docs/user-guide.md) */
+    DEFINE_PROP_SIZE("x-job-slice", SharegpuState, job_slice, SHAREGPU_JOB_SLICE_DEFAULT),
 };
 
 static void sharegpu_class_init(ObjectClass *klass, void *data)

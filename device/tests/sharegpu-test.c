@@ -123,17 +123,23 @@ static void drain_events(Ctx *c, Gpu *g)
     }
 }
 
-static Ctx *setup(void)
+/* g0 (coherent) and g1 (non-coherent), 4 MiB VRAM each; `props` is added to both. */
+static Ctx *setup_with(const char *props)
 {
     Ctx *c = g_new0(Ctx, 1);
 
-    c->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M "
-                          "-device sharegpu,id=g1,vram-size=4M,coherent=off");
+    c->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M%s "
+                          "-device sharegpu,id=g1,vram-size=4M,coherent=off%s", props, props);
     qpci_device_foreach(c->qs->pcibus, SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID, found_fn, c);
     g_assert_cmpint(c->found, ==, 2);
     gpu_init(c, &c->g[0]);
     gpu_init(c, &c->g[1]);
     return c;
+}
+
+static Ctx *setup(void)
+{
+    return setup_with("");
 }
 
 static void teardown(Ctx *c)
@@ -144,15 +150,24 @@ static void teardown(Ctx *c)
     g_free(c);
 }
 
+/* CRC-32C (Castagnoli), byte-table driven: the long-job tests check hundreds of MiB. */
 static uint32_t crc32c_ref(const uint8_t *p, size_t n)
 {
+    static uint32_t table[256];
     uint32_t crc = ~0u;
 
-    while (n--) {
-        crc ^= *p++;
-        for (int k = 0; k < 8; k++) {
-            crc = (crc >> 1) ^ (0x82f63b78u & -(crc & 1));
+    if (!table[1]) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t v = i;
+
+            for (int k = 0; k < 8; k++) {
+                v = (v >> 1) ^ (0x82f63b78u & -(v & 1));
+            }
+            table[i] = v;
         }
+    }
+    while (n--) {
+        crc = (crc >> 8) ^ table[(crc ^ *p++) & 0xff];
     }
     return ~crc;
 }
@@ -174,6 +189,20 @@ static uint32_t create_bo_sz(Ctx *c, Gpu *g, uint64_t size, uint32_t placement,
 static uint32_t create_bo(Ctx *c, Gpu *g, uint32_t placement, uint64_t *vram_off)
 {
     return create_bo_sz(c, g, BO_SIZE, placement, vram_off);
+}
+
+/* Exports `h` on `exp` and imports it on `imp`; returns the import handle. */
+static uint32_t share_bo(Ctx *c, Gpu *exp, uint32_t h, Gpu *imp)
+{
+    struct sgpu_hw_cmd e, r;
+
+    e = submit(c, exp, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_EXPORT, .handle = h });
+    g_assert_cmpuint(e.status, ==, SGPU_ST_OK);
+    r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
+    memcpy(r.uuid, e.uuid, sizeof(r.uuid));
+    r = submit(c, imp, r);
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    return r.out_handle;
 }
 
 static void test_identity(void)
@@ -740,7 +769,7 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
     g_autofree uint8_t *buf = g_malloc(RESET_BO);
     uint32_t a, b, imp = 0, done, last_fill = UINT32_MAX, st, head;
     uint64_t win = 0, pages;
-    struct sgpu_hw_cmd r, e;
+    struct sgpu_hw_cmd r;
     struct sgpu_hw_bo_info info;
     QDict *d;
     int i;
@@ -750,13 +779,7 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
     b = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
     if (other) {
         /* the other device imports a and maps it: it must survive the reset */
-        e = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_EXPORT, .handle = a });
-        g_assert_cmpuint(e.status, ==, SGPU_ST_OK);
-        r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
-        memcpy(r.uuid, e.uuid, sizeof(r.uuid));
-        r = submit(c, other, r);
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-        imp = r.out_handle;
+        imp = share_bo(c, g, a, other);
         r = submit(c, other, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT,
                                                     .handle = imp, .off0 = 0 });
         g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
@@ -937,6 +960,202 @@ static void test_event_overflow(void)
     teardown(c);
 }
 
+/* ------------------------------------------------------------------ long jobs */
+
+/* device-side SHAREGPU_JOB_CHUNK: jobs longer than this run in chunks */
+#define JOB_CHUNK (4 << 20)
+
+static void fill_pattern(uint8_t *buf, uint64_t len, uint32_t pat)
+{
+    for (uint64_t i = 0; i < len; i += 4) {
+        memcpy(buf + i, &pat, 4);
+    }
+}
+
+static QDict *job_in_progress(Ctx *c, const char *id)
+{
+    QDict *d = query_dev(c, id);
+    QDict *job = qdict_haskey(d, "job-in-progress") ?
+                 qdict_get_qdict(d, "job-in-progress") : NULL;
+
+    if (job) {
+        qobject_ref(job);
+    }
+    qobject_unref(d);
+    return job;
+}
+
+/*
+ * A bottom-half run does at most x-job-slice bytes of job work (the BQL is held meanwhile,
+ * so more would freeze the guest); longer jobs run chunk by chunk, with the same result as
+ * one piece, and are checked as a whole before their first chunk.
+ */
+static void test_long_jobs_split(void)
+{
+    const uint64_t len = 4 * JOB_CHUNK;
+    Ctx *c = setup_with(",x-job-slice=1M");
+    Gpu *g = &c->g[1]; /* non-coherent: chunks go through the device cache model */
+    g_autofree uint8_t *expect = g_malloc(len);
+    g_autofree uint8_t *got = g_malloc(len);
+    uint32_t a, b, small;
+    uint64_t pages;
+    struct sgpu_hw_cmd r;
+
+    a = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    b = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    fill_pattern(expect, len, 0xc0ffee01);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a, .len = len,
+                                            .arg = 0xc0ffee01 });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    /* one chunk per run (slice < chunk): the run yields after each but the last */
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g1", "bh-yields"), ==, len / JOB_CHUNK - 1);
+    g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
+
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = b,
+                                            .handle2 = a, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 2);
+    g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = b,
+                                            .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    pages = attach_pages(c, g, b, len);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+                                            .handle = b, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
+    qtest_bufread(c->qs->qts, pages, got, len);
+    g_assert(memcmp(got, expect, len) == 0);
+
+    /* a job that would fail in a later chunk fails before the first: nothing is written */
+    small = create_bo_sz(c, g, 2 * JOB_CHUNK, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = small,
+                                            .handle2 = a, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+                                            .off0 = 4096, .len = len, .arg = 0xbad });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+                                            .handle = a, .off1 = 4096, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_BACKING);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+                                            .handle = b, .off1 = 4096, .len = len });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
+    g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
+    g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
+    memset(got, 0, 2 * JOB_CHUNK);
+    g_assert_cmphex(checksum(c, g, small, 2 * JOB_CHUNK), ==, crc32c_ref(got, 2 * JOB_CHUNK));
+    teardown(c);
+}
+
+/*
+ * A reset while a long job is half done: the job completes first (docs/hardware.md 9), the
+ * commands after it are never executed. The buffer lives on in the other device's import.
+ */
+static void test_reset_during_long_job(void)
+{
+    const uint64_t len = 32 * JOB_CHUNK;
+    Ctx *c = setup_with(",x-job-slice=4K");
+    Gpu *g = &c->g[0], *other = &c->g[1];
+    QTestState *qts = c->qs->qts;
+    g_autofree uint8_t *expect = g_malloc(len);
+    uint32_t a, imp, tail, i;
+    uint64_t fill_addr, nop_addr;
+    struct sgpu_hw_cmd r, ring[2];
+    QDict *job = NULL;
+
+    a = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    imp = share_bo(c, g, a, other);
+
+    /* FILL (32 chunks, one per main-loop turn) followed by a NOP */
+    tail = rd(g, SGPU_REG_CMD_TAIL);
+    ring[0] = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a, .len = len,
+                                     .arg = 0x0dd0f11e, .seqno = 77,
+                                     .status = SGPU_ST_PENDING };
+    ring[1] = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_NOP, .seqno = 78,
+                                     .status = SGPU_ST_PENDING };
+    fill_addr = g->ring + tail * sizeof(r);
+    nop_addr = g->ring + ((tail + 1) % g->ring_entries) * sizeof(r);
+    qtest_memwrite(qts, fill_addr, &ring[0], sizeof(r));
+    qtest_memwrite(qts, nop_addr, &ring[1], sizeof(r));
+    wr(g, SGPU_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
+    wr(g, SGPU_REG_DOORBELL, 1);
+    for (i = 0; i < 32 && !job; i++) {
+        job = job_in_progress(c, "g0");
+    }
+    g_assert_nonnull(job); /* seen while running, not after */
+    g_assert_cmpuint(qdict_get_int(job, "opcode"), ==, SGPU_OP_FILL);
+    g_assert_cmpuint(qdict_get_int(job, "len"), ==, len);
+    g_assert_cmpuint(qdict_get_int(job, "done"), <, len);
+    qobject_unref(job);
+
+    wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+    g_assert_null(job_in_progress(c, "g0"));
+    qtest_memread(qts, fill_addr, &r, sizeof(r));
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    qtest_memread(qts, nop_addr, &r, sizeof(r));
+    g_assert_cmphex(r.status, ==, SGPU_ST_PENDING);
+    fill_pattern(expect, len, 0x0dd0f11e);
+    g_assert_cmphex(checksum(c, other, imp, len), ==, crc32c_ref(expect, len));
+    teardown(c);
+}
+
+static uint64_t dev_hostmem_used(Ctx *c, const char *id)
+{
+    QDict *d = query_dev(c, id);
+    uint64_t v = qdict_get_int(d, "hostmem-used");
+
+    g_assert_cmpuint(qdict_get_int(d, "hostmem-limit"), ==, 8 << 20);
+    qobject_unref(d);
+    return v;
+}
+
+/*
+ * max-hostmem bounds the host memory a guest can make QEMU hold in SYSTEM placements
+ * (without it, 4 GiB buffers filled one after another end in the host's OOM killer).
+ */
+static void test_hostmem_budget(void)
+{
+    Ctx *c = setup_with(",max-hostmem=8M");
+    Gpu *g = &c->g[0];
+    g_autofree uint8_t *expect = g_malloc(BO_SIZE);
+    uint32_t a, b, v;
+    struct sgpu_hw_cmd r;
+
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 0);
+    a = create_bo_sz(c, g, 4 << 20, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 4 << 20);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = 8 << 20,
+                                            .arg = SGPU_PLACEMENT_HW_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_SPACE);
+    b = create_bo_sz(c, g, 4 << 20, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 8 << 20);
+
+    /* budget full: evicting a VRAM buffer fails and leaves it, bytes intact, where it is */
+    v = create_bo(c, g, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = v,
+                                            .len = BO_SIZE, .arg = 0xfeed0001 });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    fill_pattern(expect, BO_SIZE, 0xfeed0001);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = v });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_SPACE);
+    g_assert_cmphex(checksum(c, g, v, BO_SIZE), ==, crc32c_ref(expect, BO_SIZE));
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 8 << 20);
+
+    /* destroying a buffer gives its bytes back */
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_DESTROY, .handle = a });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 4 << 20);
+    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = v });
+    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmphex(checksum(c, g, v, BO_SIZE), ==, crc32c_ref(expect, BO_SIZE));
+    g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, (4 << 20) + BO_SIZE);
+    (void)b;
+    teardown(c);
+}
+
 static void test_q35_monitor(void)
 {
     QTestState *qts = qtest_init("-M q35 -nodefaults -device sharegpu,id=g0 "
@@ -975,6 +1194,9 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/evict-preserves", test_evict_preserves);
     qtest_add_func("/sharegpu/reset-mid-job", test_reset_mid_job);
     qtest_add_func("/sharegpu/event-overflow", test_event_overflow);
+    qtest_add_func("/sharegpu/long-jobs-split", test_long_jobs_split);
+    qtest_add_func("/sharegpu/reset-during-long-job", test_reset_during_long_job);
+    qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     return g_test_run();
