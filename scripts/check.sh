@@ -10,6 +10,8 @@
 #   5. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
 #      static GoogleTest e2e binaries, boots QEMU with two sharegpu devices and vgem and runs
 #      them (scripts/guest-tests.sh)
+#   6. the guest runner's self-test: a frozen guest is reported with QEMU's backtraces, an
+#      aborted QEMU as a failure (scripts/run-guest-selftest.sh, cached kernel + QEMU)
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
 # when anything failed.
 set -uo pipefail
@@ -70,6 +72,11 @@ stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under Q
 bash scripts/guest-tests.sh 2>&1 | tee build/guest-tests.out
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest tests")
 extra_totals+=("$(grep -h '^guest-tests: [0-9]* passed, [0-9]* failed' build/guest-tests.out | tail -1)")
+
+stage "guest runner: silence watchdog, QEMU crash and kernel-report detection (self-test)"
+bash scripts/run-guest-selftest.sh 2>&1 | tee build/run-guest-selftest.out
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("run-guest self-test")
+extra_totals+=("$(grep -h '^run-guest-selftest: [0-9]* passed, [0-9]* failed' build/run-guest-selftest.out | tail -1)")
 
 # Test-case totals over every JUnit file (meson parses each gtest binary's cases).
 python3 - "${results[@]}" <<'PY' >build/check-totals.txt

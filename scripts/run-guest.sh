@@ -2,30 +2,47 @@
 # Boots the sharegpu guest kernel + initramfs under QEMU TCG (q35) and checks the result.
 #
 # usage: scripts/run-guest.sh --initrd IMG.cpio.gz [options] [-- extra qemu args...]
+#        scripts/run-guest.sh --check-log LOG     judge an existing console log (no QEMU)
 #   --kernel BZIMAGE   default: SHAREGPU_KERNEL_IMAGE from
 #                      ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/current/kernel.env
 #   --initrd FILE      initramfs from scripts/build-guest-image.sh (required)
 #   --log FILE         serial console log (default: $SHAREGPU_CACHE/logs/guest-<time>.log)
 #   --timeout SECS     failure detector for a hung guest (default $GUEST_TIMEOUT or 900);
 #                      0 = none. The guest powers itself off when done.
+#   --silence SECS     failure detector for a frozen guest: no console output for SECS
+#                      (default $GUEST_SILENCE or 300); 0 = none. A guest that is quiet for
+#                      long on purpose must print a heartbeat.
 #   --append "ARGS"    extra kernel command line (e.g. sharegpu.mode=shell)
-#   --interactive      console on the terminal (for --init-mode shell/demo); no timeout
+#   --interactive      console on the terminal (for --init-mode shell/demo); no timeout and
+#                      no silence watchdog
 #   --smp N / --mem M  default 2 / 1G
 # Everything after "--" goes to QEMU verbatim, e.g.  -- -device sharegpu
+# The runner always adds a QMP socket of its own in its temp dir (for the diagnostics below)
+# and "-serial mon:stdio" unless the extra args have -serial or -nodefaults.
 # QEMU binary: $QEMU, else $SHAREGPU_CACHE/qemu/current/qemu-system-x86_64, else
 # qemu-system-x86_64 from PATH.
 #
-# Exit status: 0 = guest printed "SHAREGPU-SUMMARY: PASS" and the log has no kernel
-# report; 1 = tests failed or kernel report (lockdep, KASAN, WARNING, Oops, BUG, panic);
-# 3 = no summary (timeout, crash, hang); 2 = usage error.
+# On a timeout or a silence, BEFORE killing QEMU the runner appends to the log QEMU's thread
+# backtraces (gdb -p PID, "thread apply all bt") and the monitor's "info status",
+# "info sharegpu" and "info registers -a"; a condensed excerpt goes to stderr.
+#
+# Exit status: 0 = guest printed "SHAREGPU-SUMMARY: PASS", QEMU exited with status 0 and the
+# log has no kernel report; 1 = tests failed or kernel report (lockdep, KASAN, UBSAN,
+# WARNING, Oops, BUG, panic, soft lockup, hung task, RCU stall, workqueue lockup);
+# 2 = usage error; 3 = no summary (timeout, guest crash or reboot);
+# 4 = FROZEN: no console output for --silence seconds;
+# 5 = QEMU exited abnormally: killed by a signal (e.g. SIGABRT from an assertion) or a
+#     non-zero exit status.
 set -euo pipefail
 
 CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
-KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G
+KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG=""
 TIMEOUT=${GUEST_TIMEOUT:-900}
+SILENCE=${GUEST_SILENCE:-300}
 EXTRA=()
 usage() { sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "[run-guest] ERROR: $*" >&2; exit 2; }
+say() { echo "[run-guest] $*" >&2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,85 +50,258 @@ while [ $# -gt 0 ]; do
         --initrd) INITRD=$2; shift 2 ;;
         --log) LOG=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
+        --silence) SILENCE=$2; shift 2 ;;
         --append) APPEND="$APPEND $2"; shift 2 ;;
         --interactive) INTERACTIVE=1; shift ;;
         --smp) SMP=$2; shift 2 ;;
         --mem) MEM=$2; shift 2 ;;
+        --check-log) CHECK_LOG=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
+[[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds, got '$TIMEOUT'"
+[[ $SILENCE =~ ^[0-9]+$ ]] || die "--silence wants whole seconds, got '$SILENCE'"
 
-if [ -z "$KERNEL" ]; then
-    env_file=$CACHE/kernel/current/kernel.env
-    [ -f "$env_file" ] || die "no --kernel and no $env_file (run scripts/build-guest-kernel.sh)"
-    KERNEL=$(sed -n 's/^SHAREGPU_KERNEL_IMAGE=//p' "$env_file")
-fi
-[ -f "$KERNEL" ] || die "kernel $KERNEL not found"
-[ -n "$INITRD" ] && [ -f "$INITRD" ] || die "--initrd FILE required (scripts/build-guest-image.sh)"
+RUN=$(mktemp -d /tmp/sgpu-run.XXXXXX)
+QEMU_PID=""
+cleanup() {
+    [ -n "$QEMU_PID" ] && kill -KILL "$QEMU_PID" 2>/dev/null
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-if [ -z "${QEMU:-}" ]; then
-    if [ -x "$CACHE/qemu/current/qemu-system-x86_64" ]; then
-        QEMU=$CACHE/qemu/current/qemu-system-x86_64
-    else
-        QEMU=$(command -v qemu-system-x86_64 || true)
+# ---- diagnostics of a stuck guest (QEMU still running) ----------------------------------
+qemu_backtraces() { # $1 = QEMU pid
+    if ! command -v gdb >/dev/null; then
+        echo "NO BACKTRACES: gdb is not installed (scripts/setup-host.sh installs it)"
+        return
     fi
-fi
-[ -n "$QEMU" ] && [ -x "$QEMU" ] || die "no QEMU (set QEMU=/path/to/qemu-system-x86_64)"
+    local out rc=0
+    out=$(timeout -k 5 120 gdb -nx -batch -p "$1" -iex 'set debuginfod enabled off' \
+        -ex 'set pagination off' -ex 'thread apply all bt' 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    if grep -qiE 'ptrace: Operation not permitted|Could not attach' <<<"$out"; then
+        echo "NO BACKTRACES: gdb could not attach to QEMU (pid $1): ptrace refused" \
+            "(uid $(id -u), kernel.yama.ptrace_scope=$(cat /proc/sys/kernel/yama/ptrace_scope \
+            2>/dev/null || echo n/a)). Run as root or set kernel.yama.ptrace_scope=0; in a" \
+            "container, grant CAP_SYS_PTRACE."
+    elif ! grep -qE '^Thread [0-9]+ ' <<<"$out"; then
+        echo "NO BACKTRACES: gdb printed no thread (exit status $rc; 124 = took over 120 s)"
+    fi
+}
 
-if [ -z "$LOG" ]; then
-    mkdir -p "$CACHE/logs"
-    LOG=$CACHE/logs/guest-$(date +%Y%m%d-%H%M%S)-$$.log
-fi
-mkdir -p "$(dirname "$LOG")"
+# HMP commands through the runner's QMP socket; says so when the main loop does not answer.
+monitor_commands() { # $1 = seconds to wait for each answer, then HMP command lines
+    python3 - "$RUN/qmp.sock" "$@" <<'PY'
+import json, socket, sys
+path, wait, cmds = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(wait)
+    s.connect(path)
+    f = s.makefile("rwb")
+    def answer():
+        while True:
+            line = f.readline()
+            if not line:
+                raise EOFError("QMP connection closed")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+    def execute(cmd, args=None):
+        f.write(json.dumps({"execute": cmd, "arguments": args or {}}).encode() + b"\n")
+        f.flush()
+        return answer()
+    answer()  # greeting
+    execute("qmp_capabilities")
+    for c in cmds:
+        print("(qemu) " + c, flush=True)
+        r = execute("human-monitor-command", {"command-line": c})
+        text = r["return"] if "return" in r else "error: %s\n" % r.get("error")
+        print(text.replace("\r", ""), end="" if text.endswith("\n") else "\n", flush=True)
+except socket.timeout:
+    print("NO MONITOR ANSWER within %g s: QEMU's main loop is not running (BQL held or main"
+          " thread stuck; see the backtraces)" % wait)
+except (OSError, EOFError, ValueError) as e:
+    print("NO MONITOR ANSWER: %s" % e)
+PY
+}
 
-FW=()
-for d in /usr/share/qemu /usr/share/seabios; do [ -d "$d" ] && FW+=(-L "$d"); done
-CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
-     "${FW[@]}" -kernel "$KERNEL" -initrd "$INITRD"
-     -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
-     ${EXTRA[@]+"${EXTRA[@]}"})
-echo "[run-guest] $QEMU (timeout ${TIMEOUT}s) log: $LOG" >&2
-echo "[run-guest] ${CMD[*]}" >&2
+collect_diagnostics() { # $1 = why; writes $RUN/diag.{bt,mon,regs}
+    say "$1: collecting QEMU thread backtraces (gdb) and monitor state, then killing QEMU"
+    qemu_backtraces "$QEMU_PID" >"$RUN/diag.bt"
+    monitor_commands 10 "info status" "info sharegpu" >"$RUN/diag.mon"
+    if grep -q '^NO MONITOR ANSWER' "$RUN/diag.mon"; then
+        : >"$RUN/diag.regs"
+    else
+        monitor_commands 10 "info registers -a" >"$RUN/diag.regs"
+    fi
+    {
+        echo
+        echo "==== run-guest diagnostics: $1 ===="
+        echo "---- QEMU thread backtraces (gdb -p $QEMU_PID: thread apply all bt) ----"
+        cat "$RUN/diag.bt"
+        echo "---- QEMU monitor ----"
+        cat "$RUN/diag.mon" "$RUN/diag.regs"
+        echo "==== end of run-guest diagnostics ===="
+    } >"$RUN/diag"
+}
 
-START=$(date +%s.%N)
-set +e
-if [ "$INTERACTIVE" = 1 ]; then
-    "${CMD[@]}" 2>&1 | tee "$LOG"
-    rc=${PIPESTATUS[0]}
-elif [ "$TIMEOUT" = 0 ]; then
-    "${CMD[@]}" </dev/null 2>&1 | tee "$LOG"
-    rc=${PIPESTATUS[0]}
+# stderr excerpt: per thread frame #0 and the next 5 frames outside libc/glib, as
+# "function at file:line"; then the monitor's answers.
+print_diagnostics_excerpt() {
+    awk '/^Thread [0-9]+ / { n = 0; print; next }
+         /^#[0-9]+ / {
+             f = $0; sub(/^#[0-9]+ +(0x[0-9a-f]+ in )?/, "", f); where = ""
+             if (match(f, / (at|from) [^ ]+$/)) where = substr(f, RSTART)
+             if ($1 != "#0" && where ~ /^ (from |at \.\/|at \.\.\/sysdeps\/|at \/usr\/include\/)/) next
+             if (++n > 6) next
+             sub(/ \(.*$/, "", f); printf "  %s %s%s\n", $1, f, where }
+         /^NO BACKTRACES/' "$RUN/diag.bt" | head -n 80 | sed 's/^/[run-guest]   /' >&2
+    head -n 30 "$RUN/diag.mon" | sed 's/^/[run-guest]   /' >&2
+    say "full backtraces and monitor output (info registers -a too) at the end of $LOG"
+}
+
+stop_qemu() {
+    kill -TERM "$QEMU_PID" 2>/dev/null || return 0
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$QEMU_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    kill -KILL "$QEMU_PID" 2>/dev/null || true
+}
+
+# ---- run --------------------------------------------------------------------------------
+ENDED=exited  # exited | frozen | timeout
+rc=0 ELAPSED=0 LONGEST_SILENCE=""
+if [ -n "$CHECK_LOG" ]; then
+    [ -f "$CHECK_LOG" ] || die "--check-log $CHECK_LOG: no such file"
+    LOG=$CHECK_LOG
 else
-    timeout -k 10 "$TIMEOUT" "${CMD[@]}" </dev/null 2>&1 | tee "$LOG"
-    rc=${PIPESTATUS[0]}
+    if [ -z "$KERNEL" ]; then
+        env_file=$CACHE/kernel/current/kernel.env
+        [ -f "$env_file" ] || die "no --kernel and no $env_file (run scripts/build-guest-kernel.sh)"
+        KERNEL=$(sed -n 's/^SHAREGPU_KERNEL_IMAGE=//p' "$env_file")
+    fi
+    [ -f "$KERNEL" ] || die "kernel $KERNEL not found"
+    [ -n "$INITRD" ] && [ -f "$INITRD" ] || die "--initrd FILE required (scripts/build-guest-image.sh)"
+
+    if [ -z "${QEMU:-}" ]; then
+        if [ -x "$CACHE/qemu/current/qemu-system-x86_64" ]; then
+            QEMU=$CACHE/qemu/current/qemu-system-x86_64
+        else
+            QEMU=$(command -v qemu-system-x86_64 || true)
+        fi
+    fi
+    [ -n "$QEMU" ] && [ -x "$QEMU" ] || die "no QEMU (set QEMU=/path/to/qemu-system-x86_64)"
+
+    if [ -z "$LOG" ]; then
+        mkdir -p "$CACHE/logs"
+        LOG=$CACHE/logs/guest-$(date +%Y%m%d-%H%M%S)-$$.log
+    fi
+    mkdir -p "$(dirname "$LOG")"
+
+    FW=()
+    for d in /usr/share/qemu /usr/share/seabios; do [ -d "$d" ] && FW+=(-L "$d"); done
+    # the runner's QMP monitor turns off -nographic's default mux monitor on the console
+    SERIAL=(-serial mon:stdio)
+    for a in ${EXTRA[@]+"${EXTRA[@]}"}; do
+        case "$a" in -serial|-nodefaults) SERIAL=() ;; esac
+    done
+    CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
+         "${FW[@]}" -kernel "$KERNEL" -initrd "$INITRD"
+         -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
+         -qmp "unix:$RUN/qmp.sock,server=on,wait=off" ${SERIAL[@]+"${SERIAL[@]}"}
+         ${EXTRA[@]+"${EXTRA[@]}"})
+    if [ "$INTERACTIVE" = 1 ]; then
+        say "$QEMU (interactive) log: $LOG"
+    else
+        say "$QEMU (timeout ${TIMEOUT}s, silence ${SILENCE}s) log: $LOG"
+    fi
+    say "${CMD[*]}"
+
+    START=$(date +%s.%N)
+    if [ "$INTERACTIVE" = 1 ]; then
+        set +e
+        "${CMD[@]}" 2>&1 | tee "$LOG"
+        rc=${PIPESTATUS[0]}
+        set -e
+    else
+        # QEMU is a direct child (its pid for gdb); tee copies the console to the log and stdout
+        mkfifo "$RUN/console"
+        tee "$LOG" <"$RUN/console" &
+        TEE_PID=$!
+        "${CMD[@]}" </dev/null >"$RUN/console" 2>&1 &
+        QEMU_PID=$!
+        last_size=-1 last_output=$SECONDS started=$SECONDS LONGEST_SILENCE=0
+        while kill -0 "$QEMU_PID" 2>/dev/null; do
+            size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+            [ "$size" = "$last_size" ] || { last_size=$size; last_output=$SECONDS; }
+            quiet=$((SECONDS - last_output))
+            [ "$quiet" -le "$LONGEST_SILENCE" ] || LONGEST_SILENCE=$quiet
+            if [ "$SILENCE" != 0 ] && [ "$quiet" -ge "$SILENCE" ]; then ENDED=frozen; break; fi
+            if [ "$TIMEOUT" != 0 ] && [ $((SECONDS - started)) -ge "$TIMEOUT" ]; then
+                ENDED=timeout; break
+            fi
+            sleep 1
+        done
+        case $ENDED in
+            frozen) collect_diagnostics "FROZEN: no console output for ${SILENCE} s" ;;
+            timeout) collect_diagnostics "TIMEOUT: guest still running after ${TIMEOUT} s" ;;
+        esac
+        [ "$ENDED" = exited ] || stop_qemu
+        wait "$QEMU_PID" || rc=$?
+        QEMU_PID=""
+        wait "$TEE_PID" || true
+    fi
+    ELAPSED=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 fi
-set -e
-ELAPSED=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 
 # ---- verdict ----------------------------------------------------------------------------
-CLEAN=$(mktemp)
-trap 'rm -f "$CLEAN"' EXIT
+CLEAN=$RUN/console.txt
 tr -d '\r' <"$LOG" >"$CLEAN"
+if [ -f "$RUN/diag" ]; then  # after the console, so it is not judged as guest output
+    cat "$RUN/diag" >>"$LOG"
+    print_diagnostics_excerpt
+fi
 status=0
 PATTERN='WARNING: possible|circular locking|possible recursive locking|BUG: KASAN|(^|[^A-Za-z_])WARNING:|-+\[ cut here \]-+|Oops|(^|[^A-Za-z_])BUG:|Kernel panic|INFO: task .* blocked|inconsistent lock state|UBSAN:|general protection fault'
+# lockup detectors: soft/hard lockup, RCU stall, workqueue lockup (hung task: "INFO: task")
+PATTERN+='|soft lockup|hard LOCKUP|self-detected stall|detected (expedited )?stalls on|workqueue lockup'
 if grep -qE "$PATTERN" "$CLEAN"; then
-    echo "[run-guest] KERNEL REPORT in $LOG:" >&2
+    say "KERNEL REPORT in $LOG:"
     grep -nE "$PATTERN" "$CLEAN" | head -n 20 | sed 's/^/[run-guest]   /' >&2
     status=1
 fi
 SUMMARY=$(grep -E '^SHAREGPU-SUMMARY:' "$CLEAN" | tail -n 1 || true)
 grep -E '^SHAREGPU-TEST: FAIL' "$CLEAN" | sed 's/^/[run-guest]   /' >&2 || true
-if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    echo "[run-guest] TIMEOUT: guest still running after ${TIMEOUT}s" >&2
+silence_note=""
+[ -z "$LONGEST_SILENCE" ] || silence_note=", longest console silence ${LONGEST_SILENCE}s"
+case $ENDED in
+    frozen) say "FAIL: FROZEN: no console output for ${SILENCE} s (${ELAPSED}s); see $LOG"
+            exit 4 ;;
+    timeout) say "FAIL: TIMEOUT after ${TIMEOUT}s${silence_note}; see $LOG"
+             exit 3 ;;
+esac
+if [ "$rc" != 0 ]; then
+    if [ "$rc" -gt 128 ]; then
+        why="killed by signal $((rc - 128)) (SIG$(kill -l $((rc - 128)) 2>/dev/null || echo '?'))"
+    else
+        why="exit status $rc"
+    fi
+    say "FAIL: QEMU exited abnormally: $why after ${ELAPSED}s; its last messages:"
+    grep -E 'qemu-system-[A-Za-z0-9_]+: ' "$CLEAN" | tail -n 5 | sed 's/^/[run-guest]   /' >&2 || true
+    say "see $LOG"
+    exit 5
 fi
 if [ -z "$SUMMARY" ]; then
     if grep -q '^SHAREGPU: interactive shell' "$CLEAN"; then
-        echo "[run-guest] no summary (shell mode), qemu exit $rc, ${ELAPSED}s" >&2
+        say "no summary (shell mode), qemu exit $rc, ${ELAPSED}s"
         exit $status
     fi
-    echo "[run-guest] FAIL: no SHAREGPU-SUMMARY line (qemu exit $rc, ${ELAPSED}s); see $LOG" >&2
+    say "FAIL: no SHAREGPU-SUMMARY line (qemu exit $rc, ${ELAPSED}s${silence_note}); see $LOG"
     exit 3
 fi
 case "$SUMMARY" in
@@ -121,6 +311,6 @@ esac
 if [ "$status" = 0 ]; then verdict=PASS
 elif [ "${SUMMARY#SHAREGPU-SUMMARY: PASS}" != "$SUMMARY" ]; then verdict="FAIL (kernel report)"
 else verdict=FAIL; fi
-echo "[run-guest] $verdict in ${ELAPSED}s: $SUMMARY" >&2
+say "$verdict in ${ELAPSED}s${silence_note}: $SUMMARY"
 echo "$SUMMARY"
 exit $status

@@ -45,6 +45,8 @@ pkgs=(
     python3-setuptools flex bison qemu-system-data seabios
     # guest kernel + image
     linux-source-6.12 bc libelf-dev libssl-dev cpio busybox-static kmod xz-utils
+    # scripts/run-guest.sh: QEMU's thread backtraces when a guest freezes
+    gdb
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Self-test of scripts/run-guest.sh's failure detectors. Uses the cached guest kernel and
+# QEMU (never builds them; scripts/guest-tests.sh or `make check` does).
+#
+# usage: scripts/run-guest-selftest.sh [--silence SECS]   (default 20)
+#
+# Cases:
+#   frozen-guest      a guest that goes silent (image init mode "silent") with --silence SECS:
+#                     exit 4 (FROZEN), QEMU killed, and the log holds QEMU's thread
+#                     backtraces from gdb (a "Thread N" header, a frame of QEMU's main loop)
+#                     and the monitor's "info sharegpu" for both devices
+#   qemu-abort        SIGABRT sent to QEMU once the guest is up: exit 5, reason SIGABRT
+#   qemu-exit-status  QEMU rejecting its command line: exit 5, reason "exit status 1"
+#   kernel-reports    --check-log on console logs: each lockup detector's report (soft
+#                     lockup, hung task, RCU stall, workqueue lockup) fails with exit 1; a
+#                     clean log passes
+# Output: "run-guest-selftest: PASS|FAIL <case> (...)" per case and, last,
+#   run-guest-selftest: N passed, M failed
+# Exit status non-zero when a case failed. Logs: $SHAREGPU_CACHE/logs/run-guest-selftest-*.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+RUNNER=$ROOT/scripts/run-guest.sh
+SILENCE=20
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --silence) SILENCE=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run-guest-selftest: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+TMP=$(mktemp -d /tmp/sgpu-rgst.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+ulimit -c 0  # the aborted QEMU must not leave a core file behind
+STAMP=$(date +%Y%m%d-%H%M%S)-$$
+mkdir -p "$CACHE/logs"
+# -nodefaults: no empty default CD-ROM, on which SeaBIOS waits 32 s (AHCI timeout) before the
+# kernel starts, silently: that wait would count against the short --silence
+QEMU_ARGS=(-nodefaults -serial mon:stdio
+           -device sharegpu,id=g0,vram-size=64M -device sharegpu,id=g1,coherent=off,vram-size=64M)
+passed=0 failed=0
+
+# ---- case bookkeeping -------------------------------------------------------------------
+problems=() case_name="" case_start=0
+begin_case() { case_name=$1; problems=(); case_start=$SECONDS; }
+expect() { # DESCRIPTION COMMAND...: records DESCRIPTION when COMMAND fails
+    local what=$1; shift
+    "$@" >/dev/null 2>&1 || problems+=("$what")
+}
+end_case() { # $1 = the runner's stderr file to show on failure (optional)
+    local took=$((SECONDS - case_start))
+    if [ ${#problems[@]} = 0 ]; then
+        passed=$((passed + 1))
+        echo "run-guest-selftest: PASS $case_name (${took}s)"
+        return
+    fi
+    failed=$((failed + 1))
+    echo "run-guest-selftest: FAIL $case_name (${took}s)"
+    printf '  expected: %s\n' "${problems[@]}"
+    if [ -n "${1:-}" ] && [ -f "$1" ]; then
+        echo "  runner stderr (last 15 lines):"
+        tail -n 15 "$1" | sed 's/^/    /'
+    fi
+}
+log_has() { grep -sqE -- "$2" "$1"; }  # FILE ERE
+no_qemu_with() { ! pgrep -f -- "$1"; }  # no process has $1 in its command line
+
+# wait_for DEADLINE_SECS COMMAND...: polls COMMAND until it succeeds; fails at the deadline
+wait_for() {
+    local deadline=$((SECONDS + $1)); shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+}
+
+# ---- prerequisites: cached kernel + QEMU, the silent image ------------------------------
+QEMU_BIN=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
+IMG=$TMP/silent.cpio.gz
+have_guest=1
+if ! [ -f "$CACHE/kernel/current/kernel.env" ] || ! [ -x "$QEMU_BIN" ]; then
+    echo "run-guest-selftest: no cached guest kernel or QEMU (run scripts/guest-tests.sh first)"
+    have_guest=0
+elif ! "$ROOT/scripts/build-guest-image.sh" --out "$IMG" --init-mode silent 2>"$TMP/image.err"; then
+    cat "$TMP/image.err"
+    have_guest=0
+fi
+export QEMU=$QEMU_BIN
+
+# ---- frozen-guest -----------------------------------------------------------------------
+begin_case frozen-guest
+LOG=$CACHE/logs/run-guest-selftest-$STAMP-frozen.log
+if [ "$have_guest" = 1 ]; then
+    rc=0
+    "$RUNNER" --initrd "$IMG" --log "$LOG" --silence "$SILENCE" --timeout 600 -- \
+        "${QEMU_ARGS[@]}" -pidfile "$TMP/frozen.pid" >/dev/null 2>"$TMP/frozen.err" || rc=$?
+    expect "runner exit status 4 (FROZEN), got $rc" [ "$rc" = 4 ]
+    expect "the guest reached silent mode before the watchdog fired" \
+        log_has "$LOG" '^SHAREGPU: silent mode'
+    expect "stderr: 'FROZEN: no console output for $SILENCE s'" \
+        log_has "$TMP/frozen.err" "FROZEN: no console output for $SILENCE s"
+    expect "log: a gdb 'Thread N (Thread 0x...' header" log_has "$LOG" '^Thread [0-9]+ \(Thread 0x'
+    expect "log: a backtrace frame in QEMU's main loop" \
+        log_has "$LOG" '^#[0-9]+ .*(main_loop_wait|qemu_main_loop|qemu_default_main) \('
+    expect "log: 'info sharegpu' output for g0" log_has "$LOG" '^sharegpu g0 \('
+    expect "log: 'info sharegpu' output for g1" log_has "$LOG" '^sharegpu g1 \('
+    expect "log: 'info registers -a' output" log_has "$LOG" '^[RE]IP='
+    expect "stderr: a backtrace excerpt" log_has "$TMP/frozen.err" '^\[run-guest\] +Thread [0-9]+ '
+    expect "no QEMU left running" no_qemu_with "-pidfile $TMP/frozen.pid"
+else
+    problems+=("a cached guest kernel, QEMU and the silent image")
+fi
+end_case "$TMP/frozen.err"
+
+# ---- qemu-abort -------------------------------------------------------------------------
+begin_case qemu-abort
+LOG=$CACHE/logs/run-guest-selftest-$STAMP-abort.log
+if [ "$have_guest" = 1 ]; then
+    rm -f "$LOG"
+    "$RUNNER" --initrd "$IMG" --log "$LOG" --timeout 600 -- \
+        "${QEMU_ARGS[@]}" -pidfile "$TMP/abort.pid" >/dev/null 2>"$TMP/abort.err" &
+    runner=$!
+    if wait_for 300 log_has "$LOG" '^SHAREGPU: silent mode' && [ -s "$TMP/abort.pid" ]; then
+        kill -ABRT "$(cat "$TMP/abort.pid")"
+    else
+        problems+=("the guest up within 300 s")
+        kill "$runner"
+    fi
+    rc=0
+    wait "$runner" || rc=$?
+    expect "runner exit status 5 (QEMU exited abnormally), got $rc" [ "$rc" = 5 ]
+    expect "stderr: 'QEMU exited abnormally: killed by signal 6 (SIGABRT)'" \
+        log_has "$TMP/abort.err" 'QEMU exited abnormally: killed by signal 6 \(SIGABRT\)'
+else
+    problems+=("a cached guest kernel, QEMU and the silent image")
+fi
+end_case "$TMP/abort.err"
+
+# ---- qemu-exit-status -------------------------------------------------------------------
+begin_case qemu-exit-status
+LOG=$CACHE/logs/run-guest-selftest-$STAMP-exit-status.log
+if [ "$have_guest" = 1 ]; then
+    rc=0
+    "$RUNNER" --initrd "$IMG" --log "$LOG" --timeout 120 -- -device no-such-device \
+        >/dev/null 2>"$TMP/exit.err" || rc=$?
+    expect "runner exit status 5 (QEMU exited abnormally), got $rc" [ "$rc" = 5 ]
+    expect "stderr: 'QEMU exited abnormally: exit status 1'" \
+        log_has "$TMP/exit.err" 'QEMU exited abnormally: exit status 1'
+    expect "stderr: QEMU's own error message" log_has "$TMP/exit.err" 'no-such-device'
+else
+    problems+=("a cached guest kernel, QEMU and the silent image")
+fi
+end_case "$TMP/exit.err"
+
+# ---- kernel-reports ---------------------------------------------------------------------
+begin_case kernel-reports
+REPORTS=(
+    "[  140.123456] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [sgpu_fuzz:201]"
+    "[  250.000000] INFO: task kworker/u8:3:77 blocked for more than 120 seconds."
+    "[   90.500000] rcu: INFO: rcu_sched self-detected stall on CPU"
+    "[   90.500000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+    "[   95.000000] rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: {"
+    "[   61.000000] BUG: workqueue lockup - pool cpus=0 node=0 flags=0x0 nice=0 stuck for 31s!"
+)
+PASS_LINE="SHAREGPU-SUMMARY: PASS tests=1 passed=1 failed=0 modules=0 module_failures=0"
+i=0
+for report in "${REPORTS[@]}"; do
+    i=$((i + 1))
+    printf '[    0.000000] Linux version 6.12\n%s\n%s\n' "$report" "$PASS_LINE" >"$TMP/report$i.log"
+    rc=0
+    "$RUNNER" --check-log "$TMP/report$i.log" >/dev/null 2>"$TMP/report$i.err" || rc=$?
+    expect "exit 1 and KERNEL REPORT for '$report', got $rc" \
+        bash -c '[ "$1" = 1 ] && grep -q "KERNEL REPORT" "$2"' _ "$rc" "$TMP/report$i.err"
+done
+# the detectors' boot-time announcements are not reports
+printf '%s\n' "[    0.000000] rcu: Preemptible hierarchical RCU implementation." \
+    "[    0.100000] rcu: RCU calculated value of scheduler-enlistment delay is 25 jiffies." \
+    "[    0.500000] watchdog: Delayed init of the lockup detector failed: -19" \
+    "[    1.000000] NMI watchdog: Perf NMI watchdog permanently disabled" \
+    "$PASS_LINE" >"$TMP/clean.log"
+rc=0
+"$RUNNER" --check-log "$TMP/clean.log" >/dev/null 2>"$TMP/clean.err" || rc=$?
+expect "exit 0 for a clean log, got $rc" [ "$rc" = 0 ]
+end_case
+
+echo "run-guest-selftest: $passed passed, $failed failed"
+[ "$failed" = 0 ]
