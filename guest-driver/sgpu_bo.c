@@ -138,24 +138,116 @@ static const struct ttm_resource_manager_func sgpu_vram_mgr_func = {
 
 /* ------------------------------------------------------------------ TTM device */
 
+/*
+ * Guest RAM budget for BO pages, all sharegpu devices together. A tt is
+ * charged when it is first populated and uncharged when it is destroyed (the
+ * BO is destroyed or moves to VRAM, see sgpu_ttm_move()), so pages TTM
+ * swapped out to shmem (still guest RAM: the guest has no swap) stay
+ * charged. Over the budget populate fails with -ENOMEM, and the pages
+ * are allocated with __GFP_RETRY_MAYFAIL whatever the caller's context says:
+ * an allocation the guest cannot satisfy fails instead of waking the OOM
+ * killer, which could not find the culprit anyway (TTM pages are in nobody's
+ * RSS). The default budget is TTM's own page limit, half of RAM, which
+ * amdgpu also uses as its default GTT size (amdgpu_ttm_init()).
+ */
+static atomic_long_t sgpu_tt_charged = ATOMIC_LONG_INIT(0);
+
+struct sgpu_tt {
+	struct ttm_tt tt;
+	unsigned long charged;		/* pages charged to the budget */
+};
+
+unsigned long sgpu_tt_limit_pages(void)
+{
+	unsigned long mb = READ_ONCE(sgpu_sys_mem_limit_mb);
+
+	return mb ? mb << (20 - PAGE_SHIFT) : ttm_tt_pages_limit();
+}
+
+unsigned long sgpu_tt_pages_all(void)
+{
+	return atomic_long_read(&sgpu_tt_charged);
+}
+
 static struct ttm_tt *sgpu_ttm_tt_create(struct ttm_buffer_object *tbo, u32 page_flags)
 {
-	struct ttm_tt *tt;
+	struct sgpu_tt *stt;
 
-	tt = kzalloc(sizeof(*tt), GFP_KERNEL);
-	if (!tt)
+	stt = kzalloc(sizeof(*stt), GFP_KERNEL);
+	if (!stt)
 		return NULL;
-	if (ttm_sg_tt_init(tt, tbo, page_flags, ttm_cached)) {
-		kfree(tt);
+	if (ttm_sg_tt_init(&stt->tt, tbo, page_flags, ttm_cached)) {
+		kfree(stt);
 		return NULL;
 	}
-	return tt;
+	return &stt->tt;
+}
+
+static void sgpu_tt_uncharge(struct sgpu_device *sdev, struct sgpu_tt *stt)
+{
+	if (!stt->charged)
+		return;
+	atomic_long_sub(stt->charged, &sgpu_tt_charged);
+	atomic_long_sub(stt->charged, &sdev->tt_pages);
+	stt->charged = 0;
+}
+
+static int sgpu_ttm_tt_populate(struct ttm_device *bdev, struct ttm_tt *tt,
+				struct ttm_operation_ctx *ctx)
+{
+	struct sgpu_device *sdev = bdev_to_sgpu(bdev);
+	struct sgpu_tt *stt = container_of(tt, struct sgpu_tt, tt);
+	struct ttm_operation_ctx mayfail = *ctx;
+	bool charged_now = false;
+	int ret;
+
+	if (!stt->charged) {
+		if (atomic_long_add_return(tt->num_pages, &sgpu_tt_charged) >
+		    sgpu_tt_limit_pages()) {
+			atomic_long_sub(tt->num_pages, &sgpu_tt_charged);
+			atomic64_inc(&sdev->limit_mem);
+			return -ENOMEM;
+		}
+		atomic_long_add(tt->num_pages, &sdev->tt_pages);
+		stt->charged = tt->num_pages;
+		charged_now = true;
+	}
+	mayfail.gfp_retry_mayfail = true;
+	ret = ttm_pool_alloc(&bdev->pool, tt, &mayfail);
+	if (ret && charged_now)
+		sgpu_tt_uncharge(sdev, stt);
+	return ret;
+}
+
+static void sgpu_ttm_tt_unpopulate(struct ttm_device *bdev, struct ttm_tt *tt)
+{
+	ttm_pool_free(&bdev->pool, tt);
 }
 
 static void sgpu_ttm_tt_destroy(struct ttm_device *bdev, struct ttm_tt *tt)
 {
+	struct sgpu_tt *stt = container_of(tt, struct sgpu_tt, tt);
+
+	sgpu_tt_uncharge(bdev_to_sgpu(bdev), stt);
 	ttm_tt_fini(tt);
-	kfree(tt);
+	kfree(stt);
+}
+
+/*
+ * Live device handles (native BOs and imports) per device: each is host
+ * memory plus, for storage the device allocates, a memfd and a mapping in
+ * the QEMU process. Beyond the limit BO_CREATE, dumb create and PRIME import
+ * fail with -ENOSPC, as the device does when it is out of space.
+ */
+int sgpu_objects_reserve(struct sgpu_device *sdev)
+{
+	return sgpu_limit_get(&sdev->nobjects, READ_ONCE(sgpu_max_objects),
+			      &sdev->limit_objects, -ENOSPC);
+}
+
+void sgpu_objects_unreserve(struct sgpu_device *sdev)
+{
+	atomic_dec(&sdev->nobjects);
 }
 
 static void sgpu_evict_flags(struct ttm_buffer_object *tbo, struct ttm_placement *placement)
@@ -280,6 +372,18 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 		atomic64_inc(&sdev->move_notifies);
 		dma_buf_move_notify(tbo->base.dma_buf);
 	}
+	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
+	if (new_mem->mem_type == TTM_PL_VRAM) {
+		/*
+		 * Idle (waited above, resv held) and detached: the tt pages
+		 * are stale, give them back instead of keeping guest RAM for
+		 * every BO that was ever evicted (ttm_bo_move_null keeps them).
+		 */
+		ttm_bo_move_sync_cleanup(tbo, new_mem);
+		return 0;
+	}
+	ttm_bo_move_null(tbo, new_mem);
+	return 0;
 done:
 	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
 	ttm_bo_move_null(tbo, new_mem);
@@ -327,12 +431,15 @@ static void sgpu_bo_destroy(struct ttm_buffer_object *tbo)
 	mutex_unlock(&sdev->obj_lock);
 	if (!READ_ONCE(sdev->dead))
 		sgpu_hw_bo_destroy(sdev, bo->hw_handle);
+	sgpu_objects_unreserve(sdev);
 	drm_gem_object_release(&tbo->base);
 	kfree(bo);
 }
 
 static struct ttm_device_funcs sgpu_ttm_funcs = {
 	.ttm_tt_create = sgpu_ttm_tt_create,
+	.ttm_tt_populate = sgpu_ttm_tt_populate,
+	.ttm_tt_unpopulate = sgpu_ttm_tt_unpopulate,
 	.ttm_tt_destroy = sgpu_ttm_tt_destroy,
 	.eviction_valuable = ttm_bo_eviction_valuable,
 	.evict_flags = sgpu_evict_flags,
@@ -451,9 +558,14 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 	if ((domains == SHAREGPU_DOMAIN_VRAM) && size > sdev->vram_size)
 		return ERR_PTR(-E2BIG);
 
+	ret = sgpu_objects_reserve(sdev);
+	if (ret)
+		return ERR_PTR(ret);
 	bo = kzalloc(sizeof(*bo), GFP_KERNEL);
-	if (!bo)
+	if (!bo) {
+		sgpu_objects_unreserve(sdev);
 		return ERR_PTR(-ENOMEM);
+	}
 	bo->tbo.base.funcs = &sgpu_bo_gem_funcs;
 	drm_gem_private_object_init(&sdev->drm, &bo->tbo.base, size);
 	INIT_LIST_HEAD(&bo->link);
@@ -462,6 +574,7 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 	if (ret) {
 		drm_gem_object_release(&bo->tbo.base);
 		kfree(bo);
+		sgpu_objects_unreserve(sdev);
 		return ERR_PTR(ret);
 	}
 	bo->hw_place = SGPU_PLACEMENT_HW_SYSTEM;

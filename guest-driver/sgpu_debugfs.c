@@ -76,7 +76,17 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	C(unexpected_moves);
 	C(move_notifies);
 	C(evictions);
+	C(limit_kept);
+	C(limit_active);
+	C(limit_objects);
+	C(limit_mem);
 #undef C
+	/* limits: live device handles, guest pages charged (this device, all devices) */
+	seq_printf(m, "%-18s %d\n", "objects", atomic_read(&sdev->nobjects));
+	seq_printf(m, "%-18s %ld\n", "tt_pages", atomic_long_read(&sdev->tt_pages));
+	seq_printf(m, "%-18s %lu\n", "tt_pages_all", sgpu_tt_pages_all());
+	seq_printf(m, "%-18s %lu\n", "tt_pages_limit", sgpu_tt_limit_pages());
+	seq_printf(m, "%-18s %ld\n", "jobs_alive_all", sgpu_jobs_alive());
 	seq_printf(m, "%-18s %llu\n", "vram_used",
 		   ttm_resource_manager_usage(&sdev->vram.man));
 	seq_printf(m, "%-18s %llu\n", "vram_size", sdev->vram_size);
@@ -125,11 +135,18 @@ void sgpu_debugfs_init(struct drm_minor *minor)
 			    &sgpu_debugfs_resync_fops);
 }
 
-/* fdinfo: drm-total-/drm-resident-/drm-shared-<region> for vram and system. */
+/*
+ * fdinfo: drm-total-/drm-resident-/drm-shared-<region> for vram and system,
+ * and the file's share of the limits: drm-sharegpu-objects (GEM handles),
+ * drm-sharegpu-jobs-active (jobs in flight), drm-sharegpu-jobs-kept
+ * (SUBMIT_F_KEEP records not yet collected by WAIT_JOB).
+ */
 void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
 {
+	struct sgpu_file *sfile = file->driver_priv;
 	struct drm_memory_stats stats[2] = {};
 	struct drm_gem_object *obj;
+	unsigned int handles = 0;
 	int id;
 
 	spin_lock(&file->table_lock);
@@ -137,6 +154,7 @@ void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
 		struct drm_memory_stats *s;
 		u32 domain = SHAREGPU_DOMAIN_SYSTEM;
 
+		handles++;
 		if (sgpu_is_bo(obj))
 			domain = sgpu_bo_domain_unlocked(to_sgpu_bo(obj));
 		s = &stats[domain == SHAREGPU_DOMAIN_VRAM ? 0 : 1];
@@ -156,4 +174,7 @@ void sgpu_show_fdinfo(struct drm_printer *p, struct drm_file *file)
 	/* legacy keys (amdgpu style) */
 	drm_printf(p, "drm-memory-vram:\t%llu KiB\n", stats[0].resident >> 10);
 	drm_printf(p, "drm-memory-system:\t%llu KiB\n", stats[1].resident >> 10);
+	drm_printf(p, "drm-sharegpu-objects:\t%u\n", handles);
+	drm_printf(p, "drm-sharegpu-jobs-active:\t%d\n", atomic_read(&sfile->active));
+	drm_printf(p, "drm-sharegpu-jobs-kept:\t%d\n", atomic_read(&sfile->kept));
 }

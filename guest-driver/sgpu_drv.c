@@ -17,6 +17,23 @@
 
 #include "sgpu_drv.h"
 
+unsigned int sgpu_max_kept_jobs = SGPU_DEF_MAX_KEPT_JOBS;
+module_param_named(max_kept_jobs, sgpu_max_kept_jobs, uint, 0644);
+MODULE_PARM_DESC(max_kept_jobs, "SUBMIT_F_KEEP records a file may hold (-EBUSY beyond)");
+
+unsigned int sgpu_max_active_jobs = SGPU_DEF_MAX_ACTIVE_JOBS;
+module_param_named(max_active_jobs, sgpu_max_active_jobs, uint, 0644);
+MODULE_PARM_DESC(max_active_jobs, "jobs a file may have in flight (-EAGAIN beyond)");
+
+unsigned int sgpu_max_objects = SGPU_DEF_MAX_OBJECTS;
+module_param_named(max_objects, sgpu_max_objects, uint, 0644);
+MODULE_PARM_DESC(max_objects, "live BOs + imports per device (-ENOSPC beyond)");
+
+unsigned int sgpu_sys_mem_limit_mb;
+module_param_named(sys_mem_limit_mb, sgpu_sys_mem_limit_mb, uint, 0644);
+MODULE_PARM_DESC(sys_mem_limit_mb,
+		 "guest RAM for BO pages, all devices (-ENOMEM beyond; 0 = TTM's limit, half of RAM)");
+
 static int sgpu_ioctl_get_info(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct sgpu_device *sdev = to_sgpu(dev);
@@ -55,8 +72,10 @@ static int sgpu_open(struct drm_device *dev, struct drm_file *file)
 	sfile = kzalloc(sizeof(*sfile), GFP_KERNEL);
 	if (!sfile)
 		return -ENOMEM;
+	kref_init(&sfile->ref);
 	xa_init(&sfile->jobs);
 	atomic_set(&sfile->kept, 0);
+	atomic_set(&sfile->active, 0);
 	file->driver_priv = sfile;
 	return 0;
 }
@@ -66,7 +85,7 @@ static void sgpu_postclose(struct drm_device *dev, struct drm_file *file)
 	struct sgpu_file *sfile = file->driver_priv;
 
 	sgpu_file_release_jobs(sfile);
-	kfree(sfile);
+	sgpu_file_put(sfile);
 }
 
 static const struct file_operations sgpu_fops = {

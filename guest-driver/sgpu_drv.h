@@ -8,6 +8,7 @@
 #include <linux/completion.h>
 #include <linux/dma-buf.h>
 #include <linux/dma-fence.h>
+#include <linux/kref.h>
 #include <linux/pci.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
@@ -34,7 +35,18 @@
 #define SGPU_CMD_TIMEOUT	(10 * HZ)
 /* per command: 2 invalidates, the op, a flush; per object: 2 transfers + 2 maintenance */
 #define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 4 + 1)
-#define SGPU_MAX_KEPT_JOBS	256
+
+/*
+ * Limits (module parameters, see docs/user-guide.md "Limits"): what one file
+ * or the guest as a whole may hold through sharegpu objects.
+ */
+#define SGPU_DEF_MAX_KEPT_JOBS		256	/* per file, SUBMIT_F_KEEP: -EBUSY */
+#define SGPU_DEF_MAX_ACTIVE_JOBS	64	/* per file, in flight: -EAGAIN */
+#define SGPU_DEF_MAX_OBJECTS		16384	/* per device, BOs + imports: -ENOSPC */
+extern unsigned int sgpu_max_kept_jobs;
+extern unsigned int sgpu_max_active_jobs;
+extern unsigned int sgpu_max_objects;
+extern unsigned int sgpu_sys_mem_limit_mb;	/* 0: ttm_tt_pages_limit() */
 
 struct sgpu_job;
 
@@ -109,6 +121,10 @@ struct sgpu_device {
 
 	struct sgpu_vram_mgr vram;
 
+	/* limits: live device handles (BOs + imports), guest pages charged to BOs */
+	atomic_t nobjects;
+	atomic_long_t tt_pages;
+
 	/* import window address space */
 	struct mutex win_lock;		/* protects win_mm */
 	struct drm_mm win_mm;
@@ -137,7 +153,24 @@ struct sgpu_device {
 	atomic64_t evictions;
 	atomic64_t cmd_errors;
 	atomic64_t cmds;
+	/* requests refused by a limit */
+	atomic64_t limit_kept;
+	atomic64_t limit_active;
+	atomic64_t limit_objects;
+	atomic64_t limit_mem;
 };
+
+/* Take one of @count unless that exceeds @limit: then count a refusal, return @err. */
+static inline int sgpu_limit_get(atomic_t *count, unsigned int limit, atomic64_t *refused,
+				 int err)
+{
+	if (atomic_inc_return(count) > limit) {
+		atomic_dec(count);
+		atomic64_inc(refused);
+		return err;
+	}
+	return 0;
+}
 
 static inline struct sgpu_device *to_sgpu(struct drm_device *drm)
 {
@@ -224,19 +257,28 @@ static inline struct sgpu_import *to_sgpu_import(struct drm_gem_object *obj)
 	return container_of(obj, struct sgpu_import, base);
 }
 
+struct sgpu_file;
+
 /* Per-job fence; the job lives as long as its fence. */
 struct sgpu_job {
 	struct dma_fence base;		/* must be first (dma_fence_free) */
 	struct sgpu_device *sdev;
+	struct sgpu_file *sfile;	/* reference; its active count is ours until signalled */
 	struct list_head link;		/* sdev->inflight */
 	u32 status;			/* first non-OK device status */
 	u32 nres;
 	u64 results[SHAREGPU_MAX_CMDS];
 };
 
+/*
+ * Per drm_file state. Jobs in flight hold a reference, so the active count
+ * they drop when they signal outlives the file.
+ */
 struct sgpu_file {
+	struct kref ref;
 	struct xarray jobs;		/* job_id -> struct sgpu_job (fence ref) */
-	atomic_t kept;
+	atomic_t kept;			/* entries in jobs */
+	atomic_t active;		/* jobs from SUBMIT entry until signalled */
 };
 
 /* sgpu_hw.c */
@@ -274,6 +316,10 @@ unsigned long sgpu_timeout_jiffies(s64 timeout_ns);
 u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
 void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev);
 void sgpu_resync(struct sgpu_device *sdev);
+int sgpu_objects_reserve(struct sgpu_device *sdev);
+void sgpu_objects_unreserve(struct sgpu_device *sdev);
+unsigned long sgpu_tt_limit_pages(void);
+unsigned long sgpu_tt_pages_all(void);
 
 int sgpu_ioctl_bo_create(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_bo_mmap_offset(struct drm_device *dev, void *data, struct drm_file *file);
@@ -290,6 +336,8 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file);
 void sgpu_job_signal(struct sgpu_device *sdev, struct sgpu_job *job);
 void sgpu_file_release_jobs(struct sgpu_file *sfile);
+void sgpu_file_put(struct sgpu_file *sfile);
+long sgpu_jobs_alive(void);
 
 /* sgpu_prime.c */
 struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags);

@@ -37,9 +37,39 @@ static const char *sgpu_fence_timeline_name(struct dma_fence *f)
 	return dev_name(job->sdev->drm.dev);
 }
 
+/* Job structures allocated and not yet released (all devices): debugfs jobs_alive. */
+static atomic_long_t sgpu_jobs_allocated = ATOMIC_LONG_INIT(0);
+
+long sgpu_jobs_alive(void)
+{
+	return atomic_long_read(&sgpu_jobs_allocated);
+}
+
+static void sgpu_file_free(struct kref *ref)
+{
+	kfree(container_of(ref, struct sgpu_file, ref));
+}
+
+void sgpu_file_put(struct sgpu_file *sfile)
+{
+	kref_put(&sfile->ref, sgpu_file_free);
+}
+
+/* The last reference (ring, sync_file, syncobj, dma_resv, kept record) is gone. */
+static void sgpu_fence_release(struct dma_fence *f)
+{
+	struct sgpu_job *job = container_of(f, struct sgpu_job, base);
+
+	if (job->sfile)
+		sgpu_file_put(job->sfile);
+	atomic_long_dec(&sgpu_jobs_allocated);
+	dma_fence_free(f);
+}
+
 static const struct dma_fence_ops sgpu_fence_ops = {
 	.get_driver_name = sgpu_fence_driver_name,
 	.get_timeline_name = sgpu_fence_timeline_name,
+	.release = sgpu_fence_release,
 };
 
 /* From the command interrupt (ring_lock held): the job's FENCE completed. */
@@ -50,6 +80,8 @@ void sgpu_job_signal(struct sgpu_device *sdev, struct sgpu_job *job)
 	if (job->base.seqno > sdev->fence_done)
 		sdev->fence_done = job->base.seqno;
 	spin_unlock(&sdev->fence_lock);
+	if (job->sfile)
+		atomic_dec(&job->sfile->active);
 	if (job->status)
 		dma_fence_set_error(&job->base, sgpu_status_to_errno(job->status));
 	dma_fence_signal(&job->base);
@@ -375,6 +407,17 @@ static int sgpu_wait_in_fences(struct sgpu_submit *s, struct drm_sharegpu_submit
 	return 0;
 }
 
+/*
+ * Per-file limit on jobs in flight: a job counts from the moment SUBMIT
+ * accepts its arguments (it may then wait for in-fences, holding BO
+ * references and kernel memory) until its fence signals. Beyond the limit
+ * SUBMIT fails with -EAGAIN, as xe_exec_ioctl() does for a full long-running
+ * ring and i915's execbuffer for O_NONBLOCK throttling: the condition is
+ * transient, libdrm's drmIoctl() retries it.
+ *
+ * SUBMIT_F_KEEP records are capped per file with -EBUSY instead (not
+ * transient, like BO_PIN's pin limit): only WAIT_JOB or close releases one.
+ */
 int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct drm_sharegpu_submit *args = data;
@@ -386,6 +429,7 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	struct sgpu_submit *s;
 	struct drm_exec exec;
 	bool kept = false;
+	bool active;
 	int out_fd = -1;
 	u32 i;
 	int ret;
@@ -393,10 +437,17 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	if (args->flags & ~SHAREGPU_SUBMIT_F_MASK || !args->num_cmds ||
 	    args->num_cmds > SHAREGPU_MAX_CMDS)
 		return -EINVAL;
+	ret = sgpu_limit_get(&sfile->active, READ_ONCE(sgpu_max_active_jobs),
+			     &sdev->limit_active, -EAGAIN);
+	if (ret)
+		return ret;
+	active = true;
 
 	s = kvzalloc(sizeof(*s), GFP_KERNEL);
-	if (!s)
+	if (!s) {
+		atomic_dec(&sfile->active);
 		return -ENOMEM;
+	}
 	s->sdev = sdev;
 	s->file = file;
 	s->flags = args->flags;
@@ -405,12 +456,6 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	if (IS_ERR(s->cmds)) {
 		ret = PTR_ERR(s->cmds);
 		s->cmds = NULL;
-		goto out_free;
-	}
-	s->hw = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->hw), GFP_KERNEL);
-	s->res_idx = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->res_idx), GFP_KERNEL);
-	if (!s->hw || !s->res_idx) {
-		ret = -ENOMEM;
 		goto out_free;
 	}
 	ret = sgpu_submit_check(s);
@@ -424,15 +469,30 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 			goto out_put;
 		}
 	}
+	if (args->flags & SHAREGPU_SUBMIT_F_KEEP) {
+		ret = sgpu_limit_get(&sfile->kept, READ_ONCE(sgpu_max_kept_jobs),
+				     &sdev->limit_kept, -EBUSY);
+		if (ret)
+			goto out_put;
+		kept = true;
+	}
 	ret = sgpu_wait_in_fences(s, args);
 	if (ret)
 		goto out_put;
 
+	/* the ring image only once the in-fences are done: waiting is cheap */
+	s->hw = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->hw), GFP_KERNEL);
+	s->res_idx = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->res_idx), GFP_KERNEL);
+	if (!s->hw || !s->res_idx) {
+		ret = -ENOMEM;
+		goto out_put;
+	}
 	job = kzalloc(sizeof(*job), GFP_KERNEL);
 	if (!job) {
 		ret = -ENOMEM;
 		goto out_put;
 	}
+	atomic_long_inc(&sgpu_jobs_allocated);
 	job->sdev = sdev;
 	job->nres = s->ncmds;
 	INIT_LIST_HEAD(&job->link);
@@ -451,27 +511,25 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 			goto out_put;
 		}
 	}
-	if (args->flags & SHAREGPU_SUBMIT_F_KEEP) {
-		if (atomic_inc_return(&sfile->kept) > SGPU_MAX_KEPT_JOBS) {
-			atomic_dec(&sfile->kept);
-			ret = -EBUSY;
-			goto out_put;
-		}
-		kept = true;
-	}
 
 	ret = sgpu_submit_lock(s, &exec);
 	if (ret)
 		goto out_put;
 	sgpu_submit_build(s);
 
+	/* from here the job owns the active count: sgpu_job_signal() drops it */
+	kref_get(&sfile->ref);
+	job->sfile = sfile;
 	dma_fence_get(&job->base);	/* for the ring */
 	ret = sgpu_ring_submit_job(sdev, s->hw, s->res_idx, s->nhw, job);
 	if (ret) {
+		job->sfile = NULL;
+		sgpu_file_put(sfile);
 		dma_fence_put(&job->base);
 		drm_exec_fini(&exec);
 		goto out_put;
 	}
+	active = false;
 	atomic64_inc(&sdev->jobs_submitted);
 	for (i = 0; i < s->nobjs; i++)
 		dma_resv_add_fence(s->objs[i].obj->resv, &job->base,
@@ -525,6 +583,8 @@ out_put:
 	for (i = 0; i < s->nobjs; i++)
 		drm_gem_object_put(s->objs[i].obj);
 out_free:
+	if (active)
+		atomic_dec(&sfile->active);
 	kvfree(s->hw);
 	kvfree(s->res_idx);
 	kfree(s->cmds);

@@ -447,6 +447,7 @@ static void sgpu_import_free(struct drm_gem_object *obj)
 	}
 	if (!READ_ONCE(sdev->dead))
 		sgpu_hw_bo_destroy(sdev, imp->hw_handle);
+	sgpu_objects_unreserve(sdev);
 	dma_buf_detach(buf, imp->attach);
 	dma_buf_put(buf);
 	drm_gem_object_release(obj);
@@ -506,9 +507,14 @@ struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_
 	if (obj)
 		return obj;
 
+	ret = sgpu_objects_reserve(sdev);
+	if (ret)
+		return ERR_PTR(ret);
 	imp = kzalloc(sizeof(*imp), GFP_KERNEL);
-	if (!imp)
+	if (!imp) {
+		sgpu_objects_unreserve(sdev);
 		return ERR_PTR(-ENOMEM);
+	}
 	obj = &imp->base;
 	obj->funcs = &sgpu_import_gem_funcs;
 	drm_gem_private_object_init(dev, obj, buf->size);
@@ -563,5 +569,6 @@ err_detach:
 err_free:
 	drm_gem_object_release(obj);
 	kfree(imp);
+	sgpu_objects_unreserve(sdev);
 	return ERR_PTR(ret);
 }

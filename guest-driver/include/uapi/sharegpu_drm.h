@@ -49,6 +49,11 @@ struct drm_sharegpu_info {
 /*
  * BO_CREATE: size is rounded up to the page size (max 4 GiB). domains: VRAM, SYSTEM or
  * both (VRAM preferred, SYSTEM when VRAM is full; evictable to SYSTEM either way).
+ * -ENOSPC: the device already has max_objects live BOs + imports (module parameter,
+ * default 16384; PRIME import and dumb buffers fail the same way). -ENOMEM: the pages a
+ * SYSTEM placement needs do not fit the guest-RAM budget of all sharegpu devices
+ * (sys_mem_limit_mb, default half of RAM); every placement in SYSTEM (BO_MOVE, a job's
+ * validation, an eviction) fails the same way, a CPU fault with SIGBUS.
  */
 struct drm_sharegpu_bo_create {
 	__u64 size;		/* in */
@@ -132,7 +137,7 @@ struct drm_sharegpu_cmd {
 	__u64 result;		/* out (SUBMIT_F_WAIT only): CHECKSUM CRC32C */
 };
 
-#define SHAREGPU_MAX_CMDS		64
+#define SHAREGPU_MAX_CMDS		64	/* hence at most 128 distinct BOs per job */
 
 #define SHAREGPU_SUBMIT_F_IN_FENCE	(1u << 0) /* wait for in_fence_fd (sync_file) */
 #define SHAREGPU_SUBMIT_F_OUT_FENCE	(1u << 1) /* return a sync_file in out_fence_fd */
@@ -142,6 +147,14 @@ struct drm_sharegpu_cmd {
 #define SHAREGPU_SUBMIT_F_NO_CACHE_MAINT (1u << 5) /* no automatic flush/invalidate */
 #define SHAREGPU_SUBMIT_F_MASK		0x3f
 
+/*
+ * SUBMIT errors of the per-file limits (module parameters):
+ * -EAGAIN: the file already has max_active_jobs (default 64) jobs in flight; a job counts
+ *          from SUBMIT (in-fence waits included) until its fence signals. Transient:
+ *          retry (libdrm's drmIoctl() does) or wait for an earlier job first.
+ * -EBUSY:  SUBMIT_F_KEEP and the file already holds max_kept_jobs (default 256) records
+ *          that WAIT_JOB has not collected yet (close releases them too).
+ */
 struct drm_sharegpu_submit {
 	__u64 cmds;		/* in: user pointer to struct drm_sharegpu_cmd[num_cmds] */
 	__u32 num_cmds;		/* in: 1 .. SHAREGPU_MAX_CMDS */
@@ -163,7 +176,8 @@ struct drm_sharegpu_wait_bo {
 
 /*
  * WAIT_JOB: wait for a job of this file. Results of a SUBMIT_F_KEEP job are copied to
- * results (num_results u64s, in command order) and the job is released.
+ * results (num_results u64s, in command order) and the job's record is released (the
+ * only way besides close: records count against max_kept_jobs).
  */
 struct drm_sharegpu_wait_job {
 	__u64 job_id;		/* in */
