@@ -396,6 +396,17 @@ int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table
 	}
 	ret = sgpu_hw_simple(sdev, SGPU_OP_ATTACH_BACKING, handle, ents.n, ents_dma, 0, 0,
 			     total);
+	if (ret == -ETIMEDOUT) {
+		/*
+		 * The command is still in the ring and the device will read
+		 * the list when it gets there: freeing it now would let the
+		 * device attach whatever reuses the memory as the BO's
+		 * backing. Leak it (a ring stuck for SGPU_CMD_TIMEOUT is rare).
+		 */
+		dev_warn_ratelimited(sdev->drm.dev,
+				     "leaking %zu bytes of a timed-out ATTACH_BACKING\n", bytes);
+		return ret;
+	}
 out:
 	dma_free_coherent(&sdev->pdev->dev, bytes, ents.e, ents_dma);
 	return ret;
