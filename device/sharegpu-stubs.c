@@ -14,8 +14,8 @@ SharegpuInfoList *qmp_query_sharegpu(const char *id, Error **errp)
     return NULL;
 }
 
-void qmp_sharegpu_move_bo(const char *id, uint32_t handle,
-                          SharegpuPlacement placement, Error **errp)
+void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle,
+                            SharegpuPlacement placement, Error **errp)
 {
     error_setg(errp, "sharegpu device support is not compiled in");
 }
@@ -25,7 +25,7 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
     monitor_printf(mon, "sharegpu device support is not compiled in\n");
 }
 
-void hmp_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
+void hmp_x_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
 {
     monitor_printf(mon, "sharegpu device support is not compiled in\n");
 }

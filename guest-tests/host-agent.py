@@ -9,7 +9,7 @@ it runs the request against QEMU's QMP socket and writes
 to the reply chardev (the guest's second serial port, /dev/ttyS1).
 
 Requests:
-    move <pci-bdf|qdev-id> <hw-handle> device|system   QMP sharegpu-move-bo
+    move <pci-bdf|qdev-id> <hw-handle> device|system   QMP x-sharegpu-move-bo
     info                                               HMP `info sharegpu` (printed here)
 
 usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--quiet]
@@ -103,7 +103,7 @@ def handle(qmp, req):
             dev = pci_map(qmp).get(target)
             if not dev:
                 raise RuntimeError("no qdev id for PCI %s" % target)
-        qmp.cmd("sharegpu-move-bo", id=dev, handle=int(handle_s), placement=placement)
+        qmp.cmd("x-sharegpu-move-bo", id=dev, handle=int(handle_s), placement=placement)
         return "moved %s handle %s to %s" % (dev, handle_s, placement)
     if words[0] == "info":
         text = qmp.cmd("human-monitor-command", **{"command-line": "info sharegpu"})

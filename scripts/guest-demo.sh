@@ -11,7 +11,7 @@
 # Interactive (stdin is a terminal): console on the terminal, guest shell after the demo
 # (exit it to power off). The HMP monitor listens on a unix socket printed at start, e.g.
 #     socat - UNIX-CONNECT:/tmp/sgpu-demo.XXXX/hmp.sock     then: info sharegpu
-#     sharegpu_move_bo g0 <hw-handle> system;  or Ctrl-A c on the console (mux monitor)
+#     x_sharegpu_move_bo g0 <hw-handle> system;  or Ctrl-A c on the console (mux monitor)
 # Non-interactive (CI, no TTY): the guest powers off after the demo; exit status is the
 # demo's (0 = everything behaved, as judged by scripts/run-guest.sh).
 set -uo pipefail
@@ -58,7 +58,7 @@ RUNARGS=(--initrd "$OUT/demo.cpio.gz" --log "$LOG" --append "sgputest.host=1")
 if [ -t 0 ] && [ -t 1 ]; then
     RUNARGS+=(--interactive)
     say "HMP monitor: Ctrl-A c on this console, or socat - UNIX-CONNECT:$RUN/hmp.sock"
-    say "  (info sharegpu, sharegpu_move_bo g0 <hw-handle> system)"
+    say "  (info sharegpu, x_sharegpu_move_bo g0 <hw-handle> system)"
     say "the guest shell follows the demo; 'exit' powers the guest off"
 else
     say "no terminal: the guest powers off after the demo"

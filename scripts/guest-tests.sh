@@ -17,7 +17,7 @@
 #   -device sharegpu,id=g1,coherent=off    non-coherent, 64 MiB VRAM
 # plus vgem (built into the guest kernel), a QMP socket and a second serial port for the
 # host agent (guest-tests/host-agent.py: the guest prints "SHAREGPU-HOST-REQUEST: ..." on
-# the console, the agent runs QMP sharegpu-move-bo and acks on the guest's /dev/ttyS1).
+# the console, the agent runs QMP x-sharegpu-move-bo and acks on the guest's /dev/ttyS1).
 #
 # Output: per-case results parsed from the console ("SHAREGPU-GTEST: PASS|FAIL|SKIP <bin>
 # <Suite.Test>"), a failure list, and as the LAST line

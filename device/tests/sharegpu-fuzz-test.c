@@ -5,7 +5,7 @@
  * too), BAR2 (VRAM and import window), random ring bases (RAM, unmapped, beyond RAM, the
  * devices' own BARs), random command entries (random opcodes, handles, offsets, lengths,
  * flags, gpa pointers for scatter lists and BO_QUERY results), doorbells, resets, bus master
- * toggles and QMP sharegpu-move-bo calls, against two devices (one non-coherent). Afterwards
+ * toggles and QMP x-sharegpu-move-bo calls, against two devices (one non-coherent). Afterwards
  * QEMU must be alive and answer query-sharegpu; QEMU must exit cleanly (a sanitizer report
  * makes it exit non-zero, which libqtest turns into a test failure).
  *
@@ -447,7 +447,7 @@ static void step_bar2(Fuzz *f, FuzzGpu *g)
 
 static void step_qmp(Fuzz *f)
 {
-    QDict *resp = qtest_qmp(f->qts, "{'execute': 'sharegpu-move-bo', 'arguments': "
+    QDict *resp = qtest_qmp(f->qts, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
                             "{'id': %s, 'handle': %u, 'placement': %s}}",
                             chance(f, 50) ? "g0" : "g1", rnd_handle(f, NULL),
                             chance(f, 50) ? "system" : "device");

@@ -379,7 +379,7 @@ static void test_share_and_move(void)
     /* monitor-forced eviction: exporter gets BO_MOVED, importer BO_INVALIDATED + unmap */
     drain_events(c, g0);
     drain_events(c, g1);
-    resp = qtest_qmp(c->qs->qts, "{'execute': 'sharegpu-move-bo', 'arguments': "
+    resp = qtest_qmp(c->qs->qts, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
                      "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
     g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
@@ -504,7 +504,7 @@ static uint64_t dev_counter(Ctx *c, const char *id, const char *name)
 
 static void qmp_move(Ctx *c, const char *id, uint32_t handle, const char *placement)
 {
-    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'sharegpu-move-bo', 'arguments': "
+    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
                             "{'id': %s, 'handle': %u, 'placement': %s}}",
                             id, handle, placement);
 

@@ -3,7 +3,7 @@
 """Host side of the smoke test's device-initiated move check.
 
 Follows the guest console log; for every "SGPU-MOVEME <id> <handle> <placement>"
-line sends "sharegpu_move_bo <id> <handle> <placement>" to the QEMU HMP monitor
+line sends "x_sharegpu_move_bo <id> <handle> <placement>" to the QEMU HMP monitor
 socket. Exits when the log shows SHAREGPU-SUMMARY or after the timeout.
 usage: hostmove.py LOG MONITOR_SOCKET [TIMEOUT]
 """
@@ -47,7 +47,7 @@ def main():
                 line, buf = buf.split("\n", 1)
                 if line.startswith("SGPU-MOVEME "):
                     _, qid, handle, place = line.split()[:4]
-                    cmd = "sharegpu_move_bo %s %s %s" % (qid, handle, place)
+                    cmd = "x_sharegpu_move_bo %s %s %s" % (qid, handle, place)
                     out = hmp(mon, cmd)
                     print("[hostmove] %s -> %s" % (cmd, out.strip().splitlines()[-1:]),
                           file=sys.stderr)

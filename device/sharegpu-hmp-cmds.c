@@ -1,0 +1,133 @@
+/*
+ * sharegpu: HMP commands (info sharegpu, x_sharegpu_move_bo), on top of the QMP ones
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "qapi/error.h"
+#include "qapi/qapi-commands-sharegpu.h"
+#include "qapi/util.h"
+#include "qobject/qdict.h"
+#include "monitor/hmp.h"
+#include "monitor/monitor.h"
+
+static const char *sharegpu_status_name(uint32_t st)
+{
+    static const char *const names[] = {
+        "OK", "BAD_OPCODE", "BAD_HANDLE", "OUT_OF_RANGE", "NO_SPACE", "BUSY", "INVALID",
+        "DMA_ERROR", "NOT_FOUND", "TOO_BIG", "NO_BACKING", "CANCELLED", "INTERNAL",
+    };
+    return st < ARRAY_SIZE(names) ? names[st] : "?";
+}
+
+void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
+{
+    const char *id = qdict_get_try_str(qdict, "id");
+    Error *err = NULL;
+    g_autoptr(SharegpuInfoList) list = qmp_query_sharegpu(id, &err);
+    SharegpuInfoList *l;
+
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    if (!list) {
+        monitor_printf(mon, "no sharegpu devices\n");
+        return;
+    }
+    for (l = list; l; l = l->next) {
+        SharegpuInfo *i = l->value;
+        SharegpuCounters *c = i->counters;
+        SharegpuBoInfoList *b;
+
+        monitor_printf(mon, "sharegpu %s (%s): %s, vram %" PRIu64 " MiB, used %" PRIu64
+                       " KiB, %u BOs, %u imports\n",
+                       i->id[0] ? i->id : "<no id>", i->qom_path,
+                       i->coherent ? "coherent" : "non-coherent (strict caches)",
+                       i->vram_size / MiB, i->vram_used / KiB, i->bo_count, i->import_count);
+        monitor_printf(mon, "  host memory (system placements): %" PRIu64 " of %" PRIu64
+                       " KiB\n", i->hostmem_used / KiB, i->hostmem_limit / KiB);
+        monitor_printf(mon, "  cmd ring: %s base 0x%" PRIx64 " size %u head %u tail %u, "
+                       "last seqno %" PRIu64 ", in flight %u%s\n",
+                       i->cmd_ring->enabled ? "on" : "off", i->cmd_ring->base,
+                       i->cmd_ring->size, i->cmd_ring->head, i->cmd_ring->tail,
+                       i->last_seqno, i->fences_in_flight, i->halted ? ", HALTED" : "");
+        monitor_printf(mon, "  event ring: %s base 0x%" PRIx64 " size %u head %u tail %u; "
+                       "irq status 0x%x mask 0x%x; last error %s\n",
+                       i->event_ring->enabled ? "on" : "off", i->event_ring->base,
+                       i->event_ring->size, i->event_ring->head, i->event_ring->tail,
+                       i->int_status, i->int_mask, sharegpu_status_name(i->last_error));
+        monitor_printf(mon, "  counters: commands %" PRIu64 " (errors %" PRIu64 ") irqs %"
+                       PRIu64 " events %" PRIu64 " (dropped %" PRIu64 ") jobs %" PRIu64
+                       " (errors %" PRIu64 ") bytes %" PRIu64 "\n",
+                       c->commands, c->command_errors, c->interrupts, c->events,
+                       c->events_dropped, c->jobs, c->job_errors, c->bytes_copied);
+        monitor_printf(mon, "            moves %" PRIu64 " evictions %" PRIu64 " exports %"
+                       PRIu64 " imports %" PRIu64 " move-notifies %" PRIu64 " flushes %"
+                       PRIu64 " invalidates %" PRIu64 " ww-backoffs %" PRIu64
+                       " fences %" PRIu64 " (last %" PRIu64 ")\n",
+                       c->moves, c->evictions, c->exports, c->imports, c->move_notifies,
+                       c->cache_flushes, c->cache_invalidates, c->ww_backoffs,
+                       c->fences_emitted, c->last_fence);
+        monitor_printf(mon, "            split jobs %" PRIu64 " slice yields %" PRIu64 "\n",
+                       c->split_jobs, c->bh_yields);
+        if (i->job_in_progress) {
+            monitor_printf(mon, "  job in progress: ring index %u opcode 0x%x, %" PRIu64
+                           " of %" PRIu64 " bytes done\n",
+                           i->job_in_progress->index, i->job_in_progress->opcode,
+                           i->job_in_progress->done, i->job_in_progress->len);
+        }
+        if (!i->bos) {
+            monitor_printf(mon, "  no buffer objects\n");
+        }
+        for (b = i->bos; b; b = b->next) {
+            SharegpuBoInfo *bo = b->value;
+
+            monitor_printf(mon, "  bo %u: %" PRIu64 " bytes %s", bo->handle, bo->size,
+                           SharegpuPlacement_str(bo->placement));
+            if (bo->has_vram_offset) {
+                monitor_printf(mon, "@0x%" PRIx64, bo->vram_offset);
+            }
+            monitor_printf(mon, " pin %u vmap %u attach %u mapped %u fences %u gen %" PRIu64
+                           " cache dirty/valid %u/%u",
+                           bo->pin_count, bo->vmap_count, bo->attachments, bo->live_mappings,
+                           bo->fences_pending, bo->generation, bo->cache_dirty_lines,
+                           bo->cache_valid_lines);
+            if (bo->imported) {
+                monitor_printf(mon, " imported from %s", bo->exporter);
+            }
+            if (bo->uuid) {
+                monitor_printf(mon, " %s %s", bo->exported ? "exported" : "uuid", bo->uuid);
+            }
+            if (bo->backing_entries) {
+                monitor_printf(mon, " backing %u ents/%" PRIu64 " bytes",
+                               bo->backing_entries, bo->backing_bytes);
+            }
+            if (bo->has_window_offset) {
+                monitor_printf(mon, " window@0x%" PRIx64, bo->window_offset);
+            }
+            monitor_printf(mon, "\n");
+        }
+    }
+}
+
+void hmp_x_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
+{
+    const char *id = qdict_get_str(qdict, "id");
+    int64_t handle = qdict_get_int(qdict, "handle");
+    const char *pstr = qdict_get_str(qdict, "placement");
+    Error *err = NULL;
+    int placement;
+
+    placement = qapi_enum_parse(&SharegpuPlacement_lookup, pstr, -1, &err);
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    if (handle <= 0 || handle > UINT32_MAX) {
+        monitor_printf(mon, "invalid handle %" PRId64 "\n", handle);
+        return;
+    }
+    qmp_x_sharegpu_move_bo(id, handle, placement, &err);
+    hmp_handle_error(mon, err);
+}

@@ -1,0 +1,391 @@
+/*
+ * sharegpu: the command ring and the event ring (docs/hardware.md 3, 7)
+ *
+ * Command ring: a bottom half fetches entries from CMD_HEAD to CMD_TAIL, decodes them, has
+ * sharegpu-cmd.c execute them and writes their completions. Jobs run on the main loop under
+ * the BQL, so one run is bounded (x-job-slice bytes of job work); a long range job runs in
+ * chunks across runs ("Execution of long jobs").
+ *
+ * Event ring: the device is the producer. Backend events (moves, invalidations) and
+ * command errors become ring entries; after drops a RESYNC event is owed and goes first.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/units.h"
+#include "qemu/log.h"
+#include "qemu/main-loop.h"
+#include "hw/pci/pci_device.h"
+#include "trace.h"
+#include "sharegpu.h"
+
+#define SHAREGPU_BH_BUDGET 256          /* commands per bottom-half run */
+#define SHAREGPU_JOB_CHUNK (4 * MiB)
+
+/* ------------------------------------------------------------------ event ring */
+
+static bool sharegpu_evt_room(SharegpuState *s)
+{
+    SharegpuRing *r = &s->evt;
+
+    return r->size && ((r->tail + 1) & (r->size - 1)) != r->head;
+}
+
+/* Writes one entry at EVT_TAIL and advances it; false if full, disabled or a DMA error. */
+static bool sharegpu_evt_write(SharegpuState *s, const struct sgpu_hw_event *ev)
+{
+    SharegpuRing *r = &s->evt;
+    dma_addr_t addr;
+
+    if (!sharegpu_evt_room(s)) {
+        return false;
+    }
+    addr = r->base + (uint64_t)r->tail * sizeof(*ev);
+    if (pci_dma_write(PCI_DEVICE(s), addr, ev, sizeof(*ev)) != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: event ring DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        return false;
+    }
+    /*
+     * The DMA may have reconfigured the ring (it can target another device's BAR0 only,
+     * but stay defensive): recheck before advancing.
+     */
+    if (r->size) {
+        r->tail = (r->tail + 1) & (r->size - 1);
+    }
+    return true;
+}
+
+/* After drops, the RESYNC event goes first as soon as there is room. */
+void sharegpu_evt_flush_resync(SharegpuState *s)
+{
+    struct sgpu_hw_event ev = {
+        .type = cpu_to_le32(SGPU_EVT_RESYNC),
+        .vram_offset = cpu_to_le64(SGPU_INVALID_OFFSET),
+        .generation = cpu_to_le64(s->evt_dropped),
+    };
+
+    if (!s->evt_resync || !sharegpu_evt_room(s)) {
+        return;
+    }
+    if (sharegpu_evt_write(s, &ev)) {
+        trace_sharegpu_event(s->name, SGPU_EVT_RESYNC, 0, 0, SGPU_INVALID_OFFSET, false);
+        s->evt_resync = false;
+        s->counters.events++;
+        sharegpu_irq_raise(s, SGPU_INT_EVENT);
+    }
+}
+
+static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
+                              uint32_t placement, uint64_t offset, uint64_t generation)
+{
+    struct sgpu_hw_event ev = {
+        .type = cpu_to_le32(type),
+        .handle = cpu_to_le32(handle),
+        .placement = cpu_to_le32(placement),
+        .vram_offset = cpu_to_le64(offset),
+        .generation = cpu_to_le64(generation),
+    };
+    bool dropped;
+
+    sharegpu_evt_flush_resync(s);
+    /* nothing may overtake an owed RESYNC */
+    dropped = s->evt_resync || !sharegpu_evt_write(s, &ev);
+    trace_sharegpu_event(s->name, type, handle, placement, offset, dropped);
+    if (dropped) {
+        bool first = !(s->int_status & SGPU_INT_EVT_OVERFLOW);
+
+        if (s->evt_dropped != UINT32_MAX) {
+            s->evt_dropped++;
+        }
+        s->evt_resync = true;
+        s->counters.events_dropped++;
+        if (first) {
+            sharegpu_irq_raise(s, SGPU_INT_EVT_OVERFLOW);
+        }
+        return;
+    }
+    s->counters.events++;
+    sharegpu_irq_raise(s, SGPU_INT_EVENT);
+}
+
+/* Drains the backend's event queue for this device (main loop, BQL held). */
+void sharegpu_evt_bh(void *opaque)
+{
+    SharegpuState *s = opaque;
+    sgpu_event ev;
+
+    if (!s->dev) {
+        return;
+    }
+    while (sgpu_device_pop_event(s->dev, &ev) == 0) {
+        if (ev.type == SGPU_EVENT_BO_INVALIDATED) {
+            SharegpuBo *bo = sharegpu_bo_lookup(s, ev.handle);
+
+            if (bo) {
+                sharegpu_window_unmap(s, bo);
+            }
+            sharegpu_evt_push(s, SGPU_EVT_BO_INVALIDATED, ev.handle, ev.placement,
+                              SGPU_INVALID_OFFSET, ev.generation);
+        } else if (ev.type == SGPU_EVENT_BO_MOVED) {
+            sharegpu_evt_push(s, SGPU_EVT_BO_MOVED, ev.handle, ev.placement,
+                              ev.vram_offset, ev.generation);
+        }
+    }
+}
+
+/*
+ * Delivers every device's queued backend events now (BQL held, no backend call in progress):
+ * after anything that may move a buffer, so that importers' window mappings are gone and the
+ * events are in the rings before the causing command completes (docs/hardware.md 4). Each
+ * device's reentrancy guard is engaged as its own bottom half would (its event DMA must not
+ * reach its own MMIO).
+ */
+void sharegpu_evt_drain_all(void)
+{
+    SharegpuState *s, *tmp;
+
+    QTAILQ_FOREACH_SAFE(s, &sharegpu_devices, next, tmp) {
+        MemReentrancyGuard *guard = &DEVICE(s)->mem_reentrancy_guard;
+        bool engaged = guard->engaged_in_io;
+
+        guard->engaged_in_io = true;
+        sharegpu_evt_bh(s);
+        guard->engaged_in_io = engaged;
+    }
+}
+
+/* Backend callback: any thread, backend locks possibly held. Only schedule. */
+void sharegpu_evt_notify(void *opaque)
+{
+    SharegpuState *s = opaque;
+
+    qemu_bh_schedule(s->event_bh);
+}
+
+/* ------------------------------------------------------------------ command ring */
+
+static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_cmd *c)
+{
+    dma_addr_t addr = s->cmd.base + (uint64_t)idx * sizeof(*c);
+
+    if (pci_dma_read(PCI_DEVICE(s), addr, c, sizeof(*c)) != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: command ring DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        trace_sharegpu_ring_fault(s->name, idx, addr);
+        s->status |= SGPU_STATUS_HALTED;
+        s->error_code = SGPU_ST_DMA_ERROR;
+        s->error_index = idx;
+        s->error_count++;
+        return false;
+    }
+    c->opcode = le16_to_cpu(c->opcode);
+    c->flags = le16_to_cpu(c->flags);
+    c->handle = le32_to_cpu(c->handle);
+    c->seqno = le64_to_cpu(c->seqno);
+    c->handle2 = le32_to_cpu(c->handle2);
+    c->arg = le32_to_cpu(c->arg);
+    if (c->opcode != SGPU_OP_IMPORT) {
+        c->off0 = le64_to_cpu(c->off0);
+        c->off1 = le64_to_cpu(c->off1);
+    }
+    c->len = le64_to_cpu(c->len);
+    c->out_handle = 0;
+    c->result = 0;
+    return true;
+}
+
+/*
+ * Completes the command at ring index `idx`: writes its completion, records errors, moves
+ * CMD_HEAD. Returns the interrupt causes to raise.
+ */
+static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
+                                       const struct sgpu_hw_cmd *c, uint32_t st)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    SharegpuRing *r = &s->cmd;
+    dma_addr_t addr = r->base + (uint64_t)idx * sizeof(*c);
+    uint32_t raise = 0;
+    struct {
+        uint32_t status;
+        uint32_t out_handle;
+        uint64_t result;
+    } QEMU_PACKED done = {
+        .status = cpu_to_le32(st),
+        .out_handle = cpu_to_le32(c->out_handle),
+        .result = cpu_to_le64(c->result),
+    };
+    MemTxResult mr = MEMTX_OK;
+
+    trace_sharegpu_cmd_done(s->name, idx, c->opcode, st, c->out_handle, c->result);
+    s->counters.commands++;
+    /* completion: bytes 48..63, and for EXPORT the uuid in 24..39 */
+    if (c->opcode == SGPU_OP_EXPORT && st == SGPU_ST_OK) {
+        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, uuid),
+                           c->uuid, sizeof(c->uuid));
+    }
+    if (mr == MEMTX_OK) {
+        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, status),
+                           &done, sizeof(done));
+    }
+    if (mr != MEMTX_OK) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "sharegpu: %s: completion DMA error at 0x%" PRIx64 "\n",
+                      s->name, (uint64_t)addr);
+        trace_sharegpu_ring_fault(s->name, idx, addr);
+        s->status |= SGPU_STATUS_HALTED;
+        st = SGPU_ST_DMA_ERROR;
+    }
+    if (st != SGPU_ST_OK) {
+        s->error_code = st;
+        s->error_index = idx;
+        s->error_count++;
+        s->counters.command_errors++;
+        raise |= SGPU_INT_ERROR;
+        sharegpu_evt_push(s, SGPU_EVT_ERROR, idx, st, SGPU_INVALID_OFFSET, c->seqno);
+    }
+    s->last_seqno = c->seqno;
+    if (!(s->status & SGPU_STATUS_HALTED)) {
+        r->head = (r->head + 1) & (r->size - 1);
+    }
+    if ((c->flags & SGPU_CMD_F_IRQ) || c->opcode == SGPU_OP_FENCE) {
+        raise |= SGPU_INT_CMD;
+    }
+    return raise;
+}
+
+/* ------------------------------------------------------------------ long jobs */
+
+/* Bytes of job work a command does (what the job slice counts). */
+static uint64_t sharegpu_job_bytes(const struct sgpu_hw_cmd *c)
+{
+    switch (c->opcode) {
+    case SGPU_OP_COPY:
+    case SGPU_OP_FILL:
+    case SGPU_OP_CHECKSUM:
+    case SGPU_OP_TRANSFER_TO_DEVICE:
+    case SGPU_OP_TRANSFER_FROM_DEVICE:
+        return c->len;
+    default:
+        return 0;
+    }
+}
+
+/* Range jobs that may run in chunks: every byte is touched once, in any order. */
+static bool sharegpu_job_splittable(const struct sgpu_hw_cmd *c)
+{
+    return (c->opcode == SGPU_OP_COPY || c->opcode == SGPU_OP_FILL ||
+            c->opcode == SGPU_OP_TRANSFER_TO_DEVICE ||
+            c->opcode == SGPU_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
+}
+
+/*
+ * Runs chunks of the job in progress while *budget lasts (UINT64_MAX: to the end).
+ * SGPU_ST_PENDING: budget spent, job not finished.
+ */
+static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
+{
+    SharegpuJobProgress *job = &s->job;
+
+    while (job->done < job->cmd.len) {
+        struct sgpu_hw_cmd part = job->cmd;
+        uint64_t n = MIN(job->cmd.len - job->done, SHAREGPU_JOB_CHUNK);
+        uint32_t st;
+
+        if (*budget == 0) {
+            return SGPU_ST_PENDING;
+        }
+        part.off0 += job->done;
+        if (part.opcode != SGPU_OP_FILL) {
+            part.off1 += job->done;
+        }
+        part.len = n;
+        st = sharegpu_cmd_execute(s, &part);
+        sharegpu_evt_drain_all();
+        trace_sharegpu_job_chunk(s->name, job->index, job->done, n, st);
+        if (st != SGPU_ST_OK) {
+            return st;
+        }
+        job->done += n;
+        *budget -= MIN(*budget, n);
+    }
+    return SGPU_ST_OK;
+}
+
+/* Finishes the job in progress, however long it is (reset: it completes first). */
+void sharegpu_job_finish(SharegpuState *s)
+{
+    uint64_t unlimited = UINT64_MAX;
+    uint32_t st;
+
+    if (!s->job.active) {
+        return;
+    }
+    st = sharegpu_job_advance(s, &unlimited);
+    s->job.active = false;
+    sharegpu_irq_raise(s, sharegpu_ring_complete(s, s->job.index, &s->job.cmd, st));
+}
+
+/* The command ring's bottom half: DOORBELL schedules it. */
+void sharegpu_ring_bh(void *opaque)
+{
+    SharegpuState *s = opaque;
+    SharegpuRing *r = &s->cmd;
+    SharegpuJobProgress *job = &s->job;
+    uint32_t raise = 0;
+    int budget = SHAREGPU_BH_BUDGET;
+    uint64_t job_budget = s->job_slice;
+
+    while (s->dev && r->size && !(s->status & SGPU_STATUS_HALTED) && r->head != r->tail) {
+        uint32_t st;
+
+        if (!job->active) {
+            struct sgpu_hw_cmd c;
+            uint32_t idx = r->head;
+
+            if (budget-- == 0) {
+                qemu_bh_schedule(s->cmd_bh);
+                break;
+            }
+            if (!sharegpu_ring_fetch(s, idx, &c)) {
+                raise |= SGPU_INT_ERROR;
+                break;
+            }
+            trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
+            if (!sharegpu_job_splittable(&c)) {
+                st = sharegpu_cmd_execute(s, &c);
+                /* moves it caused: windows unmapped and events queued before it completes */
+                sharegpu_evt_drain_all();
+                raise |= sharegpu_ring_complete(s, idx, &c, st);
+                job_budget -= MIN(job_budget, sharegpu_job_bytes(&c));
+                if (job_budget == 0 && r->head != r->tail) {
+                    s->counters.bh_yields++;
+                    qemu_bh_schedule(s->cmd_bh);
+                    break;
+                }
+                continue;
+            }
+            st = sharegpu_cmd_check_job(s, &c);
+            if (st != SGPU_ST_OK) {
+                raise |= sharegpu_ring_complete(s, idx, &c, st);
+                continue;
+            }
+            *job = (SharegpuJobProgress) { .active = true, .cmd = c, .index = idx };
+            s->counters.split_jobs++;
+        }
+        st = sharegpu_job_advance(s, &job_budget);
+        if (st == SGPU_ST_PENDING) {
+            s->counters.bh_yields++;
+            qemu_bh_schedule(s->cmd_bh);
+            break;
+        }
+        job->active = false;
+        raise |= sharegpu_ring_complete(s, job->index, &job->cmd, st);
+    }
+    if (raise) {
+        sharegpu_irq_raise(s, raise);
+    }
+}

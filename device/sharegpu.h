@@ -1,0 +1,153 @@
+/*
+ * sharegpu: private header of the device model (hw/misc/sharegpu/)
+ *
+ * One file per concept:
+ *   sharegpu.c           QOM type, properties, BARs, BAR0 registers, interrupts, reset
+ *   sharegpu-ring.c      command ring (fetch, decode, completion, long jobs in chunks)
+ *                        and event ring (producer, RESYNC, delivery of backend events)
+ *   sharegpu-cmd.c       command handlers and the device-side handle table
+ *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
+ *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
+ *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
+ *   sharegpu-stubs.c     the monitor commands when the device is not built
+ *
+ * Buffer-object semantics live in the host backend (sharegpu-backend.h); the hardware
+ * contract is docs/hardware.md / sharegpu_hw.h.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef HW_MISC_SHAREGPU_H
+#define HW_MISC_SHAREGPU_H
+
+#include "qemu/queue.h"
+#include "qom/object.h"
+#include "hw/pci/pci_device.h"
+
+#include "sharegpu_hw.h"
+#include "sharegpu-backend.h"
+
+#define TYPE_SHAREGPU "sharegpu"
+OBJECT_DECLARE_SIMPLE_TYPE(SharegpuState, SHAREGPU)
+
+#define TYPE_SHAREGPU_WINDOW_MAP "sharegpu-window-map"
+OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowMap, SHAREGPU_WINDOW_MAP)
+
+typedef struct SharegpuMemEntry {
+    uint64_t addr;
+    uint32_t len;
+} SharegpuMemEntry;
+
+/* Device-side per-handle state: guest backing pages and the import window mapping. */
+typedef struct SharegpuBo {
+    uint32_t handle;
+    SharegpuMemEntry *ents;
+    uint32_t nents;
+    uint64_t backing_bytes;
+    SharegpuWindowMap *map;
+    uint64_t map_off;  /* offset inside the import window */
+    uint64_t map_size;
+} SharegpuBo;
+
+typedef struct SharegpuRing {
+    uint64_t base;
+    uint32_t size;
+    uint32_t head;
+    uint32_t tail;
+} SharegpuRing;
+
+/* A job being executed chunk by chunk across bottom-half runs. */
+typedef struct SharegpuJobProgress {
+    bool active;
+    struct sgpu_hw_cmd cmd; /* decoded, validated as a whole before its first chunk */
+    uint32_t index;         /* ring index */
+    uint64_t done;          /* bytes executed */
+} SharegpuJobProgress;
+
+typedef struct SharegpuCountersState {
+    uint64_t split_jobs;    /* jobs executed in chunks */
+    uint64_t bh_yields;     /* bottom-half runs ended by the job slice */
+    uint64_t commands;
+    uint64_t command_errors;
+    uint64_t interrupts;
+    uint64_t events;
+    uint64_t events_dropped;
+} SharegpuCountersState;
+
+struct SharegpuState {
+    PCIDevice parent_obj;
+
+    /* properties */
+    uint64_t vram_size;
+    bool coherent;
+    uint64_t max_hostmem;
+    uint64_t job_slice;
+
+    /* resources */
+    MemoryRegion mmio;
+    MemoryRegion bar2;
+    MemoryRegion vram;
+    MemoryRegion import_win;
+    MemoryRegion import_hole;
+    QEMUBH *cmd_bh;
+    QEMUBH *event_bh;
+    sgpu_backend *backend;
+    sgpu_device *dev;
+    char *name;
+    GHashTable *bos; /* handle -> SharegpuBo */
+    QTAILQ_ENTRY(SharegpuState) next;
+
+    /* registers */
+    SharegpuRing cmd;
+    SharegpuRing evt;
+    uint64_t last_seqno;
+    uint32_t status;
+    uint32_t int_status;
+    uint32_t int_mask;
+    uint32_t error_code;
+    uint32_t error_index;
+    uint32_t error_count;
+    uint32_t evt_dropped;
+    bool evt_resync;   /* events were dropped: a RESYNC event is owed (docs/hardware.md 7) */
+    uint32_t scratch;
+
+    SharegpuJobProgress job;
+    SharegpuCountersState counters;
+};
+
+/* Every realized sharegpu device of this QEMU (they share one backend). */
+typedef QTAILQ_HEAD(, SharegpuState) SharegpuDeviceList;
+extern SharegpuDeviceList sharegpu_devices;
+
+static inline bool sharegpu_range_ok(uint64_t off, uint64_t len, uint64_t size)
+{
+    return len <= size && off <= size - len;
+}
+
+/* sharegpu.c */
+void sharegpu_irq_raise(SharegpuState *s, uint32_t causes);
+
+/* sharegpu-ring.c */
+void sharegpu_ring_bh(void *opaque);
+void sharegpu_job_finish(SharegpuState *s);
+void sharegpu_evt_flush_resync(SharegpuState *s);
+void sharegpu_evt_bh(void *opaque);
+void sharegpu_evt_notify(void *opaque);
+void sharegpu_evt_drain_all(void);
+
+/* sharegpu-cmd.c */
+uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sgpu_hw_cmd *c);
+uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sgpu_hw_cmd *c);
+uint32_t sharegpu_status_from_errno(int ret);
+SharegpuBo *sharegpu_bo_lookup(SharegpuState *s, uint32_t handle);
+SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
+void sharegpu_bo_free(gpointer data);
+
+/* sharegpu-window.c */
+void sharegpu_window_init(SharegpuState *s);
+uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c);
+uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sgpu_hw_cmd *c);
+void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_unmap_all(SharegpuState *s);
+
+#endif
