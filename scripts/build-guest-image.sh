@@ -8,16 +8,22 @@
 #                        given order (repeatable); stored as /tests/NN-<name>
 #   --test-dir DIR       add every executable file in DIR (sorted) as tests
 #   --file SRC:DEST      copy any extra file into the image at absolute path DEST
+#   --fuzzer BIN         the ioctl fuzzer (guest-tests/sgpu_fuzz), run by the fuzz mode
 #   --init-mode MODE     tests (default): load modules, run tests, print summary, power off
 #                        shell: load modules, interactive shell on the console, power off on exit
 #                        demo:  like tests, then an interactive shell instead of powering off
 #                        silent: load modules, print one line, then nothing (self-test of
 #                        the runner's silence watchdog, scripts/run-guest-selftest.sh)
+#                        fuzz:  load modules, run the fuzzer, then the tests, print summary,
+#                               power off
 #   --test-timeout SECS  per-test timeout inside the guest (default 600)
 #   --no-unload          do not rmmod the modules (reverse order) after the tests
 # Env: GUEST_MODULES / GUEST_TESTS (space-separated paths) are added before the arguments.
-# Boot-time overrides on the kernel command line: sharegpu.mode=tests|shell|demo,
-# sharegpu.timeout=SECS, sharegpu.unload=0|1.
+# Boot-time overrides on the kernel command line: sharegpu.mode=tests|shell|demo|fuzz,
+# sharegpu.timeout=SECS, sharegpu.unload=0|1; for the fuzz mode sharegpu.fuzz.seed=N,
+# sharegpu.fuzz.duration=SECS (default 60) and sharegpu.fuzz.args=ARG,ARG,... (more
+# sgpu_fuzz arguments, comma-separated). The fuzzer runs as a step named "fuzz"; /dev/dri
+# nodes are made world-accessible first so it can fuzz as an unprivileged user (--uid N).
 #
 # Guest console protocol (parsed by scripts/run-guest.sh):
 #   SHAREGPU-TEST: START|PASS|FAIL <name> ...     per test / module step
@@ -26,7 +32,7 @@
 set -euo pipefail
 
 die() { echo "[guest-image] ERROR: $*" >&2; exit 1; }
-OUT="" MODE=tests TEST_TIMEOUT=600 UNLOAD=1
+OUT="" MODE=tests TEST_TIMEOUT=600 UNLOAD=1 FUZZER=""
 MODULES=() MODARGS=() TESTS=() FILES=()
 for m in ${GUEST_MODULES:-}; do MODULES+=("$m"); MODARGS+=(""); done
 for t in ${GUEST_TESTS:-}; do TESTS+=("$t"); done
@@ -44,6 +50,7 @@ while [ $# -gt 0 ]; do
             while IFS= read -r f; do [ -x "$f" ] && TESTS+=("$f"); done < <(find "$2" -maxdepth 1 -type f | LC_ALL=C sort)
             shift 2 ;;
         --file) FILES+=("$2"); shift 2 ;;
+        --fuzzer) FILES+=("$2:/usr/bin/sgpu_fuzz"); FUZZER=$2; shift 2 ;;
         --init-mode) MODE=$2; shift 2 ;;
         --test-timeout) TEST_TIMEOUT=$2; shift 2 ;;
         --no-unload) UNLOAD=0; shift ;;
@@ -52,7 +59,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -n "$OUT" ] || die "--out FILE is required"
-case "$MODE" in tests|shell|demo|silent) ;; *) die "--init-mode must be tests, shell, demo or silent" ;; esac
+case "$MODE" in tests|shell|demo|silent|fuzz) ;;
+    *) die "--init-mode must be tests, shell, demo, silent or fuzz" ;; esac
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "$BUSYBOX missing (package busybox-static)"
 readelf -lW "$BUSYBOX" 2>/dev/null | grep -q 'Requesting program interpreter' && die "$BUSYBOX is not static"
@@ -74,6 +82,7 @@ check_exec() { # static ELF or script
     fi
 }
 
+[ -z "$FUZZER" ] || check_exec "$FUZZER"
 i=0
 : >"$STAGE/etc/sharegpu/modules"
 for m in ${MODULES[@]+"${MODULES[@]}"}; do
@@ -115,11 +124,15 @@ mount -t debugfs debugfs /sys/kernel/debug
 exec </dev/console >/dev/console 2>&1
 
 mode=$(cat /etc/sharegpu/mode) tmo=$(cat /etc/sharegpu/timeout) unload=$(cat /etc/sharegpu/unload)
+fuzz_seed="" fuzz_duration=60 fuzz_args=""
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         sharegpu.mode=*) mode=${arg#*=} ;;
         sharegpu.timeout=*) tmo=${arg#*=} ;;
         sharegpu.unload=*) unload=${arg#*=} ;;
+        sharegpu.fuzz.seed=*) fuzz_seed=${arg#*=} ;;
+        sharegpu.fuzz.duration=*) fuzz_duration=${arg#*=} ;;
+        sharegpu.fuzz.args=*) fuzz_args=$(echo "${arg#*=}" | tr , ' ') ;;
     esac
 done
 off() { sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; sleep 60; }
@@ -151,23 +164,34 @@ if [ "$mode" = silent ]; then
 fi
 
 total=0 passed=0 failed=0 failures=""
-for t in /tests/*; do
-    [ -f "$t" ] && [ -x "$t" ] || continue
-    name=${t##*/}
+run_step() { # NAME TIMEOUT COMMAND [ARGS...]
+    name=$1 step_tmo=$2; shift 2
     total=$((total + 1))
     echo "SHAREGPU-TEST: START $name"
     start=$(cut -d' ' -f1 /proc/uptime)
-    (cd /tmp && SHAREGPU_TEST_NAME=$name exec timeout -s KILL "$tmo" "$t")
+    (cd /tmp && SHAREGPU_TEST_NAME=$name exec timeout -s KILL "$step_tmo" "$@")
     rc=$?
     end=$(cut -d' ' -f1 /proc/uptime)
     dur=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1)); echo "SHAREGPU-TEST: PASS $name (${dur}s)"
     else
-        why="exit $rc"; [ $rc -eq 137 ] && why="exit 137: killed, timeout ${tmo}s?"
+        why="exit $rc"; [ $rc -eq 137 ] && why="exit 137: killed, timeout ${step_tmo}s?"
         failed=$((failed + 1)); failures="$failures $name"
         echo "SHAREGPU-TEST: FAIL $name ($why, ${dur}s)"
     fi
+}
+
+if [ "$mode" = fuzz ]; then
+    chmod 0666 /dev/dri/* 2>/dev/null
+    seed_arg=""; [ -n "$fuzz_seed" ] && seed_arg="--seed $fuzz_seed"
+    # the fuzzer's own watchdog gives up 120 s (its --grace) after the duration
+    run_step fuzz $((fuzz_duration + 300)) /usr/bin/sgpu_fuzz $seed_arg \
+        --duration "$fuzz_duration" $fuzz_args
+fi
+for t in /tests/*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    run_step "${t##*/}" "$tmo" "$t"
 done
 
 if [ "$unload" = 1 ]; then
