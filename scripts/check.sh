@@ -9,7 +9,8 @@
 #      check (scripts/qemu-tests.sh)
 #   5. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
 #      static GoogleTest e2e binaries, boots QEMU with two sharegpu devices and vgem and runs
-#      them (scripts/guest-tests.sh)
+#      them (scripts/guest-tests.sh); then the stateful ioctl fuzzer in the same guest for
+#      three fixed seeds and one random seed, one boot each (scripts/guest-fuzz.sh)
 #   6. the guest runner's self-test: a frozen guest is reported with QEMU's backtraces, an
 #      aborted QEMU as a failure (scripts/run-guest-selftest.sh, cached kernel + QEMU)
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
@@ -72,6 +73,12 @@ stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under Q
 bash scripts/guest-tests.sh 2>&1 | tee build/guest-tests.out
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest tests")
 extra_totals+=("$(grep -h '^guest-tests: [0-9]* passed, [0-9]* failed' build/guest-tests.out | tail -1)")
+
+stage "guest: ioctl fuzzer (fixed seeds + one random seed; a failed seed prints its replay command)"
+# 4 boots of ~85 s each, ~5.5 min on a 2-core machine (docs/user-guide.md, "Fuzzing the driver")
+bash scripts/guest-fuzz.sh --seeds "1 2 3" --random 1 --duration 40 2>&1 | tee build/guest-fuzz.out
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest fuzz")
+extra_totals+=("$(grep -h '^guest-fuzz: [0-9]* passed, [0-9]* failed' build/guest-fuzz.out | tail -1)")
 
 stage "guest runner: silence watchdog, QEMU crash and kernel-report detection (self-test)"
 bash scripts/run-guest-selftest.sh 2>&1 | tee build/run-guest-selftest.out
