@@ -12,14 +12,13 @@
 #include "qobject/qdict.h"
 #include "monitor/hmp.h"
 #include "monitor/monitor.h"
+#include "sharegpu_hw.h"
 
 static const char *sharegpu_status_name(uint32_t st)
 {
-    static const char *const names[] = {
-        "OK", "BAD_OPCODE", "BAD_HANDLE", "OUT_OF_RANGE", "NO_SPACE", "BUSY", "INVALID",
-        "DMA_ERROR", "NOT_FOUND", "TOO_BIG", "NO_BACKING", "CANCELLED", "INTERNAL",
-    };
-    return st < ARRAY_SIZE(names) ? names[st] : "?";
+    const char *name = sghw_status_name(st);
+
+    return name ? name : "?";
 }
 
 void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)

@@ -30,12 +30,12 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
 {
     SharegpuInfo *info = g_new0(SharegpuInfo, 1);
     SharegpuBoInfoList **tail = &info->bos;
-    sgpu_device_stats st = { 0 };
-    g_autofree sgpu_bo_info *bos = NULL;
+    sgb_device_stats st = { 0 };
+    g_autofree sgb_bo_info *bos = NULL;
     size_t count = 0, i;
     uint32_t inflight;
 
-    sgpu_device_stats_get(s->dev, &st);
+    sgb_device_stats_get(s->dev, &st);
     info->id = g_strdup(DEVICE(s)->id ? DEVICE(s)->id : "");
     info->qom_path = object_get_canonical_path(OBJECT(s));
     info->coherent = s->coherent;
@@ -60,7 +60,7 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     info->fences_in_flight = inflight;
     info->int_status = s->int_status;
     info->int_mask = s->int_mask;
-    info->halted = !!(s->status & SGPU_STATUS_HALTED);
+    info->halted = !!(s->status & SGHW_STATUS_HALTED);
     info->last_error = s->error_code;
     if (s->job.active) {
         info->job_in_progress = g_new0(SharegpuJobProgressInfo, 1);
@@ -93,11 +93,11 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .last_fence = st.last_fence,
     };
 
-    if (sgpu_device_list_bos(s->dev, NULL, 0, &count) == 0 && count) {
+    if (sgb_device_list_bos(s->dev, NULL, 0, &count) == 0 && count) {
         size_t cap = count;
 
-        bos = g_new0(sgpu_bo_info, cap);
-        if (sgpu_device_list_bos(s->dev, bos, cap, &count)) {
+        bos = g_new0(sgb_bo_info, cap);
+        if (sgb_device_list_bos(s->dev, bos, cap, &count)) {
             count = 0;
         }
         count = MIN(count, cap);
@@ -105,15 +105,15 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         count = 0;
     }
     for (i = 0; i < count; i++) {
-        sgpu_bo_info *b = &bos[i];
+        sgb_bo_info *b = &bos[i];
         SharegpuBo *dbo = sharegpu_bo_lookup(s, b->handle);
         SharegpuBoInfo *bi = g_new0(SharegpuBoInfo, 1);
 
         bi->handle = b->handle;
         bi->size = b->size;
-        bi->placement = b->placement == SGPU_PLACEMENT_DEVICE ? SHAREGPU_PLACEMENT_DEVICE
+        bi->placement = b->placement == SGB_PLACEMENT_DEVICE ? SHAREGPU_PLACEMENT_DEVICE
                                                               : SHAREGPU_PLACEMENT_SYSTEM;
-        if (b->placement == SGPU_PLACEMENT_DEVICE) {
+        if (b->placement == SGB_PLACEMENT_DEVICE) {
             bi->has_vram_offset = true;
             bi->vram_offset = b->vram_offset;
         }
@@ -168,18 +168,18 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
                             Error **errp)
 {
     SharegpuState *s = sharegpu_find(id);
-    uint32_t p = placement == SHAREGPU_PLACEMENT_DEVICE ? SGPU_PLACEMENT_DEVICE
-                                                        : SGPU_PLACEMENT_SYSTEM;
-    sgpu_bo_info info;
+    uint32_t p = placement == SHAREGPU_PLACEMENT_DEVICE ? SGB_PLACEMENT_DEVICE
+                                                        : SGB_PLACEMENT_SYSTEM;
+    sgb_bo_info info;
     int ret;
 
     if (!s) {
         error_setg(errp, "no sharegpu device '%s'", id);
         return;
     }
-    ret = sgpu_bo_info_get(s->dev, handle, &info);
+    ret = sgb_bo_info_get(s->dev, handle, &info);
     if (ret) {
-        error_setg(errp, "sharegpu %s: handle %u: %s", id, handle, sgpu_strerror(ret));
+        error_setg(errp, "sharegpu %s: handle %u: %s", id, handle, sgb_strerror(ret));
         return;
     }
     if (info.imported) {
@@ -187,12 +187,12 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
                    id, handle, info.exporter);
         return;
     }
-    ret = p == SGPU_PLACEMENT_SYSTEM ? sgpu_bo_evict(s->dev, handle)
-                                     : sgpu_bo_move(s->dev, handle, p);
+    ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
+                                     : sgb_bo_move(s->dev, handle, p);
     trace_sharegpu_monitor_move(s->name, handle, p, ret);
     sharegpu_evt_drain_all();
     if (ret) {
         error_setg(errp, "sharegpu %s: moving handle %u failed: %s", id, handle,
-                   sgpu_strerror(ret));
+                   sgb_strerror(ret));
     }
 }

@@ -33,7 +33,7 @@ static bool sharegpu_evt_room(SharegpuState *s)
 }
 
 /* Writes one entry at EVT_TAIL and advances it; false if full, disabled or a DMA error. */
-static bool sharegpu_evt_write(SharegpuState *s, const struct sgpu_hw_event *ev)
+static bool sharegpu_evt_write(SharegpuState *s, const struct sghw_event *ev)
 {
     SharegpuRing *r = &s->evt;
     dma_addr_t addr;
@@ -61,9 +61,9 @@ static bool sharegpu_evt_write(SharegpuState *s, const struct sgpu_hw_event *ev)
 /* After drops, the RESYNC event goes first as soon as there is room. */
 void sharegpu_evt_flush_resync(SharegpuState *s)
 {
-    struct sgpu_hw_event ev = {
-        .type = cpu_to_le32(SGPU_EVT_RESYNC),
-        .vram_offset = cpu_to_le64(SGPU_INVALID_OFFSET),
+    struct sghw_event ev = {
+        .type = cpu_to_le32(SGHW_EVT_RESYNC),
+        .vram_offset = cpu_to_le64(SGHW_INVALID_OFFSET),
         .generation = cpu_to_le64(s->evt_dropped),
     };
 
@@ -71,17 +71,17 @@ void sharegpu_evt_flush_resync(SharegpuState *s)
         return;
     }
     if (sharegpu_evt_write(s, &ev)) {
-        trace_sharegpu_event(s->name, SGPU_EVT_RESYNC, 0, 0, SGPU_INVALID_OFFSET, false);
+        trace_sharegpu_event(s->name, SGHW_EVT_RESYNC, 0, 0, SGHW_INVALID_OFFSET, false);
         s->evt_resync = false;
         s->counters.events++;
-        sharegpu_irq_raise(s, SGPU_INT_EVENT);
+        sharegpu_irq_raise(s, SGHW_INT_EVENT);
     }
 }
 
 static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
                               uint32_t placement, uint64_t offset, uint64_t generation)
 {
-    struct sgpu_hw_event ev = {
+    struct sghw_event ev = {
         .type = cpu_to_le32(type),
         .handle = cpu_to_le32(handle),
         .placement = cpu_to_le32(placement),
@@ -95,7 +95,7 @@ static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
     dropped = s->evt_resync || !sharegpu_evt_write(s, &ev);
     trace_sharegpu_event(s->name, type, handle, placement, offset, dropped);
     if (dropped) {
-        bool first = !(s->int_status & SGPU_INT_EVT_OVERFLOW);
+        bool first = !(s->int_status & SGHW_INT_EVT_OVERFLOW);
 
         if (s->evt_dropped != UINT32_MAX) {
             s->evt_dropped++;
@@ -103,34 +103,34 @@ static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
         s->evt_resync = true;
         s->counters.events_dropped++;
         if (first) {
-            sharegpu_irq_raise(s, SGPU_INT_EVT_OVERFLOW);
+            sharegpu_irq_raise(s, SGHW_INT_EVT_OVERFLOW);
         }
         return;
     }
     s->counters.events++;
-    sharegpu_irq_raise(s, SGPU_INT_EVENT);
+    sharegpu_irq_raise(s, SGHW_INT_EVENT);
 }
 
 /* Drains the backend's event queue for this device (main loop, BQL held). */
 void sharegpu_evt_bh(void *opaque)
 {
     SharegpuState *s = opaque;
-    sgpu_event ev;
+    sgb_event ev;
 
     if (!s->dev) {
         return;
     }
-    while (sgpu_device_pop_event(s->dev, &ev) == 0) {
-        if (ev.type == SGPU_EVENT_BO_INVALIDATED) {
+    while (sgb_device_pop_event(s->dev, &ev) == 0) {
+        if (ev.type == SGB_EVENT_BO_INVALIDATED) {
             SharegpuBo *bo = sharegpu_bo_lookup(s, ev.handle);
 
             if (bo) {
                 sharegpu_window_unmap(s, bo);
             }
-            sharegpu_evt_push(s, SGPU_EVT_BO_INVALIDATED, ev.handle, ev.placement,
-                              SGPU_INVALID_OFFSET, ev.generation);
-        } else if (ev.type == SGPU_EVENT_BO_MOVED) {
-            sharegpu_evt_push(s, SGPU_EVT_BO_MOVED, ev.handle, ev.placement,
+            sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement,
+                              SGHW_INVALID_OFFSET, ev.generation);
+        } else if (ev.type == SGB_EVENT_BO_MOVED) {
+            sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement,
                               ev.vram_offset, ev.generation);
         }
     }
@@ -167,7 +167,7 @@ void sharegpu_evt_notify(void *opaque)
 
 /* ------------------------------------------------------------------ command ring */
 
-static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_cmd *c)
+static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sghw_cmd *c)
 {
     dma_addr_t addr = s->cmd.base + (uint64_t)idx * sizeof(*c);
 
@@ -176,8 +176,8 @@ static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_c
                       "sharegpu: %s: command ring DMA error at 0x%" PRIx64 "\n",
                       s->name, (uint64_t)addr);
         trace_sharegpu_ring_fault(s->name, idx, addr);
-        s->status |= SGPU_STATUS_HALTED;
-        s->error_code = SGPU_ST_DMA_ERROR;
+        s->status |= SGHW_STATUS_HALTED;
+        s->error_code = SGHW_ST_DMA_ERROR;
         s->error_index = idx;
         s->error_count++;
         return false;
@@ -188,7 +188,7 @@ static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_c
     c->seqno = le64_to_cpu(c->seqno);
     c->handle2 = le32_to_cpu(c->handle2);
     c->arg = le32_to_cpu(c->arg);
-    if (c->opcode != SGPU_OP_IMPORT) {
+    if (c->opcode != SGHW_OP_IMPORT) {
         c->off0 = le64_to_cpu(c->off0);
         c->off1 = le64_to_cpu(c->off1);
     }
@@ -203,7 +203,7 @@ static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sgpu_hw_c
  * CMD_HEAD. Returns the interrupt causes to raise.
  */
 static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
-                                       const struct sgpu_hw_cmd *c, uint32_t st)
+                                       const struct sghw_cmd *c, uint32_t st)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
     SharegpuRing *r = &s->cmd;
@@ -223,12 +223,12 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
     trace_sharegpu_cmd_done(s->name, idx, c->opcode, st, c->out_handle, c->result);
     s->counters.commands++;
     /* completion: bytes 48..63, and for EXPORT the uuid in 24..39 */
-    if (c->opcode == SGPU_OP_EXPORT && st == SGPU_ST_OK) {
-        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, uuid),
+    if (c->opcode == SGHW_OP_EXPORT && st == SGHW_ST_OK) {
+        mr = pci_dma_write(pdev, addr + offsetof(struct sghw_cmd, uuid),
                            c->uuid, sizeof(c->uuid));
     }
     if (mr == MEMTX_OK) {
-        mr = pci_dma_write(pdev, addr + offsetof(struct sgpu_hw_cmd, status),
+        mr = pci_dma_write(pdev, addr + offsetof(struct sghw_cmd, status),
                            &done, sizeof(done));
     }
     if (mr != MEMTX_OK) {
@@ -236,23 +236,23 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
                       "sharegpu: %s: completion DMA error at 0x%" PRIx64 "\n",
                       s->name, (uint64_t)addr);
         trace_sharegpu_ring_fault(s->name, idx, addr);
-        s->status |= SGPU_STATUS_HALTED;
-        st = SGPU_ST_DMA_ERROR;
+        s->status |= SGHW_STATUS_HALTED;
+        st = SGHW_ST_DMA_ERROR;
     }
-    if (st != SGPU_ST_OK) {
+    if (st != SGHW_ST_OK) {
         s->error_code = st;
         s->error_index = idx;
         s->error_count++;
         s->counters.command_errors++;
-        raise |= SGPU_INT_ERROR;
-        sharegpu_evt_push(s, SGPU_EVT_ERROR, idx, st, SGPU_INVALID_OFFSET, c->seqno);
+        raise |= SGHW_INT_ERROR;
+        sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, SGHW_INVALID_OFFSET, c->seqno);
     }
     s->last_seqno = c->seqno;
-    if (!(s->status & SGPU_STATUS_HALTED)) {
+    if (!(s->status & SGHW_STATUS_HALTED)) {
         r->head = (r->head + 1) & (r->size - 1);
     }
-    if ((c->flags & SGPU_CMD_F_IRQ) || c->opcode == SGPU_OP_FENCE) {
-        raise |= SGPU_INT_CMD;
+    if ((c->flags & SGHW_CMD_F_IRQ) || c->opcode == SGHW_OP_FENCE) {
+        raise |= SGHW_INT_CMD;
     }
     return raise;
 }
@@ -260,14 +260,14 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
 /* ------------------------------------------------------------------ long jobs */
 
 /* Bytes of job work a command does (what the job slice counts). */
-static uint64_t sharegpu_job_bytes(const struct sgpu_hw_cmd *c)
+static uint64_t sharegpu_job_bytes(const struct sghw_cmd *c)
 {
     switch (c->opcode) {
-    case SGPU_OP_COPY:
-    case SGPU_OP_FILL:
-    case SGPU_OP_CHECKSUM:
-    case SGPU_OP_TRANSFER_TO_DEVICE:
-    case SGPU_OP_TRANSFER_FROM_DEVICE:
+    case SGHW_OP_COPY:
+    case SGHW_OP_FILL:
+    case SGHW_OP_CHECKSUM:
+    case SGHW_OP_TRANSFER_TO_DEVICE:
+    case SGHW_OP_TRANSFER_FROM_DEVICE:
         return c->len;
     default:
         return 0;
@@ -275,44 +275,44 @@ static uint64_t sharegpu_job_bytes(const struct sgpu_hw_cmd *c)
 }
 
 /* Range jobs that may run in chunks: every byte is touched once, in any order. */
-static bool sharegpu_job_splittable(const struct sgpu_hw_cmd *c)
+static bool sharegpu_job_splittable(const struct sghw_cmd *c)
 {
-    return (c->opcode == SGPU_OP_COPY || c->opcode == SGPU_OP_FILL ||
-            c->opcode == SGPU_OP_TRANSFER_TO_DEVICE ||
-            c->opcode == SGPU_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
+    return (c->opcode == SGHW_OP_COPY || c->opcode == SGHW_OP_FILL ||
+            c->opcode == SGHW_OP_TRANSFER_TO_DEVICE ||
+            c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
 }
 
 /*
  * Runs chunks of the job in progress while *budget lasts (UINT64_MAX: to the end).
- * SGPU_ST_PENDING: budget spent, job not finished.
+ * SGHW_ST_PENDING: budget spent, job not finished.
  */
 static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
 {
     SharegpuJobProgress *job = &s->job;
 
     while (job->done < job->cmd.len) {
-        struct sgpu_hw_cmd part = job->cmd;
+        struct sghw_cmd part = job->cmd;
         uint64_t n = MIN(job->cmd.len - job->done, SHAREGPU_JOB_CHUNK);
         uint32_t st;
 
         if (*budget == 0) {
-            return SGPU_ST_PENDING;
+            return SGHW_ST_PENDING;
         }
         part.off0 += job->done;
-        if (part.opcode != SGPU_OP_FILL) {
+        if (part.opcode != SGHW_OP_FILL) {
             part.off1 += job->done;
         }
         part.len = n;
         st = sharegpu_cmd_execute(s, &part);
         sharegpu_evt_drain_all();
         trace_sharegpu_job_chunk(s->name, job->index, job->done, n, st);
-        if (st != SGPU_ST_OK) {
+        if (st != SGHW_ST_OK) {
             return st;
         }
         job->done += n;
         *budget -= MIN(*budget, n);
     }
-    return SGPU_ST_OK;
+    return SGHW_ST_OK;
 }
 
 /* Finishes the job in progress, however long it is (reset: it completes first). */
@@ -339,11 +339,11 @@ void sharegpu_ring_bh(void *opaque)
     int budget = SHAREGPU_BH_BUDGET;
     uint64_t job_budget = s->job_slice;
 
-    while (s->dev && r->size && !(s->status & SGPU_STATUS_HALTED) && r->head != r->tail) {
+    while (s->dev && r->size && !(s->status & SGHW_STATUS_HALTED) && r->head != r->tail) {
         uint32_t st;
 
         if (!job->active) {
-            struct sgpu_hw_cmd c;
+            struct sghw_cmd c;
             uint32_t idx = r->head;
 
             if (budget-- == 0) {
@@ -351,7 +351,7 @@ void sharegpu_ring_bh(void *opaque)
                 break;
             }
             if (!sharegpu_ring_fetch(s, idx, &c)) {
-                raise |= SGPU_INT_ERROR;
+                raise |= SGHW_INT_ERROR;
                 break;
             }
             trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
@@ -369,7 +369,7 @@ void sharegpu_ring_bh(void *opaque)
                 continue;
             }
             st = sharegpu_cmd_check_job(s, &c);
-            if (st != SGPU_ST_OK) {
+            if (st != SGHW_ST_OK) {
                 raise |= sharegpu_ring_complete(s, idx, &c, st);
                 continue;
             }
@@ -377,7 +377,7 @@ void sharegpu_ring_bh(void *opaque)
             s->counters.split_jobs++;
         }
         st = sharegpu_job_advance(s, &job_budget);
-        if (st == SGPU_ST_PENDING) {
+        if (st == SGHW_ST_PENDING) {
             s->counters.bh_yields++;
             qemu_bh_schedule(s->cmd_bh);
             break;

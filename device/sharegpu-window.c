@@ -85,9 +85,9 @@ void sharegpu_window_unmap_all(SharegpuState *s)
 
 /* MAP_IMPORT / UNMAP_IMPORT: BAD_HANDLE for unknown and local handles. */
 static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, const char *op,
-                                           sgpu_bo_info *info)
+                                           sgb_bo_info *info)
 {
-    int ret = sgpu_bo_info_get(s->dev, handle, info);
+    int ret = sgb_bo_info_get(s->dev, handle, info);
 
     if (ret) {
         return sharegpu_status_from_errno(ret);
@@ -95,16 +95,16 @@ static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, co
     if (!info->imported) {
         qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: %s of local handle %u\n",
                       s->name, op, handle);
-        return SGPU_ST_BAD_HANDLE;
+        return SGHW_ST_BAD_HANDLE;
     }
-    return SGPU_ST_OK;
+    return SGHW_ST_OK;
 }
 
-uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
+uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
 {
     SharegpuWindowMap *map;
     SharegpuBo *bo;
-    sgpu_bo_info info;
+    sgb_bo_info info;
     uint64_t fd_off, size;
     void *ptr;
     int fd, ret;
@@ -115,13 +115,13 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
     uint32_t st;
 
     st = sharegpu_window_get_import(s, c->handle, "MAP_IMPORT", &info);
-    if (st != SGPU_ST_OK) {
+    if (st != SGHW_ST_OK) {
         return st;
     }
     size = ROUND_UP(info.size, qemu_real_host_page_size());
     if ((c->off0 & (qemu_real_host_page_size() - 1)) ||
         !sharegpu_range_ok(c->off0, size, s->vram_size)) {
-        return SGPU_ST_OUT_OF_RANGE;
+        return SGHW_ST_OUT_OF_RANGE;
     }
     g_hash_table_iter_init(&it, s->bos);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
@@ -129,16 +129,16 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
 
         if (o->map && o->handle != c->handle &&
             c->off0 < o->map_off + o->map_size && o->map_off < c->off0 + size) {
-            return SGPU_ST_BUSY;
+            return SGHW_ST_BUSY;
         }
     }
-    ret = sgpu_bo_storage(s->dev, c->handle, &fd, &fd_off, &ptr, &size);
+    ret = sgb_bo_storage(s->dev, c->handle, &fd, &fd_off, &ptr, &size);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
     size = ROUND_UP(size, qemu_real_host_page_size());
     if (!sharegpu_range_ok(c->off0, size, s->vram_size)) {
-        return SGPU_ST_OUT_OF_RANGE;
+        return SGHW_ST_OUT_OF_RANGE;
     }
     bo = sharegpu_bo_get(s, c->handle);
     sharegpu_window_unmap(s, bo);
@@ -157,7 +157,7 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
         }
         error_report_err(err);
         object_unref(OBJECT(map));
-        return SGPU_ST_INTERNAL;
+        return SGHW_ST_INTERNAL;
     }
     memory_region_add_subregion_overlap(&s->import_win, c->off0, &map->mr, 1);
     bo->map = map;
@@ -165,16 +165,16 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c)
     bo->map_size = size;
     trace_sharegpu_import_map(s->name, c->handle, c->off0, size, fd_off);
     c->result = s->vram_size + c->off0;
-    return SGPU_ST_OK;
+    return SGHW_ST_OK;
 }
 
-uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sgpu_hw_cmd *c)
+uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c)
 {
     SharegpuBo *bo;
-    sgpu_bo_info info;
+    sgb_bo_info info;
     uint32_t st = sharegpu_window_get_import(s, c->handle, "UNMAP_IMPORT", &info);
 
-    if (st != SGPU_ST_OK) {
+    if (st != SGHW_ST_OK) {
         return st;
     }
     bo = sharegpu_bo_lookup(s, c->handle);
@@ -182,7 +182,7 @@ uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sgpu_hw_cmd *c)
     if (bo) {
         sharegpu_window_unmap(s, bo);
     }
-    return SGPU_ST_OK;
+    return SGHW_ST_OK;
 }
 
 static const TypeInfo sharegpu_window_types[] = {

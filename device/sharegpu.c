@@ -88,14 +88,14 @@ void sharegpu_irq_raise(SharegpuState *s, uint32_t cause)
         return;
     }
     if (msix_enabled(pdev)) {
-        if (cause & s->int_mask & (SGPU_INT_CMD | SGPU_INT_ERROR)) {
-            trace_sharegpu_irq(s->name, cause, s->int_status, SGPU_MSIX_VEC_CMD);
-            msix_notify(pdev, SGPU_MSIX_VEC_CMD);
+        if (cause & s->int_mask & (SGHW_INT_CMD | SGHW_INT_ERROR)) {
+            trace_sharegpu_irq(s->name, cause, s->int_status, SGHW_MSIX_VEC_CMD);
+            msix_notify(pdev, SGHW_MSIX_VEC_CMD);
             s->counters.interrupts++;
         }
-        if (cause & s->int_mask & (SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW)) {
-            trace_sharegpu_irq(s->name, cause, s->int_status, SGPU_MSIX_VEC_EVENT);
-            msix_notify(pdev, SGPU_MSIX_VEC_EVENT);
+        if (cause & s->int_mask & (SGHW_INT_EVENT | SGHW_INT_EVT_OVERFLOW)) {
+            trace_sharegpu_irq(s->name, cause, s->int_status, SGHW_MSIX_VEC_EVENT);
+            msix_notify(pdev, SGHW_MSIX_VEC_EVENT);
             s->counters.interrupts++;
         }
     } else {
@@ -114,21 +114,21 @@ static bool sharegpu_reg_ring_idle(SharegpuRing *r)
 
 static bool sharegpu_reg_ring_size_valid(uint32_t size)
 {
-    return size >= 2 && size <= SGPU_RING_MAX_ENTRIES && is_power_of_2(size);
+    return size >= 2 && size <= SGHW_RING_MAX_ENTRIES && is_power_of_2(size);
 }
 
 static void sharegpu_update_status(SharegpuState *s)
 {
-    s->status &= ~(SGPU_STATUS_CMD_ENABLED | SGPU_STATUS_EVT_ENABLED);
-    s->status |= SGPU_STATUS_READY;
-    s->status |= s->cmd.size ? SGPU_STATUS_CMD_ENABLED : 0;
-    s->status |= s->evt.size ? SGPU_STATUS_EVT_ENABLED : 0;
+    s->status &= ~(SGHW_STATUS_CMD_ENABLED | SGHW_STATUS_EVT_ENABLED);
+    s->status |= SGHW_STATUS_READY;
+    s->status |= s->cmd.size ? SGHW_STATUS_CMD_ENABLED : 0;
+    s->status |= s->evt.size ? SGHW_STATUS_EVT_ENABLED : 0;
 }
 
 static uint32_t sharegpu_features(SharegpuState *s)
 {
-    return (s->coherent ? SGPU_FEAT_COHERENT : 0) | SGPU_FEAT_MSIX | SGPU_FEAT_SHARING |
-           SGPU_FEAT_IMPORT_WINDOW | SGPU_FEAT_COPY_ENGINE | SGPU_FEAT_SYSTEM_PAGES;
+    return (s->coherent ? SGHW_FEAT_COHERENT : 0) | SGHW_FEAT_MSIX | SGHW_FEAT_SHARING |
+           SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES;
 }
 
 static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
@@ -137,80 +137,80 @@ static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
     uint64_t val = 0;
 
     switch (addr) {
-    case SGPU_REG_VERSION:
-        val = SGPU_VERSION;
+    case SGHW_REG_VERSION:
+        val = SGHW_VERSION;
         break;
-    case SGPU_REG_FEATURES:
+    case SGHW_REG_FEATURES:
         val = sharegpu_features(s);
         break;
-    case SGPU_REG_VRAM_SIZE_LO:
-    case SGPU_REG_IMPORT_WIN_LO:
-    case SGPU_REG_IMPORT_WIN_SIZE_LO:
+    case SGHW_REG_VRAM_SIZE_LO:
+    case SGHW_REG_IMPORT_WIN_LO:
+    case SGHW_REG_IMPORT_WIN_SIZE_LO:
         val = (uint32_t)s->vram_size;
         break;
-    case SGPU_REG_VRAM_SIZE_HI:
-    case SGPU_REG_IMPORT_WIN_HI:
-    case SGPU_REG_IMPORT_WIN_SIZE_HI:
+    case SGHW_REG_VRAM_SIZE_HI:
+    case SGHW_REG_IMPORT_WIN_HI:
+    case SGHW_REG_IMPORT_WIN_SIZE_HI:
         val = s->vram_size >> 32;
         break;
-    case SGPU_REG_STATUS:
+    case SGHW_REG_STATUS:
         val = s->status;
         break;
-    case SGPU_REG_SCRATCH:
+    case SGHW_REG_SCRATCH:
         val = s->scratch;
         break;
-    case SGPU_REG_CMD_BASE_LO:
+    case SGHW_REG_CMD_BASE_LO:
         val = (uint32_t)s->cmd.base;
         break;
-    case SGPU_REG_CMD_BASE_HI:
+    case SGHW_REG_CMD_BASE_HI:
         val = s->cmd.base >> 32;
         break;
-    case SGPU_REG_CMD_SIZE:
+    case SGHW_REG_CMD_SIZE:
         val = s->cmd.size;
         break;
-    case SGPU_REG_CMD_HEAD:
+    case SGHW_REG_CMD_HEAD:
         val = s->cmd.head;
         break;
-    case SGPU_REG_CMD_TAIL:
+    case SGHW_REG_CMD_TAIL:
         val = s->cmd.tail;
         break;
-    case SGPU_REG_LAST_SEQNO_LO:
+    case SGHW_REG_LAST_SEQNO_LO:
         val = (uint32_t)s->last_seqno;
         break;
-    case SGPU_REG_LAST_SEQNO_HI:
+    case SGHW_REG_LAST_SEQNO_HI:
         val = s->last_seqno >> 32;
         break;
-    case SGPU_REG_EVT_BASE_LO:
+    case SGHW_REG_EVT_BASE_LO:
         val = (uint32_t)s->evt.base;
         break;
-    case SGPU_REG_EVT_BASE_HI:
+    case SGHW_REG_EVT_BASE_HI:
         val = s->evt.base >> 32;
         break;
-    case SGPU_REG_EVT_SIZE:
+    case SGHW_REG_EVT_SIZE:
         val = s->evt.size;
         break;
-    case SGPU_REG_EVT_HEAD:
+    case SGHW_REG_EVT_HEAD:
         val = s->evt.head;
         break;
-    case SGPU_REG_EVT_TAIL:
+    case SGHW_REG_EVT_TAIL:
         val = s->evt.tail;
         break;
-    case SGPU_REG_EVT_DROPPED:
+    case SGHW_REG_EVT_DROPPED:
         val = s->evt_dropped;
         break;
-    case SGPU_REG_INT_STATUS:
+    case SGHW_REG_INT_STATUS:
         val = s->int_status;
         break;
-    case SGPU_REG_INT_MASK:
+    case SGHW_REG_INT_MASK:
         val = s->int_mask;
         break;
-    case SGPU_REG_ERROR_CODE:
+    case SGHW_REG_ERROR_CODE:
         val = s->error_code;
         break;
-    case SGPU_REG_ERROR_INDEX:
+    case SGHW_REG_ERROR_INDEX:
         val = s->error_index;
         break;
-    case SGPU_REG_ERROR_COUNT:
+    case SGHW_REG_ERROR_COUNT:
         val = s->error_count;
         break;
     default:
@@ -266,26 +266,26 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
 
     trace_sharegpu_mmio_write(s->name, addr, val);
     switch (addr) {
-    case SGPU_REG_RESET:
-        if (val != SGPU_RESET_MAGIC) {
+    case SGHW_REG_RESET:
+        if (val != SGHW_RESET_MAGIC) {
             qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: bad reset value 0x%x\n",
                           s->name, val);
             return;
         }
         sharegpu_reset(s);
         break;
-    case SGPU_REG_SCRATCH:
+    case SGHW_REG_SCRATCH:
         s->scratch = val;
         break;
-    case SGPU_REG_CMD_BASE_LO:
-    case SGPU_REG_CMD_BASE_HI:
-        sharegpu_reg_ring_base(s, &s->cmd, addr == SGPU_REG_CMD_BASE_HI, val,
-                               sizeof(struct sgpu_hw_cmd), "command ring");
+    case SGHW_REG_CMD_BASE_LO:
+    case SGHW_REG_CMD_BASE_HI:
+        sharegpu_reg_ring_base(s, &s->cmd, addr == SGHW_REG_CMD_BASE_HI, val,
+                               sizeof(struct sghw_cmd), "command ring");
         break;
-    case SGPU_REG_CMD_SIZE:
+    case SGHW_REG_CMD_SIZE:
         sharegpu_reg_ring_size(s, &s->cmd, val, "command ring");
         break;
-    case SGPU_REG_CMD_TAIL:
+    case SGHW_REG_CMD_TAIL:
         if (!s->cmd.size || val >= s->cmd.size) {
             qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: command tail %u out of range\n",
                           s->name, val);
@@ -293,7 +293,7 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         }
         s->cmd.tail = val;
         break;
-    case SGPU_REG_DOORBELL:
+    case SGHW_REG_DOORBELL:
         if (!s->cmd.size) {
             qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: doorbell with ring disabled\n",
                           s->name);
@@ -301,18 +301,18 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         }
         qemu_bh_schedule(s->cmd_bh);
         break;
-    case SGPU_REG_EVT_BASE_LO:
-    case SGPU_REG_EVT_BASE_HI:
-        sharegpu_reg_ring_base(s, &s->evt, addr == SGPU_REG_EVT_BASE_HI, val,
-                               sizeof(struct sgpu_hw_event), "event ring");
+    case SGHW_REG_EVT_BASE_LO:
+    case SGHW_REG_EVT_BASE_HI:
+        sharegpu_reg_ring_base(s, &s->evt, addr == SGHW_REG_EVT_BASE_HI, val,
+                               sizeof(struct sghw_event), "event ring");
         break;
-    case SGPU_REG_EVT_SIZE:
+    case SGHW_REG_EVT_SIZE:
         /* the event ring is producer-driven: busy means events pending for the driver */
         s->evt.head = s->evt.tail;
         sharegpu_reg_ring_size(s, &s->evt, val, "event ring");
         sharegpu_evt_flush_resync(s);
         break;
-    case SGPU_REG_EVT_HEAD:
+    case SGHW_REG_EVT_HEAD:
         if (!s->evt.size || val >= s->evt.size) {
             qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: event head %u out of range\n",
                           s->name, val);
@@ -321,12 +321,12 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         s->evt.head = val;
         sharegpu_evt_flush_resync(s);
         break;
-    case SGPU_REG_INT_MASK:
-        s->int_mask = val & (SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR |
-                             SGPU_INT_EVT_OVERFLOW);
+    case SGHW_REG_INT_MASK:
+        s->int_mask = val & (SGHW_INT_CMD | SGHW_INT_EVENT | SGHW_INT_ERROR |
+                             SGHW_INT_EVT_OVERFLOW);
         sharegpu_irq_update_intx(s);
         break;
-    case SGPU_REG_INT_ACK:
+    case SGHW_REG_INT_ACK:
         s->int_status &= ~val;
         sharegpu_irq_update_intx(s);
         break;
@@ -377,15 +377,15 @@ static void sharegpu_reset(SharegpuState *s)
     sharegpu_window_unmap_all(s);
     g_hash_table_remove_all(s->bos);
     if (s->dev) {
-        sgpu_event stale;
-        int ret = sgpu_device_reset(s->dev);
+        sgb_event stale;
+        int ret = sgb_device_reset(s->dev);
 
         if (ret) {
             error_report("sharegpu: %s: backend reset failed: %s", s->name,
-                         sgpu_strerror(ret));
+                         sgb_strerror(ret));
         }
         /* events produced by the reset itself are stale for the new driver instance */
-        while (sgpu_device_pop_event(s->dev, &stale) == 0) {
+        while (sgb_device_pop_event(s->dev, &stale) == 0) {
             continue;
         }
     }
@@ -429,8 +429,8 @@ static void sharegpu_teardown(SharegpuState *s)
         s->bos = NULL;
     }
     if (s->dev) {
-        sgpu_device_set_event_notify(s->dev, NULL, NULL);
-        sgpu_device_destroy(s->dev);
+        sgb_device_set_event_notify(s->dev, NULL, NULL);
+        sgb_device_destroy(s->dev);
         s->dev = NULL;
     }
     /* after the notify callback is gone: nothing can schedule it any more */
@@ -439,7 +439,7 @@ static void sharegpu_teardown(SharegpuState *s)
         s->event_bh = NULL;
     }
     if (s->backend) {
-        sgpu_backend_unref(s->backend);
+        sgb_backend_unref(s->backend);
         s->backend = NULL;
     }
     if (msix_present(pdev)) {
@@ -456,7 +456,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
 {
     SharegpuState *s = SHAREGPU(pdev);
     DeviceState *d = DEVICE(pdev);
-    sgpu_device_config cfg;
+    sgb_device_config cfg;
     Error *err = NULL;
     int ret, i, vram_fd;
 
@@ -467,8 +467,8 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
                    (uint64_t)SHAREGPU_VRAM_MIN, (uint64_t)SHAREGPU_VRAM_MAX, s->vram_size);
         return;
     }
-    if (s->job_slice < SGPU_VRAM_ALIGN) {
-        error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGPU_VRAM_ALIGN);
+    if (s->job_slice < SGHW_VRAM_ALIGN) {
+        error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGHW_VRAM_ALIGN);
         return;
     }
     s->name = d->id ? g_strdup(d->id) : object_get_canonical_path(OBJECT(s));
@@ -482,38 +482,38 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         }
     }
 
-    sgpu_set_log_handler(sharegpu_backend_log, NULL);
-    ret = sgpu_backend_get_shared(&s->backend);
+    sgb_set_log_handler(sharegpu_backend_log, NULL);
+    ret = sgb_backend_get_shared(&s->backend);
     if (ret) {
-        error_setg(errp, "sharegpu: backend: %s", sgpu_strerror(ret));
+        error_setg(errp, "sharegpu: backend: %s", sgb_strerror(ret));
         goto fail;
     }
-    cfg = (sgpu_device_config) {
+    cfg = (sgb_device_config) {
         .name = s->name,
         .vram_size = s->vram_size,
         .coherent = s->coherent,
         .max_hostmem = s->max_hostmem,
     };
-    ret = sgpu_device_create(s->backend, &cfg, &s->dev);
+    ret = sgb_device_create(s->backend, &cfg, &s->dev);
     if (ret) {
-        error_setg(errp, "sharegpu: cannot create backend device: %s", sgpu_strerror(ret));
+        error_setg(errp, "sharegpu: cannot create backend device: %s", sgb_strerror(ret));
         goto fail;
     }
 
     s->bos = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, sharegpu_bo_free);
     s->cmd_bh = qemu_bh_new_guarded(sharegpu_ring_bh, s, &d->mem_reentrancy_guard);
     s->event_bh = qemu_bh_new_guarded(sharegpu_evt_bh, s, &d->mem_reentrancy_guard);
-    sgpu_device_set_event_notify(s->dev, sharegpu_evt_notify, s);
+    sgb_device_set_event_notify(s->dev, sharegpu_evt_notify, s);
 
     /* BAR0 */
     memory_region_init_io(&s->mmio, OBJECT(s), &sharegpu_mmio_ops, s, "sharegpu-mmio",
-                          SGPU_MMIO_SIZE);
-    pci_register_bar(pdev, SGPU_BAR_MMIO, PCI_BASE_ADDRESS_SPACE_MEMORY, &s->mmio);
+                          SGHW_MMIO_SIZE);
+    pci_register_bar(pdev, SGHW_BAR_MMIO, PCI_BASE_ADDRESS_SPACE_MEMORY, &s->mmio);
 
     /* BAR2: [0, vram) the arena memfd, [vram, 2 * vram) the import window */
     memory_region_init(&s->bar2, OBJECT(s), "sharegpu-bar2", 2 * s->vram_size);
     /* The RAMBlock owns (and closes) its fd: give it a dup, the backend keeps its own. */
-    vram_fd = qemu_dup(sgpu_device_vram_fd(s->dev));
+    vram_fd = qemu_dup(sgb_device_vram_fd(s->dev));
     if (vram_fd < 0) {
         error_setg_errno(errp, errno, "sharegpu: cannot dup the VRAM arena fd");
         goto fail;
@@ -527,15 +527,15 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     memory_region_add_subregion(&s->bar2, 0, &s->vram);
     sharegpu_window_init(s);
     memory_region_add_subregion(&s->bar2, s->vram_size, &s->import_win);
-    pci_register_bar(pdev, SGPU_BAR_VRAM,
+    pci_register_bar(pdev, SGHW_BAR_VRAM,
                      PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_TYPE_64 |
                      PCI_BASE_ADDRESS_MEM_PREFETCH, &s->bar2);
 
     /* BAR4: MSI-X; INTx stays as the fallback */
-    if (msix_init_exclusive_bar(pdev, SGPU_MSIX_VECTORS, SGPU_BAR_MSIX, errp)) {
+    if (msix_init_exclusive_bar(pdev, SGHW_MSIX_VECTORS, SGHW_BAR_MSIX, errp)) {
         goto fail;
     }
-    for (i = 0; i < SGPU_MSIX_VECTORS; i++) {
+    for (i = 0; i < SGHW_MSIX_VECTORS; i++) {
         msix_vector_use(pdev, i);
     }
 
@@ -585,12 +585,12 @@ static void sharegpu_class_init(ObjectClass *klass, void *data)
 
     k->realize = sharegpu_realize;
     k->exit = sharegpu_exit;
-    k->vendor_id = SGPU_PCI_VENDOR_ID;
-    k->device_id = SGPU_PCI_DEVICE_ID;
-    k->revision = SGPU_PCI_REVISION;
-    k->class_id = SGPU_PCI_CLASS;
-    k->subsystem_vendor_id = SGPU_PCI_SUBVENDOR_ID;
-    k->subsystem_id = SGPU_PCI_SUBDEVICE_ID;
+    k->vendor_id = SGHW_PCI_VENDOR_ID;
+    k->device_id = SGHW_PCI_DEVICE_ID;
+    k->revision = SGHW_PCI_REVISION;
+    k->class_id = SGHW_PCI_CLASS;
+    k->subsystem_vendor_id = SGHW_PCI_SUBVENDOR_ID;
+    k->subsystem_id = SGHW_PCI_SUBDEVICE_ID;
     dc->desc = "sharegpu emulated GPU (buffer objects with dma-buf semantics)";
     set_bit(DEVICE_CATEGORY_DISPLAY, dc->categories);
     device_class_set_props(dc, sharegpu_properties);

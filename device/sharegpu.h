@@ -59,7 +59,7 @@ typedef struct SharegpuRing {
 /* A job being executed chunk by chunk across bottom-half runs. */
 typedef struct SharegpuJobProgress {
     bool active;
-    struct sgpu_hw_cmd cmd; /* decoded, validated as a whole before its first chunk */
+    struct sghw_cmd cmd; /* decoded, validated as a whole before its first chunk */
     uint32_t index;         /* ring index */
     uint64_t done;          /* bytes executed */
 } SharegpuJobProgress;
@@ -91,8 +91,8 @@ struct SharegpuState {
     MemoryRegion import_hole;
     QEMUBH *cmd_bh;
     QEMUBH *event_bh;
-    sgpu_backend *backend;
-    sgpu_device *dev;
+    sgb_backend *backend;
+    sgb_device *dev;
     char *name;
     GHashTable *bos; /* handle -> SharegpuBo */
     QTAILQ_ENTRY(SharegpuState) next;
@@ -136,8 +136,8 @@ void sharegpu_evt_notify(void *opaque);
 void sharegpu_evt_drain_all(void);
 
 /* sharegpu-cmd.c */
-uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sgpu_hw_cmd *c);
-uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sgpu_hw_cmd *c);
+uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c);
+uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c);
 uint32_t sharegpu_status_from_errno(int ret);
 SharegpuBo *sharegpu_bo_lookup(SharegpuState *s, uint32_t handle);
 SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
@@ -145,8 +145,8 @@ void sharegpu_bo_free(gpointer data);
 
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);
-uint32_t sharegpu_window_map_import(SharegpuState *s, struct sgpu_hw_cmd *c);
-uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sgpu_hw_cmd *c);
+uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
+uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
 void sharegpu_window_unmap_all(SharegpuState *s);
 

@@ -42,8 +42,8 @@
 static int sgpu_hw_move(struct sgpu_bo *bo, u32 place)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
-	u16 flags = place == SGPU_PLACEMENT_HW_DEVICE ? SGPU_CMD_F_NO_EVICT : 0;
-	u64 off = SGPU_INVALID_OFFSET;
+	u16 flags = place == SGHW_PLACEMENT_DEVICE ? SGHW_CMD_F_NO_EVICT : 0;
+	u64 off = SGHW_INVALID_OFFSET;
 	int ret;
 
 	dma_resv_assert_held(bo->tbo.base.resv);
@@ -51,7 +51,7 @@ static int sgpu_hw_move(struct sgpu_bo *bo, u32 place)
 	if (ret)
 		return ret;
 	bo->hw_place = place;
-	bo->hw_offset = place == SGPU_PLACEMENT_HW_DEVICE ? off : SGPU_INVALID_OFFSET;
+	bo->hw_offset = place == SGHW_PLACEMENT_DEVICE ? off : SGHW_INVALID_OFFSET;
 	return 0;
 }
 
@@ -69,7 +69,7 @@ static int sgpu_vram_alloc(struct ttm_resource_manager *man, struct ttm_buffer_o
 	if (!r)
 		return -ENOMEM;
 
-	if (bo->hw_place != SGPU_PLACEMENT_HW_DEVICE) {
+	if (bo->hw_place != SGHW_PLACEMENT_DEVICE) {
 		if (ttm_resource_manager_usage(man) + tbo->base.size > mgr->size) {
 			ret = -ENOSPC;
 			goto err;
@@ -82,7 +82,7 @@ static int sgpu_vram_alloc(struct ttm_resource_manager *man, struct ttm_buffer_o
 			goto err;
 		}
 		/* NO_SPACE / TOO_BIG: -ENOSPC, TTM evicts (LRU) and retries */
-		ret = sgpu_hw_move(bo, SGPU_PLACEMENT_HW_DEVICE);
+		ret = sgpu_hw_move(bo, SGHW_PLACEMENT_DEVICE);
 		if (ret == -E2BIG)
 			ret = -ENOSPC;
 		if (ret == -ENOSPC)
@@ -283,7 +283,7 @@ static void sgpu_bo_detach(struct sgpu_bo *bo)
 
 	if (!bo->backing)
 		return;
-	sgpu_hw_simple(sdev, SGPU_OP_DETACH_BACKING, bo->hw_handle, 0, 0, 0, 0, NULL);
+	sgpu_hw_simple(sdev, SGHW_OP_DETACH_BACKING, bo->hw_handle, 0, 0, 0, 0, NULL);
 	bo->backing = false;
 }
 
@@ -298,10 +298,10 @@ int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device)
 		return -EINVAL;
 	if (to_device) {
 		/* ... and drop lines that would hide the new memory contents */
-		ret = sgpu_hw_simple(sdev, SGPU_OP_TRANSFER_TO_DEVICE, bo->hw_handle, 0, 0, 0,
+		ret = sgpu_hw_simple(sdev, SGHW_OP_TRANSFER_TO_DEVICE, bo->hw_handle, 0, 0, 0,
 				     size, NULL);
 		if (!ret && !sdev->coherent)
-			ret = sgpu_hw_simple(sdev, SGPU_OP_CACHE_INVALIDATE, bo->hw_handle, 0,
+			ret = sgpu_hw_simple(sdev, SGHW_OP_CACHE_INVALIDATE, bo->hw_handle, 0,
 					     0, 0, size, NULL);
 	} else {
 		/*
@@ -311,10 +311,10 @@ int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device)
 		 */
 		ret = 0;
 		if (!sdev->coherent)
-			ret = sgpu_hw_simple(sdev, SGPU_OP_CACHE_FLUSH, bo->hw_handle, 0, 0, 0,
+			ret = sgpu_hw_simple(sdev, SGHW_OP_CACHE_FLUSH, bo->hw_handle, 0, 0, 0,
 					     size, NULL);
 		if (!ret)
-			ret = sgpu_hw_simple(sdev, SGPU_OP_TRANSFER_FROM_DEVICE, bo->hw_handle,
+			ret = sgpu_hw_simple(sdev, SGHW_OP_TRANSFER_FROM_DEVICE, bo->hw_handle,
 					     0, 0, 0, size, NULL);
 	}
 	return ret;
@@ -343,8 +343,8 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 		sgpu_bo_detach(bo);
 		break;
 	case TTM_PL_TT:
-		if (bo->hw_place == SGPU_PLACEMENT_HW_DEVICE) {
-			ret = sgpu_hw_move(bo, SGPU_PLACEMENT_HW_SYSTEM);
+		if (bo->hw_place == SGHW_PLACEMENT_DEVICE) {
+			ret = sgpu_hw_move(bo, SGHW_PLACEMENT_SYSTEM);
 			if (ret)
 				return ret;
 		}
@@ -358,8 +358,8 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 		}
 		break;
 	default:
-		if (bo->hw_place == SGPU_PLACEMENT_HW_DEVICE) {
-			ret = sgpu_hw_move(bo, SGPU_PLACEMENT_HW_SYSTEM);
+		if (bo->hw_place == SGHW_PLACEMENT_DEVICE) {
+			ret = sgpu_hw_move(bo, SGHW_PLACEMENT_SYSTEM);
 			if (ret)
 				return ret;
 		}
@@ -544,7 +544,7 @@ u64 sgpu_bo_vram_offset(struct sgpu_bo *bo)
 {
 	if (bo->tbo.resource && bo->tbo.resource->mem_type == TTM_PL_VRAM)
 		return (u64)bo->tbo.resource->start << PAGE_SHIFT;
-	return SGPU_INVALID_OFFSET;
+	return SGHW_INVALID_OFFSET;
 }
 
 struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
@@ -570,15 +570,15 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 	drm_gem_private_object_init(&sdev->drm, &bo->tbo.base, size);
 	INIT_LIST_HEAD(&bo->link);
 
-	ret = sgpu_hw_bo_create(sdev, size, SGPU_PLACEMENT_HW_SYSTEM, &bo->hw_handle, NULL);
+	ret = sgpu_hw_bo_create(sdev, size, SGHW_PLACEMENT_SYSTEM, &bo->hw_handle, NULL);
 	if (ret) {
 		drm_gem_object_release(&bo->tbo.base);
 		kfree(bo);
 		sgpu_objects_unreserve(sdev);
 		return ERR_PTR(ret);
 	}
-	bo->hw_place = SGPU_PLACEMENT_HW_SYSTEM;
-	bo->hw_offset = SGPU_INVALID_OFFSET;
+	bo->hw_place = SGHW_PLACEMENT_SYSTEM;
+	bo->hw_offset = SGHW_INVALID_OFFSET;
 	bo->mem_type = TTM_PL_SYSTEM;
 	bo->domains = domains;
 	mutex_lock(&sdev->obj_lock);
@@ -633,7 +633,7 @@ int sgpu_bo_pin(struct sgpu_bo *bo)
 			return ret;
 	}
 	ttm_bo_pin(&bo->tbo);
-	ret = sgpu_hw_simple(sdev, SGPU_OP_BO_PIN, bo->hw_handle, 0, 0, 0, 0, NULL);
+	ret = sgpu_hw_simple(sdev, SGHW_OP_BO_PIN, bo->hw_handle, 0, 0, 0, 0, NULL);
 	if (ret)
 		ttm_bo_unpin(&bo->tbo);
 	return ret;
@@ -647,7 +647,7 @@ void sgpu_bo_unpin(struct sgpu_bo *bo)
 	if (WARN_ON(!bo->tbo.pin_count))
 		return;
 	if (!READ_ONCE(sdev->dead))
-		sgpu_hw_simple(sdev, SGPU_OP_BO_UNPIN, bo->hw_handle, 0, 0, 0, 0, NULL);
+		sgpu_hw_simple(sdev, SGHW_OP_BO_UNPIN, bo->hw_handle, 0, 0, 0, 0, NULL);
 	ttm_bo_unpin(&bo->tbo);
 }
 
@@ -659,7 +659,7 @@ int sgpu_bo_revalidate(struct sgpu_bo *bo)
 {
 	struct ttm_buffer_object *tbo = &bo->tbo;
 	struct sgpu_device *sdev = bdev_to_sgpu(tbo->bdev);
-	struct sgpu_hw_bo_info info;
+	struct sghw_bo_info info;
 	int mem, ret;
 
 	dma_resv_lock(tbo->base.resv, NULL);
@@ -668,13 +668,13 @@ int sgpu_bo_revalidate(struct sgpu_bo *bo)
 		goto out;
 	mem = tbo->resource ? tbo->resource->mem_type : -1;
 
-	if (info.placement == SGPU_PLACEMENT_HW_DEVICE) {
+	if (info.placement == SGHW_PLACEMENT_DEVICE) {
 		if (mem == TTM_PL_VRAM && info.vram_offset == bo->hw_offset)
 			goto out;	/* our own move */
 		atomic64_inc(&sdev->unexpected_moves);
 		drm_dbg_driver(&sdev->drm, "bo %u moved by the device to vram %#llx\n",
 			       bo->hw_handle, info.vram_offset);
-		bo->hw_place = SGPU_PLACEMENT_HW_DEVICE;
+		bo->hw_place = SGHW_PLACEMENT_DEVICE;
 		bo->hw_offset = info.vram_offset;
 		if (mem == TTM_PL_VRAM) {
 			ttm_bo_unmap_virtual(tbo);
@@ -687,15 +687,15 @@ int sgpu_bo_revalidate(struct sgpu_bo *bo)
 		ret = sgpu_bo_validate_domain(bo, SHAREGPU_DOMAIN_VRAM, false);
 		if (ret) {
 			/* TTM cannot account it: put it back where TTM has it */
-			ret = sgpu_hw_move(bo, SGPU_PLACEMENT_HW_SYSTEM);
+			ret = sgpu_hw_move(bo, SGHW_PLACEMENT_SYSTEM);
 		}
 	} else {
 		if (mem != TTM_PL_VRAM)
 			goto out;
 		atomic64_inc(&sdev->unexpected_moves);
 		drm_dbg_driver(&sdev->drm, "bo %u evicted by the device\n", bo->hw_handle);
-		bo->hw_place = SGPU_PLACEMENT_HW_SYSTEM;
-		bo->hw_offset = SGPU_INVALID_OFFSET;
+		bo->hw_place = SGHW_PLACEMENT_SYSTEM;
+		bo->hw_offset = SGHW_INVALID_OFFSET;
 		ttm_bo_unmap_virtual(tbo);
 		if (tbo->pin_count) {
 			drm_warn(&sdev->drm, "pinned bo %u moved by the device\n", bo->hw_handle);
@@ -708,7 +708,7 @@ out:
 	return ret;
 }
 
-void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev)
+void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event *ev)
 {
 	struct drm_gem_object *obj;
 
@@ -719,12 +719,12 @@ void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev)
 	xa_unlock(&sdev->handles);
 
 	switch (ev->type) {
-	case SGPU_EVT_BO_MOVED:
+	case SGHW_EVT_BO_MOVED:
 		atomic64_inc(&sdev->evt_moved);
 		if (obj && sgpu_is_bo(obj))
 			sgpu_bo_revalidate(to_sgpu_bo(obj));
 		break;
-	case SGPU_EVT_BO_INVALIDATED:
+	case SGHW_EVT_BO_INVALIDATED:
 		atomic64_inc(&sdev->evt_invalidated);
 		if (obj && sgpu_is_import(obj)) {
 			dma_resv_lock(obj->resv, NULL);
@@ -732,12 +732,12 @@ void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev)
 			dma_resv_unlock(obj->resv);
 		}
 		break;
-	case SGPU_EVT_ERROR:
+	case SGHW_EVT_ERROR:
 		atomic64_inc(&sdev->evt_error);
 		drm_dbg_driver(&sdev->drm, "device error: ring index %u status %s\n",
 			       ev->handle, sgpu_status_name(ev->placement));
 		break;
-	case SGPU_EVT_RESYNC:
+	case SGHW_EVT_RESYNC:
 		drm_dbg_driver(&sdev->drm, "events dropped (%llu): resync\n", ev->generation);
 		sgpu_resync(sdev);
 		break;
@@ -790,8 +790,8 @@ int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
 	struct dma_resv *resv = bo->tbo.base.resv;
-	u32 hwdir = dir == DMA_TO_DEVICE ? SGPU_DIR_HW_TO_DEVICE :
-		    dir == DMA_FROM_DEVICE ? SGPU_DIR_HW_FROM_DEVICE : SGPU_DIR_HW_BIDIRECTIONAL;
+	u32 hwdir = dir == DMA_TO_DEVICE ? SGHW_DIR_TO_DEVICE :
+		    dir == DMA_FROM_DEVICE ? SGHW_DIR_FROM_DEVICE : SGHW_DIR_BIDIRECTIONAL;
 	long lret;
 	int ret;
 
@@ -812,7 +812,7 @@ int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir
 			if (ret)
 				goto out;
 		}
-		ret = sgpu_hw_simple(sdev, SGPU_OP_CPU_ACCESS_BEGIN, bo->hw_handle, hwdir,
+		ret = sgpu_hw_simple(sdev, SGHW_OP_CPU_ACCESS_BEGIN, bo->hw_handle, hwdir,
 				     0, 0, 0, NULL);
 		if (!ret && bo->backing && dir != DMA_TO_DEVICE)
 			ret = sgpu_bo_transfer(bo, false);
@@ -820,7 +820,7 @@ int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir
 		if (bo->backing && dir != DMA_FROM_DEVICE)
 			ret = sgpu_bo_transfer(bo, true);
 		if (!ret)
-			ret = sgpu_hw_simple(sdev, SGPU_OP_CPU_ACCESS_END, bo->hw_handle, hwdir,
+			ret = sgpu_hw_simple(sdev, SGHW_OP_CPU_ACCESS_END, bo->hw_handle, hwdir,
 					     0, 0, 0, NULL);
 	}
 out:
@@ -1026,7 +1026,7 @@ int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file
 {
 	struct drm_sharegpu_bo_info *args = data;
 	struct sgpu_device *sdev = to_sgpu(dev);
-	struct sgpu_hw_bo_info info = {};
+	struct sghw_bo_info info = {};
 	struct drm_gem_object *obj;
 	u32 handle = args->handle;
 	int ret;
@@ -1056,7 +1056,7 @@ int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file
 
 		args->hw_handle = imp->hw_handle;
 		args->domain = imp->p2p ? 0 : SHAREGPU_DOMAIN_SYSTEM;
-		args->vram_offset = imp->win_mapped ? imp->win_bar_off : SGPU_INVALID_OFFSET;
+		args->vram_offset = imp->win_mapped ? imp->win_bar_off : SGHW_INVALID_OFFSET;
 		args->flags |= SHAREGPU_BO_INFO_F_IMPORTED;
 		if (imp->p2p)
 			args->flags |= SHAREGPU_BO_INFO_F_P2P;

@@ -45,7 +45,7 @@ static int sgpu_debugfs_bos(struct seq_file *m, void *data)
 		seq_printf(m, "%u %zu %s %u %#llx %u %u\n", imp->hw_handle, imp->base.size,
 			   imp->p2p ? "p2p" : imp->attach->dmabuf->exp_name,
 			   READ_ONCE(imp->sgt) != NULL, READ_ONCE(imp->win_mapped) ?
-			   imp->win_bar_off : SGPU_INVALID_OFFSET,
+			   imp->win_bar_off : SGHW_INVALID_OFFSET,
 			   READ_ONCE(imp->backing), READ_ONCE(imp->invalidations));
 	}
 	mutex_unlock(&sdev->obj_lock);
@@ -90,8 +90,8 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	seq_printf(m, "%-18s %llu\n", "vram_used",
 		   ttm_resource_manager_usage(&sdev->vram.man));
 	seq_printf(m, "%-18s %llu\n", "vram_size", sdev->vram_size);
-	seq_printf(m, "%-18s %u\n", "hw_error_count", sgpu_rd(sdev, SGPU_REG_ERROR_COUNT));
-	seq_printf(m, "%-18s %u\n", "hw_evt_dropped", sgpu_rd(sdev, SGPU_REG_EVT_DROPPED));
+	seq_printf(m, "%-18s %u\n", "hw_error_count", sgpu_rd(sdev, SGHW_REG_ERROR_COUNT));
+	seq_printf(m, "%-18s %u\n", "hw_evt_dropped", sgpu_rd(sdev, SGHW_REG_EVT_DROPPED));
 	seq_printf(m, "%-18s %u/%u\n", "ring_head_tail", READ_ONCE(sdev->cmd_head),
 		   READ_ONCE(sdev->cmd_tail));
 	return 0;

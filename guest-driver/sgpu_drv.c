@@ -143,28 +143,28 @@ static int sgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	if (ret)
 		return ret;
 
-	sdev->mmio = pcim_iomap_region(pdev, SGPU_BAR_MMIO, SGPU_DRIVER_NAME);
+	sdev->mmio = pcim_iomap_region(pdev, SGHW_BAR_MMIO, SGPU_DRIVER_NAME);
 	if (IS_ERR(sdev->mmio))
 		return PTR_ERR(sdev->mmio);
-	ret = pcim_request_region(pdev, SGPU_BAR_VRAM, SGPU_DRIVER_NAME);
+	ret = pcim_request_region(pdev, SGHW_BAR_VRAM, SGPU_DRIVER_NAME);
 	if (ret)
 		return ret;
 
-	sdev->version = sgpu_rd(sdev, SGPU_REG_VERSION);
-	if ((sdev->version >> 16) != SGPU_VERSION_MAJOR) {
+	sdev->version = sgpu_rd(sdev, SGHW_REG_VERSION);
+	if ((sdev->version >> 16) != SGHW_VERSION_MAJOR) {
 		drm_err(drm, "unsupported device version %#x\n", sdev->version);
 		return -ENODEV;
 	}
-	sdev->features = sgpu_rd(sdev, SGPU_REG_FEATURES);
-	sdev->coherent = sdev->features & SGPU_FEAT_COHERENT;
-	sdev->vram_size = sgpu_rd(sdev, SGPU_REG_VRAM_SIZE_LO) |
-			  (u64)sgpu_rd(sdev, SGPU_REG_VRAM_SIZE_HI) << 32;
-	sdev->win_offset = sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_LO) |
-			   (u64)sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_HI) << 32;
-	sdev->win_size = sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_SIZE_LO) |
-			 (u64)sgpu_rd(sdev, SGPU_REG_IMPORT_WIN_SIZE_HI) << 32;
-	sdev->bar2_base = pci_resource_start(pdev, SGPU_BAR_VRAM);
-	sdev->bar2_len = pci_resource_len(pdev, SGPU_BAR_VRAM);
+	sdev->features = sgpu_rd(sdev, SGHW_REG_FEATURES);
+	sdev->coherent = sdev->features & SGHW_FEAT_COHERENT;
+	sdev->vram_size = sgpu_rd(sdev, SGHW_REG_VRAM_SIZE_LO) |
+			  (u64)sgpu_rd(sdev, SGHW_REG_VRAM_SIZE_HI) << 32;
+	sdev->win_offset = sgpu_rd(sdev, SGHW_REG_IMPORT_WIN_LO) |
+			   (u64)sgpu_rd(sdev, SGHW_REG_IMPORT_WIN_HI) << 32;
+	sdev->win_size = sgpu_rd(sdev, SGHW_REG_IMPORT_WIN_SIZE_LO) |
+			 (u64)sgpu_rd(sdev, SGHW_REG_IMPORT_WIN_SIZE_HI) << 32;
+	sdev->bar2_base = pci_resource_start(pdev, SGHW_BAR_VRAM);
+	sdev->bar2_len = pci_resource_len(pdev, SGHW_BAR_VRAM);
 	if (!sdev->vram_size || sdev->vram_size > sdev->bar2_len ||
 	    sdev->win_offset + sdev->win_size > sdev->bar2_len) {
 		drm_err(drm, "inconsistent BAR2 (%pa) / VRAM size %llu\n", &sdev->bar2_len,
@@ -204,11 +204,11 @@ static void sgpu_shutdown(struct pci_dev *pdev)
 {
 	struct sgpu_device *sdev = pci_get_drvdata(pdev);
 
-	sgpu_wr(sdev, SGPU_REG_INT_MASK, 0);
+	sgpu_wr(sdev, SGHW_REG_INT_MASK, 0);
 }
 
 static const struct pci_device_id sgpu_pci_ids[] = {
-	{ PCI_DEVICE(SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID) },
+	{ PCI_DEVICE(SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID) },
 	{ }
 };
 MODULE_DEVICE_TABLE(pci, sgpu_pci_ids);

@@ -91,7 +91,7 @@ struct sgpu_device {
 
 	/* command ring */
 	spinlock_t ring_lock;		/* slots, tail, head, dead */
-	struct sgpu_hw_cmd *cmd_ring;
+	struct sghw_cmd *cmd_ring;
 	dma_addr_t cmd_dma;
 	void *aux;
 	dma_addr_t aux_dma;
@@ -110,7 +110,7 @@ struct sgpu_device {
 	struct list_head inflight;	/* jobs, under fence_lock */
 
 	/* events */
-	struct sgpu_hw_event *evt_ring;
+	struct sghw_event *evt_ring;
 	dma_addr_t evt_dma;
 	u32 evt_head;
 	struct work_struct evt_work;
@@ -199,7 +199,7 @@ struct sgpu_bo {
 	struct ttm_place places[2];
 	u32 domains;			/* SHAREGPU_DOMAIN_* allowed */
 	u32 hw_handle;
-	u32 hw_place;			/* enum sgpu_hw_placement, device view */
+	u32 hw_place;			/* enum sghw_placement, device view */
 	u64 hw_offset;			/* VRAM offset when hw_place is DEVICE */
 	u32 mem_type;			/* TTM_PL_*, for lockless readers (debugfs) */
 	bool backing;			/* ATTACH_BACKING of the tt pages done */
@@ -284,10 +284,10 @@ struct sgpu_file {
 /* sgpu_hw.c */
 int sgpu_hw_init(struct sgpu_device *sdev);
 void sgpu_hw_fini(struct sgpu_device *sdev);
-int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd,
+int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd,
 		  struct sgpu_waiter *w);
-int sgpu_cmd_async(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd);
-int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds,
+int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd);
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sghw_cmd *cmds,
 			 s16 *res_idx, u32 n, struct sgpu_job *job);
 int sgpu_status_to_errno(u32 status);
 const char *sgpu_status_name(u32 status);
@@ -296,7 +296,7 @@ int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle
 void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle);
 int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 		   u64 off0, u64 off1, u64 len, u64 *result);
-int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info);
+int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sghw_bo_info *info);
 int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset);
 int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
 			   dma_addr_t *addrs, unsigned long npages, u64 *total);
@@ -314,7 +314,7 @@ u32 sgpu_bo_domain(struct sgpu_bo *bo);
 u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
 unsigned long sgpu_timeout_jiffies(s64 timeout_ns);
 u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
-void sgpu_handle_event(struct sgpu_device *sdev, const struct sgpu_hw_event *ev);
+void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event *ev);
 void sgpu_resync(struct sgpu_device *sdev);
 int sgpu_objects_reserve(struct sgpu_device *sdev);
 void sgpu_objects_unreserve(struct sgpu_device *sdev);

@@ -16,47 +16,39 @@
 
 #include "sgpu_drv.h"
 
-#define SGPU_INT_ALL	(SGPU_INT_CMD | SGPU_INT_EVENT | SGPU_INT_ERROR | SGPU_INT_EVT_OVERFLOW)
-
-static const char * const sgpu_status_names[] = {
-	"OK", "BAD_OPCODE", "BAD_HANDLE", "OUT_OF_RANGE", "NO_SPACE", "BUSY",
-	"INVALID", "DMA_ERROR", "NOT_FOUND", "TOO_BIG", "NO_BACKING", "CANCELLED",
-	"INTERNAL",
-};
+#define SGPU_INT_ALL	(SGHW_INT_CMD | SGHW_INT_EVENT | SGHW_INT_ERROR | SGHW_INT_EVT_OVERFLOW)
 
 const char *sgpu_status_name(u32 status)
 {
-	if (status < ARRAY_SIZE(sgpu_status_names))
-		return sgpu_status_names[status];
-	if (status == SGPU_ST_PENDING)
-		return "PENDING";
-	return "?";
+	const char *name = sghw_status_name(status);
+
+	return name ? name : "?";
 }
 
 int sgpu_status_to_errno(u32 status)
 {
 	switch (status) {
-	case SGPU_ST_OK:
+	case SGHW_ST_OK:
 		return 0;
-	case SGPU_ST_BAD_HANDLE:
-	case SGPU_ST_NOT_FOUND:
+	case SGHW_ST_BAD_HANDLE:
+	case SGHW_ST_NOT_FOUND:
 		return -ENOENT;
-	case SGPU_ST_OUT_OF_RANGE:
+	case SGHW_ST_OUT_OF_RANGE:
 		return -ERANGE;
-	case SGPU_ST_NO_SPACE:
+	case SGHW_ST_NO_SPACE:
 		return -ENOSPC;
-	case SGPU_ST_BUSY:
+	case SGHW_ST_BUSY:
 		return -EBUSY;
-	case SGPU_ST_TOO_BIG:
+	case SGHW_ST_TOO_BIG:
 		return -E2BIG;
-	case SGPU_ST_BAD_OPCODE:
-	case SGPU_ST_INVALID:
-	case SGPU_ST_NO_BACKING:
+	case SGHW_ST_BAD_OPCODE:
+	case SGHW_ST_INVALID:
+	case SGHW_ST_NO_BACKING:
 		return -EINVAL;
-	case SGPU_ST_CANCELLED:
+	case SGHW_ST_CANCELLED:
 		return -ECANCELED;
-	case SGPU_ST_DMA_ERROR:
-	case SGPU_ST_INTERNAL:
+	case SGHW_ST_DMA_ERROR:
+	case SGHW_ST_INTERNAL:
 	default:
 		return -EIO;
 	}
@@ -74,11 +66,11 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 
 	while (sdev->cmd_head != hw_head) {
 		u32 i = sdev->cmd_head;
-		struct sgpu_hw_cmd *c = &sdev->cmd_ring[i];
+		struct sghw_cmd *c = &sdev->cmd_ring[i];
 		struct sgpu_ring_slot *s = &sdev->slots[i];
 		u32 status = cancel ? cancel : READ_ONCE(c->status);
 
-		if (status != SGPU_ST_OK)
+		if (status != SGHW_ST_OK)
 			atomic64_inc(&sdev->cmd_errors);
 		if (s->waiter) {
 			struct sgpu_waiter *w = s->waiter;
@@ -96,7 +88,7 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 		if (s->job) {
 			struct sgpu_job *job = s->job;
 
-			if (status != SGPU_ST_OK && !job->status)
+			if (status != SGHW_ST_OK && !job->status)
 				job->status = status;
 			if (s->res_idx >= 0)
 				job->results[s->res_idx] = c->result;
@@ -118,7 +110,7 @@ static void sgpu_ring_process(struct sgpu_device *sdev)
 
 	spin_lock_irqsave(&sdev->ring_lock, flags);
 	if (!sdev->dead) {
-		hw_head = sgpu_rd(sdev, SGPU_REG_CMD_HEAD) & (SGPU_CMD_RING_SIZE - 1);
+		hw_head = sgpu_rd(sdev, SGHW_REG_CMD_HEAD) & (SGPU_CMD_RING_SIZE - 1);
 		dma_rmb();
 		sgpu_ring_process_locked(sdev, hw_head, 0);
 	}
@@ -129,7 +121,7 @@ static void sgpu_ring_process(struct sgpu_device *sdev)
  * Reserve @n slots, fill them and ring the doorbell. Slot owners are set by
  * @setup under the ring lock. Sleeps while the ring is full.
  */
-static int sgpu_ring_write(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds, u32 n,
+static int sgpu_ring_write(struct sgpu_device *sdev, struct sghw_cmd *cmds, u32 n,
 			   struct sgpu_waiter *w, s16 *res_idx, struct sgpu_job *job)
 {
 	unsigned long flags;
@@ -166,12 +158,12 @@ again:
 	}
 	for (k = 0; k < n; k++) {
 		u32 i = (sdev->cmd_tail + k) & (SGPU_CMD_RING_SIZE - 1);
-		struct sgpu_hw_cmd *c = &sdev->cmd_ring[i];
+		struct sghw_cmd *c = &sdev->cmd_ring[i];
 		struct sgpu_ring_slot *s = &sdev->slots[i];
 
 		*c = cmds[k];
 		c->seqno = ++sdev->cmd_seqno;
-		c->status = SGPU_ST_PENDING;
+		c->status = SGHW_ST_PENDING;
 		c->out_handle = 0;
 		c->result = 0;
 		s->waiter = NULL;
@@ -181,9 +173,9 @@ again:
 		if (w && k == n - 1) {
 			w->slot = i;
 			s->waiter = w;
-			c->flags |= SGPU_CMD_F_IRQ;
+			c->flags |= SGHW_CMD_F_IRQ;
 			/* BO_QUERY writes to this slot's aux buffer */
-			if (c->opcode == SGPU_OP_BO_QUERY)
+			if (c->opcode == SGHW_OP_BO_QUERY)
 				c->off0 = sdev->aux_dma + (u64)i * SGPU_AUX_SIZE;
 		}
 	}
@@ -191,19 +183,19 @@ again:
 	atomic64_add(n, &sdev->cmds);
 	/* entries must be visible before the tail moves */
 	dma_wmb();
-	sgpu_wr(sdev, SGPU_REG_CMD_TAIL, sdev->cmd_tail);
-	sgpu_wr(sdev, SGPU_REG_DOORBELL, 1);
+	sgpu_wr(sdev, SGHW_REG_CMD_TAIL, sdev->cmd_tail);
+	sgpu_wr(sdev, SGHW_REG_DOORBELL, 1);
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
 	return 0;
 }
 
-int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd, struct sgpu_waiter *w)
+int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd, struct sgpu_waiter *w)
 {
 	unsigned long flags, left;
 	int ret;
 
 	init_completion(&w->done);
-	w->status = SGPU_ST_PENDING;
+	w->status = SGHW_ST_PENDING;
 	ret = sgpu_ring_write(sdev, cmd, 1, w, NULL, NULL);
 	if (ret)
 		return ret;
@@ -228,7 +220,7 @@ int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd, struct sgpu
 		wait_for_completion(&w->done);
 		break;
 	}
-	if (w->status != SGPU_ST_OK) {
+	if (w->status != SGHW_ST_OK) {
 		drm_dbg_driver(&sdev->drm, "op %#x handle %u: %s\n", cmd->opcode,
 			       cmd->handle, sgpu_status_name(w->status));
 		return sgpu_status_to_errno(w->status);
@@ -236,16 +228,16 @@ int sgpu_cmd_sync(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd, struct sgpu
 	return 0;
 }
 
-int sgpu_cmd_async(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmd)
+int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd)
 {
 	return sgpu_ring_write(sdev, cmd, 1, NULL, NULL, NULL);
 }
 
-int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds, s16 *res_idx,
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sghw_cmd *cmds, s16 *res_idx,
 			 u32 n, struct sgpu_job *job)
 {
 	/* the final entry is the FENCE that signals the job */
-	cmds[n - 1].opcode = SGPU_OP_FENCE;
+	cmds[n - 1].opcode = SGHW_OP_FENCE;
 	res_idx[n - 1] = -1;
 	return sgpu_ring_write(sdev, cmds, n, NULL, res_idx, job);
 }
@@ -253,7 +245,7 @@ int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_hw_cmd *cmds, s16
 int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 		   u64 off0, u64 off1, u64 len, u64 *result)
 {
-	struct sgpu_hw_cmd cmd = {
+	struct sghw_cmd cmd = {
 		.opcode = op, .handle = handle, .arg = arg,
 		.off0 = off0, .off1 = off1, .len = len,
 	};
@@ -272,9 +264,9 @@ int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
  */
 int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle, u64 *offset)
 {
-	struct sgpu_hw_cmd cmd = {
-		.opcode = SGPU_OP_BO_CREATE, .arg = place, .len = size,
-		.flags = place == SGPU_PLACEMENT_HW_DEVICE ? SGPU_CMD_F_NO_EVICT : 0,
+	struct sghw_cmd cmd = {
+		.opcode = SGHW_OP_BO_CREATE, .arg = place, .len = size,
+		.flags = place == SGHW_PLACEMENT_DEVICE ? SGHW_CMD_F_NO_EVICT : 0,
 	};
 	struct sgpu_waiter w = {};
 	int ret;
@@ -290,7 +282,7 @@ int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle
 
 void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
 {
-	struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_BO_DESTROY, .handle = handle };
+	struct sghw_cmd cmd = { .opcode = SGHW_OP_BO_DESTROY, .handle = handle };
 
 	if (handle)
 		sgpu_cmd_async(sdev, &cmd);
@@ -300,18 +292,18 @@ void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
  * BO_MOVE of a local BO; @offset gets the new VRAM offset or ~0. A move to the
  * current placement completes OK with the current offset and produces no
  * BO_MOVED event and no generation bump (contract 1.1): the completion is all
- * there is, nothing may wait for an event. SGPU_CMD_F_NO_EVICT is only valid
+ * there is, nothing may wait for an event. SGHW_CMD_F_NO_EVICT is only valid
  * for moves to DEVICE.
  */
 int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset)
 {
-	struct sgpu_hw_cmd cmd = {
-		.opcode = SGPU_OP_BO_MOVE, .flags = flags, .handle = handle, .arg = place,
+	struct sghw_cmd cmd = {
+		.opcode = SGHW_OP_BO_MOVE, .flags = flags, .handle = handle, .arg = place,
 	};
 	struct sgpu_waiter w = {};
 	int ret;
 
-	if (WARN_ON((flags & SGPU_CMD_F_NO_EVICT) && place != SGPU_PLACEMENT_HW_DEVICE))
+	if (WARN_ON((flags & SGHW_CMD_F_NO_EVICT) && place != SGHW_PLACEMENT_DEVICE))
 		return -EINVAL;
 	ret = sgpu_cmd_sync(sdev, &cmd, &w);
 	if (ret)
@@ -321,10 +313,10 @@ int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, 
 	return 0;
 }
 
-int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_info *info)
+int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sghw_bo_info *info)
 {
 	u8 buf[SGPU_AUX_SIZE] __aligned(8);
-	struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_BO_QUERY, .handle = handle };
+	struct sghw_cmd cmd = { .opcode = SGHW_OP_BO_QUERY, .handle = handle };
 	struct sgpu_waiter w = { .aux = buf };
 	int ret;
 
@@ -337,19 +329,19 @@ int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sgpu_hw_bo_inf
 }
 
 struct sgpu_ents {
-	struct sgpu_hw_mem_entry *e;
+	struct sghw_mem_entry *e;
 	unsigned long n;
 };
 
 static int sgpu_ents_add(struct sgpu_ents *ents, u64 addr, u32 len)
 {
-	struct sgpu_hw_mem_entry *last = ents->n ? &ents->e[ents->n - 1] : NULL;
+	struct sghw_mem_entry *last = ents->n ? &ents->e[ents->n - 1] : NULL;
 
 	if (last && last->addr + last->length == addr && (u64)last->length + len <= U32_MAX) {
 		last->length += len;
 		return 0;
 	}
-	if (ents->n >= SGPU_MAX_MEM_ENTRIES)
+	if (ents->n >= SGHW_MAX_MEM_ENTRIES)
 		return -E2BIG;
 	ents->e[ents->n].addr = addr;
 	ents->e[ents->n].length = len;
@@ -375,7 +367,7 @@ int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table
 	max = sgt ? sgt->nents : npages;
 	if (!max)
 		return -EINVAL;
-	max = min_t(unsigned long, max, SGPU_MAX_MEM_ENTRIES);
+	max = min_t(unsigned long, max, SGHW_MAX_MEM_ENTRIES);
 	bytes = max * sizeof(*ents.e);
 	ents.e = dma_alloc_coherent(&sdev->pdev->dev, bytes, &ents_dma, GFP_KERNEL);
 	if (!ents.e)
@@ -394,7 +386,7 @@ int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table
 				goto out;
 		}
 	}
-	ret = sgpu_hw_simple(sdev, SGPU_OP_ATTACH_BACKING, handle, ents.n, ents_dma, 0, 0,
+	ret = sgpu_hw_simple(sdev, SGHW_OP_ATTACH_BACKING, handle, ents.n, ents_dma, 0, 0,
 			     total);
 	if (ret == -ETIMEDOUT) {
 		/*
@@ -429,16 +421,16 @@ static void sgpu_events_work(struct work_struct *work)
 		 * drop that did not fill the ring (DMA error) is not stuck.
 		 */
 		if (atomic_xchg(&sdev->evt_overflow, 0))
-			sgpu_wr(sdev, SGPU_REG_EVT_HEAD, sdev->evt_head);
-		tail = sgpu_rd(sdev, SGPU_REG_EVT_TAIL) & (SGPU_EVT_RING_SIZE - 1);
+			sgpu_wr(sdev, SGHW_REG_EVT_HEAD, sdev->evt_head);
+		tail = sgpu_rd(sdev, SGHW_REG_EVT_TAIL) & (SGPU_EVT_RING_SIZE - 1);
 		if (tail == sdev->evt_head)
 			break;
 		dma_rmb();
 		while (sdev->evt_head != tail) {
-			struct sgpu_hw_event ev = sdev->evt_ring[sdev->evt_head];
+			struct sghw_event ev = sdev->evt_ring[sdev->evt_head];
 
 			sdev->evt_head = (sdev->evt_head + 1) & (SGPU_EVT_RING_SIZE - 1);
-			sgpu_wr(sdev, SGPU_REG_EVT_HEAD, sdev->evt_head);
+			sgpu_wr(sdev, SGHW_REG_EVT_HEAD, sdev->evt_head);
 			atomic64_inc(&sdev->events);
 			sgpu_handle_event(sdev, &ev);
 		}
@@ -448,12 +440,12 @@ static void sgpu_events_work(struct work_struct *work)
 static irqreturn_t sgpu_irq_cmd(int irq, void *arg)
 {
 	struct sgpu_device *sdev = arg;
-	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & (SGPU_INT_CMD | SGPU_INT_ERROR);
+	u32 st = sgpu_rd(sdev, SGHW_REG_INT_STATUS) & (SGHW_INT_CMD | SGHW_INT_ERROR);
 
 	if (!st && !sdev->msix)
 		return IRQ_NONE;
 	if (st)
-		sgpu_wr(sdev, SGPU_REG_INT_ACK, st);
+		sgpu_wr(sdev, SGHW_REG_INT_ACK, st);
 	atomic64_inc(&sdev->irq_cmd);
 	sgpu_ring_process(sdev);
 	return IRQ_HANDLED;
@@ -462,13 +454,13 @@ static irqreturn_t sgpu_irq_cmd(int irq, void *arg)
 static irqreturn_t sgpu_irq_evt(int irq, void *arg)
 {
 	struct sgpu_device *sdev = arg;
-	u32 st = sgpu_rd(sdev, SGPU_REG_INT_STATUS) & (SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
+	u32 st = sgpu_rd(sdev, SGHW_REG_INT_STATUS) & (SGHW_INT_EVENT | SGHW_INT_EVT_OVERFLOW);
 
 	if (!st && !sdev->msix)
 		return IRQ_NONE;
 	if (st)
-		sgpu_wr(sdev, SGPU_REG_INT_ACK, st);
-	if (st & SGPU_INT_EVT_OVERFLOW) {
+		sgpu_wr(sdev, SGHW_REG_INT_ACK, st);
+	if (st & SGHW_INT_EVT_OVERFLOW) {
 		atomic64_inc(&sdev->evt_overflows);
 		atomic_set(&sdev->evt_overflow, 1);
 	}
@@ -491,16 +483,16 @@ static int sgpu_irq_init(struct sgpu_device *sdev)
 	struct pci_dev *pdev = sdev->pdev;
 	int nvec, ret;
 
-	nvec = pci_alloc_irq_vectors(pdev, SGPU_MSIX_VECTORS, SGPU_MSIX_VECTORS,
+	nvec = pci_alloc_irq_vectors(pdev, SGHW_MSIX_VECTORS, SGHW_MSIX_VECTORS,
 				     PCI_IRQ_MSIX);
-	if (nvec == SGPU_MSIX_VECTORS) {
+	if (nvec == SGHW_MSIX_VECTORS) {
 		sdev->msix = true;
-		ret = devm_request_irq(&pdev->dev, pci_irq_vector(pdev, SGPU_MSIX_VEC_CMD),
+		ret = devm_request_irq(&pdev->dev, pci_irq_vector(pdev, SGHW_MSIX_VEC_CMD),
 				       sgpu_irq_cmd, 0, "sharegpu-cmd", sdev);
 		if (ret)
 			return ret;
 		return devm_request_irq(&pdev->dev,
-					pci_irq_vector(pdev, SGPU_MSIX_VEC_EVENT),
+					pci_irq_vector(pdev, SGHW_MSIX_VEC_EVENT),
 					sgpu_irq_evt, 0, "sharegpu-evt", sdev);
 	}
 	drm_info(&sdev->drm, "MSI-X unavailable (%d), using INTx\n", nvec);
@@ -515,9 +507,9 @@ static int sgpu_hw_reset(struct sgpu_device *sdev)
 {
 	u32 st;
 
-	sgpu_wr(sdev, SGPU_REG_RESET, SGPU_RESET_MAGIC);
-	return readl_poll_timeout(sdev->mmio + SGPU_REG_STATUS, st,
-				  st & SGPU_STATUS_READY, 100, 1000000);
+	sgpu_wr(sdev, SGHW_REG_RESET, SGHW_RESET_MAGIC);
+	return readl_poll_timeout(sdev->mmio + SGHW_REG_STATUS, st,
+				  st & SGHW_STATUS_READY, 100, 1000000);
 }
 
 int sgpu_hw_init(struct sgpu_device *sdev)
@@ -538,25 +530,25 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 		return ret;
 	}
 
-	sdev->cmd_ring = dmam_alloc_coherent(dev, SGPU_CMD_RING_SIZE * sizeof(struct sgpu_hw_cmd),
+	sdev->cmd_ring = dmam_alloc_coherent(dev, SGPU_CMD_RING_SIZE * sizeof(struct sghw_cmd),
 					     &sdev->cmd_dma, GFP_KERNEL);
 	sdev->aux = dmam_alloc_coherent(dev, SGPU_CMD_RING_SIZE * SGPU_AUX_SIZE,
 					&sdev->aux_dma, GFP_KERNEL);
 	sdev->evt_ring = dmam_alloc_coherent(dev,
-					     SGPU_EVT_RING_SIZE * sizeof(struct sgpu_hw_event),
+					     SGPU_EVT_RING_SIZE * sizeof(struct sghw_event),
 					     &sdev->evt_dma, GFP_KERNEL);
 	sdev->slots = devm_kcalloc(dev, SGPU_CMD_RING_SIZE, sizeof(*sdev->slots), GFP_KERNEL);
 	if (!sdev->cmd_ring || !sdev->aux || !sdev->evt_ring || !sdev->slots)
 		return -ENOMEM;
 
-	sgpu_wr(sdev, SGPU_REG_CMD_BASE_LO, lower_32_bits(sdev->cmd_dma));
-	sgpu_wr(sdev, SGPU_REG_CMD_BASE_HI, upper_32_bits(sdev->cmd_dma));
-	sgpu_wr(sdev, SGPU_REG_CMD_SIZE, SGPU_CMD_RING_SIZE);
-	sgpu_wr(sdev, SGPU_REG_EVT_BASE_LO, lower_32_bits(sdev->evt_dma));
-	sgpu_wr(sdev, SGPU_REG_EVT_BASE_HI, upper_32_bits(sdev->evt_dma));
-	sgpu_wr(sdev, SGPU_REG_EVT_SIZE, SGPU_EVT_RING_SIZE);
-	if (sgpu_rd(sdev, SGPU_REG_CMD_SIZE) != SGPU_CMD_RING_SIZE ||
-	    sgpu_rd(sdev, SGPU_REG_EVT_SIZE) != SGPU_EVT_RING_SIZE) {
+	sgpu_wr(sdev, SGHW_REG_CMD_BASE_LO, lower_32_bits(sdev->cmd_dma));
+	sgpu_wr(sdev, SGHW_REG_CMD_BASE_HI, upper_32_bits(sdev->cmd_dma));
+	sgpu_wr(sdev, SGHW_REG_CMD_SIZE, SGPU_CMD_RING_SIZE);
+	sgpu_wr(sdev, SGHW_REG_EVT_BASE_LO, lower_32_bits(sdev->evt_dma));
+	sgpu_wr(sdev, SGHW_REG_EVT_BASE_HI, upper_32_bits(sdev->evt_dma));
+	sgpu_wr(sdev, SGHW_REG_EVT_SIZE, SGPU_EVT_RING_SIZE);
+	if (sgpu_rd(sdev, SGHW_REG_CMD_SIZE) != SGPU_CMD_RING_SIZE ||
+	    sgpu_rd(sdev, SGHW_REG_EVT_SIZE) != SGPU_EVT_RING_SIZE) {
 		drm_err(&sdev->drm, "ring setup rejected\n");
 		return -EIO;
 	}
@@ -567,11 +559,11 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 	ret = sgpu_irq_init(sdev);
 	if (ret)
 		return ret;
-	sgpu_wr(sdev, SGPU_REG_INT_ACK, SGPU_INT_ALL);
-	sgpu_wr(sdev, SGPU_REG_INT_MASK, SGPU_INT_ALL);
+	sgpu_wr(sdev, SGHW_REG_INT_ACK, SGPU_INT_ALL);
+	sgpu_wr(sdev, SGHW_REG_INT_MASK, SGPU_INT_ALL);
 
 	/* prove the ring and the interrupt path */
-	ret = sgpu_hw_simple(sdev, SGPU_OP_NOP, 0, 0, 0, 0, 0, NULL);
+	ret = sgpu_hw_simple(sdev, SGHW_OP_NOP, 0, 0, 0, 0, 0, NULL);
 	if (ret)
 		drm_err(&sdev->drm, "NOP failed: %d\n", ret);
 	return ret;
@@ -583,9 +575,9 @@ void sgpu_hw_fini(struct sgpu_device *sdev)
 	unsigned long flags;
 
 	sgpu_ring_process(sdev);
-	sgpu_wr(sdev, SGPU_REG_INT_MASK, 0);
+	sgpu_wr(sdev, SGHW_REG_INT_MASK, 0);
 	spin_lock_irqsave(&sdev->ring_lock, flags);
-	sgpu_ring_process_locked(sdev, sdev->cmd_tail, SGPU_ST_CANCELLED);
+	sgpu_ring_process_locked(sdev, sdev->cmd_tail, SGHW_ST_CANCELLED);
 	sdev->dead = true;
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
 	wake_up_all(&sdev->ring_wq);

@@ -104,7 +104,7 @@ struct sgpu_submit {
 	u32 flags;
 	struct sgpu_submit_obj objs[SGPU_MAX_JOB_OBJS];
 	u32 nobjs;
-	struct sgpu_hw_cmd *hw;
+	struct sghw_cmd *hw;
 	s16 *res_idx;
 	u32 nhw;
 };
@@ -245,7 +245,7 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 static void sgpu_emit(struct sgpu_submit *s, u16 op, u32 handle, u32 handle2, u32 arg,
 		      u64 off0, u64 off1, u64 len, s16 res)
 {
-	struct sgpu_hw_cmd *c = &s->hw[s->nhw];
+	struct sghw_cmd *c = &s->hw[s->nhw];
 
 	memset(c, 0, sizeof(*c));
 	c->opcode = op;
@@ -287,10 +287,10 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 	for (i = 0; i < s->nobjs; i++) {
 		if (!s->objs[i].autosync)
 			continue;
-		sgpu_emit(s, SGPU_OP_TRANSFER_TO_DEVICE, s->objs[i].hw_handle, 0, 0,
+		sgpu_emit(s, SGHW_OP_TRANSFER_TO_DEVICE, s->objs[i].hw_handle, 0, 0,
 			  0, 0, s->objs[i].obj->size, -1);
 		if (!s->sdev->coherent)
-			sgpu_emit(s, SGPU_OP_CACHE_INVALIDATE, s->objs[i].hw_handle, 0, 0,
+			sgpu_emit(s, SGHW_OP_CACHE_INVALIDATE, s->objs[i].hw_handle, 0, 0,
 				  0, 0, s->objs[i].obj->size, -1);
 	}
 	for (i = 0; i < s->ncmds; i++) {
@@ -302,39 +302,39 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 		if (c->op != SHAREGPU_CMD_FILL)
 			src = sgpu_handle_of(s, c->src_handle);
 		if (maint && src)
-			sgpu_emit(s, SGPU_OP_CACHE_INVALIDATE, src, 0, 0, c->src_offset, 0,
+			sgpu_emit(s, SGHW_OP_CACHE_INVALIDATE, src, 0, 0, c->src_offset, 0,
 				  c->size, -1);
 		if (maint && dst)
-			sgpu_emit(s, SGPU_OP_CACHE_INVALIDATE, dst, 0, 0, c->dst_offset, 0,
+			sgpu_emit(s, SGHW_OP_CACHE_INVALIDATE, dst, 0, 0, c->dst_offset, 0,
 				  c->size, -1);
 		switch (c->op) {
 		case SHAREGPU_CMD_COPY:
-			sgpu_emit(s, SGPU_OP_COPY, dst, src, 0, c->dst_offset, c->src_offset,
+			sgpu_emit(s, SGHW_OP_COPY, dst, src, 0, c->dst_offset, c->src_offset,
 				  c->size, -1);
 			break;
 		case SHAREGPU_CMD_FILL:
-			sgpu_emit(s, SGPU_OP_FILL, dst, 0, c->pattern, c->dst_offset, 0,
+			sgpu_emit(s, SGHW_OP_FILL, dst, 0, c->pattern, c->dst_offset, 0,
 				  c->size, -1);
 			break;
 		case SHAREGPU_CMD_CHECKSUM:
-			sgpu_emit(s, SGPU_OP_CHECKSUM, src, 0, 0, c->src_offset, 0, c->size, i);
+			sgpu_emit(s, SGHW_OP_CHECKSUM, src, 0, 0, c->src_offset, 0, c->size, i);
 			break;
 		}
 		if (maint && dst)
-			sgpu_emit(s, SGPU_OP_CACHE_FLUSH, dst, 0, 0, c->dst_offset, 0, c->size, -1);
+			sgpu_emit(s, SGHW_OP_CACHE_FLUSH, dst, 0, 0, c->dst_offset, 0, c->size, -1);
 	}
 	for (i = 0; i < s->nobjs; i++) {
 		if (!s->objs[i].autosync || !s->objs[i].write)
 			continue;
 		/* the job's writes may still sit in the device cache */
 		if (!s->sdev->coherent)
-			sgpu_emit(s, SGPU_OP_CACHE_FLUSH, s->objs[i].hw_handle, 0, 0,
+			sgpu_emit(s, SGHW_OP_CACHE_FLUSH, s->objs[i].hw_handle, 0, 0,
 				  0, 0, s->objs[i].obj->size, -1);
-		sgpu_emit(s, SGPU_OP_TRANSFER_FROM_DEVICE, s->objs[i].hw_handle, 0, 0,
+		sgpu_emit(s, SGHW_OP_TRANSFER_FROM_DEVICE, s->objs[i].hw_handle, 0, 0,
 			  0, 0, s->objs[i].obj->size, -1);
 	}
 	/* the final FENCE (opcode set by sgpu_ring_submit_job()) */
-	sgpu_emit(s, SGPU_OP_FENCE, 0, 0, 0, 0, 0, 0, -1);
+	sgpu_emit(s, SGHW_OP_FENCE, 0, 0, 0, 0, 0, 0, -1);
 }
 
 /*

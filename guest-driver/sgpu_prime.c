@@ -36,7 +36,7 @@ static int sgpu_dmabuf_attach(struct dma_buf *buf, struct dma_buf_attachment *at
 	struct drm_gem_object *obj = buf->priv;
 	struct sgpu_device *sdev = to_sgpu(obj->dev);
 	struct sgpu_bo *bo = to_sgpu_bo(obj);
-	struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_EXPORT };
+	struct sghw_cmd cmd = { .opcode = SGHW_OP_EXPORT };
 	struct sgpu_waiter w = {};
 	int ret = 0;
 
@@ -44,7 +44,7 @@ static int sgpu_dmabuf_attach(struct dma_buf *buf, struct dma_buf_attachment *at
 		attach->peer2peer = false;
 		return 0;
 	}
-	if (!(sdev->features & SGPU_FEAT_SHARING))
+	if (!(sdev->features & SGHW_FEAT_SHARING))
 		return 0;
 	dma_resv_lock(obj->resv, NULL);
 	if (!bo->uuid_valid) {
@@ -288,12 +288,12 @@ void sgpu_import_invalidate(struct sgpu_import *imp)
 		imp->win_mapped = false;
 		drm_vma_node_unmap(&imp->base.vma_node, sdev->drm.anon_inode->i_mapping);
 		if (!READ_ONCE(sdev->dead))
-			sgpu_hw_simple(sdev, SGPU_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0,
+			sgpu_hw_simple(sdev, SGHW_OP_UNMAP_IMPORT, imp->hw_handle, 0, 0, 0, 0,
 				       NULL);
 	}
 	if (imp->sgt) {
 		if (imp->backing) {
-			sgpu_hw_simple(sdev, SGPU_OP_DETACH_BACKING, imp->hw_handle, 0, 0, 0, 0,
+			sgpu_hw_simple(sdev, SGHW_OP_DETACH_BACKING, imp->hw_handle, 0, 0, 0, 0,
 				       NULL);
 			imp->backing = false;
 		}
@@ -351,7 +351,7 @@ static int sgpu_import_map_window(struct sgpu_import *imp)
 
 	if (imp->win_mapped)
 		return 0;
-	if (!(sdev->features & SGPU_FEAT_IMPORT_WINDOW))
+	if (!(sdev->features & SGHW_FEAT_IMPORT_WINDOW))
 		return -EOPNOTSUPP;
 	ret = sgpu_import_prepare(imp);
 	if (ret)
@@ -363,7 +363,7 @@ static int sgpu_import_map_window(struct sgpu_import *imp)
 		if (ret)
 			return ret;
 	}
-	ret = sgpu_hw_simple(sdev, SGPU_OP_MAP_IMPORT, imp->hw_handle, 0,
+	ret = sgpu_hw_simple(sdev, SGHW_OP_MAP_IMPORT, imp->hw_handle, 0,
 			     imp->win.start << PAGE_SHIFT, 0, 0, &result);
 	if (ret)
 		return ret;
@@ -499,8 +499,8 @@ struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_
 			drm_gem_object_get(obj);
 			return obj;
 		}
-		p2p = (sdev->features & SGPU_FEAT_SHARING) &&
-		      (to_sgpu(obj->dev)->features & SGPU_FEAT_SHARING);
+		p2p = (sdev->features & SGHW_FEAT_SHARING) &&
+		      (to_sgpu(obj->dev)->features & SGHW_FEAT_SHARING);
 	}
 	/* one object per dma-buf and device: the device import handle is shared */
 	obj = sgpu_find_import(sdev, buf);
@@ -531,7 +531,7 @@ struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_
 
 	if (p2p) {
 		struct sgpu_bo *exp = to_sgpu_bo(buf->priv);
-		struct sgpu_hw_cmd cmd = { .opcode = SGPU_OP_IMPORT };
+		struct sghw_cmd cmd = { .opcode = SGHW_OP_IMPORT };
 		struct sgpu_waiter w = {};
 
 		dma_resv_lock(buf->resv, NULL);
@@ -544,7 +544,7 @@ struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_
 			goto err_detach;
 		imp->hw_handle = w.out_handle;
 	} else {
-		ret = sgpu_hw_bo_create(sdev, PAGE_ALIGN(buf->size), SGPU_PLACEMENT_HW_SYSTEM,
+		ret = sgpu_hw_bo_create(sdev, PAGE_ALIGN(buf->size), SGHW_PLACEMENT_SYSTEM,
 					&imp->hw_handle, NULL);
 		if (ret)
 			goto err_detach;

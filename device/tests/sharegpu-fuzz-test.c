@@ -158,19 +158,19 @@ static uint32_t rnd_handle(Fuzz *f, FuzzGpu *g)
 }
 
 static const uint16_t opcodes[] = {
-    SGPU_OP_NOP, SGPU_OP_BO_CREATE, SGPU_OP_BO_DESTROY, SGPU_OP_BO_QUERY, SGPU_OP_BO_MOVE,
-    SGPU_OP_BO_EVICT, SGPU_OP_BO_PIN, SGPU_OP_BO_UNPIN, SGPU_OP_ATTACH_BACKING,
-    SGPU_OP_DETACH_BACKING, SGPU_OP_TRANSFER_TO_DEVICE, SGPU_OP_TRANSFER_FROM_DEVICE,
-    SGPU_OP_COPY, SGPU_OP_FILL, SGPU_OP_CHECKSUM, SGPU_OP_FENCE, SGPU_OP_CACHE_FLUSH,
-    SGPU_OP_CACHE_INVALIDATE, SGPU_OP_CPU_ACCESS_BEGIN, SGPU_OP_CPU_ACCESS_END,
-    SGPU_OP_EXPORT, SGPU_OP_IMPORT, SGPU_OP_MAP_IMPORT, SGPU_OP_UNMAP_IMPORT,
+    SGHW_OP_NOP, SGHW_OP_BO_CREATE, SGHW_OP_BO_DESTROY, SGHW_OP_BO_QUERY, SGHW_OP_BO_MOVE,
+    SGHW_OP_BO_EVICT, SGHW_OP_BO_PIN, SGHW_OP_BO_UNPIN, SGHW_OP_ATTACH_BACKING,
+    SGHW_OP_DETACH_BACKING, SGHW_OP_TRANSFER_TO_DEVICE, SGHW_OP_TRANSFER_FROM_DEVICE,
+    SGHW_OP_COPY, SGHW_OP_FILL, SGHW_OP_CHECKSUM, SGHW_OP_FENCE, SGHW_OP_CACHE_FLUSH,
+    SGHW_OP_CACHE_INVALIDATE, SGHW_OP_CPU_ACCESS_BEGIN, SGHW_OP_CPU_ACCESS_END,
+    SGHW_OP_EXPORT, SGHW_OP_IMPORT, SGHW_OP_MAP_IMPORT, SGHW_OP_UNMAP_IMPORT,
     /* weighted: the interesting ones again */
-    SGPU_OP_BO_CREATE, SGPU_OP_BO_CREATE, SGPU_OP_ATTACH_BACKING, SGPU_OP_TRANSFER_TO_DEVICE,
-    SGPU_OP_TRANSFER_FROM_DEVICE, SGPU_OP_COPY, SGPU_OP_MAP_IMPORT, SGPU_OP_IMPORT,
-    SGPU_OP_EXPORT, SGPU_OP_BO_MOVE,
+    SGHW_OP_BO_CREATE, SGHW_OP_BO_CREATE, SGHW_OP_ATTACH_BACKING, SGHW_OP_TRANSFER_TO_DEVICE,
+    SGHW_OP_TRANSFER_FROM_DEVICE, SGHW_OP_COPY, SGHW_OP_MAP_IMPORT, SGHW_OP_IMPORT,
+    SGHW_OP_EXPORT, SGHW_OP_BO_MOVE,
 };
 
-static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
+static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sghw_cmd *c)
 {
     memset(c, 0, sizeof(*c));
     c->opcode = chance(f, 95) ? opcodes[rnd(f, ARRAY_SIZE(opcodes))] : g_rand_int(f->rnd);
@@ -184,7 +184,7 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
         break;
     case 3:
     case 4:
-        c->flags = SGPU_CMD_F_IRQ;
+        c->flags = SGHW_CMD_F_IRQ;
         break;
     default:
         c->flags = 0;
@@ -197,10 +197,10 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
     c->off1 = rnd_off(f);
     c->len = rnd_len(f);
     c->arg = chance(f, 70) ? rnd(f, 3) : g_rand_int(f->rnd);
-    c->status = SGPU_ST_PENDING;
+    c->status = SGHW_ST_PENDING;
 
     switch (c->opcode) {
-    case SGPU_OP_BO_CREATE:
+    case SGHW_OP_BO_CREATE:
         /* keep memory bounded: big sizes only where they are rejected */
         if (chance(f, 90)) {
             c->len = chance(f, 80) ? 4096 * (1 + rnd(f, 64)) : 1 + rnd(f, 1 << 20);
@@ -209,16 +209,16 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
         } else {
             c->len = 0;
         }
-        if (c->arg == SGPU_PLACEMENT_HW_SYSTEM && c->len > (16 << 20) &&
+        if (c->arg == SGHW_PLACEMENT_SYSTEM && c->len > (16 << 20) &&
             c->len <= (1ull << 32)) {
             c->len = 16 << 20;
         }
         break;
-    case SGPU_OP_ATTACH_BACKING: {
+    case SGHW_OP_ATTACH_BACKING: {
         /* a scatter list in the pool with random entries */
         uint32_t n = chance(f, 90) ? 1 + rnd(f, 8) : g_rand_int(f->rnd);
         uint32_t k, write = MIN(n, 64);
-        struct sgpu_hw_mem_entry ents[64];
+        struct sghw_mem_entry ents[64];
         uint64_t sg = f->pool + 4096 * rnd(f, 4);
 
         for (k = 0; k < write; k++) {
@@ -232,10 +232,10 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
         c->off0 = chance(f, 90) ? sg : rnd_gpa(f, g, 64);
         break;
     }
-    case SGPU_OP_BO_QUERY:
+    case SGHW_OP_BO_QUERY:
         c->off0 = rnd_gpa(f, g, 64);
         break;
-    case SGPU_OP_IMPORT:
+    case SGHW_OP_IMPORT:
         if (chance(f, 70)) {
             memcpy(c->uuid, f->uuid, sizeof(c->uuid));
         } else {
@@ -244,16 +244,16 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
             }
         }
         break;
-    case SGPU_OP_MAP_IMPORT:
+    case SGHW_OP_MAP_IMPORT:
         c->off0 = chance(f, 80) ? 4096 * rnd(f, g->vram_size / 4096) : rnd_off(f);
         break;
-    case SGPU_OP_TRANSFER_TO_DEVICE:
-    case SGPU_OP_TRANSFER_FROM_DEVICE:
-    case SGPU_OP_COPY:
-    case SGPU_OP_FILL:
-    case SGPU_OP_CHECKSUM:
-    case SGPU_OP_CACHE_FLUSH:
-    case SGPU_OP_CACHE_INVALIDATE:
+    case SGHW_OP_TRANSFER_TO_DEVICE:
+    case SGHW_OP_TRANSFER_FROM_DEVICE:
+    case SGHW_OP_COPY:
+    case SGHW_OP_FILL:
+    case SGHW_OP_CHECKSUM:
+    case SGHW_OP_CACHE_FLUSH:
+    case SGHW_OP_CACHE_INVALIDATE:
         if (chance(f, 80)) {
             c->off0 = chance(f, 50) ? 0 : 4 * rnd(f, 2048);
             c->off1 = chance(f, 50) ? 0 : 4 * rnd(f, 2048);
@@ -268,22 +268,22 @@ static void rnd_cmd(Fuzz *f, FuzzGpu *g, struct sgpu_hw_cmd *c)
 /* Harvests handles and uuids from the completions the device wrote. */
 static void harvest(Fuzz *f, FuzzGpu *g)
 {
-    struct sgpu_hw_cmd ring[RING_MAX];
+    struct sghw_cmd ring[RING_MAX];
 
     qtest_memread(f->qts, g->ring, ring, sizeof(ring));
     for (int i = 0; i < RING_MAX; i++) {
-        struct sgpu_hw_cmd *c = &ring[i];
+        struct sghw_cmd *c = &ring[i];
 
-        if (c->status != SGPU_ST_OK) {
+        if (c->status != SGHW_ST_OK) {
             continue;
         }
-        if ((c->opcode == SGPU_OP_BO_CREATE || c->opcode == SGPU_OP_IMPORT) && c->out_handle) {
+        if ((c->opcode == SGHW_OP_BO_CREATE || c->opcode == SGHW_OP_IMPORT) && c->out_handle) {
             f->handles[f->hcursor++ % ARRAY_SIZE(f->handles)] = c->out_handle;
             f->nhandles = MIN(f->nhandles + 1, ARRAY_SIZE(f->handles));
             g->handles[g->hcursor++ % ARRAY_SIZE(g->handles)] = c->out_handle;
             g->nhandles = MIN(g->nhandles + 1, ARRAY_SIZE(g->handles));
         }
-        if (c->opcode == SGPU_OP_EXPORT) {
+        if (c->opcode == SGHW_OP_EXPORT) {
             memcpy(f->uuid, c->uuid, sizeof(f->uuid));
         }
     }
@@ -292,57 +292,57 @@ static void harvest(Fuzz *f, FuzzGpu *g)
 /* A sane configuration so that most random commands actually execute. */
 static void sane_rings(Fuzz *f, FuzzGpu *g)
 {
-    wr(g, SGPU_REG_CMD_SIZE, 0);
-    wr(g, SGPU_REG_CMD_BASE_LO, (uint32_t)g->ring);
-    wr(g, SGPU_REG_CMD_BASE_HI, g->ring >> 32);
-    wr(g, SGPU_REG_CMD_SIZE, RING_MAX);
-    wr(g, SGPU_REG_EVT_SIZE, 0);
-    wr(g, SGPU_REG_EVT_BASE_LO, (uint32_t)g->evring);
-    wr(g, SGPU_REG_EVT_BASE_HI, g->evring >> 32);
-    wr(g, SGPU_REG_EVT_SIZE, 16);
-    wr(g, SGPU_REG_INT_MASK, 0xf);
+    wr(g, SGHW_REG_CMD_SIZE, 0);
+    wr(g, SGHW_REG_CMD_BASE_LO, (uint32_t)g->ring);
+    wr(g, SGHW_REG_CMD_BASE_HI, g->ring >> 32);
+    wr(g, SGHW_REG_CMD_SIZE, RING_MAX);
+    wr(g, SGHW_REG_EVT_SIZE, 0);
+    wr(g, SGHW_REG_EVT_BASE_LO, (uint32_t)g->evring);
+    wr(g, SGHW_REG_EVT_BASE_HI, g->evring >> 32);
+    wr(g, SGHW_REG_EVT_SIZE, 16);
+    wr(g, SGHW_REG_INT_MASK, 0xf);
 }
 
 static void step_cmds(Fuzz *f, FuzzGpu *g)
 {
-    uint32_t size = rd(g, SGPU_REG_CMD_SIZE);
+    uint32_t size = rd(g, SGHW_REG_CMD_SIZE);
     uint32_t tail, n, i;
     uint64_t base;
 
-    if (size == 0 || (rd(g, SGPU_REG_STATUS) & SGPU_STATUS_HALTED) || chance(f, 5)) {
+    if (size == 0 || (rd(g, SGHW_REG_STATUS) & SGHW_STATUS_HALTED) || chance(f, 5)) {
         if (chance(f, 30)) {
-            wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+            wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
         }
         sane_rings(f, g);
         size = RING_MAX;
     }
-    base = rd(g, SGPU_REG_CMD_BASE_LO) | ((uint64_t)rd(g, SGPU_REG_CMD_BASE_HI) << 32);
-    tail = rd(g, SGPU_REG_CMD_TAIL);
+    base = rd(g, SGHW_REG_CMD_BASE_LO) | ((uint64_t)rd(g, SGHW_REG_CMD_BASE_HI) << 32);
+    tail = rd(g, SGHW_REG_CMD_TAIL);
     n = 1 + rnd(f, MIN(size - 1, 16));
     for (i = 0; i < n; i++) {
-        struct sgpu_hw_cmd c;
+        struct sghw_cmd c;
 
         rnd_cmd(f, g, &c);
         if (base == g->ring && size <= RING_MAX) {
             qtest_memwrite(f->qts, base + ((tail + i) % size) * sizeof(c), &c, sizeof(c));
         }
     }
-    wr(g, SGPU_REG_CMD_TAIL, (tail + n) % size);
-    wr(g, SGPU_REG_DOORBELL, g_rand_int(f->rnd));
+    wr(g, SGHW_REG_CMD_TAIL, (tail + n) % size);
+    wr(g, SGHW_REG_DOORBELL, g_rand_int(f->rnd));
     if (base == g->ring && size <= RING_MAX) {
-        rd(g, SGPU_REG_CMD_HEAD); /* lets the bottom half run */
+        rd(g, SGHW_REG_CMD_HEAD); /* lets the bottom half run */
         harvest(f, g);
     }
     /* consume events now and then */
     if (chance(f, 50)) {
-        wr(g, SGPU_REG_EVT_HEAD, rd(g, SGPU_REG_EVT_TAIL));
+        wr(g, SGHW_REG_EVT_HEAD, rd(g, SGHW_REG_EVT_TAIL));
     }
 }
 
 static const uint32_t interesting_regs[] = {
-    SGPU_REG_CMD_BASE_LO, SGPU_REG_CMD_BASE_HI, SGPU_REG_CMD_SIZE, SGPU_REG_CMD_TAIL,
-    SGPU_REG_DOORBELL, SGPU_REG_EVT_BASE_LO, SGPU_REG_EVT_BASE_HI, SGPU_REG_EVT_SIZE,
-    SGPU_REG_EVT_HEAD, SGPU_REG_INT_MASK, SGPU_REG_INT_ACK, SGPU_REG_SCRATCH,
+    SGHW_REG_CMD_BASE_LO, SGHW_REG_CMD_BASE_HI, SGHW_REG_CMD_SIZE, SGHW_REG_CMD_TAIL,
+    SGHW_REG_DOORBELL, SGHW_REG_EVT_BASE_LO, SGHW_REG_EVT_BASE_HI, SGHW_REG_EVT_SIZE,
+    SGHW_REG_EVT_HEAD, SGHW_REG_INT_MASK, SGHW_REG_INT_ACK, SGHW_REG_SCRATCH,
 };
 
 static uint32_t rnd_reg_value(Fuzz *f, FuzzGpu *g, uint32_t reg)
@@ -369,14 +369,14 @@ static void step_mmio(Fuzz *f, FuzzGpu *g)
     static const unsigned sizes[] = { 1, 2, 4, 8 };
     unsigned size = chance(f, 70) ? 4 : sizes[rnd(f, 4)];
     uint64_t addr = chance(f, 70) ? interesting_regs[rnd(f, ARRAY_SIZE(interesting_regs))]
-                                  : rnd(f, SGPU_MMIO_SIZE);
+                                  : rnd(f, SGHW_MMIO_SIZE);
     uint64_t val;
 
     if (chance(f, 10)) {
         addr += 1 + rnd(f, 3);              /* unaligned */
     }
-    if (addr + size > SGPU_MMIO_SIZE) {
-        addr = SGPU_MMIO_SIZE - size;
+    if (addr + size > SGHW_MMIO_SIZE) {
+        addr = SGHW_MMIO_SIZE - size;
     }
     if (chance(f, 40)) {
         switch (size) {
@@ -396,7 +396,7 @@ static void step_mmio(Fuzz *f, FuzzGpu *g)
         return;
     }
     val = rnd_reg_value(f, g, addr & ~3u);
-    if (addr == SGPU_REG_RESET && !chance(f, 20)) {
+    if (addr == SGHW_REG_RESET && !chance(f, 20)) {
         val = g_rand_int(f->rnd);           /* bad magic mostly; real resets elsewhere */
     }
     switch (size) {
@@ -422,15 +422,15 @@ static void step_ringbase(Fuzz *f, FuzzGpu *g)
     bool evt = chance(f, 40);
 
     /* idle the ring first (a busy ring ignores base writes) */
-    wr(g, evt ? SGPU_REG_EVT_SIZE : SGPU_REG_CMD_SIZE, 0);
-    wr(g, evt ? SGPU_REG_EVT_BASE_LO : SGPU_REG_CMD_BASE_LO, (uint32_t)base);
-    wr(g, evt ? SGPU_REG_EVT_BASE_HI : SGPU_REG_CMD_BASE_HI, base >> 32);
-    wr(g, evt ? SGPU_REG_EVT_SIZE : SGPU_REG_CMD_SIZE, size);
-    if (!evt && rd(g, SGPU_REG_CMD_SIZE)) {
-        size = rd(g, SGPU_REG_CMD_SIZE);
-        wr(g, SGPU_REG_CMD_TAIL, rnd(f, size));
-        wr(g, SGPU_REG_DOORBELL, 0);
-        rd(g, SGPU_REG_STATUS);
+    wr(g, evt ? SGHW_REG_EVT_SIZE : SGHW_REG_CMD_SIZE, 0);
+    wr(g, evt ? SGHW_REG_EVT_BASE_LO : SGHW_REG_CMD_BASE_LO, (uint32_t)base);
+    wr(g, evt ? SGHW_REG_EVT_BASE_HI : SGHW_REG_CMD_BASE_HI, base >> 32);
+    wr(g, evt ? SGHW_REG_EVT_SIZE : SGHW_REG_CMD_SIZE, size);
+    if (!evt && rd(g, SGHW_REG_CMD_SIZE)) {
+        size = rd(g, SGHW_REG_CMD_SIZE);
+        wr(g, SGHW_REG_CMD_TAIL, rnd(f, size));
+        wr(g, SGHW_REG_DOORBELL, 0);
+        rd(g, SGHW_REG_STATUS);
     }
 }
 
@@ -466,8 +466,8 @@ static void step_bus_master(Fuzz *f, FuzzGpu *g)
     uint16_t cmd = qpci_config_readw(g->dev, PCI_COMMAND);
 
     qpci_config_writew(g->dev, PCI_COMMAND, cmd & ~PCI_COMMAND_MASTER);
-    wr(g, SGPU_REG_DOORBELL, 1);
-    rd(g, SGPU_REG_STATUS);
+    wr(g, SGHW_REG_DOORBELL, 1);
+    rd(g, SGHW_REG_STATUS);
     qpci_config_writew(g->dev, PCI_COMMAND, cmd | PCI_COMMAND_MASTER);
 }
 
@@ -497,7 +497,7 @@ static void test_fuzz(void)
                           "-device sharegpu,id=g0,vram-size=1M "
                           "-device sharegpu,id=g1,vram-size=1M,coherent=off");
     f->qts = f->qs->qts;
-    qpci_device_foreach(f->qs->pcibus, SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID, found_fn, f);
+    qpci_device_foreach(f->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, f);
     g_assert_cmpint(f->found, ==, NDEV);
     f->pool = qmalloc(f->qs, POOL_BYTES);
     for (i = 0; i < NDEV; i++) {
@@ -508,14 +508,14 @@ static void test_fuzz(void)
         if (i == 0) {
             qpci_msix_enable(g->dev);
         }
-        g->mmio = qpci_iomap(g->dev, SGPU_BAR_MMIO, &size);
-        g->vram = qpci_iomap(g->dev, SGPU_BAR_VRAM, &size);
+        g->mmio = qpci_iomap(g->dev, SGHW_BAR_MMIO, &size);
+        g->vram = qpci_iomap(g->dev, SGHW_BAR_VRAM, &size);
         g->vram_size = size / 2;
         g->bar0_gpa = qpci_config_readl(g->dev, PCI_BASE_ADDRESS_0) & ~0xfull;
         g->bar2_gpa = (qpci_config_readl(g->dev, PCI_BASE_ADDRESS_2) & ~0xfull) |
                       ((uint64_t)qpci_config_readl(g->dev, PCI_BASE_ADDRESS_3) << 32);
-        g->ring = qmalloc(f->qs, RING_MAX * sizeof(struct sgpu_hw_cmd));
-        g->evring = qmalloc(f->qs, 16 * sizeof(struct sgpu_hw_event));
+        g->ring = qmalloc(f->qs, RING_MAX * sizeof(struct sghw_cmd));
+        g->evring = qmalloc(f->qs, 16 * sizeof(struct sghw_event));
         sane_rings(f, g);
     }
 
@@ -539,13 +539,13 @@ static void test_fuzz(void)
             step_qmp(f);
             f->stats[ST_QMP]++;
         } else if (what < 95) {
-            wr(g, SGPU_REG_DOORBELL, 1);
+            wr(g, SGHW_REG_DOORBELL, 1);
             f->stats[ST_DOORBELL]++;
         } else if (what < 97) {
             step_bus_master(f, g);
             f->stats[ST_BM]++;
         } else {
-            wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+            wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
             f->stats[ST_RESET]++;
             if (chance(f, 50)) {
                 g->nhandles = 0;
@@ -581,22 +581,22 @@ static void test_fuzz(void)
     qobject_unref(resp);
     for (i = 0; i < NDEV; i++) {
         FuzzGpu *g = &f->g[i];
-        struct sgpu_hw_cmd c = { .opcode = SGPU_OP_BO_CREATE, .len = 4096, .seqno = 77,
-                                 .status = SGPU_ST_PENDING };
+        struct sghw_cmd c = { .opcode = SGHW_OP_BO_CREATE, .len = 4096, .seqno = 77,
+                                 .status = SGHW_ST_PENDING };
         uint16_t cmd = qpci_config_readw(g->dev, PCI_COMMAND);
 
         qpci_config_writew(g->dev, PCI_COMMAND, cmd | PCI_COMMAND_MASTER);
-        wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+        wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
         sane_rings(f, g);
         qtest_memwrite(f->qts, g->ring, &c, sizeof(c));
-        wr(g, SGPU_REG_CMD_TAIL, 1);
-        wr(g, SGPU_REG_DOORBELL, 1);
-        for (int k = 0; k < 10000 && rd(g, SGPU_REG_CMD_HEAD) != 1; k++) {
+        wr(g, SGHW_REG_CMD_TAIL, 1);
+        wr(g, SGHW_REG_DOORBELL, 1);
+        for (int k = 0; k < 10000 && rd(g, SGHW_REG_CMD_HEAD) != 1; k++) {
             g_usleep(100);
         }
-        g_assert_cmpuint(rd(g, SGPU_REG_CMD_HEAD), ==, 1);
+        g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, 1);
         qtest_memread(f->qts, g->ring, &c, sizeof(c));
-        g_assert_cmpuint(c.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(c.status, ==, SGHW_ST_OK);
         g_assert_cmpuint(c.out_handle, ==, 1);
     }
 

@@ -55,17 +55,17 @@ static void wr(Gpu *g, uint32_t reg, uint32_t val)
 static void gpu_rings(Ctx *c, Gpu *g, uint32_t entries)
 {
     g->ring_entries = entries;
-    g->ring = qmalloc(c->qs, entries * sizeof(struct sgpu_hw_cmd));
-    g->evring = qmalloc(c->qs, RING_ENTRIES * sizeof(struct sgpu_hw_event));
+    g->ring = qmalloc(c->qs, entries * sizeof(struct sghw_cmd));
+    g->evring = qmalloc(c->qs, RING_ENTRIES * sizeof(struct sghw_event));
     g->evhead = 0;
-    wr(g, SGPU_REG_CMD_BASE_LO, (uint32_t)g->ring);
-    wr(g, SGPU_REG_CMD_BASE_HI, g->ring >> 32);
-    wr(g, SGPU_REG_CMD_SIZE, entries);
-    wr(g, SGPU_REG_EVT_BASE_LO, (uint32_t)g->evring);
-    wr(g, SGPU_REG_EVT_BASE_HI, g->evring >> 32);
-    wr(g, SGPU_REG_EVT_SIZE, RING_ENTRIES);
-    g_assert_cmphex(rd(g, SGPU_REG_STATUS) & 7, ==,
-                    SGPU_STATUS_READY | SGPU_STATUS_CMD_ENABLED | SGPU_STATUS_EVT_ENABLED);
+    wr(g, SGHW_REG_CMD_BASE_LO, (uint32_t)g->ring);
+    wr(g, SGHW_REG_CMD_BASE_HI, g->ring >> 32);
+    wr(g, SGHW_REG_CMD_SIZE, entries);
+    wr(g, SGHW_REG_EVT_BASE_LO, (uint32_t)g->evring);
+    wr(g, SGHW_REG_EVT_BASE_HI, g->evring >> 32);
+    wr(g, SGHW_REG_EVT_SIZE, RING_ENTRIES);
+    g_assert_cmphex(rd(g, SGHW_REG_STATUS) & 7, ==,
+                    SGHW_STATUS_READY | SGHW_STATUS_CMD_ENABLED | SGHW_STATUS_EVT_ENABLED);
 }
 
 static void gpu_init(Ctx *c, Gpu *g)
@@ -73,51 +73,51 @@ static void gpu_init(Ctx *c, Gpu *g)
     uint64_t size;
 
     qpci_device_enable(g->dev);
-    g->mmio = qpci_iomap(g->dev, SGPU_BAR_MMIO, &size);
-    g_assert_cmpuint(size, ==, SGPU_MMIO_SIZE);
-    g->vram = qpci_iomap(g->dev, SGPU_BAR_VRAM, &size);
-    g_assert_cmphex(rd(g, SGPU_REG_VERSION), ==, SGPU_VERSION);
-    g->vram_size = rd(g, SGPU_REG_VRAM_SIZE_LO) | ((uint64_t)rd(g, SGPU_REG_VRAM_SIZE_HI) << 32);
+    g->mmio = qpci_iomap(g->dev, SGHW_BAR_MMIO, &size);
+    g_assert_cmpuint(size, ==, SGHW_MMIO_SIZE);
+    g->vram = qpci_iomap(g->dev, SGHW_BAR_VRAM, &size);
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, SGHW_VERSION);
+    g->vram_size = rd(g, SGHW_REG_VRAM_SIZE_LO) | ((uint64_t)rd(g, SGHW_REG_VRAM_SIZE_HI) << 32);
     g_assert_cmpuint(size, ==, 2 * g->vram_size);
     gpu_rings(c, g, RING_ENTRIES);
 }
 
 /* Submits one command, waits for it, returns the completed entry. */
-static struct sgpu_hw_cmd submit(Ctx *c, Gpu *g, struct sgpu_hw_cmd cmd)
+static struct sghw_cmd submit(Ctx *c, Gpu *g, struct sghw_cmd cmd)
 {
     QTestState *qts = c->qs->qts;
-    uint32_t tail = rd(g, SGPU_REG_CMD_TAIL);
+    uint32_t tail = rd(g, SGHW_REG_CMD_TAIL);
     uint64_t addr = g->ring + tail * sizeof(cmd);
     int i;
 
     cmd.seqno = ++g->seqno;
-    cmd.status = SGPU_ST_PENDING;
+    cmd.status = SGHW_ST_PENDING;
     qtest_memwrite(qts, addr, &cmd, sizeof(cmd));
-    wr(g, SGPU_REG_CMD_TAIL, (tail + 1) % g->ring_entries);
-    wr(g, SGPU_REG_DOORBELL, 1);
-    for (i = 0; i < 100000 && rd(g, SGPU_REG_CMD_HEAD) != (tail + 1) % g->ring_entries; i++) {
+    wr(g, SGHW_REG_CMD_TAIL, (tail + 1) % g->ring_entries);
+    wr(g, SGHW_REG_DOORBELL, 1);
+    for (i = 0; i < 100000 && rd(g, SGHW_REG_CMD_HEAD) != (tail + 1) % g->ring_entries; i++) {
         g_usleep(10);
     }
-    g_assert_cmpuint(rd(g, SGPU_REG_CMD_HEAD), ==, (tail + 1) % g->ring_entries);
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, (tail + 1) % g->ring_entries);
     qtest_memread(qts, addr, &cmd, sizeof(cmd));
-    g_assert_cmpuint(rd(g, SGPU_REG_LAST_SEQNO_LO), ==, (uint32_t)g->seqno);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, (uint32_t)g->seqno);
     return cmd;
 }
 
-static bool pop_event(Ctx *c, Gpu *g, struct sgpu_hw_event *ev)
+static bool pop_event(Ctx *c, Gpu *g, struct sghw_event *ev)
 {
-    if (rd(g, SGPU_REG_EVT_TAIL) == g->evhead) {
+    if (rd(g, SGHW_REG_EVT_TAIL) == g->evhead) {
         return false;
     }
     qtest_memread(c->qs->qts, g->evring + g->evhead * sizeof(*ev), ev, sizeof(*ev));
     g->evhead = (g->evhead + 1) % RING_ENTRIES;
-    wr(g, SGPU_REG_EVT_HEAD, g->evhead);
+    wr(g, SGHW_REG_EVT_HEAD, g->evhead);
     return true;
 }
 
 static void drain_events(Ctx *c, Gpu *g)
 {
-    struct sgpu_hw_event ev;
+    struct sghw_event ev;
 
     while (pop_event(c, g, &ev)) {
     }
@@ -130,7 +130,7 @@ static Ctx *setup_with(const char *props)
 
     c->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M%s "
                           "-device sharegpu,id=g1,vram-size=4M,coherent=off%s", props, props);
-    qpci_device_foreach(c->qs->pcibus, SGPU_PCI_VENDOR_ID, SGPU_PCI_DEVICE_ID, found_fn, c);
+    qpci_device_foreach(c->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, c);
     g_assert_cmpint(c->found, ==, 2);
     gpu_init(c, &c->g[0]);
     gpu_init(c, &c->g[1]);
@@ -175,10 +175,10 @@ static uint32_t crc32c_ref(const uint8_t *p, size_t n)
 static uint32_t create_bo_sz(Ctx *c, Gpu *g, uint64_t size, uint32_t placement,
                              uint64_t *vram_off)
 {
-    struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
-        .opcode = SGPU_OP_BO_CREATE, .len = size, .arg = placement });
+    struct sghw_cmd r = submit(c, g, (struct sghw_cmd) {
+        .opcode = SGHW_OP_BO_CREATE, .len = size, .arg = placement });
 
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.out_handle, !=, 0);
     if (vram_off) {
         *vram_off = r.result;
@@ -194,14 +194,14 @@ static uint32_t create_bo(Ctx *c, Gpu *g, uint32_t placement, uint64_t *vram_off
 /* Exports `h` on `exp` and imports it on `imp`; returns the import handle. */
 static uint32_t share_bo(Ctx *c, Gpu *exp, uint32_t h, Gpu *imp)
 {
-    struct sgpu_hw_cmd e, r;
+    struct sghw_cmd e, r;
 
-    e = submit(c, exp, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_EXPORT, .handle = h });
-    g_assert_cmpuint(e.status, ==, SGPU_ST_OK);
-    r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
+    e = submit(c, exp, (struct sghw_cmd) { .opcode = SGHW_OP_EXPORT, .handle = h });
+    g_assert_cmpuint(e.status, ==, SGHW_ST_OK);
+    r = (struct sghw_cmd) { .opcode = SGHW_OP_IMPORT };
     memcpy(r.uuid, e.uuid, sizeof(r.uuid));
     r = submit(c, imp, r);
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     return r.out_handle;
 }
 
@@ -209,12 +209,12 @@ static void test_identity(void)
 {
     Ctx *c = setup();
 
-    g_assert_cmpuint(qpci_config_readw(c->g[0].dev, PCI_CLASS_DEVICE), ==, SGPU_PCI_CLASS);
-    g_assert_cmpuint(qpci_config_readb(c->g[0].dev, PCI_REVISION_ID), ==, SGPU_PCI_REVISION);
-    g_assert_true(rd(&c->g[0], SGPU_REG_FEATURES) & SGPU_FEAT_COHERENT);
-    g_assert_false(rd(&c->g[1], SGPU_REG_FEATURES) & SGPU_FEAT_COHERENT);
-    wr(&c->g[0], SGPU_REG_SCRATCH, 0xdeadbeef);
-    g_assert_cmphex(rd(&c->g[0], SGPU_REG_SCRATCH), ==, 0xdeadbeef);
+    g_assert_cmpuint(qpci_config_readw(c->g[0].dev, PCI_CLASS_DEVICE), ==, SGHW_PCI_CLASS);
+    g_assert_cmpuint(qpci_config_readb(c->g[0].dev, PCI_REVISION_ID), ==, SGHW_PCI_REVISION);
+    g_assert_true(rd(&c->g[0], SGHW_REG_FEATURES) & SGHW_FEAT_COHERENT);
+    g_assert_false(rd(&c->g[1], SGHW_REG_FEATURES) & SGHW_FEAT_COHERENT);
+    wr(&c->g[0], SGHW_REG_SCRATCH, 0xdeadbeef);
+    g_assert_cmphex(rd(&c->g[0], SGHW_REG_SCRATCH), ==, 0xdeadbeef);
     teardown(c);
 }
 
@@ -223,22 +223,22 @@ static void test_fill_checksum_transfer(void)
     Ctx *c = setup();
     Gpu *g = &c->g[0];
     uint64_t off;
-    uint32_t h = create_bo(c, g, SGPU_PLACEMENT_HW_DEVICE, &off);
+    uint32_t h = create_bo(c, g, SGHW_PLACEMENT_DEVICE, &off);
     g_autofree uint8_t *buf = g_malloc(BO_SIZE);
     g_autofree uint8_t *expect = g_malloc(BO_SIZE);
-    struct sgpu_hw_mem_entry ents[2];
+    struct sghw_mem_entry ents[2];
     uint64_t sg, pages;
-    struct sgpu_hw_cmd r;
+    struct sghw_cmd r;
 
     for (int i = 0; i < BO_SIZE; i += 4) {
         memcpy(expect + i, &(uint32_t){ 0xa5a5f00d }, 4);
     }
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = h,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
                                             .len = BO_SIZE, .arg = 0xa5a5f00d });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = h,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
                                             .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(r.result, ==, crc32c_ref(expect, BO_SIZE));
 
     /* the CPU sees it through BAR2 */
@@ -248,26 +248,26 @@ static void test_fill_checksum_transfer(void)
     /* system pages: two scatter entries, transfer from the device */
     pages = qmalloc(c->qs, BO_SIZE);
     sg = qmalloc(c->qs, sizeof(ents));
-    ents[0] = (struct sgpu_hw_mem_entry) { .addr = pages, .length = BO_SIZE / 2 };
-    ents[1] = (struct sgpu_hw_mem_entry) { .addr = pages + BO_SIZE / 2, .length = BO_SIZE / 2 };
+    ents[0] = (struct sghw_mem_entry) { .addr = pages, .length = BO_SIZE / 2 };
+    ents[1] = (struct sghw_mem_entry) { .addr = pages + BO_SIZE / 2, .length = BO_SIZE / 2 };
     qtest_memwrite(c->qs->qts, sg, ents, sizeof(ents));
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING, .handle = h,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_ATTACH_BACKING, .handle = h,
                                             .off0 = sg, .arg = 2 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.result, ==, BO_SIZE);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_FROM_DEVICE,
                                             .handle = h, .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     qtest_memread(c->qs->qts, pages, buf, BO_SIZE);
     g_assert(memcmp(buf, expect, BO_SIZE) == 0);
 
     /* and back: guest writes its pages, transfers to the device at an offset */
     memset(buf, 0x5a, 4096);
     qtest_memwrite(c->qs->qts, pages + BO_SIZE / 2 - 2048, buf, 4096);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE, .handle = h,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE, .handle = h,
                                             .off0 = 8192, .off1 = BO_SIZE / 2 - 2048,
                                             .len = 4096 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     qpci_memread(g->dev, g->vram, off + 8192, buf, 4096);
     for (int i = 0; i < 4096; i++) {
         g_assert_cmpuint(buf[i], ==, 0x5a);
@@ -279,51 +279,51 @@ static void test_errors(void)
 {
     Ctx *c = setup();
     Gpu *g = &c->g[0];
-    uint32_t h = create_bo(c, g, SGPU_PLACEMENT_HW_SYSTEM, NULL);
-    struct sgpu_hw_cmd r;
-    struct sgpu_hw_event ev;
+    uint32_t h = create_bo(c, g, SGHW_PLACEMENT_SYSTEM, NULL);
+    struct sghw_cmd r;
+    struct sghw_event ev;
 
     drain_events(c, g);
-    wr(g, SGPU_REG_INT_MASK, SGPU_INT_ERROR);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_OPCODE);
-    g_assert_cmpuint(rd(g, SGPU_REG_ERROR_CODE), ==, SGPU_ST_BAD_OPCODE);
-    g_assert_true(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_ERROR);
-    wr(g, SGPU_REG_INT_ACK, SGPU_INT_ERROR);
-    g_assert_false(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_ERROR);
+    wr(g, SGHW_REG_INT_MASK, SGHW_INT_ERROR);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = 0x7777 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_CODE), ==, SGHW_ST_BAD_OPCODE);
+    g_assert_true(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_ERROR);
+    wr(g, SGHW_REG_INT_ACK, SGHW_INT_ERROR);
+    g_assert_false(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_ERROR);
     g_assert_true(pop_event(c, g, &ev));
-    g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
-    g_assert_cmpuint(ev.placement, ==, SGPU_ST_BAD_OPCODE);
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_ERROR);
+    g_assert_cmpuint(ev.placement, ==, SGHW_ST_BAD_OPCODE);
 
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = 4242,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = 4242,
                                             .len = 4 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_HANDLE);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = h,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
                                             .off0 = BO_SIZE - 4, .len = 8 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE, .handle = h,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE, .handle = h,
                                             .len = 8 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_BACKING);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = 1ull << 40 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_TOO_BIG);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING, .handle = h,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_BACKING);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_CREATE, .len = 1ull << 40 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_TOO_BIG);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_ATTACH_BACKING, .handle = h,
                                             .off0 = 1ull << 50, .arg = 1 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_DMA_ERROR);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_DMA_ERROR);
     /* bad register values are ignored, the device keeps working */
-    wr(g, SGPU_REG_CMD_TAIL, 999);
-    wr(g, SGPU_REG_RESET, 1);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_NOP });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    g_assert_cmpuint(rd(g, SGPU_REG_ERROR_COUNT), ==, 6);
+    wr(g, SGHW_REG_CMD_TAIL, 999);
+    wr(g, SGHW_REG_RESET, 1);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_NOP });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_COUNT), ==, 6);
 
     /* reset: rings off, handles gone */
-    wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
-    g_assert_cmpuint(rd(g, SGPU_REG_CMD_SIZE), ==, 0);
-    g_assert_cmpuint(rd(g, SGPU_REG_ERROR_COUNT), ==, 0);
+    wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_SIZE), ==, 0);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_COUNT), ==, 0);
     gpu_init(c, g);
     g->evhead = 0;
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_DESTROY, .handle = h });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_HANDLE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
     teardown(c);
 }
 
@@ -332,39 +332,39 @@ static void test_share_and_move(void)
     Ctx *c = setup();
     Gpu *g0 = &c->g[0], *g1 = &c->g[1];
     uint64_t off;
-    uint32_t h = create_bo(c, g0, SGPU_PLACEMENT_HW_DEVICE, &off);
-    struct sgpu_hw_cmd r, e;
-    struct sgpu_hw_event ev;
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, &off);
+    struct sghw_cmd r, e;
+    struct sghw_event ev;
     uint32_t imp, crc0, v;
     uint64_t win;
     QDict *resp;
     QList *list;
     bool moved = false, invalidated = false;
 
-    r = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = h,
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
                                              .len = BO_SIZE, .arg = 0x01020304 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    crc0 = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = h,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    crc0 = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
                                                 .len = BO_SIZE }).result;
 
-    e = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_EXPORT, .handle = h });
-    g_assert_cmpuint(e.status, ==, SGPU_ST_OK);
-    r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
+    e = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_EXPORT, .handle = h });
+    g_assert_cmpuint(e.status, ==, SGHW_ST_OK);
+    r = (struct sghw_cmd) { .opcode = SGHW_OP_IMPORT };
     memcpy(r.uuid, e.uuid, sizeof(r.uuid));
     r = submit(c, g1, r);
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     imp = r.out_handle;
 
     /* the importer's copy engine reads the exporter's storage */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = imp,
                                              .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(r.result, ==, crc0);
 
     /* zero copy: map into g1's import window, write through g0's VRAM, read through g1 */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
                                              .off0 = 0x10000 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     win = r.result;
     g_assert_cmpuint(win, ==, g1->vram_size + 0x10000);
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0x01020304);
@@ -372,9 +372,9 @@ static void test_share_and_move(void)
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 64), ==, 0xcafef00d);
 
     /* unknown uuid */
-    r = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_IMPORT };
+    r = (struct sghw_cmd) { .opcode = SGHW_OP_IMPORT };
     memset(r.uuid, 0x42, sizeof(r.uuid));
-    g_assert_cmpuint(submit(c, g1, r).status, ==, SGPU_ST_NOT_FOUND);
+    g_assert_cmpuint(submit(c, g1, r).status, ==, SGHW_ST_NOT_FOUND);
 
     /* monitor-forced eviction: exporter gets BO_MOVED, importer BO_INVALIDATED + unmap */
     drain_events(c, g0);
@@ -387,11 +387,11 @@ static void test_share_and_move(void)
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     for (int i = 0; i < 1000 && !(moved && invalidated); i++) {
         while (pop_event(c, g0, &ev)) {
-            moved |= ev.type == SGPU_EVT_BO_MOVED && ev.handle == h &&
-                     ev.placement == SGPU_PLACEMENT_HW_SYSTEM;
+            moved |= ev.type == SGHW_EVT_BO_MOVED && ev.handle == h &&
+                     ev.placement == SGHW_PLACEMENT_SYSTEM;
         }
         while (pop_event(c, g1, &ev)) {
-            invalidated |= ev.type == SGPU_EVT_BO_INVALIDATED && ev.handle == imp;
+            invalidated |= ev.type == SGHW_EVT_BO_INVALIDATED && ev.handle == imp;
         }
         g_usleep(100);
     }
@@ -400,73 +400,73 @@ static void test_share_and_move(void)
     v = qpci_io_readl(g1->dev, g1->vram, win);
     g_assert_cmphex(v, ==, 0xffffffff);
     /* 1.1: UNMAP_IMPORT after the device dropped the mapping is OK (result 0) */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = imp });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.result, ==, 0);
-    r = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = h });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_HANDLE);
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
     /* map again, unmap: result 1 */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
                                              .off0 = 0x10000 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 64), ==, 0xcafef00d);
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_UNMAP_IMPORT, .handle = imp });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.result, ==, 1);
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
 
     /* 1.1: a BO_MOVE command on the exporter: when its completion is visible, the
      * importer's window is already unmapped and BO_INVALIDATED is in the importer's ring */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
                                              .off0 = 0x10000 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     drain_events(c, g0);
     drain_events(c, g1);
-    r = submit(c, g0, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
-                                             .arg = SGPU_PLACEMENT_HW_DEVICE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                             .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     g_assert_true(pop_event(c, g1, &ev));
-    g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_INVALIDATED);
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_INVALIDATED);
     g_assert_cmpuint(ev.handle, ==, imp);
     g_assert_true(pop_event(c, g0, &ev));
-    g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_MOVED);
-    g_assert_cmpuint(ev.placement, ==, SGPU_PLACEMENT_HW_DEVICE);
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_DEVICE);
     g_assert_cmphex(ev.vram_offset, ==, r.result);
 
     /* import handles: CACHE_* / CPU_ACCESS_* accepted, TRANSFER reads the exporter's bytes */
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = imp,
                                              .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_INVALIDATE,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_INVALIDATE,
                                              .handle = imp, .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CPU_ACCESS_BEGIN,
-                                             .handle = imp, .arg = SGPU_DIR_HW_FROM_DEVICE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CPU_ACCESS_END,
-                                             .handle = imp, .arg = SGPU_DIR_HW_FROM_DEVICE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CPU_ACCESS_BEGIN,
+                                             .handle = imp, .arg = SGHW_DIR_FROM_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CPU_ACCESS_END,
+                                             .handle = imp, .arg = SGHW_DIR_FROM_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     {
         uint64_t pages = qmalloc(c->qs, BO_SIZE), sg = qmalloc(c->qs, 16);
-        struct sgpu_hw_mem_entry ent = { .addr = pages, .length = BO_SIZE };
+        struct sghw_mem_entry ent = { .addr = pages, .length = BO_SIZE };
         uint32_t w;
 
         qtest_memwrite(c->qs->qts, sg, &ent, sizeof(ent));
-        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING,
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_ATTACH_BACKING,
                                                  .handle = imp, .off0 = sg, .arg = 1 });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_FROM_DEVICE,
                                                  .handle = imp, .len = BO_SIZE });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         qtest_memread(c->qs->qts, pages + 64, &w, 4);
         g_assert_cmphex(w, ==, 0xcafef00d);
         qtest_memread(c->qs->qts, pages, &w, 4);
         g_assert_cmphex(w, ==, 0x01020304);
     }
-    r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = imp,
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = imp,
                                              .len = BO_SIZE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
 
     resp = qtest_qmp(c->qs->qts, "{'execute': 'query-sharegpu'}");
     list = qdict_get_qlist(resp, "return");
@@ -514,19 +514,19 @@ static void qmp_move(Ctx *c, const char *id, uint32_t handle, const char *placem
 
 static uint32_t checksum(Ctx *c, Gpu *g, uint32_t h, uint64_t len)
 {
-    struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
-        .opcode = SGPU_OP_CHECKSUM, .handle = h, .len = len });
+    struct sghw_cmd r = submit(c, g, (struct sghw_cmd) {
+        .opcode = SGHW_OP_CHECKSUM, .handle = h, .len = len });
 
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     return r.result;
 }
 
-static void query_bo(Ctx *c, Gpu *g, uint32_t h, struct sgpu_hw_bo_info *info,
+static void query_bo(Ctx *c, Gpu *g, uint32_t h, struct sghw_bo_info *info,
                      uint32_t expect_status)
 {
     uint64_t addr = qmalloc(c->qs, sizeof(*info));
-    struct sgpu_hw_cmd r = submit(c, g, (struct sgpu_hw_cmd) {
-        .opcode = SGPU_OP_BO_QUERY, .handle = h, .off0 = addr });
+    struct sghw_cmd r = submit(c, g, (struct sghw_cmd) {
+        .opcode = SGHW_OP_BO_QUERY, .handle = h, .off0 = addr });
 
     g_assert_cmpuint(r.status, ==, expect_status);
     if (info) {
@@ -538,14 +538,14 @@ static void query_bo(Ctx *c, Gpu *g, uint32_t h, struct sgpu_hw_bo_info *info,
 static uint64_t attach_pages(Ctx *c, Gpu *g, uint32_t h, uint64_t len)
 {
     uint64_t pages = qmalloc(c->qs, len);
-    uint64_t sg = qmalloc(c->qs, sizeof(struct sgpu_hw_mem_entry));
-    struct sgpu_hw_mem_entry ent = { .addr = pages, .length = len };
-    struct sgpu_hw_cmd r;
+    uint64_t sg = qmalloc(c->qs, sizeof(struct sghw_mem_entry));
+    struct sghw_mem_entry ent = { .addr = pages, .length = len };
+    struct sghw_cmd r;
 
     qtest_memwrite(c->qs->qts, sg, &ent, sizeof(ent));
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_ATTACH_BACKING, .handle = h,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_ATTACH_BACKING, .handle = h,
                                             .off0 = sg, .arg = 1 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     return pages;
 }
 
@@ -554,12 +554,12 @@ static void assert_bo_bytes(Ctx *c, Gpu *g, uint32_t h, uint64_t pages,
                             const uint8_t *expect, uint64_t len)
 {
     g_autofree uint8_t *buf = g_malloc0(len);
-    struct sgpu_hw_cmd r;
+    struct sghw_cmd r;
 
     qtest_memwrite(c->qs->qts, pages, buf, len); /* clear */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_FROM_DEVICE,
                                             .handle = h, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     qtest_memread(c->qs->qts, pages, buf, len);
     g_assert(memcmp(buf, expect, len) == 0);
 }
@@ -567,17 +567,17 @@ static void assert_bo_bytes(Ctx *c, Gpu *g, uint32_t h, uint64_t pages,
 /* The event is already in the ring (no waiting): 1.1 delivers it before completion. */
 static void expect_moved(Ctx *c, Gpu *g, uint32_t h, uint32_t placement, uint64_t *gen)
 {
-    struct sgpu_hw_event ev;
+    struct sghw_event ev;
     bool found = false;
 
     while (pop_event(c, g, &ev)) {
-        g_assert_cmpuint(ev.type, ==, SGPU_EVT_BO_MOVED);
+        g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
         if (ev.handle == h) {
             g_assert_cmpuint(ev.placement, ==, placement);
-            if (placement == SGPU_PLACEMENT_HW_SYSTEM) {
-                g_assert_cmphex(ev.vram_offset, ==, SGPU_INVALID_OFFSET);
+            if (placement == SGHW_PLACEMENT_SYSTEM) {
+                g_assert_cmphex(ev.vram_offset, ==, SGHW_INVALID_OFFSET);
             } else {
-                g_assert_cmpuint(ev.vram_offset % SGPU_VRAM_ALIGN, ==, 0);
+                g_assert_cmpuint(ev.vram_offset % SGHW_VRAM_ALIGN, ==, 0);
             }
             if (gen) {
                 g_assert_cmpuint(ev.generation, >, *gen);
@@ -597,9 +597,9 @@ static void test_evict_preserves(void)
     Gpu *g = &c->g[0], *g1 = &c->g[1];
     g_autofree uint8_t *data = g_malloc(EV_BO);
     g_autofree uint8_t *buf = g_malloc(EV_BO);
-    struct sgpu_hw_bo_info info;
-    struct sgpu_hw_cmd r;
-    struct sgpu_hw_event ev;
+    struct sghw_bo_info info;
+    struct sghw_cmd r;
+    struct sghw_event ev;
     uint64_t off, pages, gen, evictions;
     uint32_t h, crc0, big[8], bigcrc[8], nbig = 0, extra;
     GRand *rnd = g_rand_new_with_seed(1234);
@@ -608,135 +608,135 @@ static void test_evict_preserves(void)
         data[i] = g_rand_int(rnd);
     }
     g_rand_free(rnd);
-    h = create_bo_sz(c, g, EV_BO, SGPU_PLACEMENT_HW_DEVICE, &off);
-    g_assert_cmpuint(off % SGPU_VRAM_ALIGN, ==, 0);
+    h = create_bo_sz(c, g, EV_BO, SGHW_PLACEMENT_DEVICE, &off);
+    g_assert_cmpuint(off % SGHW_VRAM_ALIGN, ==, 0);
     pages = attach_pages(c, g, h, EV_BO);
     qtest_memwrite(c->qs->qts, pages, data, EV_BO);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
                                             .handle = h, .len = EV_BO });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     crc0 = checksum(c, g, h, EV_BO);
     g_assert_cmphex(crc0, ==, crc32c_ref(data, EV_BO));
-    query_bo(c, g, h, &info, SGPU_ST_OK);
+    query_bo(c, g, h, &info, SGHW_ST_OK);
     gen = info.generation;
     drain_events(c, g);
 
     /* 1. monitor-forced eviction */
     qmp_move(c, "g0", h, "system");
-    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen);
+    expect_moved(c, g, h, SGHW_PLACEMENT_SYSTEM, &gen);
     g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
     assert_bo_bytes(c, g, h, pages, data, EV_BO);
-    query_bo(c, g, h, &info, SGPU_ST_OK);
-    g_assert_cmpuint(info.placement, ==, SGPU_PLACEMENT_HW_SYSTEM);
-    g_assert_cmphex(info.vram_offset, ==, SGPU_INVALID_OFFSET);
+    query_bo(c, g, h, &info, SGHW_ST_OK);
+    g_assert_cmpuint(info.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    g_assert_cmphex(info.vram_offset, ==, SGHW_INVALID_OFFSET);
 
     /* 2. back to VRAM with BO_MOVE; the event is queued before the completion */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
-                                            .arg = SGPU_PLACEMENT_HW_DEVICE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                            .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     off = r.result;
-    g_assert_cmpuint(off % SGPU_VRAM_ALIGN, ==, 0);
-    expect_moved(c, g, h, SGPU_PLACEMENT_HW_DEVICE, &gen);
+    g_assert_cmpuint(off % SGHW_VRAM_ALIGN, ==, 0);
+    expect_moved(c, g, h, SGHW_PLACEMENT_DEVICE, &gen);
     qpci_memread(g->dev, g->vram, off, buf, EV_BO);
     g_assert(memcmp(buf, data, EV_BO) == 0);
 
     /* move to the current placement: no-op, no event */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
-                                            .arg = SGPU_PLACEMENT_HW_DEVICE });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                            .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(r.result, ==, off);
     g_assert_false(pop_event(c, g, &ev));
 
     /* 3. BO_EVICT command */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    expect_moved(c, g, h, SGHW_PLACEMENT_SYSTEM, &gen);
     g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
     assert_bo_bytes(c, g, h, pages, data, EV_BO);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = h });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_false(pop_event(c, g, &ev));
 
     /* NO_EVICT only on BO_CREATE / BO_MOVE */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = h,
-                                            .flags = SGPU_CMD_F_NO_EVICT });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_INVALID);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = h,
+                                            .flags = SGHW_CMD_F_NO_EVICT });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
     drain_events(c, g); /* the ERROR event */
 
     /* 4. VRAM pressure during BO_CREATE: h back in VRAM, then fill VRAM with 1 MiB BOs */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
-                                            .arg = SGPU_PLACEMENT_HW_DEVICE,
-                                            .flags = SGPU_CMD_F_NO_EVICT });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
-    expect_moved(c, g, h, SGPU_PLACEMENT_HW_DEVICE, &gen);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                            .arg = SGHW_PLACEMENT_DEVICE,
+                                            .flags = SGHW_CMD_F_NO_EVICT });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    expect_moved(c, g, h, SGHW_PLACEMENT_DEVICE, &gen);
     for (;;) {
-        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = 1 << 20,
-                                                .arg = SGPU_PLACEMENT_HW_DEVICE,
-                                                .flags = SGPU_CMD_F_NO_EVICT });
-        if (r.status == SGPU_ST_NO_SPACE) {
+        r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_CREATE, .len = 1 << 20,
+                                                .arg = SGHW_PLACEMENT_DEVICE,
+                                                .flags = SGHW_CMD_F_NO_EVICT });
+        if (r.status == SGHW_ST_NO_SPACE) {
             break;
         }
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         g_assert_cmpuint(nbig, <, ARRAY_SIZE(big));
         big[nbig] = r.out_handle;
-        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL,
+        r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL,
                                                 .handle = big[nbig], .len = 1 << 20,
                                                 .arg = 0x11111111 * (nbig + 1) });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         bigcrc[nbig] = checksum(c, g, big[nbig], 1 << 20);
         nbig++;
     }
     g_assert_cmpuint(nbig, ==, 3); /* 4 MiB VRAM, 256 KiB used by h */
     /* fill the rest with 256 KiB BOs (NO_EVICT) until NO_SPACE */
     for (;;) {
-        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = EV_BO,
-                                                .arg = SGPU_PLACEMENT_HW_DEVICE,
-                                                .flags = SGPU_CMD_F_NO_EVICT });
-        if (r.status == SGPU_ST_NO_SPACE) {
+        r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_CREATE, .len = EV_BO,
+                                                .arg = SGHW_PLACEMENT_DEVICE,
+                                                .flags = SGHW_CMD_F_NO_EVICT });
+        if (r.status == SGHW_ST_NO_SPACE) {
             break;
         }
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     }
     drain_events(c, g); /* ERROR events of the NO_SPACE completions */
     evictions = dev_counter(c, "g0", "evictions");
     g_assert_false(pop_event(c, g, &ev));
 
     /* an older BO is evicted to make room; every content survives */
-    extra = create_bo_sz(c, g, 1 << 20, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    extra = create_bo_sz(c, g, 1 << 20, SGHW_PLACEMENT_DEVICE, NULL);
     g_assert_cmpuint(dev_counter(c, "g0", "evictions"), >, evictions);
-    expect_moved(c, g, h, SGPU_PLACEMENT_HW_SYSTEM, &gen); /* h is the least recently used */
+    expect_moved(c, g, h, SGHW_PLACEMENT_SYSTEM, &gen); /* h is the least recently used */
     g_assert_cmphex(checksum(c, g, h, EV_BO), ==, crc0);
     assert_bo_bytes(c, g, h, pages, data, EV_BO);
     for (uint32_t i = 0; i < nbig; i++) {
         g_assert_cmphex(checksum(c, g, big[i], 1 << 20), ==, bigcrc[i]);
     }
-    query_bo(c, g, extra, &info, SGPU_ST_OK);
-    g_assert_cmpuint(info.placement, ==, SGPU_PLACEMENT_HW_DEVICE);
+    query_bo(c, g, extra, &info, SGHW_ST_OK);
+    g_assert_cmpuint(info.placement, ==, SGHW_PLACEMENT_DEVICE);
 
     /* VRAM is full again: NO_EVICT move of h fails, nothing moves */
     evictions = dev_counter(c, "g0", "evictions");
     drain_events(c, g);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_MOVE, .handle = h,
-                                            .arg = SGPU_PLACEMENT_HW_DEVICE,
-                                            .flags = SGPU_CMD_F_NO_EVICT });
-    if (r.status == SGPU_ST_NO_SPACE) {
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                            .arg = SGHW_PLACEMENT_DEVICE,
+                                            .flags = SGHW_CMD_F_NO_EVICT });
+    if (r.status == SGHW_ST_NO_SPACE) {
         g_assert_cmpuint(dev_counter(c, "g0", "evictions"), ==, evictions);
         g_assert_true(pop_event(c, g, &ev));
-        g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+        g_assert_cmpuint(ev.type, ==, SGHW_EVT_ERROR);
         g_assert_false(pop_event(c, g, &ev));
     } else {
         /* the victim left a hole big enough: then it simply fits */
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         g_assert_cmpuint(dev_counter(c, "g0", "evictions"), ==, evictions);
     }
-    query_bo(c, g, h, &info, SGPU_ST_OK);
+    query_bo(c, g, h, &info, SGHW_ST_OK);
     for (uint32_t i = 0; i < nbig; i++) {
         g_assert_cmphex(checksum(c, g, big[i], 1 << 20), ==, bigcrc[i]);
     }
 
     /* non-coherent device: dirty cache lines are written back by the eviction */
     {
-        uint32_t h1 = create_bo(c, g1, SGPU_PLACEMENT_HW_DEVICE, NULL);
+        uint32_t h1 = create_bo(c, g1, SGHW_PLACEMENT_DEVICE, NULL);
         uint64_t p1 = attach_pages(c, g1, h1, BO_SIZE);
         g_autofree uint8_t *pat = g_malloc(BO_SIZE);
         uint32_t crc1;
@@ -745,13 +745,13 @@ static void test_evict_preserves(void)
             memcpy(pat + i, &(uint32_t){ 0x5eed5eed }, 4);
         }
         drain_events(c, g1);
-        r = submit(c, g1, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = h1,
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h1,
                                                  .len = BO_SIZE, .arg = 0x5eed5eed });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         crc1 = checksum(c, g1, h1, BO_SIZE);
         g_assert_cmphex(crc1, ==, crc32c_ref(pat, BO_SIZE));
         qmp_move(c, "g1", h1, "system");
-        expect_moved(c, g1, h1, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+        expect_moved(c, g1, h1, SGHW_PLACEMENT_SYSTEM, NULL);
         g_assert_cmphex(checksum(c, g1, h1, BO_SIZE), ==, crc1);
         assert_bo_bytes(c, g1, h1, p1, pat, BO_SIZE);
     }
@@ -764,71 +764,71 @@ static void test_evict_preserves(void)
 static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
 {
     QTestState *qts = c->qs->qts;
-    g_autofree struct sgpu_hw_cmd *ring = g_new0(struct sgpu_hw_cmd, RESET_RING);
+    g_autofree struct sghw_cmd *ring = g_new0(struct sghw_cmd, RESET_RING);
     g_autofree uint8_t *expect = g_malloc(RESET_BO);
     g_autofree uint8_t *buf = g_malloc(RESET_BO);
     uint32_t a, b, imp = 0, done, last_fill = UINT32_MAX, st, head;
     uint64_t win = 0, pages;
-    struct sgpu_hw_cmd r;
-    struct sgpu_hw_bo_info info;
+    struct sghw_cmd r;
+    struct sghw_bo_info info;
     QDict *d;
     int i;
 
     gpu_rings(c, g, RESET_RING);
-    a = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
-    b = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
+    a = create_bo_sz(c, g, RESET_BO, SGHW_PLACEMENT_DEVICE, NULL);
+    b = create_bo_sz(c, g, RESET_BO, SGHW_PLACEMENT_DEVICE, NULL);
     if (other) {
         /* the other device imports a and maps it: it must survive the reset */
         imp = share_bo(c, g, a, other);
-        r = submit(c, other, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_MAP_IMPORT,
+        r = submit(c, other, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
                                                     .handle = imp, .off0 = 0 });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
         win = r.result;
     }
 
     /* a long ring of big jobs, starting after the entries used so far */
-    head = rd(g, SGPU_REG_CMD_HEAD);
+    head = rd(g, SGHW_REG_CMD_HEAD);
     for (i = 0; i < RESET_RING - 1; i++) {
         uint32_t idx = (head + i) % RESET_RING;
-        struct sgpu_hw_cmd *cmd = &ring[idx];
+        struct sghw_cmd *cmd = &ring[idx];
 
         switch (i % 3) {
         case 0:
-            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+            *cmd = (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
                                           .len = RESET_BO, .arg = 0x1000 + i };
             break;
         case 1:
-            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = b,
+            *cmd = (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b,
                                           .handle2 = a, .len = RESET_BO };
             break;
         default:
-            *cmd = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CHECKSUM, .handle = b,
+            *cmd = (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b,
                                           .len = RESET_BO };
             break;
         }
         cmd->seqno = 1000 + i;
-        cmd->status = SGPU_ST_PENDING;
+        cmd->status = SGHW_ST_PENDING;
     }
     qtest_memwrite(qts, g->ring, ring, RESET_RING * sizeof(*ring));
-    wr(g, SGPU_REG_CMD_TAIL, (head + RESET_RING - 1) % RESET_RING);
-    wr(g, SGPU_REG_DOORBELL, 1);
-    wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+    wr(g, SGHW_REG_CMD_TAIL, (head + RESET_RING - 1) % RESET_RING);
+    wr(g, SGHW_REG_DOORBELL, 1);
+    wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
 
     /* documented reset state */
-    g_assert_cmphex(rd(g, SGPU_REG_VERSION), ==, SGPU_VERSION);
-    g_assert_cmpuint(rd(g, SGPU_REG_STATUS), ==, SGPU_STATUS_READY);
-    for (uint32_t reg = SGPU_REG_CMD_BASE_LO; reg <= SGPU_REG_LAST_SEQNO_HI; reg += 4) {
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, SGHW_VERSION);
+    g_assert_cmpuint(rd(g, SGHW_REG_STATUS), ==, SGHW_STATUS_READY);
+    for (uint32_t reg = SGHW_REG_CMD_BASE_LO; reg <= SGHW_REG_LAST_SEQNO_HI; reg += 4) {
         g_assert_cmphex(rd(g, reg), ==, 0);
     }
-    for (uint32_t reg = SGPU_REG_EVT_BASE_LO; reg <= SGPU_REG_EVT_DROPPED; reg += 4) {
+    for (uint32_t reg = SGHW_REG_EVT_BASE_LO; reg <= SGHW_REG_EVT_DROPPED; reg += 4) {
         g_assert_cmphex(rd(g, reg), ==, 0);
     }
-    g_assert_cmphex(rd(g, SGPU_REG_INT_STATUS), ==, 0);
-    g_assert_cmphex(rd(g, SGPU_REG_INT_MASK), ==, 0);
-    g_assert_cmphex(rd(g, SGPU_REG_ERROR_CODE), ==, 0);
-    g_assert_cmphex(rd(g, SGPU_REG_ERROR_INDEX), ==, 0);
-    g_assert_cmphex(rd(g, SGPU_REG_ERROR_COUNT), ==, 0);
-    g_assert_cmphex(rd(g, SGPU_REG_SCRATCH), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_INT_STATUS), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_INT_MASK), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_ERROR_CODE), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_ERROR_INDEX), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_ERROR_COUNT), ==, 0);
+    g_assert_cmphex(rd(g, SGHW_REG_SCRATCH), ==, 0);
     d = query_dev(c, id);
     g_assert_cmpuint(qdict_get_int(d, "bo-count"), ==, 0);
     g_assert_cmpuint(qdict_get_int(d, "import-count"), ==, 0);
@@ -838,14 +838,14 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
 
     /* a prefix completed (in order), the rest was cancelled and stays untouched */
     g_usleep(20000);
-    rd(g, SGPU_REG_STATUS); /* let the main loop run */
+    rd(g, SGHW_REG_STATUS); /* let the main loop run */
     qtest_memread(qts, g->ring, ring, RESET_RING * sizeof(*ring));
     for (done = 0; done < RESET_RING - 1; done++) {
         st = ring[(head + done) % RESET_RING].status;
-        if (st == SGPU_ST_PENDING) {
+        if (st == SGHW_ST_PENDING) {
             break;
         }
-        g_assert_cmpuint(st, ==, SGPU_ST_OK);
+        g_assert_cmpuint(st, ==, SGHW_ST_OK);
         if (done % 3 == 0) {
             last_fill = done;
         }
@@ -853,7 +853,7 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
     g_test_message("reset landed after %u of %u commands", done, RESET_RING - 1);
     g_assert_cmpuint(done, <, RESET_RING - 1);
     for (i = done; i < RESET_RING - 1; i++) {
-        g_assert_cmphex(ring[(head + i) % RESET_RING].status, ==, SGPU_ST_PENDING);
+        g_assert_cmphex(ring[(head + i) % RESET_RING].status, ==, SGHW_ST_PENDING);
     }
 
     /* the import lives on with the content of the last completed FILL */
@@ -868,30 +868,30 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
                             crc32c_ref(expect, RESET_BO));
             g_assert_cmphex(qpci_io_readl(other->dev, other->vram, win + 4096), ==, pat);
         }
-        r = submit(c, other, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_DESTROY,
+        r = submit(c, other, (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY,
                                                     .handle = imp });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     }
 
     /* the device works again: new rings; old handles are gone */
     g->seqno = 0;
     gpu_rings(c, g, RING_ENTRIES);
-    query_bo(c, g, a, NULL, SGPU_ST_BAD_HANDLE);
-    query_bo(c, g, b, NULL, SGPU_ST_BAD_HANDLE);
-    a = create_bo_sz(c, g, RESET_BO, SGPU_PLACEMENT_HW_DEVICE, NULL);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+    query_bo(c, g, a, NULL, SGHW_ST_BAD_HANDLE);
+    query_bo(c, g, b, NULL, SGHW_ST_BAD_HANDLE);
+    a = create_bo_sz(c, g, RESET_BO, SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
                                             .len = RESET_BO, .arg = 0xfeedc0de });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     for (i = 0; i < RESET_BO; i += 4) {
         memcpy(expect + i, &(uint32_t){ 0xfeedc0de }, 4);
     }
     g_assert_cmphex(checksum(c, g, a, RESET_BO), ==, crc32c_ref(expect, RESET_BO));
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = a,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = a,
                                             .len = RESET_BO });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     pages = attach_pages(c, g, a, RESET_BO);
     assert_bo_bytes(c, g, a, pages, expect, RESET_BO);
-    query_bo(c, g, a, &info, SGPU_ST_OK);
+    query_bo(c, g, a, &info, SGHW_ST_OK);
     g_assert_cmpuint(info.size, ==, RESET_BO);
     (void)buf;
 }
@@ -910,51 +910,51 @@ static void test_event_overflow(void)
 {
     Ctx *c = setup();
     Gpu *g = &c->g[0];
-    struct sgpu_hw_event ev;
-    struct sgpu_hw_cmd r;
+    struct sghw_event ev;
+    struct sghw_cmd r;
     int i, errors = 0, resync = 0;
 
-    wr(g, SGPU_REG_INT_MASK, SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
-    g_assert_cmphex(rd(g, SGPU_REG_INT_MASK), ==, SGPU_INT_EVENT | SGPU_INT_EVT_OVERFLOW);
+    wr(g, SGHW_REG_INT_MASK, SGHW_INT_EVENT | SGHW_INT_EVT_OVERFLOW);
+    g_assert_cmphex(rd(g, SGHW_REG_INT_MASK), ==, SGHW_INT_EVENT | SGHW_INT_EVT_OVERFLOW);
     /* 20 failing commands: 20 ERROR events into a 16-entry ring (15 usable) */
     for (i = 0; i < 20; i++) {
-        r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
-        g_assert_cmpuint(r.status, ==, SGPU_ST_BAD_OPCODE);
+        r = submit(c, g, (struct sghw_cmd) { .opcode = 0x7777 });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
     }
-    g_assert_cmpuint(rd(g, SGPU_REG_EVT_DROPPED), ==, 5);
-    g_assert_true(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
-    wr(g, SGPU_REG_INT_ACK, SGPU_INT_EVT_OVERFLOW);
-    g_assert_false(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
+    g_assert_cmpuint(rd(g, SGHW_REG_EVT_DROPPED), ==, 5);
+    g_assert_true(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_EVT_OVERFLOW);
+    wr(g, SGHW_REG_INT_ACK, SGHW_INT_EVT_OVERFLOW);
+    g_assert_false(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_EVT_OVERFLOW);
     /* the first EVT_HEAD write makes room: RESYNC follows the 15 kept events */
     for (i = 0; pop_event(c, g, &ev); i++) {
         if (i < 15) {
-            g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+            g_assert_cmpuint(ev.type, ==, SGHW_EVT_ERROR);
             g_assert_cmpuint(ev.generation, ==, i + 1); /* seqno */
             errors++;
         } else {
-            g_assert_cmpuint(ev.type, ==, SGPU_EVT_RESYNC);
+            g_assert_cmpuint(ev.type, ==, SGHW_EVT_RESYNC);
             g_assert_cmpuint(ev.generation, ==, 5);
-            g_assert_cmphex(ev.vram_offset, ==, SGPU_INVALID_OFFSET);
+            g_assert_cmphex(ev.vram_offset, ==, SGHW_INVALID_OFFSET);
             resync++;
         }
     }
     g_assert_cmpint(errors, ==, 15);
     g_assert_cmpint(resync, ==, 1);
     /* new events follow normally */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
+    r = submit(c, g, (struct sghw_cmd) { .opcode = 0x7777 });
     g_assert_true(pop_event(c, g, &ev));
-    g_assert_cmpuint(ev.type, ==, SGPU_EVT_ERROR);
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_ERROR);
     g_assert_false(pop_event(c, g, &ev));
-    g_assert_false(rd(g, SGPU_REG_INT_STATUS) & SGPU_INT_EVT_OVERFLOW);
+    g_assert_false(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_EVT_OVERFLOW);
 
     /* drops while the ring is disabled: RESYNC as soon as it is enabled again */
-    wr(g, SGPU_REG_EVT_SIZE, 0);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = 0x7777 });
-    g_assert_cmpuint(rd(g, SGPU_REG_EVT_DROPPED), ==, 6);
-    wr(g, SGPU_REG_EVT_SIZE, RING_ENTRIES);
+    wr(g, SGHW_REG_EVT_SIZE, 0);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = 0x7777 });
+    g_assert_cmpuint(rd(g, SGHW_REG_EVT_DROPPED), ==, 6);
+    wr(g, SGHW_REG_EVT_SIZE, RING_ENTRIES);
     g->evhead = 0;
     g_assert_true(pop_event(c, g, &ev));
-    g_assert_cmpuint(ev.type, ==, SGPU_EVT_RESYNC);
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_RESYNC);
     g_assert_cmpuint(ev.generation, ==, 6);
     g_assert_false(pop_event(c, g, &ev));
     teardown(c);
@@ -999,49 +999,49 @@ static void test_long_jobs_split(void)
     g_autofree uint8_t *got = g_malloc(len);
     uint32_t a, b, small;
     uint64_t pages;
-    struct sgpu_hw_cmd r;
+    struct sghw_cmd r;
 
-    a = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
-    b = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    a = create_bo_sz(c, g, len, SGHW_PLACEMENT_SYSTEM, NULL);
+    b = create_bo_sz(c, g, len, SGHW_PLACEMENT_SYSTEM, NULL);
     fill_pattern(expect, len, 0xc0ffee01);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a, .len = len,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a, .len = len,
                                             .arg = 0xc0ffee01 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     /* one chunk per run (slice < chunk): the run yields after each but the last */
     g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 1);
     g_assert_cmpuint(dev_counter(c, "g1", "bh-yields"), ==, len / JOB_CHUNK - 1);
     g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
 
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = b,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b,
                                             .handle2 = a, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 2);
     g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_CACHE_FLUSH, .handle = b,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = b,
                                             .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     pages = attach_pages(c, g, b, len);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_FROM_DEVICE,
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_FROM_DEVICE,
                                             .handle = b, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
     qtest_bufread(c->qs->qts, pages, got, len);
     g_assert(memcmp(got, expect, len) == 0);
 
     /* a job that would fail in a later chunk fails before the first: nothing is written */
-    small = create_bo_sz(c, g, 2 * JOB_CHUNK, SGPU_PLACEMENT_HW_SYSTEM, NULL);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_COPY, .handle = small,
+    small = create_bo_sz(c, g, 2 * JOB_CHUNK, SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = small,
                                             .handle2 = a, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
                                             .off0 = 4096, .len = len, .arg = 0xbad });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
                                             .handle = a, .off1 = 4096, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_BACKING);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_TRANSFER_TO_DEVICE,
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_BACKING);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
                                             .handle = b, .off1 = 4096, .len = len });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OUT_OF_RANGE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
     g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
     g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
     g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
@@ -1063,40 +1063,40 @@ static void test_reset_during_long_job(void)
     g_autofree uint8_t *expect = g_malloc(len);
     uint32_t a, imp, tail, i;
     uint64_t fill_addr, nop_addr;
-    struct sgpu_hw_cmd r, ring[2];
+    struct sghw_cmd r, ring[2];
     QDict *job = NULL;
 
-    a = create_bo_sz(c, g, len, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    a = create_bo_sz(c, g, len, SGHW_PLACEMENT_SYSTEM, NULL);
     imp = share_bo(c, g, a, other);
 
     /* FILL (32 chunks, one per main-loop turn) followed by a NOP */
-    tail = rd(g, SGPU_REG_CMD_TAIL);
-    ring[0] = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = a, .len = len,
+    tail = rd(g, SGHW_REG_CMD_TAIL);
+    ring[0] = (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a, .len = len,
                                      .arg = 0x0dd0f11e, .seqno = 77,
-                                     .status = SGPU_ST_PENDING };
-    ring[1] = (struct sgpu_hw_cmd) { .opcode = SGPU_OP_NOP, .seqno = 78,
-                                     .status = SGPU_ST_PENDING };
+                                     .status = SGHW_ST_PENDING };
+    ring[1] = (struct sghw_cmd) { .opcode = SGHW_OP_NOP, .seqno = 78,
+                                     .status = SGHW_ST_PENDING };
     fill_addr = g->ring + tail * sizeof(r);
     nop_addr = g->ring + ((tail + 1) % g->ring_entries) * sizeof(r);
     qtest_memwrite(qts, fill_addr, &ring[0], sizeof(r));
     qtest_memwrite(qts, nop_addr, &ring[1], sizeof(r));
-    wr(g, SGPU_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
-    wr(g, SGPU_REG_DOORBELL, 1);
+    wr(g, SGHW_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
+    wr(g, SGHW_REG_DOORBELL, 1);
     for (i = 0; i < 32 && !job; i++) {
         job = job_in_progress(c, "g0");
     }
     g_assert_nonnull(job); /* seen while running, not after */
-    g_assert_cmpuint(qdict_get_int(job, "opcode"), ==, SGPU_OP_FILL);
+    g_assert_cmpuint(qdict_get_int(job, "opcode"), ==, SGHW_OP_FILL);
     g_assert_cmpuint(qdict_get_int(job, "len"), ==, len);
     g_assert_cmpuint(qdict_get_int(job, "done"), <, len);
     qobject_unref(job);
 
-    wr(g, SGPU_REG_RESET, SGPU_RESET_MAGIC);
+    wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
     g_assert_null(job_in_progress(c, "g0"));
     qtest_memread(qts, fill_addr, &r, sizeof(r));
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     qtest_memread(qts, nop_addr, &r, sizeof(r));
-    g_assert_cmphex(r.status, ==, SGPU_ST_PENDING);
+    g_assert_cmphex(r.status, ==, SGHW_ST_PENDING);
     fill_pattern(expect, len, 0x0dd0f11e);
     g_assert_cmphex(checksum(c, other, imp, len), ==, crc32c_ref(expect, len));
     teardown(c);
@@ -1122,34 +1122,34 @@ static void test_hostmem_budget(void)
     Gpu *g = &c->g[0];
     g_autofree uint8_t *expect = g_malloc(BO_SIZE);
     uint32_t a, b, v;
-    struct sgpu_hw_cmd r;
+    struct sghw_cmd r;
 
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 0);
-    a = create_bo_sz(c, g, 4 << 20, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    a = create_bo_sz(c, g, 4 << 20, SGHW_PLACEMENT_SYSTEM, NULL);
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 4 << 20);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_CREATE, .len = 8 << 20,
-                                            .arg = SGPU_PLACEMENT_HW_SYSTEM });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_SPACE);
-    b = create_bo_sz(c, g, 4 << 20, SGPU_PLACEMENT_HW_SYSTEM, NULL);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_CREATE, .len = 8 << 20,
+                                            .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_SPACE);
+    b = create_bo_sz(c, g, 4 << 20, SGHW_PLACEMENT_SYSTEM, NULL);
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 8 << 20);
 
     /* budget full: evicting a VRAM buffer fails and leaves it, bytes intact, where it is */
-    v = create_bo(c, g, SGPU_PLACEMENT_HW_DEVICE, NULL);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_FILL, .handle = v,
+    v = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = v,
                                             .len = BO_SIZE, .arg = 0xfeed0001 });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     fill_pattern(expect, BO_SIZE, 0xfeed0001);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = v });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_NO_SPACE);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = v });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_SPACE);
     g_assert_cmphex(checksum(c, g, v, BO_SIZE), ==, crc32c_ref(expect, BO_SIZE));
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 8 << 20);
 
     /* destroying a buffer gives its bytes back */
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_DESTROY, .handle = a });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY, .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, 4 << 20);
-    r = submit(c, g, (struct sgpu_hw_cmd) { .opcode = SGPU_OP_BO_EVICT, .handle = v });
-    g_assert_cmpuint(r.status, ==, SGPU_ST_OK);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = v });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(checksum(c, g, v, BO_SIZE), ==, crc32c_ref(expect, BO_SIZE));
     g_assert_cmpuint(dev_hostmem_used(c, "g0"), ==, (4 << 20) + BO_SIZE);
     (void)b;

@@ -66,37 +66,37 @@ void BM_MoveNotifyFanout(benchmark::State& state) {
 BENCHMARK(BM_MoveNotifyFanout)->Arg(0)->Arg(1)->Arg(8)->Arg(64)->UseRealTime();
 
 struct TwoDevices {
-  sgpu_backend* backend = nullptr;
-  sgpu_device* a = nullptr;
-  sgpu_device* b = nullptr;
+  sgb_backend* backend = nullptr;
+  sgb_device* a = nullptr;
+  sgb_device* b = nullptr;
   TwoDevices() {
-    sgpu_device_config ca{"bench-a", 64 << 20, 1, 0}, cb{"bench-b", 64 << 20, 1, 0};
-    if (sgpu_backend_new(&backend) || sgpu_device_create(backend, &ca, &a) ||
-        sgpu_device_create(backend, &cb, &b)) {
+    sgb_device_config ca{"bench-a", 64 << 20, 1, 0}, cb{"bench-b", 64 << 20, 1, 0};
+    if (sgb_backend_new(&backend) || sgb_device_create(backend, &ca, &a) ||
+        sgb_device_create(backend, &cb, &b)) {
       std::abort();
     }
   }
   ~TwoDevices() {
-    sgpu_device_destroy(b);
-    sgpu_device_destroy(a);
-    sgpu_backend_unref(backend);
+    sgb_device_destroy(b);
+    sgb_device_destroy(a);
+    sgb_backend_unref(backend);
   }
 };
 
 void BM_ExportImportRoundTrip(benchmark::State& state) {
   TwoDevices d;
   uint32_t bo;
-  if (sgpu_bo_create(d.a, kBoSize, SGPU_PLACEMENT_DEVICE, &bo)) std::abort();
+  if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, &bo)) std::abort();
   for (auto _ : state) {
-    sgpu_uuid uuid;
+    sgb_uuid uuid;
     int fd = -1;
     uint32_t imported;
-    if (sgpu_bo_export(d.a, bo, &uuid, &fd) || sgpu_bo_import_fd(d.b, fd, &imported)) {
+    if (sgb_bo_export(d.a, bo, &uuid, &fd) || sgb_bo_import_fd(d.b, fd, &imported)) {
       state.SkipWithError("export/import failed");
       break;
     }
     close(fd);
-    (void)sgpu_bo_destroy(d.b, imported);
+    (void)sgb_bo_destroy(d.b, imported);
   }
 }
 BENCHMARK(BM_ExportImportRoundTrip)->UseRealTime();
@@ -105,11 +105,11 @@ void BM_BoCreateDestroy(benchmark::State& state) {
   TwoDevices d;
   for (auto _ : state) {
     uint32_t bo;
-    if (sgpu_bo_create(d.a, kBoSize, SGPU_PLACEMENT_DEVICE, &bo)) {
+    if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, &bo)) {
       state.SkipWithError("create failed");
       break;
     }
-    (void)sgpu_bo_destroy(d.a, bo);
+    (void)sgb_bo_destroy(d.a, bo);
   }
 }
 BENCHMARK(BM_BoCreateDestroy)->UseRealTime();

@@ -16,7 +16,7 @@
     do {                                                                                \
         int err_ = (call);                                                              \
         if (err_) {                                                                     \
-            fprintf(stderr, "demo: %s failed: %s\n", #call, sgpu_strerror(err_));       \
+            fprintf(stderr, "demo: %s failed: %s\n", #call, sgb_strerror(err_));       \
             exit(1);                                                                    \
         }                                                                               \
     } while (0)
@@ -29,59 +29,59 @@ static void expect(int ok, const char *what)
     }
 }
 
-static void show(sgpu_device *dev, uint32_t handle)
+static void show(sgb_device *dev, uint32_t handle)
 {
-    sgpu_bo_info info;
-    CHECK(sgpu_bo_info_get(dev, handle, &info));
+    sgb_bo_info info;
+    CHECK(sgb_bo_info_get(dev, handle, &info));
     printf("  %s handle %u: %s, %llu bytes, %s, gen %llu, attachments %u, live mappings %u\n",
-           sgpu_device_name(dev), handle, info.imported ? "import" : "local",
-           (unsigned long long)info.size, info.placement == SGPU_PLACEMENT_DEVICE ? "VRAM" : "system",
+           sgb_device_name(dev), handle, info.imported ? "import" : "local",
+           (unsigned long long)info.size, info.placement == SGB_PLACEMENT_DEVICE ? "VRAM" : "system",
            (unsigned long long)info.generation, info.attachments, info.live_mappings);
 }
 
 int main(void)
 {
     enum { SIZE = 64 * 1024 };
-    sgpu_backend *backend;
-    sgpu_device *a, *b;
-    sgpu_device_config ca = { .name = "g0", .vram_size = 16 << 20, .coherent = 1 };
-    sgpu_device_config cb = { .name = "g1", .vram_size = 16 << 20, .coherent = 0 };
+    sgb_backend *backend;
+    sgb_device *a, *b;
+    sgb_device_config ca = { .name = "g0", .vram_size = 16 << 20, .coherent = 1 };
+    sgb_device_config cb = { .name = "g1", .vram_size = 16 << 20, .coherent = 0 };
     uint32_t bo, imported, crc_a, crc_b, crc_before;
-    sgpu_uuid uuid;
-    sgpu_event ev;
+    sgb_uuid uuid;
+    sgb_event ev;
     int fd = -1;
     unsigned char *buf = malloc(SIZE), *readback = malloc(SIZE);
 
-    CHECK(sgpu_backend_new(&backend));
-    CHECK(sgpu_device_create(backend, &ca, &a));
-    CHECK(sgpu_device_create(backend, &cb, &b));
+    CHECK(sgb_backend_new(&backend));
+    CHECK(sgb_device_create(backend, &ca, &a));
+    CHECK(sgb_device_create(backend, &cb, &b));
     printf("two devices: g0 (coherent), g1 (coherent=off: strict device cache)\n");
 
     printf("\n1. export on g0, import on g1 (zero copy)\n");
-    CHECK(sgpu_bo_create(a, SIZE, SGPU_PLACEMENT_DEVICE, &bo));
+    CHECK(sgb_bo_create(a, SIZE, SGB_PLACEMENT_DEVICE, &bo));
     for (int i = 0; i < SIZE; i++) {
         buf[i] = (unsigned char)(i * 7 + 3);
     }
-    CHECK(sgpu_bo_cpu_write(a, bo, 0, buf, SIZE));
-    CHECK(sgpu_bo_export(a, bo, &uuid, &fd));
-    CHECK(sgpu_bo_import_fd(b, fd, &imported));
+    CHECK(sgb_bo_cpu_write(a, bo, 0, buf, SIZE));
+    CHECK(sgb_bo_export(a, bo, &uuid, &fd));
+    CHECK(sgb_bo_import_fd(b, fd, &imported));
     close(fd);
-    CHECK(sgpu_job_checksum(a, bo, 0, SIZE, &crc_a, NULL));
-    CHECK(sgpu_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
+    CHECK(sgb_job_checksum(a, bo, 0, SIZE, &crc_a, NULL));
+    CHECK(sgb_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
     void *pa, *pb;
-    CHECK(sgpu_bo_storage(a, bo, NULL, NULL, &pa, NULL));
-    CHECK(sgpu_bo_storage(b, imported, NULL, NULL, &pb, NULL));
+    CHECK(sgb_bo_storage(a, bo, NULL, NULL, &pa, NULL));
+    CHECK(sgb_bo_storage(b, imported, NULL, NULL, &pb, NULL));
     show(a, bo);
     show(b, imported);
     expect(pa == pb, "g1's import maps g0's storage (same host pages)");
     expect(crc_a == crc_b, "g1's checksum job reads g0's bytes");
 
     printf("\n2. g0 evicts the buffer to system memory: g1 gets move_notify\n");
-    CHECK(sgpu_bo_evict(a, bo));
-    expect(sgpu_device_pop_event(b, &ev) == 0 && ev.type == SGPU_EVENT_BO_INVALIDATED,
+    CHECK(sgb_bo_evict(a, bo));
+    expect(sgb_device_pop_event(b, &ev) == 0 && ev.type == SGB_EVENT_BO_INVALIDATED,
            "g1 received BO_INVALIDATED for its import");
-    CHECK(sgpu_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
-    CHECK(sgpu_bo_storage(b, imported, NULL, NULL, &pb, NULL));
+    CHECK(sgb_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
+    CHECK(sgb_bo_storage(b, imported, NULL, NULL, &pb, NULL));
     show(a, bo);
     expect(pb != pa, "g1 re-mapped lazily onto the new storage");
     expect(crc_b == crc_a, "contents survived the move");
@@ -90,37 +90,37 @@ int main(void)
     for (int i = 0; i < SIZE; i++) {
         buf[i] ^= 0x5a;
     }
-    CHECK(sgpu_job_checksum(b, imported, 0, SIZE, &crc_before, NULL));
-    CHECK(sgpu_bo_cpu_write(a, bo, 0, buf, SIZE));
-    CHECK(sgpu_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
+    CHECK(sgb_job_checksum(b, imported, 0, SIZE, &crc_before, NULL));
+    CHECK(sgb_bo_cpu_write(a, bo, 0, buf, SIZE));
+    CHECK(sgb_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
     expect(crc_b == crc_before, "without end_cpu_access g1 still sees its stale cached copy");
-    CHECK(sgpu_bo_begin_cpu_access(a, bo, SGPU_DIR_TO_DEVICE));
-    CHECK(sgpu_bo_end_cpu_access(a, bo, SGPU_DIR_TO_DEVICE));
-    CHECK(sgpu_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
-    CHECK(sgpu_job_checksum(a, bo, 0, SIZE, &crc_a, NULL));
+    CHECK(sgb_bo_begin_cpu_access(a, bo, SGB_DIR_TO_DEVICE));
+    CHECK(sgb_bo_end_cpu_access(a, bo, SGB_DIR_TO_DEVICE));
+    CHECK(sgb_job_checksum(b, imported, 0, SIZE, &crc_b, NULL));
+    CHECK(sgb_job_checksum(a, bo, 0, SIZE, &crc_a, NULL));
     expect(crc_b == crc_a && crc_b != crc_before, "after the barrier g1 sees the CPU's bytes");
 
-    CHECK(sgpu_job_fill(b, imported, 0, SIZE, 0xdeadbeef, NULL));
-    CHECK(sgpu_bo_cpu_read(a, bo, 0, readback, SIZE));
+    CHECK(sgb_job_fill(b, imported, 0, SIZE, 0xdeadbeef, NULL));
+    CHECK(sgb_bo_cpu_read(a, bo, 0, readback, SIZE));
     expect(memcmp(readback, buf, SIZE) == 0, "g1's fill is not visible to the CPU without a barrier");
-    CHECK(sgpu_bo_begin_cpu_access(a, bo, SGPU_DIR_FROM_DEVICE));
-    CHECK(sgpu_bo_cpu_read(a, bo, 0, readback, SIZE));
-    CHECK(sgpu_bo_end_cpu_access(a, bo, SGPU_DIR_FROM_DEVICE));
+    CHECK(sgb_bo_begin_cpu_access(a, bo, SGB_DIR_FROM_DEVICE));
+    CHECK(sgb_bo_cpu_read(a, bo, 0, readback, SIZE));
+    CHECK(sgb_bo_end_cpu_access(a, bo, SGB_DIR_FROM_DEVICE));
     expect(readback[0] == 0xef && readback[SIZE - 1] == 0xde,
            "after begin_cpu_access the CPU sees g1's fill");
 
     printf("\n4. a pinned buffer refuses to move\n");
-    CHECK(sgpu_bo_pin(a, bo));
-    expect(sgpu_bo_move(a, bo, SGPU_PLACEMENT_DEVICE) == -EBUSY, "move of a pinned buffer: -EBUSY");
-    CHECK(sgpu_bo_unpin(a, bo));
-    CHECK(sgpu_bo_move(a, bo, SGPU_PLACEMENT_DEVICE));
+    CHECK(sgb_bo_pin(a, bo));
+    expect(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE) == -EBUSY, "move of a pinned buffer: -EBUSY");
+    CHECK(sgb_bo_unpin(a, bo));
+    CHECK(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE));
     show(a, bo);
 
-    CHECK(sgpu_bo_destroy(b, imported));
-    CHECK(sgpu_bo_destroy(a, bo));
-    sgpu_device_destroy(b);
-    sgpu_device_destroy(a);
-    sgpu_backend_unref(backend);
+    CHECK(sgb_bo_destroy(b, imported));
+    CHECK(sgb_bo_destroy(a, bo));
+    sgb_device_destroy(b);
+    sgb_device_destroy(a);
+    sgb_backend_unref(backend);
     free(buf);
     free(readback);
     printf("\ndemo: all steps behaved as described\n");

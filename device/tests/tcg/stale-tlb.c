@@ -131,10 +131,10 @@ struct gpu {
     uintptr_t bar2;
     uint32_t vram_size;
     uint32_t tail;
-    struct sgpu_hw_cmd *ring;
+    struct sghw_cmd *ring;
 };
 
-static struct sgpu_hw_cmd rings[2][RING_ENTRIES] __attribute__((aligned(64)));
+static struct sghw_cmd rings[2][RING_ENTRIES] __attribute__((aligned(64)));
 
 /* The two sharegpu functions on bus 0, in slot order, with BARs as the firmware set them. */
 static int find_gpus(struct gpu gpus[2])
@@ -145,7 +145,7 @@ static int find_gpus(struct gpu gpus[2])
         uint32_t bdf = slot << 3;
         uint32_t id = pci_read(bdf, 0x00);
 
-        if (id != (SGPU_PCI_VENDOR_ID | ((uint32_t)SGPU_PCI_DEVICE_ID << 16))) {
+        if (id != (SGHW_PCI_VENDOR_ID | ((uint32_t)SGHW_PCI_DEVICE_ID << 16))) {
             continue;
         }
         if (pci_read(bdf, 0x1c) != 0) {
@@ -162,28 +162,28 @@ static int find_gpus(struct gpu gpus[2])
 
 static void gpu_init(struct gpu *g)
 {
-    g->vram_size = mmio_read(g->bar0 + SGPU_REG_VRAM_SIZE_LO);
-    mmio_write(g->bar0 + SGPU_REG_CMD_BASE_LO, (uint32_t)(uintptr_t)g->ring);
-    mmio_write(g->bar0 + SGPU_REG_CMD_BASE_HI, 0);
-    mmio_write(g->bar0 + SGPU_REG_CMD_SIZE, RING_ENTRIES);
+    g->vram_size = mmio_read(g->bar0 + SGHW_REG_VRAM_SIZE_LO);
+    mmio_write(g->bar0 + SGHW_REG_CMD_BASE_LO, (uint32_t)(uintptr_t)g->ring);
+    mmio_write(g->bar0 + SGHW_REG_CMD_BASE_HI, 0);
+    mmio_write(g->bar0 + SGHW_REG_CMD_SIZE, RING_ENTRIES);
     g->tail = 0;
 }
 
 /* Runs one command to completion (the device works on the main loop; we poll). */
-static struct sgpu_hw_cmd *gpu_submit(struct gpu *g, const struct sgpu_hw_cmd *cmd)
+static struct sghw_cmd *gpu_submit(struct gpu *g, const struct sghw_cmd *cmd)
 {
-    struct sgpu_hw_cmd *slot = &g->ring[g->tail];
+    struct sghw_cmd *slot = &g->ring[g->tail];
     volatile uint32_t *status = &slot->status;
 
     *slot = *cmd;
-    *status = SGPU_ST_PENDING;
+    *status = SGHW_ST_PENDING;
     g->tail = (g->tail + 1) % RING_ENTRIES;
-    mmio_write(g->bar0 + SGPU_REG_CMD_TAIL, g->tail);
-    mmio_write(g->bar0 + SGPU_REG_DOORBELL, 1);
-    while (*status == SGPU_ST_PENDING) {
+    mmio_write(g->bar0 + SGHW_REG_CMD_TAIL, g->tail);
+    mmio_write(g->bar0 + SGHW_REG_DOORBELL, 1);
+    while (*status == SGHW_ST_PENDING) {
         __asm__ volatile("pause");
     }
-    if (slot->status != SGPU_ST_OK) {
+    if (slot->status != SGHW_ST_OK) {
         puts_con("command ");
         puthex(cmd->opcode);
         puts_con(" status ");
@@ -229,22 +229,22 @@ __asm__(".text\n"
 /* Queues MAP_IMPORT (even n) or UNMAP_IMPORT (odd n) without waiting for it. */
 static void queue_map_change(struct gpu *g, uint32_t import, uint32_t n)
 {
-    struct sgpu_hw_cmd *slot = &g->ring[g->tail];
+    struct sghw_cmd *slot = &g->ring[g->tail];
 
-    *slot = (struct sgpu_hw_cmd){
-        .opcode = (n & 1) ? SGPU_OP_UNMAP_IMPORT : SGPU_OP_MAP_IMPORT,
-        .handle = import, .off0 = 0, .seqno = 1000 + n, .status = SGPU_ST_PENDING,
+    *slot = (struct sghw_cmd){
+        .opcode = (n & 1) ? SGHW_OP_UNMAP_IMPORT : SGHW_OP_MAP_IMPORT,
+        .handle = import, .off0 = 0, .seqno = 1000 + n, .status = SGHW_ST_PENDING,
     };
     g->tail = (g->tail + 1) % RING_ENTRIES;
-    mmio_write(g->bar0 + SGPU_REG_CMD_TAIL, g->tail);
-    mmio_write(g->bar0 + SGPU_REG_DOORBELL, 1);
+    mmio_write(g->bar0 + SGHW_REG_CMD_TAIL, g->tail);
+    mmio_write(g->bar0 + SGHW_REG_DOORBELL, 1);
 }
 
 void stale_tlb_main(void)
 {
     struct gpu gpus[2];
     struct gpu *exporter = &gpus[0], *importer = &gpus[1];
-    struct sgpu_hw_cmd cmd, *done;
+    struct sghw_cmd cmd, *done;
     uint32_t bo, import, overlaps = 0, blocks = 0;
     uintptr_t probe;
 
@@ -254,27 +254,27 @@ void stale_tlb_main(void)
     gpu_init(exporter);
     gpu_init(importer);
 
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_BO_CREATE, .len = 4096,
-                                .arg = SGPU_PLACEMENT_HW_DEVICE };
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_BO_CREATE, .len = 4096,
+                                .arg = SGHW_PLACEMENT_DEVICE };
     bo = gpu_submit(exporter, &cmd)->out_handle;
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_FILL, .handle = bo, .len = 4096,
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_FILL, .handle = bo, .len = 4096,
                                 .arg = FILL_PATTERN };
     gpu_submit(exporter, &cmd);
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_EXPORT, .handle = bo };
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_EXPORT, .handle = bo };
     done = gpu_submit(exporter, &cmd);
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_IMPORT };
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_IMPORT };
     for (int i = 0; i < 16; i++) {
         cmd.uuid[i] = done->uuid[i];
     }
     import = gpu_submit(importer, &cmd)->out_handle;
 
     /* the mapping works: the window shows the exporter's bytes, the rest is hole */
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_MAP_IMPORT, .handle = import, .off0 = 0 };
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_MAP_IMPORT, .handle = import, .off0 = 0 };
     if (mmio_read(importer->bar2 + (uint32_t)gpu_submit(importer, &cmd)->result) !=
         FILL_PATTERN) {
         finish(0, "import window does not show the exporter's bytes");
     }
-    cmd = (struct sgpu_hw_cmd){ .opcode = SGPU_OP_UNMAP_IMPORT, .handle = import };
+    cmd = (struct sghw_cmd){ .opcode = SGHW_OP_UNMAP_IMPORT, .handle = import };
     gpu_submit(importer, &cmd);
     probe = importer->bar2 + importer->vram_size + PROBE_WINDOW_OFFSET;
 
@@ -282,9 +282,9 @@ void stale_tlb_main(void)
     for (uint32_t n = 0; n < MAP_CHANGES; n++) {
         queue_map_change(importer, import, n);
         for (;;) {
-            uint32_t before = mmio_read(importer->bar0 + SGPU_REG_LAST_SEQNO_LO);
+            uint32_t before = mmio_read(importer->bar0 + SGHW_REG_LAST_SEQNO_LO);
             uint32_t value = probe_block(probe);
-            uint32_t after = mmio_read(importer->bar0 + SGPU_REG_LAST_SEQNO_LO);
+            uint32_t after = mmio_read(importer->bar0 + SGHW_REG_LAST_SEQNO_LO);
 
             blocks++;
             if (value != HOLE_VALUE) {
@@ -296,7 +296,7 @@ void stale_tlb_main(void)
                 finish(0, "a stale TLB entry reached another memory region");
             }
             overlaps += before != after;
-            if (mmio_read(importer->bar0 + SGPU_REG_CMD_HEAD) == importer->tail) {
+            if (mmio_read(importer->bar0 + SGHW_REG_CMD_HEAD) == importer->tail) {
                 break;
             }
         }

@@ -35,7 +35,7 @@ struct drm_sharegpu_info {
 	__u64 import_window_size; /* out */
 	__u64 vram_used;	/* out: bytes TTM accounts in VRAM */
 	__u32 hw_version;	/* out: VERSION register */
-	__u32 hw_features;	/* out: FEATURES register (SGPU_FEAT_*) */
+	__u32 hw_features;	/* out: FEATURES register (SGHW_FEAT_*) */
 	__u32 flags;		/* out: SHAREGPU_INFO_F_* */
 	__u32 pad;
 };

@@ -2,7 +2,7 @@
  * sharegpu host backend: the C API the QEMU device (and any other C user) calls.
  *
  * Conventions
- *  - Every function returns 0 or a negative errno (sgpu_strerror() names it); no C++
+ *  - Every function returns 0 or a negative errno (sgb_strerror() names it); no C++
  *    exception ever crosses this boundary.
  *  - Objects are opaque. Pointers passed in are trusted to come from this API; everything a
  *    guest can choose (BO handles, offsets, lengths, placements, UUIDs, fds) is validated on
@@ -32,26 +32,26 @@
 extern "C" {
 #endif
 
-typedef struct sgpu_backend sgpu_backend;
-typedef struct sgpu_device sgpu_device;
+typedef struct sgb_backend sgb_backend;
+typedef struct sgb_device sgb_device;
 
-enum sgpu_placement {
-    SGPU_PLACEMENT_DEVICE = 0, /* VRAM: a range of the device's arena (BAR2) */
-    SGPU_PLACEMENT_SYSTEM = 1, /* host memory of its own */
+enum sgb_placement {
+    SGB_PLACEMENT_DEVICE = 0, /* VRAM: a range of the device's arena (BAR2) */
+    SGB_PLACEMENT_SYSTEM = 1, /* host memory of its own */
 };
 
 /* Directions, as enum dma_data_direction. */
-enum sgpu_dir {
-    SGPU_DIR_BIDIRECTIONAL = 0,
-    SGPU_DIR_TO_DEVICE = 1,   /* CPU writes, device reads */
-    SGPU_DIR_FROM_DEVICE = 2, /* device writes, CPU reads */
+enum sgb_dir {
+    SGB_DIR_BIDIRECTIONAL = 0,
+    SGB_DIR_TO_DEVICE = 1,   /* CPU writes, device reads */
+    SGB_DIR_FROM_DEVICE = 2, /* device writes, CPU reads */
 };
 
-typedef struct sgpu_uuid {
+typedef struct sgb_uuid {
     uint8_t bytes[16];
-} sgpu_uuid;
+} sgb_uuid;
 
-typedef struct sgpu_device_config {
+typedef struct sgb_device_config {
     const char *name;   /* for logs and the monitor (QEMU: the device id); copied */
     uint64_t vram_size; /* bytes, page multiple, 1 MiB .. 16 GiB */
     int coherent;       /* 1: coherent; 0: strict device-cache emulation */
@@ -66,13 +66,13 @@ typedef struct sgpu_device_config {
      * the BO where it was, a victim the budget cannot take stays in VRAM with its contents
      * (so a DEVICE allocation that can evict nothing else fails with -ENOSPC). */
     uint64_t max_hostmem;
-} sgpu_device_config;
+} sgb_device_config;
 
-typedef struct sgpu_bo_info {
+typedef struct sgb_bo_info {
     uint32_t handle;
     uint32_t imported;       /* 1: import of another device's export */
     uint64_t size;
-    uint32_t placement;      /* enum sgpu_placement of the current storage */
+    uint32_t placement;      /* enum sgb_placement of the current storage */
     uint32_t pin_count;
     uint32_t vmap_count;
     uint32_t attachments;    /* on the buffer, all devices */
@@ -86,11 +86,11 @@ typedef struct sgpu_bo_info {
     uint32_t cache_dirty_lines;
     uint32_t cache_valid_lines;
     uint32_t reserved0;
-    sgpu_uuid uuid;
+    sgb_uuid uuid;
     char exporter[32];       /* owning device's name */
-} sgpu_bo_info;
+} sgb_bo_info;
 
-typedef struct sgpu_device_stats {
+typedef struct sgb_device_stats {
     uint64_t vram_size;
     uint64_t vram_used;
     uint32_t bo_count;
@@ -112,109 +112,109 @@ typedef struct sgpu_device_stats {
     uint64_t last_fence;      /* seqno of the newest signalled job fence */
     uint64_t hostmem_used;    /* bytes charged to the host memory budget now (max_hostmem) */
     uint64_t hostmem_limit;   /* the device's max_hostmem; 0: unlimited */
-} sgpu_device_stats;
+} sgb_device_stats;
 
-enum sgpu_event_type {
-    SGPU_EVENT_BO_MOVED = 1,       /* a local BO changed placement/offset (move or eviction) */
-    SGPU_EVENT_BO_INVALIDATED = 2, /* an import's mapping was invalidated (move_notify) */
+enum sgb_event_type {
+    SGB_EVENT_BO_MOVED = 1,       /* a local BO changed placement/offset (move or eviction) */
+    SGB_EVENT_BO_INVALIDATED = 2, /* an import's mapping was invalidated (move_notify) */
 };
 
-typedef struct sgpu_event {
+typedef struct sgb_event {
     uint32_t type;
     uint32_t handle;
     uint32_t placement;
     uint32_t reserved0;
     uint64_t vram_offset; /* new offset for BO_MOVED to DEVICE, else ~0 */
     uint64_t generation;
-} sgpu_event;
+} sgb_event;
 
 /* Called (from any thread, possibly with backend locks held: do not call back into the
  * backend from it; schedule work instead) when new events are queued for the device. */
-typedef void (*sgpu_event_notify_fn)(void *opaque);
+typedef void (*sgb_event_notify_fn)(void *opaque);
 
 /* Logging: backend diagnostics (level: 0 debug, 1 info, 2 warning, 3 error, 4 guest error). */
-typedef void (*sgpu_log_fn)(void *opaque, int level, const char *msg);
-void sgpu_set_log_handler(sgpu_log_fn fn, void *opaque);
+typedef void (*sgb_log_fn)(void *opaque, int level, const char *msg);
+void sgb_set_log_handler(sgb_log_fn fn, void *opaque);
 
-const char *sgpu_strerror(int err);
+const char *sgb_strerror(int err);
 
 /* --- backend ------------------------------------------------------------------------------ */
-int sgpu_backend_new(sgpu_backend **out);
-void sgpu_backend_unref(sgpu_backend *backend);
-sgpu_backend *sgpu_backend_ref(sgpu_backend *backend);
+int sgb_backend_new(sgb_backend **out);
+void sgb_backend_unref(sgb_backend *backend);
+sgb_backend *sgb_backend_ref(sgb_backend *backend);
 /* The process-wide instance every sharegpu device in one QEMU shares (created on first use,
  * destroyed with the last unref). */
-int sgpu_backend_get_shared(sgpu_backend **out);
+int sgb_backend_get_shared(sgb_backend **out);
 
 /* --- devices ------------------------------------------------------------------------------ */
-int sgpu_device_create(sgpu_backend *backend, const sgpu_device_config *config,
-                       sgpu_device **out);
+int sgb_device_create(sgb_backend *backend, const sgb_device_config *config,
+                       sgb_device **out);
 /* Destroys the device's handles (imports detach; exported BOs live on while imported). */
-void sgpu_device_destroy(sgpu_device *dev);
+void sgb_device_destroy(sgb_device *dev);
 /* Drops every handle of the device, as destroy does, but keeps the device. */
-int sgpu_device_reset(sgpu_device *dev);
+int sgb_device_reset(sgb_device *dev);
 /* The arena memfd (borrowed: valid while the device lives) and its size, for the BAR. */
-int sgpu_device_vram_fd(sgpu_device *dev);
-uint64_t sgpu_device_vram_size(sgpu_device *dev);
-void *sgpu_device_vram_ptr(sgpu_device *dev);
-const char *sgpu_device_name(sgpu_device *dev);
-int sgpu_device_stats_get(sgpu_device *dev, sgpu_device_stats *out);
-void sgpu_device_set_event_notify(sgpu_device *dev, sgpu_event_notify_fn fn, void *opaque);
+int sgb_device_vram_fd(sgb_device *dev);
+uint64_t sgb_device_vram_size(sgb_device *dev);
+void *sgb_device_vram_ptr(sgb_device *dev);
+const char *sgb_device_name(sgb_device *dev);
+int sgb_device_stats_get(sgb_device *dev, sgb_device_stats *out);
+void sgb_device_set_event_notify(sgb_device *dev, sgb_event_notify_fn fn, void *opaque);
 /* 0 and *out filled, or -EAGAIN when no event is queued. */
-int sgpu_device_pop_event(sgpu_device *dev, sgpu_event *out);
+int sgb_device_pop_event(sgb_device *dev, sgb_event *out);
 /* Fills up to `cap` entries, sets *count to the number of handles (may exceed cap). */
-int sgpu_device_list_bos(sgpu_device *dev, sgpu_bo_info *out, size_t cap, size_t *count);
+int sgb_device_list_bos(sgb_device *dev, sgb_bo_info *out, size_t cap, size_t *count);
 
 /* --- buffer objects ------------------------------------------------------------------------ */
-#define SGPU_MAX_BO_SIZE (1ULL << 32)
-/* Allocation flags (sgpu_bo_create2 / sgpu_bo_move2); unknown bits are -EINVAL. */
-#define SGPU_ALLOC_NO_EVICT (1u << 0) /* DEVICE placement: -ENOSPC instead of evicting others */
-int sgpu_bo_create(sgpu_device *dev, uint64_t size, uint32_t placement, uint32_t *handle);
-int sgpu_bo_create2(sgpu_device *dev, uint64_t size, uint32_t placement, uint32_t flags,
+#define SGB_MAX_BO_SIZE (1ULL << 32)
+/* Allocation flags (sgb_bo_create2 / sgb_bo_move2); unknown bits are -EINVAL. */
+#define SGB_ALLOC_NO_EVICT (1u << 0) /* DEVICE placement: -ENOSPC instead of evicting others */
+int sgb_bo_create(sgb_device *dev, uint64_t size, uint32_t placement, uint32_t *handle);
+int sgb_bo_create2(sgb_device *dev, uint64_t size, uint32_t placement, uint32_t flags,
                     uint32_t *handle);
-int sgpu_bo_destroy(sgpu_device *dev, uint32_t handle);
-int sgpu_bo_info_get(sgpu_device *dev, uint32_t handle, sgpu_bo_info *out);
+int sgb_bo_destroy(sgb_device *dev, uint32_t handle);
+int sgb_bo_info_get(sgb_device *dev, uint32_t handle, sgb_bo_info *out);
 /* Move to a placement (-EBUSY when pinned; contents preserved). */
-int sgpu_bo_move(sgpu_device *dev, uint32_t handle, uint32_t placement);
-int sgpu_bo_move2(sgpu_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
+int sgb_bo_move(sgb_device *dev, uint32_t handle, uint32_t placement);
+int sgb_bo_move2(sgb_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
 /* Evict a DEVICE BO to SYSTEM (what VRAM pressure does). */
-int sgpu_bo_evict(sgpu_device *dev, uint32_t handle);
-int sgpu_bo_pin(sgpu_device *dev, uint32_t handle);
-int sgpu_bo_unpin(sgpu_device *dev, uint32_t handle);
+int sgb_bo_evict(sgb_device *dev, uint32_t handle);
+int sgb_bo_pin(sgb_device *dev, uint32_t handle);
+int sgb_bo_unpin(sgb_device *dev, uint32_t handle);
 
 /* CPU-side access to the BO's memory (no device cache involved): what the guest CPU sees
  * through a mapping, and what TRANSFER commands copy to/from guest pages. */
-int sgpu_bo_cpu_read(sgpu_device *dev, uint32_t handle, uint64_t off, void *dst, uint64_t len);
-int sgpu_bo_cpu_write(sgpu_device *dev, uint32_t handle, uint64_t off, const void *src,
+int sgb_bo_cpu_read(sgb_device *dev, uint32_t handle, uint64_t off, void *dst, uint64_t len);
+int sgb_bo_cpu_write(sgb_device *dev, uint32_t handle, uint64_t off, const void *src,
                       uint64_t len);
 /* CPU-access barriers (dma_buf_begin/end_cpu_access) over every device cache of the buffer. */
-int sgpu_bo_begin_cpu_access(sgpu_device *dev, uint32_t handle, uint32_t dir);
-int sgpu_bo_end_cpu_access(sgpu_device *dev, uint32_t handle, uint32_t dir);
+int sgb_bo_begin_cpu_access(sgb_device *dev, uint32_t handle, uint32_t dir);
+int sgb_bo_end_cpu_access(sgb_device *dev, uint32_t handle, uint32_t dir);
 /* This device's cache of the BO: write back dirty lines / write back and drop lines. */
-int sgpu_bo_cache_flush(sgpu_device *dev, uint32_t handle, uint64_t off, uint64_t len);
-int sgpu_bo_cache_invalidate(sgpu_device *dev, uint32_t handle, uint64_t off, uint64_t len);
+int sgb_bo_cache_flush(sgb_device *dev, uint32_t handle, uint64_t off, uint64_t len);
+int sgb_bo_cache_invalidate(sgb_device *dev, uint32_t handle, uint64_t off, uint64_t len);
 
 /* --- jobs (run on the device's copy engine; each emits a fence on the device timeline that
  *     is signalled when the job has completed, returned through *fence when non-NULL) ------- */
-int sgpu_job_copy(sgpu_device *dev, uint32_t src, uint64_t src_off, uint32_t dst,
+int sgb_job_copy(sgb_device *dev, uint32_t src, uint64_t src_off, uint32_t dst,
                   uint64_t dst_off, uint64_t len, uint64_t *fence);
-int sgpu_job_fill(sgpu_device *dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
+int sgb_job_fill(sgb_device *dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
                   uint64_t *fence);
-int sgpu_job_checksum(sgpu_device *dev, uint32_t src, uint64_t off, uint64_t len,
+int sgb_job_checksum(sgb_device *dev, uint32_t src, uint64_t off, uint64_t len,
                       uint32_t *crc32c, uint64_t *fence);
 
 /* --- sharing ------------------------------------------------------------------------------ */
 /* Export: *uuid names the buffer backend-wide; *fd (optional, caller-owned) is a descriptor
- * for the export that sgpu_bo_import_fd accepts. Exporting twice gives the same uuid. */
-int sgpu_bo_export(sgpu_device *dev, uint32_t handle, sgpu_uuid *uuid, int *fd);
+ * for the export that sgb_bo_import_fd accepts. Exporting twice gives the same uuid. */
+int sgb_bo_export(sgb_device *dev, uint32_t handle, sgb_uuid *uuid, int *fd);
 /* Import into `dev`. Importing a device's own export returns the same handle; importing the
  * same buffer twice returns the same import handle. -ENOENT for an unknown uuid/fd. */
-int sgpu_bo_import_uuid(sgpu_device *dev, const sgpu_uuid *uuid, uint32_t *handle);
-int sgpu_bo_import_fd(sgpu_device *dev, int fd, uint32_t *handle);
+int sgb_bo_import_uuid(sgb_device *dev, const sgb_uuid *uuid, uint32_t *handle);
+int sgb_bo_import_fd(sgb_device *dev, int fd, uint32_t *handle);
 /* Where the bytes of a handle live right now, for zero-copy mapping by the device model:
  * the memfd (borrowed), the offset in it and the host pointer. For an import this maps the
  * attachment (if not mapped since the last invalidation). */
-int sgpu_bo_storage(sgpu_device *dev, uint32_t handle, int *memfd, uint64_t *offset,
+int sgb_bo_storage(sgb_device *dev, uint32_t handle, int *memfd, uint64_t *offset,
                     void **host_ptr, uint64_t *size);
 
 #ifdef __cplusplus

@@ -10,12 +10,12 @@
 
 namespace sharegpu {
 
-bool operator<(const sgpu_uuid& a, const sgpu_uuid& b) {
+bool operator<(const sgb_uuid& a, const sgb_uuid& b) {
   return std::memcmp(a.bytes, b.bytes, sizeof(a.bytes)) < 0;
 }
 
 namespace {
-Status RandomUuid(sgpu_uuid* out) {
+Status RandomUuid(sgb_uuid* out) {
   if (getrandom(out->bytes, sizeof(out->bytes), 0) != sizeof(out->bytes)) return -EIO;
   out->bytes[6] = static_cast<uint8_t>((out->bytes[6] & 0x0f) | 0x40);  // version 4
   out->bytes[8] = static_cast<uint8_t>((out->bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
@@ -29,7 +29,7 @@ void Backend::PruneLocked() {
   }
 }
 
-Status Backend::RegisterExport(const std::shared_ptr<DmaBuf>& dmabuf, sgpu_uuid* uuid, int* fd) {
+Status Backend::RegisterExport(const std::shared_ptr<DmaBuf>& dmabuf, sgb_uuid* uuid, int* fd) {
   if (!dmabuf) return -EINVAL;
   std::lock_guard lock(mu_);
   PruneLocked();
@@ -60,7 +60,7 @@ Status Backend::RegisterExport(const std::shared_ptr<DmaBuf>& dmabuf, sgpu_uuid*
   return kOk;
 }
 
-bool Backend::UuidOf(const DmaBuf* dmabuf, sgpu_uuid* uuid) const {
+bool Backend::UuidOf(const DmaBuf* dmabuf, sgb_uuid* uuid) const {
   std::lock_guard lock(mu_);
   auto it = exports_.find(dmabuf);
   if (it == exports_.end() || it->second.dmabuf.expired()) return false;
@@ -68,7 +68,7 @@ bool Backend::UuidOf(const DmaBuf* dmabuf, sgpu_uuid* uuid) const {
   return true;
 }
 
-Result<std::shared_ptr<DmaBuf>> Backend::LookupUuid(const sgpu_uuid& uuid) {
+Result<std::shared_ptr<DmaBuf>> Backend::LookupUuid(const sgb_uuid& uuid) {
   std::lock_guard lock(mu_);
   for (auto& [key, rec] : exports_) {
     if (std::memcmp(rec.uuid.bytes, uuid.bytes, sizeof(uuid.bytes)) != 0) continue;

@@ -16,7 +16,7 @@
 
 namespace sharegpu {
 
-bool operator<(const sgpu_uuid& a, const sgpu_uuid& b);
+bool operator<(const sgb_uuid& a, const sgb_uuid& b);
 
 class Backend : public std::enable_shared_from_this<Backend> {
  public:
@@ -24,17 +24,17 @@ class Backend : public std::enable_shared_from_this<Backend> {
 
   // Registers (once) an export: a random UUID and an identity descriptor (a sealed, empty
   // memfd named after the UUID) that ImportFd recognises. *fd, when wanted, gets a dup.
-  Status RegisterExport(const std::shared_ptr<DmaBuf>& dmabuf, sgpu_uuid* uuid, int* fd);
+  Status RegisterExport(const std::shared_ptr<DmaBuf>& dmabuf, sgb_uuid* uuid, int* fd);
   // The UUID of an export, if it is one.
-  bool UuidOf(const DmaBuf* dmabuf, sgpu_uuid* uuid) const;
-  Result<std::shared_ptr<DmaBuf>> LookupUuid(const sgpu_uuid& uuid);
+  bool UuidOf(const DmaBuf* dmabuf, sgb_uuid* uuid) const;
+  Result<std::shared_ptr<DmaBuf>> LookupUuid(const sgb_uuid& uuid);
   // -EBADF for a bad descriptor, -ENOENT for one that is not a live export of this backend.
   Result<std::shared_ptr<DmaBuf>> LookupFd(int fd);
 
  private:
   struct ExportRecord {
     std::weak_ptr<DmaBuf> dmabuf;
-    sgpu_uuid uuid;
+    sgb_uuid uuid;
     OwnedFd identity;
     dev_t st_dev = 0;
     ino_t st_ino = 0;

@@ -11,14 +11,14 @@
 #include "core/device.h"
 #include "sharegpu/backend.h"
 
-struct sgpu_backend {
+struct sgb_backend {
   std::shared_ptr<sharegpu::Backend> impl;
   std::atomic<int> refs{1};
 };
 
-struct sgpu_device {
+struct sgb_device {
   std::shared_ptr<sharegpu::Device> impl;
-  sgpu_backend* backend;
+  sgb_backend* backend;
 };
 
 namespace {
@@ -39,14 +39,14 @@ int Guard(F&& f) noexcept {
   }
 }
 
-bool ValidPlacement(uint32_t p) { return p == SGPU_PLACEMENT_DEVICE || p == SGPU_PLACEMENT_SYSTEM; }
-bool ValidDir(uint32_t d) { return d <= SGPU_DIR_FROM_DEVICE; }
-constexpr uint32_t kAllocFlags = SGPU_ALLOC_NO_EVICT;
+bool ValidPlacement(uint32_t p) { return p == SGB_PLACEMENT_DEVICE || p == SGB_PLACEMENT_SYSTEM; }
+bool ValidDir(uint32_t d) { return d <= SGB_DIR_FROM_DEVICE; }
+constexpr uint32_t kAllocFlags = SGB_ALLOC_NO_EVICT;
 
 std::mutex g_shared_mu;
-sgpu_backend* g_shared = nullptr;  // not owning: cleared by the last unref
+sgb_backend* g_shared = nullptr;  // not owning: cleared by the last unref
 
-sgpu_log_fn g_log_fn = nullptr;
+sgb_log_fn g_log_fn = nullptr;
 void* g_log_opaque = nullptr;
 void ForwardLog(void*, sharegpu::LogLevel level, const char* msg) {
   if (g_log_fn) g_log_fn(g_log_opaque, static_cast<int>(level), msg);
@@ -56,13 +56,13 @@ void ForwardLog(void*, sharegpu::LogLevel level, const char* msg) {
 
 extern "C" {
 
-void sgpu_set_log_handler(sgpu_log_fn fn, void* opaque) {
+void sgb_set_log_handler(sgb_log_fn fn, void* opaque) {
   g_log_fn = fn;
   g_log_opaque = opaque;
   sharegpu::SetLogSink(fn ? ForwardLog : nullptr, nullptr);
 }
 
-const char* sgpu_strerror(int err) {
+const char* sgb_strerror(int err) {
   switch (err) {
     case 0: return "success";
     case -ENOENT: return "no such handle or export";
@@ -82,22 +82,22 @@ const char* sgpu_strerror(int err) {
   }
 }
 
-int sgpu_backend_new(sgpu_backend** out) {
+int sgb_backend_new(sgb_backend** out) {
   if (!out) return -EINVAL;
   return Guard([&] {
-    auto* b = new sgpu_backend;
+    auto* b = new sgb_backend;
     b->impl = sharegpu::Backend::Create();
     *out = b;
     return 0;
   });
 }
 
-sgpu_backend* sgpu_backend_ref(sgpu_backend* backend) {
+sgb_backend* sgb_backend_ref(sgb_backend* backend) {
   if (backend) backend->refs.fetch_add(1);
   return backend;
 }
 
-void sgpu_backend_unref(sgpu_backend* backend) {
+void sgb_backend_unref(sgb_backend* backend) {
   if (!backend) return;
   std::lock_guard lock(g_shared_mu);
   if (backend->refs.fetch_sub(1) == 1) {
@@ -106,20 +106,20 @@ void sgpu_backend_unref(sgpu_backend* backend) {
   }
 }
 
-int sgpu_backend_get_shared(sgpu_backend** out) {
+int sgb_backend_get_shared(sgb_backend** out) {
   if (!out) return -EINVAL;
   std::lock_guard lock(g_shared_mu);
   if (g_shared) {
-    *out = sgpu_backend_ref(g_shared);
+    *out = sgb_backend_ref(g_shared);
     return 0;
   }
-  int err = sgpu_backend_new(&g_shared);
+  int err = sgb_backend_new(&g_shared);
   if (err) return err;
   *out = g_shared;
   return 0;
 }
 
-int sgpu_device_create(sgpu_backend* backend, const sgpu_device_config* config, sgpu_device** out) {
+int sgb_device_create(sgb_backend* backend, const sgb_device_config* config, sgb_device** out) {
   if (!backend || !config || !out) return -EINVAL;
   return Guard([&] {
     sharegpu::DeviceConfig cfg;
@@ -129,19 +129,19 @@ int sgpu_device_create(sgpu_backend* backend, const sgpu_device_config* config, 
     cfg.max_hostmem = config->max_hostmem;
     auto dev = sharegpu::Device::Create(backend->impl, std::move(cfg));
     if (!dev) return dev.status();
-    auto* d = new sgpu_device;
+    auto* d = new sgb_device;
     d->impl = std::move(dev).value();
-    d->backend = sgpu_backend_ref(backend);
+    d->backend = sgb_backend_ref(backend);
     *out = d;
     return 0;
   });
 }
 
-void sgpu_device_destroy(sgpu_device* dev) {
+void sgb_device_destroy(sgb_device* dev) {
   if (!dev) return;
   (void)Guard([&] {
     dev->impl.reset();
-    sgpu_backend_unref(dev->backend);
+    sgb_backend_unref(dev->backend);
     delete dev;
     return 0;
   });
@@ -152,27 +152,27 @@ void sgpu_device_destroy(sgpu_device* dev) {
     if (!(dev)) return -EINVAL; \
   } while (0)
 
-int sgpu_device_reset(sgpu_device* dev) {
+int sgb_device_reset(sgb_device* dev) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Reset(); });
 }
 
-int sgpu_device_vram_fd(sgpu_device* dev) {
+int sgb_device_vram_fd(sgb_device* dev) {
   SGPU_DEV_CHECK(dev);
   return dev->impl->memory().arena().memfd().fd();
 }
 
-uint64_t sgpu_device_vram_size(sgpu_device* dev) {
+uint64_t sgb_device_vram_size(sgb_device* dev) {
   return dev ? dev->impl->memory().arena().size() : 0;
 }
 
-void* sgpu_device_vram_ptr(sgpu_device* dev) {
+void* sgb_device_vram_ptr(sgb_device* dev) {
   return dev ? dev->impl->memory().arena().data() : nullptr;
 }
 
-const char* sgpu_device_name(sgpu_device* dev) { return dev ? dev->impl->name().c_str() : ""; }
+const char* sgb_device_name(sgb_device* dev) { return dev ? dev->impl->name().c_str() : ""; }
 
-int sgpu_device_stats_get(sgpu_device* dev, sgpu_device_stats* out) {
+int sgb_device_stats_get(sgb_device* dev, sgb_device_stats* out) {
   SGPU_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return Guard([&] {
@@ -181,17 +181,17 @@ int sgpu_device_stats_get(sgpu_device* dev, sgpu_device_stats* out) {
   });
 }
 
-void sgpu_device_set_event_notify(sgpu_device* dev, sgpu_event_notify_fn fn, void* opaque) {
+void sgb_device_set_event_notify(sgb_device* dev, sgb_event_notify_fn fn, void* opaque) {
   if (dev) dev->impl->SetEventNotify(fn, opaque);
 }
 
-int sgpu_device_pop_event(sgpu_device* dev, sgpu_event* out) {
+int sgb_device_pop_event(sgb_device* dev, sgb_event* out) {
   SGPU_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return dev->impl->PopEvent(out);
 }
 
-int sgpu_device_list_bos(sgpu_device* dev, sgpu_bo_info* out, size_t cap, size_t* count) {
+int sgb_device_list_bos(sgb_device* dev, sgb_bo_info* out, size_t cap, size_t* count) {
   SGPU_DEV_CHECK(dev);
   if (cap && !out) return -EINVAL;
   return Guard([&] {
@@ -203,11 +203,11 @@ int sgpu_device_list_bos(sgpu_device* dev, sgpu_bo_info* out, size_t cap, size_t
   });
 }
 
-int sgpu_bo_create(sgpu_device* dev, uint64_t size, uint32_t placement, uint32_t* handle) {
-  return sgpu_bo_create2(dev, size, placement, 0, handle);
+int sgb_bo_create(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t* handle) {
+  return sgb_bo_create2(dev, size, placement, 0, handle);
 }
 
-int sgpu_bo_create2(sgpu_device* dev, uint64_t size, uint32_t placement, uint32_t flags,
+int sgb_bo_create2(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t flags,
                     uint32_t* handle) {
   SGPU_DEV_CHECK(dev);
   if (!handle) return -EINVAL;
@@ -220,12 +220,12 @@ int sgpu_bo_create2(sgpu_device* dev, uint64_t size, uint32_t placement, uint32_
   });
 }
 
-int sgpu_bo_destroy(sgpu_device* dev, uint32_t handle) {
+int sgb_bo_destroy(sgb_device* dev, uint32_t handle) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->DestroyBo(handle); });
 }
 
-int sgpu_bo_info_get(sgpu_device* dev, uint32_t handle, sgpu_bo_info* out) {
+int sgb_bo_info_get(sgb_device* dev, uint32_t handle, sgb_bo_info* out) {
   SGPU_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return Guard([&] {
@@ -236,11 +236,11 @@ int sgpu_bo_info_get(sgpu_device* dev, uint32_t handle, sgpu_bo_info* out) {
   });
 }
 
-int sgpu_bo_move(sgpu_device* dev, uint32_t handle, uint32_t placement) {
-  return sgpu_bo_move2(dev, handle, placement, 0);
+int sgb_bo_move(sgb_device* dev, uint32_t handle, uint32_t placement) {
+  return sgb_bo_move2(dev, handle, placement, 0);
 }
 
-int sgpu_bo_move2(sgpu_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
+int sgb_bo_move2(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
   SGPU_DEV_CHECK(dev);
   if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;
   return Guard([&] {
@@ -248,66 +248,66 @@ int sgpu_bo_move2(sgpu_device* dev, uint32_t handle, uint32_t placement, uint32_
   });
 }
 
-int sgpu_bo_evict(sgpu_device* dev, uint32_t handle) {
-  return sgpu_bo_move(dev, handle, SGPU_PLACEMENT_SYSTEM);
+int sgb_bo_evict(sgb_device* dev, uint32_t handle) {
+  return sgb_bo_move(dev, handle, SGB_PLACEMENT_SYSTEM);
 }
 
-int sgpu_bo_pin(sgpu_device* dev, uint32_t handle) {
+int sgb_bo_pin(sgb_device* dev, uint32_t handle) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Pin(handle); });
 }
 
-int sgpu_bo_unpin(sgpu_device* dev, uint32_t handle) {
+int sgb_bo_unpin(sgb_device* dev, uint32_t handle) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Unpin(handle); });
 }
 
-int sgpu_bo_cpu_read(sgpu_device* dev, uint32_t handle, uint64_t off, void* dst, uint64_t len) {
+int sgb_bo_cpu_read(sgb_device* dev, uint32_t handle, uint64_t off, void* dst, uint64_t len) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CpuRead(handle, off, dst, len); });
 }
 
-int sgpu_bo_cpu_write(sgpu_device* dev, uint32_t handle, uint64_t off, const void* src,
+int sgb_bo_cpu_write(sgb_device* dev, uint32_t handle, uint64_t off, const void* src,
                       uint64_t len) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CpuWrite(handle, off, src, len); });
 }
 
-int sgpu_bo_begin_cpu_access(sgpu_device* dev, uint32_t handle, uint32_t dir) {
+int sgb_bo_begin_cpu_access(sgb_device* dev, uint32_t handle, uint32_t dir) {
   SGPU_DEV_CHECK(dev);
   if (!ValidDir(dir)) return -EINVAL;
   return Guard([&] { return dev->impl->BeginCpuAccess(handle, static_cast<DmaDirection>(dir)); });
 }
 
-int sgpu_bo_end_cpu_access(sgpu_device* dev, uint32_t handle, uint32_t dir) {
+int sgb_bo_end_cpu_access(sgb_device* dev, uint32_t handle, uint32_t dir) {
   SGPU_DEV_CHECK(dev);
   if (!ValidDir(dir)) return -EINVAL;
   return Guard([&] { return dev->impl->EndCpuAccess(handle, static_cast<DmaDirection>(dir)); });
 }
 
-int sgpu_bo_cache_flush(sgpu_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
+int sgb_bo_cache_flush(sgb_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CacheFlush(handle, off, len); });
 }
 
-int sgpu_bo_cache_invalidate(sgpu_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
+int sgb_bo_cache_invalidate(sgb_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CacheInvalidate(handle, off, len); });
 }
 
-int sgpu_job_copy(sgpu_device* dev, uint32_t src, uint64_t src_off, uint32_t dst,
+int sgb_job_copy(sgb_device* dev, uint32_t src, uint64_t src_off, uint32_t dst,
                   uint64_t dst_off, uint64_t len, uint64_t* fence) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Copy(src, src_off, dst, dst_off, len, fence); });
 }
 
-int sgpu_job_fill(sgpu_device* dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
+int sgb_job_fill(sgb_device* dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
                   uint64_t* fence) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Fill(dst, off, len, pattern, fence); });
 }
 
-int sgpu_job_checksum(sgpu_device* dev, uint32_t src, uint64_t off, uint64_t len,
+int sgb_job_checksum(sgb_device* dev, uint32_t src, uint64_t off, uint64_t len,
                       uint32_t* crc32c, uint64_t* fence) {
   SGPU_DEV_CHECK(dev);
   if (!crc32c) return -EINVAL;
@@ -319,12 +319,12 @@ int sgpu_job_checksum(sgpu_device* dev, uint32_t src, uint64_t off, uint64_t len
   });
 }
 
-int sgpu_bo_export(sgpu_device* dev, uint32_t handle, sgpu_uuid* uuid, int* fd) {
+int sgb_bo_export(sgb_device* dev, uint32_t handle, sgb_uuid* uuid, int* fd) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Export(handle, uuid, fd); });
 }
 
-int sgpu_bo_import_uuid(sgpu_device* dev, const sgpu_uuid* uuid, uint32_t* handle) {
+int sgb_bo_import_uuid(sgb_device* dev, const sgb_uuid* uuid, uint32_t* handle) {
   SGPU_DEV_CHECK(dev);
   if (!uuid || !handle) return -EINVAL;
   return Guard([&] {
@@ -337,7 +337,7 @@ int sgpu_bo_import_uuid(sgpu_device* dev, const sgpu_uuid* uuid, uint32_t* handl
   });
 }
 
-int sgpu_bo_import_fd(sgpu_device* dev, int fd, uint32_t* handle) {
+int sgb_bo_import_fd(sgb_device* dev, int fd, uint32_t* handle) {
   SGPU_DEV_CHECK(dev);
   if (!handle) return -EINVAL;
   return Guard([&] {
@@ -350,7 +350,7 @@ int sgpu_bo_import_fd(sgpu_device* dev, int fd, uint32_t* handle) {
   });
 }
 
-int sgpu_bo_storage(sgpu_device* dev, uint32_t handle, int* memfd, uint64_t* offset,
+int sgb_bo_storage(sgb_device* dev, uint32_t handle, int* memfd, uint64_t* offset,
                     void** host_ptr, uint64_t* size) {
   SGPU_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->StorageOf(handle, memfd, offset, host_ptr, size); });

@@ -97,7 +97,7 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement, uint32_t f
   static std::atomic<uint64_t> serial{1};
   std::snprintf(name, sizeof(name), "%s/bo%llu", config_.name.c_str(),
                 static_cast<unsigned long long>(serial.fetch_add(1)));
-  auto bo = BufferObject::Create(mm_, size, placement, name, !(flags & SGPU_ALLOC_NO_EVICT));
+  auto bo = BufferObject::Create(mm_, size, placement, name, !(flags & SGB_ALLOC_NO_EVICT));
   if (!bo) return Result<uint32_t>::Error(GuestError(bo.status(), "bo create failed"));
   std::lock_guard lock(table_mu_);
   uint32_t handle = InsertLocked(Entry{*bo, nullptr, nullptr});
@@ -150,10 +150,10 @@ Status Device::Reset() {
   return kOk;
 }
 
-Result<sgpu_bo_info> Device::Info(uint32_t handle) {
+Result<sgb_bo_info> Device::Info(uint32_t handle) {
   auto entry = Lookup(handle);
-  if (!entry) return Result<sgpu_bo_info>::Error(entry.status());
-  sgpu_bo_info info{};
+  if (!entry) return Result<sgb_bo_info>::Error(entry.status());
+  sgb_bo_info info{};
   info.handle = handle;
   BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
   std::shared_ptr<DmaBuf> dmabuf = entry->bo ? entry->bo->exported() : entry->import->dmabuf;
@@ -191,13 +191,13 @@ Result<sgpu_bo_info> Device::Info(uint32_t handle) {
   return info;
 }
 
-std::vector<sgpu_bo_info> Device::ListBos(size_t* count) {
+std::vector<sgb_bo_info> Device::ListBos(size_t* count) {
   std::vector<uint32_t> handles;
   {
     std::lock_guard lock(table_mu_);
     for (const auto& [h, e] : table_) handles.push_back(h);
   }
-  std::vector<sgpu_bo_info> out;
+  std::vector<sgb_bo_info> out;
   for (uint32_t h : handles) {
     auto info = Info(h);
     if (info) out.push_back(*info);
@@ -216,7 +216,7 @@ Status Device::Move(uint32_t handle, Placement placement, uint32_t flags) {
   BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
   if (!bo) return GuestError(-EOPNOTSUPP, "handle %u: exporter cannot move", handle);
   ResvGuard guard(bo->resv());
-  Status err = bo->Move(placement, !(flags & SGPU_ALLOC_NO_EVICT));
+  Status err = bo->Move(placement, !(flags & SGB_ALLOC_NO_EVICT));
   if (err) return GuestError(err, "move of handle %u to %s", handle, PlacementName(placement));
   return kOk;
 }
@@ -441,7 +441,7 @@ Result<uint32_t> Device::Checksum(uint32_t src, uint64_t off, uint64_t len, uint
   return crc;
 }
 
-Status Device::Export(uint32_t handle, sgpu_uuid* uuid, int* fd) {
+Status Device::Export(uint32_t handle, sgb_uuid* uuid, int* fd) {
   std::shared_ptr<DmaBuf> dmabuf;
   {
     auto entry = Lookup(handle);
@@ -495,8 +495,8 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
     if (!rec || !dev) return;
     rec->invalidations++;
     dev->counters_.move_notifies++;
-    sgpu_event ev{};
-    ev.type = SGPU_EVENT_BO_INVALIDATED;
+    sgb_event ev{};
+    ev.type = SGB_EVENT_BO_INVALIDATED;
     ev.handle = rec->handle.load();
     BufferObject* bo = ExporterBo(*rec->dmabuf);
     ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
@@ -550,8 +550,8 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
 void Device::OnLocalMove(BufferObject& bo) {
   uint32_t handle = bo.owner_handle.load();
   if (handle == 0) return;
-  sgpu_event ev{};
-  ev.type = SGPU_EVENT_BO_MOVED;
+  sgb_event ev{};
+  ev.type = SGB_EVENT_BO_MOVED;
   ev.handle = handle;
   ev.placement = static_cast<uint32_t>(bo.placement());
   ev.vram_offset = bo.vram_offset();
@@ -559,7 +559,7 @@ void Device::OnLocalMove(BufferObject& bo) {
   PushEvent(ev);
 }
 
-void Device::PushEvent(const sgpu_event& ev) {
+void Device::PushEvent(const sgb_event& ev) {
   std::lock_guard lock(events_mu_);
   if (events_.size() >= kMaxEvents) {
     events_.pop_front();  // the guest fell behind; the newest state matters most
@@ -569,13 +569,13 @@ void Device::PushEvent(const sgpu_event& ev) {
   if (notify_fn_) notify_fn_(notify_opaque_);
 }
 
-void Device::SetEventNotify(sgpu_event_notify_fn fn, void* opaque) {
+void Device::SetEventNotify(sgb_event_notify_fn fn, void* opaque) {
   std::lock_guard lock(events_mu_);
   notify_fn_ = fn;
   notify_opaque_ = opaque;
 }
 
-Status Device::PopEvent(sgpu_event* out) {
+Status Device::PopEvent(sgb_event* out) {
   std::lock_guard lock(events_mu_);
   if (events_.empty()) return -EAGAIN;
   *out = events_.front();
@@ -583,8 +583,8 @@ Status Device::PopEvent(sgpu_event* out) {
   return kOk;
 }
 
-sgpu_device_stats Device::Stats() const {
-  sgpu_device_stats s{};
+sgb_device_stats Device::Stats() const {
+  sgb_device_stats s{};
   s.vram_size = mm_->arena().size();
   s.vram_used = mm_->arena().used();
   {

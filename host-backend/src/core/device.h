@@ -64,8 +64,8 @@ class Device : public std::enable_shared_from_this<Device> {
   Result<uint32_t> CreateBo(uint64_t size, Placement placement, uint32_t flags = 0);
   Status DestroyBo(uint32_t handle);
   Status Reset();  // drops every handle
-  Result<sgpu_bo_info> Info(uint32_t handle);
-  std::vector<sgpu_bo_info> ListBos(size_t* count);
+  Result<sgb_bo_info> Info(uint32_t handle);
+  std::vector<sgb_bo_info> ListBos(size_t* count);
 
   Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
   Status Pin(uint32_t handle);
@@ -84,13 +84,13 @@ class Device : public std::enable_shared_from_this<Device> {
   Status Fill(uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern, uint64_t* fence);
   Result<uint32_t> Checksum(uint32_t src, uint64_t off, uint64_t len, uint64_t* fence);
 
-  Status Export(uint32_t handle, sgpu_uuid* uuid, int* fd);
+  Status Export(uint32_t handle, sgb_uuid* uuid, int* fd);
   Result<uint32_t> ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf);
   Status StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** host, uint64_t* size);
 
-  void SetEventNotify(sgpu_event_notify_fn fn, void* opaque);
-  Status PopEvent(sgpu_event* out);
-  sgpu_device_stats Stats() const;
+  void SetEventNotify(sgb_event_notify_fn fn, void* opaque);
+  Status PopEvent(sgb_event* out);
+  sgb_device_stats Stats() const;
   FenceTimeline& timeline() { return timeline_; }
 
  private:
@@ -114,7 +114,7 @@ class Device : public std::enable_shared_from_this<Device> {
   using JobBody = std::function<Status(std::vector<DeviceView>&)>;
   Status RunJob(const std::vector<std::pair<uint32_t, bool /*write*/>>& handles,
                 const JobBody& body, uint64_t* fence);
-  void PushEvent(const sgpu_event& ev);
+  void PushEvent(const sgb_event& ev);
   void OnLocalMove(BufferObject& bo);
   Status GuestError(Status err, const char* fmt, ...) const __attribute__((format(printf, 3, 4)));
 
@@ -128,8 +128,8 @@ class Device : public std::enable_shared_from_this<Device> {
   uint32_t next_handle_ SGPU_GUARDED_BY(table_mu_) = 1;
 
   mutable std::mutex events_mu_;
-  std::deque<sgpu_event> events_ SGPU_GUARDED_BY(events_mu_);
-  sgpu_event_notify_fn notify_fn_ SGPU_GUARDED_BY(events_mu_) = nullptr;
+  std::deque<sgb_event> events_ SGPU_GUARDED_BY(events_mu_);
+  sgb_event_notify_fn notify_fn_ SGPU_GUARDED_BY(events_mu_) = nullptr;
   void* notify_opaque_ SGPU_GUARDED_BY(events_mu_) = nullptr;
 
   struct Counters {

@@ -32,7 +32,7 @@ class BackendTest : public ::testing::Test {
     EXPECT_EQ(dev.CpuRead(h, 0, out.data(), len), kOk);
     return out;
   }
-  Result<uint32_t> ImportUuid(Device& dev, const sgpu_uuid& uuid) {
+  Result<uint32_t> ImportUuid(Device& dev, const sgb_uuid& uuid) {
     auto d = backend_->LookupUuid(uuid);
     if (!d) return Result<uint32_t>::Error(d.status());
     return dev.ImportDmaBuf(*d);
@@ -49,7 +49,7 @@ class BackendTest : public ::testing::Test {
 TEST_F(BackendTest, ImportOwnExportReturnsSameHandle) {
   auto a = NewDevice("A");
   uint32_t h = NewBo(*a, RandomBytes(kPage, 1));
-  sgpu_uuid uuid{};
+  sgb_uuid uuid{};
   int fd = -1;
   ASSERT_EQ(a->Export(h, &uuid, &fd), kOk);
   auto by_uuid = ImportUuid(*a, uuid);
@@ -71,7 +71,7 @@ TEST_F(BackendTest, ImportTwiceReturnsSameImport) {
   auto b = NewDevice("B");
   auto bytes = RandomBytes(2 * kPage, 2);
   uint32_t h = NewBo(*a, bytes);
-  sgpu_uuid uuid{}, uuid2{};
+  sgb_uuid uuid{}, uuid2{};
   ASSERT_EQ(a->Export(h, &uuid, nullptr), kOk);
   ASSERT_EQ(a->Export(h, &uuid2, nullptr), kOk);
   EXPECT_EQ(std::memcmp(uuid.bytes, uuid2.bytes, sizeof(uuid.bytes)), 0)
@@ -86,7 +86,7 @@ TEST_F(BackendTest, ImportTwiceReturnsSameImport) {
   EXPECT_EQ(info->attachments, 1u);
   EXPECT_EQ(Read(*b, *i1, bytes.size()), bytes);
   // Re-exporting an import names the same buffer.
-  sgpu_uuid uuid3{};
+  sgb_uuid uuid3{};
   ASSERT_EQ(b->Export(*i1, &uuid3, nullptr), kOk);
   EXPECT_EQ(std::memcmp(uuid.bytes, uuid3.bytes, sizeof(uuid.bytes)), 0);
 }
@@ -97,7 +97,7 @@ TEST_F(BackendTest, ImportByFdAndByUuid) {
   auto c = NewDevice("C");
   auto bytes = RandomBytes(kPage, 3);
   uint32_t h = NewBo(*a, bytes);
-  sgpu_uuid uuid{};
+  sgb_uuid uuid{};
   int fd = -1;
   ASSERT_EQ(a->Export(h, &uuid, &fd), kOk);
   ASSERT_GE(fd, 0);
@@ -112,7 +112,7 @@ TEST_F(BackendTest, ImportByFdAndByUuid) {
   auto via_dup = ImportFd(*c, dup_fd);
   ASSERT_TRUE(via_dup.ok());
   EXPECT_EQ(Read(*c, *via_dup, kPage), bytes);
-  sgpu_bo_info info{};
+  sgb_bo_info info{};
   auto ci = c->Info(*via_dup);
   ASSERT_TRUE(ci.ok());
   info = *ci;
@@ -129,13 +129,13 @@ TEST_F(BackendTest, UnknownUuidOrFdRejected) {
   auto a = NewDevice("A");
   auto b = NewDevice("B");
   uint32_t h = NewBo(*a, RandomBytes(kPage, 4));
-  sgpu_uuid uuid{};
+  sgb_uuid uuid{};
   int fd = -1;
   ASSERT_EQ(a->Export(h, &uuid, &fd), kOk);
-  sgpu_uuid bogus = uuid;
+  sgb_uuid bogus = uuid;
   bogus.bytes[15] ^= 0xff;
   EXPECT_EQ(ImportUuid(*b, bogus).status(), -ENOENT);
-  EXPECT_EQ(ImportUuid(*b, sgpu_uuid{}).status(), -ENOENT);
+  EXPECT_EQ(ImportUuid(*b, sgb_uuid{}).status(), -ENOENT);
   EXPECT_EQ(ImportFd(*b, -1).status(), -EBADF);
   int closed = dup(fd);
   ASSERT_GE(closed, 0);
@@ -161,7 +161,7 @@ TEST_F(BackendTest, ExportOutlivesExporterHandleWhileImported) {
   auto b = NewDevice("B");
   auto bytes = RandomBytes(3 * kPage, 5);
   uint32_t h = NewBo(*a, bytes);
-  sgpu_uuid uuid{};
+  sgb_uuid uuid{};
   ASSERT_EQ(a->Export(h, &uuid, nullptr), kOk);
   auto hb = ImportUuid(*b, uuid);
   ASSERT_TRUE(hb.ok());

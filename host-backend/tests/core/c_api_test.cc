@@ -14,316 +14,316 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-sgpu_device* NewDevice(sgpu_backend* backend, const char* name, int coherent = 1,
+sgb_device* NewDevice(sgb_backend* backend, const char* name, int coherent = 1,
                        uint64_t max_hostmem = 0) {
-  sgpu_device_config cfg{name, 2 * kMiB, coherent, max_hostmem};
-  sgpu_device* dev = nullptr;
-  EXPECT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
+  sgb_device_config cfg{name, 2 * kMiB, coherent, max_hostmem};
+  sgb_device* dev = nullptr;
+  EXPECT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   return dev;
 }
 
 TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
-  sgpu_backend* backend = nullptr;
-  ASSERT_EQ(sgpu_backend_new(&backend), 0);
-  sgpu_device* dev = NewDevice(backend, "capi");
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "capi");
   ASSERT_NE(dev, nullptr);
   uint32_t h = 0;
-  ASSERT_EQ(sgpu_bo_create(dev, 8192, SGPU_PLACEMENT_DEVICE, &h), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 8192, SGB_PLACEMENT_DEVICE, &h), 0);
   std::vector<uint8_t> bytes = RandomBytes(8192, 1);
-  ASSERT_EQ(sgpu_bo_cpu_write(dev, h, 0, bytes.data(), bytes.size()), 0);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, h, 0, bytes.data(), bytes.size()), 0);
 
   uint8_t buf[16] = {};
   uint32_t out_handle = 0, crc = 0;
   uint64_t fence = 0;
-  sgpu_uuid uuid{};
-  sgpu_bo_info info{};
-  sgpu_device_stats stats{};
-  sgpu_event ev{};
+  sgb_uuid uuid{};
+  sgb_bo_info info{};
+  sgb_device_stats stats{};
+  sgb_event ev{};
   size_t count = 0;
   const uint32_t bad = 0xdead;
   const uint64_t huge = ~uint64_t{0};
 
   // Backend.
-  EXPECT_EQ(sgpu_backend_new(nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_backend_get_shared(nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_backend_ref(nullptr), nullptr);
-  sgpu_backend_unref(nullptr);
+  EXPECT_EQ(sgb_backend_new(nullptr), -EINVAL);
+  EXPECT_EQ(sgb_backend_get_shared(nullptr), -EINVAL);
+  EXPECT_EQ(sgb_backend_ref(nullptr), nullptr);
+  sgb_backend_unref(nullptr);
   // Device creation.
-  sgpu_device* d2 = nullptr;
-  sgpu_device_config cfg{"x", 2 * kMiB, 1, 0};
-  EXPECT_EQ(sgpu_device_create(nullptr, &cfg, &d2), -EINVAL);
-  EXPECT_EQ(sgpu_device_create(backend, nullptr, &d2), -EINVAL);
-  EXPECT_EQ(sgpu_device_create(backend, &cfg, nullptr), -EINVAL);
+  sgb_device* d2 = nullptr;
+  sgb_device_config cfg{"x", 2 * kMiB, 1, 0};
+  EXPECT_EQ(sgb_device_create(nullptr, &cfg, &d2), -EINVAL);
+  EXPECT_EQ(sgb_device_create(backend, nullptr, &d2), -EINVAL);
+  EXPECT_EQ(sgb_device_create(backend, &cfg, nullptr), -EINVAL);
   for (uint64_t size : {uint64_t{0}, uint64_t{4096}, kMiB + 1, uint64_t{1} << 40, huge}) {
-    sgpu_device_config bad_cfg{"x", size, 1, 0};
-    EXPECT_EQ(sgpu_device_create(backend, &bad_cfg, &d2), -EINVAL) << size;
+    sgb_device_config bad_cfg{"x", size, 1, 0};
+    EXPECT_EQ(sgb_device_create(backend, &bad_cfg, &d2), -EINVAL) << size;
   }
   EXPECT_EQ(d2, nullptr);
-  sgpu_device_config unnamed{nullptr, 2 * kMiB, 0, 0};
-  ASSERT_EQ(sgpu_device_create(backend, &unnamed, &d2), 0);
-  EXPECT_STRNE(sgpu_device_name(d2), "");
-  sgpu_device_destroy(d2);
-  sgpu_device_destroy(nullptr);
+  sgb_device_config unnamed{nullptr, 2 * kMiB, 0, 0};
+  ASSERT_EQ(sgb_device_create(backend, &unnamed, &d2), 0);
+  EXPECT_STRNE(sgb_device_name(d2), "");
+  sgb_device_destroy(d2);
+  sgb_device_destroy(nullptr);
   // Device accessors with NULL.
-  EXPECT_EQ(sgpu_device_reset(nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_device_vram_fd(nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_device_vram_size(nullptr), 0u);
-  EXPECT_EQ(sgpu_device_vram_ptr(nullptr), nullptr);
-  EXPECT_STREQ(sgpu_device_name(nullptr), "");
-  EXPECT_EQ(sgpu_device_stats_get(nullptr, &stats), -EINVAL);
-  EXPECT_EQ(sgpu_device_stats_get(dev, nullptr), -EINVAL);
-  sgpu_device_set_event_notify(nullptr, nullptr, nullptr);
-  EXPECT_EQ(sgpu_device_pop_event(nullptr, &ev), -EINVAL);
-  EXPECT_EQ(sgpu_device_pop_event(dev, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_device_pop_event(dev, &ev), -EAGAIN);
-  EXPECT_EQ(sgpu_device_list_bos(nullptr, nullptr, 0, &count), -EINVAL);
-  EXPECT_EQ(sgpu_device_list_bos(dev, nullptr, 4, &count), -EINVAL);
-  EXPECT_EQ(sgpu_device_list_bos(dev, nullptr, 0, nullptr), 0);
-  EXPECT_EQ(sgpu_device_list_bos(dev, nullptr, 0, &count), 0);
+  EXPECT_EQ(sgb_device_reset(nullptr), -EINVAL);
+  EXPECT_EQ(sgb_device_vram_fd(nullptr), -EINVAL);
+  EXPECT_EQ(sgb_device_vram_size(nullptr), 0u);
+  EXPECT_EQ(sgb_device_vram_ptr(nullptr), nullptr);
+  EXPECT_STREQ(sgb_device_name(nullptr), "");
+  EXPECT_EQ(sgb_device_stats_get(nullptr, &stats), -EINVAL);
+  EXPECT_EQ(sgb_device_stats_get(dev, nullptr), -EINVAL);
+  sgb_device_set_event_notify(nullptr, nullptr, nullptr);
+  EXPECT_EQ(sgb_device_pop_event(nullptr, &ev), -EINVAL);
+  EXPECT_EQ(sgb_device_pop_event(dev, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_device_pop_event(dev, &ev), -EAGAIN);
+  EXPECT_EQ(sgb_device_list_bos(nullptr, nullptr, 0, &count), -EINVAL);
+  EXPECT_EQ(sgb_device_list_bos(dev, nullptr, 4, &count), -EINVAL);
+  EXPECT_EQ(sgb_device_list_bos(dev, nullptr, 0, nullptr), 0);
+  EXPECT_EQ(sgb_device_list_bos(dev, nullptr, 0, &count), 0);
   EXPECT_EQ(count, 1u);
   // Buffer objects.
-  EXPECT_EQ(sgpu_bo_create(nullptr, 4096, SGPU_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_create(dev, 4096, SGPU_PLACEMENT_SYSTEM, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_create(dev, 4096, 2, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_create(dev, 4096, ~0u, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_create(dev, 0, SGPU_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_create(dev, SGPU_MAX_BO_SIZE + 1, SGPU_PLACEMENT_SYSTEM, &out_handle), -E2BIG);
-  EXPECT_EQ(sgpu_bo_create(dev, huge, SGPU_PLACEMENT_DEVICE, &out_handle), -E2BIG);
-  EXPECT_EQ(sgpu_bo_destroy(nullptr, h), -EINVAL);
-  EXPECT_EQ(sgpu_bo_destroy(dev, bad), -ENOENT);
-  EXPECT_EQ(sgpu_bo_info_get(nullptr, h, &info), -EINVAL);
-  EXPECT_EQ(sgpu_bo_info_get(dev, h, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_info_get(dev, bad, &info), -ENOENT);
-  EXPECT_EQ(sgpu_bo_move(nullptr, h, SGPU_PLACEMENT_SYSTEM), -EINVAL);
-  EXPECT_EQ(sgpu_bo_move(dev, h, 7), -EINVAL);
-  EXPECT_EQ(sgpu_bo_move(dev, bad, SGPU_PLACEMENT_SYSTEM), -ENOENT);
-  EXPECT_EQ(sgpu_bo_evict(nullptr, h), -EINVAL);
-  EXPECT_EQ(sgpu_bo_evict(dev, bad), -ENOENT);
-  EXPECT_EQ(sgpu_bo_pin(nullptr, h), -EINVAL);
-  EXPECT_EQ(sgpu_bo_pin(dev, bad), -ENOENT);
-  EXPECT_EQ(sgpu_bo_unpin(nullptr, h), -EINVAL);
-  EXPECT_EQ(sgpu_bo_unpin(dev, bad), -ENOENT);
-  EXPECT_EQ(sgpu_bo_unpin(dev, h), -EINVAL);  // not pinned
-  EXPECT_EQ(sgpu_bo_cpu_read(nullptr, h, 0, buf, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cpu_read(dev, h, 0, nullptr, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cpu_read(dev, bad, 0, buf, 1), -ENOENT);
-  EXPECT_EQ(sgpu_bo_cpu_read(dev, h, huge, buf, 2), -ERANGE);
-  EXPECT_EQ(sgpu_bo_cpu_read(dev, h, 8190, buf, 4), -ERANGE);
-  EXPECT_EQ(sgpu_bo_cpu_write(nullptr, h, 0, buf, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cpu_write(dev, h, 0, nullptr, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cpu_write(dev, bad, 0, buf, 1), -ENOENT);
-  EXPECT_EQ(sgpu_bo_cpu_write(dev, h, 16, buf, huge - 8), -ERANGE);
-  EXPECT_EQ(sgpu_bo_begin_cpu_access(nullptr, h, SGPU_DIR_BIDIRECTIONAL), -EINVAL);
-  EXPECT_EQ(sgpu_bo_begin_cpu_access(dev, h, 3), -EINVAL);
-  EXPECT_EQ(sgpu_bo_begin_cpu_access(dev, bad, SGPU_DIR_BIDIRECTIONAL), -ENOENT);
-  EXPECT_EQ(sgpu_bo_end_cpu_access(nullptr, h, SGPU_DIR_BIDIRECTIONAL), -EINVAL);
-  EXPECT_EQ(sgpu_bo_end_cpu_access(dev, h, ~0u), -EINVAL);
-  EXPECT_EQ(sgpu_bo_end_cpu_access(dev, bad, SGPU_DIR_BIDIRECTIONAL), -ENOENT);
-  EXPECT_EQ(sgpu_bo_cache_flush(nullptr, h, 0, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cache_flush(dev, bad, 0, 1), -ENOENT);
-  EXPECT_EQ(sgpu_bo_cache_flush(dev, h, huge, 2), -ERANGE);
-  EXPECT_EQ(sgpu_bo_cache_flush(dev, h, 0, 0), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cache_invalidate(nullptr, h, 0, 1), -EINVAL);
-  EXPECT_EQ(sgpu_bo_cache_invalidate(dev, bad, 0, 1), -ENOENT);
-  EXPECT_EQ(sgpu_bo_cache_invalidate(dev, h, 4096, huge), -ERANGE);
+  EXPECT_EQ(sgb_bo_create(nullptr, 4096, SGB_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_SYSTEM, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, 2, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, ~0u, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 0, SGB_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE + 1, SGB_PLACEMENT_SYSTEM, &out_handle), -E2BIG);
+  EXPECT_EQ(sgb_bo_create(dev, huge, SGB_PLACEMENT_DEVICE, &out_handle), -E2BIG);
+  EXPECT_EQ(sgb_bo_destroy(nullptr, h), -EINVAL);
+  EXPECT_EQ(sgb_bo_destroy(dev, bad), -ENOENT);
+  EXPECT_EQ(sgb_bo_info_get(nullptr, h, &info), -EINVAL);
+  EXPECT_EQ(sgb_bo_info_get(dev, h, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_info_get(dev, bad, &info), -ENOENT);
+  EXPECT_EQ(sgb_bo_move(nullptr, h, SGB_PLACEMENT_SYSTEM), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, h, 7), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, bad, SGB_PLACEMENT_SYSTEM), -ENOENT);
+  EXPECT_EQ(sgb_bo_evict(nullptr, h), -EINVAL);
+  EXPECT_EQ(sgb_bo_evict(dev, bad), -ENOENT);
+  EXPECT_EQ(sgb_bo_pin(nullptr, h), -EINVAL);
+  EXPECT_EQ(sgb_bo_pin(dev, bad), -ENOENT);
+  EXPECT_EQ(sgb_bo_unpin(nullptr, h), -EINVAL);
+  EXPECT_EQ(sgb_bo_unpin(dev, bad), -ENOENT);
+  EXPECT_EQ(sgb_bo_unpin(dev, h), -EINVAL);  // not pinned
+  EXPECT_EQ(sgb_bo_cpu_read(nullptr, h, 0, buf, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cpu_read(dev, h, 0, nullptr, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cpu_read(dev, bad, 0, buf, 1), -ENOENT);
+  EXPECT_EQ(sgb_bo_cpu_read(dev, h, huge, buf, 2), -ERANGE);
+  EXPECT_EQ(sgb_bo_cpu_read(dev, h, 8190, buf, 4), -ERANGE);
+  EXPECT_EQ(sgb_bo_cpu_write(nullptr, h, 0, buf, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cpu_write(dev, h, 0, nullptr, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cpu_write(dev, bad, 0, buf, 1), -ENOENT);
+  EXPECT_EQ(sgb_bo_cpu_write(dev, h, 16, buf, huge - 8), -ERANGE);
+  EXPECT_EQ(sgb_bo_begin_cpu_access(nullptr, h, SGB_DIR_BIDIRECTIONAL), -EINVAL);
+  EXPECT_EQ(sgb_bo_begin_cpu_access(dev, h, 3), -EINVAL);
+  EXPECT_EQ(sgb_bo_begin_cpu_access(dev, bad, SGB_DIR_BIDIRECTIONAL), -ENOENT);
+  EXPECT_EQ(sgb_bo_end_cpu_access(nullptr, h, SGB_DIR_BIDIRECTIONAL), -EINVAL);
+  EXPECT_EQ(sgb_bo_end_cpu_access(dev, h, ~0u), -EINVAL);
+  EXPECT_EQ(sgb_bo_end_cpu_access(dev, bad, SGB_DIR_BIDIRECTIONAL), -ENOENT);
+  EXPECT_EQ(sgb_bo_cache_flush(nullptr, h, 0, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cache_flush(dev, bad, 0, 1), -ENOENT);
+  EXPECT_EQ(sgb_bo_cache_flush(dev, h, huge, 2), -ERANGE);
+  EXPECT_EQ(sgb_bo_cache_flush(dev, h, 0, 0), -EINVAL);
+  EXPECT_EQ(sgb_bo_cache_invalidate(nullptr, h, 0, 1), -EINVAL);
+  EXPECT_EQ(sgb_bo_cache_invalidate(dev, bad, 0, 1), -ENOENT);
+  EXPECT_EQ(sgb_bo_cache_invalidate(dev, h, 4096, huge), -ERANGE);
   // Jobs.
-  EXPECT_EQ(sgpu_job_copy(nullptr, h, 0, h, 4096, 4, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_copy(dev, bad, 0, h, 0, 4, &fence), -ENOENT);
-  EXPECT_EQ(sgpu_job_copy(dev, h, 0, bad, 0, 4, &fence), -ENOENT);
-  EXPECT_EQ(sgpu_job_copy(dev, h, huge, h, 0, 4, &fence), -ERANGE);
-  EXPECT_EQ(sgpu_job_copy(dev, h, 0, h, 0, 0, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_fill(nullptr, h, 0, 4, 1, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_fill(dev, bad, 0, 4, 1, &fence), -ENOENT);
-  EXPECT_EQ(sgpu_job_fill(dev, h, 2, 4, 1, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_fill(dev, h, 8192, 4, 1, nullptr), -ERANGE);
-  EXPECT_EQ(sgpu_job_checksum(nullptr, h, 0, 4, &crc, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_checksum(dev, h, 0, 4, nullptr, &fence), -EINVAL);
-  EXPECT_EQ(sgpu_job_checksum(dev, bad, 0, 4, &crc, &fence), -ENOENT);
-  EXPECT_EQ(sgpu_job_checksum(dev, h, 4, huge, &crc, nullptr), -ERANGE);
+  EXPECT_EQ(sgb_job_copy(nullptr, h, 0, h, 4096, 4, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_copy(dev, bad, 0, h, 0, 4, &fence), -ENOENT);
+  EXPECT_EQ(sgb_job_copy(dev, h, 0, bad, 0, 4, &fence), -ENOENT);
+  EXPECT_EQ(sgb_job_copy(dev, h, huge, h, 0, 4, &fence), -ERANGE);
+  EXPECT_EQ(sgb_job_copy(dev, h, 0, h, 0, 0, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_fill(nullptr, h, 0, 4, 1, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_fill(dev, bad, 0, 4, 1, &fence), -ENOENT);
+  EXPECT_EQ(sgb_job_fill(dev, h, 2, 4, 1, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_fill(dev, h, 8192, 4, 1, nullptr), -ERANGE);
+  EXPECT_EQ(sgb_job_checksum(nullptr, h, 0, 4, &crc, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_checksum(dev, h, 0, 4, nullptr, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_checksum(dev, bad, 0, 4, &crc, &fence), -ENOENT);
+  EXPECT_EQ(sgb_job_checksum(dev, h, 4, huge, &crc, nullptr), -ERANGE);
   // Sharing.
-  EXPECT_EQ(sgpu_bo_export(nullptr, h, &uuid, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_export(dev, bad, &uuid, nullptr), -ENOENT);
-  EXPECT_EQ(sgpu_bo_import_uuid(nullptr, &uuid, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_import_uuid(dev, nullptr, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_import_uuid(dev, &uuid, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_import_uuid(dev, &uuid, &out_handle), -ENOENT);  // all-zero uuid
-  EXPECT_EQ(sgpu_bo_import_fd(nullptr, 0, &out_handle), -EINVAL);
-  EXPECT_EQ(sgpu_bo_import_fd(dev, 0, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_import_fd(dev, -1, &out_handle), -EBADF);
-  EXPECT_EQ(sgpu_bo_import_fd(dev, 1 << 30, &out_handle), -EBADF);
-  EXPECT_EQ(sgpu_bo_import_fd(dev, sgpu_device_vram_fd(dev), &out_handle), -ENOENT);
-  EXPECT_EQ(sgpu_bo_storage(nullptr, h, nullptr, nullptr, nullptr, nullptr), -EINVAL);
-  EXPECT_EQ(sgpu_bo_storage(dev, bad, nullptr, nullptr, nullptr, nullptr), -ENOENT);
-  EXPECT_EQ(sgpu_bo_storage(dev, h, nullptr, nullptr, nullptr, nullptr), 0);  // all optional
+  EXPECT_EQ(sgb_bo_export(nullptr, h, &uuid, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_export(dev, bad, &uuid, nullptr), -ENOENT);
+  EXPECT_EQ(sgb_bo_import_uuid(nullptr, &uuid, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_import_uuid(dev, nullptr, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_import_uuid(dev, &uuid, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_import_uuid(dev, &uuid, &out_handle), -ENOENT);  // all-zero uuid
+  EXPECT_EQ(sgb_bo_import_fd(nullptr, 0, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_import_fd(dev, 0, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_import_fd(dev, -1, &out_handle), -EBADF);
+  EXPECT_EQ(sgb_bo_import_fd(dev, 1 << 30, &out_handle), -EBADF);
+  EXPECT_EQ(sgb_bo_import_fd(dev, sgb_device_vram_fd(dev), &out_handle), -ENOENT);
+  EXPECT_EQ(sgb_bo_storage(nullptr, h, nullptr, nullptr, nullptr, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_storage(dev, bad, nullptr, nullptr, nullptr, nullptr), -ENOENT);
+  EXPECT_EQ(sgb_bo_storage(dev, h, nullptr, nullptr, nullptr, nullptr), 0);  // all optional
   // Error names.
-  EXPECT_STRNE(sgpu_strerror(-ENOLCK), "");
-  EXPECT_STRNE(sgpu_strerror(-12345), nullptr);
-  EXPECT_STREQ(sgpu_strerror(0), "success");
+  EXPECT_STRNE(sgb_strerror(-ENOLCK), "");
+  EXPECT_STRNE(sgb_strerror(-12345), nullptr);
+  EXPECT_STREQ(sgb_strerror(0), "success");
 
   // None of that touched the buffer or created anything.
   std::vector<uint8_t> now(bytes.size());
-  ASSERT_EQ(sgpu_bo_cpu_read(dev, h, 0, now.data(), now.size()), 0);
+  ASSERT_EQ(sgb_bo_cpu_read(dev, h, 0, now.data(), now.size()), 0);
   EXPECT_EQ(now, bytes);
-  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_EQ(stats.bo_count, 1u);
   EXPECT_EQ(stats.import_count, 0u);
   EXPECT_EQ(stats.bytes_copied, 0u);
-  ASSERT_EQ(sgpu_bo_info_get(dev, h, &info), 0);
+  ASSERT_EQ(sgb_bo_info_get(dev, h, &info), 0);
   EXPECT_EQ(info.moves, 0u);
   EXPECT_EQ(info.pin_count, 0u);
   EXPECT_EQ(info.exported, 0u);
 
-  sgpu_device_destroy(dev);
-  sgpu_backend_unref(backend);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
 }
 
 TEST(CApiTest, SharedBackendIsShared) {
-  sgpu_backend* s1 = nullptr;
-  sgpu_backend* s2 = nullptr;
-  ASSERT_EQ(sgpu_backend_get_shared(&s1), 0);
-  ASSERT_EQ(sgpu_backend_get_shared(&s2), 0);
+  sgb_backend* s1 = nullptr;
+  sgb_backend* s2 = nullptr;
+  ASSERT_EQ(sgb_backend_get_shared(&s1), 0);
+  ASSERT_EQ(sgb_backend_get_shared(&s2), 0);
   ASSERT_NE(s1, nullptr);
   EXPECT_EQ(s1, s2);
-  sgpu_backend* own = nullptr;
-  ASSERT_EQ(sgpu_backend_new(&own), 0);
+  sgb_backend* own = nullptr;
+  ASSERT_EQ(sgb_backend_new(&own), 0);
   EXPECT_NE(own, s1);
 
   // Devices on the two references share one export registry.
-  sgpu_device* a = NewDevice(s1, "A");
-  sgpu_device* b = NewDevice(s2, "B");
-  sgpu_device* c = NewDevice(own, "C");
+  sgb_device* a = NewDevice(s1, "A");
+  sgb_device* b = NewDevice(s2, "B");
+  sgb_device* c = NewDevice(own, "C");
   ASSERT_TRUE(a && b && c);
   uint32_t h = 0;
-  ASSERT_EQ(sgpu_bo_create(a, 4096, SGPU_PLACEMENT_DEVICE, &h), 0);
+  ASSERT_EQ(sgb_bo_create(a, 4096, SGB_PLACEMENT_DEVICE, &h), 0);
   auto bytes = RandomBytes(4096, 9);
-  ASSERT_EQ(sgpu_bo_cpu_write(a, h, 0, bytes.data(), bytes.size()), 0);
-  sgpu_uuid uuid{};
+  ASSERT_EQ(sgb_bo_cpu_write(a, h, 0, bytes.data(), bytes.size()), 0);
+  sgb_uuid uuid{};
   int fd = -1;
-  ASSERT_EQ(sgpu_bo_export(a, h, &uuid, &fd), 0);
+  ASSERT_EQ(sgb_bo_export(a, h, &uuid, &fd), 0);
   uint32_t hb = 0, hc = 0;
-  ASSERT_EQ(sgpu_bo_import_uuid(b, &uuid, &hb), 0);
+  ASSERT_EQ(sgb_bo_import_uuid(b, &uuid, &hb), 0);
   std::vector<uint8_t> got(4096);
-  ASSERT_EQ(sgpu_bo_cpu_read(b, hb, 0, got.data(), got.size()), 0);
+  ASSERT_EQ(sgb_bo_cpu_read(b, hb, 0, got.data(), got.size()), 0);
   EXPECT_EQ(got, bytes);
   // A separate backend does not know the shared one's exports.
-  EXPECT_EQ(sgpu_bo_import_uuid(c, &uuid, &hc), -ENOENT);
-  EXPECT_EQ(sgpu_bo_import_fd(c, fd, &hc), -ENOENT);
+  EXPECT_EQ(sgb_bo_import_uuid(c, &uuid, &hc), -ENOENT);
+  EXPECT_EQ(sgb_bo_import_fd(c, fd, &hc), -ENOENT);
   close(fd);
 
   // The devices hold references: dropping ours keeps the shared backend alive for them...
-  sgpu_backend_unref(s2);
-  sgpu_backend* s3 = nullptr;
-  ASSERT_EQ(sgpu_backend_get_shared(&s3), 0);
+  sgb_backend_unref(s2);
+  sgb_backend* s3 = nullptr;
+  ASSERT_EQ(sgb_backend_get_shared(&s3), 0);
   EXPECT_EQ(s3, s1);
-  sgpu_backend_unref(s3);
-  sgpu_backend_unref(s1);
+  sgb_backend_unref(s3);
+  sgb_backend_unref(s1);
   // ... and the registry still works through them.
   uint32_t hb2 = 0;
-  ASSERT_EQ(sgpu_bo_import_uuid(b, &uuid, &hb2), 0);
+  ASSERT_EQ(sgb_bo_import_uuid(b, &uuid, &hb2), 0);
   EXPECT_EQ(hb2, hb);
-  sgpu_device_destroy(b);
-  sgpu_device_destroy(a);
+  sgb_device_destroy(b);
+  sgb_device_destroy(a);
   // With the last reference gone, the next get_shared must build a fresh one (a stale
   // pointer to the freed instance would show under ASan).
-  sgpu_backend* fresh = nullptr;
-  ASSERT_EQ(sgpu_backend_get_shared(&fresh), 0);
-  sgpu_device* d = NewDevice(fresh, "D");
+  sgb_backend* fresh = nullptr;
+  ASSERT_EQ(sgb_backend_get_shared(&fresh), 0);
+  sgb_device* d = NewDevice(fresh, "D");
   ASSERT_NE(d, nullptr);
   uint32_t hd = 0;
-  EXPECT_EQ(sgpu_bo_import_uuid(d, &uuid, &hd), -ENOENT);
-  sgpu_device_destroy(d);
-  sgpu_backend_unref(fresh);
-  sgpu_device_destroy(c);
-  sgpu_backend_unref(own);
+  EXPECT_EQ(sgb_bo_import_uuid(d, &uuid, &hd), -ENOENT);
+  sgb_device_destroy(d);
+  sgb_backend_unref(fresh);
+  sgb_device_destroy(c);
+  sgb_backend_unref(own);
 }
 
-uint64_t HostmemUsed(sgpu_device* dev) {
-  sgpu_device_stats stats{};
-  EXPECT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+uint64_t HostmemUsed(sgb_device* dev) {
+  sgb_device_stats stats{};
+  EXPECT_EQ(sgb_device_stats_get(dev, &stats), 0);
   return stats.hostmem_used;
 }
 
 // max_hostmem bounds the SYSTEM memory a guest can make the device hold: over it a create or
 // an eviction fails with -ENOSPC and changes nothing; freeing a buffer makes room again.
 TEST(CApiTest, HostMemoryLimitRefusesAndReports) {
-  sgpu_backend* backend = nullptr;
-  ASSERT_EQ(sgpu_backend_new(&backend), 0);
-  sgpu_device* dev = NewDevice(backend, "budget", 1, 8 * kPage);
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "budget", 1, 8 * kPage);
   ASSERT_NE(dev, nullptr);
-  sgpu_device_stats stats{};
-  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  sgb_device_stats stats{};
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_EQ(stats.hostmem_limit, 8 * kPage);
   EXPECT_EQ(stats.hostmem_used, 0u);
 
   uint32_t five = 0, three = 0, four = 0, refused = 0;
-  ASSERT_EQ(sgpu_bo_create(dev, 5 * kPage, SGPU_PLACEMENT_SYSTEM, &five), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 5 * kPage, SGB_PLACEMENT_SYSTEM, &five), 0);
   EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
-  EXPECT_EQ(sgpu_bo_create(dev, 4 * kPage, SGPU_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  EXPECT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, &refused), -ENOSPC);
   EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
-  ASSERT_EQ(sgpu_bo_create(dev, 3 * kPage - 100, SGPU_PLACEMENT_SYSTEM, &three), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 3 * kPage - 100, SGB_PLACEMENT_SYSTEM, &three), 0);
   EXPECT_EQ(HostmemUsed(dev), 8 * kPage);  // page-rounded: the budget is exactly full
-  EXPECT_EQ(sgpu_bo_create(dev, 1, SGPU_PLACEMENT_SYSTEM, &refused), -ENOSPC);
-  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(sgb_bo_create(dev, 1, SGB_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_EQ(stats.bo_count, 2u);
 
-  ASSERT_EQ(sgpu_bo_destroy(dev, five), 0);
+  ASSERT_EQ(sgb_bo_destroy(dev, five), 0);
   EXPECT_EQ(HostmemUsed(dev), 3 * kPage);
-  ASSERT_EQ(sgpu_bo_create(dev, 4 * kPage, SGPU_PLACEMENT_SYSTEM, &four), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, &four), 0);
   EXPECT_EQ(HostmemUsed(dev), 7 * kPage);
 
   // Evicting a 2-page VRAM buffer needs 2 pages of host memory; 1 is left.
   uint32_t vram = 0;
-  ASSERT_EQ(sgpu_bo_create(dev, 2 * kPage, SGPU_PLACEMENT_DEVICE, &vram), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 2 * kPage, SGB_PLACEMENT_DEVICE, &vram), 0);
   std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 41);
-  ASSERT_EQ(sgpu_bo_cpu_write(dev, vram, 0, bytes.data(), bytes.size()), 0);
-  EXPECT_EQ(sgpu_bo_evict(dev, vram), -ENOSPC);
-  EXPECT_STRNE(sgpu_strerror(-ENOSPC), "");
-  sgpu_bo_info info{};
-  ASSERT_EQ(sgpu_bo_info_get(dev, vram, &info), 0);
-  EXPECT_EQ(info.placement, uint32_t{SGPU_PLACEMENT_DEVICE});
+  ASSERT_EQ(sgb_bo_cpu_write(dev, vram, 0, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(sgb_bo_evict(dev, vram), -ENOSPC);
+  EXPECT_STRNE(sgb_strerror(-ENOSPC), "");
+  sgb_bo_info info{};
+  ASSERT_EQ(sgb_bo_info_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.placement, uint32_t{SGB_PLACEMENT_DEVICE});
   EXPECT_EQ(info.moves, 0u);
   std::vector<uint8_t> now(bytes.size());
-  ASSERT_EQ(sgpu_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
+  ASSERT_EQ(sgb_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
   EXPECT_EQ(now, bytes);
   EXPECT_EQ(HostmemUsed(dev), 7 * kPage);
 
-  ASSERT_EQ(sgpu_bo_destroy(dev, four), 0);
-  ASSERT_EQ(sgpu_bo_evict(dev, vram), 0);
-  ASSERT_EQ(sgpu_bo_info_get(dev, vram, &info), 0);
-  EXPECT_EQ(info.placement, uint32_t{SGPU_PLACEMENT_SYSTEM});
-  ASSERT_EQ(sgpu_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
+  ASSERT_EQ(sgb_bo_destroy(dev, four), 0);
+  ASSERT_EQ(sgb_bo_evict(dev, vram), 0);
+  ASSERT_EQ(sgb_bo_info_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.placement, uint32_t{SGB_PLACEMENT_SYSTEM});
+  ASSERT_EQ(sgb_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
   EXPECT_EQ(now, bytes);
   EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
 
   // A reset drops every handle and so every charge.
-  ASSERT_EQ(sgpu_device_reset(dev), 0);
+  ASSERT_EQ(sgb_device_reset(dev), 0);
   EXPECT_EQ(HostmemUsed(dev), 0u);
-  sgpu_device_destroy(dev);
-  sgpu_backend_unref(backend);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
 }
 
 // A config that never mentions max_hostmem means no limit (as QEMU without the property).
 TEST(CApiTest, ZeroHostMemoryLimitMeansUnlimited) {
-  sgpu_backend* backend = nullptr;
-  ASSERT_EQ(sgpu_backend_new(&backend), 0);
-  sgpu_device_config cfg{};
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device_config cfg{};
   cfg.name = "unlimited";
   cfg.vram_size = 2 * kMiB;
   cfg.coherent = 1;
-  sgpu_device* dev = nullptr;
-  ASSERT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
+  sgb_device* dev = nullptr;
+  ASSERT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   uint32_t handles[3] = {};
   for (uint32_t& h : handles) {  // untouched memfd pages cost nothing
-    ASSERT_EQ(sgpu_bo_create(dev, SGPU_MAX_BO_SIZE, SGPU_PLACEMENT_SYSTEM, &h), 0);
+    ASSERT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE, SGB_PLACEMENT_SYSTEM, &h), 0);
   }
-  sgpu_device_stats stats{};
-  ASSERT_EQ(sgpu_device_stats_get(dev, &stats), 0);
+  sgb_device_stats stats{};
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_EQ(stats.hostmem_limit, 0u);
-  EXPECT_EQ(stats.hostmem_used, 3 * SGPU_MAX_BO_SIZE);
-  for (uint32_t h : handles) ASSERT_EQ(sgpu_bo_destroy(dev, h), 0);
+  EXPECT_EQ(stats.hostmem_used, 3 * SGB_MAX_BO_SIZE);
+  for (uint32_t h : handles) ASSERT_EQ(sgb_bo_destroy(dev, h), 0);
   EXPECT_EQ(HostmemUsed(dev), 0u);
-  sgpu_device_destroy(dev);
-  sgpu_backend_unref(backend);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
 }
 
 }  // namespace

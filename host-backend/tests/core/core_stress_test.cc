@@ -70,7 +70,7 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
   }
   // B works on imports of four of A's buffers plus two of its own.
   for (int i = 0; i < 4; ++i) {
-    sgpu_uuid uuid{};
+    sgb_uuid uuid{};
     ASSERT_EQ(da.Export(a_handles[i], &uuid, nullptr), kOk);
     auto d = backend->LookupUuid(uuid);
     ASSERT_TRUE(d.ok());

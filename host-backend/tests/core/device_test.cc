@@ -38,7 +38,7 @@ class DeviceFixture : public ::testing::Test {
   }
   // Exports `h` of `exporter` and imports it into `importer`.
   uint32_t Share(Device& exporter, uint32_t h, Device& importer) {
-    sgpu_uuid uuid{};
+    sgb_uuid uuid{};
     EXPECT_EQ(exporter.Export(h, &uuid, nullptr), kOk);
     auto dmabuf = backend_->LookupUuid(uuid);
     EXPECT_TRUE(dmabuf.ok());
@@ -49,7 +49,7 @@ class DeviceFixture : public ::testing::Test {
   }
   // The buffer object and DmaBuf behind an exporter's handle.
   std::shared_ptr<DmaBuf> DmaBufOf(Device& exporter, uint32_t h) {
-    sgpu_uuid uuid{};
+    sgb_uuid uuid{};
     EXPECT_EQ(exporter.Export(h, &uuid, nullptr), kOk);
     auto dmabuf = backend_->LookupUuid(uuid);
     EXPECT_TRUE(dmabuf.ok());
@@ -379,16 +379,16 @@ TEST_F(DeviceTest, EventsForMovesAndInvalidations) {
   b->SetEventNotify([](void* p) { ++*static_cast<int*>(p); }, &b_notified);
   uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
   uint32_t hb = Share(*a, ha, *b);
-  sgpu_event ev{};
+  sgb_event ev{};
   EXPECT_EQ(a->PopEvent(&ev), -EAGAIN);
   EXPECT_EQ(b->PopEvent(&ev), -EAGAIN);
 
   // B has no mapping yet: a move is an event on A only.
   ASSERT_EQ(a->Move(ha, Placement::kSystem), kOk);
   ASSERT_EQ(a->PopEvent(&ev), kOk);
-  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGPU_EVENT_BO_MOVED));
+  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGB_EVENT_BO_MOVED));
   EXPECT_EQ(ev.handle, ha);
-  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGPU_PLACEMENT_SYSTEM));
+  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGB_PLACEMENT_SYSTEM));
   EXPECT_EQ(ev.vram_offset, ~uint64_t{0});
   EXPECT_EQ(ev.generation, 2u);
   EXPECT_EQ(a->PopEvent(&ev), -EAGAIN);
@@ -402,15 +402,15 @@ TEST_F(DeviceTest, EventsForMovesAndInvalidations) {
   auto info = a->Info(ha);
   ASSERT_TRUE(info.ok());
   ASSERT_EQ(a->PopEvent(&ev), kOk);
-  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGPU_EVENT_BO_MOVED));
-  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGPU_PLACEMENT_DEVICE));
+  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGB_EVENT_BO_MOVED));
+  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGB_PLACEMENT_DEVICE));
   EXPECT_EQ(ev.vram_offset, info->vram_offset);
   EXPECT_EQ(ev.generation, 3u);
   ASSERT_EQ(b->PopEvent(&ev), kOk);
-  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGPU_EVENT_BO_INVALIDATED));
+  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGB_EVENT_BO_INVALIDATED));
   EXPECT_EQ(ev.handle, hb);
   EXPECT_EQ(ev.generation, 3u);
-  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGPU_PLACEMENT_DEVICE));
+  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGB_PLACEMENT_DEVICE));
   EXPECT_EQ(b->PopEvent(&ev), -EAGAIN);
   EXPECT_EQ(b->Stats().move_notifies, 1u);
   auto binfo = b->Info(hb);
@@ -429,9 +429,9 @@ TEST_F(DeviceTest, EventsForMovesAndInvalidations) {
   uint32_t c1 = NewBo(*c, kMiB, Placement::kDevice);
   uint32_t c2 = NewBo(*c, kMiB, Placement::kDevice);
   ASSERT_EQ(c->PopEvent(&ev), kOk);
-  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGPU_EVENT_BO_MOVED));
+  EXPECT_EQ(ev.type, static_cast<uint32_t>(SGB_EVENT_BO_MOVED));
   EXPECT_EQ(ev.handle, c1);
-  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGPU_PLACEMENT_SYSTEM));
+  EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGB_PLACEMENT_SYSTEM));
   EXPECT_EQ(c->Stats().evictions, 1u);
   (void)c2;
   a->SetEventNotify(nullptr, nullptr);
@@ -508,14 +508,14 @@ TEST_F(DeviceTest, MoveThroughImportChargesExportersBudget) {
   Write(*a, ha, bytes);
   uint32_t hb = Share(*a, ha, *b);
   EXPECT_EQ(b->Move(hb, Placement::kSystem), -ENOSPC);
-  EXPECT_EQ(a->Info(ha)->placement, SGPU_PLACEMENT_DEVICE);
+  EXPECT_EQ(a->Info(ha)->placement, SGB_PLACEMENT_DEVICE);
   EXPECT_EQ(a->Info(ha)->moves, 0u);
   EXPECT_EQ(a->Stats().hostmem_used, 0u);
   EXPECT_EQ(Read(*b, hb, bytes.size()), bytes);
 
   uint32_t small = NewBo(*a, 2 * kPage, Placement::kDevice);
   ASSERT_EQ(b->Move(Share(*a, small, *b), Placement::kSystem), kOk);
-  EXPECT_EQ(a->Info(small)->placement, SGPU_PLACEMENT_SYSTEM);
+  EXPECT_EQ(a->Info(small)->placement, SGB_PLACEMENT_SYSTEM);
   EXPECT_EQ(a->Stats().hostmem_used, 2 * kPage);
   EXPECT_EQ(b->Stats().hostmem_used, 0u) << "the importer was charged";
 }
@@ -526,7 +526,7 @@ TEST_F(DeviceTest, MoveThroughImportChargesExportersBudget) {
 namespace sharegpu::testing {
 namespace {
 
-// SGPU_ALLOC_NO_EVICT: the guest's memory manager is the only evictor. A full VRAM is -ENOSPC
+// SGB_ALLOC_NO_EVICT: the guest's memory manager is the only evictor. A full VRAM is -ENOSPC
 // and no other buffer moves; without the flag the same request evicts the LRU buffer.
 TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
   auto dev = NewDevice("A", CacheMode::kCoherent);
@@ -535,31 +535,31 @@ TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
   for (int i = 0; i < 4; ++i) bos.push_back(NewBo(*dev, quarter, Placement::kDevice));
   uint32_t sys = NewBo(*dev, quarter, Placement::kSystem);
 
-  auto denied = dev->CreateBo(quarter, Placement::kDevice, SGPU_ALLOC_NO_EVICT);
+  auto denied = dev->CreateBo(quarter, Placement::kDevice, SGB_ALLOC_NO_EVICT);
   EXPECT_EQ(denied.status(), -ENOSPC);
-  EXPECT_EQ(dev->Move(sys, Placement::kDevice, SGPU_ALLOC_NO_EVICT), -ENOSPC);
+  EXPECT_EQ(dev->Move(sys, Placement::kDevice, SGB_ALLOC_NO_EVICT), -ENOSPC);
   EXPECT_EQ(dev->Stats().evictions, 0u);
-  for (uint32_t h : bos) EXPECT_EQ(dev->Info(h)->placement, SGPU_PLACEMENT_DEVICE);
-  EXPECT_EQ(dev->Info(sys)->placement, SGPU_PLACEMENT_SYSTEM);
+  for (uint32_t h : bos) EXPECT_EQ(dev->Info(h)->placement, SGB_PLACEMENT_DEVICE);
+  EXPECT_EQ(dev->Info(sys)->placement, SGB_PLACEMENT_SYSTEM);
 
   EXPECT_EQ(dev->Move(sys, Placement::kDevice), kOk);
   EXPECT_EQ(dev->Stats().evictions, 1u);
-  EXPECT_EQ(dev->Info(bos[0])->placement, SGPU_PLACEMENT_SYSTEM);  // the least recently used
+  EXPECT_EQ(dev->Info(bos[0])->placement, SGB_PLACEMENT_SYSTEM);  // the least recently used
 }
 
 TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
-  sgpu_backend* backend = nullptr;
-  sgpu_device* dev = nullptr;
-  sgpu_device_config cfg{"flags", 1 << 20, 1, 0};
-  ASSERT_EQ(sgpu_backend_new(&backend), 0);
-  ASSERT_EQ(sgpu_device_create(backend, &cfg, &dev), 0);
+  sgb_backend* backend = nullptr;
+  sgb_device* dev = nullptr;
+  sgb_device_config cfg{"flags", 1 << 20, 1, 0};
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  ASSERT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   uint32_t h = 0;
-  EXPECT_EQ(sgpu_bo_create2(dev, 4096, SGPU_PLACEMENT_DEVICE, 1u << 7, &h), -EINVAL);
-  ASSERT_EQ(sgpu_bo_create2(dev, 4096, SGPU_PLACEMENT_DEVICE, SGPU_ALLOC_NO_EVICT, &h), 0);
-  EXPECT_EQ(sgpu_bo_move2(dev, h, SGPU_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);
-  EXPECT_EQ(sgpu_bo_move2(dev, h, SGPU_PLACEMENT_SYSTEM, SGPU_ALLOC_NO_EVICT), 0);
-  sgpu_device_destroy(dev);
-  sgpu_backend_unref(backend);
+  EXPECT_EQ(sgb_bo_create2(dev, 4096, SGB_PLACEMENT_DEVICE, 1u << 7, &h), -EINVAL);
+  ASSERT_EQ(sgb_bo_create2(dev, 4096, SGB_PLACEMENT_DEVICE, SGB_ALLOC_NO_EVICT, &h), 0);
+  EXPECT_EQ(sgb_bo_move2(dev, h, SGB_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);
+  EXPECT_EQ(sgb_bo_move2(dev, h, SGB_PLACEMENT_SYSTEM, SGB_ALLOC_NO_EVICT), 0);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
 }
 
 }  // namespace
