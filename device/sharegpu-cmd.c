@@ -99,14 +99,14 @@ static uint32_t sharegpu_cmd_attach_backing(SharegpuState *s, struct sghw_cmd *c
     uint32_t n = c->arg;
     g_autofree struct sghw_mem_entry *raw = NULL;
     SharegpuMemEntry *ents;
-    sgb_bo_info info;
+    sgb_bo_state info;
     uint64_t total = 0;
     SharegpuBo *bo;
     uint32_t i;
     int ret;
 
     /* nothing in the backend uses the handle: this is its existence check */
-    ret = sgb_bo_info_get(s->dev, c->handle, &info);
+    ret = sgb_bo_state_get(s->dev, c->handle, &info);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -144,7 +144,7 @@ static uint32_t sharegpu_cmd_attach_backing(SharegpuState *s, struct sghw_cmd *c
 static uint32_t sharegpu_cmd_detach_backing(SharegpuState *s, struct sghw_cmd *c)
 {
     SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
-    sgb_bo_info info;
+    sgb_bo_state info;
     int ret;
 
     if (bo && bo->nents) {
@@ -152,7 +152,7 @@ static uint32_t sharegpu_cmd_detach_backing(SharegpuState *s, struct sghw_cmd *c
         return SGHW_ST_OK;
     }
     /* no backing: the backend tells an unknown handle (BAD_HANDLE) from a bare one */
-    ret = sgb_bo_info_get(s->dev, c->handle, &info);
+    ret = sgb_bo_state_get(s->dev, c->handle, &info);
     return ret ? sharegpu_status_from_errno(ret) : SGHW_ST_NO_BACKING;
 }
 
@@ -161,13 +161,13 @@ static uint32_t sharegpu_cmd_transfer(SharegpuState *s, struct sghw_cmd *c, bool
     SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
     g_autofree uint8_t *buf = NULL;
     uint64_t bo_off = c->off0, back_off = c->off1, left = c->len;
-    sgb_bo_info info;
+    sgb_bo_state info;
     uint32_t i = 0;
     uint64_t ent_start = 0;
     int ret;
 
     /* the size is needed up front: a transfer fails before it copies anything */
-    ret = sgb_bo_info_get(s->dev, c->handle, &info);
+    ret = sgb_bo_state_get(s->dev, c->handle, &info);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -224,8 +224,8 @@ static uint32_t sharegpu_cmd_transfer(SharegpuState *s, struct sghw_cmd *c, bool
 
 static uint32_t sharegpu_placement_result(SharegpuState *s, uint32_t handle, uint64_t *result)
 {
-    sgb_bo_info info;
-    int ret = sgb_bo_info_get(s->dev, handle, &info);
+    sgb_bo_state info;
+    int ret = sgb_bo_state_get(s->dev, handle, &info);
 
     if (ret) {
         return sharegpu_status_from_errno(ret);
@@ -249,7 +249,7 @@ static uint32_t sharegpu_cmd_create(SharegpuState *s, struct sghw_cmd *c, bool n
         (c->arg == SGB_PLACEMENT_DEVICE && c->len > s->vram_size)) {
         return SGHW_ST_TOO_BIG;
     }
-    ret = sgb_bo_create2(s->dev, c->len, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0,
+    ret = sgb_bo_create(s->dev, c->len, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0,
                           &c->out_handle);
     if (ret) {
         return sharegpu_status_from_errno(ret);
@@ -265,9 +265,9 @@ static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sghw_cmd *c, bool no_
         return SGHW_ST_INVALID;
     }
     if (no_evict) {
-        sgb_bo_info info;
+        sgb_bo_state info;
 
-        ret = sgb_bo_info_get(s->dev, c->handle, &info);
+        ret = sgb_bo_state_get(s->dev, c->handle, &info);
         if (ret) {
             return sharegpu_status_from_errno(ret);
         }
@@ -277,7 +277,7 @@ static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sghw_cmd *c, bool no_
             return SGHW_ST_INVALID;
         }
     }
-    ret = sgb_bo_move2(s->dev, c->handle, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0);
+    ret = sgb_bo_move(s->dev, c->handle, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -286,11 +286,11 @@ static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sghw_cmd *c, bool no_
 
 static uint32_t sharegpu_cmd_pin(SharegpuState *s, struct sghw_cmd *c, bool pin)
 {
-    sgb_bo_info info;
+    sgb_bo_state info;
     int ret;
 
     ret = pin ? sgb_bo_pin(s->dev, c->handle) : sgb_bo_unpin(s->dev, c->handle);
-    if (!ret && !sgb_bo_info_get(s->dev, c->handle, &info)) {
+    if (!ret && !sgb_bo_state_get(s->dev, c->handle, &info)) {
         c->result = info.pin_count;
     }
     return sharegpu_status_from_errno(ret);
@@ -300,11 +300,11 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
 {
     struct sghw_bo_info out = { 0 };
     SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
-    sgb_bo_info info;
+    sgb_bo_state info;
     uint32_t flags = 0;
     int ret;
 
-    ret = sgb_bo_info_get(s->dev, c->handle, &info);
+    ret = sgb_bo_state_get(s->dev, c->handle, &info);
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -460,8 +460,8 @@ uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
 static uint32_t sharegpu_check_bo_range(SharegpuState *s, uint32_t handle, uint64_t off,
                                         uint64_t len)
 {
-    sgb_bo_info info;
-    int ret = sgb_bo_info_get(s->dev, handle, &info);
+    sgb_bo_state info;
+    int ret = sgb_bo_state_get(s->dev, handle, &info);
 
     if (ret) {
         return sharegpu_status_from_errno(ret);
@@ -496,8 +496,8 @@ uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c)
         return st ? st : sharegpu_check_bo_range(s, c->handle2, c->off1, c->len);
     default: { /* TRANSFER_*: the checks of sharegpu_cmd_transfer(), in its order */
         SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
-        sgb_bo_info info;
-        int ret = sgb_bo_info_get(s->dev, c->handle, &info);
+        sgb_bo_state info;
+        int ret = sgb_bo_state_get(s->dev, c->handle, &info);
 
         if (ret) {
             return sharegpu_status_from_errno(ret);

@@ -31,7 +31,7 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     SharegpuInfo *info = g_new0(SharegpuInfo, 1);
     SharegpuBoInfoList **tail = &info->bos;
     sgb_device_stats st = { 0 };
-    g_autofree sgb_bo_info *bos = NULL;
+    g_autofree sgb_bo_debug_info *bos = NULL;
     size_t count = 0, i;
     uint32_t inflight;
 
@@ -96,7 +96,7 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     if (sgb_device_list_bos(s->dev, NULL, 0, &count) == 0 && count) {
         size_t cap = count;
 
-        bos = g_new0(sgb_bo_info, cap);
+        bos = g_new0(sgb_bo_debug_info, cap);
         if (sgb_device_list_bos(s->dev, bos, cap, &count)) {
             count = 0;
         }
@@ -105,7 +105,8 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         count = 0;
     }
     for (i = 0; i < count; i++) {
-        sgb_bo_info *b = &bos[i];
+        sgb_bo_debug_info *d = &bos[i];
+        const sgb_bo_state *b = &d->state;
         SharegpuBo *dbo = sharegpu_bo_lookup(s, b->handle);
         SharegpuBoInfo *bi = g_new0(SharegpuBoInfo, 1);
 
@@ -122,17 +123,17 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         if (b->exported || b->imported) {
             bi->uuid = qemu_uuid_unparse_strdup((QemuUUID *)b->uuid.bytes);
         }
-        bi->exporter = g_strndup(b->exporter, sizeof(b->exporter));
+        bi->exporter = g_strndup(d->exporter, sizeof(d->exporter));
         bi->pin_count = b->pin_count;
         bi->vmap_count = b->vmap_count;
         bi->attachments = b->attachments;
         bi->live_mappings = b->live_mappings;
-        bi->fences_pending = b->fences_pending;
+        bi->fences_pending = d->fences_pending;
         bi->generation = b->generation;
-        bi->moves = b->moves;
-        bi->invalidations = b->invalidations;
-        bi->cache_dirty_lines = b->cache_dirty_lines;
-        bi->cache_valid_lines = b->cache_valid_lines;
+        bi->moves = d->moves;
+        bi->invalidations = d->invalidations;
+        bi->cache_dirty_lines = d->cache_dirty_lines;
+        bi->cache_valid_lines = d->cache_valid_lines;
         if (dbo) {
             bi->backing_entries = dbo->nents;
             bi->backing_bytes = dbo->backing_bytes;
@@ -170,25 +171,25 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
     SharegpuState *s = sharegpu_find(id);
     uint32_t p = placement == SHAREGPU_PLACEMENT_DEVICE ? SGB_PLACEMENT_DEVICE
                                                         : SGB_PLACEMENT_SYSTEM;
-    sgb_bo_info info;
+    sgb_bo_debug_info info;
     int ret;
 
     if (!s) {
         error_setg(errp, "no sharegpu device '%s'", id);
         return;
     }
-    ret = sgb_bo_info_get(s->dev, handle, &info);
+    ret = sgb_bo_debug_info_get(s->dev, handle, &info);
     if (ret) {
         error_setg(errp, "sharegpu %s: handle %u: %s", id, handle, sgb_strerror(ret));
         return;
     }
-    if (info.imported) {
+    if (info.state.imported) {
         error_setg(errp, "sharegpu %s: handle %u is an import; move it on its exporter '%s'",
                    id, handle, info.exporter);
         return;
     }
     ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
-                                     : sgb_bo_move(s->dev, handle, p);
+                                     : sgb_bo_move(s->dev, handle, p, 0);
     trace_sharegpu_monitor_move(s->name, handle, p, ret);
     sharegpu_evt_drain_all();
     if (ret) {

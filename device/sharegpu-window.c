@@ -85,9 +85,9 @@ void sharegpu_window_unmap_all(SharegpuState *s)
 
 /* MAP_IMPORT / UNMAP_IMPORT: BAD_HANDLE for unknown and local handles. */
 static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, const char *op,
-                                           sgb_bo_info *info)
+                                           sgb_bo_state *info)
 {
-    int ret = sgb_bo_info_get(s->dev, handle, info);
+    int ret = sgb_bo_state_get(s->dev, handle, info);
 
     if (ret) {
         return sharegpu_status_from_errno(ret);
@@ -104,7 +104,7 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
 {
     SharegpuWindowMap *map;
     SharegpuBo *bo;
-    sgb_bo_info info;
+    sgb_bo_state info;
     uint64_t fd_off, size;
     void *ptr;
     int fd, ret;
@@ -171,7 +171,7 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c)
 {
     SharegpuBo *bo;
-    sgb_bo_info info;
+    sgb_bo_state info;
     uint32_t st = sharegpu_window_get_import(s, c->handle, "UNMAP_IMPORT", &info);
 
     if (st != SGHW_ST_OK) {

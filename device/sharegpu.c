@@ -50,19 +50,20 @@
 
 SharegpuDeviceList sharegpu_devices = QTAILQ_HEAD_INITIALIZER(sharegpu_devices);
 
-static void sharegpu_backend_log(void *opaque, int level, const char *msg)
+static void sharegpu_backend_log(void *opaque, enum sgb_log_level level, const char *msg)
 {
     switch (level) {
-    case 4:
+    case SGB_LOG_GUEST_ERROR:
         qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s\n", msg);
         break;
-    case 3:
+    case SGB_LOG_ERROR:
         error_report("sharegpu backend: %s", msg);
         break;
-    case 2:
+    case SGB_LOG_WARNING:
         warn_report("sharegpu backend: %s", msg);
         break;
-    default:
+    case SGB_LOG_DEBUG:
+    case SGB_LOG_INFO:
         qemu_log_mask(LOG_TRACE, "sharegpu backend: %s\n", msg);
         break;
     }

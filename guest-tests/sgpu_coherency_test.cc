@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-// Coherency end to end (docs/hardware.md section 8, seed 003): on the coherent=off device a
+// Coherency end to end (docs/hardware.md section 8, rule S4): on the coherent=off device a
 // missing barrier is observable as stale data in both directions, the barriers
 // (DMA_BUF_IOCTL_SYNC on the exported dma-buf, or the driver's BO_CPU_ACCESS ioctl) make the
 // data right; on the coherent device the same sequences are right without barriers.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-// Invalidation end to end (dynamic dma-buf, seed 004): the importer holds a live mapping,
-// the exporter moves the BO (BO_MOVE ioctl, or the host monitor's sharegpu-move-bo through
+// Invalidation end to end (dynamic dma-buf, rule S5a): the importer holds a live mapping,
+// the exporter moves the BO (BO_MOVE ioctl, or the host monitor's x-sharegpu-move-bo through
 // the host agent), the importer gets move_notify (debugfs counters), re-maps and the data is
 // intact; a pinned BO refuses the move with -EBUSY.
 #include <errno.h>
@@ -129,7 +129,7 @@ TEST_F(InvalidationTest, PinnedExportRefusesMove) {
   ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after unpin"));
 }
 
-// Forced eviction from the QEMU monitor (sharegpu-move-bo) through the host agent: the
+// Forced eviction from the QEMU monitor (x-sharegpu-move-bo) through the host agent: the
 // request goes out on the console, the agent runs the QMP command and acks on ttyS1.
 TEST_F(InvalidationTest, HostMonitorEvictionInvalidatesImporter) {
   if (!HostAgentAvailable()) GTEST_SKIP() << "no host agent (kernel parameter sgputest.host=1)";

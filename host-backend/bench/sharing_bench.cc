@@ -86,7 +86,7 @@ struct TwoDevices {
 void BM_ExportImportRoundTrip(benchmark::State& state) {
   TwoDevices d;
   uint32_t bo;
-  if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, &bo)) std::abort();
+  if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, 0, &bo)) std::abort();
   for (auto _ : state) {
     sgb_uuid uuid;
     int fd = -1;
@@ -105,7 +105,7 @@ void BM_BoCreateDestroy(benchmark::State& state) {
   TwoDevices d;
   for (auto _ : state) {
     uint32_t bo;
-    if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, &bo)) {
+    if (sgb_bo_create(d.a, kBoSize, SGB_PLACEMENT_DEVICE, 0, &bo)) {
       state.SkipWithError("create failed");
       break;
     }

@@ -31,11 +31,12 @@ static void expect(int ok, const char *what)
 
 static void show(sgb_device *dev, uint32_t handle)
 {
-    sgb_bo_info info;
-    CHECK(sgb_bo_info_get(dev, handle, &info));
+    sgb_bo_state info;
+    CHECK(sgb_bo_state_get(dev, handle, &info));
     printf("  %s handle %u: %s, %llu bytes, %s, gen %llu, attachments %u, live mappings %u\n",
            sgb_device_name(dev), handle, info.imported ? "import" : "local",
-           (unsigned long long)info.size, info.placement == SGB_PLACEMENT_DEVICE ? "VRAM" : "system",
+           (unsigned long long)info.size,
+           info.placement == SGB_PLACEMENT_DEVICE ? "VRAM" : "system",
            (unsigned long long)info.generation, info.attachments, info.live_mappings);
 }
 
@@ -58,7 +59,7 @@ int main(void)
     printf("two devices: g0 (coherent), g1 (coherent=off: strict device cache)\n");
 
     printf("\n1. export on g0, import on g1 (zero copy)\n");
-    CHECK(sgb_bo_create(a, SIZE, SGB_PLACEMENT_DEVICE, &bo));
+    CHECK(sgb_bo_create(a, SIZE, SGB_PLACEMENT_DEVICE, 0, &bo));
     for (int i = 0; i < SIZE; i++) {
         buf[i] = (unsigned char)(i * 7 + 3);
     }
@@ -102,7 +103,8 @@ int main(void)
 
     CHECK(sgb_job_fill(b, imported, 0, SIZE, 0xdeadbeef, NULL));
     CHECK(sgb_bo_cpu_read(a, bo, 0, readback, SIZE));
-    expect(memcmp(readback, buf, SIZE) == 0, "g1's fill is not visible to the CPU without a barrier");
+    expect(memcmp(readback, buf, SIZE) == 0,
+           "g1's fill is not visible to the CPU without a barrier");
     CHECK(sgb_bo_begin_cpu_access(a, bo, SGB_DIR_FROM_DEVICE));
     CHECK(sgb_bo_cpu_read(a, bo, 0, readback, SIZE));
     CHECK(sgb_bo_end_cpu_access(a, bo, SGB_DIR_FROM_DEVICE));
@@ -111,9 +113,10 @@ int main(void)
 
     printf("\n4. a pinned buffer refuses to move\n");
     CHECK(sgb_bo_pin(a, bo));
-    expect(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE) == -EBUSY, "move of a pinned buffer: -EBUSY");
+    expect(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE, 0) == -EBUSY,
+           "move of a pinned buffer: -EBUSY");
     CHECK(sgb_bo_unpin(a, bo));
-    CHECK(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE));
+    CHECK(sgb_bo_move(a, bo, SGB_PLACEMENT_DEVICE, 0));
     show(a, bo);
 
     CHECK(sgb_bo_destroy(b, imported));

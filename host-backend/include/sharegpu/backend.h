@@ -68,7 +68,9 @@ typedef struct sgb_device_config {
     uint64_t max_hostmem;
 } sgb_device_config;
 
-typedef struct sgb_bo_info {
+/* What a BO is now: the state commands act on (BO_QUERY, placement results). Cheap: no walk
+ * over fences or cache lines. */
+typedef struct sgb_bo_state {
     uint32_t handle;
     uint32_t imported;       /* 1: import of another device's export */
     uint64_t size;
@@ -77,18 +79,24 @@ typedef struct sgb_bo_info {
     uint32_t vmap_count;
     uint32_t attachments;    /* on the buffer, all devices */
     uint32_t live_mappings;  /* on the buffer, all devices */
-    uint32_t fences_pending; /* unsignalled fences in the reservation */
+    uint32_t exported;       /* 1 when exported; uuid valid */
     uint64_t vram_offset;    /* offset in the *owning* device's arena when DEVICE, else ~0 */
     uint64_t generation;     /* bumps on every move */
+    sgb_uuid uuid;
+} sgb_bo_state;
+
+/* The monitor's view of a BO: its state plus history and the cache/fence picture (walks
+ * the reservation's fences and the device cache: for debugging, not per command). */
+typedef struct sgb_bo_debug_info {
+    sgb_bo_state state;
     uint64_t moves;
     uint64_t invalidations;  /* move_notify calls received (imports) */
-    uint32_t exported;       /* 1 when exported; uuid valid */
+    uint32_t fences_pending; /* unsignalled fences in the reservation */
     uint32_t cache_dirty_lines;
     uint32_t cache_valid_lines;
     uint32_t reserved0;
-    sgb_uuid uuid;
     char exporter[32];       /* owning device's name */
-} sgb_bo_info;
+} sgb_bo_debug_info;
 
 typedef struct sgb_device_stats {
     uint64_t vram_size;
@@ -132,8 +140,15 @@ typedef struct sgb_event {
  * backend from it; schedule work instead) when new events are queued for the device. */
 typedef void (*sgb_event_notify_fn)(void *opaque);
 
-/* Logging: backend diagnostics (level: 0 debug, 1 info, 2 warning, 3 error, 4 guest error). */
-typedef void (*sgb_log_fn)(void *opaque, int level, const char *msg);
+/* Logging: backend diagnostics. */
+enum sgb_log_level {
+    SGB_LOG_DEBUG = 0,
+    SGB_LOG_INFO = 1,
+    SGB_LOG_WARNING = 2,
+    SGB_LOG_ERROR = 3,
+    SGB_LOG_GUEST_ERROR = 4, /* bad input from the guest (QEMU: LOG_GUEST_ERROR) */
+};
+typedef void (*sgb_log_fn)(void *opaque, enum sgb_log_level level, const char *msg);
 void sgb_set_log_handler(sgb_log_fn fn, void *opaque);
 
 const char *sgb_strerror(int err);
@@ -141,7 +156,6 @@ const char *sgb_strerror(int err);
 /* --- backend ------------------------------------------------------------------------------ */
 int sgb_backend_new(sgb_backend **out);
 void sgb_backend_unref(sgb_backend *backend);
-sgb_backend *sgb_backend_ref(sgb_backend *backend);
 /* The process-wide instance every sharegpu device in one QEMU shares (created on first use,
  * destroyed with the last unref). */
 int sgb_backend_get_shared(sgb_backend **out);
@@ -153,30 +167,27 @@ int sgb_device_create(sgb_backend *backend, const sgb_device_config *config,
 void sgb_device_destroy(sgb_device *dev);
 /* Drops every handle of the device, as destroy does, but keeps the device. */
 int sgb_device_reset(sgb_device *dev);
-/* The arena memfd (borrowed: valid while the device lives) and its size, for the BAR. */
+/* The arena memfd (borrowed: valid while the device lives), for the BAR. */
 int sgb_device_vram_fd(sgb_device *dev);
-uint64_t sgb_device_vram_size(sgb_device *dev);
-void *sgb_device_vram_ptr(sgb_device *dev);
 const char *sgb_device_name(sgb_device *dev);
 int sgb_device_stats_get(sgb_device *dev, sgb_device_stats *out);
 void sgb_device_set_event_notify(sgb_device *dev, sgb_event_notify_fn fn, void *opaque);
 /* 0 and *out filled, or -EAGAIN when no event is queued. */
 int sgb_device_pop_event(sgb_device *dev, sgb_event *out);
 /* Fills up to `cap` entries, sets *count to the number of handles (may exceed cap). */
-int sgb_device_list_bos(sgb_device *dev, sgb_bo_info *out, size_t cap, size_t *count);
+int sgb_device_list_bos(sgb_device *dev, sgb_bo_debug_info *out, size_t cap, size_t *count);
 
 /* --- buffer objects ------------------------------------------------------------------------ */
 #define SGB_MAX_BO_SIZE (1ULL << 32)
-/* Allocation flags (sgb_bo_create2 / sgb_bo_move2); unknown bits are -EINVAL. */
+/* Allocation flags (sgb_bo_create / sgb_bo_move); unknown bits are -EINVAL. */
 #define SGB_ALLOC_NO_EVICT (1u << 0) /* DEVICE placement: -ENOSPC instead of evicting others */
-int sgb_bo_create(sgb_device *dev, uint64_t size, uint32_t placement, uint32_t *handle);
-int sgb_bo_create2(sgb_device *dev, uint64_t size, uint32_t placement, uint32_t flags,
-                    uint32_t *handle);
+int sgb_bo_create(sgb_device *dev, uint64_t size, uint32_t placement, uint32_t flags,
+                  uint32_t *handle);
 int sgb_bo_destroy(sgb_device *dev, uint32_t handle);
-int sgb_bo_info_get(sgb_device *dev, uint32_t handle, sgb_bo_info *out);
+int sgb_bo_state_get(sgb_device *dev, uint32_t handle, sgb_bo_state *out);
+int sgb_bo_debug_info_get(sgb_device *dev, uint32_t handle, sgb_bo_debug_info *out);
 /* Move to a placement (-EBUSY when pinned; contents preserved). */
-int sgb_bo_move(sgb_device *dev, uint32_t handle, uint32_t placement);
-int sgb_bo_move2(sgb_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
+int sgb_bo_move(sgb_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
 /* Evict a DEVICE BO to SYSTEM (what VRAM pressure does). */
 int sgb_bo_evict(sgb_device *dev, uint32_t handle);
 int sgb_bo_pin(sgb_device *dev, uint32_t handle);

@@ -3,16 +3,16 @@
 #pragma once
 
 #if defined(__clang__)
-#define SGPU_TA(x) __attribute__((x))
+#define SGB_TA(x) __attribute__((x))
 #else
-#define SGPU_TA(x)
+#define SGB_TA(x)
 #endif
 
-#define SGPU_CAPABILITY(x) SGPU_TA(capability(x))
-#define SGPU_GUARDED_BY(x) SGPU_TA(guarded_by(x))
-#define SGPU_PT_GUARDED_BY(x) SGPU_TA(pt_guarded_by(x))
-#define SGPU_REQUIRES(...) SGPU_TA(requires_capability(__VA_ARGS__))
-#define SGPU_EXCLUDES(...) SGPU_TA(locks_excluded(__VA_ARGS__))
-#define SGPU_ACQUIRE(...) SGPU_TA(acquire_capability(__VA_ARGS__))
-#define SGPU_RELEASE(...) SGPU_TA(release_capability(__VA_ARGS__))
-#define SGPU_NO_THREAD_SAFETY_ANALYSIS SGPU_TA(no_thread_safety_analysis)
+#define SGB_CAPABILITY(x) SGB_TA(capability(x))
+#define SGB_GUARDED_BY(x) SGB_TA(guarded_by(x))
+#define SGB_PT_GUARDED_BY(x) SGB_TA(pt_guarded_by(x))
+#define SGB_REQUIRES(...) SGB_TA(requires_capability(__VA_ARGS__))
+#define SGB_EXCLUDES(...) SGB_TA(locks_excluded(__VA_ARGS__))
+#define SGB_ACQUIRE(...) SGB_TA(acquire_capability(__VA_ARGS__))
+#define SGB_RELEASE(...) SGB_TA(release_capability(__VA_ARGS__))
+#define SGB_NO_THREAD_SAFETY_ANALYSIS SGB_TA(no_thread_safety_analysis)

@@ -39,10 +39,10 @@ class Backend : public std::enable_shared_from_this<Backend> {
     dev_t st_dev = 0;
     ino_t st_ino = 0;
   };
-  void PruneLocked() SGPU_REQUIRES(mu_);
+  void PruneLocked() SGB_REQUIRES(mu_);
 
   mutable std::mutex mu_;
-  std::map<const DmaBuf*, ExportRecord> exports_ SGPU_GUARDED_BY(mu_);
+  std::map<const DmaBuf*, ExportRecord> exports_ SGB_GUARDED_BY(mu_);
 };
 
 }  // namespace sharegpu

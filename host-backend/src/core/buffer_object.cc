@@ -118,13 +118,13 @@ void BufferObject::RetireStorage(std::shared_ptr<Storage> old) {
   }
 }
 
-Status BufferObject::PinLocked() {
+Status BufferObject::PinPlacement() {
   if (!resv_.IsHeld()) return -ENOLCK;
   pin_count_.fetch_add(1, std::memory_order_relaxed);
   return kOk;
 }
 
-Status BufferObject::UnpinLocked() {
+Status BufferObject::UnpinPlacement() {
   if (!resv_.IsHeld()) return -ENOLCK;
   unsigned count = pin_count();
   if (count == 0) {
@@ -135,7 +135,7 @@ Status BufferObject::UnpinLocked() {
   return kOk;
 }
 
-Status BufferObject::CacheFlushLocked(uint64_t off, uint64_t len) {
+Status BufferObject::CacheFlush(uint64_t off, uint64_t len) {
   if (!resv_.IsHeld()) return -ENOLCK;
   if (len == 0) return -EINVAL;
   if (!RangeFits(off, len, size_)) return -ERANGE;
@@ -143,7 +143,7 @@ Status BufferObject::CacheFlushLocked(uint64_t off, uint64_t len) {
   return kOk;
 }
 
-Status BufferObject::CacheInvalidateLocked(uint64_t off, uint64_t len) {
+Status BufferObject::CacheInvalidate(uint64_t off, uint64_t len) {
   if (!resv_.IsHeld()) return -ENOLCK;
   if (len == 0) return -EINVAL;
   if (!RangeFits(off, len, size_)) return -ERANGE;
@@ -206,15 +206,15 @@ Status BufferObject::Pin(Attachment& attachment) {
   if (placement() == Placement::kDevice && !ReachableBy(attachment)) {
     if (Status err = Move(Placement::kSystem)) return err;
   }
-  return PinLocked();
+  return PinPlacement();
 }
 
-void BufferObject::Unpin(Attachment& /*attachment*/) { (void)UnpinLocked(); }
+void BufferObject::Unpin(Attachment& /*attachment*/) { (void)UnpinPlacement(); }
 
 Result<SgTable> BufferObject::Map(Attachment& attachment, DmaDirection /*dir*/) {
   if (placement() == Placement::kDevice && !ReachableBy(attachment)) {
     // Moving to make the mapping possible invalidates everybody else's mappings; the core
-    // keeps it from recursing into this importer (seed 004).
+    // keeps it from recursing into this importer (rule S5b).
     if (Status err = Move(Placement::kSystem)) return Result<SgTable>::Error(err);
   }
   if (placement() == Placement::kDevice) mm_->LruTouch(shared_from_this());
@@ -238,12 +238,12 @@ Status BufferObject::EndCpuAccess(DmaBuf& /*dmabuf*/, DmaDirection dir) {
 
 Result<uint8_t*> BufferObject::Vmap() {
   // A kernel mapping lives until Vunmap, so the buffer must not move meanwhile.
-  if (Status err = PinLocked()) return Result<uint8_t*>::Error(err);
+  if (Status err = PinPlacement()) return Result<uint8_t*>::Error(err);
   exporter_vmaps_.fetch_add(1, std::memory_order_relaxed);
   return storage_->data();
 }
 
-void BufferObject::Vunmap(uint8_t* /*vaddr*/) { (void)UnpinLocked(); }
+void BufferObject::Vunmap(uint8_t* /*vaddr*/) { (void)UnpinPlacement(); }
 
 Result<uint8_t*> BufferObject::VmapLocal() {
   if (!resv_.IsHeld()) return Result<uint8_t*>::Error(-ENOLCK);

@@ -39,14 +39,14 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   // --- reservation held ---
   // may_evict false: -ENOSPC rather than evicting other buffers to make room.
   Status Move(Placement target, bool may_evict = true);
-  Status PinLocked();
-  Status UnpinLocked();
+  Status PinPlacement();
+  Status UnpinPlacement();
   Placement placement() const;         // also fine unlocked for display
   const std::shared_ptr<Storage>& storage() const { return storage_; }
-  DeviceView DeviceViewLocked() { return {storage_->data(), size_, &cache_}; }
+  DeviceView View() { return {storage_->data(), size_, &cache_}; }
   // The owning device's cache barriers on a range (CACHE_FLUSH / CACHE_INVALIDATE commands).
-  Status CacheFlushLocked(uint64_t off, uint64_t len);
-  Status CacheInvalidateLocked(uint64_t off, uint64_t len);
+  Status CacheFlush(uint64_t off, uint64_t len);
+  Status CacheInvalidate(uint64_t off, uint64_t len);
 
   // --- reservation not held ---
   // dma_buf_begin/end_cpu_access for this buffer whether or not it is exported: wait for the

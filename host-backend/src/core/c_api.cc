@@ -10,6 +10,7 @@
 #include "core/backend.h"
 #include "core/device.h"
 #include "sharegpu/backend.h"
+#include "sharegpu/backend-testing.h"
 
 struct sgb_backend {
   std::shared_ptr<sharegpu::Backend> impl;
@@ -49,7 +50,7 @@ sgb_backend* g_shared = nullptr;  // not owning: cleared by the last unref
 sgb_log_fn g_log_fn = nullptr;
 void* g_log_opaque = nullptr;
 void ForwardLog(void*, sharegpu::LogLevel level, const char* msg) {
-  if (g_log_fn) g_log_fn(g_log_opaque, static_cast<int>(level), msg);
+  if (g_log_fn) g_log_fn(g_log_opaque, static_cast<sgb_log_level>(level), msg);
 }
 
 }  // namespace
@@ -147,18 +148,18 @@ void sgb_device_destroy(sgb_device* dev) {
   });
 }
 
-#define SGPU_DEV_CHECK(dev) \
+#define SGB_DEV_CHECK(dev) \
   do {                      \
     if (!(dev)) return -EINVAL; \
   } while (0)
 
 int sgb_device_reset(sgb_device* dev) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Reset(); });
 }
 
 int sgb_device_vram_fd(sgb_device* dev) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return dev->impl->memory().arena().memfd().fd();
 }
 
@@ -173,7 +174,7 @@ void* sgb_device_vram_ptr(sgb_device* dev) {
 const char* sgb_device_name(sgb_device* dev) { return dev ? dev->impl->name().c_str() : ""; }
 
 int sgb_device_stats_get(sgb_device* dev, sgb_device_stats* out) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return Guard([&] {
     *out = dev->impl->Stats();
@@ -186,13 +187,13 @@ void sgb_device_set_event_notify(sgb_device* dev, sgb_event_notify_fn fn, void* 
 }
 
 int sgb_device_pop_event(sgb_device* dev, sgb_event* out) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return dev->impl->PopEvent(out);
 }
 
-int sgb_device_list_bos(sgb_device* dev, sgb_bo_info* out, size_t cap, size_t* count) {
-  SGPU_DEV_CHECK(dev);
+int sgb_device_list_bos(sgb_device* dev, sgb_bo_debug_info* out, size_t cap, size_t* count) {
+  SGB_DEV_CHECK(dev);
   if (cap && !out) return -EINVAL;
   return Guard([&] {
     size_t n = 0;
@@ -203,13 +204,9 @@ int sgb_device_list_bos(sgb_device* dev, sgb_bo_info* out, size_t cap, size_t* c
   });
 }
 
-int sgb_bo_create(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t* handle) {
-  return sgb_bo_create2(dev, size, placement, 0, handle);
-}
-
-int sgb_bo_create2(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t flags,
-                    uint32_t* handle) {
-  SGPU_DEV_CHECK(dev);
+int sgb_bo_create(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t flags,
+                  uint32_t* handle) {
+  SGB_DEV_CHECK(dev);
   if (!handle) return -EINVAL;
   if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;
   return Guard([&] {
@@ -221,27 +218,34 @@ int sgb_bo_create2(sgb_device* dev, uint64_t size, uint32_t placement, uint32_t 
 }
 
 int sgb_bo_destroy(sgb_device* dev, uint32_t handle) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->DestroyBo(handle); });
 }
 
-int sgb_bo_info_get(sgb_device* dev, uint32_t handle, sgb_bo_info* out) {
-  SGPU_DEV_CHECK(dev);
+int sgb_bo_state_get(sgb_device* dev, uint32_t handle, sgb_bo_state* out) {
+  SGB_DEV_CHECK(dev);
   if (!out) return -EINVAL;
   return Guard([&] {
-    auto info = dev->impl->Info(handle);
+    auto state = dev->impl->State(handle);
+    if (!state) return state.status();
+    *out = *state;
+    return 0;
+  });
+}
+
+int sgb_bo_debug_info_get(sgb_device* dev, uint32_t handle, sgb_bo_debug_info* out) {
+  SGB_DEV_CHECK(dev);
+  if (!out) return -EINVAL;
+  return Guard([&] {
+    auto info = dev->impl->DebugInfo(handle);
     if (!info) return info.status();
     *out = *info;
     return 0;
   });
 }
 
-int sgb_bo_move(sgb_device* dev, uint32_t handle, uint32_t placement) {
-  return sgb_bo_move2(dev, handle, placement, 0);
-}
-
-int sgb_bo_move2(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
-  SGPU_DEV_CHECK(dev);
+int sgb_bo_move(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
+  SGB_DEV_CHECK(dev);
   if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;
   return Guard([&] {
     return dev->impl->Move(handle, static_cast<Placement>(placement), flags);
@@ -249,67 +253,67 @@ int sgb_bo_move2(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t 
 }
 
 int sgb_bo_evict(sgb_device* dev, uint32_t handle) {
-  return sgb_bo_move(dev, handle, SGB_PLACEMENT_SYSTEM);
+  return sgb_bo_move(dev, handle, SGB_PLACEMENT_SYSTEM, 0);
 }
 
 int sgb_bo_pin(sgb_device* dev, uint32_t handle) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Pin(handle); });
 }
 
 int sgb_bo_unpin(sgb_device* dev, uint32_t handle) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Unpin(handle); });
 }
 
 int sgb_bo_cpu_read(sgb_device* dev, uint32_t handle, uint64_t off, void* dst, uint64_t len) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CpuRead(handle, off, dst, len); });
 }
 
 int sgb_bo_cpu_write(sgb_device* dev, uint32_t handle, uint64_t off, const void* src,
                       uint64_t len) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CpuWrite(handle, off, src, len); });
 }
 
 int sgb_bo_begin_cpu_access(sgb_device* dev, uint32_t handle, uint32_t dir) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!ValidDir(dir)) return -EINVAL;
   return Guard([&] { return dev->impl->BeginCpuAccess(handle, static_cast<DmaDirection>(dir)); });
 }
 
 int sgb_bo_end_cpu_access(sgb_device* dev, uint32_t handle, uint32_t dir) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!ValidDir(dir)) return -EINVAL;
   return Guard([&] { return dev->impl->EndCpuAccess(handle, static_cast<DmaDirection>(dir)); });
 }
 
 int sgb_bo_cache_flush(sgb_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CacheFlush(handle, off, len); });
 }
 
 int sgb_bo_cache_invalidate(sgb_device* dev, uint32_t handle, uint64_t off, uint64_t len) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->CacheInvalidate(handle, off, len); });
 }
 
 int sgb_job_copy(sgb_device* dev, uint32_t src, uint64_t src_off, uint32_t dst,
                   uint64_t dst_off, uint64_t len, uint64_t* fence) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Copy(src, src_off, dst, dst_off, len, fence); });
 }
 
 int sgb_job_fill(sgb_device* dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
                   uint64_t* fence) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Fill(dst, off, len, pattern, fence); });
 }
 
 int sgb_job_checksum(sgb_device* dev, uint32_t src, uint64_t off, uint64_t len,
                       uint32_t* crc32c, uint64_t* fence) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!crc32c) return -EINVAL;
   return Guard([&] {
     auto crc = dev->impl->Checksum(src, off, len, fence);
@@ -320,12 +324,12 @@ int sgb_job_checksum(sgb_device* dev, uint32_t src, uint64_t off, uint64_t len,
 }
 
 int sgb_bo_export(sgb_device* dev, uint32_t handle, sgb_uuid* uuid, int* fd) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Export(handle, uuid, fd); });
 }
 
 int sgb_bo_import_uuid(sgb_device* dev, const sgb_uuid* uuid, uint32_t* handle) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!uuid || !handle) return -EINVAL;
   return Guard([&] {
     auto dmabuf = dev->backend->impl->LookupUuid(*uuid);
@@ -338,7 +342,7 @@ int sgb_bo_import_uuid(sgb_device* dev, const sgb_uuid* uuid, uint32_t* handle) 
 }
 
 int sgb_bo_import_fd(sgb_device* dev, int fd, uint32_t* handle) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   if (!handle) return -EINVAL;
   return Guard([&] {
     auto dmabuf = dev->backend->impl->LookupFd(fd);
@@ -352,7 +356,7 @@ int sgb_bo_import_fd(sgb_device* dev, int fd, uint32_t* handle) {
 
 int sgb_bo_storage(sgb_device* dev, uint32_t handle, int* memfd, uint64_t* offset,
                     void** host_ptr, uint64_t* size) {
-  SGPU_DEV_CHECK(dev);
+  SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->StorageOf(handle, memfd, offset, host_ptr, size); });
 }
 

@@ -150,33 +150,46 @@ Status Device::Reset() {
   return kOk;
 }
 
-Result<sgb_bo_info> Device::Info(uint32_t handle) {
+Result<sgb_bo_state> Device::State(uint32_t handle) {
   auto entry = Lookup(handle);
-  if (!entry) return Result<sgb_bo_info>::Error(entry.status());
-  sgb_bo_info info{};
-  info.handle = handle;
+  if (!entry) return Result<sgb_bo_state>::Error(entry.status());
+  sgb_bo_state state{};
+  state.handle = handle;
   BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
   std::shared_ptr<DmaBuf> dmabuf = entry->bo ? entry->bo->exported() : entry->import->dmabuf;
+  ResvGuard guard(ResvOf(*entry));
+  state.imported = entry->import ? 1 : 0;
+  state.size = dmabuf ? dmabuf->size() : bo->size();
+  state.vram_offset = kNoOffset;
+  if (bo) {
+    state.placement = static_cast<uint32_t>(bo->placement());
+    state.pin_count = bo->pin_count();
+    state.vram_offset = bo->vram_offset();
+    state.generation = bo->generation();
+  }
+  if (dmabuf) {
+    state.vmap_count = dmabuf->vmap_count();
+    state.attachments = dmabuf->attachment_count();
+    state.live_mappings = dmabuf->live_mapping_count();
+    state.exported = backend_->UuidOf(dmabuf.get(), &state.uuid) ? 1 : 0;
+  }
+  return state;
+}
+
+Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
+  auto state = State(handle);
+  if (!state) return Result<sgb_bo_debug_info>::Error(state.status());
+  auto entry = Lookup(handle);
+  if (!entry) return Result<sgb_bo_debug_info>::Error(entry.status());
+  sgb_bo_debug_info info{};
+  info.state = *state;
+  BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
   ReservationObject& resv = ResvOf(*entry);
   ResvGuard guard(resv);
-  info.imported = entry->import ? 1 : 0;
-  info.size = dmabuf ? dmabuf->size() : bo->size();
   if (bo) {
-    info.placement = static_cast<uint32_t>(bo->placement());
-    info.pin_count = bo->pin_count();
-    info.vram_offset = bo->vram_offset();
-    info.generation = bo->generation();
     info.moves = bo->moves();
     std::snprintf(info.exporter, sizeof(info.exporter), "%s",
                   bo->memory_manager().name().c_str());
-  } else {
-    info.vram_offset = kNoOffset;
-  }
-  if (dmabuf) {
-    info.vmap_count = dmabuf->vmap_count();
-    info.attachments = dmabuf->attachment_count();
-    info.live_mappings = dmabuf->live_mapping_count();
-    info.exported = backend_->UuidOf(dmabuf.get(), &info.uuid) ? 1 : 0;
   }
   for (const FenceRef& f : resv.Fences(ResvUsage::kBookkeep)) info.fences_pending += !f->IsSignaled();
   DeviceCacheStats cs{};
@@ -191,15 +204,15 @@ Result<sgb_bo_info> Device::Info(uint32_t handle) {
   return info;
 }
 
-std::vector<sgb_bo_info> Device::ListBos(size_t* count) {
+std::vector<sgb_bo_debug_info> Device::ListBos(size_t* count) {
   std::vector<uint32_t> handles;
   {
     std::lock_guard lock(table_mu_);
     for (const auto& [h, e] : table_) handles.push_back(h);
   }
-  std::vector<sgb_bo_info> out;
+  std::vector<sgb_bo_debug_info> out;
   for (uint32_t h : handles) {
-    auto info = Info(h);
+    auto info = DebugInfo(h);
     if (info) out.push_back(*info);
   }
   if (count) *count = out.size();
@@ -225,7 +238,7 @@ Status Device::Pin(uint32_t handle) {
   auto entry = Lookup(handle);
   if (!entry) return entry.status();
   ResvGuard guard(ResvOf(*entry));
-  if (entry->bo) return entry->bo->PinLocked();
+  if (entry->bo) return entry->bo->PinPlacement();
   ImportRecord& imp = *entry->import;
   Status err = imp.dmabuf->Pin(*imp.attachment);
   if (err == kOk) ++imp.pins;
@@ -238,7 +251,7 @@ Status Device::Unpin(uint32_t handle) {
   ResvGuard guard(ResvOf(*entry));
   Status err;
   if (entry->bo) {
-    err = entry->bo->UnpinLocked();
+    err = entry->bo->UnpinPlacement();
   } else if (entry->import->pins == 0) {
     err = -EINVAL;  // each import unpins only what it pinned
   } else {
@@ -254,7 +267,7 @@ Status Device::CpuRead(uint32_t handle, uint64_t off, void* dst, uint64_t len) {
   if (!entry) return entry.status();
   if (!dst) return -EINVAL;
   ResvGuard guard(ResvOf(*entry));
-  // Imports are mapped short-term under the lock and never cached here (seed 001).
+  // Imports are mapped short-term under the lock and never cached here (rule S3).
   Result<uint8_t*> mem = entry->bo ? entry->bo->VmapLocal() : entry->import->dmabuf->VmapLocal();
   if (!mem) return mem.status();
   uint64_t size = entry->bo ? entry->bo->size() : entry->import->dmabuf->size();
@@ -296,7 +309,7 @@ Status Device::CacheFlush(uint32_t handle, uint64_t off, uint64_t len) {
   ResvGuard guard(ResvOf(*entry));
   counters_.cache_flushes++;
   if (entry->bo) {
-    Status err = entry->bo->CacheFlushLocked(off, len);
+    Status err = entry->bo->CacheFlush(off, len);
     return err ? GuestError(err, "cache flush of handle %u", handle) : kOk;
   }
   ImportRecord& imp = *entry->import;
@@ -313,7 +326,7 @@ Status Device::CacheInvalidate(uint32_t handle, uint64_t off, uint64_t len) {
   ResvGuard guard(ResvOf(*entry));
   counters_.cache_invalidates++;
   if (entry->bo) {
-    Status err = entry->bo->CacheInvalidateLocked(off, len);
+    Status err = entry->bo->CacheInvalidate(off, len);
     return err ? GuestError(err, "cache invalidate of handle %u", handle) : kOk;
   }
   ImportRecord& imp = *entry->import;
@@ -326,10 +339,10 @@ Status Device::CacheInvalidate(uint32_t handle, uint64_t off, uint64_t len) {
   return kOk;
 }
 
-Result<DeviceView> Device::ViewLocked(Entry& e) {
+Result<DeviceView> Device::View(Entry& e) {
   if (e.bo) {
     if (e.bo->placement() == Placement::kDevice) mm_->LruTouch(e.bo);
-    return e.bo->DeviceViewLocked();
+    return e.bo->View();
   }
   ImportRecord& imp = *e.import;
   if (!imp.mapping || !imp.mapping->valid()) {
@@ -368,7 +381,7 @@ Status Device::RunJob(const std::vector<std::pair<uint32_t, bool>>& handles, con
   }
   std::vector<DeviceView> views;
   for (Entry& e : entries) {
-    auto view = ViewLocked(e);
+    auto view = View(e);
     if (!view) {
       counters_.job_errors++;
       return GuestError(view.status(), "job: cannot map a buffer");
@@ -532,7 +545,7 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
     ptr = storage->data();
     sz = entry->bo->size();
   } else {
-    auto view = ViewLocked(*entry);
+    auto view = View(*entry);
     if (!view) return view.status();
     const SgEntry& sg = entry->import->mapping->sgt().entries.at(0);
     fd = sg.memfd;

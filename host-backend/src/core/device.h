@@ -60,12 +60,13 @@ class Device : public std::enable_shared_from_this<Device> {
   CacheMode cache_mode() const { return config_.cache_mode; }
   MemoryManager& memory() const { return *mm_; }
 
-  // flags: SGPU_ALLOC_* (validated by the caller).
+  // flags: SGB_ALLOC_* (validated by the caller).
   Result<uint32_t> CreateBo(uint64_t size, Placement placement, uint32_t flags = 0);
   Status DestroyBo(uint32_t handle);
   Status Reset();  // drops every handle
-  Result<sgb_bo_info> Info(uint32_t handle);
-  std::vector<sgb_bo_info> ListBos(size_t* count);
+  Result<sgb_bo_state> State(uint32_t handle);
+  Result<sgb_bo_debug_info> DebugInfo(uint32_t handle);  // walks fences and cache lines
+  std::vector<sgb_bo_debug_info> ListBos(size_t* count);
 
   Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
   Status Pin(uint32_t handle);
@@ -106,10 +107,10 @@ class Device : public std::enable_shared_from_this<Device> {
   };
 
   Result<Entry> Lookup(uint32_t handle) const;
-  uint32_t InsertLocked(Entry entry) SGPU_REQUIRES(table_mu_);
+  uint32_t InsertLocked(Entry entry) SGB_REQUIRES(table_mu_);
   static ReservationObject& ResvOf(const Entry& e);
   // Reservation held: the engine's view of a handle (maps an import if needed).
-  Result<DeviceView> ViewLocked(Entry& e);
+  Result<DeviceView> View(Entry& e);
   Status ReleaseImport(const std::shared_ptr<ImportRecord>& import);
   using JobBody = std::function<Status(std::vector<DeviceView>&)>;
   Status RunJob(const std::vector<std::pair<uint32_t, bool /*write*/>>& handles,
@@ -124,13 +125,13 @@ class Device : public std::enable_shared_from_this<Device> {
   FenceTimeline timeline_;
 
   mutable std::mutex table_mu_;  // leaf for lookups; never held across a resv lock
-  std::map<uint32_t, Entry> table_ SGPU_GUARDED_BY(table_mu_);
-  uint32_t next_handle_ SGPU_GUARDED_BY(table_mu_) = 1;
+  std::map<uint32_t, Entry> table_ SGB_GUARDED_BY(table_mu_);
+  uint32_t next_handle_ SGB_GUARDED_BY(table_mu_) = 1;
 
   mutable std::mutex events_mu_;
-  std::deque<sgb_event> events_ SGPU_GUARDED_BY(events_mu_);
-  sgb_event_notify_fn notify_fn_ SGPU_GUARDED_BY(events_mu_) = nullptr;
-  void* notify_opaque_ SGPU_GUARDED_BY(events_mu_) = nullptr;
+  std::deque<sgb_event> events_ SGB_GUARDED_BY(events_mu_);
+  sgb_event_notify_fn notify_fn_ SGB_GUARDED_BY(events_mu_) = nullptr;
+  void* notify_opaque_ SGB_GUARDED_BY(events_mu_) = nullptr;
 
   struct Counters {
     std::atomic<uint64_t> jobs{0}, job_errors{0}, bytes_copied{0}, exports{0}, imports{0},

@@ -58,7 +58,7 @@ Result<AttachmentRef> DmaBuf::Attach(ImporterOps importer) {
   attachment->attached_ = true;
   attachment_count_.fetch_add(1, std::memory_order_relaxed);
   Status err = kOk;
-  // As dma-buf.c: when importer and exporter disagree on dynamic-ness, pin and cache the
+  // As the Linux dma-buf core: when importer and exporter disagree on dynamic-ness, pin and cache the
   // mapping now so the importer never needs the reservation later.
   if (!attachment->is_dynamic()) {
     if (exporter_->IsDynamic()) err = Pin(*attachment);
@@ -141,7 +141,7 @@ Result<MappingRef> DmaBuf::Map(Attachment& attachment, DmaDirection dir) {
     }
     return attachment.static_mapping_;
   }
-  // A move the exporter makes to satisfy this Map must not notify this importer (seed 004):
+  // A move the exporter makes to satisfy this Map must not notify this importer (rule S5b):
   // its mapping does not exist yet, it is being created.
   attachment.mapping_in_progress_ = true;
   Result<SgTable> sgt = exporter_->Map(attachment, dir);
@@ -149,7 +149,7 @@ Result<MappingRef> DmaBuf::Map(Attachment& attachment, DmaDirection dir) {
   if (!sgt) return R::Error(sgt.status());
   MappingRef mapping(new Mapping(std::move(sgt).value(), dir));
   attachment.mappings_.push_back(mapping);
-  // Map is a barrier (seed 003): the device must not see lines cached before it.
+  // Map is a barrier (rule S4): the device must not see lines cached before it.
   for (const SgEntry& e : mapping->sgt().entries) {
     attachment.cache().Invalidate(e.host, 0, e.length);
   }
@@ -195,7 +195,7 @@ Status DmaBuf::MoveNotify() {
       attachment->self_invalidations_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (!live) continue;  // nothing mapped, nothing to tell (seed 004: track mappings)
+    if (!live) continue;  // nothing mapped, nothing to tell (rule S5a: the core tracks mappings)
     attachment->move_notifies_.fetch_add(1, std::memory_order_relaxed);
     attachment->importer_.move_notify(*attachment);
   }

@@ -1,11 +1,11 @@
-// The dma-buf core (the role of drivers/dma-buf/dma-buf.c): one DmaBuf per exported buffer,
+// The dma-buf core (the role of the Linux dma-buf core): one DmaBuf per exported buffer,
 // shared by its exporter (through ExporterOps, the role of dma_buf_ops) and its importers
 // (through Attachments). The core, not the drivers, owns:
-//   - the lock rules (seed 002): Pin/Unpin, Map/Unmap, Vmap/Vunmap, VmapLocal and MoveNotify
+//   - the lock rules (rule S1a): Pin/Unpin, Map/Unmap, Vmap/Vunmap, VmapLocal and MoveNotify
 //     require the reservation held by the caller (-ENOLCK otherwise); Attach/Detach and
 //     Begin/EndCpuAccess must not be called with it held (-EDEADLK: they take it themselves);
-//   - the vmap refcount (seed 000): the exporter sees one Vmap however many users map;
-//   - mapping tracking (seed 004): every mapping an importer holds is known here, so a move
+//   - the vmap refcount (rule S2): the exporter sees one Vmap however many users map;
+//   - mapping tracking (rule S5a): every mapping an importer holds is known here, so a move
 //     notifies exactly the dynamic attachments that have live mappings, once each, and an
 //     invalidation caused by an importer's own Map never recurses into that importer.
 // Ownership: a DmaBuf holds its exporter (shared_ptr<ExporterOps>); attachments hold the
@@ -68,7 +68,7 @@ class ExporterOps {
   // Long-term kernel mapping: stays valid until Vunmap (exporters pin for it).
   virtual Result<uint8_t*> Vmap() = 0;
   virtual void Vunmap(uint8_t* vaddr) = 0;
-  // Short-term mapping, valid only while the reservation stays held (seed 001).
+  // Short-term mapping, valid only while the reservation stays held (rule S3).
   virtual Result<uint8_t*> VmapLocal() = 0;
 };
 
@@ -144,7 +144,7 @@ class DmaBuf : public std::enable_shared_from_this<DmaBuf> {
                                                 ReservationObject& resv, std::string name);
 
   // dma_buf_dynamic_attach(); static when importer.move_notify is empty: then, as in
-  // dma-buf.c, a dynamic exporter is pinned and the mapping is made once and cached.
+  // the Linux dma-buf core, a dynamic exporter is pinned and the mapping is made once and cached.
   // Must not hold the reservation.
   Result<AttachmentRef> Attach(ImporterOps importer);
   // dma_buf_detach(). Must not hold the reservation. -EBUSY while a dynamic attachment still

@@ -115,9 +115,9 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
     std::weak_ptr<BufferObject> ref;
   };
   mutable std::mutex lru_mu_;
-  std::list<LruEntry> lru_ SGPU_GUARDED_BY(lru_mu_);
+  std::list<LruEntry> lru_ SGB_GUARDED_BY(lru_mu_);
   std::mutex listener_mu_;
-  std::function<void(BufferObject&)> move_listener_ SGPU_GUARDED_BY(listener_mu_);
+  std::function<void(BufferObject&)> move_listener_ SGB_GUARDED_BY(listener_mu_);
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> moves_{0};
   std::atomic<uint64_t> ghosts_{0};

@@ -39,9 +39,9 @@ class Arena {
   explicit Arena(std::unique_ptr<Memfd> memfd);
   std::unique_ptr<Memfd> memfd_;
   mutable std::mutex mu_;
-  std::map<uint64_t, uint64_t> free_ SGPU_GUARDED_BY(mu_);       // offset -> size
-  std::map<uint64_t, uint64_t> allocated_ SGPU_GUARDED_BY(mu_);  // offset -> size
-  uint64_t used_ SGPU_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, uint64_t> free_ SGB_GUARDED_BY(mu_);       // offset -> size
+  std::map<uint64_t, uint64_t> allocated_ SGB_GUARDED_BY(mu_);  // offset -> size
+  uint64_t used_ SGB_GUARDED_BY(mu_) = 0;
 };
 
 enum class Placement : uint8_t { kDevice = 0, kSystem = 1 };

@@ -1,4 +1,4 @@
-// The explicit device-cache model behind begin/end_cpu_access (seed 003: the barriers are
+// The explicit device-cache model behind begin/end_cpu_access (rule S4: the barriers are
 // invalidate-before-use and flush-after, in both directions).
 //
 // kCoherent: device reads and writes go straight to memory; Flush/Invalidate cost nothing.
@@ -75,13 +75,13 @@ class DeviceCache {
   };
   // The line of `page`, filled from memory when it was not cached (`fill` false: the caller
   // overwrites the whole page, so reading memory would be wasted).
-  Line& FillLine(const uint8_t* mem, uint64_t page, bool fill = true) SGPU_REQUIRES(mu_);
-  void WriteBack(uint8_t* mem, uint64_t page, Line& line) SGPU_REQUIRES(mu_);
+  Line& FillLine(const uint8_t* mem, uint64_t page, bool fill = true) SGB_REQUIRES(mu_);
+  void WriteBack(uint8_t* mem, uint64_t page, Line& line) SGB_REQUIRES(mu_);
 
   const CacheMode mode_;
   mutable std::mutex mu_;
-  std::map<uint64_t, Line> lines_ SGPU_GUARDED_BY(mu_);  // page index -> line
-  DeviceCacheStats stats_ SGPU_GUARDED_BY(mu_);
+  std::map<uint64_t, Line> lines_ SGB_GUARDED_BY(mu_);  // page index -> line
+  DeviceCacheStats stats_ SGB_GUARDED_BY(mu_);
 };
 
 }  // namespace sharegpu

@@ -1,5 +1,5 @@
 // drm_exec-style helper: locks a set of reservation objects in one WwAcquireCtx with automatic
-// -EDEADLK back-off and retry (drivers/gpu/drm/drm_exec.c).
+// -EDEADLK back-off and retry (as Linux's drm_exec; rule S6f).
 //
 //   ExecContext exec(ExecFlags::kIgnoreDuplicates);
 //   exec.Run([&](ExecContext& e) {

@@ -87,7 +87,7 @@ Status Fence::AddCallback(Callback cb) {
 
 Status Fence::Wait(std::chrono::nanoseconds timeout) const {
   std::unique_lock lock(mu_);
-  auto done = [this]() SGPU_REQUIRES(mu_) { return signaled_; };
+  auto done = [this]() SGB_REQUIRES(mu_) { return signaled_; };
   if (timeout < std::chrono::nanoseconds::zero()) {
     cv_.wait(lock, done);
     return kOk;

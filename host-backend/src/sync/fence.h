@@ -80,9 +80,9 @@ class Fence : public std::enable_shared_from_this<Fence> {
   const std::string timeline_name_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  bool signaled_ SGPU_GUARDED_BY(mu_) = false;
-  Status error_ SGPU_GUARDED_BY(mu_) = 0;
-  std::vector<Callback> callbacks_ SGPU_GUARDED_BY(mu_);
+  bool signaled_ SGB_GUARDED_BY(mu_) = false;
+  Status error_ SGB_GUARDED_BY(mu_) = 0;
+  std::vector<Callback> callbacks_ SGB_GUARDED_BY(mu_);
 };
 
 }  // namespace sharegpu

@@ -69,8 +69,8 @@ class ReservationObject {
  private:
   WwMutex lock_;
   mutable std::mutex fences_mu_;  // leaf lock: protects the list for lock-free readers
-  std::vector<Entry> fences_ SGPU_GUARDED_BY(fences_mu_);
-  unsigned reserved_ SGPU_GUARDED_BY(fences_mu_) = 0;
+  std::vector<Entry> fences_ SGB_GUARDED_BY(fences_mu_);
+  unsigned reserved_ SGB_GUARDED_BY(fences_mu_) = 0;
 };
 
 }  // namespace sharegpu

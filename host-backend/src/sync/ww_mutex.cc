@@ -59,7 +59,7 @@ namespace internal {
 
 void WwParker::Park() {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [this]() SGPU_REQUIRES(mu_) { return token_; });
+  cv_.wait(lock, [this]() SGB_REQUIRES(mu_) { return token_; });
   token_ = false;
 }
 
@@ -214,7 +214,7 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   }
   for (;;) {
     const bool others = waiters_ != &waiter || waiter.next != &waiter;
-    if (TryTakeLocked(mine, others)) break;
+    if (TryTake(mine, others)) break;
     if (ctx != nullptr) {
       // Only while the mutex is held by someone else: its unlock wakes the next waiter, so
       // leaving the list here cannot strand the others.
@@ -238,7 +238,7 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   return 0;
 }
 
-bool WwMutex::TryTakeLocked(uintptr_t mine, bool more_waiters) {
+bool WwMutex::TryTake(uintptr_t mine, bool more_waiters) {
   uintptr_t s = state_.load();
   while ((s & kLocked) == 0) {
     if (state_.compare_exchange_weak(s, mine | (more_waiters ? kWaiters : 0))) {

@@ -1,7 +1,7 @@
 // Wait/wound mutexes with acquire contexts, modelled on the kernel's ww_mutex
 // (kernel/locking/ww_mutex.h, Documentation/locking/ww-mutex-design.rst).
 //
-// Protocol (seed 002): a context locks a set of WwMutex in any order. lock() may return
+// Protocol (rule S6): a context locks a set of WwMutex in any order. lock() may return
 // -EDEADLK: the caller must then unlock *every* lock it holds in this context and call
 // lock_slow() on the contended mutex (it sleeps until the mutex is free, without deadlock
 // detection), then retry the rest. -EALREADY means the context already holds that mutex.
@@ -87,7 +87,7 @@ class WwParker {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  bool token_ SGPU_GUARDED_BY(mu_) = false;
+  bool token_ SGB_GUARDED_BY(mu_) = false;
 };
 }  // namespace internal
 
@@ -130,7 +130,7 @@ class WwAcquireCtx {
   WwMutex* held_head_ = nullptr;
 };
 
-class SGPU_CAPABILITY("mutex") WwMutex {
+class SGB_CAPABILITY("mutex") WwMutex {
  public:
   explicit WwMutex(WwClass& ww_class);
   ~WwMutex();
@@ -162,7 +162,7 @@ class SGPU_CAPABILITY("mutex") WwMutex {
   bool ValidateCtx(WwAcquireCtx* ctx, bool slow);
   int LockCommon(WwAcquireCtx* ctx);
   void Acquired(WwAcquireCtx* ctx);
-  bool TryTakeLocked(uintptr_t mine, bool more_waiters);
+  bool TryTake(uintptr_t mine, bool more_waiters);
   void SetWaitersFlag(bool waiters);
   int AddWaiter(Waiter* w, WwAcquireCtx* ctx);
   void RemoveWaiter(Waiter* w);

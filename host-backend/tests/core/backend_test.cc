@@ -59,7 +59,7 @@ TEST_F(BackendTest, ImportOwnExportReturnsSameHandle) {
   EXPECT_EQ(*by_fd, h);
   EXPECT_EQ(a->Stats().bo_count, 1u);
   EXPECT_EQ(a->Stats().import_count, 0u);
-  auto info = a->Info(h);
+  auto info = a->State(h);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->imported, 0u);
   EXPECT_EQ(info->attachments, 0u);  // no self-attachment
@@ -81,7 +81,7 @@ TEST_F(BackendTest, ImportTwiceReturnsSameImport) {
   ASSERT_TRUE(i1.ok() && i2.ok());
   EXPECT_EQ(*i1, *i2);
   EXPECT_EQ(b->Stats().import_count, 1u);
-  auto info = a->Info(h);
+  auto info = a->State(h);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->attachments, 1u);
   EXPECT_EQ(Read(*b, *i1, bytes.size()), bytes);
@@ -112,8 +112,8 @@ TEST_F(BackendTest, ImportByFdAndByUuid) {
   auto via_dup = ImportFd(*c, dup_fd);
   ASSERT_TRUE(via_dup.ok());
   EXPECT_EQ(Read(*c, *via_dup, kPage), bytes);
-  sgb_bo_info info{};
-  auto ci = c->Info(*via_dup);
+  sgb_bo_state info{};
+  auto ci = c->State(*via_dup);
   ASSERT_TRUE(ci.ok());
   info = *ci;
   EXPECT_EQ(info.exported, 1u);

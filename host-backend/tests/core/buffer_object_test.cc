@@ -49,7 +49,7 @@ TEST(BufferObjectTest, MovePreservesContentsBothWays) {
   // Device-written bytes still in the owning device's cache must reach the new storage.
   {
     ResvGuard g(bo->resv());
-    DeviceView v = bo->DeviceViewLocked();
+    DeviceView v = bo->View();
     ASSERT_EQ(CopyEngine::Fill(v, 4096, 4096, 0xA5A5F00Du), kOk);
   }
   auto pat = PatternBytes(4096, 0xA5A5F00Du);
@@ -71,7 +71,7 @@ TEST(BufferObjectTest, PinnedBufferRefusesMove) {
   auto bytes = RandomBytes(bo->size(), 5);
   WriteBo(*bo, bytes);
   ResvGuard g(bo->resv());
-  ASSERT_EQ(bo->PinLocked(), kOk);
+  ASSERT_EQ(bo->PinPlacement(), kOk);
   uint8_t* data = bo->storage()->data();
   const uint64_t off = bo->vram_offset(), gen = bo->generation();
   EXPECT_EQ(bo->Move(Placement::kSystem), -EBUSY);
@@ -81,8 +81,8 @@ TEST(BufferObjectTest, PinnedBufferRefusesMove) {
   EXPECT_EQ(bo->generation(), gen);
   EXPECT_EQ(std::vector<uint8_t>(data, data + bo->size()), bytes);
   EXPECT_EQ(mm->arena().used(), bo->size());
-  ASSERT_EQ(bo->UnpinLocked(), kOk);
-  EXPECT_EQ(bo->UnpinLocked(), -EINVAL);  // unbalanced
+  ASSERT_EQ(bo->UnpinPlacement(), kOk);
+  EXPECT_EQ(bo->UnpinPlacement(), -EINVAL);  // unbalanced
   EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
 }
 
@@ -254,12 +254,12 @@ TEST(BufferObjectTest, GetOrExportReturnsTheSameDmaBufWhileItLives) {
 TEST(BufferObjectTest, CacheCommandsValidateRange) {
   auto mm = MakeMm("cache-cmd", kMiB, CacheMode::kStrict);
   auto bo = MakeBo(mm, 4096, Placement::kDevice);
-  EXPECT_EQ(bo->CacheFlushLocked(0, 4096), -ENOLCK);
+  EXPECT_EQ(bo->CacheFlush(0, 4096), -ENOLCK);
   ResvGuard g(bo->resv());
-  EXPECT_EQ(bo->CacheFlushLocked(0, 0), -EINVAL);
-  EXPECT_EQ(bo->CacheFlushLocked(1, 4096), -ERANGE);
-  EXPECT_EQ(bo->CacheInvalidateLocked(~uint64_t{0}, 2), -ERANGE);
-  EXPECT_EQ(bo->CacheInvalidateLocked(0, 4096), kOk);
+  EXPECT_EQ(bo->CacheFlush(0, 0), -EINVAL);
+  EXPECT_EQ(bo->CacheFlush(1, 4096), -ERANGE);
+  EXPECT_EQ(bo->CacheInvalidate(~uint64_t{0}, 2), -ERANGE);
+  EXPECT_EQ(bo->CacheInvalidate(0, 4096), kOk);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // The C API: every entry point survives NULL and bad values, the shared backend is shared.
-#include "sharegpu/backend.h"
+#include "sharegpu/backend-testing.h"
 
 #include <unistd.h>
 
@@ -28,7 +28,7 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   sgb_device* dev = NewDevice(backend, "capi");
   ASSERT_NE(dev, nullptr);
   uint32_t h = 0;
-  ASSERT_EQ(sgb_bo_create(dev, 8192, SGB_PLACEMENT_DEVICE, &h), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 8192, SGB_PLACEMENT_DEVICE, 0, &h), 0);
   std::vector<uint8_t> bytes = RandomBytes(8192, 1);
   ASSERT_EQ(sgb_bo_cpu_write(dev, h, 0, bytes.data(), bytes.size()), 0);
 
@@ -36,7 +36,7 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   uint32_t out_handle = 0, crc = 0;
   uint64_t fence = 0;
   sgb_uuid uuid{};
-  sgb_bo_info info{};
+  sgb_bo_state info{};
   sgb_device_stats stats{};
   sgb_event ev{};
   size_t count = 0;
@@ -82,21 +82,27 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   EXPECT_EQ(sgb_device_list_bos(dev, nullptr, 0, &count), 0);
   EXPECT_EQ(count, 1u);
   // Buffer objects.
-  EXPECT_EQ(sgb_bo_create(nullptr, 4096, SGB_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
-  EXPECT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_SYSTEM, nullptr), -EINVAL);
-  EXPECT_EQ(sgb_bo_create(dev, 4096, 2, &out_handle), -EINVAL);
-  EXPECT_EQ(sgb_bo_create(dev, 4096, ~0u, &out_handle), -EINVAL);
-  EXPECT_EQ(sgb_bo_create(dev, 0, SGB_PLACEMENT_SYSTEM, &out_handle), -EINVAL);
-  EXPECT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE + 1, SGB_PLACEMENT_SYSTEM, &out_handle), -E2BIG);
-  EXPECT_EQ(sgb_bo_create(dev, huge, SGB_PLACEMENT_DEVICE, &out_handle), -E2BIG);
+  EXPECT_EQ(sgb_bo_create(nullptr, 4096, SGB_PLACEMENT_SYSTEM, 0, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_SYSTEM, 0, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, 2, 0, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, ~0u, 0, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, 0, SGB_PLACEMENT_SYSTEM, 0, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE + 1, SGB_PLACEMENT_SYSTEM, 0, &out_handle), -E2BIG);
+  EXPECT_EQ(sgb_bo_create(dev, huge, SGB_PLACEMENT_DEVICE, 0, &out_handle), -E2BIG);
   EXPECT_EQ(sgb_bo_destroy(nullptr, h), -EINVAL);
   EXPECT_EQ(sgb_bo_destroy(dev, bad), -ENOENT);
-  EXPECT_EQ(sgb_bo_info_get(nullptr, h, &info), -EINVAL);
-  EXPECT_EQ(sgb_bo_info_get(dev, h, nullptr), -EINVAL);
-  EXPECT_EQ(sgb_bo_info_get(dev, bad, &info), -ENOENT);
-  EXPECT_EQ(sgb_bo_move(nullptr, h, SGB_PLACEMENT_SYSTEM), -EINVAL);
-  EXPECT_EQ(sgb_bo_move(dev, h, 7), -EINVAL);
-  EXPECT_EQ(sgb_bo_move(dev, bad, SGB_PLACEMENT_SYSTEM), -ENOENT);
+  EXPECT_EQ(sgb_bo_state_get(nullptr, h, &info), -EINVAL);
+  EXPECT_EQ(sgb_bo_state_get(dev, h, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_state_get(dev, bad, &info), -ENOENT);
+  sgb_bo_debug_info debug_info{};
+  EXPECT_EQ(sgb_bo_debug_info_get(nullptr, h, &debug_info), -EINVAL);
+  EXPECT_EQ(sgb_bo_debug_info_get(dev, h, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_bo_debug_info_get(dev, bad, &debug_info), -ENOENT);
+  EXPECT_EQ(sgb_bo_move(nullptr, h, SGB_PLACEMENT_SYSTEM, 0), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, h, 7, 0), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, h, SGB_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);  // unknown flag
+  EXPECT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_SYSTEM, 1u << 7, &out_handle), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, bad, SGB_PLACEMENT_SYSTEM, 0), -ENOENT);
   EXPECT_EQ(sgb_bo_evict(nullptr, h), -EINVAL);
   EXPECT_EQ(sgb_bo_evict(dev, bad), -ENOENT);
   EXPECT_EQ(sgb_bo_pin(nullptr, h), -EINVAL);
@@ -168,10 +174,11 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   EXPECT_EQ(stats.bo_count, 1u);
   EXPECT_EQ(stats.import_count, 0u);
   EXPECT_EQ(stats.bytes_copied, 0u);
-  ASSERT_EQ(sgb_bo_info_get(dev, h, &info), 0);
-  EXPECT_EQ(info.moves, 0u);
-  EXPECT_EQ(info.pin_count, 0u);
-  EXPECT_EQ(info.exported, 0u);
+  sgb_bo_debug_info debug{};
+  ASSERT_EQ(sgb_bo_debug_info_get(dev, h, &debug), 0);
+  EXPECT_EQ(debug.moves, 0u);
+  EXPECT_EQ(debug.state.pin_count, 0u);
+  EXPECT_EQ(debug.state.exported, 0u);
 
   sgb_device_destroy(dev);
   sgb_backend_unref(backend);
@@ -194,7 +201,7 @@ TEST(CApiTest, SharedBackendIsShared) {
   sgb_device* c = NewDevice(own, "C");
   ASSERT_TRUE(a && b && c);
   uint32_t h = 0;
-  ASSERT_EQ(sgb_bo_create(a, 4096, SGB_PLACEMENT_DEVICE, &h), 0);
+  ASSERT_EQ(sgb_bo_create(a, 4096, SGB_PLACEMENT_DEVICE, 0, &h), 0);
   auto bytes = RandomBytes(4096, 9);
   ASSERT_EQ(sgb_bo_cpu_write(a, h, 0, bytes.data(), bytes.size()), 0);
   sgb_uuid uuid{};
@@ -256,32 +263,33 @@ TEST(CApiTest, HostMemoryLimitRefusesAndReports) {
   EXPECT_EQ(stats.hostmem_used, 0u);
 
   uint32_t five = 0, three = 0, four = 0, refused = 0;
-  ASSERT_EQ(sgb_bo_create(dev, 5 * kPage, SGB_PLACEMENT_SYSTEM, &five), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 5 * kPage, SGB_PLACEMENT_SYSTEM, 0, &five), 0);
   EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
-  EXPECT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  EXPECT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, 0, &refused), -ENOSPC);
   EXPECT_EQ(HostmemUsed(dev), 5 * kPage);
-  ASSERT_EQ(sgb_bo_create(dev, 3 * kPage - 100, SGB_PLACEMENT_SYSTEM, &three), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 3 * kPage - 100, SGB_PLACEMENT_SYSTEM, 0, &three), 0);
   EXPECT_EQ(HostmemUsed(dev), 8 * kPage);  // page-rounded: the budget is exactly full
-  EXPECT_EQ(sgb_bo_create(dev, 1, SGB_PLACEMENT_SYSTEM, &refused), -ENOSPC);
+  EXPECT_EQ(sgb_bo_create(dev, 1, SGB_PLACEMENT_SYSTEM, 0, &refused), -ENOSPC);
   ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_EQ(stats.bo_count, 2u);
 
   ASSERT_EQ(sgb_bo_destroy(dev, five), 0);
   EXPECT_EQ(HostmemUsed(dev), 3 * kPage);
-  ASSERT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, &four), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 4 * kPage, SGB_PLACEMENT_SYSTEM, 0, &four), 0);
   EXPECT_EQ(HostmemUsed(dev), 7 * kPage);
 
   // Evicting a 2-page VRAM buffer needs 2 pages of host memory; 1 is left.
   uint32_t vram = 0;
-  ASSERT_EQ(sgb_bo_create(dev, 2 * kPage, SGB_PLACEMENT_DEVICE, &vram), 0);
+  ASSERT_EQ(sgb_bo_create(dev, 2 * kPage, SGB_PLACEMENT_DEVICE, 0, &vram), 0);
   std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 41);
   ASSERT_EQ(sgb_bo_cpu_write(dev, vram, 0, bytes.data(), bytes.size()), 0);
   EXPECT_EQ(sgb_bo_evict(dev, vram), -ENOSPC);
   EXPECT_STRNE(sgb_strerror(-ENOSPC), "");
-  sgb_bo_info info{};
-  ASSERT_EQ(sgb_bo_info_get(dev, vram, &info), 0);
-  EXPECT_EQ(info.placement, uint32_t{SGB_PLACEMENT_DEVICE});
-  EXPECT_EQ(info.moves, 0u);
+  sgb_bo_debug_info debug{};
+  ASSERT_EQ(sgb_bo_debug_info_get(dev, vram, &debug), 0);
+  EXPECT_EQ(debug.state.placement, uint32_t{SGB_PLACEMENT_DEVICE});
+  EXPECT_EQ(debug.moves, 0u);
+  sgb_bo_state info{};
   std::vector<uint8_t> now(bytes.size());
   ASSERT_EQ(sgb_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
   EXPECT_EQ(now, bytes);
@@ -289,7 +297,7 @@ TEST(CApiTest, HostMemoryLimitRefusesAndReports) {
 
   ASSERT_EQ(sgb_bo_destroy(dev, four), 0);
   ASSERT_EQ(sgb_bo_evict(dev, vram), 0);
-  ASSERT_EQ(sgb_bo_info_get(dev, vram, &info), 0);
+  ASSERT_EQ(sgb_bo_state_get(dev, vram, &info), 0);
   EXPECT_EQ(info.placement, uint32_t{SGB_PLACEMENT_SYSTEM});
   ASSERT_EQ(sgb_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
   EXPECT_EQ(now, bytes);
@@ -314,7 +322,7 @@ TEST(CApiTest, ZeroHostMemoryLimitMeansUnlimited) {
   ASSERT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   uint32_t handles[3] = {};
   for (uint32_t& h : handles) {  // untouched memfd pages cost nothing
-    ASSERT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE, SGB_PLACEMENT_SYSTEM, &h), 0);
+    ASSERT_EQ(sgb_bo_create(dev, SGB_MAX_BO_SIZE, SGB_PLACEMENT_SYSTEM, 0, &h), 0);
   }
   sgb_device_stats stats{};
   ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);

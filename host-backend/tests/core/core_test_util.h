@@ -63,7 +63,7 @@ inline std::shared_ptr<BufferObject> MakeBo(const std::shared_ptr<MemoryManager>
   return bo.ok() ? bo.value() : nullptr;
 }
 
-// CPU access to a BO's current storage under its reservation (VmapLocal, seed 001).
+// CPU access to a BO's current storage under its reservation (VmapLocal, rule S3).
 inline void WriteBo(BufferObject& bo, const std::vector<uint8_t>& bytes, uint64_t off = 0) {
   ResvGuard guard(bo.resv());
   auto mem = bo.VmapLocal();

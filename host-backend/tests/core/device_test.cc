@@ -1,4 +1,4 @@
-// Devices: handles, jobs, guest-input validation, imports (seed 001), coherency (seed 003) and
+// Devices: handles, jobs, guest-input validation, imports (rule S3), coherency (rule S4) and
 // events.
 #include "core/device.h"
 
@@ -93,7 +93,7 @@ TEST_F(DeviceTest, BadInputRejected) {
   EXPECT_LT(dev->CreateBo(8 * kMiB, Placement::kDevice).status(), 0);  // larger than VRAM
   // Unknown handles.
   EXPECT_EQ(dev->DestroyBo(unknown), -ENOENT);
-  EXPECT_EQ(dev->Info(unknown).status(), -ENOENT);
+  EXPECT_EQ(dev->State(unknown).status(), -ENOENT);
   EXPECT_EQ(dev->Move(unknown, Placement::kSystem), -ENOENT);
   EXPECT_EQ(dev->Pin(unknown), -ENOENT);
   EXPECT_EQ(dev->Unpin(unknown), -ENOENT);
@@ -141,10 +141,10 @@ TEST_F(DeviceTest, BadInputRejected) {
   EXPECT_EQ(dev->Unpin(a), -EINVAL);
 
   EXPECT_EQ(snapshot(), before) << "a rejected call changed some bytes";
-  auto ia = dev->Info(a);
+  auto ia = dev->DebugInfo(a);
   ASSERT_TRUE(ia.ok());
-  EXPECT_EQ(ia->placement, static_cast<uint32_t>(Placement::kDevice));
-  EXPECT_EQ(ia->pin_count, 0u);
+  EXPECT_EQ(ia->state.placement, static_cast<uint32_t>(Placement::kDevice));
+  EXPECT_EQ(ia->state.pin_count, 0u);
   EXPECT_EQ(ia->moves, 0u);
   auto stats = dev->Stats();
   EXPECT_EQ(stats.bo_count, 2u);
@@ -209,11 +209,11 @@ TEST_F(DeviceTest, ZeroCopyImportSeesExporterBytes) {
             bytes);
   EXPECT_EQ(Checksum(*b, hb, bytes.size()), Crc(bytes));
   EXPECT_EQ(b->memory().arena().used(), 0u);  // nothing was copied into B's VRAM
-  auto info = b->Info(hb);
+  auto info = b->DebugInfo(hb);
   ASSERT_TRUE(info.ok());
-  EXPECT_EQ(info->imported, 1u);
+  EXPECT_EQ(info->state.imported, 1u);
   EXPECT_STREQ(info->exporter, "A");
-  EXPECT_EQ(info->live_mappings, 1u);
+  EXPECT_EQ(info->state.live_mappings, 1u);
 }
 
 TEST_F(DeviceImportTest, ImportedCpuAccessDoesNotCacheVmap) {
@@ -253,7 +253,7 @@ TEST_F(DeviceImportTest, ImportedCpuAccessDoesNotCacheVmap) {
   EXPECT_EQ(bo->moves(), 2u);
 }
 
-// ------------------------------------------------------------------ coherency (seed 003)
+// ------------------------------------------------------------------ coherency (rule S4)
 
 TEST_F(CoherencyTest, CpuWriteReachesDeviceOnlyWithEndCpuAccess) {
   auto dev = NewDevice("strict", CacheMode::kStrict);
@@ -281,7 +281,7 @@ TEST_F(CoherencyTest, DeviceWriteReachesCpuOnlyWithBeginCpuAccess) {
   ASSERT_EQ(dev->BeginCpuAccess(h, DmaDirection::kFromDevice), kOk);
   EXPECT_EQ(Read(*dev, h, 2 * kPage), PatternBytes(2 * kPage, 0x5A5AA5A5));
   ASSERT_EQ(dev->EndCpuAccess(h, DmaDirection::kFromDevice), kOk);
-  auto info = dev->Info(h);
+  auto info = dev->DebugInfo(h);
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->cache_dirty_lines, 0u);
 }
@@ -399,7 +399,7 @@ TEST_F(DeviceTest, EventsForMovesAndInvalidations) {
   // B maps it (a job), then A moves it back: A sees MOVED, B sees INVALIDATED once.
   (void)Checksum(*b, hb, kPage);
   ASSERT_EQ(a->Move(ha, Placement::kDevice), kOk);
-  auto info = a->Info(ha);
+  auto info = a->State(ha);
   ASSERT_TRUE(info.ok());
   ASSERT_EQ(a->PopEvent(&ev), kOk);
   EXPECT_EQ(ev.type, static_cast<uint32_t>(SGB_EVENT_BO_MOVED));
@@ -413,7 +413,7 @@ TEST_F(DeviceTest, EventsForMovesAndInvalidations) {
   EXPECT_EQ(ev.placement, static_cast<uint32_t>(SGB_PLACEMENT_DEVICE));
   EXPECT_EQ(b->PopEvent(&ev), -EAGAIN);
   EXPECT_EQ(b->Stats().move_notifies, 1u);
-  auto binfo = b->Info(hb);
+  auto binfo = b->DebugInfo(hb);
   ASSERT_TRUE(binfo.ok());
   EXPECT_EQ(binfo->invalidations, 1u);
 
@@ -508,14 +508,14 @@ TEST_F(DeviceTest, MoveThroughImportChargesExportersBudget) {
   Write(*a, ha, bytes);
   uint32_t hb = Share(*a, ha, *b);
   EXPECT_EQ(b->Move(hb, Placement::kSystem), -ENOSPC);
-  EXPECT_EQ(a->Info(ha)->placement, SGB_PLACEMENT_DEVICE);
-  EXPECT_EQ(a->Info(ha)->moves, 0u);
+  EXPECT_EQ(a->State(ha)->placement, SGB_PLACEMENT_DEVICE);
+  EXPECT_EQ(a->DebugInfo(ha)->moves, 0u);
   EXPECT_EQ(a->Stats().hostmem_used, 0u);
   EXPECT_EQ(Read(*b, hb, bytes.size()), bytes);
 
   uint32_t small = NewBo(*a, 2 * kPage, Placement::kDevice);
   ASSERT_EQ(b->Move(Share(*a, small, *b), Placement::kSystem), kOk);
-  EXPECT_EQ(a->Info(small)->placement, SGB_PLACEMENT_SYSTEM);
+  EXPECT_EQ(a->State(small)->placement, SGB_PLACEMENT_SYSTEM);
   EXPECT_EQ(a->Stats().hostmem_used, 2 * kPage);
   EXPECT_EQ(b->Stats().hostmem_used, 0u) << "the importer was charged";
 }
@@ -539,12 +539,12 @@ TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
   EXPECT_EQ(denied.status(), -ENOSPC);
   EXPECT_EQ(dev->Move(sys, Placement::kDevice, SGB_ALLOC_NO_EVICT), -ENOSPC);
   EXPECT_EQ(dev->Stats().evictions, 0u);
-  for (uint32_t h : bos) EXPECT_EQ(dev->Info(h)->placement, SGB_PLACEMENT_DEVICE);
-  EXPECT_EQ(dev->Info(sys)->placement, SGB_PLACEMENT_SYSTEM);
+  for (uint32_t h : bos) EXPECT_EQ(dev->State(h)->placement, SGB_PLACEMENT_DEVICE);
+  EXPECT_EQ(dev->State(sys)->placement, SGB_PLACEMENT_SYSTEM);
 
   EXPECT_EQ(dev->Move(sys, Placement::kDevice), kOk);
   EXPECT_EQ(dev->Stats().evictions, 1u);
-  EXPECT_EQ(dev->Info(bos[0])->placement, SGB_PLACEMENT_SYSTEM);  // the least recently used
+  EXPECT_EQ(dev->State(bos[0])->placement, SGB_PLACEMENT_SYSTEM);  // the least recently used
 }
 
 TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
@@ -554,10 +554,10 @@ TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
   ASSERT_EQ(sgb_backend_new(&backend), 0);
   ASSERT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   uint32_t h = 0;
-  EXPECT_EQ(sgb_bo_create2(dev, 4096, SGB_PLACEMENT_DEVICE, 1u << 7, &h), -EINVAL);
-  ASSERT_EQ(sgb_bo_create2(dev, 4096, SGB_PLACEMENT_DEVICE, SGB_ALLOC_NO_EVICT, &h), 0);
-  EXPECT_EQ(sgb_bo_move2(dev, h, SGB_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);
-  EXPECT_EQ(sgb_bo_move2(dev, h, SGB_PLACEMENT_SYSTEM, SGB_ALLOC_NO_EVICT), 0);
+  EXPECT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_DEVICE, 1u << 7, &h), -EINVAL);
+  ASSERT_EQ(sgb_bo_create(dev, 4096, SGB_PLACEMENT_DEVICE, SGB_ALLOC_NO_EVICT, &h), 0);
+  EXPECT_EQ(sgb_bo_move(dev, h, SGB_PLACEMENT_SYSTEM, 1u << 7), -EINVAL);
+  EXPECT_EQ(sgb_bo_move(dev, h, SGB_PLACEMENT_SYSTEM, SGB_ALLOC_NO_EVICT), 0);
   sgb_device_destroy(dev);
   sgb_backend_unref(backend);
 }

@@ -1,5 +1,5 @@
-// The dma-buf core: lock rules (seed 002), the vmap refcount (seed 000), vmap_local (seed 001)
-// and move_notify / mapping tracking (seed 004).
+// The dma-buf core: lock rules (S1a), the vmap refcount (S2), vmap_local (S3)
+// and move_notify / mapping tracking (S5a-S5c).
 #include "core/dma_buf.h"
 
 #include <latch>
@@ -105,7 +105,7 @@ TEST(DmaBufLockRulesTest, PinOnBufferObjectRequiresResvHeld) {
   ASSERT_TRUE(att.ok());
   EXPECT_EQ((*dmabuf)->Pin(**att), -ENOLCK);
   EXPECT_EQ(bo->pin_count(), 0u);
-  EXPECT_EQ(bo->PinLocked(), -ENOLCK);
+  EXPECT_EQ(bo->PinPlacement(), -ENOLCK);
   EXPECT_EQ(bo->pin_count(), 0u);
   {
     ResvGuard g(bo->resv());
@@ -113,7 +113,7 @@ TEST(DmaBufLockRulesTest, PinOnBufferObjectRequiresResvHeld) {
   }
   EXPECT_EQ(bo->pin_count(), 1u);
   EXPECT_EQ((*dmabuf)->Unpin(**att), -ENOLCK);
-  EXPECT_EQ(bo->UnpinLocked(), -ENOLCK);
+  EXPECT_EQ(bo->UnpinPlacement(), -ENOLCK);
   EXPECT_EQ(bo->pin_count(), 1u);
   {
     ResvGuard g(bo->resv());

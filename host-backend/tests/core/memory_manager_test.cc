@@ -35,7 +35,7 @@ TEST(MemoryManagerTest, LruEvictionPreservesContents) {
   // Device-written bytes of the victim still in the device cache must survive the eviction.
   {
     ResvGuard g(v.bos[1]->resv());
-    DeviceView view = v.bos[1]->DeviceViewLocked();
+    DeviceView view = v.bos[1]->View();
     ASSERT_EQ(CopyEngine::Fill(view, 0, 4096, 0x12345678u), kOk);
   }
   auto pat = PatternBytes(4096, 0x12345678u);
@@ -65,7 +65,7 @@ TEST(MemoryManagerTest, EvictionSkipsPinnedBuffers) {
   FullVram v;
   for (int i : {0, 1, 3}) {
     ResvGuard g(v.bos[i]->resv());
-    ASSERT_EQ(v.bos[i]->PinLocked(), kOk);
+    ASSERT_EQ(v.bos[i]->PinPlacement(), kOk);
   }
   // Only bo2 is evictable, although bo0 and bo1 are older.
   auto extra = MakeBo(v.mm, kQuarter, Placement::kDevice, "extra");
@@ -75,7 +75,7 @@ TEST(MemoryManagerTest, EvictionSkipsPinnedBuffers) {
   EXPECT_EQ(ReadBo(*v.bos[2]), v.contents[2]);
   {
     ResvGuard g(extra->resv());
-    ASSERT_EQ(extra->PinLocked(), kOk);
+    ASSERT_EQ(extra->PinPlacement(), kOk);
   }
   // Everything in VRAM is pinned now.
   auto none = BufferObject::Create(v.mm, kQuarter, Placement::kDevice, "none");
@@ -194,7 +194,7 @@ TEST(HostMemoryBudgetTest, MoveToSystemOverLimitLeavesBufferInVram) {
   // A device write still in the (strict) device cache: a failed move must not lose it.
   {
     ResvGuard g(bo->resv());
-    DeviceView view = bo->DeviceViewLocked();
+    DeviceView view = bo->View();
     ASSERT_EQ(CopyEngine::Fill(view, 0, kPage, 0xcafef00du), kOk);
   }
   auto pat = PatternBytes(kPage, 0xcafef00du);
@@ -208,7 +208,7 @@ TEST(HostMemoryBudgetTest, MoveToSystemOverLimitLeavesBufferInVram) {
   EXPECT_EQ(HostmemUsed(*mm), kPage);
   {
     ResvGuard g(bo->resv());
-    ASSERT_EQ(bo->CacheFlushLocked(0, kQuarter), kOk);
+    ASSERT_EQ(bo->CacheFlush(0, kQuarter), kOk);
   }
   EXPECT_EQ(ReadBo(*bo), bytes);
 
