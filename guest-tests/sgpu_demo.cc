@@ -147,7 +147,7 @@ int main() {
   }
 
   if (HostAgentAvailable()) {
-    Step("host: QEMU monitor forces A's BO out of VRAM (sharegpu-move-bo)");
+    Step("host: QEMU monitor forces A's BO out of VRAM (x-sharegpu-move-bo)");
     BoMove(a->fd, x.handle, SHAREGPU_DOMAIN_VRAM);
     drm_sharegpu_bo_info i{};
     BoInfo(a->fd, x.handle, &i);

@@ -531,7 +531,7 @@ static void test_vgem(struct dev *d)
 /*
  * With sgpu.hostmove=1 on the kernel command line, the host (run-smoke.sh)
  * answers "SGPU-MOVEME <qdev id> <hw handle> <placement>" with the monitor's
- * sharegpu_move_bo: an unsolicited BO_MOVED the driver must revalidate.
+ * x_sharegpu_move_bo: an unsolicited BO_MOVED the driver must revalidate.
  */
 static int host_move_wanted(void)
 {
