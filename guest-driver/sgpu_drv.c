@@ -172,6 +172,7 @@ static int sgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return -ENODEV;
 	}
 
+	sgpu_event_init(sdev);
 	ret = sgpu_hw_init(sdev);
 	if (ret)
 		return ret;

@@ -33,6 +33,7 @@
 #define SGPU_EVT_RING_SIZE	256
 #define SGPU_AUX_SIZE		64	/* per-slot DMA scratch (BO_QUERY) */
 #define SGPU_CMD_TIMEOUT	(10 * HZ)
+#define SGPU_MAX_BO_SIZE	(4ULL << 30)
 /* per command: 2 invalidates, the op, a flush; per object: 2 transfers + 2 maintenance */
 #define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 4 + 1)
 
@@ -172,6 +173,14 @@ static inline int sgpu_limit_get(atomic_t *count, unsigned int limit, atomic64_t
 	return 0;
 }
 
+/* A uAPI timeout in ns as a wait timeout in jiffies (never MAX_SCHEDULE_TIMEOUT). */
+static inline unsigned long sgpu_timeout_jiffies(s64 timeout_ns)
+{
+	u64 j = nsecs_to_jiffies64(timeout_ns);
+
+	return min_t(u64, j, MAX_SCHEDULE_TIMEOUT - 1);
+}
+
 static inline struct sgpu_device *to_sgpu(struct drm_device *drm)
 {
 	return container_of(drm, struct sgpu_device, drm);
@@ -281,7 +290,50 @@ struct sgpu_file {
 	atomic_t active;		/* jobs from SUBMIT entry until signalled */
 };
 
-/* sgpu_hw.c */
+/*
+ * Files and layers (one concept per file; a file calls only files below it):
+ *
+ *   sgpu_drv.c       PCI probe/remove, drm_driver, ioctl table, per-file state
+ *   sgpu_debugfs.c   debugfs files, fdinfo
+ *   sgpu_ioctl.c     BO ioctls
+ *   sgpu_job.c       SUBMIT and WAIT_JOB: drm_exec locking, ring image, job fences
+ *   sgpu_event.c     event worker, dispatch, revalidation, RESYNC
+ *   sgpu_prime.c     dma-buf exporter and importer
+ *   sgpu_gem.c       BO life cycle, placement policy, pinning, CPU access, GEM funcs
+ *   sgpu_ttm.c       TTM device funcs, tt pages budget, backing attach/transfer
+ *   sgpu_vram_mgr.c  TTM_PL_VRAM resource manager, sgpu_bo_hw_move()
+ *   sgpu_hw.c        command ring, completions, job fence signalling, IRQs
+ *
+ * Calls before the split (sgpu_bo.c held TTM, VRAM manager, BOs, ioctls and
+ * event handling); "<->" are the cycles:
+ *
+ *   sgpu_hw.c  <-> sgpu_bo.c     (IRQ worker -> sgpu_handle_event())
+ *   sgpu_hw.c  <-> sgpu_job.c    (completion -> sgpu_job_signal())
+ *   sgpu_bo.c  <-> sgpu_prime.c  (event dispatch -> sgpu_import_invalidate())
+ *   sgpu_job.c  -> sgpu_bo.c, sgpu_prime.c
+ *   sgpu_debugfs.c, sgpu_drv.c -> sgpu_bo.c, sgpu_job.c, ...
+ *
+ * After: every arrow points down (as nm shows on the objects; sgpu_drv.c's
+ * module parameters, read by several files, left out).
+ *
+ *   drv -> debugfs, ioctl, job, prime, ttm, event (init), hw
+ *   debugfs -> event (resync), job (jobs_alive), gem, ttm
+ *   ioctl -> gem, prime (sgpu_is_import()), hw
+ *   job -> prime, gem, hw
+ *   event -> prime, gem, vram_mgr, hw
+ *   prime -> gem, ttm, hw
+ *   gem -> ttm, hw
+ *   ttm -> vram_mgr, hw
+ *   vram_mgr -> hw
+ *   (sgpu_hw.c calls no other driver file)
+ *
+ * Upward references remain only as data: the event interrupt queues
+ * sdev->evt_work (its function is sgpu_event.c's), a job fence's release is
+ * in its dma_fence_ops (sgpu_job.c), and the BO GEM funcs name the PRIME
+ * exporter (.export).
+ */
+
+/* sgpu_hw.c: the command layer */
 int sgpu_hw_init(struct sgpu_device *sdev);
 void sgpu_hw_fini(struct sgpu_device *sdev);
 int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd,
@@ -301,26 +353,41 @@ int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, 
 int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
 			   dma_addr_t *addrs, unsigned long npages, u64 *total);
 
-/* sgpu_bo.c */
+/* sgpu_vram_mgr.c: the VRAM resource manager */
+void sgpu_vram_mgr_init(struct sgpu_device *sdev);
+void sgpu_vram_mgr_fini(struct sgpu_device *sdev);
+int sgpu_bo_hw_move(struct sgpu_bo *bo, u32 place);
+
+/* sgpu_ttm.c: TTM device, tt pages, backing */
 int sgpu_ttm_init(struct sgpu_device *sdev);
-struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains);
-int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
-int sgpu_bo_pin(struct sgpu_bo *bo);
-void sgpu_bo_unpin(struct sgpu_bo *bo);
-int sgpu_bo_revalidate(struct sgpu_bo *bo);
-int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir);
 int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device);
-u32 sgpu_bo_domain(struct sgpu_bo *bo);
-u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
-unsigned long sgpu_timeout_jiffies(s64 timeout_ns);
-u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
-void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event *ev);
-void sgpu_resync(struct sgpu_device *sdev);
-int sgpu_objects_reserve(struct sgpu_device *sdev);
-void sgpu_objects_unreserve(struct sgpu_device *sdev);
 unsigned long sgpu_tt_limit_pages(void);
 unsigned long sgpu_tt_pages_all(void);
 
+/* sgpu_gem.c: BO/GEM objects */
+int sgpu_objects_reserve(struct sgpu_device *sdev);
+void sgpu_objects_unreserve(struct sgpu_device *sdev);
+struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains);
+int sgpu_bo_validate_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
+int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
+int sgpu_bo_pin(struct sgpu_bo *bo);
+void sgpu_bo_unpin(struct sgpu_bo *bo);
+int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir);
+u32 sgpu_bo_domain(struct sgpu_bo *bo);
+u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
+u64 sgpu_bo_vram_offset(struct sgpu_bo *bo);
+
+/* sgpu_prime.c: dma-buf exporter and importer */
+struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags);
+struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_buf *buf);
+int sgpu_import_prepare(struct sgpu_import *imp);
+void sgpu_import_invalidate(struct sgpu_import *imp);
+
+/* sgpu_event.c: device events */
+void sgpu_event_init(struct sgpu_device *sdev);
+void sgpu_resync(struct sgpu_device *sdev);
+
+/* sgpu_ioctl.c: BO ioctls */
 int sgpu_ioctl_bo_create(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_bo_mmap_offset(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_bo_move(struct drm_device *dev, void *data, struct drm_file *file);
@@ -331,19 +398,12 @@ int sgpu_ioctl_wait_bo(struct drm_device *dev, void *data, struct drm_file *file
 int sgpu_dumb_create(struct drm_file *file, struct drm_device *dev,
 		     struct drm_mode_create_dumb *args);
 
-/* sgpu_job.c */
+/* sgpu_job.c: job submission */
 int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file);
-void sgpu_job_signal(struct sgpu_device *sdev, struct sgpu_job *job);
 void sgpu_file_release_jobs(struct sgpu_file *sfile);
 void sgpu_file_put(struct sgpu_file *sfile);
 long sgpu_jobs_alive(void);
-
-/* sgpu_prime.c */
-struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags);
-struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_buf *buf);
-int sgpu_import_prepare(struct sgpu_import *imp);
-void sgpu_import_invalidate(struct sgpu_import *imp);
 
 /* sgpu_debugfs.c */
 void sgpu_debugfs_init(struct drm_minor *minor);

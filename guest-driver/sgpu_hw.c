@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * sharegpu: command ring, event ring, interrupts.
+ * sharegpu: command ring, event ring setup, interrupts (the command layer).
  *
  * Every ring slot has an owner record (struct sgpu_ring_slot). Completions are
  * processed in ring order from the command interrupt: a synchronous waiter gets
  * the completion copied and is woken, a job collects its results and the job's
- * final FENCE entry signals the job fence.
+ * final FENCE entry signals the job fence (the ring assigns the fence seqno
+ * when it writes the job, keeps the job on sdev->inflight and signals it).
+ *
+ * Layer: the bottom. This file calls nothing of the driver above it: the
+ * event interrupt only queues sdev->evt_work, whose function belongs to
+ * sgpu_event.c, and a job fence's release reaches sgpu_job.c through its
+ * dma_fence_ops.
  */
 #include <linux/delay.h>
 #include <linux/dma-mapping.h>
@@ -59,6 +65,24 @@ static u32 sgpu_ring_free(struct sgpu_device *sdev)
 	return (sdev->cmd_head - sdev->cmd_tail - 1) & (SGPU_CMD_RING_SIZE - 1);
 }
 
+/* The job's final FENCE completed (ring_lock held): signal its fence. */
+static void sgpu_ring_signal_job(struct sgpu_device *sdev, struct sgpu_job *job)
+{
+	spin_lock(&sdev->fence_lock);
+	list_del_init(&job->link);
+	if (job->base.seqno > sdev->fence_done)
+		sdev->fence_done = job->base.seqno;
+	spin_unlock(&sdev->fence_lock);
+	/* the job held its file's active count from SUBMIT until now */
+	if (job->sfile)
+		atomic_dec(&job->sfile->active);
+	if (job->status)
+		dma_fence_set_error(&job->base, sgpu_status_to_errno(job->status));
+	dma_fence_signal(&job->base);
+	atomic64_inc(&sdev->jobs_completed);
+	dma_fence_put(&job->base);	/* the ring's reference */
+}
+
 /* Process completed entries; ring_lock held. */
 static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 cancel)
 {
@@ -93,7 +117,7 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 			if (s->res_idx >= 0)
 				job->results[s->res_idx] = c->result;
 			if (s->last)
-				sgpu_job_signal(sdev, job);
+				sgpu_ring_signal_job(sdev, job);
 			s->job = NULL;
 		}
 		sdev->cmd_head = (i + 1) & (SGPU_CMD_RING_SIZE - 1);
@@ -406,37 +430,6 @@ out:
 
 /* ------------------------------------------------------------------ interrupts */
 
-static void sgpu_events_work(struct work_struct *work)
-{
-	struct sgpu_device *sdev = container_of(work, struct sgpu_device, evt_work);
-	u32 tail;
-
-	for (;;) {
-		if (READ_ONCE(sdev->dead))
-			return;
-		/*
-		 * Events were dropped: the device owes a RESYNC and writes it
-		 * when EVT_HEAD is written and the ring has room. Write the
-		 * head even if there is nothing to consume, so the RESYNC of a
-		 * drop that did not fill the ring (DMA error) is not stuck.
-		 */
-		if (atomic_xchg(&sdev->evt_overflow, 0))
-			sgpu_wr(sdev, SGHW_REG_EVT_HEAD, sdev->evt_head);
-		tail = sgpu_rd(sdev, SGHW_REG_EVT_TAIL) & (SGPU_EVT_RING_SIZE - 1);
-		if (tail == sdev->evt_head)
-			break;
-		dma_rmb();
-		while (sdev->evt_head != tail) {
-			struct sghw_event ev = sdev->evt_ring[sdev->evt_head];
-
-			sdev->evt_head = (sdev->evt_head + 1) & (SGPU_EVT_RING_SIZE - 1);
-			sgpu_wr(sdev, SGHW_REG_EVT_HEAD, sdev->evt_head);
-			atomic64_inc(&sdev->events);
-			sgpu_handle_event(sdev, &ev);
-		}
-	}
-}
-
 static irqreturn_t sgpu_irq_cmd(int irq, void *arg)
 {
 	struct sgpu_device *sdev = arg;
@@ -521,7 +514,6 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 	spin_lock_init(&sdev->fence_lock);
 	init_waitqueue_head(&sdev->ring_wq);
 	INIT_LIST_HEAD(&sdev->inflight);
-	INIT_WORK(&sdev->evt_work, sgpu_events_work);
 	sdev->fence_context = dma_fence_context_alloc(1);
 
 	ret = sgpu_hw_reset(sdev);

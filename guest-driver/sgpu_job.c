@@ -72,23 +72,6 @@ static const struct dma_fence_ops sgpu_fence_ops = {
 	.release = sgpu_fence_release,
 };
 
-/* From the command interrupt (ring_lock held): the job's FENCE completed. */
-void sgpu_job_signal(struct sgpu_device *sdev, struct sgpu_job *job)
-{
-	spin_lock(&sdev->fence_lock);
-	list_del_init(&job->link);
-	if (job->base.seqno > sdev->fence_done)
-		sdev->fence_done = job->base.seqno;
-	spin_unlock(&sdev->fence_lock);
-	if (job->sfile)
-		atomic_dec(&job->sfile->active);
-	if (job->status)
-		dma_fence_set_error(&job->base, sgpu_status_to_errno(job->status));
-	dma_fence_signal(&job->base);
-	atomic64_inc(&sdev->jobs_completed);
-	dma_fence_put(&job->base);	/* the ring's reference */
-}
-
 struct sgpu_submit_obj {
 	struct drm_gem_object *obj;
 	u32 hw_handle;
@@ -517,7 +500,7 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 		goto out_put;
 	sgpu_submit_build(s);
 
-	/* from here the job owns the active count: sgpu_job_signal() drops it */
+	/* from here the job owns the active count: dropped when its fence signals */
 	kref_get(&sfile->ref);
 	job->sfile = sfile;
 	dma_fence_get(&job->base);	/* for the ring */

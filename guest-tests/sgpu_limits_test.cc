@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-// Limits (docs/user-guide.md "Limits"; guest-driver sgpu_job.c, sgpu_bo.c, sgpu_prime.c):
-// every per-file and per-device limit of the driver returns its documented error when
-// exceeded and works again once the objects are released, and creating and dropping objects
-// many more times than any limit leaves the driver's counters (fdinfo drm-sharegpu-*, debugfs
-// objects / tt_pages_all / jobs_alive_all) where they started.
+// Limits (docs/user-guide.md "Limits"; guest-driver sgpu_job.c, sgpu_gem.c, sgpu_ttm.c,
+// sgpu_prime.c): every per-file and per-device limit of the driver returns its documented
+// error when exceeded and works again once the objects are released, and creating and dropping
+// objects many more times than any limit leaves the driver's counters (fdinfo
+// drm-sharegpu-*, debugfs objects / tt_pages_all / jobs_alive_all) where they started.
 //
 // Limits are module parameters (/sys/module/sharegpu/parameters); tests that would need
 // thousands of objects lower them for their duration (ScopedParam restores them) and read
