@@ -152,9 +152,11 @@ Status BufferObject::CacheInvalidate(uint64_t off, uint64_t len) {
 }
 
 Status BufferObject::CpuBarrier(bool begin, DmaDirection dir) {
-  // begin: device writes must reach memory before the CPU reads it (flush);
+  // begin, any direction: device writes must reach memory before the CPU touches it
+  // (flush) -- for a read so the CPU sees them, for a write so that no dirty line is left to
+  // be written back over the CPU's bytes later (rule S4: begin is a two-way barrier);
   // end: the device must drop what it cached before the CPU wrote (invalidate).
-  if (begin ? !DirCpuReads(dir) : !DirCpuWrites(dir)) return kOk;
+  if (!begin && !DirCpuWrites(dir)) return kOk;
   LockPlain(resv_);
   uint8_t* mem = storage_->data();
   uint64_t size = size_;

@@ -65,6 +65,39 @@ TEST(BufferObjectTest, MovePreservesContentsBothWays) {
   EXPECT_EQ(bo->cache().stats().valid_lines, 0u);  // no line of old storage survived
 }
 
+// Rule S4: begin is a barrier in both directions. A CPU access begun for writing only must
+// still write back the device's dirty lines first, or the end's invalidate would write them
+// back over the CPU's newer bytes (issue 9, defect 1). Both paths: the buffer's own barrier
+// and the dma-buf's.
+TEST(BufferObjectTest, WriteOnlyCpuAccessKeepsTheCpusBytes) {
+  for (bool exported : {false, true}) {
+    SCOPED_TRACE(exported ? "through the dma-buf" : "the buffer's own barrier");
+    auto mm = MakeMm("write-only", kMiB, CacheMode::kStrict);
+    auto bo = MakeBo(mm, 2 * 4096, Placement::kDevice);
+    std::shared_ptr<DmaBuf> dmabuf;
+    if (exported) dmabuf = bo->GetOrExport().value();
+    {
+      ResvGuard g(bo->resv());
+      DeviceView v = bo->View();
+      ASSERT_EQ(CopyEngine::Fill(v, 0, bo->size(), 0xAAAAAAAAu), kOk);  // dirty device lines
+    }
+    auto begin = [&] {
+      return dmabuf ? dmabuf->BeginCpuAccess(DmaDirection::kToDevice)
+                    : bo->BeginCpuAccessUnlocked(DmaDirection::kToDevice);
+    };
+    auto end = [&] {
+      return dmabuf ? dmabuf->EndCpuAccess(DmaDirection::kToDevice)
+                    : bo->EndCpuAccessUnlocked(DmaDirection::kToDevice);
+    };
+    ASSERT_EQ(begin(), kOk);
+    const auto cpu_bytes = PatternBytes(bo->size(), 0x55555555u);
+    WriteBo(*bo, cpu_bytes);
+    ASSERT_EQ(end(), kOk);
+    EXPECT_EQ(ReadBo(*bo), cpu_bytes) << "the device's dirty lines overwrote the CPU's write";
+    EXPECT_EQ(bo->cache().stats().dirty_lines, 0u);
+  }
+}
+
 TEST(BufferObjectTest, PinnedBufferRefusesMove) {
   auto mm = MakeMm("pinned");
   auto bo = MakeBo(mm, 2 * 4096, Placement::kDevice);
