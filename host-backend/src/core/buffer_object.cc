@@ -69,8 +69,9 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   if (target != Placement::kDevice && target != Placement::kSystem) return -EINVAL;
   if (storage_->placement() == target) return kOk;
   if (pin_count() > 0) return -EBUSY;
-  // Writers still in flight must land before the copy reads the old storage.
-  if (resv_.WaitTimeout(ResvUsage::kWrite, move_wait_timeout_) != kOk) return -EBUSY;
+  // Every fence first, whatever its usage (rule S7b, as TTM orders a move after BOOKKEEP):
+  // an explicit-sync writer may be tagged READ or BOOKKEEP and must land before the copy.
+  if (resv_.WaitTimeout(ResvUsage::kBookkeep, move_wait_timeout_) != kOk) return -EBUSY;
 
   auto fresh = mm_->AllocateStorage(target, size_, this, may_evict);
   if (!fresh) return fresh.status();
@@ -100,6 +101,8 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   return kOk;
 }
 
+// Move waits for every fence today, so `pending` is empty and `old` goes at once; the ghost
+// path is what pipelined moves need once jobs complete asynchronously (issue 8).
 void BufferObject::RetireStorage(std::shared_ptr<Storage> old) {
   std::vector<FenceRef> pending;
   for (FenceRef& f : resv_.Fences(ResvUsage::kBookkeep)) {

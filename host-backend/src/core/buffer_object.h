@@ -3,9 +3,9 @@
 // (it implements ExporterOps; its DmaBuf is created on first export and cached).
 //
 // Rules (docs/semantics.md): Move/Pin/Unpin need the reservation held; a pinned buffer never
-// moves (-EBUSY); a move writes back and drops every device cache of the buffer, copies the
-// contents, tells importers with live mappings (move_notify) and keeps the old storage until
-// every BOOKKEEP fence present at the move has signalled (and every stale mapping is gone).
+// moves (-EBUSY); a move waits for every fence of the reservation (any usage), writes back
+// and drops every device cache of the buffer, copies the contents, tells importers with live
+// mappings (move_notify) and keeps the old storage while a stale mapping points at it.
 #pragma once
 
 #include <atomic>
