@@ -223,6 +223,9 @@ Result<SgTable> BufferObject::Map(Attachment& attachment, DmaDirection /*dir*/) 
     if (Status err = Move(Placement::kSystem)) return Result<SgTable>::Error(err);
   }
   if (placement() == Placement::kDevice) mm_->LruTouch(shared_from_this());
+  // A completed write of the owning device is visible after a map (rule S4): its dirty lines
+  // reach memory before the importer looks.
+  cache_.Flush(storage_->data(), 0, size_);
   SgTable sgt;
   sgt.entries.push_back({storage_->memfd().fd(), storage_->offset(), size_, storage_->data()});
   sgt.keepalive = storage_;

@@ -98,6 +98,36 @@ TEST(BufferObjectTest, WriteOnlyCpuAccessKeepsTheCpusBytes) {
   }
 }
 
+// Rule S4 across devices: a completed device write is visible to an importer after its Map.
+// The exporter's Map writes back the owner device's dirty lines first (issue 9, defect 8).
+TEST(BufferObjectTest, MapMakesTheOwnersDeviceWritesVisible) {
+  auto mm = MakeMm("map-visible", kMiB, CacheMode::kStrict);
+  auto bo = MakeBo(mm, 2 * 4096, Placement::kSystem);
+  WriteBo(*bo, RandomBytes(bo->size(), 61));
+  {
+    ResvGuard g(bo->resv());
+    DeviceView v = bo->View();
+    ASSERT_EQ(CopyEngine::Fill(v, 0, bo->size(), 0x0BADF00Du), kOk);  // dirty in the owner
+  }
+  auto dmabuf = bo->GetOrExport();
+  ASSERT_TRUE(dmabuf.ok());
+  auto att = (*dmabuf)->Attach(DynamicImporter("other-device"));
+  ASSERT_TRUE(att.ok());
+  MappingRef m;
+  {
+    ResvGuard g(bo->resv());
+    auto r = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
+    ASSERT_TRUE(r.ok()) << r.status();
+    m = *r;
+    EXPECT_EQ(std::vector<uint8_t>(m->host(), m->host() + bo->size()),
+              PatternBytes(bo->size(), 0x0BADF00Du))
+        << "the importer's mapping misses the owner's completed write";
+    EXPECT_EQ(bo->cache().stats().dirty_lines, 0u);
+    EXPECT_EQ((*dmabuf)->Unmap(**att, m), kOk);
+  }
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
+}
+
 TEST(BufferObjectTest, PinnedBufferRefusesMove) {
   auto mm = MakeMm("pinned");
   auto bo = MakeBo(mm, 2 * 4096, Placement::kDevice);
