@@ -188,12 +188,12 @@ Status DmaBuf::MoveNotify() {
       m->valid_ = false;
     }
     if (attachment->mapping_in_progress_) {
-      // The importer's own Map caused this move; it receives the new storage from that Map
-      // (the mapping being created is the one this invalidation is for, so it counts even
-      // when the importer holds no other mapping - which is the usual case: an importer
-      // that cannot reach VRAM has no live mapping of a buffer that sits there).
+      // The importer's own Map caused this move; the mapping being created gets the new
+      // storage from that Map, so it needs no notification (counted even when the importer
+      // holds no other mapping - the usual case: an importer that cannot reach VRAM has no
+      // live mapping of a buffer that sits there). Only that recursion is suppressed: other
+      // live mappings of the importer just went stale and it is told below (rule S5b).
       attachment->self_invalidations_.fetch_add(1, std::memory_order_relaxed);
-      continue;
     }
     if (!live) continue;  // nothing mapped, nothing to tell (rule S5a: the core tracks mappings)
     attachment->move_notifies_.fetch_add(1, std::memory_order_relaxed);

@@ -466,6 +466,40 @@ TEST(MoveNotifyTest, NoRecursionIntoImporterOwnMap) {
   EXPECT_EQ((*dmabuf)->Detach(*r), kOk);
 }
 
+// Rule S5b: the guard against recursion covers only the mapping being created. An importer
+// whose own Map makes the exporter move still holds other mappings that the move
+// invalidated, and it must be told about those (issue 9, defect 4; Linux notifies every
+// dynamic attachment).
+TEST(MoveNotifyTest, OwnMapStillNotifiesForOtherLiveMappings) {
+  MockExport ex;
+  NotifyCounter imp;
+  auto att = ex.dmabuf->Attach(imp.Ops("imp"));
+  ASSERT_TRUE(att.ok());
+  std::optional<ResvGuard> g(std::in_place, ex.resv);
+  auto m1 = ex.dmabuf->Map(**att, DmaDirection::kBidirectional);
+  ASSERT_TRUE(m1.ok());
+  // The exporter moves the buffer to satisfy the next Map.
+  EXPECT_CALL(*ex.exporter, Map(::testing::_, ::testing::_))
+      .WillOnce([&](Attachment&, DmaDirection) {
+        EXPECT_EQ(ex.dmabuf->MoveNotify(), kOk);
+        SgTable sgt;
+        sgt.entries.push_back({-1, 0, ex.exporter->size(), ex.exporter->mem()});
+        sgt.generation = 2;
+        return Result<SgTable>(std::move(sgt));
+      });
+  auto m2 = ex.dmabuf->Map(**att, DmaDirection::kBidirectional);
+  ASSERT_TRUE(m2.ok());
+  EXPECT_FALSE((*m1)->valid());
+  EXPECT_TRUE((*m2)->valid());
+  EXPECT_EQ(imp.count, 1) << "the importer was not told its other mapping went stale";
+  EXPECT_EQ((*att)->move_notifies(), 1u);
+  EXPECT_EQ((*att)->self_invalidations(), 1u);
+  EXPECT_EQ(ex.dmabuf->Unmap(**att, *m1), kOk);
+  EXPECT_EQ(ex.dmabuf->Unmap(**att, *m2), kOk);
+  g.reset();
+  EXPECT_EQ(ex.dmabuf->Detach(*att), kOk);
+}
+
 TEST(MoveNotifyTest, RemapAfterInvalidationYieldsNewStorageSameContents) {
   auto mm = MakeMm("mn-remap");
   auto bo = MakeBo(mm, 3 * 4096, Placement::kDevice);
