@@ -6,7 +6,7 @@
 // (GL -> pages, transfer_read_iov) is the write-back. Without them a CPU write is not seen by
 // a job and a job's output is not seen by the CPU (rule S4 on a real device).
 //
-// How each job runs:
+// How each job runs (docs/engines.md):
 //   Copy      VIRGL_CCMD_RESOURCE_COPY_REGION (glCopyBufferSubData in the renderer)
 //   Fill      VIRGL_CCMD_RESOURCE_INLINE_WRITE of the pattern, in chunks of up to 256 KiB
 //   Checksum  transfer_read_iov of the GL contents into a staging buffer + CRC-32C on the CPU
