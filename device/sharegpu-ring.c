@@ -8,6 +8,8 @@
  *
  * Event ring: the device is the producer. Backend events (moves, invalidations) and
  * command errors become ring entries; after drops a RESYNC event is owed and goes first.
+ * A BO_MOVED that reports what a placing command of the same ring did to its own handle
+ * carries SGHW_EVT_F_OWN_COMMAND (1.2).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -22,6 +24,16 @@
 
 #define SHAREGPU_BH_BUDGET 256          /* commands per bottom-half run */
 #define SHAREGPU_JOB_CHUNK (4 * MiB)
+
+/*
+ * The placing command (BO_CREATE, BO_MOVE, BO_EVICT) whose backend events are being
+ * delivered, if any: its device and the handle it placed. Commands run on the main loop
+ * under the BQL, one at a time across all devices, so one record serves them all.
+ */
+static struct {
+    SharegpuState *s;
+    uint32_t handle;
+} sharegpu_evt_cause;
 
 /* ------------------------------------------------------------------ event ring */
 
@@ -79,12 +91,14 @@ void sharegpu_evt_flush_resync(SharegpuState *s)
 }
 
 static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
-                              uint32_t placement, uint64_t offset, uint64_t generation)
+                              uint32_t placement, uint32_t flags, uint64_t offset,
+                              uint64_t generation)
 {
     struct sghw_event ev = {
         .type = cpu_to_le32(type),
         .handle = cpu_to_le32(handle),
         .placement = cpu_to_le32(placement),
+        .flags = cpu_to_le32(flags),
         .vram_offset = cpu_to_le64(offset),
         .generation = cpu_to_le64(generation),
     };
@@ -127,10 +141,15 @@ void sharegpu_evt_bh(void *opaque)
             if (bo) {
                 sharegpu_window_unmap(s, bo);
             }
-            sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement,
+            sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement, 0,
                               SGHW_INVALID_OFFSET, ev.generation);
         } else if (ev.type == SGB_EVENT_BO_MOVED) {
-            sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement,
+            /* its own handle only: other BOs a placement evicted are not "own" moves */
+            uint32_t flags = sharegpu_evt_cause.s == s &&
+                             sharegpu_evt_cause.handle == ev.handle ?
+                             SGHW_EVT_F_OWN_COMMAND : 0;
+
+            sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement, flags,
                               ev.vram_offset, ev.generation);
         }
     }
@@ -166,6 +185,29 @@ void sharegpu_evt_notify(void *opaque)
 }
 
 /* ------------------------------------------------------------------ command ring */
+
+/*
+ * Executes a command that is not a long job and delivers the backend events it caused
+ * (windows unmapped, events queued before it completes: docs/hardware.md 4). Events queued
+ * before it (nothing should be pending: every command and monitor move drains) are
+ * delivered first, so that only what this command did can be marked as its own.
+ */
+static uint32_t sharegpu_ring_execute(SharegpuState *s, struct sghw_cmd *c)
+{
+    uint32_t st;
+
+    sharegpu_evt_drain_all();
+    st = sharegpu_cmd_execute(s, c);
+    if (c->opcode == SGHW_OP_BO_CREATE || c->opcode == SGHW_OP_BO_MOVE ||
+        c->opcode == SGHW_OP_BO_EVICT) {
+        sharegpu_evt_cause.s = s;
+        sharegpu_evt_cause.handle = c->opcode == SGHW_OP_BO_CREATE ? c->out_handle
+                                                                   : c->handle;
+    }
+    sharegpu_evt_drain_all();
+    sharegpu_evt_cause.s = NULL;
+    return st;
+}
 
 static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sghw_cmd *c)
 {
@@ -245,7 +287,7 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
         s->error_count++;
         s->counters.command_errors++;
         raise |= SGHW_INT_ERROR;
-        sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, SGHW_INVALID_OFFSET, c->seqno);
+        sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, 0, SGHW_INVALID_OFFSET, c->seqno);
     }
     s->last_seqno = c->seqno;
     if (!(s->status & SGHW_STATUS_HALTED)) {
@@ -356,9 +398,7 @@ void sharegpu_ring_bh(void *opaque)
             }
             trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
             if (!sharegpu_job_splittable(&c)) {
-                st = sharegpu_cmd_execute(s, &c);
-                /* moves it caused: windows unmapped and events queued before it completes */
-                sharegpu_evt_drain_all();
+                st = sharegpu_ring_execute(s, &c);
                 raise |= sharegpu_ring_complete(s, idx, &c, st);
                 job_budget -= MIN(job_budget, sharegpu_job_bytes(&c));
                 if (job_budget == 0 && r->head != r->tail) {

@@ -146,6 +146,7 @@ struct sgpu_device {
 	atomic64_t evt_moved;
 	atomic64_t evt_invalidated;
 	atomic64_t evt_error;
+	atomic64_t evt_own_moves;	/* own-command BO_MOVED settled without BO_QUERY */
 	atomic64_t evt_overflows;	/* INT_EVT_OVERFLOW interrupts */
 	atomic64_t resyncs;		/* RESYNC events handled */
 	atomic64_t vram_no_space;	/* NO_EVICT BO_MOVE to DEVICE refused: TTM evicts */

@@ -6,7 +6,8 @@
  * worker consumes the event ring and dispatches each event:
  *  - BO_MOVED makes the driver bring TTM in line with the device
  *    (sgpu_bo_revalidate()): the device is the source of truth for where a BO
- *    lives;
+ *    lives. A move the driver's own command made (SGHW_EVT_F_OWN_COMMAND,
+ *    contract 1.2) was recorded from the command's completion: no BO_QUERY;
  *  - BO_INVALIDATED drops an import's mapping (dma-buf move_notify semantics);
  *  - RESYNC (events were lost) does both for every object (sgpu_resync()).
  *
@@ -21,17 +22,40 @@
 #include "sgpu_drv.h"
 
 /*
+ * TTM agrees with what the driver's own commands did to @bo on the device
+ * (resv held): in VRAM at the offset the last move reported, or not in VRAM
+ * after a move to SYSTEM. Only a TTM move that failed after its device move
+ * leaves them apart.
+ */
+static bool sgpu_bo_own_view_settled(struct sgpu_bo *bo)
+{
+	struct ttm_resource *res = bo->tbo.resource;
+	bool vram = res && res->mem_type == TTM_PL_VRAM;
+
+	if (bo->hw_place != SGHW_PLACEMENT_DEVICE)
+		return !vram;
+	return vram && res->start == bo->hw_offset >> PAGE_SHIFT;
+}
+
+/*
  * Bring TTM's view of @bo in line with the device (after a BO_MOVED event the
  * driver did not ask for: host monitor fault injection or device-side eviction).
+ * @own: the event reports a move of the driver's own command (contract 1.2):
+ * sgpu_bo_hw_move() recorded its result under the resv, so unless TTM's view
+ * disagrees with that record there is nothing to ask the device.
  */
-static int sgpu_bo_revalidate(struct sgpu_bo *bo)
+static int sgpu_bo_revalidate(struct sgpu_bo *bo, bool own)
 {
 	struct ttm_buffer_object *tbo = &bo->tbo;
 	struct sgpu_device *sdev = bdev_to_sgpu(tbo->bdev);
 	struct sghw_bo_info info;
-	int mem, ret;
+	int mem, ret = 0;
 
 	dma_resv_lock(tbo->base.resv, NULL);
+	if (own && sgpu_bo_own_view_settled(bo)) {
+		atomic64_inc(&sdev->evt_own_moves);
+		goto out;
+	}
 	ret = sgpu_hw_bo_query(sdev, bo->hw_handle, &info);
 	if (ret)
 		goto out;
@@ -99,7 +123,8 @@ static void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event 
 	case SGHW_EVT_BO_MOVED:
 		atomic64_inc(&sdev->evt_moved);
 		if (obj && sgpu_is_bo(obj))
-			sgpu_bo_revalidate(to_sgpu_bo(obj));
+			sgpu_bo_revalidate(to_sgpu_bo(obj),
+					   ev->flags & SGHW_EVT_F_OWN_COMMAND);
 		break;
 	case SGHW_EVT_BO_INVALIDATED:
 		atomic64_inc(&sdev->evt_invalidated);
@@ -145,7 +170,7 @@ void sgpu_resync(struct sgpu_device *sdev)
 			break;
 		if (!IS_ERR(obj)) {
 			if (sgpu_is_bo(obj))
-				sgpu_bo_revalidate(to_sgpu_bo(obj));
+				sgpu_bo_revalidate(to_sgpu_bo(obj), false);
 			else if (sgpu_is_import(obj) && to_sgpu_import(obj)->p2p)
 				sgpu_event_invalidate_import(obj);
 			drm_gem_object_put(obj);

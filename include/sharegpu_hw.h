@@ -44,7 +44,8 @@ typedef uint64_t sghw_u64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 1 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW */
+#define SGHW_VERSION_MINOR 2 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+                               1.2: SGHW_EVT_F_OWN_COMMAND */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -230,11 +231,18 @@ enum sghw_event_type {
                                     EVT_DROPPED. Re-query every BO, re-map every import */
 };
 
+/*
+ * 1.2: this BO_MOVED reports the placement change that a BO_CREATE, BO_MOVE or BO_EVICT of
+ * this device's own command ring made to the command's own handle (not other BOs it evicted,
+ * not host-forced moves, not moves made through another device's import).
+ */
+#define SGHW_EVT_F_OWN_COMMAND (1u << 0)
+
 struct sghw_event {
-    sghw_u32 type;
+    sghw_u32 type;       /* enum sghw_event_type */
     sghw_u32 handle;
     sghw_u32 placement;
-    sghw_u32 flags;
+    sghw_u32 flags;      /* SGHW_EVT_F_* (1.2; 0 before) */
     sghw_u64 vram_offset;
     sghw_u64 generation;
 };

@@ -1156,6 +1156,97 @@ static void test_hostmem_budget(void)
     teardown(c);
 }
 
+/*
+ * 1.2: a BO_MOVED that reports what a BO_MOVE / BO_EVICT / BO_CREATE of the same ring did to
+ * its own handle carries SGHW_EVT_F_OWN_COMMAND; a BO evicted to make room for another, a
+ * host-forced move and a move caused through another device's import do not.
+ */
+static void pop_moved(Ctx *c, Gpu *g, uint32_t h, uint32_t placement, uint32_t flags)
+{
+    struct sghw_event ev;
+
+    g_assert_true(pop_event(c, g, &ev));
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.handle, ==, h);
+    g_assert_cmpuint(ev.placement, ==, placement);
+    g_assert_cmphex(ev.flags, ==, flags);
+}
+
+static void test_own_command_flag(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0], *g1 = &c->g[1];
+    uint32_t h[4], a, imp;
+    struct sghw_event ev;
+    struct sghw_cmd r;
+    int i, n_own, n_other;
+
+    drain_events(c, g);
+    a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    g_assert_false(pop_event(c, g, &ev)); /* a create in place moves nothing */
+
+    /* own moves and evictions */
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                            .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    pop_moved(c, g, a, SGHW_PLACEMENT_SYSTEM, SGHW_EVT_F_OWN_COMMAND);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                            .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    pop_moved(c, g, a, SGHW_PLACEMENT_DEVICE, SGHW_EVT_F_OWN_COMMAND);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_EVICT, .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    pop_moved(c, g, a, SGHW_PLACEMENT_SYSTEM, SGHW_EVT_F_OWN_COMMAND);
+    g_assert_false(pop_event(c, g, &ev));
+
+    /* a host-forced move is nobody's command */
+    qmp_move(c, "g0", a, "device");
+    pop_moved(c, g, a, SGHW_PLACEMENT_DEVICE, 0);
+    qmp_move(c, "g0", a, "system");
+    pop_moved(c, g, a, SGHW_PLACEMENT_SYSTEM, 0);
+
+    /* fill the 4 MiB of VRAM; a fifth create evicts the oldest (h[0]): not its own move */
+    for (i = 0; i < 4; i++) {
+        h[i] = create_bo_sz(c, g, 1 << 20, SGHW_PLACEMENT_DEVICE, NULL);
+    }
+    g_assert_false(pop_event(c, g, &ev));
+    create_bo_sz(c, g, 1 << 20, SGHW_PLACEMENT_DEVICE, NULL);
+    g_assert_true(pop_event(c, g, &ev));
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    g_assert_cmphex(ev.flags, ==, 0);
+    g_assert_true(ev.handle == h[0] || ev.handle == h[1] || ev.handle == h[2] ||
+                  ev.handle == h[3]);
+    g_assert_false(pop_event(c, g, &ev));
+
+    /* the same for a move to DEVICE that evicts: only the moved BO's event is its own */
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                            .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    n_own = n_other = 0;
+    while (pop_event(c, g, &ev)) {
+        g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+        g_assert_cmphex(ev.flags, ==, ev.handle == a ? SGHW_EVT_F_OWN_COMMAND : 0);
+        g_assert_cmpuint(ev.placement, ==, ev.handle == a ? SGHW_PLACEMENT_DEVICE
+                                                         : SGHW_PLACEMENT_SYSTEM);
+        *(ev.handle == a ? &n_own : &n_other) += 1;
+    }
+    g_assert_cmpint(n_own, ==, 1);
+    g_assert_cmpint(n_other, >=, 1);
+
+    /* a BO_MOVE through g1's import moves g0's buffer: g0's event is not g0's command */
+    imp = share_bo(c, g, a, g1);
+    drain_events(c, g1);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = imp,
+                                             .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    pop_moved(c, g, a, SGHW_PLACEMENT_SYSTEM, 0);
+    while (pop_event(c, g1, &ev)) {
+        g_assert_cmphex(ev.flags, ==, 0);
+    }
+    teardown(c);
+}
+
 static void test_q35_monitor(void)
 {
     QTestState *qts = qtest_init("-M q35 -nodefaults -device sharegpu,id=g0 "
@@ -1197,6 +1288,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/long-jobs-split", test_long_jobs_split);
     qtest_add_func("/sharegpu/reset-during-long-job", test_reset_during_long_job);
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
+    qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     return g_test_run();
