@@ -337,6 +337,8 @@ struct sgpu_file {
 /* sgpu_hw.c: the command layer */
 int sgpu_hw_init(struct sgpu_device *sdev);
 void sgpu_hw_fini(struct sgpu_device *sdev);
+void sgpu_cmd_fill(struct sghw_cmd *c, u16 op, u32 handle, u32 handle2, u32 arg,
+		   u64 off0, u64 off1, u64 len);
 int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd,
 		  struct sgpu_waiter *w);
 int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd);

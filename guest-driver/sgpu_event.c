@@ -49,6 +49,7 @@ static int sgpu_bo_revalidate(struct sgpu_bo *bo, bool own)
 	struct ttm_buffer_object *tbo = &bo->tbo;
 	struct sgpu_device *sdev = bdev_to_sgpu(tbo->bdev);
 	struct sghw_bo_info info;
+	u64 vram_offset;
 	int mem, ret = 0;
 
 	dma_resv_lock(tbo->base.resv, NULL);
@@ -60,18 +61,19 @@ static int sgpu_bo_revalidate(struct sgpu_bo *bo, bool own)
 	if (ret)
 		goto out;
 	mem = tbo->resource ? tbo->resource->mem_type : -1;
+	vram_offset = le64_to_cpu(info.vram_offset);
 
-	if (info.placement == SGHW_PLACEMENT_DEVICE) {
-		if (mem == TTM_PL_VRAM && info.vram_offset == bo->hw_offset)
+	if (le32_to_cpu(info.placement) == SGHW_PLACEMENT_DEVICE) {
+		if (mem == TTM_PL_VRAM && vram_offset == bo->hw_offset)
 			goto out;	/* our own move */
 		atomic64_inc(&sdev->unexpected_moves);
 		drm_dbg_driver(&sdev->drm, "bo %u moved by the device to vram %#llx\n",
-			       bo->hw_handle, info.vram_offset);
+			       bo->hw_handle, vram_offset);
 		bo->hw_place = SGHW_PLACEMENT_DEVICE;
-		bo->hw_offset = info.vram_offset;
+		bo->hw_offset = vram_offset;
 		if (mem == TTM_PL_VRAM) {
 			ttm_bo_unmap_virtual(tbo);
-			tbo->resource->start = info.vram_offset >> PAGE_SHIFT;
+			tbo->resource->start = vram_offset >> PAGE_SHIFT;
 			if (tbo->base.dma_buf)
 				dma_buf_move_notify(tbo->base.dma_buf);
 			goto out;
@@ -111,20 +113,21 @@ static void sgpu_event_invalidate_import(struct drm_gem_object *obj)
 
 static void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event *ev)
 {
+	u32 type = le32_to_cpu(ev->type), handle = le32_to_cpu(ev->handle);
 	struct drm_gem_object *obj;
 
 	xa_lock(&sdev->handles);
-	obj = xa_load(&sdev->handles, ev->handle);
+	obj = xa_load(&sdev->handles, handle);
 	if (obj && !kref_get_unless_zero(&obj->refcount))
 		obj = NULL;
 	xa_unlock(&sdev->handles);
 
-	switch (ev->type) {
+	switch (type) {
 	case SGHW_EVT_BO_MOVED:
 		atomic64_inc(&sdev->evt_moved);
 		if (obj && sgpu_is_bo(obj))
-			sgpu_bo_revalidate(to_sgpu_bo(obj),
-					   ev->flags & SGHW_EVT_F_OWN_COMMAND);
+			sgpu_bo_revalidate(to_sgpu_bo(obj), le32_to_cpu(ev->flags) &
+					   SGHW_EVT_F_OWN_COMMAND);
 		break;
 	case SGHW_EVT_BO_INVALIDATED:
 		atomic64_inc(&sdev->evt_invalidated);
@@ -134,14 +137,15 @@ static void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event 
 	case SGHW_EVT_ERROR:
 		atomic64_inc(&sdev->evt_error);
 		drm_dbg_driver(&sdev->drm, "device error: ring index %u status %s\n",
-			       ev->handle, sgpu_status_name(ev->placement));
+			       handle, sgpu_status_name(le32_to_cpu(ev->placement)));
 		break;
 	case SGHW_EVT_RESYNC:
-		drm_dbg_driver(&sdev->drm, "events dropped (%llu): resync\n", ev->generation);
+		drm_dbg_driver(&sdev->drm, "events dropped (%llu): resync\n",
+			       le64_to_cpu(ev->generation));
 		sgpu_resync(sdev);
 		break;
 	default:
-		drm_dbg_driver(&sdev->drm, "unknown event %u\n", ev->type);
+		drm_dbg_driver(&sdev->drm, "unknown event %u\n", type);
 		break;
 	}
 	if (obj)

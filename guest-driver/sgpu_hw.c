@@ -92,7 +92,7 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 		u32 i = sdev->cmd_head;
 		struct sghw_cmd *c = &sdev->cmd_ring[i];
 		struct sgpu_ring_slot *s = &sdev->slots[i];
-		u32 status = cancel ? cancel : READ_ONCE(c->status);
+		u32 status = cancel ? cancel : le32_to_cpu(READ_ONCE(c->status));
 
 		if (status != SGHW_ST_OK)
 			atomic64_inc(&sdev->cmd_errors);
@@ -100,8 +100,8 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 			struct sgpu_waiter *w = s->waiter;
 
 			w->status = status;
-			w->out_handle = c->out_handle;
-			w->result = c->result;
+			w->out_handle = le32_to_cpu(c->out_handle);
+			w->result = le64_to_cpu(c->result);
 			memcpy(w->uuid, c->uuid, sizeof(w->uuid));
 			if (w->aux)
 				memcpy(w->aux, sdev->aux + (size_t)i * SGPU_AUX_SIZE,
@@ -115,7 +115,7 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 			if (status != SGHW_ST_OK && !job->status)
 				job->status = status;
 			if (s->res_idx >= 0)
-				job->results[s->res_idx] = c->result;
+				job->results[s->res_idx] = le64_to_cpu(c->result);
 			if (s->last)
 				sgpu_ring_signal_job(sdev, job);
 			s->job = NULL;
@@ -186,8 +186,8 @@ again:
 		struct sgpu_ring_slot *s = &sdev->slots[i];
 
 		*c = cmds[k];
-		c->seqno = ++sdev->cmd_seqno;
-		c->status = SGHW_ST_PENDING;
+		c->seqno = cpu_to_le64(++sdev->cmd_seqno);
+		c->status = cpu_to_le32(SGHW_ST_PENDING);
 		c->out_handle = 0;
 		c->result = 0;
 		s->waiter = NULL;
@@ -197,10 +197,10 @@ again:
 		if (w && k == n - 1) {
 			w->slot = i;
 			s->waiter = w;
-			c->flags |= SGHW_CMD_F_IRQ;
+			c->flags |= cpu_to_le16(SGHW_CMD_F_IRQ);
 			/* BO_QUERY writes to this slot's aux buffer */
-			if (c->opcode == SGHW_OP_BO_QUERY)
-				c->off0 = sdev->aux_dma + (u64)i * SGPU_AUX_SIZE;
+			if (c->opcode == cpu_to_le16(SGHW_OP_BO_QUERY))
+				c->off0 = cpu_to_le64(sdev->aux_dma + (u64)i * SGPU_AUX_SIZE);
 		}
 	}
 	sdev->cmd_tail = (sdev->cmd_tail + n) & (SGPU_CMD_RING_SIZE - 1);
@@ -237,7 +237,7 @@ int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd, struct sgpu_wa
 		if (sdev->slots[w->slot].waiter == w) {
 			sdev->slots[w->slot].waiter = NULL;
 			spin_unlock_irqrestore(&sdev->ring_lock, flags);
-			drm_err(&sdev->drm, "command op %#x timed out\n", cmd->opcode);
+			drm_err(&sdev->drm, "command op %#x timed out\n", le16_to_cpu(cmd->opcode));
 			return -ETIMEDOUT;
 		}
 		spin_unlock_irqrestore(&sdev->ring_lock, flags);
@@ -245,8 +245,8 @@ int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd, struct sgpu_wa
 		break;
 	}
 	if (w->status != SGHW_ST_OK) {
-		drm_dbg_driver(&sdev->drm, "op %#x handle %u: %s\n", cmd->opcode,
-			       cmd->handle, sgpu_status_name(w->status));
+		drm_dbg_driver(&sdev->drm, "op %#x handle %u: %s\n", le16_to_cpu(cmd->opcode),
+			       le32_to_cpu(cmd->handle), sgpu_status_name(w->status));
 		return sgpu_status_to_errno(w->status);
 	}
 	return 0;
@@ -261,21 +261,33 @@ int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sghw_cmd *cmds, s16 *r
 			 u32 n, struct sgpu_job *job)
 {
 	/* the final entry is the FENCE that signals the job */
-	cmds[n - 1].opcode = SGHW_OP_FENCE;
+	cmds[n - 1].opcode = cpu_to_le16(SGHW_OP_FENCE);
 	res_idx[n - 1] = -1;
 	return sgpu_ring_write(sdev, cmds, n, NULL, res_idx, job);
+}
+
+/* A ring entry from CPU-order values (the ring is little-endian, contract 1). */
+void sgpu_cmd_fill(struct sghw_cmd *c, u16 op, u32 handle, u32 handle2, u32 arg,
+		   u64 off0, u64 off1, u64 len)
+{
+	memset(c, 0, sizeof(*c));
+	c->opcode = cpu_to_le16(op);
+	c->handle = cpu_to_le32(handle);
+	c->handle2 = cpu_to_le32(handle2);
+	c->arg = cpu_to_le32(arg);
+	c->off0 = cpu_to_le64(off0);
+	c->off1 = cpu_to_le64(off1);
+	c->len = cpu_to_le64(len);
 }
 
 int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 		   u64 off0, u64 off1, u64 len, u64 *result)
 {
-	struct sghw_cmd cmd = {
-		.opcode = op, .handle = handle, .arg = arg,
-		.off0 = off0, .off1 = off1, .len = len,
-	};
 	struct sgpu_waiter w = {};
+	struct sghw_cmd cmd;
 	int ret;
 
+	sgpu_cmd_fill(&cmd, op, handle, 0, arg, off0, off1, len);
 	ret = sgpu_cmd_sync(sdev, &cmd, &w);
 	if (result)
 		*result = w.result;
@@ -288,13 +300,13 @@ int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
  */
 int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle, u64 *offset)
 {
-	struct sghw_cmd cmd = {
-		.opcode = SGHW_OP_BO_CREATE, .arg = place, .len = size,
-		.flags = place == SGHW_PLACEMENT_DEVICE ? SGHW_CMD_F_NO_EVICT : 0,
-	};
 	struct sgpu_waiter w = {};
+	struct sghw_cmd cmd;
 	int ret;
 
+	sgpu_cmd_fill(&cmd, SGHW_OP_BO_CREATE, 0, 0, place, 0, 0, size);
+	if (place == SGHW_PLACEMENT_DEVICE)
+		cmd.flags = cpu_to_le16(SGHW_CMD_F_NO_EVICT);
 	ret = sgpu_cmd_sync(sdev, &cmd, &w);
 	if (ret)
 		return ret;
@@ -306,10 +318,12 @@ int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle
 
 void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
 {
-	struct sghw_cmd cmd = { .opcode = SGHW_OP_BO_DESTROY, .handle = handle };
+	struct sghw_cmd cmd;
 
-	if (handle)
-		sgpu_cmd_async(sdev, &cmd);
+	if (!handle)
+		return;
+	sgpu_cmd_fill(&cmd, SGHW_OP_BO_DESTROY, handle, 0, 0, 0, 0, 0);
+	sgpu_cmd_async(sdev, &cmd);
 }
 
 /*
@@ -321,14 +335,14 @@ void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle)
  */
 int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset)
 {
-	struct sghw_cmd cmd = {
-		.opcode = SGHW_OP_BO_MOVE, .flags = flags, .handle = handle, .arg = place,
-	};
 	struct sgpu_waiter w = {};
+	struct sghw_cmd cmd;
 	int ret;
 
 	if (WARN_ON((flags & SGHW_CMD_F_NO_EVICT) && place != SGHW_PLACEMENT_DEVICE))
 		return -EINVAL;
+	sgpu_cmd_fill(&cmd, SGHW_OP_BO_MOVE, handle, 0, place, 0, 0, 0);
+	cmd.flags = cpu_to_le16(flags);
 	ret = sgpu_cmd_sync(sdev, &cmd, &w);
 	if (ret)
 		return ret;
@@ -337,14 +351,16 @@ int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, 
 	return 0;
 }
 
+/* BO_QUERY; @info is the device's record as it is (little-endian fields). */
 int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sghw_bo_info *info)
 {
 	u8 buf[SGPU_AUX_SIZE] __aligned(8);
-	struct sghw_cmd cmd = { .opcode = SGHW_OP_BO_QUERY, .handle = handle };
 	struct sgpu_waiter w = { .aux = buf };
+	struct sghw_cmd cmd;
 	int ret;
 
 	BUILD_BUG_ON(sizeof(*info) > SGPU_AUX_SIZE);
+	sgpu_cmd_fill(&cmd, SGHW_OP_BO_QUERY, handle, 0, 0, 0, 0, 0);
 	ret = sgpu_cmd_sync(sdev, &cmd, &w);
 	if (ret)
 		return ret;
@@ -361,14 +377,15 @@ static int sgpu_ents_add(struct sgpu_ents *ents, u64 addr, u32 len)
 {
 	struct sghw_mem_entry *last = ents->n ? &ents->e[ents->n - 1] : NULL;
 
-	if (last && last->addr + last->length == addr && (u64)last->length + len <= U32_MAX) {
-		last->length += len;
+	if (last && le64_to_cpu(last->addr) + le32_to_cpu(last->length) == addr &&
+	    (u64)le32_to_cpu(last->length) + len <= U32_MAX) {
+		le32_add_cpu(&last->length, len);
 		return 0;
 	}
 	if (ents->n >= SGHW_MAX_MEM_ENTRIES)
 		return -E2BIG;
-	ents->e[ents->n].addr = addr;
-	ents->e[ents->n].length = len;
+	ents->e[ents->n].addr = cpu_to_le64(addr);
+	ents->e[ents->n].length = cpu_to_le32(len);
 	ents->e[ents->n].padding = 0;
 	ents->n++;
 	return 0;

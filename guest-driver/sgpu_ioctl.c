@@ -189,10 +189,10 @@ int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file
 	dma_resv_unlock(obj->resv);
 	if (ret)
 		goto out;
-	args->hw_placement = info.placement;
-	args->hw_vram_offset = info.vram_offset;
-	args->hw_generation = info.generation;
-	args->hw_pin_count = info.pin_count;
+	args->hw_placement = le32_to_cpu(info.placement);
+	args->hw_vram_offset = le64_to_cpu(info.vram_offset);
+	args->hw_generation = le64_to_cpu(info.generation);
+	args->hw_pin_count = le32_to_cpu(info.pin_count);
 out:
 	drm_gem_object_put(obj);
 	return ret;

@@ -228,16 +228,7 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 static void sgpu_emit(struct sgpu_submit *s, u16 op, u32 handle, u32 handle2, u32 arg,
 		      u64 off0, u64 off1, u64 len, s16 res)
 {
-	struct sghw_cmd *c = &s->hw[s->nhw];
-
-	memset(c, 0, sizeof(*c));
-	c->opcode = op;
-	c->handle = handle;
-	c->handle2 = handle2;
-	c->arg = arg;
-	c->off0 = off0;
-	c->off1 = off1;
-	c->len = len;
+	sgpu_cmd_fill(&s->hw[s->nhw], op, handle, handle2, arg, off0, off1, len);
 	s->res_idx[s->nhw] = res;
 	s->nhw++;
 }

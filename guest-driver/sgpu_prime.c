@@ -36,8 +36,8 @@ static int sgpu_dmabuf_attach(struct dma_buf *buf, struct dma_buf_attachment *at
 	struct drm_gem_object *obj = buf->priv;
 	struct sgpu_device *sdev = to_sgpu(obj->dev);
 	struct sgpu_bo *bo = to_sgpu_bo(obj);
-	struct sghw_cmd cmd = { .opcode = SGHW_OP_EXPORT };
 	struct sgpu_waiter w = {};
+	struct sghw_cmd cmd;
 	int ret = 0;
 
 	if (!sgpu_attach_is_sgpu(attach)) {
@@ -48,7 +48,7 @@ static int sgpu_dmabuf_attach(struct dma_buf *buf, struct dma_buf_attachment *at
 		return 0;
 	dma_resv_lock(obj->resv, NULL);
 	if (!bo->uuid_valid) {
-		cmd.handle = bo->hw_handle;
+		sgpu_cmd_fill(&cmd, SGHW_OP_EXPORT, bo->hw_handle, 0, 0, 0, 0, 0);
 		ret = sgpu_cmd_sync(sdev, &cmd, &w);
 		if (!ret) {
 			memcpy(bo->uuid, w.uuid, sizeof(bo->uuid));
@@ -531,9 +531,10 @@ struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_
 
 	if (p2p) {
 		struct sgpu_bo *exp = to_sgpu_bo(buf->priv);
-		struct sghw_cmd cmd = { .opcode = SGHW_OP_IMPORT };
 		struct sgpu_waiter w = {};
+		struct sghw_cmd cmd;
 
+		sgpu_cmd_fill(&cmd, SGHW_OP_IMPORT, 0, 0, 0, 0, 0, 0);
 		dma_resv_lock(buf->resv, NULL);
 		ret = exp->uuid_valid ? 0 : -EIO;
 		memcpy(cmd.uuid, exp->uuid, sizeof(cmd.uuid));

@@ -11,18 +11,29 @@
 #ifndef SHAREGPU_HW_H
 #define SHAREGPU_HW_H
 
+/*
+ * sghw_le16/32/64: the little-endian fields of the ring and memory structures. In the kernel
+ * they are sparse's __le types (fill and read them with cpu_to_le*() / le*_to_cpu());
+ * elsewhere plain integers that the QEMU device converts with its own cpu_to_le*().
+ */
 #if defined(__KERNEL__)
 #include <linux/types.h>
 typedef __u8 sghw_u8;
 typedef __u16 sghw_u16;
 typedef __u32 sghw_u32;
 typedef __u64 sghw_u64;
+typedef __le16 sghw_le16;
+typedef __le32 sghw_le32;
+typedef __le64 sghw_le64;
 #else
 #include <stdint.h>
 typedef uint8_t sghw_u8;
 typedef uint16_t sghw_u16;
 typedef uint32_t sghw_u32;
 typedef uint64_t sghw_u64;
+typedef uint16_t sghw_le16;
+typedef uint32_t sghw_le32;
+typedef uint64_t sghw_le64;
 #endif
 
 /* ---------------------------------------------------------------- PCI identity */
@@ -175,31 +186,31 @@ enum sghw_status {
  * ring order.
  */
 struct sghw_cmd {
-    sghw_u16 opcode;  /* enum sghw_opcode */
-    sghw_u16 flags;   /* SGHW_CMD_F_* */
-    sghw_u32 handle;  /* primary BO handle (destination for COPY) */
-    sghw_u64 seqno;   /* driver-chosen, reported in LAST_SEQNO / FENCE result */
-    sghw_u32 handle2; /* secondary BO handle (COPY source) */
-    sghw_u32 arg;     /* placement / pattern / dir / entry count */
+    sghw_le16 opcode;  /* enum sghw_opcode */
+    sghw_le16 flags;   /* SGHW_CMD_F_* */
+    sghw_le32 handle;  /* primary BO handle (destination for COPY) */
+    sghw_le64 seqno;   /* driver-chosen, reported in LAST_SEQNO / FENCE result */
+    sghw_le32 handle2; /* secondary BO handle (COPY source) */
+    sghw_le32 arg;     /* placement / pattern / dir / entry count */
     union {
         struct {
-            sghw_u64 off0; /* also addr0 (a guest-physical address) */
-            sghw_u64 off1;
+            sghw_le64 off0; /* also addr0 (a guest-physical address) */
+            sghw_le64 off1;
         };
-        sghw_u8 uuid[16]; /* EXPORT result, IMPORT argument */
+        sghw_u8 uuid[16];  /* EXPORT result, IMPORT argument */
     };
-    sghw_u64 len;
+    sghw_le64 len;
     /* completion (device-written) */
-    sghw_u32 status;     /* enum sghw_status */
-    sghw_u32 out_handle; /* BO_CREATE, IMPORT */
-    sghw_u64 result;     /* opcode-specific, see docs/hardware.md */
+    sghw_le32 status;     /* enum sghw_status */
+    sghw_le32 out_handle; /* BO_CREATE, IMPORT */
+    sghw_le64 result;     /* opcode-specific, see docs/hardware.md */
 };
 
 /* ATTACH_BACKING scatter list entry (as virtio_gpu_mem_entry). */
 struct sghw_mem_entry {
-    sghw_u64 addr; /* guest-physical, any alignment */
-    sghw_u32 length;
-    sghw_u32 padding;
+    sghw_le64 addr; /* guest-physical, any alignment */
+    sghw_le32 length;
+    sghw_le32 padding;
 };
 #define SGHW_MAX_MEM_ENTRIES 16384
 
@@ -209,17 +220,17 @@ struct sghw_mem_entry {
 #define SGHW_BO_F_BACKING (1u << 2)
 #define SGHW_BO_F_MAPPED (1u << 3) /* import mapped in the import window */
 struct sghw_bo_info {
-    sghw_u64 size;
-    sghw_u64 vram_offset; /* offset in BAR2 for DEVICE placement (imports: window offset
-                             when mapped), else ~0 */
-    sghw_u64 generation;  /* bumps on every move */
-    sghw_u32 placement;
-    sghw_u32 pin_count;
-    sghw_u32 vmap_count;
-    sghw_u32 attachments;
-    sghw_u32 flags;       /* SGHW_BO_F_* */
-    sghw_u32 live_mappings;
-    sghw_u8 uuid[16];     /* valid when SGHW_BO_F_EXPORTED or _IMPORTED */
+    sghw_le64 size;
+    sghw_le64 vram_offset; /* offset in BAR2 for DEVICE placement (imports: window offset
+                              when mapped), else ~0 */
+    sghw_le64 generation;  /* bumps on every move */
+    sghw_le32 placement;
+    sghw_le32 pin_count;
+    sghw_le32 vmap_count;
+    sghw_le32 attachments;
+    sghw_le32 flags;       /* SGHW_BO_F_* */
+    sghw_le32 live_mappings;
+    sghw_u8 uuid[16];      /* valid when SGHW_BO_F_EXPORTED or _IMPORTED */
 };
 
 /* ---------------------------------------------------------------- events */
@@ -239,12 +250,12 @@ enum sghw_event_type {
 #define SGHW_EVT_F_OWN_COMMAND (1u << 0)
 
 struct sghw_event {
-    sghw_u32 type;       /* enum sghw_event_type */
-    sghw_u32 handle;
-    sghw_u32 placement;
-    sghw_u32 flags;      /* SGHW_EVT_F_* (1.2; 0 before) */
-    sghw_u64 vram_offset;
-    sghw_u64 generation;
+    sghw_le32 type;       /* enum sghw_event_type */
+    sghw_le32 handle;
+    sghw_le32 placement;
+    sghw_le32 flags;      /* SGHW_EVT_F_* (1.2; 0 before) */
+    sghw_le64 vram_offset;
+    sghw_le64 generation;
 };
 
 #define SGHW_INVALID_OFFSET (~(sghw_u64)0)
