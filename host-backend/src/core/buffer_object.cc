@@ -227,7 +227,7 @@ Result<SgTable> BufferObject::Map(Attachment& attachment, DmaDirection /*dir*/) 
   // reach memory before the importer looks.
   cache_.Flush(storage_->data(), 0, size_);
   SgTable sgt;
-  sgt.entries.push_back({storage_->memfd().fd(), storage_->offset(), size_, storage_->data()});
+  sgt.entries.push_back({storage_->fd(), storage_->offset(), size_, storage_->data()});
   sgt.keepalive = storage_;
   sgt.generation = generation();
   return sgt;

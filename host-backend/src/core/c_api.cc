@@ -1,6 +1,8 @@
 // The extern "C" face of the backend. Each entry point validates its arguments, calls into
 // the C++ objects and converts the outcome to an errno; a catch-all keeps any exception
 // (std::bad_alloc, in practice) from crossing into C.
+#include <dirent.h>
+
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -169,6 +171,15 @@ uint64_t sgb_device_vram_size(sgb_device* dev) {
 
 void* sgb_device_vram_ptr(sgb_device* dev) {
   return dev ? dev->impl->memory().arena().data() : nullptr;
+}
+
+size_t sgb_process_open_fds(void) {
+  size_t n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n;
 }
 
 const char* sgb_device_name(sgb_device* dev) { return dev ? dev->impl->name().c_str() : ""; }

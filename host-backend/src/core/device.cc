@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -76,8 +77,26 @@ Result<Device::Entry> Device::Lookup(uint32_t handle) const {
 uint32_t Device::InsertLocked(Entry entry) {
   while (next_handle_ == 0 || table_.count(next_handle_)) ++next_handle_;
   uint32_t handle = next_handle_++;
+  if (entry.import) {
+    import_handles_.emplace(entry.import->dmabuf.get(), handle);
+  } else {
+    ++bo_count_;
+  }
   table_.emplace(handle, std::move(entry));
   return handle;
+}
+
+Device::Entry Device::EraseLocked(HandleTable::iterator it) {
+  const uint32_t handle = it->first;
+  Entry entry = std::move(it->second);
+  table_.erase(it);
+  if (entry.import) {
+    auto idx = import_handles_.find(entry.import->dmabuf.get());
+    if (idx != import_handles_.end() && idx->second == handle) import_handles_.erase(idx);
+  } else {
+    --bo_count_;
+  }
+  return entry;
 }
 
 ReservationObject& Device::ResvOf(const Entry& e) {
@@ -123,8 +142,7 @@ Status Device::DestroyBo(uint32_t handle) {
     std::lock_guard lock(table_mu_);
     auto it = table_.find(handle);
     if (it == table_.end()) return GuestError(-ENOENT, "destroy of unknown handle %u", handle);
-    entry = std::move(it->second);
-    table_.erase(it);
+    entry = EraseLocked(it);
   }
   if (entry.import) return ReleaseImport(entry.import);
   entry.bo->owner_handle.store(0);
@@ -132,10 +150,12 @@ Status Device::DestroyBo(uint32_t handle) {
 }
 
 Status Device::Reset() {
-  std::map<uint32_t, Entry> old;
+  HandleTable old;
   {
     std::lock_guard lock(table_mu_);
     old.swap(table_);
+    import_handles_.clear();
+    bo_count_ = 0;
     next_handle_ = 1;
   }
   for (auto& [handle, entry] : old) {
@@ -210,6 +230,7 @@ std::vector<sgb_bo_debug_info> Device::ListBos(size_t* count) {
     std::lock_guard lock(table_mu_);
     for (const auto& [h, e] : table_) handles.push_back(h);
   }
+  std::sort(handles.begin(), handles.end());
   std::vector<sgb_bo_debug_info> out;
   for (uint32_t h : handles) {
     auto info = DebugInfo(h);
@@ -481,17 +502,18 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
     std::lock_guard lock(table_mu_);
     // Importing your own export gives the same object (drm_gem_prime_fd_to_handle).
     if (exporter && &exporter->memory_manager() == mm_.get()) {
-      for (const auto& [h, e] : table_) {
-        if (e.bo.get() == exporter) return h;
+      // A local buffer knows its handle here (0 once its handle is gone).
+      if (uint32_t h = exporter->owner_handle.load()) {
+        auto it = table_.find(h);
+        if (it != table_.end() && it->second.bo.get() == exporter) return h;
       }
       auto self = std::static_pointer_cast<BufferObject>(exporter->shared_from_this());
       uint32_t h = InsertLocked(Entry{self, dmabuf, nullptr});
       self->owner_handle.store(h);
       return h;
     }
-    for (const auto& [h, e] : table_) {
-      if (e.import && e.import->dmabuf == dmabuf) return h;  // one import per buffer
-    }
+    auto it = import_handles_.find(dmabuf.get());
+    if (it != import_handles_.end()) return it->second;  // one import per buffer
   }
   auto record = std::make_shared<ImportRecord>();
   record->dmabuf = dmabuf;
@@ -540,7 +562,7 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
   uint8_t* ptr;
   if (entry->bo) {
     const auto& storage = entry->bo->storage();
-    fd = storage->memfd().fd();
+    fd = storage->fd();
     off = storage->offset();
     ptr = storage->data();
     sz = entry->bo->size();
@@ -602,7 +624,8 @@ sgb_device_stats Device::Stats() const {
   s.vram_used = mm_->arena().used();
   {
     std::lock_guard lock(table_mu_);
-    for (const auto& [h, e] : table_) (e.import ? s.import_count : s.bo_count)++;
+    s.bo_count = bo_count_;
+    s.import_count = static_cast<uint32_t>(import_handles_.size());
   }
   s.coherent = config_.cache_mode == CacheMode::kCoherent;
   MemoryStats ms = mm_->stats();

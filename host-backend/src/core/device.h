@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -100,6 +101,7 @@ class Device : public std::enable_shared_from_this<Device> {
     std::shared_ptr<DmaBuf> exported;      // keeps an export alive while the handle lives
     std::shared_ptr<ImportRecord> import;  // or an import
   };
+  using HandleTable = std::unordered_map<uint32_t, Entry>;
   // A handle resolved for one job: what to lock and how the engine reaches its bytes.
   struct JobBuffer {
     Entry entry;
@@ -108,6 +110,8 @@ class Device : public std::enable_shared_from_this<Device> {
 
   Result<Entry> Lookup(uint32_t handle) const;
   uint32_t InsertLocked(Entry entry) SGB_REQUIRES(table_mu_);
+  // Every removal from table_ goes through here (keeps the indexes below exact).
+  Entry EraseLocked(HandleTable::iterator it) SGB_REQUIRES(table_mu_);
   static ReservationObject& ResvOf(const Entry& e);
   // Reservation held: the engine's view of a handle (maps an import if needed).
   Result<DeviceView> View(Entry& e);
@@ -125,7 +129,10 @@ class Device : public std::enable_shared_from_this<Device> {
   FenceTimeline timeline_;
 
   mutable std::mutex table_mu_;  // leaf for lookups; never held across a resv lock
-  std::map<uint32_t, Entry> table_ SGB_GUARDED_BY(table_mu_);
+  HandleTable table_ SGB_GUARDED_BY(table_mu_);  // O(1) lookups by handle
+  // Which handle imports a buffer (one import per buffer): import lookups without a scan.
+  std::unordered_map<const DmaBuf*, uint32_t> import_handles_ SGB_GUARDED_BY(table_mu_);
+  uint32_t bo_count_ SGB_GUARDED_BY(table_mu_) = 0;
   uint32_t next_handle_ SGB_GUARDED_BY(table_mu_) = 1;
 
   mutable std::mutex events_mu_;

@@ -27,6 +27,10 @@ unsigned Attachment::live_mappings() const {
 DmaBuf::DmaBuf(std::shared_ptr<ExporterOps> exporter, ReservationObject& resv, std::string name)
     : exporter_(std::move(exporter)), resv_(resv), name_(std::move(name)) {}
 
+DmaBuf::~DmaBuf() {
+  if (release_hook_) release_hook_(this);
+}
+
 Result<std::shared_ptr<DmaBuf>> DmaBuf::Export(std::shared_ptr<ExporterOps> exporter,
                                                ReservationObject& resv, std::string name) {
   if (!exporter || exporter->size() == 0) return Result<std::shared_ptr<DmaBuf>>::Error(-EINVAL);

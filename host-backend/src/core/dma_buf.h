@@ -179,6 +179,14 @@ class DmaBuf : public std::enable_shared_from_this<DmaBuf> {
   unsigned live_mapping_count() const;  // reservation held
 
   DmaBuf(std::shared_ptr<ExporterOps> exporter, ReservationObject& resv, std::string name);
+  ~DmaBuf();
+  DmaBuf(const DmaBuf&) = delete;
+  DmaBuf& operator=(const DmaBuf&) = delete;
+
+  // Runs once, from the destructor, when the export ends (the export registry forgets the
+  // buffer and closes the descriptor it handed out for it). Set once, by the registry, while
+  // a strong reference is held.
+  void SetReleaseHook(std::function<void(const DmaBuf*)> hook) { release_hook_ = std::move(hook); }
 
  private:
   Status CheckHeld(const char* call) const;
@@ -191,6 +199,7 @@ class DmaBuf : public std::enable_shared_from_this<DmaBuf> {
   uint8_t* vmap_ptr_ = nullptr;             // guarded by resv_
   std::atomic<unsigned> vmap_count_{0};     // written under resv_
   std::atomic<unsigned> attachment_count_{0};
+  std::function<void(const DmaBuf*)> release_hook_;
 };
 
 }  // namespace sharegpu

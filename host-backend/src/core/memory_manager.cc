@@ -50,6 +50,7 @@ struct StorageHolder {
 
 // SYSTEM storage and its charge on the host memory budget, returned when the storage goes.
 struct ChargedStorageHolder {
+  std::shared_ptr<SystemPool> pool;  // outlives the range carved from it
   std::shared_ptr<HostMemoryBudget> budget;
   uint64_t charged = 0;
   std::shared_ptr<Storage> storage;
@@ -78,11 +79,41 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateSystemStorage(uint64_t s
     return R::Error(-ENOSPC);
   }
   holder->charged = bytes;
-  auto storage = Storage::CreateSystem("sharegpu-bo:" + name_, size);
+  auto pool = Pool();
+  if (!pool) return R::Error(pool.status());
+  holder->pool = std::move(pool).value();
+  auto storage = Storage::CreatePooled(*holder->pool, size);
   if (!storage) return storage;
   holder->storage = std::move(storage).value();
   Storage* raw = holder->storage.get();
   return std::shared_ptr<Storage>(holder, raw);
+}
+
+Result<std::shared_ptr<SystemPool>> MemoryManager::Pool() {
+  std::lock_guard lock(pool_mu_);
+  if (!pool_) {
+    auto pool = SystemPool::Create("sharegpu-sys:" + name_);
+    // Out of descriptors (or memory) for the one memfd: reported as the pool's other
+    // failures are, -ENOSPC (the guest gets -ENOSPC, QEMU goes on).
+    if (!pool) return Result<std::shared_ptr<SystemPool>>::Error(-ENOSPC);
+    pool_ = std::move(pool).value();
+  }
+  return pool_;
+}
+
+std::vector<std::shared_ptr<BufferObject>> MemoryManager::LruCandidates(size_t max) {
+  std::vector<std::shared_ptr<BufferObject>> out;  // released by the caller, after lru_mu_
+  std::lock_guard lock(lru_mu_);
+  for (auto it = lru_.begin(); it != lru_.end() && out.size() < max;) {
+    if (auto bo = it->ref.lock()) {
+      out.push_back(std::move(bo));
+      ++it;
+    } else {
+      lru_index_.erase(it->bo);
+      it = lru_.erase(it);
+    }
+  }
+  return out;
 }
 
 Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placement, uint64_t size,
@@ -103,37 +134,35 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
     }
     if (storage.status() != -ENOSPC || !may_evict) return storage;
 
-    // VRAM is full: evict the least recently used buffer we can lock without waiting.
-    std::vector<std::shared_ptr<BufferObject>> candidates;  // released after lru_mu_
-    {
-      std::lock_guard lock(lru_mu_);
-      for (auto it = lru_.begin(); it != lru_.end();) {
-        if (auto bo = it->ref.lock()) {
-          candidates.push_back(std::move(bo));
-          ++it;
-        } else {
-          it = lru_.erase(it);
+    // VRAM is full: evict the least recently used buffer we can lock without waiting. The
+    // LRU is looked at from its old end in growing batches (32, 64, ...), so an eviction
+    // costs O(1) when the oldest buffers can go and O(N) only when most of them are pinned.
+    bool evicted = false;
+    size_t seen = 0;
+    for (size_t batch = 32; !evicted; batch *= 2) {
+      std::vector<std::shared_ptr<BufferObject>> candidates = LruCandidates(batch);
+      for (size_t i = seen; i < candidates.size(); ++i) {
+        const auto& victim = candidates[i];
+        if (victim.get() == requester || victim->pin_count() > 0) continue;
+        // Not one the budget cannot take now: its move would wait for its writers in vain.
+        if (!hostmem_->Fits(victim->size())) continue;
+        if (!victim->resv().TryLock()) continue;  // busy or ours: not a victim now
+        Status err = victim->placement() == Placement::kDevice
+                         ? victim->Move(Placement::kSystem)
+                         : -EAGAIN;
+        victim->resv().Unlock();
+        // A failed eviction (writers pending, the host memory budget full) changed nothing:
+        // the victim is still in VRAM with its contents; try the next one.
+        if (err == kOk) {
+          evictions_.fetch_add(1, std::memory_order_relaxed);
+          Logf(LogLevel::kDebug, "%s: evicted %s to make room for %llu bytes", name_.c_str(),
+               victim->name().c_str(), static_cast<unsigned long long>(size));
+          evicted = true;
+          break;
         }
       }
-    }
-    bool evicted = false;
-    for (const auto& victim : candidates) {
-      if (victim.get() == requester || victim->pin_count() > 0) continue;
-      // Not one the budget cannot take now: its move would wait for its writers in vain.
-      if (!hostmem_->Fits(victim->size())) continue;
-      if (!victim->resv().TryLock()) continue;  // busy or ours: not a victim now
-      Status err = victim->placement() == Placement::kDevice ? victim->Move(Placement::kSystem)
-                                                             : -EAGAIN;
-      victim->resv().Unlock();
-      // A failed eviction (writers pending, the host memory budget full) changed nothing:
-      // the victim is still in VRAM with its contents; try the next one.
-      if (err == kOk) {
-        evictions_.fetch_add(1, std::memory_order_relaxed);
-        Logf(LogLevel::kDebug, "%s: evicted %s to make room for %llu bytes", name_.c_str(),
-             victim->name().c_str(), static_cast<unsigned long long>(size));
-        evicted = true;
-        break;
-      }
+      if (candidates.size() < batch) break;  // the whole LRU was looked at
+      seen = candidates.size();
     }
     if (!evicted) return R::Error(-ENOSPC);
   }
@@ -141,18 +170,21 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
 
 void MemoryManager::LruTouch(const std::shared_ptr<BufferObject>& bo) {
   std::lock_guard lock(lru_mu_);
-  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-    if (it->bo == bo.get()) {
-      lru_.erase(it);
-      break;
-    }
+  auto it = lru_index_.find(bo.get());
+  if (it != lru_index_.end()) {
+    lru_.splice(lru_.end(), lru_, it->second);  // iterators stay valid
+    return;
   }
   lru_.push_back({bo.get(), bo});
+  lru_index_.emplace(bo.get(), std::prev(lru_.end()));
 }
 
 void MemoryManager::LruRemove(const BufferObject* bo) {
   std::lock_guard lock(lru_mu_);
-  lru_.remove_if([bo](const LruEntry& e) { return e.bo == bo || e.ref.expired(); });
+  auto it = lru_index_.find(bo);
+  if (it == lru_index_.end()) return;
+  lru_.erase(it->second);
+  lru_index_.erase(it);
 }
 
 void MemoryManager::SetMoveListener(std::function<void(BufferObject&)> listener) {
@@ -173,6 +205,8 @@ MemoryStats MemoryManager::stats() const {
   s.hostmem_used = hostmem_->used();
   s.hostmem_limit = hostmem_->limit();
   s.hostmem_peak = hostmem_->peak();
+  std::lock_guard lock(pool_mu_);
+  if (pool_) s.system_pool = pool_->stats();
   return s;
 }
 

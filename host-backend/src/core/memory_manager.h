@@ -10,11 +10,13 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "mem/arena.h"
 #include "mem/device_cache.h"
+#include "mem/system_pool.h"
 
 namespace sharegpu {
 
@@ -27,6 +29,7 @@ struct MemoryStats {
   uint64_t hostmem_used = 0;    // bytes of SYSTEM storage alive now (ghosts included)
   uint64_t hostmem_limit = 0;   // 0: unlimited
   uint64_t hostmem_peak = 0;    // the most hostmem_used has ever been
+  SystemPoolStats system_pool;  // where SYSTEM storage lives (zero before the first one)
 };
 
 // Bytes of host memory held in SYSTEM storage, against a limit (0: unlimited). Thread-safe.
@@ -78,6 +81,8 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
   // (whose reservation can be trylocked; never `requester`) to SYSTEM until the range fits.
   // The returned storage keeps the arena alive. With may_evict false, a full VRAM is -ENOSPC
   // (the caller's own memory manager - the guest's TTM - decides what to evict).
+  // SYSTEM storage is a range of the manager's system pool (one sparse memfd, created on the
+  // first SYSTEM allocation), so SYSTEM buffers cost no descriptor each.
   // SYSTEM storage (eviction victims' too) is charged to the host memory budget, page-rounded,
   // until the storage is destroyed; over the limit the allocation is -ENOSPC. A victim whose
   // eviction the budget refuses stays in VRAM, and a DEVICE allocation that could evict
@@ -86,7 +91,8 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
                                                    const BufferObject* requester,
                                                    bool may_evict = true);
 
-  // LRU of DEVICE-placed buffers; most recently used at the back.
+  // LRU of DEVICE-placed buffers; most recently used at the back. O(1) each (an index by
+  // address beside the list).
   void LruTouch(const std::shared_ptr<BufferObject>& bo);
   void LruRemove(const BufferObject* bo);
 
@@ -103,6 +109,9 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
 
  private:
   Result<std::shared_ptr<Storage>> AllocateSystemStorage(uint64_t size);
+  Result<std::shared_ptr<SystemPool>> Pool();
+  // The `max` oldest live LRU entries (dead ones met on the way are dropped).
+  std::vector<std::shared_ptr<BufferObject>> LruCandidates(size_t max);
 
   const std::string name_;
   const std::shared_ptr<Arena> arena_;
@@ -116,6 +125,10 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
   };
   mutable std::mutex lru_mu_;
   std::list<LruEntry> lru_ SGB_GUARDED_BY(lru_mu_);
+  std::unordered_map<const BufferObject*, std::list<LruEntry>::iterator> lru_index_
+      SGB_GUARDED_BY(lru_mu_);
+  mutable std::mutex pool_mu_;
+  std::shared_ptr<SystemPool> pool_ SGB_GUARDED_BY(pool_mu_);
   std::mutex listener_mu_;
   std::function<void(BufferObject&)> move_listener_ SGB_GUARDED_BY(listener_mu_);
   std::atomic<uint64_t> evictions_{0};

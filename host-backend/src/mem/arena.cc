@@ -94,36 +94,38 @@ const char* PlacementName(Placement placement) {
 Result<std::shared_ptr<Storage>> Storage::CreateDevice(Arena& arena, uint64_t size) {
   auto range = arena.Allocate(size);
   if (!range) return Result<std::shared_ptr<Storage>>::Error(range.status());
-  return std::shared_ptr<Storage>(new Storage(Placement::kDevice, range->size,
-                                              arena.data() + range->offset, range->offset, &arena,
-                                              nullptr));
+  std::shared_ptr<Storage> s(new Storage(Placement::kDevice, range->size,
+                                         arena.data() + range->offset, range->offset,
+                                         arena.memfd().fd()));
+  s->arena_ = &arena;
+  return s;
+}
+
+Result<std::shared_ptr<Storage>> Storage::CreatePooled(SystemPool& pool, uint64_t size) {
+  auto range = pool.Allocate(size);
+  if (!range) return Result<std::shared_ptr<Storage>>::Error(range.status());
+  std::shared_ptr<Storage> s(
+      new Storage(Placement::kSystem, range->size, range->data, range->offset, pool.fd()));
+  s->pool_ = &pool;
+  return s;
 }
 
 Result<std::shared_ptr<Storage>> Storage::CreateSystem(const std::string& name, uint64_t size) {
   auto memfd = Memfd::Create(name, size);
   if (!memfd) return Result<std::shared_ptr<Storage>>::Error(memfd.status());
   std::unique_ptr<Memfd> own = std::move(memfd).value();
-  const uint64_t rounded = own->size();
-  uint8_t* data = own->data();
-  return std::shared_ptr<Storage>(
-      new Storage(Placement::kSystem, rounded, data, 0, nullptr, std::move(own)));
+  std::shared_ptr<Storage> s(
+      new Storage(Placement::kSystem, own->size(), own->data(), 0, own->fd()));
+  s->own_ = std::move(own);
+  return s;
 }
 
-Storage::Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, Arena* arena,
-                 std::unique_ptr<Memfd> own)
-    : placement_(placement),
-      size_(size),
-      data_(data),
-      offset_(offset),
-      arena_(arena),
-      own_(std::move(own)) {}
+Storage::Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, int fd)
+    : placement_(placement), size_(size), data_(data), offset_(offset), fd_(fd) {}
 
 Storage::~Storage() {
   if (arena_ != nullptr) arena_->Free(ArenaRange{offset_, size_});
-}
-
-const Memfd& Storage::memfd() const {
-  return own_ ? *own_ : arena_->memfd();
+  if (pool_ != nullptr) pool_->Free(PoolRange{offset_, size_, data_});
 }
 
 }  // namespace sharegpu

@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "mem/memfd.h"
+#include "mem/system_pool.h"
 
 namespace sharegpu {
 
@@ -47,13 +48,17 @@ class Arena {
 enum class Placement : uint8_t { kDevice = 0, kSystem = 1 };
 const char* PlacementName(Placement placement);
 
-// The pages a buffer object's contents live in right now: a DEVICE range of an arena or a
-// SYSTEM memfd of its own. Freeing is RAII: the destructor returns the arena range. Shared
+// The pages a buffer object's contents live in right now: a DEVICE range of an arena, a
+// SYSTEM range of a device's system pool, or a SYSTEM memfd of its own (tests, benchmarks).
+// Freeing is RAII: the destructor returns the arena or pool range. Shared
 // (std::shared_ptr) so that a move can keep the old storage alive until fences and mappings
 // that still reference it are gone.
 class Storage {
  public:
   static Result<std::shared_ptr<Storage>> CreateDevice(Arena& arena, uint64_t size);
+  // A range of `pool` (which must outlive the storage): what device buffers use.
+  static Result<std::shared_ptr<Storage>> CreatePooled(SystemPool& pool, uint64_t size);
+  // A memfd of its own (one descriptor per storage: for tests and benchmarks).
   static Result<std::shared_ptr<Storage>> CreateSystem(const std::string& name, uint64_t size);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -63,19 +68,21 @@ class Storage {
   // The requested size rounded up to whole pages (the cache model and mmap work in pages).
   uint64_t size() const { return size_; }
   uint8_t* data() const { return data_; }
-  // The memfd holding the pages and the pages' offset in it (the arena's for DEVICE).
-  const Memfd& memfd() const;
+  // The memfd holding the pages (borrowed: the arena's, the pool's or its own) and the pages'
+  // offset in it (page-aligned).
+  int fd() const { return fd_; }
   uint64_t offset() const { return offset_; }
 
  private:
-  Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, Arena* arena,
-          std::unique_ptr<Memfd> own);
+  Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, int fd);
   Placement placement_;
   uint64_t size_;
   uint8_t* data_;
   uint64_t offset_;
-  Arena* arena_;                // DEVICE: where to free; must outlive the storage
-  std::unique_ptr<Memfd> own_;  // SYSTEM
+  int fd_;
+  Arena* arena_ = nullptr;      // DEVICE: where to free; must outlive the storage
+  SystemPool* pool_ = nullptr;  // SYSTEM in a pool: likewise
+  std::unique_ptr<Memfd> own_;  // SYSTEM of its own
 };
 
 }  // namespace sharegpu

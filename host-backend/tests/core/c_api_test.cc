@@ -336,3 +336,94 @@ TEST(CApiTest, ZeroHostMemoryLimitMeansUnlimited) {
 
 }  // namespace
 }  // namespace sharegpu::testing
+
+namespace sharegpu::testing {
+namespace {
+
+size_t OpenFds() { return sgb_process_open_fds(); }
+
+// Buffers in SYSTEM placement are ranges of one pool memfd per device: creating, evicting
+// and destroying thousands of them opens no descriptor, and zero-copy storage is the pool's
+// descriptor at a page-aligned offset of each buffer's own.
+TEST(CApiTest, SystemBuffersHoldNoDescriptorEach) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "fds");
+  ASSERT_NE(dev, nullptr);
+  uint32_t first = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_SYSTEM, 0, &first), 0);  // the pool
+  const size_t before = OpenFds();
+  std::vector<uint32_t> handles;
+  for (int i = 0; i < 2000; ++i) {
+    uint32_t h = 0;
+    ASSERT_EQ(sgb_bo_create(dev, kPage * (1 + i % 2), SGB_PLACEMENT_SYSTEM, 0, &h), 0) << i;
+    handles.push_back(h);
+  }
+  for (int i = 0; i < 64; ++i) {  // 2 MiB of VRAM, 64 KiB each: the later ones evict
+    uint32_t h = 0;
+    ASSERT_EQ(sgb_bo_create(dev, 16 * kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0) << i;
+    handles.push_back(h);
+  }
+  sgb_device_stats stats{};
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
+  EXPECT_GT(stats.evictions, 0u);
+  EXPECT_EQ(OpenFds(), before);
+
+  int fd0 = -1, fd1 = -1;
+  uint64_t off0 = 1, off1 = 1, size = 0;
+  void *p0 = nullptr, *p1 = nullptr;
+  ASSERT_EQ(sgb_bo_storage(dev, handles[0], &fd0, &off0, &p0, &size), 0);
+  ASSERT_EQ(sgb_bo_storage(dev, handles[1], &fd1, &off1, &p1, &size), 0);
+  EXPECT_EQ(fd0, fd1);
+  EXPECT_NE(off0, off1);
+  EXPECT_EQ(off0 % kPage, 0u);
+  EXPECT_EQ(off1 % kPage, 0u);
+  EXPECT_EQ(size, 2 * kPage);
+  // The bytes behind the descriptor and offset are the buffer's.
+  std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 7);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, handles[1], 0, bytes.data(), bytes.size()), 0);
+  std::vector<uint8_t> via_fd(bytes.size());
+  ASSERT_EQ(pread(fd1, via_fd.data(), via_fd.size(), static_cast<off_t>(off1)),
+            static_cast<ssize_t>(via_fd.size()));
+  EXPECT_EQ(via_fd, bytes);
+
+  for (uint32_t h : handles) ASSERT_EQ(sgb_bo_destroy(dev, h), 0);
+  EXPECT_EQ(OpenFds(), before);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+// An export holds a descriptor only once one was asked for, and only until the export ends.
+TEST(CApiTest, ExportDescriptorClosedWhenExportEnds) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* a = NewDevice(backend, "a");
+  sgb_device* b = NewDevice(backend, "b");
+  ASSERT_TRUE(a && b);
+  uint32_t h = 0, imp = 0, by_uuid = 0, imp2 = 0;
+  ASSERT_EQ(sgb_bo_create(a, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
+  ASSERT_EQ(sgb_bo_create(a, kPage, SGB_PLACEMENT_DEVICE, 0, &by_uuid), 0);
+  const size_t before = OpenFds();
+  sgb_uuid uuid{};
+  ASSERT_EQ(sgb_bo_export(a, by_uuid, &uuid, nullptr), 0);
+  ASSERT_EQ(sgb_bo_import_uuid(b, &uuid, &imp2), 0);
+  EXPECT_EQ(OpenFds(), before);  // by UUID: no descriptor at all
+
+  int fd = -1;
+  ASSERT_EQ(sgb_bo_export(a, h, &uuid, &fd), 0);
+  EXPECT_EQ(OpenFds(), before + 2);  // the registry's identity and the caller's dup
+  ASSERT_EQ(sgb_bo_import_fd(b, fd, &imp), 0);
+  close(fd);
+  EXPECT_EQ(OpenFds(), before + 1);
+  ASSERT_EQ(sgb_bo_destroy(a, h), 0);
+  EXPECT_EQ(OpenFds(), before + 1);  // the import keeps the export
+  ASSERT_EQ(sgb_bo_destroy(b, imp), 0);
+  EXPECT_EQ(OpenFds(), before);
+  EXPECT_EQ(sgb_bo_import_uuid(b, &uuid, &imp), -ENOENT);
+  sgb_device_destroy(b);
+  sgb_device_destroy(a);
+  sgb_backend_unref(backend);
+}
+
+}  // namespace
+}  // namespace sharegpu::testing

@@ -210,7 +210,7 @@ TEST(StorageTest, DeviceRangeFreedOnDestruction) {
     EXPECT_STREQ(PlacementName(storage->placement()), "DEVICE");
     EXPECT_EQ(storage->size(), 3 * kPageSize);
     EXPECT_EQ(arena->used(), 3 * kPageSize);
-    EXPECT_EQ(&storage->memfd(), &arena->memfd());
+    EXPECT_EQ(storage->fd(), arena->memfd().fd());
     EXPECT_EQ(storage->data(), arena->data() + storage->offset());
     EXPECT_TRUE(IsPageAligned(storage->offset()));
     // Not enough left for a second one.
@@ -235,9 +235,8 @@ TEST(StorageTest, SystemStorageHasItsOwnMemfd) {
   EXPECT_STREQ(PlacementName((*a)->placement()), "SYSTEM");
   EXPECT_EQ((*a)->size(), kPageSize);
   EXPECT_EQ((*a)->offset(), 0u);
-  EXPECT_EQ((*a)->data(), (*a)->memfd().data());
-  EXPECT_NE((*a)->memfd().fd(), (*b)->memfd().fd());
-  EXPECT_NE((*a)->memfd().fd(), arena->memfd().fd());
+  EXPECT_NE((*a)->fd(), (*b)->fd());
+  EXPECT_NE((*a)->fd(), arena->memfd().fd());
   EXPECT_EQ(arena->used(), 0u);
   // Separate files: writing one leaves the other untouched.
   std::memset((*a)->data(), 0x11, (*a)->size());
