@@ -255,14 +255,28 @@ int Submit(int fd, drm_sharegpu_cmd* cmds, uint32_t n, uint32_t flags, drm_share
   return ret;
 }
 
-int Fill(int fd, uint32_t h, uint64_t off, uint64_t size, uint32_t pattern,
-         uint32_t extra_flags) {
+drm_sharegpu_cmd FillCmd(uint32_t h, uint64_t size, uint32_t pattern, uint64_t off) {
   drm_sharegpu_cmd c{};
   c.op = SHAREGPU_CMD_FILL;
   c.dst_handle = h;
   c.dst_offset = off;
   c.size = size;
   c.pattern = pattern;
+  return c;
+}
+
+drm_sharegpu_cmd ChecksumCmd(uint32_t h, uint64_t size, uint64_t off) {
+  drm_sharegpu_cmd c{};
+  c.op = SHAREGPU_CMD_CHECKSUM;
+  c.src_handle = h;
+  c.src_offset = off;
+  c.size = size;
+  return c;
+}
+
+int Fill(int fd, uint32_t h, uint64_t off, uint64_t size, uint32_t pattern,
+         uint32_t extra_flags) {
+  drm_sharegpu_cmd c = FillCmd(h, size, pattern, off);
   return Submit(fd, &c, 1, SHAREGPU_SUBMIT_F_WAIT | extra_flags);
 }
 
@@ -279,11 +293,7 @@ int Copy(int fd, uint32_t dst, uint64_t dst_off, uint32_t src, uint64_t src_off,
 }
 
 int64_t Checksum(int fd, uint32_t h, uint64_t off, uint64_t size, uint32_t extra_flags) {
-  drm_sharegpu_cmd c{};
-  c.op = SHAREGPU_CMD_CHECKSUM;
-  c.src_handle = h;
-  c.src_offset = off;
-  c.size = size;
+  drm_sharegpu_cmd c = ChecksumCmd(h, size, off);
   int ret = Submit(fd, &c, 1, SHAREGPU_SUBMIT_F_WAIT | extra_flags);
   if (ret) return ret;
   return static_cast<int64_t>(static_cast<uint32_t>(c.result));

@@ -74,6 +74,10 @@ int BoMove(int fd, uint32_t handle, uint32_t domain, uint64_t* vram_off = nullpt
 int BoPin(int fd, uint32_t handle, bool unpin, uint32_t* pin_count = nullptr);
 int GetInfo(int fd, drm_sharegpu_info* info);
 
+// One FILL / CHECKSUM command (for batching several into one Submit()).
+drm_sharegpu_cmd FillCmd(uint32_t h, uint64_t size, uint32_t pattern, uint64_t off = 0);
+drm_sharegpu_cmd ChecksumCmd(uint32_t h, uint64_t size, uint64_t off = 0);
+
 // Jobs. Submit() fills *out (job_id, out_fence_fd) when given.
 int Submit(int fd, drm_sharegpu_cmd* cmds, uint32_t n, uint32_t flags,
            drm_sharegpu_submit* out = nullptr, int in_fence_fd = -1);

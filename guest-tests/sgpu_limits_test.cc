@@ -94,15 +94,6 @@ int RawSubmit(int fd, drm_sharegpu_cmd* cmds, uint32_t n, uint32_t flags,
   return ret == -1 ? -errno : 0;
 }
 
-drm_sharegpu_cmd FillCmd(uint32_t h, uint64_t size, uint32_t pattern) {
-  drm_sharegpu_cmd c{};
-  c.op = SHAREGPU_CMD_FILL;
-  c.dst_handle = h;
-  c.size = size;
-  c.pattern = pattern;
-  return c;
-}
-
 int SyncobjCreate(int fd, uint32_t* h) {
   drm_syncobj_create c{};
   int ret = Ioctl(fd, DRM_IOCTL_SYNCOBJ_CREATE, &c);

@@ -54,23 +54,6 @@ int RunBatched(int fd, std::vector<drm_sharegpu_cmd>& cmds) {
   return 0;
 }
 
-drm_sharegpu_cmd FillCmd(uint32_t h, uint32_t pattern) {
-  drm_sharegpu_cmd c{};
-  c.op = SHAREGPU_CMD_FILL;
-  c.dst_handle = h;
-  c.size = kSmall;
-  c.pattern = pattern;
-  return c;
-}
-
-drm_sharegpu_cmd ChecksumCmd(uint32_t h) {
-  drm_sharegpu_cmd c{};
-  c.op = SHAREGPU_CMD_CHECKSUM;
-  c.src_handle = h;
-  c.size = kSmall;
-  return c;
-}
-
 // Checksums every buffer through its owner, and every import through its importer.
 void ExpectAllIntact(Dev* devs[2], const std::vector<Buf>& bufs, const char* when) {
   for (int through_import = 0; through_import < 2; ++through_import) {
@@ -79,10 +62,10 @@ void ExpectAllIntact(Dev* devs[2], const std::vector<Buf>& bufs, const char* whe
       std::vector<const Buf*> who;
       for (const Buf& b : bufs) {
         if (!through_import && b.dev == d) {
-          cmds.push_back(ChecksumCmd(b.handle));
+          cmds.push_back(ChecksumCmd(b.handle, kSmall));
           who.push_back(&b);
         } else if (through_import && b.imp_dev == d) {
-          cmds.push_back(ChecksumCmd(b.imp_handle));
+          cmds.push_back(ChecksumCmd(b.imp_handle, kSmall));
           who.push_back(&b);
         }
       }
@@ -126,7 +109,7 @@ TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
   for (int d = 0; d < 2; ++d) {
     std::vector<drm_sharegpu_cmd> cmds;
     for (const Buf& b : bufs) {
-      if (b.dev == d) cmds.push_back(FillCmd(b.handle, b.pattern));
+      if (b.dev == d) cmds.push_back(FillCmd(b.handle, kSmall, b.pattern));
     }
     ASSERT_EQ(RunBatched(devs[d]->fd, cmds), 0) << "fill on device " << d;
   }
