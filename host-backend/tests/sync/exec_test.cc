@@ -91,7 +91,10 @@ TEST(ExecTest, PrepareReservesFenceSlots) {
 void ForcedContention(WwClass& cls) {
   ReservationObject x(cls), y(cls);
   const bool wound_wait = cls.algorithm() == WwAlgorithm::kWoundWait;
-  std::latch old_holds_x(1), exec_holds_y(1);
+  // exec_died: wait-die only. The old context must keep X until the exec has tried X and died;
+  // releasing X as soon as the exec holds Y (as this test once did) let the exec sometimes
+  // take X uncontended: no retry, a failure seen under TSan's scheduling.
+  std::latch old_holds_x(1), exec_holds_y(1), exec_died(1);
   std::atomic<bool> old_done{false};
   std::thread old_thread([&] {
     WwAcquireCtx old_ctx(cls);  // stamp taken before the exec exists: older
@@ -101,6 +104,8 @@ void ForcedContention(WwClass& cls) {
     if (wound_wait) {
       ASSERT_EQ(y.Lock(&old_ctx), 0);  // possible only once the exec backed off
       y.Unlock();
+    } else {
+      exec_died.wait();
     }
     old_done.store(true);
     x.Unlock();
@@ -116,6 +121,7 @@ void ForcedContention(WwClass& cls) {
       if (Status err = e.Lock(x); err != 0) {
         EXPECT_EQ(err, -EDEADLK);
         EXPECT_EQ(passes, 1);
+        if (!wound_wait) exec_died.count_down();
         return err;
       }
       return 0;
