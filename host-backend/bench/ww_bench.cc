@@ -5,9 +5,22 @@
 // Each iteration locks and then unlocks 800 distinct objects picked at random (in random order)
 // from a pool of 100,000, on 1, 2 and 4 threads. Both variants use the same pre-generated sets
 // (per thread index) and the same pool size, and run the same thread counts.
+//
+// High contention: 8 threads lock sets of 4 out of 16 objects (each object on its own cache
+// line, as separate buffers are), where back-off spends its time retrying.
+//
+// Fairness: the same 8-thread high-contention load for a fixed time, each thread counting the
+// sets it completed; `ratio ww_fairness_4_of_16_t8` is the worst thread's count over the best
+// thread's (1.0 = perfectly even). Google Benchmark gives every thread the same number of
+// iterations, so this one runs its own threads, once, and prints its line at exit (after the
+// time ratios).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -25,26 +38,43 @@ constexpr int kSetSize = 800;
 constexpr int kSetsPerThread = 32;
 constexpr int kMaxThreads = 4;
 
+// The high-contention case.
+constexpr int kHotPoolSize = 16;
+constexpr int kHotSetSize = 4;
+constexpr int kHotThreads = 8;
+constexpr int kHotSetsPerThread = 256;
+constexpr auto kFairnessRun = std::chrono::milliseconds(500);
+
 using Set = std::vector<int>;
+
+// Random sets of `set_size` distinct ids (in random order) out of `pool_size`, per thread.
+std::vector<std::vector<Set>>* MakeSets(int threads, int sets_per_thread, int pool_size,
+                                        int set_size, uint32_t seed) {
+  auto* all = new std::vector<std::vector<Set>>(threads);
+  std::vector<int> ids(pool_size);
+  for (int t = 0; t < threads; ++t) {
+    std::mt19937 rng(seed + t);
+    for (int k = 0; k < sets_per_thread; ++k) {
+      std::iota(ids.begin(), ids.end(), 0);
+      for (int i = 0; i < set_size; ++i) {  // partial Fisher-Yates: distinct, random order
+        std::uniform_int_distribution<int> pick(i, pool_size - 1);
+        std::swap(ids[i], ids[pick(rng)]);
+      }
+      (*all)[t].emplace_back(ids.begin(), ids.begin() + set_size);
+    }
+  }
+  return all;
+}
 
 // Sets for thread t: the same for both variants, generated once.
 const std::vector<Set>& SetsFor(int thread) {
-  static const auto* const sets = [] {
-    auto* all = new std::vector<std::vector<Set>>(kMaxThreads);
-    std::vector<int> ids(kPoolSize);
-    for (int t = 0; t < kMaxThreads; ++t) {
-      std::mt19937 rng(0x5eed + t);
-      for (int k = 0; k < kSetsPerThread; ++k) {
-        std::iota(ids.begin(), ids.end(), 0);
-        for (int i = 0; i < kSetSize; ++i) {  // partial Fisher-Yates: distinct, random order
-          std::uniform_int_distribution<int> pick(i, kPoolSize - 1);
-          std::swap(ids[i], ids[pick(rng)]);
-        }
-        (*all)[t].emplace_back(ids.begin(), ids.begin() + kSetSize);
-      }
-    }
-    return all;
-  }();
+  static const auto* const sets = MakeSets(kMaxThreads, kSetsPerThread, kPoolSize, kSetSize, 0x5eed);
+  return (*sets)[thread];
+}
+
+const std::vector<Set>& HotSetsFor(int thread) {
+  static const auto* const sets =
+      MakeSets(kHotThreads, kHotSetsPerThread, kHotPoolSize, kHotSetSize, 0xf00d);
   return (*sets)[thread];
 }
 
@@ -70,9 +100,32 @@ std::vector<std::mutex>& StdPool() {
   return *pool;
 }
 
+// High contention: one object per cache line for both variants (no false sharing).
+struct alignas(64) HotWwSlot {
+  HotWwSlot() : mu(BenchClass()) {}
+  WwMutex mu;
+};
+struct alignas(64) HotStdSlot {
+  std::mutex mu;
+  void lock() { mu.lock(); }
+  bool try_lock() { return mu.try_lock(); }
+  void unlock() { mu.unlock(); }
+};
+
+std::vector<HotWwSlot>& HotWwPool() {
+  static auto* const pool = new std::vector<HotWwSlot>(kHotPoolSize);
+  return *pool;
+}
+
+std::vector<HotStdSlot>& HotStdPool() {
+  static auto* const pool = new std::vector<HotStdSlot>(kHotPoolSize);
+  return *pool;
+}
+
 // The ww_mutex protocol: on -EDEADLK drop everything, sleep on the contended lock with
 // LockSlow, and go around again (the contended lock is already ours).
-void WwLockUnlock(WwPoolT& pool, const Set& set) {
+template <typename Pool>
+void WwLockUnlock(Pool& pool, const Set& set) {
   WwAcquireCtx ctx(BenchClass());
   int contended = -1;
   for (;;) {
@@ -98,7 +151,8 @@ void WwLockUnlock(WwPoolT& pool, const Set& set) {
 }
 
 // std::lock for N mutexes as libstdc++ implements it.
-void StdLockUnlock(std::vector<std::mutex>& pool, const Set& set) {
+template <typename Pool>
+void StdLockUnlock(Pool& pool, const Set& set) {
   const size_t n = set.size();
   size_t first = 0;
   for (;;) {
@@ -131,8 +185,91 @@ void BM_StdLock(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kSetSize);
 }
 
+void BM_WwLockHot(benchmark::State& state) {
+  auto& pool = HotWwPool();
+  const auto& sets = HotSetsFor(state.thread_index());
+  size_t k = 0;
+  for (auto _ : state) WwLockUnlock(pool, sets[k++ % sets.size()]);
+  state.SetItemsProcessed(state.iterations() * kHotSetSize);
+}
+
+void BM_StdLockHot(benchmark::State& state) {
+  auto& pool = HotStdPool();
+  const auto& sets = HotSetsFor(state.thread_index());
+  size_t k = 0;
+  for (auto _ : state) StdLockUnlock(pool, sets[k++ % sets.size()]);
+  state.SetItemsProcessed(state.iterations() * kHotSetSize);
+}
+
+// kHotThreads threads run the high-contention load for kFairnessRun; returns the worst
+// thread's completed sets over the best thread's.
+template <typename Pool, typename LockUnlock>
+double MeasureFairness(Pool& pool, LockUnlock lock_unlock, uint64_t* total) {
+  std::vector<uint64_t> done(kHotThreads, 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kHotThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const auto& sets = HotSetsFor(t);
+      ready.fetch_add(1);
+      while (ready.load() < kHotThreads) std::this_thread::yield();
+      uint64_t n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        lock_unlock(pool, sets[n % sets.size()]);
+        ++n;
+      }
+      done[t] = n;
+    });
+  }
+  while (ready.load() < kHotThreads) std::this_thread::yield();
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < kFairnessRun) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // a timer, not synchronisation
+  }
+  stop.store(true);
+  for (auto& th : threads) th.join();
+  const auto [lo, hi] = std::minmax_element(done.begin(), done.end());
+  *total = 0;
+  for (uint64_t n : done) *total += n;
+  return *hi == 0 ? 0.0 : static_cast<double>(*lo) / static_cast<double>(*hi);
+}
+
+double g_ww_fairness = -1;
+
+void BM_WwFairness(benchmark::State& state) {
+  for (auto _ : state) {
+    uint64_t total = 0;
+    g_ww_fairness = MeasureFairness(
+        HotWwPool(), [](auto& pool, const Set& set) { WwLockUnlock(pool, set); }, &total);
+    state.counters["worst_vs_best"] = g_ww_fairness;
+    state.counters["sets"] = static_cast<double>(total);
+  }
+  static const bool registered = [] {
+    std::atexit([] {
+      if (g_ww_fairness >= 0) std::printf("ratio ww_fairness_4_of_16_t8 %.3f\n", g_ww_fairness);
+    });
+    return true;
+  }();
+  (void)registered;
+}
+
+// The same figure for the back-off baseline (information only: no ratio line).
+void BM_StdFairness(benchmark::State& state) {
+  for (auto _ : state) {
+    uint64_t total = 0;
+    state.counters["worst_vs_best"] = MeasureFairness(
+        HotStdPool(), [](auto& pool, const Set& set) { StdLockUnlock(pool, set); }, &total);
+    state.counters["sets"] = static_cast<double>(total);
+  }
+}
+
 BENCHMARK(BM_WwLock)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
 BENCHMARK(BM_StdLock)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+BENCHMARK(BM_WwLockHot)->Threads(kHotThreads)->UseRealTime();
+BENCHMARK(BM_StdLockHot)->Threads(kHotThreads)->UseRealTime();
+BENCHMARK(BM_WwFairness)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_StdFairness)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 const bool kRatiosRegistered = [] {
   for (int t : {1, 2, 4}) {
@@ -140,6 +277,9 @@ const bool kRatiosRegistered = [] {
     bench::RegisterRatio("ww_lock_800_of_100k_t" + std::to_string(t), "BM_WwLock" + suffix,
                          "BM_StdLock" + suffix, bench::RatioKind::kTime);
   }
+  const std::string hot = "/real_time/threads:" + std::to_string(kHotThreads);
+  bench::RegisterRatio("ww_lock_4_of_16_t8", "BM_WwLockHot" + hot, "BM_StdLockHot" + hot,
+                       bench::RatioKind::kTime);
   return true;
 }();
 
