@@ -234,8 +234,10 @@ int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   }
   // Fast path: free and nobody waiting (so nobody to wound or kill): one compare-exchange,
   // without reading the mutex first (a read then a write would fetch a contended line twice).
+  // acq_rel, not just acquire: storing our context's address publishes its fields (stamp)
+  // to waiters that read state_ and wound or compare with it.
   uintptr_t s = 0;
-  if (state_.compare_exchange_strong(s, mine, std::memory_order_acquire,
+  if (state_.compare_exchange_strong(s, mine, std::memory_order_acq_rel,
                                      std::memory_order_relaxed)) {
     Acquired(ctx);
     return 0;
@@ -262,7 +264,7 @@ bool WwMutex::SpinOnOwner(WwAcquireCtx* ctx, uintptr_t mine) {
   for (unsigned i = 1;; ++i) {
     uintptr_t s = state_.load(std::memory_order_relaxed);
     if (s == 0) {
-      if (state_.compare_exchange_weak(s, mine, std::memory_order_acquire,
+      if (state_.compare_exchange_weak(s, mine, std::memory_order_acq_rel,
                                        std::memory_order_relaxed)) {
         const int64_t took = NowNs() - start;
         class_.spin_avg_ns_.store(avg + (took - avg) / 8, std::memory_order_relaxed);
