@@ -1,8 +1,6 @@
 #include "sync/ww_mutex.h"
 
-#include <algorithm>
 #include <cstdlib>
-#include <functional>
 
 #include "common/log.h"
 
@@ -24,43 +22,6 @@ void ReportMisuse(WwMisuse misuse, const char* detail) {
 bool Younger(const WwAcquireCtx* a, const WwAcquireCtx* b) {
   return static_cast<int64_t>(a->stamp() - b->stamp()) > 0;
 }
-
-using Clock = std::chrono::steady_clock;
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
-// "Is the holder running?" (the kernel's owner->on_cpu) for spinners. A thread that parks in
-// a WwMutex counts itself here, keyed by a hash of its id, so a spinner can tell from the
-// holder's thread id alone, without touching the holder's context (which may be gone by the
-// time it looks). A collision only ends a spin early. Threads blocked elsewhere (or preempted)
-// look running: the spin is bounded anyway.
-struct alignas(64) SleepSlot {
-  std::atomic<uint32_t> parked{0};
-};
-SleepSlot g_sleep_slots[128];
-
-SleepSlot& SleepSlotOf(std::thread::id id) {
-  return g_sleep_slots[std::hash<std::thread::id>{}(id) % 128];
-}
-
-// Spin limits: never longer than a sleep/wake-up round trip costs (tens of microseconds on the
-// CI kind of VM); within that, twice the running average of successful spins.
-// (No sched_yield() between looks: a yielding spinner is not queued, and on a busy machine a
-// yield can take milliseconds, during which newcomers overtake it: measured, it starved the
-// waiter of the hand-off test as badly as having no hand-off.)
-constexpr int64_t kMaxSpinNs = 20'000;
-constexpr int64_t kMinSpinNs = 1'000;
 
 }  // namespace
 
@@ -91,8 +52,8 @@ WwMisuseHandler SetWwMisuseHandler(WwMisuseHandler handler) {
   return g_misuse_handler.exchange(handler, std::memory_order_acq_rel);
 }
 
-WwClass::WwClass(std::string name, WwAlgorithm algorithm, std::chrono::nanoseconds handoff_after)
-    : name_(std::move(name)), algorithm_(algorithm), handoff_after_(handoff_after) {}
+WwClass::WwClass(std::string name, WwAlgorithm algorithm)
+    : name_(std::move(name)), algorithm_(algorithm) {}
 
 namespace internal {
 
@@ -117,11 +78,8 @@ WwAcquireCtx::WwAcquireCtx(WwClass& ww_class)
 WwAcquireCtx::~WwAcquireCtx() {
   if (acquired() == 0) return;
   ReportMisuse(WwMisuse::kContextDestroyedHoldingLocks, "~WwAcquireCtx with locks held");
-#if SGB_WW_DEBUG
   // The handler returned (a test): detach the leaked locks so that no mutex points at this
   // dead context; they stay held by this thread as plain locks and can still be unlocked.
-  // (Without the held list the leaked mutexes keep naming the dead context; the default
-  // handler aborts before that matters.)
   while (WwMutex* m = held_head_) {
     held_head_ = m->held_next_;
     m->held_prev_ = m->held_next_ = nullptr;
@@ -131,7 +89,6 @@ WwAcquireCtx::~WwAcquireCtx() {
     }
   }
   acquired_.store(0, std::memory_order_relaxed);
-#endif
 }
 
 void WwAcquireCtx::Done() {
@@ -144,8 +101,6 @@ static_assert(alignof(WwAcquireCtx) > 2, "WwMutex::state_ keeps flags in the low
 struct WwMutex::Waiter {
   WwAcquireCtx* ctx;
   internal::WwParker* parker;
-  int64_t since_ns;      // when it queued: the hand-off clock
-  bool handed = false;   // UnlockSlow() made it the holder (state_ names it already)
   Waiter* prev = nullptr;
   Waiter* next = nullptr;
 };
@@ -162,22 +117,17 @@ WwMutex::~WwMutex() {
 }
 
 bool WwMutex::ValidateCtx(WwAcquireCtx* ctx, bool slow) {
-  if constexpr (kWwDebugChecks) {
-    if (ctx->owner_ != std::this_thread::get_id()) {
-      ReportMisuse(WwMisuse::kContextUsedFromOtherThread,
-                   "acquire context used by another thread");
-      return false;
-    }
+  if (ctx->owner_ != std::this_thread::get_id()) {
+    ReportMisuse(WwMisuse::kContextUsedFromOtherThread, "acquire context used by another thread");
+    return false;
   }
   if (ctx->done_) {
     ReportMisuse(WwMisuse::kLockAfterDone, "lock after WwAcquireCtx::Done()");
     return false;
   }
-  if constexpr (kWwDebugChecks) {
-    if (&ctx->class_ != &class_) {
-      ReportMisuse(WwMisuse::kClassMismatch, "context and mutex belong to different WwClass");
-      return false;
-    }
+  if (&ctx->class_ != &class_) {
+    ReportMisuse(WwMisuse::kClassMismatch, "context and mutex belong to different WwClass");
+    return false;
   }
   if (slow && ctx->contended_ == nullptr) {
     ReportMisuse(WwMisuse::kSlowWithoutDeadlock, "LockSlow() without a pending -EDEADLK");
@@ -228,79 +178,21 @@ bool WwMutex::TryLock(WwAcquireCtx* ctx) {
 
 int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   const uintptr_t mine = reinterpret_cast<uintptr_t>(ctx) | kLocked;
-  // Nobody can wound a context that holds nothing, so this cannot race with a wound.
-  if (ctx != nullptr && ctx->acquired() == 0) {
-    ctx->wounded_.store(false, std::memory_order_relaxed);
+  if (ctx != nullptr) {
+    // Only ctx's own thread (this one) ever stores ctx into state_, so this is exact.
+    if (CtxOf(state_.load()) == ctx) return -EALREADY;
+    // Nobody can wound a context that holds nothing, so this cannot race with a wound.
+    if (ctx->acquired() == 0) ctx->wounded_.store(false, std::memory_order_relaxed);
   }
-  // Fast path: free and nobody waiting (so nobody to wound or kill): one compare-exchange,
-  // without reading the mutex first (a read then a write would fetch a contended line twice).
-  // acq_rel, not just acquire: storing our context's address publishes its fields (stamp)
-  // to waiters that read state_ and wound or compare with it.
-  uintptr_t s = 0;
-  if (state_.compare_exchange_strong(s, mine, std::memory_order_acq_rel,
-                                     std::memory_order_relaxed)) {
+  // Fast path: free and nobody waiting. With no waiters there is nobody to wound or kill.
+  uintptr_t expected = 0;
+  if (state_.compare_exchange_strong(expected, mine)) {
     Acquired(ctx);
     return 0;
   }
-  // Only ctx's own thread (this one) ever stores ctx into state_, so this is exact.
-  if (ctx != nullptr && CtxOf(s) == ctx) return -EALREADY;
-  return LockContended(ctx, mine);
-}
 
-// mutex_optimistic_spin() / ww_mutex_spin_on_owner(): wait for the holder to release while it
-// is running, instead of sleeping (a sleep and a wake-up cost far more than a short hold).
-// Only while nobody sleeps on the mutex (a spinner must not overtake queued waiters, which
-// may be older contexts that we would have to yield to), and only while this context need
-// not back off (wounded: its next wait must return -EDEADLK, which the slow path does).
-// A wait-die context that would have to die spins at most until the holder blocks (then the
-// holder looks asleep) or the bound runs out; a wound-wait context that would wound its
-// holder likewise: wounds only matter once somebody sleeps. The bound adapts to how long
-// successful spins took, per class.
-bool WwMutex::SpinOnOwner(WwAcquireCtx* ctx, uintptr_t mine) {
-  const int64_t avg = class_.spin_avg_ns_.load(std::memory_order_relaxed);
-  const int64_t limit = std::clamp<int64_t>(2 * avg + kMinSpinNs, kMinSpinNs, kMaxSpinNs);
-  const int64_t start = NowNs();
-  int64_t now = start;
-  for (unsigned i = 1;; ++i) {
-    uintptr_t s = state_.load(std::memory_order_relaxed);
-    if (s == 0) {
-      if (state_.compare_exchange_weak(s, mine, std::memory_order_acq_rel,
-                                       std::memory_order_relaxed)) {
-        const int64_t took = NowNs() - start;
-        class_.spin_avg_ns_.store(avg + (took - avg) / 8, std::memory_order_relaxed);
-        return true;
-      }
-      continue;
-    }
-    if ((s & kWaiters) != 0) return false;
-    if (ctx != nullptr && ctx->wounded_.load(std::memory_order_relaxed) && ctx->acquired() > 0) {
-      return false;
-    }
-    const std::thread::id holder = owner_thread_.load(std::memory_order_relaxed);
-    if (holder != std::thread::id() &&
-        SleepSlotOf(holder).parked.load(std::memory_order_relaxed) != 0) {
-      return false;  // the holder sleeps: it will not release soon
-    }
-    CpuRelax();
-    if (i % 32 == 0) {
-      now = NowNs();
-      if (now - start > limit) break;
-    }
-  }
-  // Failed: pull the average towards the limit we spent, so that hopeless spins shrink it only
-  // when the successful ones are short too.
-  class_.spin_avg_ns_.store(avg + (now - start - 2 * avg) / 8, std::memory_order_relaxed);
-  return false;
-}
-
-int WwMutex::LockContended(WwAcquireCtx* ctx, uintptr_t mine) {
-  if (SpinOnOwner(ctx, mine)) {
-    Acquired(ctx);
-    return 0;
-  }
   std::unique_lock lock(WaitLock());
-  // Take it if it is free (barging: waiters may have been woken but not run yet; an unlock
-  // never leaves it free once the first waiter is due a hand-off), otherwise announce a
+  // Take it if it is free (waiters may have been woken but not run yet), otherwise announce a
   // waiter so that the holder cannot release it, or vanish, without taking the wait lock.
   for (uintptr_t s = state_.load();;) {
     if ((s & kLocked) == 0) {
@@ -315,21 +207,14 @@ int WwMutex::LockContended(WwAcquireCtx* ctx, uintptr_t mine) {
   }
 
   internal::WwParker local_parker;  // context-less waiters cannot be wounded: park locally
-  Waiter waiter{ctx, ctx != nullptr ? &ctx->parker_ : &local_parker, NowNs()};
+  Waiter waiter{ctx, ctx != nullptr ? &ctx->parker_ : &local_parker};
   if (int ret = AddWaiter(&waiter, ctx); ret != 0) {
     if (waiters_ == nullptr) SetWaitersFlag(false);
     return ret;
   }
-  SleepSlot& slot = SleepSlotOf(std::this_thread::get_id());
-  bool first = true;  // whether we were the first waiter when we got it
   for (;;) {
-    if (waiter.handed) break;  // UnlockSlow() took us off the list and made us the holder
     const bool others = waiters_ != &waiter || waiter.next != &waiter;
-    if (TryTake(mine, others)) {
-      first = waiters_ == &waiter;
-      RemoveWaiter(&waiter);
-      break;
-    }
+    if (TryTake(mine, others)) break;
     if (ctx != nullptr) {
       // Only while the mutex is held by someone else: its unlock wakes the next waiter, so
       // leaving the list here cannot strand the others.
@@ -340,14 +225,13 @@ int WwMutex::LockContended(WwAcquireCtx* ctx, uintptr_t mine) {
       }
     }
     lock.unlock();
-    slot.parked.fetch_add(1, std::memory_order_relaxed);
     waiter.parker->Park();
-    slot.parked.fetch_sub(1, std::memory_order_relaxed);
     lock.lock();
   }
+  const bool first = waiters_ == &waiter;
+  RemoveWaiter(&waiter);
   Acquired(ctx);
   // Wound-wait: we overtook waiters that may be older than us; they may need to wound us.
-  // (A hand-off goes to the first waiter, which overtook nobody.)
   if (ctx != nullptr && class_.algorithm() == WwAlgorithm::kWoundWait && !first) {
     CheckWaiters(ctx);
   }
@@ -376,33 +260,27 @@ void WwMutex::Acquired(WwAcquireCtx* ctx) {
     owner_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     return;
   }
-  owner_thread_.store(ctx->owner_, std::memory_order_relaxed);  // ctx belongs to this thread
+  owner_thread_.store(ctx->owner_, std::memory_order_relaxed);  // validated: our thread
   // Only the owning thread writes acquired_; others just read it (no atomic RMW needed).
   ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) + 1,
                        std::memory_order_relaxed);
   if (ctx->contended_ == this) ctx->contended_ = nullptr;
-#if SGB_WW_DEBUG
   held_prev_ = nullptr;
   held_next_ = ctx->held_head_;
   if (held_next_ != nullptr) held_next_->held_prev_ = this;
   ctx->held_head_ = this;
-#endif
 }
 
 void WwMutex::Unlock() {
-  const uintptr_t s = state_.load(std::memory_order_relaxed);
-  if ((s & kLocked) == 0) {
-    ReportMisuse(WwMisuse::kUnlockNotOwner, "unlock of a free mutex");
+  const uintptr_t s = state_.load();
+  if ((s & kLocked) == 0 ||
+      owner_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+    ReportMisuse(WwMisuse::kUnlockNotOwner, (s & kLocked) != 0
+                                                ? "unlock of a mutex held by another thread"
+                                                : "unlock of a free mutex");
     return;
   }
-  if constexpr (kWwDebugChecks) {
-    if (owner_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
-      ReportMisuse(WwMisuse::kUnlockNotOwner, "unlock of a mutex held by another thread");
-      return;
-    }
-  }
   if (WwAcquireCtx* ctx = CtxOf(s)) {
-#if SGB_WW_DEBUG
     if (held_prev_ != nullptr) {
       held_prev_->held_next_ = held_next_;
     } else {
@@ -410,14 +288,12 @@ void WwMutex::Unlock() {
     }
     if (held_next_ != nullptr) held_next_->held_prev_ = held_prev_;
     held_prev_ = held_next_ = nullptr;
-#endif
     ctx->acquired_.store(ctx->acquired_.load(std::memory_order_relaxed) - 1,
                          std::memory_order_relaxed);
   }
   owner_thread_.store(std::thread::id(), std::memory_order_relaxed);
   uintptr_t expected = s & ~kWaiters;
-  if (state_.compare_exchange_strong(expected, 0, std::memory_order_release,
-                                     std::memory_order_relaxed)) {
+  if (state_.compare_exchange_strong(expected, 0)) {
     return;
   }
   UnlockSlow();
@@ -426,27 +302,10 @@ void WwMutex::Unlock() {
 void WwMutex::UnlockSlow() {
   std::lock_guard lock(WaitLock());
   // kWaiters is set, so nobody else changes state_ without the wait lock: a plain store is
-  // enough. The first waiter is still on the list because leaving it needs the wait lock.
-  Waiter* first = waiters_;
-  if (first == nullptr) {
-    state_.store(0, std::memory_order_release);
-    return;
-  }
-  if (NowNs() - first->since_ns >= class_.handoff_after().count()) {
-    // Hand-off: the first waiter has waited long enough; it becomes the holder right here, so
-    // no newcomer can overtake it again. It finds `handed` set when it takes the wait lock,
-    // which we hold until it has been woken (so it cannot return and vanish before that).
-    RemoveWaiter(first);
-    first->handed = true;
-    state_.store(reinterpret_cast<uintptr_t>(first->ctx) | kLocked |
-                     (waiters_ != nullptr ? kWaiters : 0),
-                 std::memory_order_release);
-    first->parker->Unpark();
-    return;
-  }
-  // The flag stays while anyone waits so that newcomers queue up behind it too (or barge).
-  state_.store(kWaiters, std::memory_order_release);
-  first->parker->Unpark();
+  // enough. The flag stays while anyone waits so that newcomers queue up behind it too.
+  state_.store(waiters_ != nullptr ? kWaiters : 0);
+  // Wake the first waiter; it is still on the list because leaving it needs the wait lock.
+  if (waiters_ != nullptr) waiters_->parker->Unpark();
 }
 
 bool WwMutex::IsLocked() const {

@@ -9,33 +9,20 @@
 // deadlock cycle; it simply waits), and an older context only wounds a younger holder while
 // it holds locks itself. A wounded context backs off only when its next Lock() would wait.
 //
-// Fairness and contention (as the kernel's mutex): a locker that finds the mutex held spins,
-// for a bounded and adaptive time, while the holder is running and nobody sleeps on the mutex;
-// then it queues and sleeps. A newcomer may take the mutex ahead of sleeping waiters (barging)
-// only until the first waiter has waited WwClass::handoff_after(): from then on every unlock
-// hands the mutex directly to the first waiter, so a tight lock/unlock loop cannot starve it.
-//
 // Misuse that the kernel catches with DEBUG_WW_MUTEX_SLOWPATH / lockdep is detected here too
 // and reported through the misuse handler (see SetWwMisuseHandler); the offending call then
-// fails with -EINVAL and has no effect. Checked in every build (they read only the context):
+// fails with -EINVAL and has no effect:
 //   - after -EDEADLK, locking anything other than the contended mutex (slowpath rule),
 //     or locking while still holding locks (must unwind first),
 //   - lock_slow() when the context has seen no -EDEADLK, or on a mutex that is not the
 //     contended one,
 //   - locking with a context after WwAcquireCtx::Done(),
-//   - unlocking a mutex that is not locked,
-//   - destroying a context that still holds locks (reported; the leaked locks are detached
-//     from the dead context only where the held list exists, see below).
-// Checked only where kWwDebugChecks is true (debug and sanitizer builds; they cost a thread-id
-// lookup per call, a read of the mutex before its compare-exchange, or a held list):
 //   - mixing WwClass instances between a context and a mutex,
-//   - unlocking a mutex that the calling thread does not hold (locked by another thread),
-//   - using a context from a thread other than the one that created it,
-//   - detaching the locks of a context destroyed while holding them.
+//   - unlocking a mutex that the calling thread does not hold,
+//   - destroying a context that still holds locks.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -44,26 +31,7 @@
 
 #include "common/thread_annotations.h"
 
-// SGB_WW_DEBUG selects the misuse checks that cost on the fast path (see above): on in
-// unoptimized and sanitizer builds, off in optimized ones (meson's default debugoptimized
-// build, which the benchmarks use). -DSGB_WW_DEBUG=0/1 overrides; every translation unit of
-// one build must agree (it changes WwMutex's layout).
-#ifndef SGB_WW_DEBUG
-#if !defined(__OPTIMIZE__) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SGB_WW_DEBUG 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SGB_WW_DEBUG 1
-#endif
-#endif
-#endif
-#ifndef SGB_WW_DEBUG
-#define SGB_WW_DEBUG 0
-#endif
-
 namespace sharegpu {
-
-inline constexpr bool kWwDebugChecks = SGB_WW_DEBUG != 0;
 
 enum class WwAlgorithm {
   kWoundWait,  // default (as dma_resv's reservation_ww_class): an older context wounds the holder
@@ -92,28 +60,18 @@ WwMisuseHandler SetWwMisuseHandler(WwMisuseHandler handler);
 // and increase, so the context with the smaller stamp is the older one and wins.
 class WwClass {
  public:
-  // How long the first waiter may be overtaken by newcomers before unlocks hand it the mutex.
-  static constexpr std::chrono::nanoseconds kDefaultHandoffAfter = std::chrono::milliseconds(1);
-
-  explicit WwClass(std::string name, WwAlgorithm algorithm = WwAlgorithm::kWoundWait,
-                   std::chrono::nanoseconds handoff_after = kDefaultHandoffAfter);
+  explicit WwClass(std::string name, WwAlgorithm algorithm = WwAlgorithm::kWoundWait);
   WwClass(const WwClass&) = delete;
   WwClass& operator=(const WwClass&) = delete;
 
   const std::string& name() const { return name_; }
   WwAlgorithm algorithm() const { return algorithm_; }
-  std::chrono::nanoseconds handoff_after() const { return handoff_after_; }
   uint64_t NextStamp() { return next_stamp_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
-  friend class WwMutex;
   std::string name_;
   WwAlgorithm algorithm_;
-  std::chrono::nanoseconds handoff_after_;
   std::atomic<uint64_t> next_stamp_{1};
-  // Adaptive spinning: a running average of how long successful spins took (ns), shared by
-  // the class's mutexes (updated only on the slow path, racy by design).
-  alignas(64) std::atomic<int64_t> spin_avg_ns_{2000};
 };
 
 class WwMutex;
@@ -167,15 +125,12 @@ class WwAcquireCtx {
   // Where this context sleeps while waiting in Lock(): one per context (not per mutex), so a
   // wounding context can wake it whatever mutex it is blocked on (wake_up_process(owner)).
   internal::WwParker parker_;
-#if SGB_WW_DEBUG
   // Intrusive list of the mutexes held in this context; only the owning thread touches it.
   // Lets ~WwAcquireCtx detach leaked locks instead of leaving dangling owner pointers.
   WwMutex* held_head_ = nullptr;
-#endif
 };
 
-// 32 bytes (64 with SGB_WW_DEBUG), aligned so that one never straddles two cache lines.
-class SGB_CAPABILITY("mutex") alignas(32) WwMutex {
+class SGB_CAPABILITY("mutex") WwMutex {
  public:
   explicit WwMutex(WwClass& ww_class);
   ~WwMutex();
@@ -206,8 +161,6 @@ class SGB_CAPABILITY("mutex") alignas(32) WwMutex {
 
   bool ValidateCtx(WwAcquireCtx* ctx, bool slow);
   int LockCommon(WwAcquireCtx* ctx);
-  int LockContended(WwAcquireCtx* ctx, uintptr_t mine);
-  bool SpinOnOwner(WwAcquireCtx* ctx, uintptr_t mine);
   void Acquired(WwAcquireCtx* ctx);
   bool TryTake(uintptr_t mine, bool more_waiters);
   void SetWaitersFlag(bool waiters);
@@ -245,12 +198,10 @@ class SGB_CAPABILITY("mutex") alignas(32) WwMutex {
   // context-less ones in FIFO order between them, as __ww_mutex_add_waiter() keeps it.
   // Circular (waiters_->prev is the tail). Non-empty => kWaiters.
   Waiter* waiters_ = nullptr;
-#if SGB_WW_DEBUG
   // Links in the holding context's held list (ctx->held_head_); only the holding thread
   // touches them, and a handover between holders goes through state_.
   WwMutex* held_prev_ = nullptr;
   WwMutex* held_next_ = nullptr;
-#endif
 };
 
 }  // namespace sharegpu

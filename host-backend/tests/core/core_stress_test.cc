@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <latch>
+#include <semaphore>
 #include <set>
 
 #include "core/backend.h"
@@ -14,17 +15,26 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-// Lets a mover run, unpaced, for as long as the workers do: ww locks hand off to a waiter that
-// has waited too long, so a mover taking the lock in a tight loop cannot starve the workers.
-class WhileWorkersRun {
+// Paces a mover thread by the workers' progress: one move per unit of work, so a mover that
+// wins the lock every time cannot starve the workers (ww locks are not fair). Workers call
+// Tick() per unit and Done() once; the mover loops while Next().
+class Pacer {
  public:
-  explicit WhileWorkersRun(int workers) : workers_(workers) {}
-  void Done() { finished_.fetch_add(1); }
-  bool Next() { return finished_.load() < workers_; }
+  explicit Pacer(int workers) : workers_(workers) {}
+  void Tick() { tokens_.release(); }
+  void Done() {
+    finished_.fetch_add(1);
+    tokens_.release();
+  }
+  bool Next() {
+    tokens_.acquire();
+    return finished_.load() < workers_;
+  }
 
  private:
   const int workers_;
   std::atomic<int> finished_{0};
+  std::counting_semaphore<> tokens_{0};
 };
 
 // Every 4-byte word of `bytes` is the same; that word, or nullopt.
@@ -83,7 +93,7 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
   }
   const uint64_t jobs_before = da.Stats().jobs + db.Stats().jobs;
   std::atomic<int> failures{0};
-  WhileWorkersRun pacer(kThreads);
+  Pacer pacer(kThreads);
   std::latch go(kThreads + 1);  // start together: maximise overlap
   RunThreadsBounded(kThreads + 1, [&](int t) {
     go.arrive_and_wait();
@@ -110,6 +120,7 @@ TEST(DeviceJobTest, OverlappingJobsFromManyThreadsComplete) {
         err = dev.Copy(src, 0, dst, 0, kSize, nullptr);
       }
       if (err != kOk) failures++;
+      pacer.Tick();
     }
     pacer.Done();
   });
@@ -139,7 +150,7 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
   ASSERT_TRUE(dmabuf.ok());
   constexpr int kAttachers = 4;
   constexpr int kRounds = 500;
-  WhileWorkersRun pacer(kAttachers);
+  Pacer pacer(kAttachers);
   std::atomic<int> errors{0};
   std::atomic<uint64_t> moved{0}, busy{0};
   std::latch go(kAttachers + 1);
@@ -192,6 +203,7 @@ TEST(AttachStressTest, ConcurrentAttachDetach) {
         if (bo->pin_count() == 0) errors++;  // static attachments pin
       }
       if ((*dmabuf)->Detach(*att) != kOk) errors++;
+      pacer.Tick();
     }
     pacer.Done();
   });
@@ -240,7 +252,7 @@ TEST(AttachStressTest, MappingsRaceMoves) {
     ASSERT_TRUE(att.ok());
     state[t].att = *att;
   }
-  WhileWorkersRun pacer(kMappers);
+  Pacer pacer(kMappers);
   std::atomic<int> errors{0}, bad_reads{0};
   std::atomic<uint64_t> invalid_seen{0};
   std::latch go(kMappers + 1);
@@ -286,6 +298,7 @@ TEST(AttachStressTest, MappingsRaceMoves) {
         if ((*dmabuf)->Unmap(*s.att, m) != kOk) errors++;
         s.mapped = false;
       }
+      pacer.Tick();
     }
     pacer.Done();
   });

@@ -7,10 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <barrier>
-#include <chrono>
-#include <cstdio>
 #include <memory>
-#include <optional>
 #include <random>
 #include <vector>
 
@@ -250,98 +247,6 @@ void Stress(WwAlgorithm alg) {
   EXPECT_EQ(Sum(pool), expected.load()) << AlgName(alg);
 }
 
-// Fairness (hand-off): two threads lock and unlock one mutex in a tight loop (a little work
-// while holding it, none between unlock and the next lock); a third thread must still get it,
-// 20 times. Without a hand-off the loops re-take the mutex (barging) every time before the
-// woken waiter runs, for as long as the scheduler lets them (measured on the old code: see
-// docs/performance.md). Each round starts while a loop holds the mutex, so the waiter always
-// finds it busy and sleeps; the test checks that this interleaving happened (the loops took the
-// mutex while the waiter waited, in some round).
-struct StarveResult {
-  std::vector<uint64_t> overtaken;  // per round: loop acquisitions while the waiter waited
-  std::chrono::steady_clock::duration worst_wait{0};
-  int found_busy = 0;  // rounds whose Lock() started while a loop held the mutex
-};
-
-StarveResult RunStarvation(WwClass& cls, bool waiter_ctx) {
-  using Clock = std::chrono::steady_clock;
-  constexpr int kLoopers = 2, kRounds = 20, kWorkPerHold = 200;
-  constexpr auto kGiveUp = std::chrono::seconds(5);  // per round: ends an unfair run
-  Guarded g(cls);
-  std::atomic<uint64_t> work{0};
-  std::atomic<bool> done{false};
-  std::atomic<uint64_t> looper_acquisitions{0};
-  StarveResult result;
-  RunThreadsBounded(kLoopers + 1, [&](int t) {
-    if (t < kLoopers) {
-      while (!done.load(std::memory_order_relaxed)) {
-        EXPECT_EQ(g.mu.Lock(nullptr), 0);
-        Acquired(&g);
-        ++g.value;
-        looper_acquisitions.fetch_add(1, std::memory_order_relaxed);  // seen while held
-        for (int i = 0; i < kWorkPerHold; ++i) work.store(work.load() + 1);
-        Release(&g);
-      }
-      return;
-    }
-    for (int r = 0; r < kRounds; ++r) {
-      // Start while a loop holds the mutex (it took it since we last looked).
-      for (const uint64_t seen = looper_acquisitions.load();
-           looper_acquisitions.load() < seen + 2;) {
-        std::this_thread::yield();
-      }
-      std::optional<WwAcquireCtx> ctx;
-      if (waiter_ctx) ctx.emplace(cls);
-      const uint64_t before = looper_acquisitions.load();
-      if (g.mu.IsLocked()) ++result.found_busy;
-      const auto start = Clock::now();
-      EXPECT_EQ(g.mu.Lock(ctx ? &*ctx : nullptr), 0);
-      const auto waited = Clock::now() - start;
-      Acquired(&g);
-      ++g.value;
-      result.overtaken.push_back(looper_acquisitions.load() - before);
-      result.worst_wait = std::max(result.worst_wait, waited);
-      Release(&g);
-      if (waited > kGiveUp) break;
-    }
-    done.store(true);
-  });
-  EXPECT_EQ(g.value, looper_acquisitions.load() + result.overtaken.size());
-  std::vector<uint64_t> sorted = result.overtaken;
-  std::sort(sorted.begin(), sorted.end());
-  std::printf("[ stats    ] %s waiter: rounds=%zu worst_wait_ms=%.2f overtaken per wait: "
-              "median=%llu max=%llu (loop acquisitions in all: %llu), found busy %d\n",
-              waiter_ctx ? "context" : "context-less", sorted.size(),
-              std::chrono::duration<double, std::milli>(result.worst_wait).count(),
-              static_cast<unsigned long long>(sorted.empty() ? 0 : sorted[sorted.size() / 2]),
-              static_cast<unsigned long long>(sorted.empty() ? 0 : sorted.back()),
-              static_cast<unsigned long long>(looper_acquisitions.load()), result.found_busy);
-  EXPECT_EQ(sorted.size(), static_cast<size_t>(kRounds));
-  // The interleaving the test exists for: the waiter mostly found the mutex held by a loop.
-  EXPECT_GE(result.found_busy, kRounds / 4) << "the waiter did not compete with the loops";
-  return result;
-}
-
-// Immediate hand-off (handoff_after = 0): once queued, the waiter is overtaken only by the
-// holder and the one loop queued ahead of it; what it can lose before queueing is bounded by
-// the spin limit. Without a hand-off it is overtaken hundreds to thousands of times per wait.
-void WaiterNotStarvedImmediateHandoff(bool waiter_ctx) {
-  WwClass cls("starve-handoff-0", WwAlgorithm::kWoundWait, std::chrono::nanoseconds(0));
-  StarveResult r = RunStarvation(cls, waiter_ctx);
-  std::sort(r.overtaken.begin(), r.overtaken.end());
-  ASSERT_FALSE(r.overtaken.empty());
-  EXPECT_LE(r.overtaken[r.overtaken.size() / 2], 8u) << "median overtakes per wait";
-  EXPECT_LE(r.overtaken[r.overtaken.size() * 9 / 10], 30u) << "90th percentile";
-}
-
-// The default hand-off delay (1 ms): a bounded wait. Generous for a loaded 2-core machine
-// and sanitizers: a hand-off costs the delay plus one wake-up.
-void WaiterNotStarvedDefaultHandoff(bool waiter_ctx) {
-  WwClass cls("starve-default");
-  StarveResult r = RunStarvation(cls, waiter_ctx);
-  EXPECT_LT(r.worst_wait, std::chrono::milliseconds(500)) << "waiter starved";
-}
-
 TEST(WwMutexStressTest, InOrderWoundWait) {
   InOrder(WwAlgorithm::kWoundWait);
 }
@@ -377,18 +282,6 @@ TEST(WwMutexStressTest, ManyThreadsWoundWait) {
 }
 TEST(WwMutexStressTest, ManyThreadsWaitDie) {
   Stress(WwAlgorithm::kWaitDie);
-}
-TEST(WwMutexStressTest, WaiterNotStarvedByTightLockLoop) {
-  WaiterNotStarvedDefaultHandoff(/*waiter_ctx=*/false);
-}
-TEST(WwMutexStressTest, ContextWaiterNotStarvedByTightLockLoop) {
-  WaiterNotStarvedDefaultHandoff(/*waiter_ctx=*/true);
-}
-TEST(WwMutexStressTest, ImmediateHandoffBoundsOvertakes) {
-  WaiterNotStarvedImmediateHandoff(/*waiter_ctx=*/false);
-}
-TEST(WwMutexStressTest, ImmediateHandoffBoundsOvertakesContext) {
-  WaiterNotStarvedImmediateHandoff(/*waiter_ctx=*/true);
 }
 
 }  // namespace
