@@ -10,7 +10,11 @@
 # + olddefconfig, with patches/linux/*.patch applied to the source first. Fails if any
 # option of the fragment did not end up in the final .config.
 #
-# Output (cached by a hash of tarball version, fragment, patches, this script, gcc):
+# Output, cached under a key that hashes what determines the kernel: the tarball (name, size,
+# mtime) and linux-source-6.12 package version, gcc's version, the fragment, the patches and
+# RECIPE below. Not this file's text: bump RECIPE with any change to how the kernel is
+# configured or built (the make steps, their variables, the config check); messages, options
+# and scripts/lib.sh then cost no rebuild (a cold one takes ~20 minutes on 2 cores).
 #   ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/<hash>/bzImage
 #   .../kernel/<hash>/linux/       prepared in-tree build dir (source + objects +
 #                                  Module.symvers): make -C <it> ARCH=x86_64 M=$PWD modules
@@ -26,6 +30,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-kernel
 
+RECIPE=1  # the version of the build recipe (see above)
 TARBALL=${SHAREGPU_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 FRAGMENT=$ROOT/guest-kernel/config.fragment
 PATCHDIR=$ROOT/patches/linux
@@ -58,7 +63,7 @@ KEY=$(
         gcc --version | head -n1
         echo "fragment"; cat "$FRAGMENT"
         for p in "${PATCHES[@]}"; do echo "patch $(basename "$p")"; cat "$p"; done
-        echo "script"; cat "${BASH_SOURCE[0]}"
+        echo "recipe $RECIPE"
     } | sha256sum | cut -c1-16
 )
 KROOT=$CACHE/kernel

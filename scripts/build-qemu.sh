@@ -20,15 +20,19 @@
 #   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries, build-info.txt)
 #   qemu/current -> <hash>          (qemu/current-asan, qemu/current-plain for the variants)
 #
-# <hash> covers: QEMU source version, patches/qemu/*, device/**, include/sharegpu_hw.h,
-# host-backend/** sources, the top-level meson.build, this script and the variant. An unchanged
-# rebuild only hashes and exits. One QEMU build runs at a time on the machine (any variant, any
-# checkout; flock on qemu-build.lock in the cache); a second waits for it, then re-checks
-# whether it made what the second wants.
+# <hash> covers what determines the binaries: QEMU source version, patches/qemu/*, device/**,
+# include/sharegpu_hw.h, host-backend/** sources, the top-level meson.build, the variant, the
+# configure flags, the compiler's version and RECIPE below. Not this file's text: bump RECIPE
+# with any other change to how QEMU is built (the overlay, the backend build, the publish
+# step); messages, options and scripts/lib.sh then cost no rebuild (a cold one takes ~10
+# minutes, ~20 for ASan). An unchanged rebuild only hashes and exits. One QEMU build runs at a
+# time on the machine (any variant, any checkout; flock on qemu-build.lock in the cache); a
+# second waits for it, then re-checks whether it made what the second wants.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" build-qemu
 SAY_TIME=1
 
+RECIPE=1  # the version of the build recipe (see above)
 suite=${SHAREGPU_QEMU_SUITE:-trixie}
 variant=default
 plain=0
@@ -99,9 +103,15 @@ patches=()
 if [ "$plain" = 0 ]; then
     patches=("$ROOT"/patches/qemu/*.patch)
 fi
+conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --enable-kvm
+      --disable-docs --disable-download --disable-install-blobs --disable-werror
+      --enable-trace-backends=log)
+[ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
+# paths in the key are relative: it must not depend on the checkout's path
 hash_inputs() {
-    echo "qemu $debver variant $variant qtests $qtests"
-    (cd "$ROOT" && sha256sum scripts/build-qemu.sh)  # relative: the key must not depend on the checkout path
+    echo "qemu $debver variant $variant qtests $qtests recipe $RECIPE"
+    echo "configure ${conf[*]}"
+    cc --version | head -n 1
     if [ "$plain" = 0 ]; then
         (cd "$ROOT" && find patches/qemu device include/sharegpu_hw.h host-backend meson.build \
             -type f \( -name '*.patch' -o -name '*.c' -o -name '*.h' -o -name '*.cc' \
@@ -240,10 +250,6 @@ mv "$work/.overlay.new" "$work/.overlay"
 say "work tree: ${#patches[@]} patches, $(wc -l <"$work/.overlay") overlaid files, $changed rewritten"
 
 # ---------------------------------------------------------------- 5. configure + build
-conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --enable-kvm
-      --disable-docs --disable-download --disable-install-blobs --disable-werror
-      --enable-trace-backends=log)
-[ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
 want_conf="${conf[*]}"
 if [ ! -f "$bld/build.ninja" ] || [ "$(cat "$work/.configured" 2>/dev/null)" != "$want_conf" ]; then
     say "configuring QEMU: ${conf[*]}"
