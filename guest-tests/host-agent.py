@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0
-"""Host side of the guest tests' host requests (scripts/guest-tests.sh, guest-demo.sh).
+"""Host side of the guest tests' host requests (scripts/guest-tests.sh, also --demo).
 
 Follows the guest's serial console log; for every line
     SHAREGPU-HOST-REQUEST: <token> <request...>

@@ -167,7 +167,9 @@ int main() {
     c = Checksum(b->fd, y.handle, 0, kSize);
     Say(c == crc, "B's data intact after the forced eviction: %08llx", (long long)c);
   } else {
-    printf("\n(no host agent: boot with scripts/guest-demo.sh for the monitor-forced move)\n");
+    printf(
+        "\n(no host agent: boot with scripts/guest-tests.sh --demo for the monitor-forced "
+        "move)\n");
   }
 
   Step("demo %s", g_bad ? "FAILED" : "done");

@@ -30,8 +30,8 @@
 #   SHAREGPU-SUMMARY: PASS|FAIL tests=N passed=N failed=N modules=N module_failures=N
 # Output is deterministic (fixed mtimes/owners), no root needed.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-image
 
-die() { echo "[guest-image] ERROR: $*" >&2; exit 1; }
 OUT="" MODE=tests TEST_TIMEOUT=600 UNLOAD=1 FUZZER=""
 MODULES=() MODARGS=() TESTS=() FILES=()
 for m in ${GUEST_MODULES:-}; do MODULES+=("$m"); MODARGS+=(""); done
@@ -54,8 +54,7 @@ while [ $# -gt 0 ]; do
         --init-mode) MODE=$2; shift 2 ;;
         --test-timeout) TEST_TIMEOUT=$2; shift 2 ;;
         --no-unload) UNLOAD=0; shift ;;
-        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) die "unknown argument $1 (see --help)" ;;
+        *) other_arg "$1" ;;
     esac
 done
 [ -n "$OUT" ] || die "--out FILE is required"
@@ -243,4 +242,4 @@ with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel
     entry(f, "TRAILER!!!", 0, nlink=1)
 PY
 mv "$OUT.tmp" "$OUT"
-echo "[guest-image] $OUT: $(stat -c %s "$OUT") bytes, mode=$MODE, ${#MODULES[@]} module(s), ${#TESTS[@]} test(s)" >&2
+say "$OUT: $(stat -c %s "$OUT") bytes, mode=$MODE, ${#MODULES[@]} module(s), ${#TESTS[@]} test(s)"

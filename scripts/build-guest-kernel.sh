@@ -10,7 +10,11 @@
 # + olddefconfig, with patches/linux/*.patch applied to the source first. Fails if any
 # option of the fragment did not end up in the final .config.
 #
-# Output (cached by a hash of tarball version, fragment, patches, this script, gcc):
+# Output, cached under a key that hashes what determines the kernel: the tarball (name, size,
+# mtime) and linux-source-6.12 package version, gcc's version, the fragment, the patches and
+# RECIPE below. Not this file's text: bump RECIPE with any change to how the kernel is
+# configured or built (the make steps, their variables, the config check); messages, options
+# and scripts/lib.sh then cost no rebuild (a cold one takes ~20 minutes on 2 cores).
 #   ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/<hash>/bzImage
 #   .../kernel/<hash>/linux/       prepared in-tree build dir (source + objects +
 #                                  Module.symvers): make -C <it> ARCH=x86_64 M=$PWD modules
@@ -24,10 +28,10 @@
 # about a second. stdout carries only the kernel.env lines, so
 #   eval "$(scripts/build-guest-kernel.sh)"   works; progress goes to stderr.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-kernel
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RECIPE=1  # the version of the build recipe (see above)
 TARBALL=${SHAREGPU_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
-CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 FRAGMENT=$ROOT/guest-kernel/config.fragment
 PATCHDIR=$ROOT/patches/linux
 JOBS=$(nproc)
@@ -40,13 +44,9 @@ while [ $# -gt 0 ]; do
         -j*) JOBS=${1#-j}; shift ;;
         --config-only) CONFIG_ONLY=1; shift ;;
         --prune) PRUNE=1; shift ;;
-        -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "build-guest-kernel: unknown argument $1" >&2; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
 done
-
-log() { echo "[guest-kernel] $*" >&2; }
-die() { echo "[guest-kernel] ERROR: $*" >&2; exit 1; }
 START=$(date +%s)
 
 [ -f "$TARBALL" ] || die "$TARBALL missing (run scripts/setup-host.sh: package linux-source-6.12)"
@@ -63,7 +63,7 @@ KEY=$(
         gcc --version | head -n1
         echo "fragment"; cat "$FRAGMENT"
         for p in "${PATCHES[@]}"; do echo "patch $(basename "$p")"; cat "$p"; done
-        echo "script"; cat "${BASH_SOURCE[0]}"
+        echo "recipe $RECIPE"
     } | sha256sum | cut -c1-16
 )
 KROOT=$CACHE/kernel
@@ -76,30 +76,26 @@ write_current() {
 }
 
 emit_env() { cat "$OUT/kernel.env"; }
-
-if [ "$CONFIG_ONLY" = 0 ] && [ -f "$STAMP" ]; then
+use_cached() { # a complete entry: make it current, print its kernel.env and exit
+    [ "$CONFIG_ONLY" = 0 ] && [ -f "$STAMP" ] || return 0
     write_current
-    log "cached: $OUT ($(($(date +%s) - START))s)"
+    say "cached: $OUT ($(($(date +%s) - START))s)"
     emit_env
     exit 0
-fi
+}
 
+use_cached
 mkdir -p "$OUT"
-exec 9>"$OUT.lock"
-if ! flock -n 9; then
-    log "another build of $KEY is running; waiting for it"
-    flock 9
-    if [ "$CONFIG_ONLY" = 0 ] && [ -f "$STAMP" ]; then write_current; emit_env; exit 0; fi
-fi
+lock_or_wait "$OUT.lock" "another build of $KEY" || use_cached
 
 # ---- source tree ----------------------------------------------------------------------
 if [ ! -f "$SRC/.sharegpu-prepared" ]; then
     rm -rf "$SRC" "$SRC.tmp"
     mkdir -p "$SRC.tmp"
-    log "extracting $TARBALL"
+    say "extracting $TARBALL"
     tar -xf "$TARBALL" -C "$SRC.tmp" --strip-components=1
     for p in "${PATCHES[@]}"; do
-        log "applying $(basename "$p")"
+        say "applying $(basename "$p")"
         patch -d "$SRC.tmp" -p1 --forward --batch --quiet < "$p" || die "patch $p failed"
     done
     touch "$SRC.tmp/.sharegpu-prepared"
@@ -113,7 +109,7 @@ export KBUILD_BUILD_USER=sharegpu KBUILD_BUILD_HOST=sharegpu
 MAKE=(nice -n 10 make -C "$SRC" ARCH=x86_64 CC="ccache gcc")
 
 # ---- config ---------------------------------------------------------------------------
-log "configuring: tinyconfig + $(basename "$FRAGMENT")"
+say "configuring: tinyconfig + $(basename "$FRAGMENT")"
 "${MAKE[@]}" -s tinyconfig >"$OUT/config.log" 2>&1 || { cat "$OUT/config.log" >&2; die "tinyconfig failed"; }
 (cd "$SRC" && ARCH=x86_64 scripts/kconfig/merge_config.sh -m .config "$FRAGMENT") >>"$OUT/config.log" 2>&1 \
     || { cat "$OUT/config.log" >&2; die "merge_config failed"; }
@@ -141,14 +137,14 @@ check_config() { # every CONFIG_X=v / "# CONFIG_X is not set" line of the fragme
 }
 check_config "$SRC/.config" || die "final .config lacks required options (see above; dependency missing in $FRAGMENT?)"
 cp "$SRC/.config" "$OUT/config"
-log "config OK: $(grep -c '=y$' "$SRC/.config") built-in options, all $(grep -cE '^CONFIG_|^# CONFIG_' "$FRAGMENT") fragment lines satisfied"
+say "config OK: $(grep -c '=y$' "$SRC/.config") built-in options, all $(grep -cE '^CONFIG_|^# CONFIG_' "$FRAGMENT") fragment lines satisfied"
 if [ "$CONFIG_ONLY" = 1 ]; then
-    log "config only: $OUT/config"
+    say "config only: $OUT/config"
     exit 0
 fi
 
 # ---- build ----------------------------------------------------------------------------
-log "building with -j$JOBS (nice 10, ccache in $CCACHE_DIR); full log: $OUT/build.log"
+say "building with -j$JOBS (nice 10, ccache in $CCACHE_DIR); full log: $OUT/build.log"
 set +e
 progress() { # one line per 100 compiled objects; errors/warnings verbatim
     local n=0 line
@@ -186,8 +182,8 @@ write_current
 if [ "$PRUNE" = 1 ]; then
     for d in "$KROOT"/*/; do
         d=${d%/}
-        [ -L "$d" ] || [ "$(basename "$d")" = "$KEY" ] || { log "pruning $d"; rm -rf "$d" "$d.lock"; }
+        [ -L "$d" ] || [ "$(basename "$d")" = "$KEY" ] || { say "pruning $d"; rm -rf "$d" "$d.lock"; }
     done
 fi
-log "done: $RELEASE in $(($(date +%s) - START))s; $(ccache -s 2>/dev/null | grep -iE '^ *hits' | head -n1 | xargs || true)"
+say "done: $RELEASE in $(($(date +%s) - START))s; $(ccache -s 2>/dev/null | grep -iE '^ *hits' | head -n1 | xargs || true)"
 emit_env

@@ -20,13 +20,19 @@
 #   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries, build-info.txt)
 #   qemu/current -> <hash>          (qemu/current-asan, qemu/current-plain for the variants)
 #
-# <hash> covers: QEMU source version, patches/qemu/*, device/**, include/sharegpu_hw.h,
-# host-backend/** sources, the top-level meson.build, this script and the variant. An unchanged
-# rebuild only hashes and exits.
+# <hash> covers what determines the binaries: QEMU source version, patches/qemu/*, device/**,
+# include/sharegpu_hw.h, host-backend/** sources, the top-level meson.build, the variant, the
+# configure flags, the compiler's version and RECIPE below. Not this file's text: bump RECIPE
+# with any other change to how QEMU is built (the overlay, the backend build, the publish
+# step); messages, options and scripts/lib.sh then cost no rebuild (a cold one takes ~10
+# minutes, ~20 for ASan). An unchanged rebuild only hashes and exits. One QEMU build runs at a
+# time on the machine (any variant, any checkout; flock on qemu-build.lock in the cache); a
+# second waits for it, then re-checks whether it made what the second wants.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" build-qemu
+SAY_TIME=1
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+RECIPE=1  # the version of the build recipe (see above)
 suite=${SHAREGPU_QEMU_SUITE:-trixie}
 variant=default
 plain=0
@@ -44,8 +50,7 @@ while [ $# -gt 0 ]; do
         --force) force=1 ;;
         -j) jobs=$2; shift ;;
         -j*) jobs=${1#-j} ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-        *) echo "build-qemu.sh: unknown option $1" >&2; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
     shift
 done
@@ -53,12 +58,11 @@ if [ "$plain" = 1 ]; then
     if [ "$variant" = asan ]; then variant=plain-asan; else variant=plain; fi
 fi
 
-log() { printf '[build-qemu %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 t_start=$SECONDS
 run_qtests_now() { # uses $out (set below)
     local t rc=0
     for t in "$out"/qtest/*-test; do
-        log "running $(basename "$t")"
+        say "running $(basename "$t")"
         QTEST_QEMU_BINARY="$out/qtest/bin/qemu-system-x86_64" timeout 300 "$t" --tap -k || rc=1
     done
     return $rc
@@ -66,30 +70,29 @@ run_qtests_now() { # uses $out (set below)
 
 
 # ---------------------------------------------------------------- 1. QEMU source (once)
-dl=$cache/qemu-src/dl
+dl=$CACHE/qemu-src/dl
 mkdir -p "$dl"
 dsc=$(ls "$dl"/qemu_*.dsc 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$dsc" ]; then
-    log "downloading QEMU source package (qemu/$suite)"
+    say "downloading QEMU source package (qemu/$suite)"
     if ! (cd "$dl" && apt-get source --download-only "qemu/$suite" >"$dl/apt-get-source.log" 2>&1); then
-        log "apt-get source failed; trying apt-get update first"
+        say "apt-get source failed; trying apt-get update first"
         apt-get update -q >/dev/null || true
         (cd "$dl" && apt-get source --download-only "qemu/$suite" >"$dl/apt-get-source.log" 2>&1) || {
             cat "$dl/apt-get-source.log" >&2
-            echo "build-qemu.sh: cannot fetch QEMU source (is deb-src $suite configured? run scripts/setup-host.sh)" >&2
-            exit 1
+            die "cannot fetch QEMU source (is deb-src $suite configured? run scripts/setup-host.sh)"
         }
     fi
     dsc=$(ls "$dl"/qemu_*.dsc | sort -V | tail -1)
 fi
 debver=$(sed -n 's/^Version: //p' "$dsc" | head -1)
 debver_dir=${debver#*:}
-pristine=$cache/qemu-src/qemu-$debver_dir
+pristine=$CACHE/qemu-src/qemu-$debver_dir
 if [ ! -f "$pristine/.sharegpu-unpacked" ]; then
-    log "unpacking $(basename "$dsc") -> $pristine"
+    say "unpacking $(basename "$dsc") -> $pristine"
     rm -rf "$pristine" "$pristine.tmp"
-    dpkg-source --no-check -x "$dsc" "$pristine.tmp" >"$cache/qemu-src/dpkg-source.log" 2>&1 || {
-        tail -20 "$cache/qemu-src/dpkg-source.log" >&2; exit 1; }
+    dpkg-source --no-check -x "$dsc" "$pristine.tmp" >"$CACHE/qemu-src/dpkg-source.log" 2>&1 || {
+        tail -20 "$CACHE/qemu-src/dpkg-source.log" >&2; exit 1; }
     mv "$pristine.tmp" "$pristine"
     touch "$pristine/.sharegpu-unpacked"
 fi
@@ -98,13 +101,19 @@ fi
 shopt -s nullglob
 patches=()
 if [ "$plain" = 0 ]; then
-    patches=("$repo"/patches/qemu/*.patch)
+    patches=("$ROOT"/patches/qemu/*.patch)
 fi
+conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --enable-kvm
+      --disable-docs --disable-download --disable-install-blobs --disable-werror
+      --enable-trace-backends=log)
+[ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
+# paths in the key are relative: it must not depend on the checkout's path
 hash_inputs() {
-    echo "qemu $debver variant $variant qtests $qtests"
-    (cd "$repo" && sha256sum scripts/build-qemu.sh)  # relative: the key must not depend on the checkout path
+    echo "qemu $debver variant $variant qtests $qtests recipe $RECIPE"
+    echo "configure ${conf[*]}"
+    cc --version | head -n 1
     if [ "$plain" = 0 ]; then
-        (cd "$repo" && find patches/qemu device include/sharegpu_hw.h host-backend meson.build \
+        (cd "$ROOT" && find patches/qemu device include/sharegpu_hw.h host-backend meson.build \
             -type f \( -name '*.patch' -o -name '*.c' -o -name '*.h' -o -name '*.cc' \
             -o -name '*.hh' -o -name '*.hpp' -o -name '*.cpp' -o -name 'meson.build' \
             -o -name 'meson_options.txt' -o -name 'meson.options' -o -name 'trace-events' \
@@ -112,23 +121,26 @@ hash_inputs() {
             -not -path '*/tests/*' -not -path '*/bench/*' -print0 2>/dev/null \
             | sort -z | xargs -0 sha256sum)
         # the qtest sources do matter when qtests are built
-        if [ "$qtests" = 1 ] && [ -d "$repo/device/tests" ]; then
-            (cd "$repo" && find device/tests -type f -print0 | sort -z | xargs -0 -r sha256sum)
+        if [ "$qtests" = 1 ] && [ -d "$ROOT/device/tests" ]; then
+            (cd "$ROOT" && find device/tests -type f -print0 | sort -z | xargs -0 -r sha256sum)
         fi
     fi
 }
 hash=$(hash_inputs | sha256sum | cut -c1-16)
-out=$cache/qemu/$hash
+out=$CACHE/qemu/$hash
 link=current
 [ "$variant" != default ] && link=current-$variant
 
-if [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] && { [ "$qtests" = 0 ] || [ -f "$out/.qtests" ]; }; then
-    ln -sfn "$hash" "$cache/qemu/$link"
-    log "up to date: $out/qemu-system-x86_64 ($((SECONDS - t_start))s)"
+use_cached() { # a complete output for $hash: make it current, print its path and exit
+    [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] || return 0
+    [ "$qtests" = 0 ] || [ -f "$out/.qtests" ] || return 0
+    ln -sfn "$hash" "$CACHE/qemu/$link"
+    say "up to date: $out/qemu-system-x86_64 ($((SECONDS - t_start))s)"
     if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
     echo "$out/qemu-system-x86_64"
     exit 0
-fi
+}
+use_cached
 
 # ---------------------------------------------------------------- 3. backend (static, -fPIC)
 export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
@@ -137,57 +149,46 @@ export PKG_CONFIG_PATH=${PKG_CONFIG_PATH:-}
 bvariant=default
 [ "${variant%asan}" != "$variant" ] && bvariant=asan
 
-# One build per work tree at a time (two ninjas in one build dir race, and a second run would
-# publish whatever the first had linked so far). Wait for it, then re-check: it may have
-# produced exactly what we want.
-mkdir -p "$cache/work"
-exec 9>"$cache/work/$bvariant.lock"
-if ! flock -n 9; then
-    log "another build of the $bvariant work tree is running; waiting for it"
-    flock 9
-    if [ "$force" = 0 ] && [ -x "$out/qemu-system-x86_64" ] && { [ "$qtests" = 0 ] || [ -f "$out/.qtests" ]; }; then
-        ln -sfn "$hash" "$cache/qemu/$link"
-        log "up to date after waiting: $out/qemu-system-x86_64"
-        if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
-        echo "$out/qemu-system-x86_64"
-        exit 0
-    fi
-fi
+# One QEMU build at a time (two ninjas in one build dir race, a second run would publish
+# whatever the first had linked so far, and two builds side by side share the machine's
+# cores). Wait for it, then re-check: it may have produced exactly what we want.
+mkdir -p "$CACHE/work"
+lock_or_wait "$CACHE/work/qemu-build.lock" "another QEMU build" || use_cached
 if true; then
-    bdir=$cache/backend/$bvariant
+    bdir=$CACHE/backend/$bvariant
     sanitize=none
     [ "$bvariant" = asan ] && sanitize=address,undefined
     # A meson build dir belongs to one source tree: another checkout (CI's fresh clone) must
     # not silently compile the sources of the previous one.
-    if [ -f "$bdir/build.ninja" ] && [ "$(cat "$bdir/.sharegpu-source" 2>/dev/null)" != "$repo" ]; then
-        log "host backend build dir was configured for another checkout: reconfiguring"
+    if [ -f "$bdir/build.ninja" ] && [ "$(cat "$bdir/.sharegpu-source" 2>/dev/null)" != "$ROOT" ]; then
+        say "host backend build dir was configured for another checkout: reconfiguring"
         rm -rf "$bdir"
     fi
     if [ ! -f "$bdir/build.ninja" ]; then
-        log "configuring host backend ($bdir, b_sanitize=$sanitize)"
-        meson setup "$bdir" "$repo" --buildtype=debugoptimized -Db_sanitize="$sanitize" \
-            >"$cache/backend-$bvariant-setup.log" 2>&1 || {
-            tail -30 "$cache/backend-$bvariant-setup.log" >&2; exit 1; }
-        echo "$repo" >"$bdir/.sharegpu-source"
+        say "configuring host backend ($bdir, b_sanitize=$sanitize)"
+        meson setup "$bdir" "$ROOT" --buildtype=debugoptimized -Db_sanitize="$sanitize" \
+            >"$CACHE/backend-$bvariant-setup.log" 2>&1 || {
+            tail -30 "$CACHE/backend-$bvariant-setup.log" >&2; exit 1; }
+        echo "$ROOT" >"$bdir/.sharegpu-source"
     fi
-    log "building host backend static library"
+    say "building host backend static library"
     nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a >&2
     pcdir=$bdir/meson-uninstalled
-    [ -f "$pcdir/sharegpu-backend-uninstalled.pc" ] || {
-        echo "build-qemu.sh: $pcdir/sharegpu-backend-uninstalled.pc missing" >&2; exit 1; }
+    [ -f "$pcdir/sharegpu-backend-uninstalled.pc" ] ||
+        die "$pcdir/sharegpu-backend-uninstalled.pc missing"
     # pkg-config prefers NAME-uninstalled.pc; QEMU asks for 'sharegpu-backend'.
     export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-    pkg-config --exists sharegpu-backend || {
-        echo "build-qemu.sh: pkg-config cannot resolve sharegpu-backend" >&2; exit 1; }
+    pkg-config --exists sharegpu-backend ||
+        die "pkg-config cannot resolve sharegpu-backend"
 fi
 
 # ---------------------------------------------------------------- 4. patched work tree
-work=$cache/work/$bvariant
+work=$CACHE/work/$bvariant
 src=$work/src
 bld=$work/build
 stamp_pristine=$work/.pristine
 if [ ! -f "$stamp_pristine" ] || [ "$(cat "$stamp_pristine")" != "$debver" ]; then
-    log "creating work tree $src from pristine source"
+    say "creating work tree $src from pristine source"
     rm -rf "$work"
     mkdir -p "$work"
     cp -a "$pristine" "$src"
@@ -199,7 +200,7 @@ fi
 # differs from the work tree are rewritten (keeps mtimes, so ninja rebuilds only what changed);
 # files overlaid last time but not now are restored from pristine (or removed).
 overlay=$(mktemp -d "$work/overlay.XXXXXX")
-trap 'rm -rf "$overlay"' EXIT
+at_exit "rm -rf $(printf %q "$overlay")"
 for p in "${patches[@]}"; do
     # paths from the +++ lines, minus the first component (-p1)
     sed -n 's/^+++ \([^\t ]*\).*/\1/p' "$p" | cut -d/ -f2- | while read -r f; do
@@ -207,29 +208,29 @@ for p in "${patches[@]}"; do
         mkdir -p "$overlay/$(dirname "$f")"
         if [ -f "$pristine/$f" ]; then cp -p "$pristine/$f" "$overlay/$f"; fi
     done
-    patch -s -p1 -d "$overlay" --no-backup-if-mismatch <"$p" || {
-        echo "build-qemu.sh: $(basename "$p") does not apply" >&2; exit 1; }
+    patch -s -p1 -d "$overlay" --no-backup-if-mismatch <"$p" ||
+        die "$(basename "$p") does not apply"
 done
 if [ "$plain" = 0 ]; then
     # device/ -> hw/misc/sharegpu/ (except qapi/ and tests/), the contract header beside it
     mkdir -p "$overlay/hw/misc/sharegpu"
-    (cd "$repo/device" && find . -type f -not -path './tests/*' -not -path './qapi/*' \
+    (cd "$ROOT/device" && find . -type f -not -path './tests/*' -not -path './qapi/*' \
         -not -name '*.md' -print) | while read -r f; do
         mkdir -p "$overlay/hw/misc/sharegpu/$(dirname "$f")"
-        cp "$repo/device/$f" "$overlay/hw/misc/sharegpu/$f"
+        cp "$ROOT/device/$f" "$overlay/hw/misc/sharegpu/$f"
     done
-    cp "$repo/include/sharegpu_hw.h" "$overlay/hw/misc/sharegpu/sharegpu_hw.h"
+    cp "$ROOT/include/sharegpu_hw.h" "$overlay/hw/misc/sharegpu/sharegpu_hw.h"
     # The backend's C API header goes beside the device: the device links the backend
     # through pkg-config but takes no compile flags from it (QEMU's other objects keep
     # identical command lines, so ccache and ninja stay warm across backend changes).
-    cp "$repo/host-backend/include/sharegpu/backend.h" "$overlay/hw/misc/sharegpu/sharegpu-backend.h"
-    if [ -d "$repo/device/qapi" ]; then
-        cp "$repo"/device/qapi/*.json "$overlay/qapi/"
+    cp "$ROOT/host-backend/include/sharegpu/backend.h" "$overlay/hw/misc/sharegpu/sharegpu-backend.h"
+    if [ -d "$ROOT/device/qapi" ]; then
+        cp "$ROOT"/device/qapi/*.json "$overlay/qapi/"
     fi
-    if [ -d "$repo/device/tests" ]; then
+    if [ -d "$ROOT/device/tests" ]; then
         mkdir -p "$overlay/tests/qtest"
-        for f in "$repo"/device/tests/*.c; do cp "$f" "$overlay/tests/qtest/"; done
-        cp "$repo/include/sharegpu_hw.h" "$overlay/tests/qtest/sharegpu_hw.h"
+        for f in "$ROOT"/device/tests/*.c; do cp "$f" "$overlay/tests/qtest/"; done
+        cp "$ROOT/include/sharegpu_hw.h" "$overlay/tests/qtest/sharegpu_hw.h"
     fi
 fi
 (cd "$overlay" && find . -type f | sed 's|^\./||' | sort) >"$work/.overlay.new"
@@ -246,16 +247,12 @@ comm -23 "$work/.overlay" "$work/.overlay.new" | while read -r f; do
     if [ -f "$pristine/$f" ]; then cp "$pristine/$f" "$src/$f"; else rm -f "$src/$f"; fi
 done
 mv "$work/.overlay.new" "$work/.overlay"
-log "work tree: ${#patches[@]} patches, $(wc -l <"$work/.overlay") overlaid files, $changed rewritten"
+say "work tree: ${#patches[@]} patches, $(wc -l <"$work/.overlay") overlaid files, $changed rewritten"
 
 # ---------------------------------------------------------------- 5. configure + build
-conf=(--target-list=x86_64-softmmu --without-default-features --enable-tcg --enable-kvm
-      --disable-docs --disable-download --disable-install-blobs --disable-werror
-      --enable-trace-backends=log)
-[ "${variant%asan}" != "$variant" ] && conf+=(--enable-asan --enable-ubsan)
 want_conf="${conf[*]}"
 if [ ! -f "$bld/build.ninja" ] || [ "$(cat "$work/.configured" 2>/dev/null)" != "$want_conf" ]; then
-    log "configuring QEMU: ${conf[*]}"
+    say "configuring QEMU: ${conf[*]}"
     rm -rf "$bld"
     mkdir -p "$bld"
     (cd "$bld" && nice -n 10 "$src/configure" --python=/usr/bin/python3 --cc="ccache cc" --cxx="ccache c++" \
@@ -267,20 +264,20 @@ fi
 # patched meson.build files trigger one), so the backend's .pc dir must be that option.
 if [ "$("$bld/pyvenv/bin/meson" introspect --buildoptions "$bld" 2>/dev/null \
         | python3 -c 'import json,sys; print(":".join(next((o["value"] for o in json.load(sys.stdin) if o["name"] == "pkg_config_path"), [])))' 2>/dev/null)" != "$pcdir" ]; then
-    log "setting pkg_config_path=$pcdir"
+    say "setting pkg_config_path=$pcdir"
     "$bld/pyvenv/bin/meson" configure "$bld" -Dpkg_config_path="$pcdir" >&2
 fi
-export CCACHE_BASEDIR=$cache CCACHE_NOHASHDIR=1
+export CCACHE_BASEDIR=$CACHE CCACHE_NOHASHDIR=1
 targets=(qemu-system-x86_64)
 if [ "$qtests" = 1 ]; then
     # SHAREGPU_QTESTS: space-separated qtest names (default: ours)
     for t in ${SHAREGPU_QTESTS:-sharegpu-test sharegpu-fuzz-test}; do targets+=("tests/qtest/$t"); done
 fi
-log "building (${#targets[@]} targets, -j$jobs, nice 10)"
+say "building (${#targets[@]} targets, -j$jobs, nice 10)"
 t_build=$SECONDS
 # ninja's own status line ([n/m]) is the progress indicator
 nice -n 10 ninja -C "$bld" -j "$jobs" "${targets[@]}" >&2
-log "ninja finished in $((SECONDS - t_build))s"
+say "ninja finished in $((SECONDS - t_build))s"
 
 # ---------------------------------------------------------------- 6. publish
 mkdir -p "$out.tmp"
@@ -302,17 +299,17 @@ fi
     echo "configure ${conf[*]}"
     echo "source $src"
     echo "build $bld"
-    echo "repo $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "repo $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 } >"$out.tmp/build-info.txt"
 rm -rf "$out"
 mv "$out.tmp" "$out"
-ln -sfn "$hash" "$cache/qemu/$link"
+ln -sfn "$hash" "$CACHE/qemu/$link"
 # keep the newest 6 outputs (and whatever a current* link points at)
-keep=$(for l in "$cache"/qemu/current*; do readlink "$l"; done)
-ls -1t "$cache/qemu" | grep -E '^[0-9a-f]{16}$' | tail -n +7 | while read -r d; do
-    grep -qx "$d" <<<"$keep" || rm -rf "${cache:?}/qemu/$d"
+keep=$(for l in "$CACHE"/qemu/current*; do readlink "$l"; done)
+ls -1t "$CACHE/qemu" | grep -E '^[0-9a-f]{16}$' | tail -n +7 | while read -r d; do
+    grep -qx "$d" <<<"$keep" || rm -rf "${CACHE:?}/qemu/$d"
 done
-log "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
+say "done in $((SECONDS - t_start))s: $out/qemu-system-x86_64 (qemu/$link)"
 exec 9>&-  # the work tree is free again (the tests below only use the published output)
 if [ "$run_qtests" = 1 ]; then run_qtests_now || exit 1; fi
 echo "$out/qemu-system-x86_64"

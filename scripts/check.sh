@@ -16,14 +16,12 @@
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
 # when anything failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-top=$PWD
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" check
+[ $# = 0 ] || other_arg "$1"  # no options: --help prints this header
+cd "$ROOT"
 
-bash scripts/setup-host.sh || { echo "check: setup failed"; exit 1; }
-
-export CCACHE_DIR=${CCACHE_DIR:-${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}/ccache}
-export CC="ccache gcc" CXX="ccache g++"
-mesonopts=(-Dwerror=true)
+bash scripts/setup-host.sh || give_up "setup failed"
+use_ccache
 
 failed_stages=()
 results=()
@@ -34,14 +32,20 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 # meson_suite DIR [meson setup args...]: configure, build, test; records JUnit results.
 meson_suite() {
     local dir=$1; shift
-    if ! [ -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "${mesonopts[@]}" "$@" >"$dir.setup.log" 2>&1 ||
-            { cat "$dir.setup.log"; failed_stages+=("$dir: configure"); return 1; }
-    fi
+    meson_configure "$dir" "$@" || { failed_stages+=("$dir: configure"); return 1; }
     nice ninja -C "$dir" || { failed_stages+=("$dir: build"); return 1; }
     meson test -C "$dir" --suite backend --print-errorlogs --num-processes 2 ||
         failed_stages+=("$dir: tests")
     results+=("$dir/meson-logs/testlog.junit.xml")
+}
+
+# script_stage NAME WHAT [ARGS...]: runs scripts/NAME.sh (output also in build/NAME.out), records
+# WHAT as a failed stage when it fails, and its closing "NAME: N passed, M failed" line
+script_stage() {
+    local name=$1 what=$2; shift 2
+    bash "scripts/$name.sh" "$@" 2>&1 | tee "build/$name.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("$what")
+    extra_totals+=("$(grep -h "^$name: [0-9]* passed, [0-9]* failed" "build/$name.out" | tail -1)")
 }
 
 stage "host backend: plain build and tests"
@@ -64,26 +68,18 @@ echo "--- ratio lines"
 grep -h '^ratio ' build/*_bench.out || failed_stages+=("benchmarks printed no ratio line")
 
 stage "QEMU device: qtests, randomized fuzz under ASan, monitor acceptance"
-bash scripts/qemu-tests.sh 2>&1 | tee build/qemu-tests.out
-[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("qemu tests")
-extra_totals+=("$(grep -h '^qemu-tests: [0-9]* passed, [0-9]* failed' build/qemu-tests.out | tail -1)")
+script_stage qemu-tests "qemu tests"
 
 stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under QEMU TCG)"
 # Heavy artefacts are cached by input hash; a fresh machine builds them here.
-bash scripts/guest-tests.sh 2>&1 | tee build/guest-tests.out
-[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest tests")
-extra_totals+=("$(grep -h '^guest-tests: [0-9]* passed, [0-9]* failed' build/guest-tests.out | tail -1)")
+script_stage guest-tests "guest tests"
 
 stage "guest: ioctl fuzzer (fixed seeds + one random seed; a failed seed prints its replay command)"
 # 4 boots of ~85 s each, ~5.5 min on a 2-core machine (docs/user-guide.md, "Fuzzing the driver")
-bash scripts/guest-fuzz.sh --seeds "1 2 3" --random 1 --duration 40 2>&1 | tee build/guest-fuzz.out
-[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("guest fuzz")
-extra_totals+=("$(grep -h '^guest-fuzz: [0-9]* passed, [0-9]* failed' build/guest-fuzz.out | tail -1)")
+script_stage guest-fuzz "guest fuzz" --seeds "1 2 3" --random 1 --duration 40
 
 stage "guest runner: silence watchdog, QEMU crash and kernel-report detection (self-test)"
-bash scripts/run-guest-selftest.sh 2>&1 | tee build/run-guest-selftest.out
-[ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("run-guest self-test")
-extra_totals+=("$(grep -h '^run-guest-selftest: [0-9]* passed, [0-9]* failed' build/run-guest-selftest.out | tail -1)")
+script_stage run-guest-selftest "run-guest self-test"
 
 # Test-case totals over every JUnit file (meson parses each gtest binary's cases).
 python3 - "${results[@]}" <<'PY' >build/check-totals.txt
@@ -117,5 +113,4 @@ failed=$((failed + ${#failed_stages[@]}))
 
 printf '\n'
 for s in "${failed_stages[@]}"; do echo "FAILED: $s"; done
-echo "check: $passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+verdict "$passed" "$failed" "$skipped"

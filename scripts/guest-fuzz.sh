@@ -26,17 +26,9 @@
 #   guest-fuzz: N passed, M failed
 # Exit status non-zero when M > 0.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-fuzz
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 SEEDS=() RANDOM_N="" DURATION=60 BUILD=1 LOG_DIR="" FUZZ_ARGS=(--uid 65534)
-say() { echo "[guest-fuzz] $*" >&2; }
-finish() { # $1 passed, $2 failed
-    echo "guest-fuzz: $1 passed, $2 failed"
-    [ "$2" = 0 ] && exit 0
-    exit 1
-}
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,19 +38,18 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --log-dir) LOG_DIR=$2; shift 2 ;;
         --) shift; FUZZ_ARGS+=("$@"); break ;;
-        -h|--help) usage; exit 0 ;;
-        *) say "unknown argument $1 (see --help)"; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
 done
-[[ $DURATION =~ ^[0-9]+$ ]] && [ "$DURATION" -gt 0 ] || { say "--duration wants seconds"; exit 2; }
+[[ $DURATION =~ ^[0-9]+$ ]] && [ "$DURATION" -gt 0 ] || usage_error "--duration wants seconds"
 for s in ${SEEDS[@]+"${SEEDS[@]}"}; do
-    [[ $s =~ ^[0-9]+$ ]] || { say "seed '$s' is not a decimal number"; exit 2; }
+    [[ $s =~ ^[0-9]+$ ]] || usage_error "seed '$s' is not a decimal number"
 done
 for a in "${FUZZ_ARGS[@]}"; do
-    [[ $a != *,* ]] || { say "fuzzer argument '$a' has a comma"; exit 2; }
+    [[ $a != *,* ]] || usage_error "fuzzer argument '$a' has a comma"
 done
 [ -n "$RANDOM_N" ] || { [ ${#SEEDS[@]} -gt 0 ] && RANDOM_N=0 || RANDOM_N=1; }
-[[ $RANDOM_N =~ ^[0-9]+$ ]] || { say "--random wants a count"; exit 2; }
+[[ $RANDOM_N =~ ^[0-9]+$ ]] || usage_error "--random wants a count"
 for ((i = 0; i < RANDOM_N; i++)); do
     s=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
     say "random seed: $s"
@@ -70,20 +61,18 @@ mkdir -p "$LOG_DIR"
 # ---- builds (guest-tests.sh owns the pipeline: kernel, QEMU, module, guest binaries) -----
 BUILD_ARGS=(--build-only)
 [ "$BUILD" = 1 ] || BUILD_ARGS+=(--no-build)
-"$ROOT/scripts/guest-tests.sh" "${BUILD_ARGS[@]}" >&2 || { say "build failed"; finish 0 1; }
+"$ROOT/scripts/guest-tests.sh" "${BUILD_ARGS[@]}" >&2 || give_up "build failed"
 FUZZER=$CACHE/guest-tests/build/sgpu_fuzz
-[ -x "$FUZZER" ] || { say "no fuzzer binary at $FUZZER"; finish 0 1; }
+[ -x "$FUZZER" ] || give_up "no fuzzer binary at $FUZZER"
 
-RUN=$(mktemp -d /tmp/sgpu-fuzz.XXXXXX)
-trap 'rm -rf "$RUN"' EXIT
+make_run_dir fuzz
 "$ROOT/scripts/build-guest-image.sh" --out "$RUN/initrd.cpio.gz" --init-mode fuzz \
-    --module "$ROOT/guest-driver/sharegpu.ko" --fuzzer "$FUZZER" >&2 ||
-    { say "image build failed"; finish 0 1; }
+    --module "$ROOT/guest-driver/sharegpu.ko" --fuzzer "$FUZZER" >&2 || give_up "image build failed"
 
 # ---- one boot per seed -------------------------------------------------------------------
 # Less VRAM than guest-tests.sh gives (64M): six workers then fill it, so TTM evicts (and
 # importers get move_notify) and the import windows run out of room.
-VRAM_G0=16M VRAM_G1=16M
+guest_qemu_args 16M
 ARGS_CSV=$(IFS=,; echo "${FUZZ_ARGS[*]}")
 # boot + duration + the fuzzer's own grace (120 s) + module unload, with room for a slow host
 BOOT_TIMEOUT=$((DURATION + 600))
@@ -96,8 +85,7 @@ for seed in "${SEEDS[@]}"; do
     GUEST_SILENCE=${GUEST_SILENCE:-120} "$ROOT/scripts/run-guest.sh" \
         --initrd "$RUN/initrd.cpio.gz" --log "$log" --timeout "$BOOT_TIMEOUT" \
         --append "sharegpu.mode=fuzz sharegpu.fuzz.seed=$seed sharegpu.fuzz.duration=$DURATION sharegpu.fuzz.args=$ARGS_CSV" \
-        -- -device sharegpu,id=g0,vram-size=$VRAM_G0 -device sharegpu,id=g1,coherent=off,vram-size=$VRAM_G1 \
-        >/dev/null 2>"$RUN/err"
+        -- "${QEMU_ARGS[@]}" >/dev/null 2>"$RUN/err"
     rc=$?
     secs=$((SECONDS - t0))
     sed 's/^/[guest-fuzz]   /' "$RUN/err" >&2
@@ -132,4 +120,4 @@ for seed in "${SEEDS[@]}"; do
         echo "guest-fuzz: seed $seed FAIL $why (${secs}s; log $log; replay: scripts/guest-fuzz.sh --no-build --seeds $seed --duration $DURATION)"
     fi
 done
-finish "$passed" "$failed"
+verdict "$passed" "$failed"

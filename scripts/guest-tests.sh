@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# sharegpu guest end-to-end tests: ONE command from sources to a verdict.
+# sharegpu guest end-to-end tests: ONE command from sources to a verdict; and the guest demo.
 #
 # usage: scripts/guest-tests.sh [options] [-- extra qemu args]
-#   --no-build         do not run the kernel/QEMU build scripts (use the cached outputs)
+#   --no-build         do not run the kernel/QEMU build scripts (use the cached outputs; the
+#                      module and the guest binaries are still made, that is cheap)
 #   --filter PATTERN   GoogleTest filter for every binary (e.g. 'Sharing*:*Negative*')
-#   --timeout SECS     failure detector for the whole guest run (default 2400)
-#   --log FILE         serial console log (default $SHAREGPU_CACHE/logs/guest-tests-<time>.log)
+#   --timeout SECS     failure detector for the whole guest run (default 2400; --demo: 900,
+#                      and none on a terminal)
+#   --log FILE         serial console log (default $SHAREGPU_CACHE/logs/guest-tests-<time>.log,
+#                      --demo: guest-demo-<time>.log)
 #   --no-host-agent    do not start the QMP host agent (host-request tests then SKIP)
 #   --build-only       stop after building kernel, QEMU, module and test binaries (used by
-#                      scripts/guest-demo.sh); binaries in $SHAREGPU_CACHE/guest-tests/build
+#                      scripts/guest-fuzz.sh); binaries in $SHAREGPU_CACHE/guest-tests/build
+#   --demo             the guest demo instead of the tests (`make run`, see below)
 #
-# Steps (each cached / incremental): scripts/build-guest-kernel.sh, scripts/build-qemu.sh,
-# make -C guest-driver (module), make -C guest-tests (static GoogleTest binaries),
+# Steps (each cached / incremental): scripts/build-guest-kernel.sh, scripts/build-qemu.sh
+# (each waits, through its own flock, for a build of its kind that is running), make -C
+# guest-driver (module), make -C guest-tests (static GoogleTest binaries),
 # scripts/build-guest-image.sh, then scripts/run-guest.sh boots QEMU (TCG, -M q35) with
 #   -device sharegpu,id=g0                 coherent,     64 MiB VRAM
 #   -device sharegpu,id=g1,coherent=off    non-coherent, 64 MiB VRAM
@@ -25,20 +30,23 @@
 # (N/M = GoogleTest cases; a binary that crashes or exits non-zero without reporting a failed
 # case counts as one failed case). Exit status non-zero when M > 0, when the guest did not
 # finish, or when run-guest.sh found a kernel report (lockdep, KASAN, WARN, oops, ...).
+#
+# Demo mode (--demo): the same guest, with the HMP monitor on a unix socket too, runs
+# guest-tests/sgpu_demo.cc instead of the tests (export on one device, import on the other, a
+# move with move_notify, a coherency barrier, an eviction forced from the QEMU monitor); the
+# test binaries ride along in /usr/bin (e.g. sgpu_sharing_test --gtest_filter='*Vgem*').
+# Interactive (stdin and stdout are a terminal): console on the terminal, a guest shell after
+# the demo (exit it to power off). The HMP monitor listens on a unix socket printed at start:
+#     socat - UNIX-CONNECT:/tmp/sgpu-demo.XXXX/hmp.sock     then: info sharegpu
+#     x_sharegpu_move_bo g0 <hw-handle> system;  or Ctrl-A c on the console (mux monitor)
+# Non-interactive (CI, no TTY): the guest powers off after the demo; the exit status is
+# scripts/run-guest.sh's (0 = everything behaved).
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-tests
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 OUT=$CACHE/guest-tests
-BUILD=1 FILTER="" TIMEOUT=2400 LOG="" AGENT=1 BUILD_ONLY=0
+BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0
 EXTRA=()
-say() { echo "[guest-tests] $*" >&2; }
-finish() { # $1 passed, $2 failed, $3 exit status
-    echo "guest-tests: $1 passed, $2 failed"
-    exit "$3"
-}
-usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=0; shift ;;
@@ -47,53 +55,47 @@ while [ $# -gt 0 ]; do
         --log) LOG=$2; shift 2 ;;
         --no-host-agent) AGENT=0; shift ;;
         --build-only) BUILD_ONLY=1; shift ;;
+        --demo) DEMO=1; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) usage; exit 0 ;;
-        *) say "unknown argument $1 (see --help)"; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
 done
+NAME=guest-tests
+if [ "$DEMO" = 1 ]; then NAME=guest-demo SG_TAG=guest-demo; fi
 mkdir -p "$OUT" "$CACHE/logs"
-[ -n "$LOG" ] || LOG=$CACHE/logs/guest-tests-$(date +%Y%m%d-%H%M%S)-$$.log
+[ -n "$LOG" ] || LOG=$CACHE/logs/$NAME-$(date +%Y%m%d-%H%M%S)-$$.log
 
 # ---- builds ------------------------------------------------------------------------------
-# The machine is shared: never run a QEMU build next to someone else's (the kernel script
-# serialises itself with flock).
-wait_for_qemu_build() {
-    local waited=0
-    while pgrep -f 'scripts/build-qemu\.sh|build-qemu\.sh' >/dev/null 2>&1; do
-        [ $((waited % 120)) = 0 ] && say "waiting for a running QEMU build to finish..."
-        sleep 10; waited=$((waited + 10))
-    done
-}
-
 if [ "$BUILD" = 1 ]; then
     say "guest kernel (cached)"
-    KENV=$("$ROOT/scripts/build-guest-kernel.sh") || { say "kernel build failed"; finish 0 1 1; }
+    KENV=$("$ROOT/scripts/build-guest-kernel.sh") || give_up "kernel build failed"
     eval "$KENV"
-    wait_for_qemu_build
     say "QEMU (cached)"
-    nice -n 10 "$ROOT/scripts/build-qemu.sh" >&2 || { say "QEMU build failed"; finish 0 1 1; }
+    BUILT=$(nice -n 10 "$ROOT/scripts/build-qemu.sh" | tail -n 1) || give_up "QEMU build failed"
+    QEMU=${QEMU:-$BUILT}
 else
-    [ -f "$CACHE/kernel/current/kernel.env" ] || { say "no cached kernel"; finish 0 1 1; }
-    # shellcheck disable=SC1091
-    . "$CACHE/kernel/current/kernel.env"
+    load_kernel_env || give_up "--no-build: no cached kernel (scripts/build-guest-kernel.sh)"
 fi
 KDIR=${SHAREGPU_KERNEL_BUILD:?}
-QEMU_BIN=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
-[ -x "$QEMU_BIN" ] || { say "no QEMU at $QEMU_BIN"; finish 0 1 1; }
-export QEMU=$QEMU_BIN
+find_qemu || give_up "no QEMU at $QEMU"
 
 say "driver module (KDIR=$KDIR)"
-nice -n 10 make -C "$ROOT/guest-driver" KDIR="$KDIR" modules >&2 ||
-    { say "driver build failed"; finish 0 1 1; }
+nice -n 10 make -C "$ROOT/guest-driver" KDIR="$KDIR" modules >&2 || give_up "driver build failed"
 say "test binaries"
 nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
-    { say "test build failed"; finish 0 1 1; }
+    give_up "test build failed"
 [ "$BUILD_ONLY" = 1 ] && { say "built: $OUT/build"; exit 0; }
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
        sgpu_locking_test)
-cat >"$OUT/zz-debugfs.sh" <<'EOS'
+IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko")
+if [ "$DEMO" = 1 ]; then
+    IMG=$OUT/demo.cpio.gz
+    IMG_ARGS+=(--init-mode demo --test "$OUT/build/sgpu_demo")
+    for t in "$OUT"/build/sgpu_*_test; do IMG_ARGS+=(--file "$t:/usr/bin/$(basename "$t")"); done
+else
+    IMG=$OUT/initrd.cpio.gz
+    cat >"$OUT/zz-debugfs.sh" <<'EOS'
 #!/bin/sh
 # diagnostics after the tests: driver counters and objects of every sharegpu device
 for d in /sys/kernel/debug/dri/*/sharegpu_counters; do
@@ -102,40 +104,37 @@ for d in /sys/kernel/debug/dri/*/sharegpu_counters; do
 done
 exit 0
 EOS
-chmod +x "$OUT/zz-debugfs.sh"
-IMG_ARGS=(--out "$OUT/initrd.cpio.gz" --module "$ROOT/guest-driver/sharegpu.ko")
-for t in "${TESTS[@]}"; do IMG_ARGS+=(--test "$OUT/build/$t"); done
-IMG_ARGS+=(--test "$OUT/zz-debugfs.sh")
-"$ROOT/scripts/build-guest-image.sh" "${IMG_ARGS[@]}" >&2 || { say "image build failed"; finish 0 1 1; }
+    chmod +x "$OUT/zz-debugfs.sh"
+    for t in "${TESTS[@]}"; do IMG_ARGS+=(--test "$OUT/build/$t"); done
+    IMG_ARGS+=(--test "$OUT/zz-debugfs.sh")
+fi
+"$ROOT/scripts/build-guest-image.sh" --out "$IMG" "${IMG_ARGS[@]}" >&2 || give_up "image build failed"
 
 # ---- boot --------------------------------------------------------------------------------
-RUN=$(mktemp -d /tmp/sgpu-gt.XXXXXX)
-AGENT_PID=""
-cleanup() {
-    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
-APPEND="sgputest.host=$AGENT"
-[ -n "$FILTER" ] && APPEND="$APPEND sgputest.filter=$FILTER"
-# -device isa-serial turns off QEMU's default serial, so serial0 (the console) is given
-# explicitly; -nic none: no default NIC (its option ROM is not installed)
-QEMU_ARGS=(-nic none -serial mon:stdio
-           -device sharegpu,id=g0,vram-size=64M
-           -device sharegpu,id=g1,coherent=off,vram-size=64M
-           -qmp "unix:$RUN/qmp.sock,server=on,wait=off"
-           -chardev "socket,id=sgpureply,path=$RUN/reply.sock,server=on,wait=off"
-           -device isa-serial,chardev=sgpureply,index=1
-           ${EXTRA[@]+"${EXTRA[@]}"})
+make_run_dir "${NAME#guest-}"
+guest_qemu_args 64M "$RUN"
+RUN_ARGS=(--kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" --log "$LOG"
+          --append "sgputest.host=$AGENT")
 rm -f "$LOG"
-if [ "$AGENT" = 1 ]; then
-    python3 "$ROOT/guest-tests/host-agent.py" --log "$LOG" --qmp "$RUN/qmp.sock" \
-        --reply "$RUN/reply.sock" --connect-timeout 300 &
-    AGENT_PID=$!
+[ "$AGENT" = 1 ] && start_host_agent "$RUN" "$LOG"
+if [ "$DEMO" = 1 ]; then
+    QEMU_ARGS+=(-monitor "unix:$RUN/hmp.sock,server=on,wait=off")
+    if [ -t 0 ] && [ -t 1 ]; then
+        RUN_ARGS+=(--interactive)
+        say "HMP monitor: Ctrl-A c on this console, or socat - UNIX-CONNECT:$RUN/hmp.sock"
+        say "  (info sharegpu, x_sharegpu_move_bo g0 <hw-handle> system)"
+        say "the guest shell follows the demo; 'exit' powers the guest off"
+    else
+        say "no terminal: the guest powers off after the demo"
+        RUN_ARGS+=(--timeout "${TIMEOUT:-900}" --append "sharegpu.mode=tests")
+    fi
+    "$ROOT/scripts/run-guest.sh" "${RUN_ARGS[@]}" -- "${QEMU_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+    exit
 fi
+[ -n "$FILTER" ] && RUN_ARGS+=(--append "sgputest.filter=$FILTER")
 say "booting (log $LOG)"
-"$ROOT/scripts/run-guest.sh" --initrd "$OUT/initrd.cpio.gz" --log "$LOG" --timeout "$TIMEOUT" \
-    --append "$APPEND" -- "${QEMU_ARGS[@]}"
+"$ROOT/scripts/run-guest.sh" "${RUN_ARGS[@]}" --timeout "${TIMEOUT:-2400}" -- \
+    "${QEMU_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
 RC=$?
 
 # ---- verdict -----------------------------------------------------------------------------
@@ -179,6 +178,4 @@ case $RC in
     *) say "run-guest.sh exit $RC" ;;
 esac
 say "skipped: $SKIPPED, log: $LOG"
-STATUS=0
-[ "$FAILED" = 0 ] && [ "$RC" = 0 ] || STATUS=1
-finish "$PASSED" "$FAILED" "$STATUS"
+verdict "$PASSED" "$FAILED" && [ "$RC" = 0 ]

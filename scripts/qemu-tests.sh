@@ -23,10 +23,10 @@
 # Environment: SHAREGPU_FUZZ_ITERS / SHAREGPU_FUZZ_SEED (ASan fuzz run), SHAREGPU_QEMU_TESTS_ASAN=0
 # (same as --no-asan), SHAREGPU_JOBS.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" qemu-tests
+SAY_TIME=1
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
-logdir=$cache/logs/qemu-tests
+logdir=$CACHE/logs/qemu-tests
 asan=${SHAREGPU_QEMU_TESTS_ASAN:-1}
 default=1
 fuzz_iters=${SHAREGPU_FUZZ_ITERS:-100000}
@@ -35,14 +35,13 @@ jobs=${SHAREGPU_JOBS:-$(nproc)}
 
 while [ $# -gt 0 ]; do
     case "$1" in
+        -j) jobs=$2; shift ;;
+        -j*) jobs=${1#-j} ;;
         --no-asan) asan=0 ;;
         --asan-only) default=0; asan=1 ;;
         --fuzz-iters) fuzz_iters=$2; shift ;;
         --fuzz-seed) fuzz_seed=$2; shift ;;
-        -j) jobs=$2; shift ;;
-        -j*) jobs=${1#-j} ;;
-        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 0 ;;
-        *) echo "qemu-tests.sh: unknown option $1" >&2; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
     shift
 done
@@ -58,14 +57,13 @@ fail() {
         echo "        log: $3"; tail -n 25 "$3" | sed 's/^/        | /'
     fi
 }
-note() { printf '[qemu-tests %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 # Sanitizer settings for the ASan variant (QEMU and the qtest binaries): stop at the first
 # report so the exit status carries it (libqtest fails the test on a non-zero QEMU exit).
 sanitizer_env() {
     export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:print_summary=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$repo/device/tests/lsan-suppressions.txt:print_suppressions=0}
+    export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/device/tests/lsan-suppressions.txt:print_suppressions=0}
 }
 
 # run_qtest VARIANT BINARY LOG [ENV...]: runs one qtest binary in TAP mode, one line per case.
@@ -92,7 +90,7 @@ run_qtest() {
         # a crash/abort stops the binary before it reports the case (TAP has no line for it)
         fail "$variant" "$(basename "$bin"): exit status $rc, $seen of $planned cases reported" "$log"
     fi
-    note "$(basename "$bin") [$variant]: $seen cases in $((SECONDS - t0))s (log $log)"
+    say "$(basename "$bin") [$variant]: $seen cases in $((SECONDS - t0))s (log $log)"
 }
 
 # acceptance VARIANT QEMU: the issue's QMP-over-stdio check.
@@ -157,13 +155,13 @@ tcg_reproducers() {
     local variant=$1 qemu=$2 src name elf log con rc
     local bdir=$logdir/tcg-build
     mkdir -p "$bdir"
-    for src in "$repo"/device/tests/tcg/*.c; do
+    for src in "$ROOT"/device/tests/tcg/*.c; do
         name=$(basename "$src" .c)
         elf=$bdir/$name.elf log=$logdir/$variant-tcg-$name.log con=$logdir/$variant-tcg-$name.con
         if ! { gcc -m32 -march=i686 -ffreestanding -fno-pic -fno-stack-protector \
                    -fno-asynchronous-unwind-tables -nostdlib -O2 -Wall -Wextra -Werror \
-                   -I"$repo/include" -c "$src" -o "$bdir/$name.o" &&
-               ld -m elf_i386 --no-warn-rwx-segments -T "$repo/device/tests/tcg/stale-tlb.ld" \
+                   -I"$ROOT/include" -c "$src" -o "$bdir/$name.o" &&
+               ld -m elf_i386 --no-warn-rwx-segments -T "$ROOT/device/tests/tcg/stale-tlb.ld" \
                    -o "$elf" "$bdir/$name.o"; } >"$log" 2>&1; then
             fail "$variant" "tcg $name: build" "$log"
             continue
@@ -188,10 +186,10 @@ tcg_reproducers() {
 # build VARIANT ARGS...: prints the output dir (qemu binary's dir) or fails the step.
 build() {
     local variant=$1 log=$logdir/$1-build.log t0=$SECONDS bin; shift
-    note "building QEMU [$variant] (cached; log $log)"
-    if bin=$(nice -n 10 "$repo/scripts/build-qemu.sh" "$@" --qtests -j "$jobs" 2>"$log" | tail -1) \
+    say "building QEMU [$variant] (cached; log $log)"
+    if bin=$(nice -n 10 "$ROOT/scripts/build-qemu.sh" "$@" --qtests -j "$jobs" 2>"$log" | tail -1) \
             && [ -x "$bin" ]; then
-        note "QEMU [$variant] ready in $((SECONDS - t0))s: $bin"
+        say "QEMU [$variant] ready in $((SECONDS - t0))s: $bin"
         out=$(dirname "$bin")
         return 0
     fi
@@ -210,13 +208,12 @@ fi
 if [ "$asan" = 1 ] && build asan --asan; then
     sanitizer_env
     run_qtest asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
-    note "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters"
+    say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters"
     run_qtest asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
         SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed"
     grep '^# sharegpu fuzz' "$logdir/asan-sharegpu-fuzz-test.log" | sed 's/^/        /'
     acceptance asan "$out/qemu-system-x86_64"
     tcg_reproducers asan "$out/qemu-system-x86_64"
 fi
-note "total $((SECONDS - t_all))s"
-echo "qemu-tests: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+say "total $((SECONDS - t_all))s"
+verdict "$passed" "$failed"

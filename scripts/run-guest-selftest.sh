@@ -18,28 +18,26 @@
 #   run-guest-selftest: N passed, M failed
 # Exit status non-zero when a case failed. Logs: $SHAREGPU_CACHE/logs/run-guest-selftest-*.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-guest-selftest
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 RUNNER=$ROOT/scripts/run-guest.sh
 SILENCE=20
 while [ $# -gt 0 ]; do
     case "$1" in
         --silence) SILENCE=$2; shift 2 ;;
-        -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "run-guest-selftest: unknown argument $1" >&2; exit 2 ;;
+        *) other_arg "$1" ;;
     esac
 done
 
-TMP=$(mktemp -d /tmp/sgpu-rgst.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+make_run_dir rgst
+TMP=$RUN
 ulimit -c 0  # the aborted QEMU must not leave a core file behind
 STAMP=$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$CACHE/logs"
 # -nodefaults: no empty default CD-ROM, on which SeaBIOS waits 32 s (AHCI timeout) before the
 # kernel starts, silently: that wait would count against the short --silence
-QEMU_ARGS=(-nodefaults -serial mon:stdio
-           -device sharegpu,id=g0,vram-size=64M -device sharegpu,id=g1,coherent=off,vram-size=64M)
+guest_qemu_args 64M
+QEMU_ARGS=(-nodefaults -serial mon:stdio "${QEMU_ARGS[@]}")
 passed=0 failed=0
 
 # ---- case bookkeeping -------------------------------------------------------------------
@@ -65,37 +63,47 @@ end_case() { # $1 = the runner's stderr file to show on failure (optional)
     fi
 }
 log_has() { grep -sqE -- "$2" "$1"; }  # FILE ERE
-no_qemu_with() { ! pgrep -f -- "$1"; }  # no process has $1 in its command line
 
-# wait_for DEADLINE_SECS COMMAND...: polls COMMAND until it succeeds; fails at the deadline
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
+# start_guest NAME RUNNER-ARGS...: the runner on the silent image in the background (its pid in
+# $runner, log in $LOG, stderr in $TMP/NAME.err); returns once the guest is up, with the pid of
+# the QEMU it started (from -pidfile) in $qemu_pid; fails the case when the guest is not up
+# within 300 s or the runner ended first
+start_guest() {
+    local name=$1 deadline=$((SECONDS + 300)); shift
+    LOG=$CACHE/logs/run-guest-selftest-$STAMP-$name.log
+    rm -f "$LOG"
+    "$RUNNER" --initrd "$IMG" --log "$LOG" "$@" -- "${QEMU_ARGS[@]}" -pidfile "$TMP/$name.pid" \
+        >/dev/null 2>"$TMP/$name.err" &
+    runner=$! qemu_pid=""
+    until log_has "$LOG" '^SHAREGPU: silent mode' && [ -s "$TMP/$name.pid" ]; do
+        if [ "$SECONDS" -ge "$deadline" ] || ! kill -0 "$runner" 2>/dev/null; then
+            problems+=("the guest up within 300 s, while the runner runs")
+            kill "$runner" 2>/dev/null
+            return 1
+        fi
         sleep 0.5
     done
+    qemu_pid=$(cat "$TMP/$name.pid")
 }
+qemu_gone() { [ -n "$qemu_pid" ] && ! kill -0 "$qemu_pid" 2>/dev/null; }
 
 # ---- prerequisites: cached kernel + QEMU, the silent image ------------------------------
-QEMU_BIN=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
 IMG=$TMP/silent.cpio.gz
 have_guest=1
-if ! [ -f "$CACHE/kernel/current/kernel.env" ] || ! [ -x "$QEMU_BIN" ]; then
+if ! load_kernel_env || ! find_qemu; then
     echo "run-guest-selftest: no cached guest kernel or QEMU (run scripts/guest-tests.sh first)"
     have_guest=0
 elif ! "$ROOT/scripts/build-guest-image.sh" --out "$IMG" --init-mode silent 2>"$TMP/image.err"; then
     cat "$TMP/image.err"
     have_guest=0
 fi
-export QEMU=$QEMU_BIN
 
 # ---- frozen-guest -----------------------------------------------------------------------
 begin_case frozen-guest
-LOG=$CACHE/logs/run-guest-selftest-$STAMP-frozen.log
 if [ "$have_guest" = 1 ]; then
+    start_guest frozen --silence "$SILENCE" --timeout 600
     rc=0
-    "$RUNNER" --initrd "$IMG" --log "$LOG" --silence "$SILENCE" --timeout 600 -- \
-        "${QEMU_ARGS[@]}" -pidfile "$TMP/frozen.pid" >/dev/null 2>"$TMP/frozen.err" || rc=$?
+    wait "$runner" || rc=$?
     expect "runner exit status 4 (FROZEN), got $rc" [ "$rc" = 4 ]
     expect "the guest reached silent mode before the watchdog fired" \
         log_has "$LOG" '^SHAREGPU: silent mode'
@@ -108,7 +116,7 @@ if [ "$have_guest" = 1 ]; then
     expect "log: 'info sharegpu' output for g1" log_has "$LOG" '^sharegpu g1 \('
     expect "log: 'info registers -a' output" log_has "$LOG" '^[RE]IP='
     expect "stderr: a backtrace excerpt" log_has "$TMP/frozen.err" '^\[run-guest\] +Thread [0-9]+ '
-    expect "no QEMU left running" no_qemu_with "-pidfile $TMP/frozen.pid"
+    expect "no QEMU left running (pid ${qemu_pid:-?})" qemu_gone
 else
     problems+=("a cached guest kernel, QEMU and the silent image")
 fi
@@ -116,18 +124,8 @@ end_case "$TMP/frozen.err"
 
 # ---- qemu-abort -------------------------------------------------------------------------
 begin_case qemu-abort
-LOG=$CACHE/logs/run-guest-selftest-$STAMP-abort.log
 if [ "$have_guest" = 1 ]; then
-    rm -f "$LOG"
-    "$RUNNER" --initrd "$IMG" --log "$LOG" --timeout 600 -- \
-        "${QEMU_ARGS[@]}" -pidfile "$TMP/abort.pid" >/dev/null 2>"$TMP/abort.err" &
-    runner=$!
-    if wait_for 300 log_has "$LOG" '^SHAREGPU: silent mode' && [ -s "$TMP/abort.pid" ]; then
-        kill -ABRT "$(cat "$TMP/abort.pid")"
-    else
-        problems+=("the guest up within 300 s")
-        kill "$runner"
-    fi
+    start_guest abort --timeout 600 && kill -ABRT "$qemu_pid"
     rc=0
     wait "$runner" || rc=$?
     expect "runner exit status 5 (QEMU exited abnormally), got $rc" [ "$rc" = 5 ]
@@ -140,11 +138,10 @@ end_case "$TMP/abort.err"
 
 # ---- qemu-exit-status -------------------------------------------------------------------
 begin_case qemu-exit-status
-LOG=$CACHE/logs/run-guest-selftest-$STAMP-exit-status.log
 if [ "$have_guest" = 1 ]; then
     rc=0
-    "$RUNNER" --initrd "$IMG" --log "$LOG" --timeout 120 -- -device no-such-device \
-        >/dev/null 2>"$TMP/exit.err" || rc=$?
+    "$RUNNER" --initrd "$IMG" --log "$CACHE/logs/run-guest-selftest-$STAMP-exit-status.log" \
+        --timeout 120 -- -device no-such-device >/dev/null 2>"$TMP/exit.err" || rc=$?
     expect "runner exit status 5 (QEMU exited abnormally), got $rc" [ "$rc" = 5 ]
     expect "stderr: 'QEMU exited abnormally: exit status 1'" \
         log_has "$TMP/exit.err" 'QEMU exited abnormally: exit status 1'
@@ -185,5 +182,4 @@ rc=0
 expect "exit 0 for a clean log, got $rc" [ "$rc" = 0 ]
 end_case
 
-echo "run-guest-selftest: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+verdict "$passed" "$failed"

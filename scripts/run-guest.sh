@@ -34,15 +34,13 @@
 # 5 = QEMU exited abnormally: killed by a signal (e.g. SIGABRT from an assertion) or a
 #     non-zero exit status.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-guest
+DIE_STATUS=2  # every early stop is exit 2
 
-CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG=""
 TIMEOUT=${GUEST_TIMEOUT:-900}
 SILENCE=${GUEST_SILENCE:-300}
 EXTRA=()
-usage() { sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() { echo "[run-guest] ERROR: $*" >&2; exit 2; }
-say() { echo "[run-guest] $*" >&2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -57,20 +55,15 @@ while [ $# -gt 0 ]; do
         --mem) MEM=$2; shift 2 ;;
         --check-log) CHECK_LOG=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) usage; exit 0 ;;
-        *) die "unknown argument $1 (see --help)" ;;
+        *) other_arg "$1" ;;
     esac
 done
 [[ $TIMEOUT =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds, got '$TIMEOUT'"
 [[ $SILENCE =~ ^[0-9]+$ ]] || die "--silence wants whole seconds, got '$SILENCE'"
 
-RUN=$(mktemp -d /tmp/sgpu-run.XXXXXX)
+make_run_dir run
 QEMU_PID=""
-cleanup() {
-    [ -n "$QEMU_PID" ] && kill -KILL "$QEMU_PID" 2>/dev/null
-    rm -rf "$RUN"
-}
-trap cleanup EXIT
+at_exit '[ -z "$QEMU_PID" ] || kill -KILL "$QEMU_PID" 2>/dev/null'
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -181,19 +174,14 @@ if [ -n "$CHECK_LOG" ]; then
     LOG=$CHECK_LOG
 else
     if [ -z "$KERNEL" ]; then
-        env_file=$CACHE/kernel/current/kernel.env
-        [ -f "$env_file" ] || die "no --kernel and no $env_file (run scripts/build-guest-kernel.sh)"
-        KERNEL=$(sed -n 's/^SHAREGPU_KERNEL_IMAGE=//p' "$env_file")
+        load_kernel_env || die "no --kernel and no cached kernel (run scripts/build-guest-kernel.sh)"
+        KERNEL=$SHAREGPU_KERNEL_IMAGE
     fi
     [ -f "$KERNEL" ] || die "kernel $KERNEL not found"
     [ -n "$INITRD" ] && [ -f "$INITRD" ] || die "--initrd FILE required (scripts/build-guest-image.sh)"
 
-    if [ -z "${QEMU:-}" ]; then
-        if [ -x "$CACHE/qemu/current/qemu-system-x86_64" ]; then
-            QEMU=$CACHE/qemu/current/qemu-system-x86_64
-        else
-            QEMU=$(command -v qemu-system-x86_64 || true)
-        fi
+    if [ -z "${QEMU:-}" ] && ! find_qemu; then
+        QEMU=$(command -v qemu-system-x86_64 || true)
     fi
     [ -n "$QEMU" ] && [ -x "$QEMU" ] || die "no QEMU (set QEMU=/path/to/qemu-system-x86_64)"
 

@@ -6,16 +6,18 @@
 #      then boots QEMU (TCG, q35) with two sharegpu devices (g0 coherent, g1 coherent=off) and
 #      vgem, with the QEMU monitor reachable, runs the guest demo (export on one device,
 #      import on the other, a move with move_notify, a coherency barrier, an eviction forced
-#      from the monitor) and, on a terminal, drops to a guest shell (scripts/guest-demo.sh).
+#      from the monitor) and, on a terminal, drops to a guest shell
+#      (scripts/guest-tests.sh --demo; arguments go to it).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+cd "$ROOT"
 bash scripts/setup-host.sh
-export CCACHE_DIR=${CCACHE_DIR:-${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}/ccache}
-export CC="ccache gcc" CXX="ccache g++"
-[ -f build/build.ninja ] || meson setup build -Dwerror=true >/dev/null
+use_ccache
+meson_configure build
 nice ninja -C build host-backend/sharegpu-demo
 echo "=== host backend demo (C API)"
 ./build/host-backend/sharegpu-demo
 echo
 echo "=== guest demo: QEMU with -device sharegpu x2 + the guest kernel and driver"
-exec bash scripts/guest-demo.sh "$@"
+exec bash scripts/guest-tests.sh --demo "$@"

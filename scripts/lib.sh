@@ -1,0 +1,127 @@
+# What the scripts in scripts/ share. Sourced, never run, right after a script's `set` line:
+#     . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" TAG
+# TAG names the script in its messages ("[TAG] ...") and in its closing line ("TAG: N passed,
+# M failed"). Works under `set -u` and `set -e`; defines nothing that runs at source time
+# except the two variables:
+#   ROOT    the checkout (the parent of scripts/)
+#   CACHE   ${SHAREGPU_CACHE:-~/.cache/sharegpu}: heavy artefacts, logs, ccache
+#
+# Messages and arguments
+#   say MSG...             "[TAG] MSG" on stderr; SAY_TIME=1 adds the time: "[TAG HH:MM:SS] MSG"
+#   die MSG...             "[TAG] ERROR: MSG" on stderr, exit ${DIE_STATUS:-1}
+#   usage                  prints the calling script's header comment (line 2 up to its `set`
+#                          line), which is therefore its --help
+#   usage_error MSG...     say MSG, exit 2
+#   other_arg ARG          the argument parser's last case: -h/--help prints usage and exits
+#                          0, anything else is usage_error "unknown argument ARG (see --help)"
+# Verdict
+#   verdict PASSED FAILED [SKIPPED]   prints the closing line "TAG: N passed, M failed[, S
+#                          skipped]"; returns 0 only when FAILED is 0
+#   give_up MSG...         say MSG, closing line "TAG: 0 passed, 1 failed", exit 1
+# Process housekeeping
+#   at_exit CMD            CMD (a shell string) runs on exit, the last registered first
+#   make_run_dir NAME      RUN = a new /tmp/sgpu-NAME.XXXXXX, removed on exit
+#   lock_or_wait FILE WHAT exclusive flock on FILE through fd 9, held until exit or `exec 9>&-`;
+#                          returns 1 when it first had to wait for another holder (WHAT says
+#                          which), so the caller re-checks what that holder may have made
+# Builds
+#   use_ccache             CCACHE_DIR (in CACHE unless set), CC and CXX through ccache
+#   meson_configure DIR [ARGS...]   `meson setup DIR -Dwerror=true ARGS` unless DIR is set up
+#                          (log DIR.setup.log, shown on failure)
+# Guest
+#   load_kernel_env        sources CACHE/kernel/current/kernel.env (SHAREGPU_KERNEL_IMAGE,
+#                          _BUILD, _RELEASE, _HEADERS; scripts/build-guest-kernel.sh writes it);
+#                          returns 1 when there is none
+#   find_qemu              QEMU = $QEMU, else the cached CACHE/qemu/current/qemu-system-x86_64;
+#                          exported; returns 1 when that is not an executable
+#   guest_qemu_args VRAM [RUN]   QEMU_ARGS = the guest's devices, g0 (coherent) and g1
+#                          (coherent=off), VRAM each; with RUN also the host agent's QMP socket
+#                          and reply serial port (the guest's ttyS1) in RUN
+#   start_host_agent RUN LOG   guest-tests/host-agent.py on the sockets in RUN, following the
+#                          console log LOG; stopped on exit
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
+SG_TAG=${1:?"lib.sh: source it with the calling script's TAG"}
+SG_AT_EXIT=()
+
+say() {
+    if [ "${SAY_TIME:-0}" = 1 ]; then
+        printf '[%s %(%H:%M:%S)T] %s\n' "$SG_TAG" -1 "$*" >&2
+    else
+        printf '[%s] %s\n' "$SG_TAG" "$*" >&2
+    fi
+}
+die() { say "ERROR: $*"; exit "${DIE_STATUS:-1}"; }
+usage() { sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+usage_error() { say "$*"; exit 2; }
+other_arg() {
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        *) usage_error "unknown argument $1 (see --help)" ;;
+    esac
+}
+
+verdict() {
+    echo "$SG_TAG: $1 passed, $2 failed${3:+, $3 skipped}"
+    [ "$2" = 0 ]
+}
+give_up() { say "$*"; verdict 0 1; exit 1; }
+
+sg_run_at_exit() {
+    local cmd
+    for cmd in ${SG_AT_EXIT[@]+"${SG_AT_EXIT[@]}"}; do eval "$cmd" || true; done
+}
+at_exit() {
+    SG_AT_EXIT=("$1" ${SG_AT_EXIT[@]+"${SG_AT_EXIT[@]}"})
+    trap sg_run_at_exit EXIT
+}
+make_run_dir() {
+    RUN=$(mktemp -d "/tmp/sgpu-$1.XXXXXX")
+    at_exit "rm -rf $(printf %q "$RUN")"
+}
+lock_or_wait() {
+    exec 9>"$1"
+    flock -n 9 && return 0
+    say "$2 is running; waiting for it"
+    flock 9
+    return 1
+}
+
+use_ccache() {
+    export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+    export CC="ccache gcc" CXX="ccache g++"
+}
+meson_configure() {
+    local dir=$1; shift
+    [ -f "$dir/build.ninja" ] && return 0
+    meson setup "$dir" -Dwerror=true "$@" >"$dir.setup.log" 2>&1 && return 0
+    cat "$dir.setup.log"
+    return 1
+}
+
+load_kernel_env() {
+    [ -f "$CACHE/kernel/current/kernel.env" ] || return 1
+    # shellcheck disable=SC1091
+    . "$CACHE/kernel/current/kernel.env"
+}
+find_qemu() {
+    QEMU=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
+    export QEMU
+    [ -x "$QEMU" ]
+}
+guest_qemu_args() {
+    QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
+               -device "sharegpu,id=g1,coherent=off,vram-size=$1")
+    [ -n "${2:-}" ] || return 0
+    # -device isa-serial turns off QEMU's default serial: the console is given explicitly
+    QEMU_ARGS+=(-serial mon:stdio
+                -qmp "unix:$2/qmp.sock,server=on,wait=off"
+                -chardev "socket,id=sgpureply,path=$2/reply.sock,server=on,wait=off"
+                -device isa-serial,chardev=sgpureply,index=1)
+}
+start_host_agent() {
+    python3 "$ROOT/guest-tests/host-agent.py" --log "$2" --qmp "$1/qmp.sock" \
+        --reply "$1/reply.sock" --connect-timeout 300 &
+    at_exit "kill $! 2>/dev/null && wait $! 2>/dev/null"
+}
