@@ -1,0 +1,227 @@
+// Cross-process sharing through the broker against the raw mechanism underneath it.
+//   BM_BrokerExportImport: export -> grant -> import -> first map of a buffer, exporter and
+//     importer in two processes and the broker in a third (all forked from here); the export
+//     carries the grant and the importer accepts offers, so the broker imports for it.
+//   BM_BrokerExportImportPull: the same, but the id travels from the exporter to the importer
+//     outside the broker and the importer IMPORTs it (one more round trip).
+//   BM_ScmRightsRoundTrip: the same memfd sent over SCM_RIGHTS from the exporter process to the
+//     importer process, mapped there (first map), and acknowledged back: the floor.
+// Both time exactly the same span: from the exporter starting until it hears that the
+// importer has touched the first page (manual time; clean-up between iterations - unexport,
+// release of the import, closing the descriptor - is outside it).
+//   ratio broker_import_vs_scm_rights = broker time / raw time (target <= 2.0)
+//   ratio broker_pull_import_vs_scm_rights = pull time / raw time
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "broker/broker_client.h"
+#include "broker/broker_server.h"
+#include "mem/memfd.h"
+#include "ratio_reporter.h"
+
+namespace sharegpu::broker {
+namespace {
+
+constexpr uint64_t kSize = 64 * 1024;
+constexpr int kWaitMs = 10000;
+
+struct Child {
+  pid_t pid = -1;
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      int st;
+      ::waitpid(pid, &st, 0);
+    }
+  }
+};
+
+// Maps the first page of fd, reads and writes a byte, unmaps.
+bool FirstMap(int fd, bool writable) {
+  void* p = ::mmap(nullptr, kSize, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return false;
+  volatile uint8_t* b = static_cast<uint8_t*>(p);
+  uint8_t v = b[0];
+  if (writable) b[1] = static_cast<uint8_t>(v + 1);
+  ::munmap(p, kSize);
+  return true;
+}
+
+bool SendByte(int sock, char c) { return ::send(sock, &c, 1, MSG_NOSIGNAL) == 1; }
+bool RecvByte(int sock) {
+  char c;
+  return WaitReadable(sock, kWaitMs) == 1 && ::recv(sock, &c, 1, 0) == 1;
+}
+
+void BM_ScmRightsRoundTrip(benchmark::State& state) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+  Child importer;
+  importer.pid = ::fork();
+  if (importer.pid == 0) {
+    ::close(sv[0]);
+    Packet p;
+    while (RecvPacket(sv[1], &p, false) == 1 && p.fds.size() == 1) {
+      if (!FirstMap(p.fds[0].get(), true) || !SendByte(sv[1], 'm')) ::_exit(1);
+      p.fds.clear();  // close outside the timed span, like the broker path's clean-up
+      if (!SendByte(sv[1], 'c')) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  OwnedFd ctrl(sv[0]);
+  auto mem = Memfd::Create("bench", kSize).value();
+  std::vector<uint8_t> msg(16, 0);
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (SendPacket(ctrl.get(), msg, mem->fd(), false) != kOk || !RecvByte(ctrl.get())) {
+      state.SkipWithError("raw round trip failed");
+      break;
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    if (!RecvByte(ctrl.get())) {
+      state.SkipWithError("clean-up failed");
+      break;
+    }
+  }
+}
+BENCHMARK(BM_ScmRightsRoundTrip)->UseManualTime();
+
+// The broker and the importer processes of one broker benchmark run.
+struct BrokerRig {
+  std::string dir, path;
+  Child broker, importer;
+  OwnedFd ctrl;  // to the importer
+  std::unique_ptr<BrokerClient> exporter;
+  ~BrokerRig() {
+    exporter.reset();
+    ctrl.Reset();
+    std::string rm = "rm -rf '" + dir + "'";
+    if (!dir.empty()) (void)std::system(rm.c_str());
+  }
+};
+
+// offers: the importer accepts offers and waits for one (no id travels out of band); else
+// the exporter sends it the id and it IMPORTs (the pull path).
+bool StartRig(BrokerRig& rig, bool offers) {
+  char tmpl[] = "/tmp/sgbk-bench-XXXXXX";
+  if (!::mkdtemp(tmpl)) return false;
+  rig.dir = tmpl;
+  rig.path = rig.dir + "/broker.sock";
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) return false;
+  rig.broker.pid = ::fork();
+  if (rig.broker.pid == 0) {  // the broker process
+    ServerOptions so;
+    so.socket_path = rig.path;
+    auto server = BrokerServer::Listen(so);
+    if (!server.ok() || ::write(ready[1], "r", 1) != 1) ::_exit(1);
+    (void)(*server)->Run();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char r;
+  bool up = WaitReadable(ready[0], kWaitMs) == 1 && ::read(ready[0], &r, 1) == 1;
+  ::close(ready[0]);
+  if (!up) return false;
+
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  rig.importer.pid = ::fork();
+  if (rig.importer.pid == 0) {  // the importing VM's process
+    ::close(sv[0]);
+    auto b = BrokerClient::Connect(rig.path, "vm-b", kWaitMs, offers ? kHelloAcceptOffers : 0);
+    if (!b.ok() || !SendByte(sv[1], 'r')) ::_exit(1);
+    WireId id;
+    bool have = false;
+    BrokerClient::Callbacks cb;
+    cb.offered = [&](const WireId& offered, const std::string&, uint64_t, bool) {
+      id = offered;
+      have = true;
+    };
+    (*b)->SetCallbacks(cb);
+    for (;;) {
+      if (offers) {
+        have = false;
+        while (!have) {
+          if ((*b)->WaitAndDispatch(-1) != kOk) ::_exit(0);
+        }
+      } else if (::recv(sv[1], id.bytes, sizeof(id.bytes), 0) != sizeof(id.bytes)) {
+        ::_exit(0);
+      }
+      auto imp = (*b)->Import(id);
+      if (!imp.ok() || !FirstMap(imp->fd.get(), imp->writable) || !SendByte(sv[1], 'm')) {
+        ::_exit(2);
+      }
+      imp->fd.Reset();
+      if ((*b)->ReleaseImport(id) != kOk || !SendByte(sv[1], 'c')) ::_exit(3);
+    }
+  }
+  ::close(sv[1]);
+  rig.ctrl = OwnedFd(sv[0]);
+  if (!RecvByte(rig.ctrl.get())) return false;
+  auto a = BrokerClient::Connect(rig.path, "vm-a", kWaitMs);
+  if (!a.ok()) return false;
+  rig.exporter = std::move(a.value());
+  return true;
+}
+
+void RunBrokerCycles(benchmark::State& state, bool offers) {
+  BrokerRig rig;
+  if (!StartRig(rig, offers)) {
+    state.SkipWithError("could not start the broker and the importer");
+    return;
+  }
+  auto mem = Memfd::Create("bench", kSize).value();
+  for (auto _ : state) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto id = rig.exporter->Export(mem->fd(), kSize, "vm-b", kRightReadWrite);  // + grant
+    if (!id.ok() ||
+        (!offers && ::send(rig.ctrl.get(), id->bytes, sizeof(id->bytes), MSG_NOSIGNAL) !=
+                        sizeof(id->bytes)) ||
+        !RecvByte(rig.ctrl.get())) {
+      state.SkipWithError("broker round trip failed");
+      break;
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    if (rig.exporter->Unexport(*id) != kOk || !RecvByte(rig.ctrl.get())) {
+      state.SkipWithError("clean-up failed");
+      break;
+    }
+  }
+}
+
+// The broker offers the import to the grantee as it records the grant.
+void BM_BrokerExportImport(benchmark::State& state) { RunBrokerCycles(state, true); }
+BENCHMARK(BM_BrokerExportImport)->UseManualTime();
+
+// The id travels out of band (exporter -> importer) and the importer asks for it: the path a
+// guest-initiated import by id takes.
+void BM_BrokerExportImportPull(benchmark::State& state) { RunBrokerCycles(state, false); }
+BENCHMARK(BM_BrokerExportImportPull)->UseManualTime();
+
+const bool kRatios = [] {
+  bench::RegisterRatio("broker_import_vs_scm_rights", "BM_BrokerExportImport/manual_time",
+                       "BM_ScmRightsRoundTrip/manual_time", bench::RatioKind::kTime);
+  bench::RegisterRatio("broker_pull_import_vs_scm_rights", "BM_BrokerExportImportPull/manual_time",
+                       "BM_ScmRightsRoundTrip/manual_time", bench::RatioKind::kTime);
+  return true;
+}();
+
+}  // namespace
+}  // namespace sharegpu::broker
+
+SHAREGPU_BENCH_MAIN();
