@@ -130,3 +130,50 @@ void hmp_x_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
     qmp_x_sharegpu_move_bo(id, handle, placement, &err);
     hmp_handle_error(mon, err);
 }
+
+void hmp_info_sharegpu_graph(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+    g_autoptr(SharegpuGraph) g = qmp_query_sharegpu_graph(&err);
+    SharegpuGraphNodeList *n;
+    SharegpuGraphEdgeList *e;
+
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    for (n = g->nodes; n; n = n->next) {
+        SharegpuGraphNode *node = n->value;
+
+        if (node->kind == SHAREGPU_GRAPH_NODE_KIND_DEVICE) {
+            monitor_printf(mon, "device %s: %s, vram used %" PRIu64 " KiB\n", node->id,
+                           node->u.device.coherent ? "coherent" : "non-coherent",
+                           node->u.device.vram_used / KiB);
+            continue;
+        }
+        monitor_printf(mon, "buffer %s (%s): %" PRIu64 " bytes %s, pin %u vmap %u attach %u "
+                       "mapped %u fences %u gen %" PRIu64 " moves %" PRIu64 "%s%s\n",
+                       node->id, node->label, node->u.buffer.size,
+                       SharegpuPlacement_str(node->u.buffer.placement),
+                       node->u.buffer.pin_count, node->u.buffer.vmap_count,
+                       node->u.buffer.attachments, node->u.buffer.live_mappings,
+                       node->u.buffer.fences_pending, node->u.buffer.generation,
+                       node->u.buffer.moves, node->u.buffer.exported ? " exported " : "",
+                       node->u.buffer.uuid ? node->u.buffer.uuid : "");
+    }
+    for (e = g->edges; e; e = e->next) {
+        SharegpuGraphEdge *edge = e->value;
+
+        monitor_printf(mon, "%s -%s-> %s handle %u", edge->source,
+                       SharegpuGraphEdgeKind_str(edge->kind), edge->target, edge->handle);
+        if (edge->mapped) {
+            monitor_printf(mon, " mapped@0x%" PRIx64, edge->window_offset);
+        }
+        if (edge->kind == SHAREGPU_GRAPH_EDGE_KIND_IMPORTS) {
+            monitor_printf(mon, " invalidations %" PRIu64, edge->invalidations);
+        }
+        if (edge->cache_dirty_lines) {
+            monitor_printf(mon, " dirty lines %u", edge->cache_dirty_lines);
+        }
+        monitor_printf(mon, "\n");
+    }
+}

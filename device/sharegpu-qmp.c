@@ -26,6 +26,24 @@ static SharegpuState *sharegpu_find(const char *id)
     return NULL;
 }
 
+/* Every handle of the device with the monitor's view of it; *count entries (may be NULL). */
+static sgb_bo_debug_info *sharegpu_list_bos(SharegpuState *s, size_t *count)
+{
+    sgb_bo_debug_info *bos;
+    size_t cap = 0;
+
+    *count = 0;
+    if (sgb_device_list_bos(s->dev, NULL, 0, &cap) || !cap) {
+        return NULL;
+    }
+    bos = g_new0(sgb_bo_debug_info, cap);
+    if (sgb_device_list_bos(s->dev, bos, cap, count)) {
+        *count = 0;
+    }
+    *count = MIN(*count, cap);
+    return bos;
+}
+
 static SharegpuInfo *sharegpu_info(SharegpuState *s)
 {
     SharegpuInfo *info = g_new0(SharegpuInfo, 1);
@@ -93,17 +111,7 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .last_fence = st.last_fence,
     };
 
-    if (sgb_device_list_bos(s->dev, NULL, 0, &count) == 0 && count) {
-        size_t cap = count;
-
-        bos = g_new0(sgb_bo_debug_info, cap);
-        if (sgb_device_list_bos(s->dev, bos, cap, &count)) {
-            count = 0;
-        }
-        count = MIN(count, cap);
-    } else {
-        count = 0;
-    }
+    bos = sharegpu_list_bos(s, &count);
     for (i = 0; i < count; i++) {
         sgb_bo_debug_info *d = &bos[i];
         const sgb_bo_state *b = &d->state;
@@ -196,4 +204,122 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
         error_setg(errp, "sharegpu %s: moving handle %u failed: %s", id, handle,
                    sgb_strerror(ret));
     }
+}
+
+/* ------------------------------------------------------------------ sharing graph */
+
+static SharegpuPlacement sharegpu_qapi_placement(uint32_t placement)
+{
+    return placement == SGB_PLACEMENT_DEVICE ? SHAREGPU_PLACEMENT_DEVICE
+                                             : SHAREGPU_PLACEMENT_SYSTEM;
+}
+
+static SharegpuGraphEdge *sharegpu_graph_edge(SharegpuState *s, const sgb_bo_debug_info *d,
+                                              const char *target)
+{
+    SharegpuGraphEdge *e = g_new0(SharegpuGraphEdge, 1);
+    SharegpuBo *dbo = sharegpu_bo_lookup(s, d->state.handle);
+
+    e->source = g_strdup_printf("dev:%s", s->name);
+    e->target = g_strdup(target);
+    e->kind = d->state.imported ? SHAREGPU_GRAPH_EDGE_KIND_IMPORTS
+                                : SHAREGPU_GRAPH_EDGE_KIND_OWNS;
+    e->handle = d->state.handle;
+    e->mapped = d->state.imported && dbo && dbo->map;
+    if (e->mapped) {
+        e->has_window_offset = true;
+        e->window_offset = s->vram_size + dbo->map_off;
+    }
+    e->invalidations = d->invalidations;
+    e->cache_dirty_lines = d->cache_dirty_lines;
+    return e;
+}
+
+static SharegpuGraphNode *sharegpu_graph_buffer(const char *id, const char *label,
+                                                const sgb_bo_debug_info *d)
+{
+    SharegpuGraphNode *n = g_new0(SharegpuGraphNode, 1);
+    SharegpuGraphBuffer *b = &n->u.buffer;
+
+    n->id = g_strdup(id);
+    n->kind = SHAREGPU_GRAPH_NODE_KIND_BUFFER;
+    n->label = g_strdup(label);
+    b->size = d->state.size;
+    b->placement = sharegpu_qapi_placement(d->state.placement);
+    b->exported = d->state.exported;
+    if (d->state.exported) {
+        b->uuid = qemu_uuid_unparse_strdup((const QemuUUID *)d->state.uuid.bytes);
+    }
+    b->pin_count = d->state.pin_count;
+    b->vmap_count = d->state.vmap_count;
+    b->attachments = d->state.attachments;
+    b->live_mappings = d->state.live_mappings;
+    b->fences_pending = d->fences_pending;
+    b->generation = d->state.generation;
+    b->moves = d->moves;
+    return n;
+}
+
+/*
+ * Two passes: owners first (a buffer node per local handle; exported ones remembered by
+ * UUID), then imports, which point at their owner's node. An import whose owner is not a
+ * device of this QEMU gets a node of its own, named by UUID.
+ */
+SharegpuGraph *qmp_query_sharegpu_graph(Error **errp)
+{
+    SharegpuGraph *g = g_new0(SharegpuGraph, 1);
+    SharegpuGraphNodeList **ntail = &g->nodes;
+    SharegpuGraphEdgeList **etail = &g->edges;
+    g_autoptr(GHashTable) by_uuid = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                          g_free, g_free);
+    SharegpuState *s;
+    int pass;
+
+    QTAILQ_FOREACH(s, &sharegpu_devices, next) {
+        SharegpuGraphNode *n = g_new0(SharegpuGraphNode, 1);
+        sgb_device_stats st = { 0 };
+
+        sgb_device_stats_get(s->dev, &st);
+        n->id = g_strdup_printf("dev:%s", s->name);
+        n->kind = SHAREGPU_GRAPH_NODE_KIND_DEVICE;
+        n->label = g_strdup(s->name);
+        n->u.device.coherent = st.coherent;
+        n->u.device.vram_used = st.vram_used;
+        QAPI_LIST_APPEND(ntail, n);
+    }
+    for (pass = 0; pass < 2; pass++) {
+        QTAILQ_FOREACH(s, &sharegpu_devices, next) {
+            size_t count, i;
+            g_autofree sgb_bo_debug_info *bos = sharegpu_list_bos(s, &count);
+
+            for (i = 0; i < count; i++) {
+                const sgb_bo_debug_info *d = &bos[i];
+                g_autofree char *uuid =
+                    qemu_uuid_unparse_strdup((const QemuUUID *)d->state.uuid.bytes);
+                g_autofree char *id = NULL;
+
+                if (d->state.imported != (pass == 1)) {
+                    continue;
+                }
+                if (!d->state.imported) {
+                    g_autofree char *label = g_strdup_printf("%s #%u", s->name,
+                                                             d->state.handle);
+
+                    id = g_strdup_printf("buf:%s:%u", s->name, d->state.handle);
+                    QAPI_LIST_APPEND(ntail, sharegpu_graph_buffer(id, label, d));
+                    if (d->state.exported) {
+                        g_hash_table_insert(by_uuid, g_strdup(uuid), g_strdup(id));
+                    }
+                } else if (g_hash_table_contains(by_uuid, uuid)) {
+                    id = g_strdup(g_hash_table_lookup(by_uuid, uuid));
+                } else {
+                    id = g_strdup_printf("buf:uuid:%s", uuid);
+                    QAPI_LIST_APPEND(ntail, sharegpu_graph_buffer(id, uuid, d));
+                    g_hash_table_insert(by_uuid, g_strdup(uuid), g_strdup(id));
+                }
+                QAPI_LIST_APPEND(etail, sharegpu_graph_edge(s, d, id));
+            }
+        }
+    }
+    return g;
 }

@@ -14,6 +14,17 @@ SharegpuInfoList *qmp_query_sharegpu(const char *id, Error **errp)
     return NULL;
 }
 
+SharegpuGraph *qmp_query_sharegpu_graph(Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+    return NULL;
+}
+
+void hmp_info_sharegpu_graph(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
 void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle,
                             SharegpuPlacement placement, Error **errp)
 {

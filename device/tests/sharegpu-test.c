@@ -1156,6 +1156,102 @@ static void test_hostmem_budget(void)
     teardown(c);
 }
 
+/* ------------------------------------------------------------------ sharing graph */
+
+static QDict *graph_find(QList *list, const char *key, const char *value, const char *key2,
+                         const char *value2)
+{
+    const QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!g_strcmp0(qdict_get_try_str(d, key), value) &&
+            (!key2 || !g_strcmp0(qdict_get_try_str(d, key2), value2))) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * A known setup: g0 owns A (exported, imported by g1 and mapped into g1's import window)
+ * and B (pinned, not shared); the graph must show exactly those nodes and edges.
+ */
+static void test_sharing_graph(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t a = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t b = create_bo(c, g0, SGHW_PLACEMENT_SYSTEM, NULL);
+    uint32_t imp = share_bo(c, g0, a, g1);
+    g_autofree char *id_a = g_strdup_printf("buf:g0:%u", a);
+    g_autofree char *id_b = g_strdup_printf("buf:g0:%u", b);
+    QDict *resp, *graph, *n, *e;
+    QList *nodes, *edges;
+    struct sghw_cmd r;
+    uint64_t map_off;
+
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
+                                          .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    map_off = r.result; /* BAR2 offset of the mapping */
+    g_assert_cmpuint(map_off, >=, g1->vram_size);
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_PIN, .handle = b });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+
+    resp = qtest_qmp(c->qs->qts, "{'execute': 'query-sharegpu-graph'}");
+    graph = qdict_get_qdict(resp, "return");
+    g_assert_nonnull(graph);
+    nodes = qdict_get_qlist(graph, "nodes");
+    edges = qdict_get_qlist(graph, "edges");
+    g_assert_cmpuint(qlist_size(nodes), ==, 4); /* two devices, two buffers */
+    g_assert_cmpuint(qlist_size(edges), ==, 3); /* two owns, one import */
+
+    n = graph_find(nodes, "id", "dev:g1", NULL, NULL);
+    g_assert_nonnull(n);
+    g_assert_cmpstr(qdict_get_str(n, "kind"), ==, "device");
+    g_assert_false(qdict_get_bool(n, "coherent"));
+    n = graph_find(nodes, "id", id_a, NULL, NULL);
+    g_assert_nonnull(n);
+    g_assert_cmpstr(qdict_get_str(n, "kind"), ==, "buffer");
+    g_assert_true(qdict_get_bool(n, "exported"));
+    g_assert_nonnull(qdict_get_try_str(n, "uuid"));
+    g_assert_cmpstr(qdict_get_str(n, "placement"), ==, "device");
+    g_assert_cmpint(qdict_get_int(n, "attachments"), ==, 1);
+    g_assert_cmpint(qdict_get_int(n, "pin-count"), ==, 0);
+    n = graph_find(nodes, "id", id_b, NULL, NULL);
+    g_assert_nonnull(n);
+    g_assert_false(qdict_get_bool(n, "exported"));
+    g_assert_cmpint(qdict_get_int(n, "pin-count"), ==, 1);
+
+    e = graph_find(edges, "target", id_a, "kind", "owns");
+    g_assert_nonnull(e);
+    g_assert_cmpstr(qdict_get_str(e, "source"), ==, "dev:g0");
+    g_assert_cmpint(qdict_get_int(e, "handle"), ==, a);
+    g_assert_false(qdict_get_bool(e, "mapped"));
+    e = graph_find(edges, "target", id_a, "kind", "imports");
+    g_assert_nonnull(e);
+    g_assert_cmpstr(qdict_get_str(e, "source"), ==, "dev:g1");
+    g_assert_cmpint(qdict_get_int(e, "handle"), ==, imp);
+    g_assert_true(qdict_get_bool(e, "mapped"));
+    g_assert_cmpuint(qdict_get_int(e, "window-offset"), ==, map_off);
+    e = graph_find(edges, "target", id_b, "kind", "owns");
+    g_assert_nonnull(e);
+    g_assert_null(graph_find(edges, "target", id_b, "kind", "imports"));
+    qobject_unref(resp);
+
+    /* the HMP view names the same relations */
+    {
+        g_autofree char *out = qtest_hmp(c->qs->qts, "info sharegpu-graph");
+        g_autofree char *line = g_strdup_printf("dev:g1 -imports-> %s handle %u mapped@",
+                                                id_a, imp);
+
+        g_assert_nonnull(strstr(out, line));
+    }
+    teardown(c);
+}
+
 /*
  * 1.2: a BO_MOVED that reports what a BO_MOVE / BO_EVICT / BO_CREATE of the same ring did to
  * its own handle carries SGHW_EVT_F_OWN_COMMAND; a BO evicted to make room for another, a
@@ -1288,6 +1384,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/long-jobs-split", test_long_jobs_split);
     qtest_add_func("/sharegpu/reset-during-long-job", test_reset_during_long_job);
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
+    qtest_add_func("/sharegpu/sharing-graph", test_sharing_graph);
     qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
