@@ -11,19 +11,26 @@ to the reply chardev (the guest's second serial port, /dev/ttyS1).
 Requests:
     move <pci-bdf|qdev-id> <hw-handle> device|system   QMP x-sharegpu-move-bo
     info                                               HMP `info sharegpu` (printed here)
+    graph                                              the sharing graph (QMP
+                                                       query-sharegpu-graph), printed here and
+                                                       drawn to LOG.graph.dot/.svg
 
 usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--quiet]
 Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the sockets.
 """
 import argparse
+import importlib.util
 import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 
 REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRAPH_BASE = None  # LOG.graph, set in main()
 
 
 def log(msg):
@@ -110,6 +117,24 @@ def handle(qmp, req):
         for line in text.splitlines():
             log("  " + line)
         return "printed on the host"
+    if words[0] == "graph" and len(words) == 1:
+        # the sharing graph, drawn next to the console log (LOG.graph.dot / .svg)
+        graph = qmp.cmd("query-sharegpu-graph")
+        text = qmp.cmd("human-monitor-command", **{"command-line": "info sharegpu-graph"})
+        for line in text.splitlines():
+            log("  " + line)
+        spec = importlib.util.spec_from_file_location(
+            "sharegpu_graph", os.path.join(ROOT, "scripts", "sharegpu-graph.py"))
+        drawing = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(drawing)
+        base = GRAPH_BASE
+        with open(base + ".dot", "w") as f:
+            f.write(drawing.to_dot(graph))
+        try:
+            subprocess.run(["dot", "-Tsvg", "-o", base + ".svg", base + ".dot"], check=True)
+            return "drawn: %s.svg" % base
+        except (OSError, subprocess.CalledProcessError) as e:
+            return "written: %s.dot (no svg: %s)" % (base, e)
     if words[0] == "hmp" and len(words) > 1:
         text = qmp.cmd("human-monitor-command", **{"command-line": " ".join(words[1:])})
         for line in text.splitlines():
@@ -125,6 +150,8 @@ def main():
     ap.add_argument("--reply", required=True)
     ap.add_argument("--connect-timeout", type=float, default=600)
     args = ap.parse_args()
+    global GRAPH_BASE
+    GRAPH_BASE = args.log + ".graph"
 
     deadline = time.time() + args.connect_timeout
     # the log appears when run-guest.sh starts QEMU; the sockets right after

@@ -147,6 +147,11 @@ int main() {
   }
 
   if (HostAgentAvailable()) {
+    Step("host: the sharing graph (query-sharegpu-graph, drawn with Graphviz)");
+    std::string graph;
+    ret = HostRequest("graph", &graph);
+    Say(ret == 0, "host agent: %s %s", ret ? strerror(-ret) : "ok", graph.c_str());
+
     Step("host: QEMU monitor forces A's BO out of VRAM (x-sharegpu-move-bo)");
     BoMove(a->fd, x.handle, SHAREGPU_DOMAIN_VRAM);
     drm_sharegpu_bo_info i{};

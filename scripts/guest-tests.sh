@@ -132,6 +132,8 @@ if [ "$DEMO" = 1 ]; then
     exit
 fi
 [ -n "$FILTER" ] && RUN_ARGS+=(--append "sgputest.filter=$FILTER")
+# The common default limit: QEMU must not need a descriptor per buffer (issue 15).
+ulimit -Sn 1024
 say "booting (log $LOG)"
 "$ROOT/scripts/run-guest.sh" "${RUN_ARGS[@]}" --timeout "${TIMEOUT:-2400}" -- \
     "${QEMU_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}

@@ -47,6 +47,10 @@ pkgs=(
     linux-source-6.12 bc libelf-dev libssl-dev cpio busybox-static kmod xz-utils
     # scripts/run-guest.sh: QEMU's thread backtraces when a guest freezes
     gdb
+    # the virgl engine: libvirglrenderer on EGL surfaceless, Mesa's llvmpipe without a GPU
+    libvirglrenderer-dev libegl-mesa0 libgl1-mesa-dri
+    # scripts/sharegpu-graph.py renders the sharing graph; sparse checks the driver's __le use
+    graphviz sparse
 )
 missing=()
 for p in "${pkgs[@]}"; do
