@@ -11,7 +11,8 @@
  *  - Events (invalidations, revocations, move completions, denied imports, the loss of the
  *    broker) are delivered only by sgbk_client_dispatch(), through the callbacks, never
  *    inside another call. Call it when sgbk_client_fd() is readable (QEMU:
- *    qemu_set_fd_handler). A callback may call any sgbk_ function except dispatch and free.
+ *    qemu_set_fd_handler). A callback may call any sgbk_ function except dispatch,
+ *    set_callbacks and free.
  *  - Descriptors passed in are borrowed (the broker receives its own copy); descriptors
  *    returned through an out parameter are owned by the caller (close them).
  *  - Logging goes through the backend's log sink (sgb_set_log_handler or
