@@ -59,9 +59,10 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:pr
     meson_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 
 stage "host backend: benchmarks (short run; ratios against same-run baselines)"
-for b in ww_bench copy_bench sharing_bench scale_bench; do
-    if ! ./build/host-backend/bench/$b --benchmark_min_time=0.05 | tee "build/$b.out"; then
-        failed_stages+=("benchmark $b")
+for b in bench/ww_bench bench/copy_bench bench/sharing_bench bench/scale_bench \
+         broker/broker_bench; do
+    if ! "./build/host-backend/$b" --benchmark_min_time=0.05 | tee "build/${b#*/}.out"; then
+        failed_stages+=("benchmark ${b#*/}")
     fi
 done
 echo "--- ratio lines"
