@@ -55,7 +55,7 @@ class World {
   explicit World(int n) : n_(n) {
     auto t0 = std::chrono::steady_clock::now();
     Check(sgb_backend_new(&backend_), "backend");
-    sgb_device_config ca{"scale-a", 64 << 20, 1, 0}, cb{"scale-b", 64 << 20, 1, 0};
+    sgb_device_config ca{"scale-a", 64 << 20, 1, 0, nullptr}, cb{"scale-b", 64 << 20, 1, 0, nullptr};
     Check(sgb_device_create(backend_, &ca, &a_), "device a");
     Check(sgb_device_create(backend_, &cb, &b_), "device b");
     Figures& f = AllFigures()[n];

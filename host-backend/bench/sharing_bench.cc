@@ -70,7 +70,7 @@ struct TwoDevices {
   sgb_device* a = nullptr;
   sgb_device* b = nullptr;
   TwoDevices() {
-    sgb_device_config ca{"bench-a", 64 << 20, 1, 0}, cb{"bench-b", 64 << 20, 1, 0};
+    sgb_device_config ca{"bench-a", 64 << 20, 1, 0, nullptr}, cb{"bench-b", 64 << 20, 1, 0, nullptr};
     if (sgb_backend_new(&backend) || sgb_device_create(backend, &ca, &a) ||
         sgb_device_create(backend, &cb, &b)) {
       std::abort();

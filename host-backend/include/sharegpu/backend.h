@@ -66,6 +66,10 @@ typedef struct sgb_device_config {
      * the BO where it was, a victim the budget cannot take stays in VRAM with its contents
      * (so a DEVICE allocation that can evict nothing else fails with -ENOSPC). */
     uint64_t max_hostmem;
+    /* Where the device's jobs run: "cpu" (the default; NULL is "cpu"): a worker thread per
+     * device running the copy engine through the cache model. -ENODEV (logged, naming what is
+     * missing) for an engine this build cannot start. */
+    const char *engine;
 } sgb_device_config;
 
 /* What a BO is now: the state commands act on (BO_QUERY, placement results). Cheap: no walk
@@ -120,6 +124,10 @@ typedef struct sgb_device_stats {
     uint64_t last_fence;      /* seqno of the newest signalled job fence */
     uint64_t hostmem_used;    /* bytes charged to the host memory budget now (max_hostmem) */
     uint64_t hostmem_limit;   /* the device's max_hostmem; 0: unlimited */
+    uint32_t jobs_in_flight;  /* submitted, fence not signalled yet */
+    uint32_t jobs_max_in_flight;
+    uint64_t jobs_held;       /* completions held by fault injection (sgb_engine_hold) */
+    uint64_t jobs_waited;     /* jobs that waited for another timeline's fence (implicit sync) */
 } sgb_device_stats;
 
 enum sgb_event_type {
@@ -205,14 +213,82 @@ int sgb_bo_end_cpu_access(sgb_device *dev, uint32_t handle, uint32_t dir);
 int sgb_bo_cache_flush(sgb_device *dev, uint32_t handle, uint64_t off, uint64_t len);
 int sgb_bo_cache_invalidate(sgb_device *dev, uint32_t handle, uint64_t off, uint64_t len);
 
-/* --- jobs (run on the device's copy engine; each emits a fence on the device timeline that
- *     is signalled when the job has completed, returned through *fence when non-NULL) ------- */
+/* --- jobs ----------------------------------------------------------------------------------
+ * Jobs are asynchronous, as on a GPU. sgb_job_submit looks up and locks every buffer of the
+ * job, records the unsignalled fences it must wait for (implicit sync: a written buffer waits
+ * for its readers and writers, a read buffer for its writers), adds the job's fence to each
+ * buffer's reservation (WRITE for the written buffer, READ for read ones), unlocks and queues
+ * the job on the device's engine; it returns at once with the fence's seqno on the device
+ * timeline in *fence. The storage stays valid while the job runs because a move, an eviction
+ * or a CPU access waits for the fence first.
+ * `done` is called exactly once, on the engine's thread (never from inside sgb_job_submit),
+ * after the fence signalled, with the job's status (0 or a negative errno) and its result
+ * (CHECKSUM: the CRC-32C; else 0). Jobs of one device complete in submission order. When
+ * sgb_job_submit fails, nothing was queued and `done` is not called. */
+enum sgb_job_op {
+    SGB_JOB_COPY = 0,
+    SGB_JOB_FILL = 1,     /* off, len multiples of 4 */
+    SGB_JOB_CHECKSUM = 2,
+};
+
+typedef struct sgb_job {
+    uint32_t op;      /* enum sgb_job_op */
+    uint32_t handle;  /* COPY and FILL: destination; CHECKSUM: source */
+    uint32_t handle2; /* COPY: source */
+    uint32_t pattern; /* FILL: 32-bit little-endian pattern */
+    uint64_t off;     /* offset in handle */
+    uint64_t off2;    /* COPY: offset in handle2 */
+    uint64_t len;
+} sgb_job;
+
+typedef void (*sgb_job_done_fn)(void *opaque, uint64_t fence, int status, uint64_t result);
+int sgb_job_submit(sgb_device *dev, const sgb_job *job, sgb_job_done_fn done, void *opaque,
+                   uint64_t *fence);
+
+/* Submit and wait for completion (tools and tests; a device model uses sgb_job_submit). */
 int sgb_job_copy(sgb_device *dev, uint32_t src, uint64_t src_off, uint32_t dst,
                   uint64_t dst_off, uint64_t len, uint64_t *fence);
 int sgb_job_fill(sgb_device *dev, uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern,
                   uint64_t *fence);
 int sgb_job_checksum(sgb_device *dev, uint32_t src, uint64_t off, uint64_t len,
                       uint32_t *crc32c, uint64_t *fence);
+
+/* Waiting without blocking: what a device model does before a command that reads, writes or
+ * moves a buffer (TRANSFER, CPU access, BO_MOVE) while jobs, its own or another device's,
+ * may still use it. Returns 0 when nothing is pending now (fn not kept), 1 when fn(opaque)
+ * will be called once, from whichever thread signals the last such fence, or a negative
+ * errno (-ENOENT unknown handle, -EINVAL bad `what`). */
+enum sgb_await {
+    SGB_AWAIT_READ = 0,      /* the buffer's writers */
+    SGB_AWAIT_WRITE = 1,     /* its readers and writers */
+    SGB_AWAIT_PLACEMENT = 2, /* every fence (a move or eviction, rule S7b) */
+};
+typedef void (*sgb_idle_fn)(void *opaque);
+int sgb_bo_await_idle(sgb_device *dev, uint32_t handle, uint32_t what, sgb_idle_fn fn,
+                      void *opaque);
+
+/* --- engine fault injection and inspection (monitor) --------------------------------------
+ * A stalled engine starts no job. A held completion: the job has run but its fence (and
+ * every later fence of the device) stays unsignalled, so every "fence still pending" case
+ * can be made on purpose. hold: handle 0 = every job of the device, else the jobs of this
+ * device that touch the handle's buffer; ms 0 = until released. release ends every hold
+ * and the stall of the device. */
+int sgb_engine_stall(sgb_device *dev, int stalled);
+int sgb_engine_hold(sgb_device *dev, uint32_t handle, uint32_t ms);
+int sgb_engine_release(sgb_device *dev);
+
+typedef struct sgb_job_info {
+    uint64_t fence;       /* seqno on the device timeline */
+    uint32_t op;          /* enum sgb_job_op */
+    uint32_t handle;
+    uint32_t handle2;     /* COPY: source; else 0 */
+    uint32_t deps_pending; /* other timelines' fences it still waits for */
+    char state[12];       /* "queued", "waiting", "stalled", "running", "held" */
+} sgb_job_info;
+/* The device's jobs in flight, oldest first: fills up to `cap`, *count = how many there are. */
+int sgb_engine_list_jobs(sgb_device *dev, sgb_job_info *out, size_t cap, size_t *count);
+/* The engine's kind ("cpu", ...): static storage. */
+const char *sgb_engine_kind(sgb_device *dev);
 
 /* --- sharing ------------------------------------------------------------------------------ */
 /* Export: *uuid names the buffer backend-wide; *fd (optional, caller-owned) is a descriptor

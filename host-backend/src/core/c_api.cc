@@ -3,6 +3,8 @@
 // (std::bad_alloc, in practice) from crossing into C.
 #include <dirent.h>
 
+#include <cstdio>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -130,6 +132,7 @@ int sgb_device_create(sgb_backend* backend, const sgb_device_config* config, sgb
     cfg.vram_size = config->vram_size;
     cfg.cache_mode = config->coherent ? sharegpu::CacheMode::kCoherent : sharegpu::CacheMode::kStrict;
     cfg.max_hostmem = config->max_hostmem;
+    cfg.engine = config->engine ? config->engine : "cpu";
     auto dev = sharegpu::Device::Create(backend->impl, std::move(cfg));
     if (!dev) return dev.status();
     auto* d = new sgb_device;
@@ -143,6 +146,9 @@ int sgb_device_create(sgb_backend* backend, const sgb_device_config* config, sgb
 void sgb_device_destroy(sgb_device* dev) {
   if (!dev) return;
   (void)Guard([&] {
+    // Jobs' done callbacks point into the caller's state: none may run after this returns,
+    // even if an export keeps the device object alive a little longer.
+    dev->impl->Shutdown();
     dev->impl.reset();
     sgb_backend_unref(dev->backend);
     delete dev;
@@ -333,6 +339,78 @@ int sgb_job_checksum(sgb_device* dev, uint32_t src, uint64_t off, uint64_t len,
     return 0;
   });
 }
+
+int sgb_job_submit(sgb_device* dev, const sgb_job* job, sgb_job_done_fn done, void* opaque,
+                   uint64_t* fence) {
+  SGB_DEV_CHECK(dev);
+  if (!job || !done || job->op > SGB_JOB_CHECKSUM) return -EINVAL;
+  return Guard([&] {
+    sharegpu::JobRequest req{static_cast<sharegpu::JobOp>(job->op), job->handle, job->handle2,
+                             job->off, job->off2, job->len, job->pattern};
+    // The seqno is known only once submitted; the callback gets it from its own capture.
+    auto seqno = std::make_shared<std::atomic<uint64_t>>(0);
+    auto r = dev->impl->Submit(req, [done, opaque, seqno](Status status, uint64_t result) {
+      done(opaque, seqno->load(), status, result);
+    });
+    if (!r) return r.status();
+    seqno->store(*r);
+    if (fence) *fence = *r;
+    return 0;
+  });
+}
+
+int sgb_bo_await_idle(sgb_device* dev, uint32_t handle, uint32_t what, sgb_idle_fn fn,
+                      void* opaque) {
+  SGB_DEV_CHECK(dev);
+  if (!fn || what > SGB_AWAIT_PLACEMENT) return -EINVAL;
+  return Guard([&] {
+    return dev->impl->AwaitIdle(handle, static_cast<sharegpu::AwaitFor>(what),
+                                [fn, opaque] { fn(opaque); });
+  });
+}
+
+int sgb_engine_stall(sgb_device* dev, int stalled) {
+  SGB_DEV_CHECK(dev);
+  return Guard([&] {
+    dev->impl->engine().Stall(stalled != 0);
+    return 0;
+  });
+}
+
+int sgb_engine_hold(sgb_device* dev, uint32_t handle, uint32_t ms) {
+  SGB_DEV_CHECK(dev);
+  return Guard([&] { return dev->impl->HoldCompletions(handle, std::chrono::milliseconds(ms)); });
+}
+
+int sgb_engine_release(sgb_device* dev) {
+  SGB_DEV_CHECK(dev);
+  return Guard([&] {
+    dev->impl->engine().Release();
+    return 0;
+  });
+}
+
+int sgb_engine_list_jobs(sgb_device* dev, sgb_job_info* out, size_t cap, size_t* count) {
+  SGB_DEV_CHECK(dev);
+  if (cap && !out) return -EINVAL;
+  return Guard([&] {
+    std::vector<sharegpu::JobInfo> jobs = dev->impl->engine().InFlight();
+    for (size_t i = 0; i < jobs.size() && i < cap; ++i) {
+      sgb_job_info& o = out[i];
+      o = sgb_job_info{};
+      o.fence = jobs[i].seqno;
+      o.op = static_cast<uint32_t>(jobs[i].op);
+      o.handle = jobs[i].handles.empty() ? 0 : jobs[i].handles[0];
+      o.handle2 = jobs[i].handles.size() > 1 ? jobs[i].handles[1] : 0;
+      o.deps_pending = jobs[i].dependencies_pending;
+      std::snprintf(o.state, sizeof(o.state), "%s", jobs[i].state.c_str());
+    }
+    if (count) *count = jobs.size();
+    return 0;
+  });
+}
+
+const char* sgb_engine_kind(sgb_device* dev) { return dev ? dev->impl->engine().kind() : ""; }
 
 int sgb_bo_export(sgb_device* dev, uint32_t handle, sgb_uuid* uuid, int* fd) {
   SGB_DEV_CHECK(dev);

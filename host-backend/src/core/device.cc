@@ -1,6 +1,8 @@
 #include "core/device.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include "common/log.h"
 #include "core/resv_guard.h"
 #include "core/backend.h"
+#include "engine/cpu_engine.h"
 #include "mem/copy_engine.h"
 #include "sync/exec.h"
 
@@ -35,7 +38,10 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
   auto mm =
       MemoryManager::Create(config.name, config.vram_size, config.cache_mode, config.max_hostmem);
   if (!mm) return R::Error(mm.status());
-  auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value());
+  auto engine = CreateEngine(config.engine, config.name);
+  if (!engine) return R::Error(engine.status());
+  auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value(),
+                                      std::move(engine).value());
   std::weak_ptr<Device> weak = dev;
   dev->mm_->SetMoveListener([weak](BufferObject& bo) {
     if (auto d = weak.lock()) d->OnLocalMove(bo);
@@ -44,15 +50,22 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
 }
 
 Device::Device(std::shared_ptr<Backend> backend, DeviceConfig config,
-               std::shared_ptr<MemoryManager> mm)
+               std::shared_ptr<MemoryManager> mm, std::unique_ptr<Engine> engine)
     : backend_(std::move(backend)),
       config_(std::move(config)),
       mm_(std::move(mm)),
-      timeline_("sharegpu:" + config_.name) {}
+      timeline_("sharegpu:" + config_.name),
+      engine_(std::move(engine)) {}
 
 Device::~Device() {
+  Shutdown();  // the jobs' done callbacks use this object
   mm_->SetMoveListener(nullptr);
   (void)Reset();
+}
+
+void Device::Shutdown() {
+  engine_->Release();
+  engine_->Stop();
 }
 
 Status Device::GuestError(Status err, const char* fmt, ...) const {
@@ -377,14 +390,18 @@ Result<DeviceView> Device::View(Entry& e) {
   return DeviceView{imp.mapping->host(), imp.dmabuf->size(), &imp.attachment->cache()};
 }
 
-Status Device::RunJob(const std::vector<std::pair<uint32_t, bool>>& handles, const JobBody& body,
-                      uint64_t* fence_out) {
+Result<uint64_t> Device::Submit(const JobRequest& req, JobDone done) {
+  using R = Result<uint64_t>;
+  const size_t nbuf = req.op == JobOp::kCopy ? 2 : 1;
+  if (req.op != JobOp::kCopy && req.op != JobOp::kFill && req.op != JobOp::kChecksum) {
+    return R::Error(GuestError(-EINVAL, "job: unknown operation %u", unsigned(req.op)));
+  }
   std::vector<Entry> entries;
-  for (auto [h, write] : handles) {
-    auto e = Lookup(h);
+  for (size_t i = 0; i < nbuf; ++i) {
+    auto e = Lookup(i == 0 ? req.handle : req.handle2);
     if (!e) {
       counters_.job_errors++;
-      return e.status();
+      return R::Error(e.status());
     }
     entries.push_back(*e);
   }
@@ -398,81 +415,175 @@ Status Device::RunJob(const std::vector<std::pair<uint32_t, bool>>& handles, con
   counters_.ww_backoffs += exec.retries();
   if (err) {
     counters_.job_errors++;
-    return err;
+    return R::Error(err);
   }
-  std::vector<DeviceView> views;
-  for (Entry& e : entries) {
+  auto job = std::make_unique<Job>();
+  job->op = req.op;
+  job->off = req.off;
+  job->off2 = req.off2;
+  job->len = req.len;
+  job->pattern = req.pattern;
+  for (size_t i = 0; i < nbuf; ++i) {
+    Entry& e = entries[i];
     auto view = View(e);
     if (!view) {
       counters_.job_errors++;
-      return GuestError(view.status(), "job: cannot map a buffer");
+      return R::Error(GuestError(view.status(), "job: cannot map a buffer"));
     }
-    views.push_back(*view);
+    JobBuffer b;
+    b.view = *view;
+    b.handle = i == 0 ? req.handle : req.handle2;
+    b.write = i == 0 && req.op != JobOp::kChecksum;
+    ReservationObject& resv = ResvOf(e);
+    b.identity = &resv;
+    if (e.bo) {
+      b.keepalive = e.bo;
+    } else {
+      // The record, its attachment (view.cache) and the mapping (view.mem) as they are now: a
+      // later invalidation or close of the import replaces them, the job keeps these.
+      struct ImportKeep {
+        std::shared_ptr<ImportRecord> record;
+        AttachmentRef attachment;
+        MappingRef mapping;
+      };
+      b.keepalive = std::make_shared<ImportKeep>(
+          ImportKeep{e.import, e.import->attachment, e.import->mapping});
+    }
+    // Implicit sync: what the job must wait for (a write: readers and writers; a read:
+    // writers). Our own earlier jobs complete before it anyway (one FIFO per engine).
+    for (FenceRef& f : resv.Fences(UsageForAccess(b.write))) {
+      if (f->context() != timeline_.context() && !f->IsSignaled()) {
+        job->dependencies.push_back(std::move(f));
+      }
+    }
+    job->buffers.push_back(std::move(b));
   }
+  // Seqno order, queue order and the order fences enter the reservations must agree, or two
+  // submitters could each queue a job behind one that waits for the other's (and fences on
+  // one timeline must signal in seqno order): one submitter at a time, with every buffer of
+  // the job still locked, gets its fence and queues it.
+  std::lock_guard submit_lock(submit_mu_);
   FenceRef fence = timeline_.CreateFence();
-  for (size_t i = 0; i < entries.size(); ++i) {
+  const uint64_t seqno = fence->seqno();
+  for (size_t i = 0; i < nbuf; ++i) {
     ReservationObject& resv = ResvOf(entries[i]);
     (void)resv.ReserveFences(1);
-    (void)resv.AddFence(fence, handles[i].second ? ResvUsage::kWrite : ResvUsage::kRead);
+    (void)resv.AddFence(fence, job->buffers[i].write ? ResvUsage::kWrite : ResvUsage::kRead);
   }
-  err = body(views);
+  job->fence = fence;
+  const uint64_t bytes = req.op == JobOp::kCopy ? req.len : 0;
+  job->done = [this, req, bytes, seqno, done = std::move(done)](Status status, uint64_t result) {
+    if (status) {
+      counters_.job_errors++;
+      (void)GuestError(status, "%s job %llu: handle %u+%llu (handle2 %u+%llu) len %llu",
+                       JobOpName(req.op), static_cast<unsigned long long>(seqno), req.handle,
+                       static_cast<unsigned long long>(req.off), req.handle2,
+                       static_cast<unsigned long long>(req.off2),
+                       static_cast<unsigned long long>(req.len));
+    } else {
+      counters_.bytes_copied += bytes;
+    }
+    counters_.last_fence.store(seqno);
+    if (done) done(status, result);
+  };
   counters_.jobs++;
   counters_.fences_emitted++;
-  if (err) {
+  if (Status serr = engine_->Submit(std::move(job))) {
+    // Never queued: the fence is in the reservations already and must not stay pending.
+    (void)fence->SignalWithError(serr);
     counters_.job_errors++;
-    (void)fence->SignalWithError(err);
-  } else {
-    (void)fence->Signal();
+    return R::Error(serr);
   }
-  counters_.last_fence.store(fence->seqno());
-  if (fence_out) *fence_out = fence->seqno();
-  exec.Fini();
-  return err;
+  // exec's destructor unlocks: the job runs unlocked; moves and CPU accesses wait for its
+  // fence instead.
+  return seqno;
+}
+
+Result<uint64_t> Device::SubmitAndWait(const JobRequest& req, uint64_t* fence_out) {
+  struct Outcome {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status = kOk;
+    uint64_t result = 0;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  auto seqno = Submit(req, [outcome](Status status, uint64_t result) {
+    std::lock_guard lock(outcome->mu);
+    outcome->done = true;
+    outcome->status = status;
+    outcome->result = result;
+    outcome->cv.notify_all();
+  });
+  if (!seqno) return Result<uint64_t>::Error(seqno.status());
+  if (fence_out) *fence_out = *seqno;
+  std::unique_lock lock(outcome->mu);
+  outcome->cv.wait(lock, [&] { return outcome->done; });
+  if (outcome->status) return Result<uint64_t>::Error(outcome->status);
+  return outcome->result;
 }
 
 Status Device::Copy(uint32_t src, uint64_t src_off, uint32_t dst, uint64_t dst_off, uint64_t len,
                     uint64_t* fence) {
-  Status err = RunJob({{src, false}, {dst, true}},
-                      [&](std::vector<DeviceView>& v) {
-                        return CopyEngine::Copy(v[0], src_off, v[1], dst_off, len);
-                      },
-                      fence);
-  if (err == kOk) counters_.bytes_copied += len;
-  if (err) return GuestError(err, "copy %u+%llu -> %u+%llu len %llu", src,
-                             static_cast<unsigned long long>(src_off), dst,
-                             static_cast<unsigned long long>(dst_off),
-                             static_cast<unsigned long long>(len));
-  return kOk;
+  JobRequest req{JobOp::kCopy, dst, src, dst_off, src_off, len, 0};
+  auto r = SubmitAndWait(req, fence);
+  return r ? kOk : r.status();
 }
 
 Status Device::Fill(uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern, uint64_t* fence) {
-  Status err = RunJob({{dst, true}},
-                      [&](std::vector<DeviceView>& v) {
-                        return CopyEngine::Fill(v[0], off, len, pattern);
-                      },
-                      fence);
-  if (err) return GuestError(err, "fill %u+%llu len %llu", dst,
-                             static_cast<unsigned long long>(off),
-                             static_cast<unsigned long long>(len));
-  return kOk;
+  JobRequest req{JobOp::kFill, dst, 0, off, 0, len, pattern};
+  auto r = SubmitAndWait(req, fence);
+  return r ? kOk : r.status();
 }
 
 Result<uint32_t> Device::Checksum(uint32_t src, uint64_t off, uint64_t len, uint64_t* fence) {
-  uint32_t crc = 0;
-  Status err = RunJob({{src, false}},
-                      [&](std::vector<DeviceView>& v) {
-                        auto r = CopyEngine::Checksum(v[0], off, len);
-                        if (!r) return r.status();
-                        crc = *r;
-                        return kOk;
-                      },
-                      fence);
-  if (err) {
-    return Result<uint32_t>::Error(GuestError(err, "checksum %u+%llu len %llu", src,
-                                              static_cast<unsigned long long>(off),
-                                              static_cast<unsigned long long>(len)));
+  JobRequest req{JobOp::kChecksum, src, 0, off, 0, len, 0};
+  auto r = SubmitAndWait(req, fence);
+  if (!r) return Result<uint32_t>::Error(r.status());
+  return static_cast<uint32_t>(*r);
+}
+
+Status Device::AwaitIdle(uint32_t handle, AwaitFor what, std::function<void()> cb) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  const ResvUsage usage = what == AwaitFor::kPlacement ? ResvUsage::kBookkeep
+                                                        : UsageForAccess(what == AwaitFor::kWrite);
+  std::vector<FenceRef> pending;
+  {
+    ResvGuard guard(ResvOf(*entry));
+    for (FenceRef& f : ResvOf(*entry).Fences(usage)) {
+      if (!f->IsSignaled()) pending.push_back(std::move(f));
+    }
   }
-  return crc;
+  if (pending.empty()) return 0;
+  // One count per fence plus one for the registration itself, so that cb never runs from in
+  // here: when every fence turned out signalled already, the caller hears "idle" instead.
+  struct Countdown {
+    std::atomic<size_t> left;
+    std::function<void()> cb;
+  };
+  auto countdown = std::make_shared<Countdown>();
+  countdown->left.store(pending.size() + 1);
+  countdown->cb = std::move(cb);
+  for (const FenceRef& f : pending) {
+    auto fire = [countdown](const Fence&) {
+      if (countdown->left.fetch_sub(1) == 1) countdown->cb();
+    };
+    if (f->AddCallback(fire) == -ENOENT) countdown->left.fetch_sub(1);
+  }
+  if (countdown->left.fetch_sub(1) == 1) return 0;
+  return 1;
+}
+
+Status Device::HoldCompletions(uint32_t handle, std::chrono::milliseconds duration) {
+  if (handle == 0) {
+    engine_->HoldCompletions(nullptr, duration);
+    return kOk;
+  }
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  engine_->HoldCompletions(&ResvOf(*entry), duration);
+  return kOk;
 }
 
 Status Device::Export(uint32_t handle, sgb_uuid* uuid, int* fd) {
@@ -644,6 +755,11 @@ sgb_device_stats Device::Stats() const {
   s.ww_backoffs = counters_.ww_backoffs;
   s.fences_emitted = counters_.fences_emitted;
   s.last_fence = counters_.last_fence;
+  EngineStats es = engine_->stats();
+  s.jobs_in_flight = es.in_flight;
+  s.jobs_max_in_flight = es.max_in_flight;
+  s.jobs_held = es.held;
+  s.jobs_waited = es.waited_on_dependencies;
   return s;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -20,6 +21,7 @@
 #include "core/buffer_object.h"
 #include "core/dma_buf.h"
 #include "core/memory_manager.h"
+#include "engine/engine.h"
 #include "sharegpu/backend.h"
 #include "sync/fence.h"
 
@@ -32,7 +34,24 @@ struct DeviceConfig {
   uint64_t vram_size = 0;
   CacheMode cache_mode = CacheMode::kCoherent;
   uint64_t max_hostmem = 0;  // bytes of SYSTEM storage the device may hold; 0: unlimited
+  std::string engine = "cpu";  // where jobs run (engine/cpu_engine.h CreateEngine)
 };
+
+// A job as the ring names it: handle is COPY's and FILL's destination and CHECKSUM's source,
+// handle2 COPY's source; off is the offset in handle, off2 in handle2.
+struct JobRequest {
+  JobOp op = JobOp::kCopy;
+  uint32_t handle = 0;
+  uint32_t handle2 = 0;
+  uint64_t off = 0;
+  uint64_t off2 = 0;
+  uint64_t len = 0;
+  uint32_t pattern = 0;
+};
+
+// Which fences an await waits for: a read waits for writers, a write for readers and
+// writers, a placement change (move, evict) for every fence (rule S7b).
+enum class AwaitFor : uint8_t { kRead = 0, kWrite = 1, kPlacement = 2 };
 
 // An import of another device's export: a dynamic attachment and the mapping the device
 // uses for jobs, re-made lazily after a move_notify.
@@ -54,8 +73,12 @@ class Device : public std::enable_shared_from_this<Device> {
 
   static Result<std::shared_ptr<Device>> Create(std::shared_ptr<Backend> backend,
                                                 DeviceConfig config);
-  Device(std::shared_ptr<Backend> backend, DeviceConfig config, std::shared_ptr<MemoryManager> mm);
+  Device(std::shared_ptr<Backend> backend, DeviceConfig config, std::shared_ptr<MemoryManager> mm,
+         std::unique_ptr<Engine> engine);
   ~Device();
+  // Stops the engine: queued jobs are cancelled (their done callbacks run with -ECANCELED),
+  // the running one finishes; later submissions fail with -ESHUTDOWN. Idempotent.
+  void Shutdown();
 
   const std::string& name() const { return config_.name; }
   CacheMode cache_mode() const { return config_.cache_mode; }
@@ -79,8 +102,22 @@ class Device : public std::enable_shared_from_this<Device> {
   Status CacheFlush(uint32_t handle, uint64_t off, uint64_t len);
   Status CacheInvalidate(uint32_t handle, uint64_t off, uint64_t len);
 
-  // Jobs: lock every buffer involved (ww, with back-off), run the copy engine through this
-  // device's caches, fence (dst WRITE, src READ) and signal. *fence gets the seqno.
+  // Jobs, asynchronous: lock every buffer involved (ww, with back-off), take the engine's view
+  // of each, gather the unsignalled fences the job must wait for (implicit sync), put the
+  // job's fence in each reservation (written buffer WRITE, read buffer READ), unlock and queue
+  // it on the engine. `done` runs once, on the engine's thread, after the fence signalled:
+  // with the job's status and, for CHECKSUM, its CRC-32C. Returns the fence's seqno; on an
+  // error nothing was queued and `done` is not called.
+  Result<uint64_t> Submit(const JobRequest& req, JobDone done);
+  // 0: nothing to wait for now (cb not kept); 1: cb runs (any thread) once every fence of the
+  // handle's reservation that `what` waits for has signalled; or a negative errno.
+  Status AwaitIdle(uint32_t handle, AwaitFor what, std::function<void()> cb);
+  Engine& engine() const { return *engine_; }
+  // Fault injection: 0 for every job of this device, else the jobs (of this device) that
+  // touch the handle's buffer.
+  Status HoldCompletions(uint32_t handle, std::chrono::milliseconds duration);
+
+  // Submit and wait for completion (tools, tests, the C API's sgb_job_copy & co).
   Status Copy(uint32_t src, uint64_t src_off, uint32_t dst, uint64_t dst_off, uint64_t len,
               uint64_t* fence);
   Status Fill(uint32_t dst, uint64_t off, uint64_t len, uint32_t pattern, uint64_t* fence);
@@ -102,11 +139,6 @@ class Device : public std::enable_shared_from_this<Device> {
     std::shared_ptr<ImportRecord> import;  // or an import
   };
   using HandleTable = std::unordered_map<uint32_t, Entry>;
-  // A handle resolved for one job: what to lock and how the engine reaches its bytes.
-  struct JobBuffer {
-    Entry entry;
-    ReservationObject* resv = nullptr;
-  };
 
   Result<Entry> Lookup(uint32_t handle) const;
   uint32_t InsertLocked(Entry entry) SGB_REQUIRES(table_mu_);
@@ -116,9 +148,7 @@ class Device : public std::enable_shared_from_this<Device> {
   // Reservation held: the engine's view of a handle (maps an import if needed).
   Result<DeviceView> View(Entry& e);
   Status ReleaseImport(const std::shared_ptr<ImportRecord>& import);
-  using JobBody = std::function<Status(std::vector<DeviceView>&)>;
-  Status RunJob(const std::vector<std::pair<uint32_t, bool /*write*/>>& handles,
-                const JobBody& body, uint64_t* fence);
+  Result<uint64_t> SubmitAndWait(const JobRequest& req, uint64_t* fence);
   void PushEvent(const sgb_event& ev);
   void OnLocalMove(BufferObject& bo);
   Status GuestError(Status err, const char* fmt, ...) const __attribute__((format(printf, 3, 4)));
@@ -127,6 +157,8 @@ class Device : public std::enable_shared_from_this<Device> {
   const DeviceConfig config_;
   const std::shared_ptr<MemoryManager> mm_;
   FenceTimeline timeline_;
+  std::unique_ptr<Engine> engine_;  // stopped before anything its jobs use goes
+  std::mutex submit_mu_;  // under the jobs' reservation locks; above the engine's lock
 
   mutable std::mutex table_mu_;  // leaf for lookups; never held across a resv lock
   HandleTable table_ SGB_GUARDED_BY(table_mu_);  // O(1) lookups by handle

@@ -147,6 +147,12 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateStorage(Placement placem
         // Not one the budget cannot take now: its move would wait for its writers in vain.
         if (!hostmem_->Fits(victim->size())) continue;
         if (!victim->resv().TryLock()) continue;  // busy or ours: not a victim now
+        // A job still uses it (fences pending): its move would have to wait for the engine,
+        // and whoever asked for room may be the one that has to let the engine go on.
+        if (!victim->resv().TestSignaled(ResvUsage::kBookkeep)) {
+          victim->resv().Unlock();
+          continue;
+        }
         Status err = victim->placement() == Placement::kDevice
                          ? victim->Move(Placement::kSystem)
                          : -EAGAIN;

@@ -16,7 +16,7 @@ constexpr uint64_t kPage = 4096;
 
 sgb_device* NewDevice(sgb_backend* backend, const char* name, int coherent = 1,
                        uint64_t max_hostmem = 0) {
-  sgb_device_config cfg{name, 2 * kMiB, coherent, max_hostmem};
+  sgb_device_config cfg{name, 2 * kMiB, coherent, max_hostmem, nullptr};
   sgb_device* dev = nullptr;
   EXPECT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   return dev;
@@ -50,16 +50,16 @@ TEST(CApiTest, NullAndBadArgumentsReturnErrors) {
   sgb_backend_unref(nullptr);
   // Device creation.
   sgb_device* d2 = nullptr;
-  sgb_device_config cfg{"x", 2 * kMiB, 1, 0};
+  sgb_device_config cfg{"x", 2 * kMiB, 1, 0, nullptr};
   EXPECT_EQ(sgb_device_create(nullptr, &cfg, &d2), -EINVAL);
   EXPECT_EQ(sgb_device_create(backend, nullptr, &d2), -EINVAL);
   EXPECT_EQ(sgb_device_create(backend, &cfg, nullptr), -EINVAL);
   for (uint64_t size : {uint64_t{0}, uint64_t{4096}, kMiB + 1, uint64_t{1} << 40, huge}) {
-    sgb_device_config bad_cfg{"x", size, 1, 0};
+    sgb_device_config bad_cfg{"x", size, 1, 0, nullptr};
     EXPECT_EQ(sgb_device_create(backend, &bad_cfg, &d2), -EINVAL) << size;
   }
   EXPECT_EQ(d2, nullptr);
-  sgb_device_config unnamed{nullptr, 2 * kMiB, 0, 0};
+  sgb_device_config unnamed{nullptr, 2 * kMiB, 0, 0, nullptr};
   ASSERT_EQ(sgb_device_create(backend, &unnamed, &d2), 0);
   EXPECT_STRNE(sgb_device_name(d2), "");
   sgb_device_destroy(d2);

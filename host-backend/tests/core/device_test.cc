@@ -550,7 +550,7 @@ TEST_F(DeviceTest, NoEvictAllocationFailsInsteadOfEvicting) {
 TEST(CApiFlagsTest, UnknownAllocationFlagsRejected) {
   sgb_backend* backend = nullptr;
   sgb_device* dev = nullptr;
-  sgb_device_config cfg{"flags", 1 << 20, 1, 0};
+  sgb_device_config cfg{"flags", 1 << 20, 1, 0, nullptr};
   ASSERT_EQ(sgb_backend_new(&backend), 0);
   ASSERT_EQ(sgb_device_create(backend, &cfg, &dev), 0);
   uint32_t h = 0;
