@@ -13,6 +13,7 @@
 #include "qemu/osdep.h"
 #include "qemu/units.h"
 #include "qemu/log.h"
+#include "qemu/error-report.h"
 #include "hw/pci/pci_device.h"
 #include "sharegpu.h"
 
@@ -342,9 +343,7 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
 /* Executes one command; fills c->out_handle / c->result (and c->uuid for EXPORT). */
 uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
 {
-    uint64_t fence = 0;
     sgb_uuid uuid;
-    uint32_t crc = 0;
     bool no_evict;
     int ret = 0;
 
@@ -389,29 +388,12 @@ uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
     case SGHW_OP_TRANSFER_FROM_DEVICE:
         return sharegpu_cmd_transfer(s, c, c->opcode == SGHW_OP_TRANSFER_TO_DEVICE);
     case SGHW_OP_COPY:
-        if (c->len == 0) {
-            return SGHW_ST_INVALID;
-        }
-        if (c->handle == c->handle2 &&
-            c->off0 < c->off1 + c->len && c->off1 < c->off0 + c->len) {
-            return SGHW_ST_INVALID;
-        }
-        /* TODO(backend.h): jobs are treated as complete when the call returns. */
-        ret = sgb_job_copy(s->dev, c->handle2, c->off1, c->handle, c->off0, c->len, &fence);
-        break;
     case SGHW_OP_FILL:
-        if (c->len == 0 || (c->len & 3)) {
-            return SGHW_ST_INVALID;
-        }
-        ret = sgb_job_fill(s->dev, c->handle, c->off0, c->len, c->arg, &fence);
-        break;
     case SGHW_OP_CHECKSUM:
-        if (c->len == 0) {
-            return SGHW_ST_INVALID;
-        }
-        ret = sgb_job_checksum(s->dev, c->handle, c->off0, c->len, &crc, &fence);
-        c->result = crc;
-        break;
+        /* jobs never run here: the ring queues them on the engine (sharegpu-job.c) */
+        error_report("sharegpu: %s: job opcode 0x%x reached the synchronous path",
+                     s->name, c->opcode);
+        return SGHW_ST_INTERNAL;
     case SGHW_OP_FENCE:
         c->result = c->seqno;
         return SGHW_ST_OK;
@@ -457,57 +439,28 @@ uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
 
 /* ------------------------------------------------------------------ long jobs */
 
-static uint32_t sharegpu_check_bo_range(SharegpuState *s, uint32_t handle, uint64_t off,
-                                        uint64_t len)
-{
-    sgb_bo_state info;
-    int ret = sgb_bo_state_get(s->dev, handle, &info);
-
-    if (ret) {
-        return sharegpu_status_from_errno(ret);
-    }
-    return sharegpu_range_ok(off, len, info.size) ? SGHW_ST_OK : SGHW_ST_OUT_OF_RANGE;
-}
-
 /*
- * Everything the handlers above would reject in any chunk of a split job (COPY, FILL,
- * TRANSFER_*), checked before the first chunk runs, so that a job either fails without
- * side effects or runs to the end (as an unsplit one does).
+ * Everything sharegpu_cmd_transfer() would reject in any chunk of a split TRANSFER, in its
+ * order, checked before the first chunk runs, so that a transfer either fails without side
+ * effects or runs to the end (as an unsplit one does).
  */
 uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c)
 {
-    uint32_t st = SGHW_ST_OK;
+    SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
+    sgb_bo_state info;
+    int ret;
 
     if (c->flags & ~SGHW_CMD_F_IRQ) {
         return SGHW_ST_INVALID;
     }
-    switch (c->opcode) {
-    case SGHW_OP_FILL:
-        if (c->len & 3) {
-            return SGHW_ST_INVALID;
-        }
-        return sharegpu_check_bo_range(s, c->handle, c->off0, c->len);
-    case SGHW_OP_COPY:
-        if (c->handle == c->handle2 &&
-            c->off0 < c->off1 + c->len && c->off1 < c->off0 + c->len) {
-            return SGHW_ST_INVALID;
-        }
-        st = sharegpu_check_bo_range(s, c->handle, c->off0, c->len);
-        return st ? st : sharegpu_check_bo_range(s, c->handle2, c->off1, c->len);
-    default: { /* TRANSFER_*: the checks of sharegpu_cmd_transfer(), in its order */
-        SharegpuBo *bo = sharegpu_bo_lookup(s, c->handle);
-        sgb_bo_state info;
-        int ret = sgb_bo_state_get(s->dev, c->handle, &info);
-
-        if (ret) {
-            return sharegpu_status_from_errno(ret);
-        }
-        if (!bo || !bo->nents) {
-            return SGHW_ST_NO_BACKING;
-        }
-        return sharegpu_range_ok(c->off0, c->len, info.size) &&
-               sharegpu_range_ok(c->off1, c->len, bo->backing_bytes) ? SGHW_ST_OK
-                                                                      : SGHW_ST_OUT_OF_RANGE;
+    ret = sgb_bo_state_get(s->dev, c->handle, &info);
+    if (ret) {
+        return sharegpu_status_from_errno(ret);
     }
+    if (!bo || !bo->nents) {
+        return SGHW_ST_NO_BACKING;
     }
+    return sharegpu_range_ok(c->off0, c->len, info.size) &&
+           sharegpu_range_ok(c->off1, c->len, bo->backing_bytes) ? SGHW_ST_OK
+                                                                  : SGHW_ST_OUT_OF_RANGE;
 }

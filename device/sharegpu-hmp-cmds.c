@@ -1,5 +1,7 @@
 /*
- * sharegpu: HMP commands (info sharegpu, x_sharegpu_move_bo), on top of the QMP ones
+ * sharegpu: HMP commands (info sharegpu, info sharegpu-graph, x_sharegpu_move_bo and the
+ * engine fault injection x_sharegpu_hold / _stall / _release / _drop_irq), on top of the
+ * QMP ones
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -39,6 +41,7 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
         SharegpuInfo *i = l->value;
         SharegpuCounters *c = i->counters;
         SharegpuBoInfoList *b;
+        SharegpuJobInfoList *j;
 
         monitor_printf(mon, "sharegpu %s (%s): %s, vram %" PRIu64 " MiB, used %" PRIu64
                        " KiB, %u BOs, %u imports\n",
@@ -69,10 +72,30 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->moves, c->evictions, c->exports, c->imports, c->move_notifies,
                        c->cache_flushes, c->cache_invalidates, c->ww_backoffs,
                        c->fences_emitted, c->last_fence);
-        monitor_printf(mon, "            split jobs %" PRIu64 " slice yields %" PRIu64 "\n",
-                       c->split_jobs, c->bh_yields);
+        monitor_printf(mon, "            split transfers %" PRIu64 " slice yields %" PRIu64
+                       " jobs submitted %" PRIu64 " held %" PRIu64 " waited %" PRIu64
+                       " buffer waits %" PRIu64 " irqs dropped %" PRIu64 "\n",
+                       c->split_jobs, c->bh_yields, c->jobs_submitted, c->jobs_held,
+                       c->jobs_waited, c->buffer_waits, c->irqs_dropped);
+        monitor_printf(mon, "  engine %s, queue depth %u: %u ring entries in flight%s\n",
+                       i->engine, i->queue_depth, i->ring_in_flight,
+                       i->waiting_for_buffer ? ", next command waits for a buffer" : "");
+        for (j = i->jobs; j; j = j->next) {
+            SharegpuJobInfo *job = j->value;
+
+            monitor_printf(mon, "    job fence %" PRIu64 ": %s handle %u", job->fence,
+                           job->opcode, job->handle);
+            if (job->has_handle2) {
+                monitor_printf(mon, " from %u", job->handle2);
+            }
+            monitor_printf(mon, " %s", SharegpuJobState_str(job->state));
+            if (job->waits_for) {
+                monitor_printf(mon, " (for %u fence(s) of other devices)", job->waits_for);
+            }
+            monitor_printf(mon, "\n");
+        }
         if (i->job_in_progress) {
-            monitor_printf(mon, "  job in progress: ring index %u opcode 0x%x, %" PRIu64
+            monitor_printf(mon, "  transfer in progress: ring index %u opcode 0x%x, %" PRIu64
                            " of %" PRIu64 " bytes done\n",
                            i->job_in_progress->index, i->job_in_progress->opcode,
                            i->job_in_progress->done, i->job_in_progress->len);
@@ -128,6 +151,46 @@ void hmp_x_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
         return;
     }
     qmp_x_sharegpu_move_bo(id, handle, placement, &err);
+    hmp_handle_error(mon, err);
+}
+
+void hmp_x_sharegpu_hold(Monitor *mon, const QDict *qdict)
+{
+    const char *id = qdict_get_str(qdict, "id");
+    int64_t handle = qdict_get_try_int(qdict, "handle", 0);
+    int64_t ms = qdict_get_try_int(qdict, "ms", 0);
+    Error *err = NULL;
+
+    if (handle < 0 || handle > UINT32_MAX || ms < 0 || ms > UINT32_MAX) {
+        monitor_printf(mon, "invalid handle %" PRId64 " or time %" PRId64 " ms\n",
+                       handle, ms);
+        return;
+    }
+    qmp_x_sharegpu_hold(id, true, handle, true, ms, &err);
+    hmp_handle_error(mon, err);
+}
+
+void hmp_x_sharegpu_stall(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    qmp_x_sharegpu_stall(qdict_get_str(qdict, "id"), qdict_get_bool(qdict, "stall"), &err);
+    hmp_handle_error(mon, err);
+}
+
+void hmp_x_sharegpu_release(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    qmp_x_sharegpu_release(qdict_get_str(qdict, "id"), &err);
+    hmp_handle_error(mon, err);
+}
+
+void hmp_x_sharegpu_drop_irq(Monitor *mon, const QDict *qdict)
+{
+    Error *err = NULL;
+
+    qmp_x_sharegpu_drop_irq(qdict_get_str(qdict, "id"), &err);
     hmp_handle_error(mon, err);
 }
 

@@ -1,8 +1,9 @@
 /*
  * sharegpu: QMP commands (device/qapi/sharegpu.json)
  *
- * query-sharegpu shows every device's state; x-sharegpu-move-bo is fault injection for
- * tests (a move as memory pressure would do it), hence unstable.
+ * query-sharegpu shows every device's state, its jobs in flight included; x-sharegpu-move-bo
+ * (a move as memory pressure would do it) and the engine's hold / stall / release and
+ * drop-irq are fault injection for tests and debugging, hence unstable.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -44,6 +45,39 @@ static sgb_bo_debug_info *sharegpu_list_bos(SharegpuState *s, size_t *count)
     return bos;
 }
 
+static SharegpuJobInfoList *sharegpu_jobs_info(SharegpuState *s)
+{
+    static const char *const ops[] = { "COPY", "FILL", "CHECKSUM" };
+    SharegpuJobInfoList *head = NULL, **tail = &head;
+    g_autofree sgb_job_info *jobs = NULL;
+    size_t count = 0, i;
+
+    if (sgb_engine_list_jobs(s->dev, NULL, 0, &count) || !count) {
+        return NULL;
+    }
+    jobs = g_new0(sgb_job_info, count);
+    if (sgb_engine_list_jobs(s->dev, jobs, count, &count)) {
+        return NULL;
+    }
+    for (i = 0; i < count; i++) {
+        SharegpuJobInfo *j = g_new0(SharegpuJobInfo, 1);
+        int state;
+
+        j->fence = jobs[i].fence;
+        j->opcode = g_strdup(jobs[i].op < ARRAY_SIZE(ops) ? ops[jobs[i].op] : "?");
+        j->handle = jobs[i].handle;
+        if (jobs[i].op == SGB_JOB_COPY) {
+            j->has_handle2 = true;
+            j->handle2 = jobs[i].handle2;
+        }
+        state = qapi_enum_parse(&SharegpuJobState_lookup, jobs[i].state, -1, NULL);
+        j->state = state < 0 ? SHAREGPU_JOB_STATE_QUEUED : state;
+        j->waits_for = jobs[i].deps_pending;
+        QAPI_LIST_APPEND(tail, j);
+    }
+    return head;
+}
+
 static SharegpuInfo *sharegpu_info(SharegpuState *s)
 {
     SharegpuInfo *info = g_new0(SharegpuInfo, 1);
@@ -81,8 +115,8 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
     info->halted = !!(s->status & SGHW_STATUS_HALTED);
     info->last_error = s->error_code;
     if (s->job.active) {
-        info->job_in_progress = g_new0(SharegpuJobProgressInfo, 1);
-        *info->job_in_progress = (SharegpuJobProgressInfo) {
+        info->job_in_progress = g_new0(SharegpuTransferProgressInfo, 1);
+        *info->job_in_progress = (SharegpuTransferProgressInfo) {
             .index = s->job.index, .opcode = s->job.cmd.opcode,
             .done = s->job.done, .len = s->job.cmd.len,
         };
@@ -109,7 +143,17 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .ww_backoffs = st.ww_backoffs,
         .fences_emitted = st.fences_emitted,
         .last_fence = st.last_fence,
+        .jobs_submitted = s->counters.jobs_submitted,
+        .jobs_held = st.jobs_held,
+        .jobs_waited = st.jobs_waited,
+        .buffer_waits = s->counters.buffer_waits,
+        .irqs_dropped = s->counters.irqs_dropped,
     };
+    info->engine = g_strdup(sgb_engine_kind(s->dev));
+    info->queue_depth = s->queue_depth;
+    info->ring_in_flight = s->inflight_count;
+    info->waiting_for_buffer = s->idle_wait;
+    info->jobs = sharegpu_jobs_info(s);
 
     bos = sharegpu_list_bos(s, &count);
     for (i = 0; i < count; i++) {
@@ -196,6 +240,13 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
                    id, handle, info.exporter);
         return;
     }
+    if (info.fences_pending) {
+        /* the backend would block the main loop waiting for them (and a held job never ends) */
+        error_setg(errp, "sharegpu %s: handle %u is in use by %u job(s) not yet complete; "
+                   "release held jobs (x-sharegpu-release) and retry", id, handle,
+                   info.fences_pending);
+        return;
+    }
     ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
                                      : sgb_bo_move(s->dev, handle, p, 0);
     trace_sharegpu_monitor_move(s->name, handle, p, ret);
@@ -204,6 +255,61 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
         error_setg(errp, "sharegpu %s: moving handle %u failed: %s", id, handle,
                    sgb_strerror(ret));
     }
+}
+
+/* ------------------------------------------------------------------ engine fault injection */
+
+void qmp_x_sharegpu_hold(const char *id, bool has_handle, uint32_t handle, bool has_ms,
+                         uint32_t ms, Error **errp)
+{
+    SharegpuState *s = sharegpu_find(id);
+    int ret;
+
+    if (!s) {
+        error_setg(errp, "no sharegpu device '%s'", id);
+        return;
+    }
+    ret = sgb_engine_hold(s->dev, has_handle ? handle : 0, has_ms ? ms : 0);
+    trace_sharegpu_monitor_engine(s->name, "hold", has_handle ? handle : 0, ret);
+    if (ret) {
+        error_setg(errp, "sharegpu %s: hold on handle %u: %s", id, handle, sgb_strerror(ret));
+    }
+}
+
+void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
+{
+    SharegpuState *s = sharegpu_find(id);
+
+    if (!s) {
+        error_setg(errp, "no sharegpu device '%s'", id);
+        return;
+    }
+    trace_sharegpu_monitor_engine(s->name, stall ? "stall" : "unstall", 0, 0);
+    sgb_engine_stall(s->dev, stall);
+}
+
+void qmp_x_sharegpu_release(const char *id, Error **errp)
+{
+    SharegpuState *s = sharegpu_find(id);
+
+    if (!s) {
+        error_setg(errp, "no sharegpu device '%s'", id);
+        return;
+    }
+    trace_sharegpu_monitor_engine(s->name, "release", 0, 0);
+    sgb_engine_release(s->dev);
+}
+
+void qmp_x_sharegpu_drop_irq(const char *id, Error **errp)
+{
+    SharegpuState *s = sharegpu_find(id);
+
+    if (!s) {
+        error_setg(errp, "no sharegpu device '%s'", id);
+        return;
+    }
+    trace_sharegpu_monitor_engine(s->name, "drop-irq", 0, 0);
+    s->drop_next_irq = true;
 }
 
 /* ------------------------------------------------------------------ sharing graph */

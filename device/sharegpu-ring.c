@@ -1,10 +1,14 @@
 /*
  * sharegpu: the command ring and the event ring (docs/hardware.md 3, 7)
  *
- * Command ring: a bottom half fetches entries from CMD_HEAD to CMD_TAIL, decodes them, has
- * sharegpu-cmd.c execute them and writes their completions. Jobs run on the main loop under
- * the BQL, so one run is bounded (x-job-slice bytes of job work); a long range job runs in
- * chunks across runs ("Execution of long jobs").
+ * Command ring: a bottom half fetches entries from CMD_HEAD + (commands in flight) to
+ * CMD_TAIL and decodes them. Jobs (COPY, FILL, CHECKSUM) go to the engine (sharegpu-job.c),
+ * up to queue-depth at a time; any other command starts only when nothing is in flight,
+ * waits (without blocking) for the jobs of any device that use its buffer, and runs here
+ * under the BQL. Completions are written in ring order, from this bottom half, which the
+ * engine's done callback schedules. A TRANSFER's work on the main loop is bounded per run
+ * (x-job-slice bytes); a long one runs in chunks across runs ("Execution of long
+ * transfers").
  *
  * Event ring: the device is the producer. Backend events (moves, invalidations) and
  * command errors become ring entries; after drops a RESYNC event is owed and goes first.
@@ -301,13 +305,10 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
 
 /* ------------------------------------------------------------------ long jobs */
 
-/* Bytes of job work a command does (what the job slice counts). */
+/* Bytes of main-loop work a command does (what the job slice counts). */
 static uint64_t sharegpu_job_bytes(const struct sghw_cmd *c)
 {
     switch (c->opcode) {
-    case SGHW_OP_COPY:
-    case SGHW_OP_FILL:
-    case SGHW_OP_CHECKSUM:
     case SGHW_OP_TRANSFER_TO_DEVICE:
     case SGHW_OP_TRANSFER_FROM_DEVICE:
         return c->len;
@@ -316,11 +317,10 @@ static uint64_t sharegpu_job_bytes(const struct sghw_cmd *c)
     }
 }
 
-/* Range jobs that may run in chunks: every byte is touched once, in any order. */
+/* Transfers that run in chunks: every byte is touched once, in any order. */
 static bool sharegpu_job_splittable(const struct sghw_cmd *c)
 {
-    return (c->opcode == SGHW_OP_COPY || c->opcode == SGHW_OP_FILL ||
-            c->opcode == SGHW_OP_TRANSFER_TO_DEVICE ||
+    return (c->opcode == SGHW_OP_TRANSFER_TO_DEVICE ||
             c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
 }
 
@@ -341,9 +341,7 @@ static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
             return SGHW_ST_PENDING;
         }
         part.off0 += job->done;
-        if (part.opcode != SGHW_OP_FILL) {
-            part.off1 += job->done;
-        }
+        part.off1 += job->done;
         part.len = n;
         st = sharegpu_cmd_execute(s, &part);
         sharegpu_evt_drain_all();
@@ -371,7 +369,43 @@ void sharegpu_job_finish(SharegpuState *s)
     sharegpu_irq_raise(s, sharegpu_ring_complete(s, s->job.index, &s->job.cmd, st));
 }
 
-/* The command ring's bottom half: DOORBELL schedules it. */
+/* Writes the completions of the commands in flight that are done, in ring order. */
+static uint32_t sharegpu_ring_retire(SharegpuState *s)
+{
+    SharegpuInflight e;
+    uint32_t raise = 0;
+
+    while (sharegpu_job_slot_done(s, &e)) {
+        e.cmd.result = e.result;
+        s->inflight_head = (s->inflight_head + 1) % s->queue_depth;
+        s->inflight_count--;
+        raise |= sharegpu_ring_complete(s, e.index, &e.cmd, e.status);
+    }
+    return raise;
+}
+
+/* Queues the job at ring index `idx` (which a previous job may not have left yet). */
+static void sharegpu_ring_start_job(SharegpuState *s, uint32_t idx, struct sghw_cmd *c)
+{
+    uint32_t slot = (s->inflight_head + s->inflight_count) % s->queue_depth;
+    SharegpuInflight *e = &s->inflight[slot];
+    uint32_t st;
+
+    /* the slot is complete before the engine can see it: its callback may come at once */
+    *e = (SharegpuInflight) { .cmd = *c, .index = idx };
+    s->inflight_count++;
+    s->counters.jobs_submitted++;
+    sharegpu_evt_drain_all();
+    st = sharegpu_job_submit(s, c, slot);
+    /* an import mapped for the job may have moved the exporter's buffer */
+    sharegpu_evt_drain_all();
+    if (st != SGHW_ST_PENDING) {
+        e->done = true;   /* not on the engine: nobody else writes it */
+        e->status = st;
+    }
+}
+
+/* The command ring's bottom half: DOORBELL and the engine's completions schedule it. */
 void sharegpu_ring_bh(void *opaque)
 {
     SharegpuState *s = opaque;
@@ -381,22 +415,44 @@ void sharegpu_ring_bh(void *opaque)
     int budget = SHAREGPU_BH_BUDGET;
     uint64_t job_budget = s->job_slice;
 
-    while (s->dev && r->size && !(s->status & SGHW_STATUS_HALTED) && r->head != r->tail) {
+    while (s->dev && r->size && !(s->status & SGHW_STATUS_HALTED)) {
         uint32_t st;
 
+        raise |= sharegpu_ring_retire(s);
         if (!job->active) {
             struct sghw_cmd c;
-            uint32_t idx = r->head;
+            uint32_t idx = (r->head + s->inflight_count) & (r->size - 1);
 
-            if (budget-- == 0) {
-                qemu_bh_schedule(s->cmd_bh);
+            if (idx == r->tail || (s->status & SGHW_STATUS_HALTED)) {
                 break;
             }
-            if (!sharegpu_ring_fetch(s, idx, &c)) {
-                raise |= SGHW_INT_ERROR;
-                break;
+            if (!s->staged_valid) {
+                if (budget-- == 0) {
+                    qemu_bh_schedule(s->cmd_bh);
+                    break;
+                }
+                if (!sharegpu_ring_fetch(s, idx, &s->staged)) {
+                    raise |= SGHW_INT_ERROR;
+                    break;
+                }
+                s->staged_valid = true;
+                trace_sharegpu_cmd(s->name, idx, s->staged.opcode, s->staged.flags,
+                                   s->staged.handle, s->staged.seqno);
             }
-            trace_sharegpu_cmd(s->name, idx, c.opcode, c.flags, c.handle, c.seqno);
+            c = s->staged;
+            if (sharegpu_job_is_async(&c)) {
+                if (s->inflight_count == s->queue_depth) {
+                    break;      /* a completion reschedules us */
+                }
+                s->staged_valid = false;
+                sharegpu_ring_start_job(s, idx, &c);
+                continue;
+            }
+            /* everything else runs after every earlier command, on idle buffers */
+            if (s->inflight_count || sharegpu_job_await_idle(s, &c)) {
+                break;          /* a completion or the buffer's last fence reschedules us */
+            }
+            s->staged_valid = false;
             if (!sharegpu_job_splittable(&c)) {
                 st = sharegpu_ring_execute(s, &c);
                 raise |= sharegpu_ring_complete(s, idx, &c, st);

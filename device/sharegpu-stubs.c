@@ -40,3 +40,44 @@ void hmp_x_sharegpu_move_bo(Monitor *mon, const QDict *qdict)
 {
     monitor_printf(mon, "sharegpu device support is not compiled in\n");
 }
+
+void qmp_x_sharegpu_hold(const char *id, bool has_handle, uint32_t handle, bool has_ms,
+                         uint32_t ms, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+}
+
+void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+}
+
+void qmp_x_sharegpu_release(const char *id, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+}
+
+void qmp_x_sharegpu_drop_irq(const char *id, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+}
+
+void hmp_x_sharegpu_hold(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
+void hmp_x_sharegpu_stall(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
+void hmp_x_sharegpu_release(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
+void hmp_x_sharegpu_drop_irq(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}

@@ -46,6 +46,8 @@
  * (sharegpu-ring.c, docs/hardware.md 3, "Execution").
  */
 #define SHAREGPU_JOB_SLICE_DEFAULT (32 * MiB)
+#define SHAREGPU_QUEUE_DEPTH_DEFAULT 16
+#define SHAREGPU_QUEUE_DEPTH_MAX 256
 #define SHAREGPU_PCIE_CAP_OFFSET 0x80
 
 SharegpuDeviceList sharegpu_devices = QTAILQ_HEAD_INITIALIZER(sharegpu_devices);
@@ -86,6 +88,13 @@ void sharegpu_irq_raise(SharegpuState *s, uint32_t cause)
 
     s->int_status |= cause;
     if (!(cause & s->int_mask)) {
+        return;
+    }
+    if (s->drop_next_irq && (cause & (SGHW_INT_CMD | SGHW_INT_ERROR))) {
+        /* fault injection: a lost interrupt; INT_STATUS still says what happened */
+        s->drop_next_irq = false;
+        s->counters.irqs_dropped++;
+        trace_sharegpu_irq_dropped(s->name, cause);
         return;
     }
     if (msix_enabled(pdev)) {
@@ -159,6 +168,9 @@ static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
         break;
     case SGHW_REG_SCRATCH:
         val = s->scratch;
+        break;
+    case SGHW_REG_QUEUE_DEPTH:
+        val = s->queue_depth;
         break;
     case SGHW_REG_CMD_BASE_LO:
         val = (uint32_t)s->cmd.base;
@@ -375,6 +387,8 @@ static void sharegpu_reset(SharegpuState *s)
     qemu_bh_cancel(s->cmd_bh);
     /* a reset takes effect between two commands: the one being executed completes first */
     sharegpu_job_finish(s);
+    sharegpu_job_reset(s);
+    s->drop_next_irq = false;
     sharegpu_window_unmap_all(s);
     g_hash_table_remove_all(s->bos);
     if (s->dev) {
@@ -419,6 +433,8 @@ static void sharegpu_teardown(SharegpuState *s)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
+    /* first: engine callbacks (this device's, other devices' fences) no longer reach us */
+    sharegpu_job_fini(s);
     if (s->cmd_bh) {
         qemu_bh_delete(s->cmd_bh);
         s->cmd_bh = NULL;
@@ -468,6 +484,18 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
                    (uint64_t)SHAREGPU_VRAM_MIN, (uint64_t)SHAREGPU_VRAM_MAX, s->vram_size);
         return;
     }
+    if (s->queue_depth < 1 || s->queue_depth > SHAREGPU_QUEUE_DEPTH_MAX) {
+        error_setg(errp, "sharegpu: queue-depth must be in [1, %u], got %u",
+                   SHAREGPU_QUEUE_DEPTH_MAX, s->queue_depth);
+        return;
+    }
+    if (!s->engine) {
+        s->engine = g_strdup("cpu");
+    }
+    if (!*s->engine) {
+        error_setg(errp, "sharegpu: engine must name an execution engine (cpu)");
+        return;
+    }
     if (s->job_slice < SGHW_VRAM_ALIGN) {
         error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGHW_VRAM_ALIGN);
         return;
@@ -494,12 +522,19 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         .vram_size = s->vram_size,
         .coherent = s->coherent,
         .max_hostmem = s->max_hostmem,
+        .engine = s->engine,
     };
     ret = sgb_device_create(s->backend, &cfg, &s->dev);
+    if (ret == -ENODEV) {
+        error_setg(errp, "sharegpu: engine '%s' is not available in this build "
+                   "(engines: cpu); the host log says why", s->engine);
+        goto fail;
+    }
     if (ret) {
         error_setg(errp, "sharegpu: cannot create backend device: %s", sgb_strerror(ret));
         goto fail;
     }
+    sharegpu_job_init(s);
 
     s->bos = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, sharegpu_bo_free);
     s->cmd_bh = qemu_bh_new_guarded(sharegpu_ring_bh, s, &d->mem_reentrancy_guard);
@@ -564,6 +599,10 @@ static const Property sharegpu_properties[] = {
     DEFINE_PROP_SIZE("vram-size", SharegpuState, vram_size, SHAREGPU_VRAM_DEFAULT),
     DEFINE_PROP_BOOL("coherent", SharegpuState, coherent, true),
     DEFINE_PROP_SIZE("max-hostmem", SharegpuState, max_hostmem, SHAREGPU_HOSTMEM_DEFAULT),
+    /* where jobs run (docs/engines.md) and how many may be in flight */
+    DEFINE_PROP_STRING("engine", SharegpuState, engine),
+    DEFINE_PROP_UINT32("queue-depth", SharegpuState, queue_depth,
+                       SHAREGPU_QUEUE_DEPTH_DEFAULT),
     /* bytes of job work per main-loop turn; for tests and tuning (docs/user-guide.md) */
     DEFINE_PROP_SIZE("x-job-slice", SharegpuState, job_slice, SHAREGPU_JOB_SLICE_DEFAULT),
 };

@@ -3,9 +3,12 @@
  *
  * One file per concept:
  *   sharegpu.c           QOM type, properties, BARs, BAR0 registers, interrupts, reset
- *   sharegpu-ring.c      command ring (fetch, decode, completion, long jobs in chunks)
+ *   sharegpu-ring.c      command ring (fetch, decode, in-order completion, long transfers
+ *                        in chunks)
  *                        and event ring (producer, RESYNC, delivery of backend events)
  *   sharegpu-cmd.c       command handlers and the device-side handle table
+ *   sharegpu-job.c       asynchronous jobs (engine submission, done callbacks) and waits
+ *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
  *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
@@ -56,7 +59,22 @@ typedef struct SharegpuRing {
     uint32_t tail;
 } SharegpuRing;
 
-/* A job being executed chunk by chunk across bottom-half runs. */
+/*
+ * A command fetched from the ring and not completed yet: a job on the engine, or a job
+ * that failed at submission and completes in its turn. Completions are written in ring
+ * order. done/status/result are written by the engine thread under link->lock.
+ */
+typedef struct SharegpuInflight {
+    struct sghw_cmd cmd;
+    uint32_t index;     /* ring index */
+    bool done;
+    uint32_t status;
+    uint64_t result;
+} SharegpuInflight;
+
+typedef struct SharegpuLink SharegpuLink;
+
+/* A TRANSFER being executed chunk by chunk across bottom-half runs. */
 typedef struct SharegpuJobProgress {
     bool active;
     struct sghw_cmd cmd; /* decoded, validated as a whole before its first chunk */
@@ -72,6 +90,9 @@ typedef struct SharegpuCountersState {
     uint64_t interrupts;
     uint64_t events;
     uint64_t events_dropped;
+    uint64_t jobs_submitted;
+    uint64_t buffer_waits;  /* main-loop commands that waited for a buffer's jobs */
+    uint64_t irqs_dropped;  /* by x-sharegpu-drop-irq */
 } SharegpuCountersState;
 
 struct SharegpuState {
@@ -82,6 +103,8 @@ struct SharegpuState {
     bool coherent;
     uint64_t max_hostmem;
     uint64_t job_slice;
+    uint32_t queue_depth;
+    char *engine;
 
     /* resources */
     MemoryRegion mmio;
@@ -113,6 +136,18 @@ struct SharegpuState {
 
     SharegpuJobProgress job;
     SharegpuCountersState counters;
+
+    /* asynchronous jobs (sharegpu-job.c) */
+    SharegpuLink *link;
+    SharegpuInflight *inflight; /* queue_depth slots, a ring from inflight_head */
+    uint32_t inflight_head;
+    uint32_t inflight_count;
+    uint32_t epoch;             /* bumped at reset; under link->lock */
+    bool idle_wait;             /* the command at the fetch index waits for a buffer */
+    bool idle_fired;            /* under link->lock */
+    bool staged_valid;          /* `staged` holds the fetched, not yet started command */
+    struct sghw_cmd staged;
+    bool drop_next_irq;         /* fault injection: swallow the next interrupt */
 };
 
 /* Every realized sharegpu device of this QEMU (they share one backend). */
@@ -134,6 +169,15 @@ void sharegpu_evt_flush_resync(SharegpuState *s);
 void sharegpu_evt_bh(void *opaque);
 void sharegpu_evt_notify(void *opaque);
 void sharegpu_evt_drain_all(void);
+
+/* sharegpu-job.c */
+void sharegpu_job_init(SharegpuState *s);
+void sharegpu_job_fini(SharegpuState *s);
+void sharegpu_job_reset(SharegpuState *s);
+bool sharegpu_job_is_async(const struct sghw_cmd *c);
+uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_t slot);
+bool sharegpu_job_await_idle(SharegpuState *s, const struct sghw_cmd *c);
+bool sharegpu_job_slot_done(SharegpuState *s, SharegpuInflight *out);
 
 /* sharegpu-cmd.c */
 uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c);

@@ -55,8 +55,9 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 2 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
-                               1.2: SGHW_EVT_F_OWN_COMMAND */
+#define SGHW_VERSION_MINOR 3 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+                               1.2: SGHW_EVT_F_OWN_COMMAND
+                               1.3: asynchronous jobs, QUEUE_DEPTH */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -78,11 +79,12 @@ typedef uint64_t sghw_le64;
 #define SGHW_REG_IMPORT_WIN_SIZE_LO 0x020 /* RO size of the import window */
 #define SGHW_REG_IMPORT_WIN_SIZE_HI 0x024
 #define SGHW_REG_SCRATCH 0x028       /* RW, no effect (probe / tests) */
+#define SGHW_REG_QUEUE_DEPTH 0x02c   /* RO (1.3) jobs the device runs concurrently, >= 1 */
 
 #define SGHW_REG_CMD_BASE_LO 0x040   /* RW guest-physical ring base, 64-byte aligned */
 #define SGHW_REG_CMD_BASE_HI 0x044
 #define SGHW_REG_CMD_SIZE 0x048      /* RW entries: 0 = disabled, else power of 2, 2..4096 */
-#define SGHW_REG_CMD_HEAD 0x04c      /* RO next index the device will consume (mod size) */
+#define SGHW_REG_CMD_HEAD 0x04c      /* RO index of the oldest command not completed */
 #define SGHW_REG_CMD_TAIL 0x050      /* RW next index the driver will fill (mod size) */
 #define SGHW_REG_DOORBELL 0x054      /* WO any value: process CMD_HEAD .. CMD_TAIL */
 #define SGHW_REG_LAST_SEQNO_LO 0x058 /* RO seqno of the newest completed command */

@@ -59,7 +59,7 @@ ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:pr
     meson_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 
 stage "host backend: benchmarks (short run; ratios against same-run baselines)"
-for b in bench/ww_bench bench/copy_bench bench/sharing_bench bench/scale_bench \
+for b in bench/ww_bench bench/copy_bench bench/sharing_bench bench/scale_bench bench/engine_bench \
          broker/broker_bench; do
     if ! "./build/host-backend/$b" --benchmark_min_time=0.05 | tee "build/${b#*/}.out"; then
         failed_stages+=("benchmark ${b#*/}")

@@ -856,18 +856,37 @@ static void reset_mid_job(Ctx *c, Gpu *g, const char *id, Gpu *other)
         g_assert_cmphex(ring[(head + i) % RESET_RING].status, ==, SGHW_ST_PENDING);
     }
 
-    /* the import lives on with the content of the last completed FILL */
+    /*
+     * The import lives on. Jobs in flight at the reset were abandoned, not undone (1.3):
+     * they ran to their end, so the buffer holds the pattern of the last FILL the device
+     * had started: the last completed one or one of at most QUEUE_DEPTH after it. The
+     * other device's CHECKSUM waits for them (implicit sync) and sees one uniform pattern.
+     */
     if (other) {
-        uint32_t pat = last_fill == UINT32_MAX ? 0 : 0x1000 + last_fill;
+        uint32_t depth = rd(g, SGHW_REG_QUEUE_DEPTH);
+        uint32_t pat, k;
 
+        g_assert_cmpuint(depth, >=, 1);
+        r = submit(c, other, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM,
+                                                    .handle = imp, .len = RESET_BO });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        pat = qpci_io_readl(other->dev, other->vram, win + 4096);
+        if (last_fill == UINT32_MAX && pat == 0) {
+            k = 0;
+        } else {
+            g_assert_cmpuint(pat, >=, 0x1000);
+            k = pat - 0x1000;
+            g_assert_cmpuint(k % 3, ==, 0);
+            g_assert_cmpuint(k, <, done + depth);
+            if (last_fill != UINT32_MAX) {
+                g_assert_cmpuint(k, >=, last_fill);
+            }
+        }
         for (i = 0; i < RESET_BO; i += 4) {
             memcpy(expect + i, &pat, 4);
         }
-        if (last_fill != UINT32_MAX) {
-            g_assert_cmphex(checksum(c, other, imp, RESET_BO), ==,
-                            crc32c_ref(expect, RESET_BO));
-            g_assert_cmphex(qpci_io_readl(other->dev, other->vram, win + 4096), ==, pat);
-        }
+        g_assert_cmphex(r.result, ==, crc32c_ref(expect, RESET_BO));
+        g_test_message("the import holds FILL %u's pattern", k);
         r = submit(c, other, (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY,
                                                     .handle = imp });
         g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
@@ -986,15 +1005,15 @@ static QDict *job_in_progress(Ctx *c, const char *id)
 }
 
 /*
- * A bottom-half run does at most x-job-slice bytes of job work (the BQL is held meanwhile,
- * so more would freeze the guest); longer jobs run chunk by chunk, with the same result as
- * one piece, and are checked as a whole before their first chunk.
+ * Jobs run on the engine off the main loop whatever their length (1.3); a TRANSFER runs on
+ * the main loop, at most x-job-slice bytes per bottom-half run, longer ones chunk by chunk
+ * with the same result as one piece, checked as a whole before their first chunk.
  */
 static void test_long_jobs_split(void)
 {
     const uint64_t len = 4 * JOB_CHUNK;
     Ctx *c = setup_with(",x-job-slice=1M");
-    Gpu *g = &c->g[1]; /* non-coherent: chunks go through the device cache model */
+    Gpu *g = &c->g[1]; /* non-coherent: jobs go through the device cache model */
     g_autofree uint8_t *expect = g_malloc(len);
     g_autofree uint8_t *got = g_malloc(len);
     uint32_t a, b, small;
@@ -1007,15 +1026,14 @@ static void test_long_jobs_split(void)
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a, .len = len,
                                             .arg = 0xc0ffee01 });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    /* one chunk per run (slice < chunk): the run yields after each but the last */
-    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 1);
-    g_assert_cmpuint(dev_counter(c, "g1", "bh-yields"), ==, len / JOB_CHUNK - 1);
-    g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
-
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b,
                                             .handle2 = a, .len = len });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 2);
+    /* jobs are never split and never use the main loop's slice */
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 0);
+    g_assert_cmpuint(dev_counter(c, "g1", "bh-yields"), ==, 0);
+    g_assert_cmpuint(dev_counter(c, "g1", "jobs-submitted"), ==, 2);
+    g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
     g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = b,
                                             .len = len });
@@ -1024,11 +1042,13 @@ static void test_long_jobs_split(void)
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_FROM_DEVICE,
                                             .handle = b, .len = len });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
+    /* one chunk per run (slice < chunk): the run yields after each but the last */
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g1", "bh-yields"), ==, len / JOB_CHUNK - 1);
     qtest_bufread(c->qs->qts, pages, got, len);
     g_assert(memcmp(got, expect, len) == 0);
 
-    /* a job that would fail in a later chunk fails before the first: nothing is written */
+    /* a job out of range fails on the engine before writing anything */
     small = create_bo_sz(c, g, 2 * JOB_CHUNK, SGHW_PLACEMENT_SYSTEM, NULL);
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = small,
                                             .handle2 = a, .len = len });
@@ -1036,13 +1056,14 @@ static void test_long_jobs_split(void)
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
                                             .off0 = 4096, .len = len, .arg = 0xbad });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    /* a transfer that would fail in a later chunk fails before the first */
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
                                             .handle = a, .off1 = 4096, .len = len });
     g_assert_cmpuint(r.status, ==, SGHW_ST_NO_BACKING);
     r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
                                             .handle = b, .off1 = 4096, .len = len });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
-    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 3);
+    g_assert_cmpuint(dev_counter(c, "g1", "split-jobs"), ==, 1);
     g_assert_cmphex(checksum(c, g, a, len), ==, crc32c_ref(expect, len));
     g_assert_cmphex(checksum(c, g, b, len), ==, crc32c_ref(expect, len));
     memset(got, 0, 2 * JOB_CHUNK);
@@ -1051,53 +1072,55 @@ static void test_long_jobs_split(void)
 }
 
 /*
- * A reset while a long job is half done: the job completes first (docs/hardware.md 9), the
- * commands after it are never executed. The buffer lives on in the other device's import.
+ * A reset while a long TRANSFER is half done: the transfer completes first
+ * (docs/hardware.md 9), the commands after it are never executed. The buffer lives on in
+ * the other device's import with every transferred byte.
  */
 static void test_reset_during_long_job(void)
 {
-    const uint64_t len = 32 * JOB_CHUNK;
+    const uint64_t len = 8 * JOB_CHUNK;
     Ctx *c = setup_with(",x-job-slice=4K");
     Gpu *g = &c->g[0], *other = &c->g[1];
     QTestState *qts = c->qs->qts;
     g_autofree uint8_t *expect = g_malloc(len);
     uint32_t a, imp, tail, i;
-    uint64_t fill_addr, nop_addr;
+    uint64_t xfer_addr, nop_addr, pages;
     struct sghw_cmd r, ring[2];
     QDict *job = NULL;
 
     a = create_bo_sz(c, g, len, SGHW_PLACEMENT_SYSTEM, NULL);
     imp = share_bo(c, g, a, other);
+    pages = attach_pages(c, g, a, len);
+    fill_pattern(expect, len, 0x0dd0f11e);
+    qtest_bufwrite(qts, pages, expect, len);
 
-    /* FILL (32 chunks, one per main-loop turn) followed by a NOP */
+    /* TRANSFER (8 chunks, one per main-loop turn) followed by a NOP */
     tail = rd(g, SGHW_REG_CMD_TAIL);
-    ring[0] = (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a, .len = len,
-                                     .arg = 0x0dd0f11e, .seqno = 77,
-                                     .status = SGHW_ST_PENDING };
+    ring[0] = (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE, .handle = a,
+                                     .len = len, .seqno = 77, .status = SGHW_ST_PENDING };
     ring[1] = (struct sghw_cmd) { .opcode = SGHW_OP_NOP, .seqno = 78,
                                      .status = SGHW_ST_PENDING };
-    fill_addr = g->ring + tail * sizeof(r);
+    xfer_addr = g->ring + tail * sizeof(r);
     nop_addr = g->ring + ((tail + 1) % g->ring_entries) * sizeof(r);
-    qtest_memwrite(qts, fill_addr, &ring[0], sizeof(r));
+    qtest_memwrite(qts, xfer_addr, &ring[0], sizeof(r));
     qtest_memwrite(qts, nop_addr, &ring[1], sizeof(r));
     wr(g, SGHW_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
     wr(g, SGHW_REG_DOORBELL, 1);
-    for (i = 0; i < 32 && !job; i++) {
+    for (i = 0; i < 8 && !job; i++) {
         job = job_in_progress(c, "g0");
     }
     g_assert_nonnull(job); /* seen while running, not after */
-    g_assert_cmpuint(qdict_get_int(job, "opcode"), ==, SGHW_OP_FILL);
+    g_assert_cmpuint(qdict_get_int(job, "opcode"), ==, SGHW_OP_TRANSFER_TO_DEVICE);
     g_assert_cmpuint(qdict_get_int(job, "len"), ==, len);
     g_assert_cmpuint(qdict_get_int(job, "done"), <, len);
     qobject_unref(job);
 
     wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
     g_assert_null(job_in_progress(c, "g0"));
-    qtest_memread(qts, fill_addr, &r, sizeof(r));
+    qtest_memread(qts, xfer_addr, &r, sizeof(r));
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     qtest_memread(qts, nop_addr, &r, sizeof(r));
     g_assert_cmphex(r.status, ==, SGHW_ST_PENDING);
-    fill_pattern(expect, len, 0x0dd0f11e);
     g_assert_cmphex(checksum(c, other, imp, len), ==, crc32c_ref(expect, len));
     teardown(c);
 }
@@ -1343,6 +1366,333 @@ static void test_own_command_flag(void)
     teardown(c);
 }
 
+/* ------------------------------------------------------------------ 1.3: asynchronous jobs */
+
+/* Writes `n` commands at the ring tail and rings the doorbell without waiting. */
+static void post(Ctx *c, Gpu *g, struct sghw_cmd *cmds, int n, uint64_t *addrs)
+{
+    uint32_t tail = rd(g, SGHW_REG_CMD_TAIL);
+    int i;
+
+    for (i = 0; i < n; i++) {
+        addrs[i] = g->ring + ((tail + i) % g->ring_entries) * sizeof(cmds[i]);
+        cmds[i].seqno = ++g->seqno;
+        cmds[i].status = SGHW_ST_PENDING;
+        qtest_memwrite(c->qs->qts, addrs[i], &cmds[i], sizeof(cmds[i]));
+    }
+    wr(g, SGHW_REG_CMD_TAIL, (tail + n) % g->ring_entries);
+    wr(g, SGHW_REG_DOORBELL, 1);
+}
+
+static struct sghw_cmd read_cmd(Ctx *c, uint64_t addr)
+{
+    struct sghw_cmd r;
+
+    qtest_memread(c->qs->qts, addr, &r, sizeof(r));
+    return r;
+}
+
+/* Waits (bounded) until CMD_HEAD reaches `idx`. */
+static void wait_head(Gpu *g, uint32_t idx)
+{
+    int i;
+
+    for (i = 0; i < 100000 && rd(g, SGHW_REG_CMD_HEAD) != idx; i++) {
+        g_usleep(10);
+    }
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, idx);
+}
+
+static void qmp_ok(Ctx *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void qmp_ok(Ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    QDict *resp;
+
+    va_start(ap, fmt);
+    resp = qtest_vqmp(c->qs->qts, fmt, ap);
+    va_end(ap);
+    g_assert(qdict_haskey(resp, "return"));
+    qobject_unref(resp);
+}
+
+/*
+ * Waits (bounded: the engine runs on its own thread, each query lets the main loop run)
+ * until the device shows a job in `state`; returns that job's waits-for count.
+ */
+static uint32_t wait_job_state(Ctx *c, const char *id, const char *state)
+{
+    int i;
+
+    for (i = 0; i < 20000; i++) {
+        QDict *d = query_dev(c, id);
+        QList *jobs = qdict_get_qlist(d, "jobs");
+        QListEntry *e;
+
+        QLIST_FOREACH_ENTRY(jobs, e) {
+            QDict *j = qobject_to(QDict, qlist_entry_obj(e));
+
+            if (!strcmp(qdict_get_str(j, "state"), state)) {
+                uint32_t waits = qdict_get_int(j, "waits-for");
+
+                qobject_unref(d);
+                return waits;
+            }
+        }
+        qobject_unref(d);
+        g_usleep(50);
+    }
+    g_error("no job of %s reached state %s", id, state);
+}
+
+static uint32_t fill_crc(uint64_t len, uint32_t pat)
+{
+    g_autofree uint8_t *buf = g_malloc(len);
+
+    fill_pattern(buf, len, pat);
+    return crc32c_ref(buf, len);
+}
+
+/*
+ * A held job keeps its ring slot pending; later commands complete only after it, FENCE
+ * starts only after it; releasing completes them in ring order.
+ */
+static void test_held_job(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t b = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t head = rd(g, SGHW_REG_CMD_HEAD);
+    uint32_t last = rd(g, SGHW_REG_LAST_SEQNO_LO);
+    struct sghw_cmd cmds[3] = {
+        { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE, .arg = 0xa1a1a1a1 },
+        { .opcode = SGHW_OP_FILL, .handle = b, .len = BO_SIZE, .arg = 0xb2b2b2b2 },
+        { .opcode = SGHW_OP_FENCE },
+    };
+    uint64_t addr[3];
+    QDict *d;
+    int i;
+
+    g_assert_cmpuint(rd(g, SGHW_REG_QUEUE_DEPTH), ==, 16);
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'handle': %u}}", a);
+    post(c, g, cmds, 3, addr);
+    g_assert_cmpuint(wait_job_state(c, "g0", "held"), ==, 0);
+    for (i = 0; i < 3; i++) {
+        g_assert_cmphex(read_cmd(c, addr[i]).status, ==, SGHW_ST_PENDING);
+    }
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, head);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, last);
+    d = query_dev(c, "g0");
+    g_assert_cmpuint(qdict_get_int(d, "ring-in-flight"), ==, 2); /* FENCE not started */
+    g_assert_cmpstr(qdict_get_str(d, "engine"), ==, "cpu");
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(d, "counters"), "jobs-held"), ==, 1);
+    qobject_unref(d);
+    {
+        g_autofree char *out = qtest_hmp(c->qs->qts, "info sharegpu g0");
+
+        g_assert_nonnull(strstr(out, "FILL handle"));
+        g_assert_nonnull(strstr(out, " held"));
+    }
+
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    wait_head(g, (head + 3) % g->ring_entries);
+    for (i = 0; i < 3; i++) {
+        g_assert_cmpuint(read_cmd(c, addr[i]).status, ==, SGHW_ST_OK);
+    }
+    g_assert_cmpuint(read_cmd(c, addr[2]).result, ==, cmds[2].seqno);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, (uint32_t)cmds[2].seqno);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0xa1a1a1a1));
+    g_assert_cmphex(checksum(c, g, b, BO_SIZE), ==, fill_crc(BO_SIZE, 0xb2b2b2b2));
+
+    /* a hold with a duration ends by itself */
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'ms': 200}}");
+    head = rd(g, SGHW_REG_CMD_HEAD);
+    post(c, g, cmds, 1, addr);
+    wait_job_state(c, "g0", "held");
+    wait_head(g, (head + 1) % g->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr[0]).status, ==, SGHW_ST_OK);
+    teardown(c);
+}
+
+/*
+ * Implicit synchronisation between devices: g1's job on its import of g0's buffer waits for
+ * g0's held FILL and then sees its data; g1's BO_MOVE of the buffer waits too and keeps the
+ * data; a monitor move of the busy buffer is refused, not blocked.
+ */
+static void test_implicit_sync(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0], *g1 = &c->g[1];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g, a, g1);
+    struct sghw_cmd fill = { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE,
+                             .arg = 0x5eed5eed };
+    struct sghw_cmd sum = { .opcode = SGHW_OP_CHECKSUM, .handle = imp, .len = BO_SIZE };
+    struct sghw_cmd move = { .opcode = SGHW_OP_BO_MOVE, .handle = imp,
+                             .arg = SGHW_PLACEMENT_SYSTEM };
+    uint32_t head0 = rd(g, SGHW_REG_CMD_HEAD), head1 = rd(g1, SGHW_REG_CMD_HEAD);
+    uint64_t addr0, addr1;
+    struct sghw_bo_info info;
+    QDict *resp, *d;
+    int i;
+
+    /* g1's job on the import waits for g0's held FILL, then reads its data */
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0'}}");
+    post(c, g, &fill, 1, &addr0);
+    wait_job_state(c, "g0", "held");
+    post(c, g1, &sum, 1, &addr1);
+    g_assert_cmpuint(wait_job_state(c, "g1", "waiting"), ==, 1);
+    g_assert_cmphex(read_cmd(c, addr1).status, ==, SGHW_ST_PENDING);
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    wait_head(g, (head0 + 1) % g->ring_entries);
+    wait_head(g1, (head1 + 1) % g1->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr1).status, ==, SGHW_ST_OK);
+    g_assert_cmphex(read_cmd(c, addr1).result, ==, fill_crc(BO_SIZE, 0x5eed5eed));
+    g_assert_cmpuint(dev_counter(c, "g1", "jobs-waited"), ==, 1);
+
+    /* g1's BO_MOVE of the buffer waits (without blocking) for g0's held FILL */
+    fill.arg = 0x0ddba11;
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0'}}");
+    post(c, g, &fill, 1, &addr0);
+    wait_job_state(c, "g0", "held");
+    post(c, g1, &move, 1, &addr1);
+    for (i = 0; i < 20000; i++) {
+        bool waiting;
+
+        d = query_dev(c, "g1");
+        waiting = qdict_get_bool(d, "waiting-for-buffer");
+        qobject_unref(d);
+        if (waiting) {
+            break;
+        }
+        g_usleep(50);
+    }
+    g_assert_cmpint(i, <, 20000);
+    g_assert_cmphex(read_cmd(c, addr1).status, ==, SGHW_ST_PENDING);
+    g_assert_cmpuint(dev_counter(c, "g1", "buffer-waits"), ==, 1);
+
+    resp = qtest_qmp(c->qs->qts, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
+                     "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", a);
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                            "in use"));
+    qobject_unref(resp);
+
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    wait_head(g, (head0 + 2) % g->ring_entries);
+    wait_head(g1, (head1 + 2) % g1->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr1).status, ==, SGHW_ST_OK);
+    query_bo(c, g, a, &info, SGHW_ST_OK);
+    g_assert_cmpuint(info.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x0ddba11));
+    drain_events(c, g);
+    drain_events(c, g1);
+    teardown(c);
+}
+
+/*
+ * A reset with jobs in flight: their completions are never written, the reset ends the
+ * engine's stall, and the device works again.
+ */
+static void test_reset_with_jobs_in_flight(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    struct sghw_cmd cmds[2] = {
+        { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE, .arg = 1 },
+        { .opcode = SGHW_OP_NOP },
+    };
+    uint64_t addr[2];
+    struct sghw_cmd r;
+    int i;
+
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g0', 'stall': true}}");
+    post(c, g, cmds, 2, addr);
+    wait_job_state(c, "g0", "stalled");
+    wr(g, SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, 0);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, 0);
+    /* the abandoned job ends (the stall is gone) without its completion being written */
+    for (i = 0; i < 20000; i++) {
+        QDict *d = query_dev(c, "g0");
+        bool idle = qlist_empty(qdict_get_qlist(d, "jobs"));
+
+        qobject_unref(d);
+        if (idle) {
+            break;
+        }
+        g_usleep(50);
+    }
+    g_assert_cmpint(i, <, 20000);
+    g_assert_cmphex(read_cmd(c, addr[0]).status, ==, SGHW_ST_PENDING);
+    g_assert_cmphex(read_cmd(c, addr[1]).status, ==, SGHW_ST_PENDING);
+
+    g->seqno = 0;
+    gpu_rings(c, g, RING_ENTRIES);
+    a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
+                                            .len = BO_SIZE, .arg = 0x600d600d });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x600d600d));
+    teardown(c);
+}
+
+/* x-sharegpu-drop-irq: the next completion interrupt is lost, INT_STATUS still says so. */
+static void test_drop_irq(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    uint64_t irqs;
+
+    wr(g, SGHW_REG_INT_MASK, SGHW_INT_CMD);
+    submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FENCE });
+    wr(g, SGHW_REG_INT_ACK, SGHW_INT_CMD);
+    irqs = dev_counter(c, "g0", "interrupts");
+    qmp_ok(c, "{'execute': 'x-sharegpu-drop-irq', 'arguments': {'id': 'g0'}}");
+    submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FENCE });
+    g_assert_cmpuint(dev_counter(c, "g0", "interrupts"), ==, irqs);
+    g_assert_cmpuint(dev_counter(c, "g0", "irqs-dropped"), ==, 1);
+    g_assert_true(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_CMD);
+    wr(g, SGHW_REG_INT_ACK, SGHW_INT_CMD);
+    submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FENCE });
+    g_assert_cmpuint(dev_counter(c, "g0", "interrupts"), ==, irqs + 1);
+    teardown(c);
+}
+
+/* engine= and queue-depth= are checked at realize, with errors that say what is wrong. */
+static void test_engine_property(void)
+{
+    /* pc: its PCI bus takes device_add (q35's pcie.0 refuses any hotplug) */
+    QTestState *qts = qtest_init("-M pc -nodefaults -S "
+                                 "-device sharegpu,id=g0,queue-depth=1,engine=cpu");
+    QDict *resp;
+
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'sharegpu', 'id': 'bad1', 'engine': 'nonsense'}}");
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                            "engine 'nonsense'"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                     "{'driver': 'sharegpu', 'id': 'bad2', 'queue-depth': 0}}");
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                            "queue-depth"));
+    qobject_unref(resp);
+    resp = qtest_qmp(qts, "{'execute': 'query-sharegpu'}");
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(resp, "return")), ==, 1);
+    {
+        QDict *d = qobject_to(QDict, qlist_peek(qdict_get_qlist(resp, "return")));
+
+        g_assert_cmpuint(qdict_get_int(d, "queue-depth"), ==, 1);
+        g_assert_cmpstr(qdict_get_str(d, "engine"), ==, "cpu");
+    }
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
 static void test_q35_monitor(void)
 {
     QTestState *qts = qtest_init("-M q35 -nodefaults -device sharegpu,id=g0 "
@@ -1362,11 +1712,14 @@ static void test_q35_monitor(void)
 
 static void test_bad_property(void)
 {
-    QTestState *qts = qtest_init("-M q35 -nodefaults -S");
+    /* pc: its PCI bus takes device_add (q35's pcie.0 refuses any hotplug) */
+    QTestState *qts = qtest_init("-M pc -nodefaults -S");
     QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
                             "{'driver': 'sharegpu', 'id': 'bad', 'vram-size': 3000000}}");
 
     g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                            "vram-size must be a power of two"));
     qobject_unref(resp);
     qtest_quit(qts);
 }
@@ -1386,6 +1739,11 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
     qtest_add_func("/sharegpu/sharing-graph", test_sharing_graph);
     qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
+    qtest_add_func("/sharegpu/held-job", test_held_job);
+    qtest_add_func("/sharegpu/implicit-sync", test_implicit_sync);
+    qtest_add_func("/sharegpu/reset-with-jobs-in-flight", test_reset_with_jobs_in_flight);
+    qtest_add_func("/sharegpu/drop-irq", test_drop_irq);
+    qtest_add_func("/sharegpu/engine-property", test_engine_property);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     return g_test_run();

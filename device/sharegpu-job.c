@@ -1,0 +1,267 @@
+/*
+ * sharegpu: asynchronous jobs and buffer waits (docs/hardware.md 3, "Asynchronous execution")
+ *
+ * COPY, FILL and CHECKSUM are queued on the backend's engine (sgb_job_submit) and run off
+ * the BQL; their ring slots stay pending until the engine's done callback marks them done
+ * and schedules the ring bottom half, which writes completions in ring order
+ * (sharegpu-ring.c). Commands that read, write or move a buffer's storage on the main loop
+ * (TRANSFER_*, CPU_ACCESS_BEGIN, BO_MOVE, BO_EVICT) first wait, without blocking, until
+ * every job of any device that conflicts with them has signalled (sgb_bo_await_idle).
+ *
+ * Backend callbacks run on engine threads and may arrive after a reset (their slot belongs
+ * to an older epoch: ignored) or after the device is gone (another device's fence can
+ * signal later): they reach the device only through a reference-counted link whose pointer
+ * unrealize clears.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/log.h"
+#include "qemu/main-loop.h"
+#include "trace.h"
+#include "sharegpu.h"
+
+struct SharegpuLink {
+    QemuMutex lock;
+    SharegpuState *s;   /* NULL once the device is unrealized */
+    int refs;           /* atomic */
+};
+
+typedef struct SharegpuJobToken {
+    SharegpuLink *link;
+    uint32_t epoch;
+    uint32_t slot;      /* index into s->inflight */
+} SharegpuJobToken;
+
+static SharegpuLink *sharegpu_link_ref(SharegpuLink *link)
+{
+    qatomic_inc(&link->refs);
+    return link;
+}
+
+static void sharegpu_link_unref(SharegpuLink *link)
+{
+    if (qatomic_fetch_dec(&link->refs) == 1) {
+        qemu_mutex_destroy(&link->lock);
+        g_free(link);
+    }
+}
+
+void sharegpu_job_init(SharegpuState *s)
+{
+    s->link = g_new0(SharegpuLink, 1);
+    qemu_mutex_init(&s->link->lock);
+    s->link->s = s;
+    s->link->refs = 1;
+    s->inflight = g_new0(SharegpuInflight, s->queue_depth);
+}
+
+void sharegpu_job_fini(SharegpuState *s)
+{
+    if (s->link) {
+        qemu_mutex_lock(&s->link->lock);
+        s->link->s = NULL;
+        qemu_mutex_unlock(&s->link->lock);
+        sharegpu_link_unref(s->link);
+        s->link = NULL;
+    }
+    g_free(s->inflight);
+    s->inflight = NULL;
+    s->inflight_count = 0;
+}
+
+bool sharegpu_job_is_async(const struct sghw_cmd *c)
+{
+    return c->opcode == SGHW_OP_COPY || c->opcode == SGHW_OP_FILL ||
+           c->opcode == SGHW_OP_CHECKSUM;
+}
+
+/* Engine thread: record the outcome, let the main loop write the completion. */
+static void sharegpu_job_done(void *opaque, uint64_t fence, int ret, uint64_t result)
+{
+    SharegpuJobToken *tok = opaque;
+    SharegpuLink *link = tok->link;
+    SharegpuState *s;
+
+    qemu_mutex_lock(&link->lock);
+    s = link->s;
+    if (s && tok->epoch == s->epoch) {
+        SharegpuInflight *e = &s->inflight[tok->slot];
+
+        e->done = true;
+        e->status = sharegpu_status_from_errno(ret);
+        e->result = result;
+        trace_sharegpu_job_done(s->name, e->index, fence, e->status);
+        qemu_bh_schedule(s->cmd_bh);
+    }
+    qemu_mutex_unlock(&link->lock);
+    sharegpu_link_unref(link);
+    g_free(tok);
+}
+
+uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_t slot)
+{
+    SharegpuJobToken *tok;
+    sgb_job job = {
+        .handle = c->handle,
+        .off = c->off0,
+        .len = c->len,
+    };
+    uint64_t fence = 0;
+    int ret;
+
+    if (c->flags & ~SGHW_CMD_F_IRQ) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: undefined flags 0x%x on a job\n",
+                      s->name, c->flags);
+        return SGHW_ST_INVALID;
+    }
+    if (c->len == 0) {
+        return SGHW_ST_INVALID;
+    }
+    switch (c->opcode) {
+    case SGHW_OP_COPY:
+        if (c->handle == c->handle2 &&
+            c->off0 < c->off1 + c->len && c->off1 < c->off0 + c->len) {
+            qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: COPY ranges overlap\n", s->name);
+            return SGHW_ST_INVALID;
+        }
+        job.op = SGB_JOB_COPY;
+        job.handle2 = c->handle2;
+        job.off2 = c->off1;
+        break;
+    case SGHW_OP_FILL:
+        if (c->len & 3) {
+            return SGHW_ST_INVALID;
+        }
+        job.op = SGB_JOB_FILL;
+        job.pattern = c->arg;
+        break;
+    default:
+        job.op = SGB_JOB_CHECKSUM;
+        break;
+    }
+    tok = g_new0(SharegpuJobToken, 1);
+    tok->link = sharegpu_link_ref(s->link);
+    tok->epoch = s->epoch;
+    tok->slot = slot;
+    ret = sgb_job_submit(s->dev, &job, sharegpu_job_done, tok, &fence);
+    if (ret) {
+        sharegpu_link_unref(tok->link);
+        g_free(tok);
+        return sharegpu_status_from_errno(ret);
+    }
+    trace_sharegpu_job_submit(s->name, s->inflight[slot].index, c->opcode, fence);
+    return SGHW_ST_PENDING;
+}
+
+/* Engine thread (or another device's): the buffer a command waits for is idle. */
+static void sharegpu_idle_cb(void *opaque)
+{
+    SharegpuJobToken *tok = opaque;
+    SharegpuLink *link = tok->link;
+
+    qemu_mutex_lock(&link->lock);
+    if (link->s && tok->epoch == link->s->epoch) {
+        link->s->idle_fired = true;
+        qemu_bh_schedule(link->s->cmd_bh);
+    }
+    qemu_mutex_unlock(&link->lock);
+    sharegpu_link_unref(link);
+    g_free(tok);
+}
+
+/* What a main-loop command must wait for before it touches a buffer; -1: nothing. */
+static int sharegpu_await_kind(const struct sghw_cmd *c)
+{
+    switch (c->opcode) {
+    case SGHW_OP_TRANSFER_TO_DEVICE:
+        return SGB_AWAIT_WRITE;
+    case SGHW_OP_TRANSFER_FROM_DEVICE:
+        return SGB_AWAIT_READ;
+    case SGHW_OP_BO_MOVE:
+    case SGHW_OP_BO_EVICT:
+        return SGB_AWAIT_PLACEMENT;
+    case SGHW_OP_CPU_ACCESS_BEGIN:
+        /* CPU writes (to-device or bidirectional) wait for readers too */
+        return c->arg == SGHW_DIR_FROM_DEVICE ? SGB_AWAIT_READ : SGB_AWAIT_WRITE;
+    default:
+        return -1;
+    }
+}
+
+bool sharegpu_job_await_idle(SharegpuState *s, const struct sghw_cmd *c)
+{
+    int what = sharegpu_await_kind(c);
+    SharegpuJobToken *tok;
+    int ret;
+
+    if (what < 0) {
+        return false;
+    }
+    if (s->idle_wait) {
+        bool fired;
+
+        qemu_mutex_lock(&s->link->lock);
+        fired = s->idle_fired;
+        qemu_mutex_unlock(&s->link->lock);
+        if (!fired) {
+            return true;
+        }
+        s->idle_wait = false;
+    }
+    tok = g_new0(SharegpuJobToken, 1);
+    tok->link = sharegpu_link_ref(s->link);
+    tok->epoch = s->epoch;
+    qemu_mutex_lock(&s->link->lock);
+    s->idle_fired = false;
+    qemu_mutex_unlock(&s->link->lock);
+    ret = sgb_bo_await_idle(s->dev, c->handle, what, sharegpu_idle_cb, tok);
+    if (ret != 1) {
+        /* idle now, or a bad handle: the command itself reports that */
+        sharegpu_link_unref(tok->link);
+        g_free(tok);
+        return false;
+    }
+    trace_sharegpu_cmd_wait(s->name, c->handle, what);
+    s->idle_wait = true;
+    s->counters.buffer_waits++;
+    return true;
+}
+
+/*
+ * Reset: the slots in flight are forgotten (their jobs run to the end on buffers the reset
+ * destroys, which they keep alive; their completions are never written), a pending buffer
+ * wait is dropped, and the engine's fault injection ends so that the jobs behind a held
+ * one can complete.
+ */
+void sharegpu_job_reset(SharegpuState *s)
+{
+    qemu_mutex_lock(&s->link->lock);
+    s->epoch++;
+    s->idle_fired = false;
+    qemu_mutex_unlock(&s->link->lock);
+    s->inflight_head = 0;
+    s->inflight_count = 0;
+    s->idle_wait = false;
+    s->staged_valid = false;
+    if (s->dev) {
+        sgb_engine_release(s->dev);
+    }
+}
+
+bool sharegpu_job_slot_done(SharegpuState *s, SharegpuInflight *out)
+{
+    SharegpuInflight *e;
+    bool done;
+
+    if (!s->inflight_count) {
+        return false;
+    }
+    e = &s->inflight[s->inflight_head];
+    qemu_mutex_lock(&s->link->lock);
+    done = e->done;
+    *out = *e;
+    qemu_mutex_unlock(&s->link->lock);
+    return done;
+}

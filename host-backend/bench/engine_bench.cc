@@ -1,0 +1,140 @@
+// Asynchronous jobs (issue 8 §6): throughput with 1, 8 and 64 jobs in flight, and the
+// submit -> fence latency of a job against running the same work directly on the caller's
+// thread (what the device did before jobs became asynchronous).
+#include <benchmark/benchmark.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/device.h"
+#include "mem/copy_engine.h"
+#include "mem/device_cache.h"
+#include "ratio_reporter.h"
+
+namespace sharegpu {
+namespace {
+
+constexpr uint64_t kJobSize = 64 << 10;
+constexpr int kJobsPerIteration = 64;
+
+// A device with kJobsPerIteration buffers of kJobSize, shared by the benchmarks.
+struct Bench {
+  std::shared_ptr<Backend> backend;
+  std::shared_ptr<Device> dev;
+  std::vector<uint32_t> bos;
+};
+
+Bench& GetBench() {
+  static Bench bench = [] {
+    Bench b;
+    b.backend = Backend::Create();
+    DeviceConfig cfg;
+    cfg.name = "engine-bench";
+    cfg.vram_size = 16 << 20;
+    auto dev = Device::Create(b.backend, cfg);
+    if (!dev.ok()) {
+      std::fprintf(stderr, "engine_bench: cannot create the device: %d\n", dev.status());
+      std::abort();
+    }
+    b.dev = dev.value();
+    for (int i = 0; i < kJobsPerIteration; ++i) {
+      auto h = b.dev->CreateBo(kJobSize, Placement::kDevice);
+      if (!h.ok()) std::abort();
+      b.bos.push_back(*h);
+    }
+    return b;
+  }();
+  return bench;
+}
+
+// Counts done callbacks; Wait(n) returns once n jobs completed since the last Reset.
+struct Completions {
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  int errors = 0;
+  void Add(Status status) {
+    std::lock_guard lock(mu);
+    ++done;
+    errors += status != kOk;
+    cv.notify_all();
+  }
+  void WaitAtLeast(int n) {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return done >= n; });
+  }
+};
+
+// kJobsPerIteration FILL jobs per iteration, at most `window` of them in flight.
+void BM_JobsInFlight(benchmark::State& state) {
+  Bench& b = GetBench();
+  const int window = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    Completions c;
+    for (int i = 0; i < kJobsPerIteration; ++i) {
+      if (i >= window) c.WaitAtLeast(i - window + 1);
+      JobRequest req{JobOp::kFill, b.bos[i], 0, 0, 0, kJobSize, static_cast<uint32_t>(i)};
+      auto seqno = b.dev->Submit(req, [&c](Status s, uint64_t) { c.Add(s); });
+      if (!seqno.ok()) {
+        state.SkipWithError("submit failed");
+        return;
+      }
+    }
+    c.WaitAtLeast(kJobsPerIteration);
+    if (c.errors) state.SkipWithError("a job failed");
+  }
+  state.SetItemsProcessed(state.iterations() * kJobsPerIteration);
+}
+BENCHMARK(BM_JobsInFlight)->Arg(1)->Arg(8)->Arg(64)->UseRealTime();
+
+// One 4 KiB FILL: submitted, waited for through its done callback.
+void BM_SubmitToFence(benchmark::State& state) {
+  Bench& b = GetBench();
+  for (auto _ : state) {
+    Completions c;
+    JobRequest req{JobOp::kFill, b.bos[0], 0, 0, 0, 4096, 7};
+    if (!b.dev->Submit(req, [&c](Status s, uint64_t) { c.Add(s); }).ok()) {
+      state.SkipWithError("submit failed");
+      return;
+    }
+    c.WaitAtLeast(1);
+  }
+}
+BENCHMARK(BM_SubmitToFence)->UseRealTime();
+
+// The same 4 KiB fill run directly by the caller through the cache model (the baseline).
+void BM_DirectFill(benchmark::State& state) {
+  auto storage = Storage::CreateSystem("engine-bench-direct", kJobSize);
+  if (!storage.ok()) {
+    state.SkipWithError("no storage");
+    return;
+  }
+  DeviceCache cache(CacheMode::kCoherent);
+  const DeviceView view{(*storage)->data(), kJobSize, &cache};
+  for (auto _ : state) {
+    if (CopyEngine::Fill(view, 0, 4096, 7) != kOk) state.SkipWithError("fill failed");
+    benchmark::ClobberMemory();
+  }
+}
+BENCHMARK(BM_DirectFill)->UseRealTime();
+
+const bool registered = [] {
+  using bench::RatioKind;
+  bench::RegisterRatio("jobs_in_flight_8_vs_1", "BM_JobsInFlight/8/real_time",
+                       "BM_JobsInFlight/1/real_time", RatioKind::kBandwidth);
+  bench::RegisterRatio("jobs_in_flight_64_vs_1", "BM_JobsInFlight/64/real_time",
+                       "BM_JobsInFlight/1/real_time", RatioKind::kBandwidth);
+  bench::RegisterRatio("submit_to_fence_latency_cpu_vs_direct", "BM_SubmitToFence/real_time",
+                       "BM_DirectFill/real_time", RatioKind::kTime);
+  return true;
+}();
+
+}  // namespace
+}  // namespace sharegpu
+
+SHAREGPU_BENCH_MAIN()
