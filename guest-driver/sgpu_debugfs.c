@@ -65,6 +65,7 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	C(cmds);
 	C(cmd_errors);
 	C(irq_cmd);
+	C(ring_poll_completions);
 	C(irq_evt);
 	C(events);
 	C(evt_moved);

@@ -102,6 +102,7 @@ struct sgpu_device {
 	u64 cmd_seqno;
 	bool dead;
 	wait_queue_head_t ring_wq;
+	struct delayed_work ring_poll;	/* while jobs are in flight: a lost interrupt */
 
 	/* fences */
 	u64 fence_context;
@@ -141,6 +142,7 @@ struct sgpu_device {
 	atomic64_t jobs_submitted;
 	atomic64_t jobs_completed;
 	atomic64_t irq_cmd;
+	atomic64_t ring_poll_completions; /* completions the poll found (no interrupt) */
 	atomic64_t irq_evt;
 	atomic64_t events;
 	atomic64_t evt_moved;

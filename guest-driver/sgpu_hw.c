@@ -8,6 +8,11 @@
  * final FENCE entry signals the job fence (the ring assigns the fence seqno
  * when it writes the job, keeps the job on sdev->inflight and signals it).
  *
+ * A lost command interrupt must not leave a job's fence pending for ever: while
+ * jobs are in flight the ring is also processed from a poll every
+ * SGPU_RING_POLL (the interrupt stays the fast path; the poll counts what it
+ * found in ring_poll_completions).
+ *
  * Layer: the bottom. This file calls nothing of the driver above it: the
  * event interrupt only queues sdev->evt_work, whose function belongs to
  * sgpu_event.c, and a job fence's release reaches sgpu_job.c through its
@@ -23,6 +28,7 @@
 #include "sgpu_drv.h"
 
 #define SGPU_INT_ALL	(SGHW_INT_CMD | SGHW_INT_EVENT | SGHW_INT_ERROR | SGHW_INT_EVT_OVERFLOW)
+#define SGPU_RING_POLL	(HZ / 10)
 
 const char *sgpu_status_name(u32 status)
 {
@@ -141,6 +147,25 @@ static void sgpu_ring_process(struct sgpu_device *sdev)
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
 }
 
+static void sgpu_ring_poll_work(struct work_struct *work)
+{
+	struct sgpu_device *sdev = container_of(to_delayed_work(work), struct sgpu_device,
+						ring_poll);
+	unsigned long flags;
+	bool busy;
+	u32 head;
+
+	head = READ_ONCE(sdev->cmd_head);
+	sgpu_ring_process(sdev);
+	if (READ_ONCE(sdev->cmd_head) != head)
+		atomic64_inc(&sdev->ring_poll_completions);
+	spin_lock_irqsave(&sdev->fence_lock, flags);
+	busy = !list_empty(&sdev->inflight);
+	spin_unlock_irqrestore(&sdev->fence_lock, flags);
+	if (busy && !READ_ONCE(sdev->dead))
+		schedule_delayed_work(&sdev->ring_poll, SGPU_RING_POLL);
+}
+
 /*
  * Reserve @n slots, fill them and ring the doorbell. Slot owners are set by
  * @setup under the ring lock. Sleeps while the ring is full.
@@ -210,6 +235,8 @@ again:
 	sgpu_wr(sdev, SGHW_REG_CMD_TAIL, sdev->cmd_tail);
 	sgpu_wr(sdev, SGHW_REG_DOORBELL, 1);
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
+	if (job)
+		schedule_delayed_work(&sdev->ring_poll, SGPU_RING_POLL);
 	return 0;
 }
 
@@ -530,6 +557,7 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 	spin_lock_init(&sdev->ring_lock);
 	spin_lock_init(&sdev->fence_lock);
 	init_waitqueue_head(&sdev->ring_wq);
+	INIT_DELAYED_WORK(&sdev->ring_poll, sgpu_ring_poll_work);
 	INIT_LIST_HEAD(&sdev->inflight);
 	sdev->fence_context = dma_fence_context_alloc(1);
 
@@ -590,6 +618,7 @@ void sgpu_hw_fini(struct sgpu_device *sdev)
 	sdev->dead = true;
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
 	wake_up_all(&sdev->ring_wq);
+	cancel_delayed_work_sync(&sdev->ring_poll);
 	cancel_work_sync(&sdev->evt_work);
 	sgpu_hw_reset(sdev);
 }

@@ -10,6 +10,10 @@ to the reply chardev (the guest's second serial port, /dev/ttyS1).
 
 Requests:
     move <pci-bdf|qdev-id> <hw-handle> device|system   QMP x-sharegpu-move-bo
+    hold <pci-bdf|qdev-id> [hw-handle [ms]]            QMP x-sharegpu-hold
+    release <pci-bdf|qdev-id>                          QMP x-sharegpu-release
+    stall <pci-bdf|qdev-id> on|off                     QMP x-sharegpu-stall
+    drop-irq <pci-bdf|qdev-id>                         QMP x-sharegpu-drop-irq
     info                                               HMP `info sharegpu` (printed here)
     graph                                              the sharing graph (QMP
                                                        query-sharegpu-graph), printed here and
@@ -99,17 +103,41 @@ def pci_map(qmp):
     return out
 
 
+def device_id(qmp, target):
+    """A guest PCI address or a qdev id -> the qdev id."""
+    if re.match(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", target):
+        dev = pci_map(qmp).get(target)
+        if not dev:
+            raise RuntimeError("no qdev id for PCI %s" % target)
+        return dev
+    return target
+
+
 def handle(qmp, req):
     words = req.split()
     if not words:
         raise RuntimeError("empty request")
+    if words[0] == "hold" and 2 <= len(words) <= 4:
+        dev = device_id(qmp, words[1])
+        args = {"id": dev}
+        if len(words) > 2:
+            args["handle"] = int(words[2])
+        if len(words) > 3:
+            args["ms"] = int(words[3])
+        qmp.cmd("x-sharegpu-hold", **args)
+        return "holding %s" % " ".join(words[1:])
+    if words[0] == "release" and len(words) == 2:
+        qmp.cmd("x-sharegpu-release", id=device_id(qmp, words[1]))
+        return "released %s" % words[1]
+    if words[0] == "stall" and len(words) == 3 and words[2] in ("on", "off"):
+        qmp.cmd("x-sharegpu-stall", id=device_id(qmp, words[1]), stall=words[2] == "on")
+        return "stall %s %s" % (words[1], words[2])
+    if words[0] == "drop-irq" and len(words) == 2:
+        qmp.cmd("x-sharegpu-drop-irq", id=device_id(qmp, words[1]))
+        return "the next interrupt of %s is lost" % words[1]
     if words[0] == "move" and len(words) == 4:
         target, handle_s, placement = words[1:]
-        dev = target
-        if re.match(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", target):
-            dev = pci_map(qmp).get(target)
-            if not dev:
-                raise RuntimeError("no qdev id for PCI %s" % target)
+        dev = device_id(qmp, target)
         qmp.cmd("x-sharegpu-move-bo", id=dev, handle=int(handle_s), placement=placement)
         return "moved %s handle %s to %s" % (dev, handle_s, placement)
     if words[0] == "info":
