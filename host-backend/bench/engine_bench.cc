@@ -79,7 +79,7 @@ void BM_JobsInFlight(benchmark::State& state) {
     for (int i = 0; i < kJobsPerIteration; ++i) {
       if (i >= window) c.WaitAtLeast(i - window + 1);
       JobRequest req{JobOp::kFill, b.bos[i], 0, 0, 0, kJobSize, static_cast<uint32_t>(i)};
-      auto seqno = b.dev->Submit(req, [&c](Status s, uint64_t) { c.Add(s); });
+      auto seqno = b.dev->Submit(req, [&c](uint64_t, Status s, uint64_t) { c.Add(s); });
       if (!seqno.ok()) {
         state.SkipWithError("submit failed");
         return;
@@ -98,7 +98,7 @@ void BM_SubmitToFence(benchmark::State& state) {
   for (auto _ : state) {
     Completions c;
     JobRequest req{JobOp::kFill, b.bos[0], 0, 0, 0, 4096, 7};
-    if (!b.dev->Submit(req, [&c](Status s, uint64_t) { c.Add(s); }).ok()) {
+    if (!b.dev->Submit(req, [&c](uint64_t, Status s, uint64_t) { c.Add(s); }).ok()) {
       state.SkipWithError("submit failed");
       return;
     }

@@ -347,13 +347,11 @@ int sgb_job_submit(sgb_device* dev, const sgb_job* job, sgb_job_done_fn done, vo
   return Guard([&] {
     sharegpu::JobRequest req{static_cast<sharegpu::JobOp>(job->op), job->handle, job->handle2,
                              job->off, job->off2, job->len, job->pattern};
-    // The seqno is known only once submitted; the callback gets it from its own capture.
-    auto seqno = std::make_shared<std::atomic<uint64_t>>(0);
-    auto r = dev->impl->Submit(req, [done, opaque, seqno](Status status, uint64_t result) {
-      done(opaque, seqno->load(), status, result);
+    auto r = dev->impl->Submit(req, [done, opaque](uint64_t seqno, Status status,
+                                                   uint64_t result) {
+      done(opaque, seqno, status, result);
     });
     if (!r) return r.status();
-    seqno->store(*r);
     if (fence) *fence = *r;
     return 0;
   });

@@ -64,7 +64,8 @@ Device::~Device() {
 }
 
 void Device::Shutdown() {
-  engine_->Release();
+  // Not Release() first: that would let a stalled engine run the queued jobs; Stop() cancels
+  // them and ends holds by itself.
   engine_->Stop();
 }
 
@@ -390,7 +391,7 @@ Result<DeviceView> Device::View(Entry& e) {
   return DeviceView{imp.mapping->host(), imp.dmabuf->size(), &imp.attachment->cache()};
 }
 
-Result<uint64_t> Device::Submit(const JobRequest& req, JobDone done) {
+Result<uint64_t> Device::Submit(const JobRequest& req, SubmitDone done) {
   using R = Result<uint64_t>;
   const size_t nbuf = req.op == JobOp::kCopy ? 2 : 1;
   if (req.op != JobOp::kCopy && req.op != JobOp::kFill && req.op != JobOp::kChecksum) {
@@ -484,7 +485,7 @@ Result<uint64_t> Device::Submit(const JobRequest& req, JobDone done) {
       counters_.bytes_copied += bytes;
     }
     counters_.last_fence.store(seqno);
-    if (done) done(status, result);
+    if (done) done(seqno, status, result);
   };
   counters_.jobs++;
   counters_.fences_emitted++;
@@ -508,7 +509,7 @@ Result<uint64_t> Device::SubmitAndWait(const JobRequest& req, uint64_t* fence_ou
     uint64_t result = 0;
   };
   auto outcome = std::make_shared<Outcome>();
-  auto seqno = Submit(req, [outcome](Status status, uint64_t result) {
+  auto seqno = Submit(req, [outcome](uint64_t, Status status, uint64_t result) {
     std::lock_guard lock(outcome->mu);
     outcome->done = true;
     outcome->status = status;

@@ -105,10 +105,12 @@ class Device : public std::enable_shared_from_this<Device> {
   // Jobs, asynchronous: lock every buffer involved (ww, with back-off), take the engine's view
   // of each, gather the unsignalled fences the job must wait for (implicit sync), put the
   // job's fence in each reservation (written buffer WRITE, read buffer READ), unlock and queue
-  // it on the engine. `done` runs once, on the engine's thread, after the fence signalled:
-  // with the job's status and, for CHECKSUM, its CRC-32C. Returns the fence's seqno; on an
-  // error nothing was queued and `done` is not called.
-  Result<uint64_t> Submit(const JobRequest& req, JobDone done);
+  // it on the engine. `done` runs once, on the engine's thread, after the fence signalled
+  // and the job's buffers were let go: with the fence's seqno, the job's status and, for
+  // CHECKSUM, its CRC-32C. Returns the seqno; on an error nothing was queued and `done` is
+  // not called.
+  using SubmitDone = std::function<void(uint64_t seqno, Status status, uint64_t result)>;
+  Result<uint64_t> Submit(const JobRequest& req, SubmitDone done);
   // 0: nothing to wait for now (cb not kept); 1: cb runs (any thread) once every fence of the
   // handle's reservation that `what` waits for has signalled; or a negative errno.
   Status AwaitIdle(uint32_t handle, AwaitFor what, std::function<void()> cb);

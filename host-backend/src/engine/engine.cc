@@ -41,11 +41,10 @@ void Engine::Stop() {
       std::lock_guard lock(mu_);
       if (queue_.empty()) break;
       job = std::move(queue_.front().job);
+      queue_.pop_front();
+      stats_.in_flight = static_cast<uint32_t>(queue_.size());
     }
     Complete(std::move(job), -ECANCELED, 0);
-    std::lock_guard lock(mu_);
-    queue_.pop_front();
-    stats_.in_flight = static_cast<uint32_t>(queue_.size());
   }
   idle_cv_.notify_all();
 }
@@ -115,7 +114,7 @@ EngineStats Engine::stats() const {
 
 void Engine::Drain() {
   std::unique_lock lock(mu_);
-  idle_cv_.wait(lock, [&]() SGB_REQUIRES(mu_) { return queue_.empty(); });
+  idle_cv_.wait(lock, [&]() SGB_REQUIRES(mu_) { return queue_.empty() && completing_ == 0; });
 }
 
 bool Engine::HeldLocked(const Job& job, std::chrono::steady_clock::time_point now,
@@ -194,13 +193,16 @@ void Engine::WorkerLoop() {
       }
     }
 
+    // Out of the queue before its fence signals: whoever the fence wakes sees it gone.
     std::unique_ptr<Job> job = std::move(e.job);
+    queue_.pop_front();
+    stats_.in_flight = static_cast<uint32_t>(queue_.size());
+    ++completing_;
     lock.unlock();
     Complete(std::move(job), result ? kOk : result.status(), result ? *result : 0);
     lock.lock();
-    queue_.pop_front();
-    stats_.in_flight = static_cast<uint32_t>(queue_.size());
-    if (queue_.empty()) idle_cv_.notify_all();
+    --completing_;
+    if (queue_.empty() && completing_ == 0) idle_cv_.notify_all();
   }
 }
 
@@ -217,7 +219,11 @@ void Engine::Complete(std::unique_ptr<Job> job, Status status, uint64_t result) 
     stats_.completed++;
     if (status) stats_.failed++;
   }
-  if (job->done) job->done(status, result);
+  // The job's buffers (and what keeps them alive) go before `done` runs: a caller woken by
+  // it may check that nothing holds them any more.
+  JobDone done = std::move(job->done);
+  job.reset();
+  if (done) done(status, result);
 }
 
 }  // namespace sharegpu

@@ -156,6 +156,7 @@ class Engine {
   std::condition_variable& cv_ = wake_->cv;
   std::condition_variable idle_cv_;
   std::deque<Entry> queue_ SGB_GUARDED_BY(mu_);  // front: the job being worked on
+  uint32_t completing_ SGB_GUARDED_BY(mu_) = 0;  // popped, fence / done callback running
   bool stopping_ SGB_GUARDED_BY(mu_) = false;
   bool stalled_ SGB_GUARDED_BY(mu_) = false;
   std::vector<Hold> holds_ SGB_GUARDED_BY(mu_);

@@ -425,5 +425,312 @@ TEST(CApiTest, ExportDescriptorClosedWhenExportEnds) {
   sgb_backend_unref(backend);
 }
 
+// ------------------------------------------------------------------ asynchronous jobs
+
+// What sgb_job_submit's done callbacks reported, in the order they ran.
+struct JobLog {
+  struct Entry {
+    uint64_t fence;
+    int status;
+    uint64_t result;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Entry> entries;
+
+  static void Done(void* opaque, uint64_t fence, int status, uint64_t result) {
+    auto* log = static_cast<JobLog*>(opaque);
+    std::lock_guard lock(log->mu);
+    log->entries.push_back({fence, status, result});
+    log->cv.notify_all();
+  }
+  // Bounded: false when fewer than n arrived within `wait`.
+  bool WaitFor(size_t n, std::chrono::milliseconds wait = std::chrono::seconds(20)) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, wait, [&] { return entries.size() >= n; });
+  }
+  std::vector<Entry> Get() {
+    std::lock_guard lock(mu);
+    return entries;
+  }
+};
+
+// Polls sgb_engine_list_jobs until the job with `fence` shows `state`; the deadline fails.
+::testing::AssertionResult WaitForJobState(sgb_device* dev, uint64_t fence, const char* state,
+                                           sgb_job_info* out = nullptr) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (;;) {
+    sgb_job_info jobs[16];
+    size_t count = 0;
+    if (int err = sgb_engine_list_jobs(dev, jobs, 16, &count)) {
+      return ::testing::AssertionFailure() << "sgb_engine_list_jobs: " << err;
+    }
+    for (size_t i = 0; i < count && i < 16; ++i) {
+      if (jobs[i].fence == fence && std::strcmp(jobs[i].state, state) == 0) {
+        if (out) *out = jobs[i];
+        return ::testing::AssertionSuccess();
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return ::testing::AssertionFailure() << "job " << fence << " never showed " << state;
+    }
+    std::this_thread::yield();
+  }
+}
+
+// sgb_job_submit returns at once with the fence's seqno; done reports that seqno, the status
+// and, for CHECKSUM, the CRC sgb_job_checksum computes; an error at execution arrives
+// through done too.
+TEST(CApiJobTest, SubmitDoneReportsFenceStatusAndChecksum) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "submit");
+  ASSERT_NE(dev, nullptr);
+  uint32_t h = 0;
+  ASSERT_EQ(sgb_bo_create(dev, 2 * kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
+  std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 11);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, h, 0, bytes.data(), bytes.size()), 0);
+  uint32_t crc = 0;
+  ASSERT_EQ(sgb_job_checksum(dev, h, 0, bytes.size(), &crc, nullptr), 0);
+  ASSERT_EQ(crc, Crc(bytes));
+
+  JobLog log;
+  constexpr size_t kJobs = 32;
+  std::vector<uint64_t> fences;
+  sgb_job sum{SGB_JOB_CHECKSUM, h, 0, 0, 0, 0, bytes.size()};
+  for (size_t i = 0; i < kJobs; ++i) {
+    uint64_t fence = 0;
+    ASSERT_EQ(sgb_job_submit(dev, &sum, JobLog::Done, &log, &fence), 0);
+    if (!fences.empty()) {
+      EXPECT_GT(fence, fences.back());
+    }
+    fences.push_back(fence);
+  }
+  // An execution error: accepted by sgb_job_submit, reported by done.
+  sgb_job beyond{SGB_JOB_FILL, h, 0, 0x01020304u, 2 * kPage, 0, 4};
+  ASSERT_EQ(sgb_job_submit(dev, &beyond, JobLog::Done, &log, nullptr), 0);
+  sgb_job fill{SGB_JOB_FILL, h, 0, 0x0a0b0c0du, 0, 0, kPage};
+  uint64_t fill_fence = 0;
+  ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &fill_fence), 0);
+  ASSERT_TRUE(log.WaitFor(kJobs + 2));
+  std::vector<JobLog::Entry> got = log.Get();
+  ASSERT_EQ(got.size(), kJobs + 2);
+  std::string wrong_fences;
+  for (size_t i = 0; i < kJobs; ++i) {
+    if (got[i].fence != fences[i]) {
+      wrong_fences += " " + std::to_string(fences[i]) + "->" + std::to_string(got[i].fence);
+    }
+    EXPECT_EQ(got[i].status, 0) << i;
+    EXPECT_EQ(got[i].result, crc) << i;
+  }
+  EXPECT_EQ(wrong_fences, "") << "done reported another fence than sgb_job_submit returned "
+                                 "(submitted->reported)";
+  EXPECT_EQ(got[kJobs].status, -ERANGE);
+  EXPECT_EQ(got[kJobs].fence, fences.back() + 1);
+  EXPECT_EQ(got[kJobs + 1].status, 0);
+  EXPECT_EQ(got[kJobs + 1].fence, fill_fence);
+  EXPECT_EQ(got[kJobs + 1].result, 0u);
+  std::vector<uint8_t> want = bytes;
+  std::memcpy(want.data(), PatternBytes(kPage, 0x0a0b0c0du).data(), kPage);
+  ASSERT_EQ(sgb_job_checksum(dev, h, 0, want.size(), &crc, nullptr), 0);
+  EXPECT_EQ(crc, Crc(want));
+  sgb_device_stats stats{};
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
+  EXPECT_GE(stats.jobs_max_in_flight, 1u);
+  EXPECT_EQ(stats.job_errors, 1u);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+// Refused submissions queue nothing and never call done.
+TEST(CApiJobTest, SubmitRejectsBadArguments) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "submit-bad");
+  ASSERT_NE(dev, nullptr);
+  uint32_t h = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_SYSTEM, 0, &h), 0);
+  JobLog log;
+  uint64_t fence = 0;
+  sgb_job ok{SGB_JOB_FILL, h, 0, 1, 0, 0, kPage};
+  EXPECT_EQ(sgb_job_submit(dev, &ok, nullptr, &log, &fence), -EINVAL);  // no done
+  sgb_job bad_op = ok;
+  bad_op.op = 3;
+  EXPECT_EQ(sgb_job_submit(dev, &bad_op, JobLog::Done, &log, &fence), -EINVAL);
+  bad_op.op = 0xffffffffu;
+  EXPECT_EQ(sgb_job_submit(dev, &bad_op, JobLog::Done, &log, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_submit(dev, nullptr, JobLog::Done, &log, &fence), -EINVAL);
+  EXPECT_EQ(sgb_job_submit(nullptr, &ok, JobLog::Done, &log, &fence), -EINVAL);
+  sgb_job unknown = ok;
+  unknown.handle = 0xdead;
+  EXPECT_EQ(sgb_job_submit(dev, &unknown, JobLog::Done, &log, &fence), -ENOENT);
+  sgb_job copy_unknown_src{SGB_JOB_COPY, h, 0xdead, 0, 0, 0, kPage};
+  EXPECT_EQ(sgb_job_submit(dev, &copy_unknown_src, JobLog::Done, &log, &fence), -ENOENT);
+  EXPECT_EQ(fence, 0u);
+  // A good job after them: its done is the first and only one (completion is in order).
+  uint64_t good = 0;
+  ASSERT_EQ(sgb_job_submit(dev, &ok, JobLog::Done, &log, &good), 0);
+  ASSERT_TRUE(log.WaitFor(1));
+  sgb_device_destroy(dev);  // no job left: nothing more can be called
+  std::vector<JobLog::Entry> got = log.Get();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, 0);
+  EXPECT_GT(good, 0u);
+  sgb_backend_unref(backend);
+}
+
+// sgb_engine_hold keeps a job's completion pending: sgb_engine_list_jobs shows it "held"
+// with its handles; sgb_engine_release completes it.
+TEST(CApiJobTest, HoldListAndRelease) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "hold");
+  ASSERT_NE(dev, nullptr);
+  EXPECT_STREQ(sgb_engine_kind(dev), "cpu");
+  uint32_t src = 0, dst = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &src), 0);
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_SYSTEM, 0, &dst), 0);
+  std::vector<uint8_t> bytes = RandomBytes(kPage, 12);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, src, 0, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(sgb_engine_hold(dev, 0xdead, 0), -ENOENT);
+  ASSERT_EQ(sgb_engine_hold(dev, 0, 0), 0);
+
+  JobLog log;
+  uint64_t fence = 0;
+  sgb_job copy{SGB_JOB_COPY, dst, src, 0, 0, 0, kPage};
+  ASSERT_EQ(sgb_job_submit(dev, &copy, JobLog::Done, &log, &fence), 0);
+  sgb_job_info info{};
+  ASSERT_TRUE(WaitForJobState(dev, fence, "held", &info));
+  EXPECT_EQ(info.op, uint32_t{SGB_JOB_COPY});
+  EXPECT_EQ(info.handle, dst);
+  EXPECT_EQ(info.handle2, src);
+  EXPECT_EQ(info.deps_pending, 0u);
+  size_t count = 0;
+  ASSERT_EQ(sgb_engine_list_jobs(dev, nullptr, 0, &count), 0);
+  EXPECT_EQ(count, 1u);
+  sgb_device_stats stats{};
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(stats.jobs_in_flight, 1u);
+  EXPECT_EQ(stats.jobs_held, 1u);
+  EXPECT_FALSE(log.WaitFor(1, std::chrono::milliseconds(200))) << "completed while held";
+
+  ASSERT_EQ(sgb_engine_release(dev), 0);
+  ASSERT_TRUE(log.WaitFor(1));
+  EXPECT_EQ(log.Get()[0].fence, fence);
+  EXPECT_EQ(log.Get()[0].status, 0);
+  ASSERT_EQ(sgb_engine_list_jobs(dev, nullptr, 0, &count), 0);
+  EXPECT_EQ(count, 0u);
+  std::vector<uint8_t> out(kPage);
+  ASSERT_EQ(sgb_bo_cpu_read(dev, dst, 0, out.data(), out.size()), 0);
+  EXPECT_EQ(out, bytes);
+  ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
+  EXPECT_EQ(stats.jobs_held, 1u);
+
+  EXPECT_EQ(sgb_engine_stall(nullptr, 1), -EINVAL);
+  EXPECT_EQ(sgb_engine_hold(nullptr, 0, 0), -EINVAL);
+  EXPECT_EQ(sgb_engine_release(nullptr), -EINVAL);
+  EXPECT_EQ(sgb_engine_list_jobs(nullptr, nullptr, 0, &count), -EINVAL);
+  EXPECT_EQ(sgb_engine_list_jobs(dev, nullptr, 4, &count), -EINVAL);
+  EXPECT_STREQ(sgb_engine_kind(nullptr), "");
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+void CountIdle(void* opaque) {
+  auto* log = static_cast<JobLog*>(opaque);
+  JobLog::Done(log, 0, 0, 0);
+}
+
+// sgb_bo_await_idle: 0 when idle, 1 and a later call while a job is held, errors for bad
+// arguments.
+TEST(CApiJobTest, AwaitIdleCallsBackAfterRelease) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "await");
+  ASSERT_NE(dev, nullptr);
+  uint32_t h = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
+  JobLog idle;
+  EXPECT_EQ(sgb_bo_await_idle(dev, h, SGB_AWAIT_WRITE, CountIdle, &idle), 0);
+  EXPECT_EQ(sgb_bo_await_idle(dev, 0xdead, SGB_AWAIT_READ, CountIdle, &idle), -ENOENT);
+  EXPECT_EQ(sgb_bo_await_idle(dev, h, 3, CountIdle, &idle), -EINVAL);
+  EXPECT_EQ(sgb_bo_await_idle(dev, h, SGB_AWAIT_READ, nullptr, &idle), -EINVAL);
+  EXPECT_EQ(sgb_bo_await_idle(nullptr, h, SGB_AWAIT_READ, CountIdle, &idle), -EINVAL);
+
+  ASSERT_EQ(sgb_engine_hold(dev, h, 0), 0);
+  JobLog log;
+  uint64_t fence = 0;
+  sgb_job fill{SGB_JOB_FILL, h, 0, 0x99999999u, 0, 0, kPage};
+  ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &fence), 0);
+  ASSERT_TRUE(WaitForJobState(dev, fence, "held"));
+  EXPECT_EQ(sgb_bo_await_idle(dev, h, SGB_AWAIT_READ, CountIdle, &idle), 1);
+  EXPECT_FALSE(idle.WaitFor(1, std::chrono::milliseconds(200))) << "called while held";
+  ASSERT_EQ(sgb_engine_release(dev), 0);
+  ASSERT_TRUE(idle.WaitFor(1));
+  ASSERT_TRUE(log.WaitFor(1));
+  EXPECT_EQ(idle.Get().size(), 1u);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+// The engine is chosen by name: NULL and "cpu" are the cpu engine; an unknown one fails
+// device creation with -ENODEV.
+TEST(CApiJobTest, UnknownEngineRefused) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = nullptr;
+  sgb_device_config bad{"noengine", 2 * kMiB, 1, 0, "nonsense"};
+  EXPECT_EQ(sgb_device_create(backend, &bad, &dev), -ENODEV);
+  EXPECT_EQ(dev, nullptr);
+  sgb_device_config cpu{"cpuengine", 2 * kMiB, 1, 0, "cpu"};
+  ASSERT_EQ(sgb_device_create(backend, &cpu, &dev), 0);
+  EXPECT_STREQ(sgb_engine_kind(dev), "cpu");
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+// Destroying a device whose engine is stalled cancels its queued jobs: every done is called
+// with -ECANCELED, in submission order, before sgb_device_destroy returns - even while an
+// importer keeps the exported buffer (and so the device's memory) alive.
+TEST(CApiJobTest, DestroyCancelsQueuedJobsBeforeReturning) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "doomed");
+  sgb_device* other = NewDevice(backend, "importer");
+  ASSERT_TRUE(dev && other);
+  uint32_t h = 0, imported = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
+  sgb_uuid uuid{};
+  ASSERT_EQ(sgb_bo_export(dev, h, &uuid, nullptr), 0);
+  ASSERT_EQ(sgb_bo_import_uuid(other, &uuid, &imported), 0);
+  ASSERT_EQ(sgb_engine_stall(dev, 1), 0);
+  JobLog log;
+  std::vector<uint64_t> fences;
+  for (uint32_t i = 0; i < 3; ++i) {
+    sgb_job fill{SGB_JOB_FILL, h, 0, 0x10u + i, 0, 0, kPage};
+    uint64_t fence = 0;
+    ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &fence), 0);
+    fences.push_back(fence);
+  }
+  ASSERT_TRUE(WaitForJobState(dev, fences[0], "stalled"));
+  EXPECT_TRUE(log.Get().empty());
+
+  sgb_device_destroy(dev);
+  std::vector<JobLog::Entry> got = log.Get();  // no wait: destroy has returned
+  ASSERT_EQ(got.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i].fence, fences[i]);
+    EXPECT_EQ(got[i].status, -ECANCELED) << i;
+  }
+  // The cancelled writes never happened, and their fences do not keep the importer waiting.
+  std::vector<uint8_t> out(kPage, 0xff);
+  ASSERT_EQ(sgb_bo_begin_cpu_access(other, imported, SGB_DIR_FROM_DEVICE), 0);
+  ASSERT_EQ(sgb_bo_cpu_read(other, imported, 0, out.data(), out.size()), 0);
+  EXPECT_EQ(out, std::vector<uint8_t>(kPage, 0));
+  ASSERT_EQ(sgb_bo_end_cpu_access(other, imported, SGB_DIR_FROM_DEVICE), 0);
+  sgb_device_destroy(other);
+  sgb_backend_unref(backend);
+}
+
 }  // namespace
 }  // namespace sharegpu::testing
