@@ -87,7 +87,7 @@ nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
 [ "$BUILD_ONLY" = 1 ] && { say "built: $OUT/build"; exit 0; }
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
-       sgpu_locking_test sgpu_async_test)
+       sgpu_locking_test sgpu_async_test sgpu_scale_test)
 IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko")
 if [ "$DEMO" = 1 ]; then
     IMG=$OUT/demo.cpio.gz
