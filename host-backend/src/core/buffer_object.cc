@@ -44,7 +44,7 @@ BufferObject::BufferObject(std::shared_ptr<MemoryManager> mm, uint64_t size, std
     : mm_(std::move(mm)),
       size_(size),
       name_(std::move(name)),
-      cache_(mm_->cache_mode()),
+      cache_(mm_->CreateCache()),
       storage_(std::move(storage)),
       placement_(storage_->placement()),
       vram_offset_(storage_->placement() == Placement::kDevice ? storage_->offset() : kNoOffset) {}
@@ -54,8 +54,8 @@ BufferObject::~BufferObject() { mm_->LruRemove(this); }
 Placement BufferObject::placement() const { return placement_.load(std::memory_order_relaxed); }
 uint64_t BufferObject::vram_offset() const { return vram_offset_.load(std::memory_order_relaxed); }
 
-void BufferObject::ForEachCache(const std::function<void(DeviceCache&)>& fn) {
-  fn(cache_);
+void BufferObject::ForEachCache(const std::function<void(BufferCache&)>& fn) {
+  fn(*cache_);
   if (auto dmabuf = exported()) {
     for (const AttachmentRef& a : dmabuf->attachments()) fn(a->cache());
   }
@@ -79,7 +79,7 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   // The copy reads memory: every device's dirty lines go there first, and no line may
   // survive that belongs to the old storage.
   uint8_t* old_mem = storage_->data();
-  ForEachCache([old_mem](DeviceCache& c) { c.WritebackAndDropAll(old_mem); });
+  ForEachCache([old_mem](BufferCache& c) { c.WritebackAndDropAll(old_mem); });
   std::memcpy((*fresh)->data(), old_mem, size_);
 
   std::shared_ptr<Storage> old = std::exchange(storage_, std::move(fresh).value());
@@ -142,7 +142,7 @@ Status BufferObject::CacheFlush(uint64_t off, uint64_t len) {
   if (!resv_.IsHeld()) return -ENOLCK;
   if (len == 0) return -EINVAL;
   if (!RangeFits(off, len, size_)) return -ERANGE;
-  cache_.Flush(storage_->data(), off, len);
+  cache_->Flush(storage_->data(), off, len);
   return kOk;
 }
 
@@ -150,7 +150,7 @@ Status BufferObject::CacheInvalidate(uint64_t off, uint64_t len) {
   if (!resv_.IsHeld()) return -ENOLCK;
   if (len == 0) return -EINVAL;
   if (!RangeFits(off, len, size_)) return -ERANGE;
-  cache_.Invalidate(storage_->data(), off, len);
+  cache_->Invalidate(storage_->data(), off, len);
   return kOk;
 }
 
@@ -163,7 +163,7 @@ Status BufferObject::CpuBarrier(bool begin, DmaDirection dir) {
   LockPlain(resv_);
   uint8_t* mem = storage_->data();
   uint64_t size = size_;
-  ForEachCache([&](DeviceCache& c) {
+  ForEachCache([&](BufferCache& c) {
     if (begin) {
       c.Flush(mem, 0, size);
     } else {
@@ -225,7 +225,7 @@ Result<SgTable> BufferObject::Map(Attachment& attachment, DmaDirection /*dir*/) 
   if (placement() == Placement::kDevice) mm_->LruTouch(shared_from_this());
   // A completed write of the owning device is visible after a map (rule S4): its dirty lines
   // reach memory before the importer looks.
-  cache_.Flush(storage_->data(), 0, size_);
+  cache_->Flush(storage_->data(), 0, size_);
   SgTable sgt;
   sgt.entries.push_back({storage_->fd(), storage_->offset(), size_, storage_->data()});
   sgt.keepalive = storage_;

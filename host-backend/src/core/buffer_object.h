@@ -43,7 +43,7 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   Status UnpinPlacement();
   Placement placement() const;         // also fine unlocked for display
   const std::shared_ptr<Storage>& storage() const { return storage_; }
-  DeviceView View() { return {storage_->data(), size_, &cache_}; }
+  DeviceView View() { return {storage_->data(), size_, cache_.get()}; }
   // The owning device's cache barriers on a range (CACHE_FLUSH / CACHE_INVALIDATE commands).
   Status CacheFlush(uint64_t off, uint64_t len);
   Status CacheInvalidate(uint64_t off, uint64_t len);
@@ -57,7 +57,7 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   Result<std::shared_ptr<DmaBuf>> GetOrExport();
   std::shared_ptr<DmaBuf> exported() const;
 
-  DeviceCache& cache() { return cache_; }
+  BufferCache& cache() { return *cache_; }
   unsigned pin_count() const { return pin_count_.load(std::memory_order_relaxed); }
   uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
   uint64_t moves() const { return moves_.load(std::memory_order_relaxed); }
@@ -90,14 +90,14 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
  private:
   bool ReachableBy(const Attachment& attachment) const;
   void RetireStorage(std::shared_ptr<Storage> old);
-  void ForEachCache(const std::function<void(DeviceCache&)>& fn);
+  void ForEachCache(const std::function<void(BufferCache&)>& fn);
   Status CpuBarrier(bool begin, DmaDirection dir);
 
   const std::shared_ptr<MemoryManager> mm_;
   const uint64_t size_;
   const std::string name_;
   ReservationObject resv_;
-  DeviceCache cache_;
+  const std::unique_ptr<BufferCache> cache_;  // the owning device's, of its engine's kind
   std::shared_ptr<Storage> storage_;  // guarded by resv_
   std::atomic<Placement> placement_;
   std::atomic<uint64_t> vram_offset_;

@@ -35,11 +35,11 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
     return R::Error(-EINVAL);
   }
   if (config.name.empty()) config.name = "sharegpu";
-  auto mm =
-      MemoryManager::Create(config.name, config.vram_size, config.cache_mode, config.max_hostmem);
-  if (!mm) return R::Error(mm.status());
   auto engine = CreateEngine(config.engine, config.name);
   if (!engine) return R::Error(engine.status());
+  auto mm = MemoryManager::Create(config.name, config.vram_size, config.cache_mode,
+                                  config.max_hostmem, (*engine)->cache_factory());
+  if (!mm) return R::Error(mm.status());
   auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value(),
                                       std::move(engine).value());
   std::weak_ptr<Device> weak = dev;
@@ -636,6 +636,7 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
   ops.device = mm_.get();
   ops.allow_peer2peer = true;  // sharegpu devices of one backend reach each other's VRAM
   ops.cache_mode = config_.cache_mode;
+  ops.cache_factory = mm_->cache_factory();
   ops.move_notify = [weak_record, weak_dev](Attachment&) {
     auto rec = weak_record.lock();
     auto dev = weak_dev.lock();

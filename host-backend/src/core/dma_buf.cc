@@ -17,7 +17,9 @@ const char* DmaDirectionName(DmaDirection dir) {
 }
 
 Attachment::Attachment(std::shared_ptr<DmaBuf> dmabuf, ImporterOps importer)
-    : dmabuf_(std::move(dmabuf)), importer_(std::move(importer)), cache_(importer_.cache_mode) {}
+    : dmabuf_(std::move(dmabuf)),
+      importer_(std::move(importer)),
+      cache_(MakeCache(importer_.cache_factory, importer_.cache_mode)) {}
 
 unsigned Attachment::live_mappings() const {
   return static_cast<unsigned>(std::count_if(mappings_.begin(), mappings_.end(),

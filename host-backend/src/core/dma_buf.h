@@ -78,6 +78,7 @@ struct ImporterOps {
   const void* device = nullptr;   // identity of the importing device
   bool allow_peer2peer = false;   // can reach the exporter's device memory directly
   CacheMode cache_mode = CacheMode::kCoherent;  // the importing device's cache model
+  CacheFactory cache_factory;  // the importing device's kind of cache (empty: the model)
   // Called with the reservation held when the buffer moved while this attachment had live
   // mappings; those mappings are already invalid. May call DmaBuf::Unmap/Map.
   std::function<void(Attachment&)> move_notify;
@@ -109,7 +110,7 @@ class Attachment {
   bool is_dynamic() const { return static_cast<bool>(importer_.move_notify); }
   bool peer2peer() const { return importer_.allow_peer2peer; }
   // The importing device's cache over this buffer.
-  DeviceCache& cache() { return cache_; }
+  BufferCache& cache() { return *cache_; }
   // The exporter can tell whether a move it makes was caused by this attachment's own Map.
   bool mapping_in_progress() const { return mapping_in_progress_; }
 
@@ -126,7 +127,7 @@ class Attachment {
   friend class DmaBuf;
   std::shared_ptr<DmaBuf> dmabuf_;
   ImporterOps importer_;
-  DeviceCache cache_;
+  const std::unique_ptr<BufferCache> cache_;
   std::vector<MappingRef> mappings_;  // guarded by the reservation
   MappingRef static_mapping_;         // static attachments: mapped once at attach (cached sgt)
   bool mapping_in_progress_ = false;

@@ -25,19 +25,21 @@ void HostMemoryBudget::Uncharge(uint64_t bytes) {
 Result<std::shared_ptr<MemoryManager>> MemoryManager::Create(const std::string& name,
                                                              uint64_t vram_size,
                                                              CacheMode cache_mode,
-                                                             uint64_t max_hostmem) {
+                                                             uint64_t max_hostmem,
+                                                             CacheFactory cache_factory) {
   using R = Result<std::shared_ptr<MemoryManager>>;
   auto arena = Arena::Create("sharegpu-vram:" + name, vram_size);
   if (!arena) return R::Error(arena.status());
   return std::make_shared<MemoryManager>(name, std::shared_ptr<Arena>(std::move(arena).value()),
-                                         cache_mode, max_hostmem);
+                                         cache_mode, max_hostmem, std::move(cache_factory));
 }
 
 MemoryManager::MemoryManager(std::string name, std::shared_ptr<Arena> arena, CacheMode cache_mode,
-                             uint64_t max_hostmem)
+                             uint64_t max_hostmem, CacheFactory cache_factory)
     : name_(std::move(name)),
       arena_(std::move(arena)),
       cache_mode_(cache_mode),
+      cache_factory_(std::move(cache_factory)),
       hostmem_(std::make_shared<HostMemoryBudget>(max_hostmem)) {}
 
 namespace {

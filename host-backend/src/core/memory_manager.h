@@ -67,14 +67,21 @@ class HostMemoryBudget {
 class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
  public:
   // max_hostmem: bytes of SYSTEM storage this manager may hold at once; 0: unlimited.
+  // cache_factory: the device's kind of buffer cache (its engine's; empty: the model).
   static Result<std::shared_ptr<MemoryManager>> Create(const std::string& name, uint64_t vram_size,
                                                        CacheMode cache_mode,
-                                                       uint64_t max_hostmem = 0);
+                                                       uint64_t max_hostmem = 0,
+                                                       CacheFactory cache_factory = {});
   MemoryManager(std::string name, std::shared_ptr<Arena> arena, CacheMode cache_mode,
-                uint64_t max_hostmem = 0);
+                uint64_t max_hostmem = 0, CacheFactory cache_factory = {});
 
   const std::string& name() const { return name_; }
   CacheMode cache_mode() const { return cache_mode_; }
+  const CacheFactory& cache_factory() const { return cache_factory_; }
+  // A new cache of one buffer on this device (its kind and mode).
+  std::unique_ptr<BufferCache> CreateCache() const {
+    return MakeCache(cache_factory_, cache_mode_);
+  }
   Arena& arena() const { return *arena_; }
 
   // New storage in `placement`. For DEVICE, evicts least-recently-used unpinned buffers
@@ -116,6 +123,7 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
   const std::string name_;
   const std::shared_ptr<Arena> arena_;
   const CacheMode cache_mode_;
+  const CacheFactory cache_factory_;
   const std::shared_ptr<HostMemoryBudget> hostmem_;
   // Under lru_mu_ no strong reference to a buffer may be made and dropped: it could be the
   // last one, and ~BufferObject takes lru_mu_ (LruRemove). Entries are found by address.

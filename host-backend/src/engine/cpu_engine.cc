@@ -1,6 +1,9 @@
 #include "engine/cpu_engine.h"
 
 #include "common/log.h"
+#if SHAREGPU_HAVE_VIRGL
+#include "engine/virgl_engine.h"
+#endif
 
 namespace sharegpu {
 
@@ -39,8 +42,21 @@ Result<uint64_t> CpuEngine::Execute(Job& job) {
 Result<std::unique_ptr<Engine>> CreateEngine(const std::string& kind, std::string name) {
   using R = Result<std::unique_ptr<Engine>>;
   if (kind.empty() || kind == "cpu") return CpuEngine::Create(std::move(name));
-  Logf(LogLevel::kError, "%s: unknown engine '%s' (this build has: cpu)", name.c_str(),
-       kind.c_str());
+#if SHAREGPU_HAVE_VIRGL
+  if (kind == "virgl") return VirglEngine::Create(std::move(name));
+  constexpr const char* kBuilt = "cpu, virgl";
+#else
+  if (kind == "virgl") {
+    Logf(LogLevel::kError,
+         "%s: engine 'virgl' is not in this build: libvirglrenderer was not found when the "
+         "backend was configured (Debian: libvirglrenderer-dev; scripts/setup-host.sh)",
+         name.c_str());
+    return R::Error(-ENODEV);
+  }
+  constexpr const char* kBuilt = "cpu";
+#endif
+  Logf(LogLevel::kError, "%s: unknown engine '%s' (this build has: %s)", name.c_str(),
+       kind.c_str(), kBuilt);
   return R::Error(-ENODEV);
 }
 

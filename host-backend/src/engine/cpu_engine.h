@@ -22,8 +22,9 @@ class CpuEngine final : public Engine {
   Result<uint64_t> Execute(Job& job) override;
 };
 
-// The engine called `kind` ("cpu"; "virgl" where built with libvirglrenderer), or -ENODEV
-// with the reason logged.
+// The engine called `kind` ("cpu"; "virgl" where built with libvirglrenderer, engine/
+// virgl_engine.h), or -ENODEV with the reason logged (unknown kind, virgl not built, or
+// virglrenderer unable to initialise).
 Result<std::unique_ptr<Engine>> CreateEngine(const std::string& kind, std::string name);
 
 }  // namespace sharegpu

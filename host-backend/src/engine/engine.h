@@ -94,6 +94,10 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   virtual const char* kind() const = 0;
+  // The cache each buffer gets on this engine's device (its BufferObject's, its dma-buf
+  // attachments'): empty, the default, is the model cache (mem/device_cache.h); the virgl
+  // engine's is the buffer's GL resource (engine/virgl_engine.h).
+  virtual CacheFactory cache_factory() const { return {}; }
 
   // Queues the job; it is executed after its dependencies signalled, then its fence is
   // signalled (with the job's error, if any) and `done` runs. -ESHUTDOWN once stopping

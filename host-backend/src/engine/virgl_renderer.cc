@@ -1,5 +1,6 @@
 #include "engine/virgl_renderer.h"
 
+#include <dlfcn.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
@@ -12,6 +13,7 @@
 #include <deque>
 #include <future>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,14 +46,50 @@ constexpr uint32_t kPipeBuffer = 0;              // enum pipe_texture_target
 constexpr uint32_t kVirglFormatR8Unorm = 64;     // enum virgl_formats
 constexpr uint32_t kVirglBindVertexBuffer = 1u << 4;
 constexpr uint32_t kContextId = 1;
-constexpr uint64_t kMaxBufferSize = uint64_t{1} << 30;
 // Bytes of pattern per inline write: the whole command must fit the 16-bit dword count.
 constexpr uint64_t kFillChunk = uint64_t{kVirglMaxCmdDwords - kVirglInlineWriteHeaderDwords} * 4 &
                                 ~uint64_t{4095};
+// Staging buffer of the jobs that pass through host memory (checksum, overlapping copy).
+constexpr uint64_t kStagingChunk = uint64_t{1} << 20;
 
 // Serial-number order for the renderer's 32-bit fence ids (wrap-safe).
 bool FenceReached(uint32_t id, uint32_t signalled) {
   return static_cast<int32_t>(signalled - id) >= 0;
+}
+
+// What virgl_renderer_init needs of EGL, checked first: libvirglrenderer 0.10 crashes
+// (instead of failing) when no EGL vendor offers a display. Through dlopen, with the few EGL
+// words defined here, so the backend needs no EGL headers or link dependency of its own.
+// Returns "" when EGL surfaceless works, else what is missing.
+std::string ProbeEglSurfaceless() {
+  using EGLDisplay = void*;
+  using QueryString = const char* (*)(EGLDisplay, int32_t);
+  using GetPlatformDisplay = EGLDisplay (*)(uint32_t, void*, const intptr_t*);
+  using Initialize = unsigned (*)(EGLDisplay, int32_t*, int32_t*);
+  using Terminate = unsigned (*)(EGLDisplay);
+  constexpr int32_t kEglExtensions = 0x3055;
+  constexpr uint32_t kEglPlatformSurfacelessMesa = 0x31DD;
+  void* egl = dlopen("libEGL.so.1", RTLD_NOW | RTLD_LOCAL);  // stays loaded: virgl uses it
+  if (!egl) return "libEGL.so.1 cannot be loaded (Debian: libegl1)";
+  auto query = reinterpret_cast<QueryString>(dlsym(egl, "eglQueryString"));
+  auto get_display = reinterpret_cast<GetPlatformDisplay>(dlsym(egl, "eglGetPlatformDisplay"));
+  auto initialize = reinterpret_cast<Initialize>(dlsym(egl, "eglInitialize"));
+  auto terminate = reinterpret_cast<Terminate>(dlsym(egl, "eglTerminate"));
+  if (!query || !get_display || !initialize || !terminate) {
+    return "libEGL.so.1 lacks EGL 1.5 (eglGetPlatformDisplay)";
+  }
+  const char* extensions = query(nullptr, kEglExtensions);
+  if (!extensions || !std::strstr(extensions, "EGL_MESA_platform_surfaceless")) {
+    return "no EGL vendor with the surfaceless platform (Debian: libegl-mesa0)";
+  }
+  EGLDisplay display = get_display(kEglPlatformSurfacelessMesa, nullptr, nullptr);
+  int32_t major = 0, minor = 0;
+  if (!display || !initialize(display, &major, &minor)) {
+    return "the EGL surfaceless display does not initialise: no Mesa driver "
+           "(Debian: libgl1-mesa-dri)";
+  }
+  terminate(display);
+  return "";
 }
 
 }  // namespace
@@ -127,6 +165,11 @@ class VirglWorker {
   }
 
   Status Init() {
+    if (std::string missing = ProbeEglSurfaceless(); !missing.empty()) {
+      Logf(LogLevel::kError, "virgl engine: virglrenderer cannot initialise: %s",
+           missing.c_str());
+      return -ENODEV;
+    }
     callbacks_.version = 1;
     callbacks_.write_fence = &VirglWorker::WriteFence;
     int ret = virgl_renderer_init(this,
@@ -211,9 +254,8 @@ Status VirglRenderer::Run(const std::function<Status()>& fn) { return worker_->P
 uint64_t VirglRenderer::fences_signalled() const { return worker_->fences_signalled(); }
 
 Result<VirglRenderer::BufferResource> VirglRenderer::CreateBuffer(uint8_t* mem, uint64_t size) {
-  if (!mem || size == 0 || size > kMaxBufferSize) {
-    return Result<BufferResource>::Error(-EINVAL);
-  }
+  if (!mem || size == 0) return Result<BufferResource>::Error(-EINVAL);
+  if (size > kMaxBufferSize) return Result<BufferResource>::Error(-E2BIG);
   static std::atomic<uint32_t> next_id{1};
   uint32_t id = next_id.fetch_add(1);
   Status st = Run([&] {
@@ -288,11 +330,51 @@ Status VirglRenderer::Download(const BufferResource& res, uint64_t off, uint64_t
   return Transfer(res, off, len, /*to_gl=*/false);
 }
 
+Status VirglRenderer::StagingTransfer(const BufferResource& res, uint64_t off, uint64_t len,
+                                      uint8_t* buf, bool to_gl) {
+  if (len == 0 || !RangeFits(off, len, res.size_)) return -ERANGE;
+  return Run([&] {
+    virgl_box box{static_cast<uint32_t>(off), 0, 0, static_cast<uint32_t>(len), 1, 1};
+    iovec iov{buf, len};
+    int ret = to_gl ? virgl_renderer_transfer_write_iov(res.id_, kContextId, 0, 0, 0, &box, 0,
+                                                        &iov, 1)
+                    : virgl_renderer_transfer_read_iov(res.id_, kContextId, 0, 0, 0, &box, 0,
+                                                       &iov, 1);
+    return -std::abs(ret);
+  });
+}
+
+Status VirglRenderer::ReadGl(const BufferResource& res, uint64_t off, uint64_t len, uint8_t* out) {
+  return StagingTransfer(res, off, len, out, /*to_gl=*/false);
+}
+
+Status VirglRenderer::WriteGl(const BufferResource& res, uint64_t off, uint64_t len,
+                              const uint8_t* in) {
+  // virgl only reads the iovec of a write transfer.
+  return StagingTransfer(res, off, len, const_cast<uint8_t*>(in), /*to_gl=*/true);
+}
+
 Status VirglRenderer::Copy(const BufferResource& src, uint64_t src_off, const BufferResource& dst,
                            uint64_t dst_off, uint64_t len) {
   if (len == 0) return -EINVAL;
   if (!RangeFits(src_off, len, src.size_) || !RangeFits(dst_off, len, dst.size_)) {
     return -ERANGE;
+  }
+  if (src.id_ == dst.id_ && src_off < dst_off + len && dst_off < src_off + len) {
+    // glCopyBufferSubData refuses overlapping ranges of one buffer: through host memory, in
+    // chunks, back to front when the destination starts inside the source (memmove).
+    if (src_off == dst_off) return kOk;
+    const bool backwards = dst_off > src_off;
+    const uint64_t chunk = std::min(len, kStagingChunk);
+    std::vector<uint8_t> staging(chunk);
+    for (uint64_t done = 0; done < len;) {
+      const uint64_t n = std::min(chunk, len - done);
+      const uint64_t pos = backwards ? len - done - n : done;
+      if (Status st = ReadGl(src, src_off + pos, n, staging.data())) return st;
+      if (Status st = WriteGl(dst, dst_off + pos, n, staging.data())) return st;
+      done += n;
+    }
+    return kOk;
   }
   uint32_t cmd[1 + kVirglCopyRegionDwords] = {
       VirglCmd0(kVirglCcmdResourceCopyRegion, 0, kVirglCopyRegionDwords),
@@ -330,15 +412,15 @@ Result<uint32_t> VirglRenderer::Checksum(const BufferResource& src, uint64_t off
   if (len == 0) return Result<uint32_t>::Error(-EINVAL);
   if (!RangeFits(off, len, src.size_)) return Result<uint32_t>::Error(-ERANGE);
   // The GL contents, not the pages: a checksum job reads what the device sees.
-  std::vector<uint8_t> staging(len);
-  Status st = Run([&] {
-    virgl_box box{static_cast<uint32_t>(off), 0, 0, static_cast<uint32_t>(len), 1, 1};
-    iovec iov{staging.data(), staging.size()};
-    return -std::abs(virgl_renderer_transfer_read_iov(src.id_, kContextId, 0, 0, 0, &box, 0,
-                                                      &iov, 1));
-  });
-  if (st != kOk) return Result<uint32_t>::Error(st);
-  return Crc32c(0, staging.data(), staging.size());
+  std::vector<uint8_t> staging(std::min(len, kStagingChunk));
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < len;) {
+    const uint64_t n = std::min<uint64_t>(staging.size(), len - done);
+    if (Status st = ReadGl(src, off + done, n, staging.data())) return Result<uint32_t>::Error(st);
+    crc = Crc32c(crc, staging.data(), n);
+    done += n;
+  }
+  return crc;
 }
 
 Status VirglRenderer::Fence(std::function<void()> on_signal) {

@@ -7,10 +7,12 @@
 // a job and a job's output is not seen by the CPU (rule S4 on a real device).
 //
 // How each job runs (docs/engines.md):
-//   Copy      VIRGL_CCMD_RESOURCE_COPY_REGION (glCopyBufferSubData in the renderer)
+//   Copy      VIRGL_CCMD_RESOURCE_COPY_REGION (glCopyBufferSubData in the renderer); an
+//             overlapping copy within one resource, which GL forbids, goes through a staging
+//             buffer (transfer_read_iov + transfer_write_iov, chunk by chunk, memmove order)
 //   Fill      VIRGL_CCMD_RESOURCE_INLINE_WRITE of the pattern, in chunks of up to 256 KiB
 //   Checksum  transfer_read_iov of the GL contents into a staging buffer + CRC-32C on the CPU
-//             (virgl has no reduction command)
+//             (virgl has no reduction command), chunk by chunk
 //
 // Threading: virglrenderer keeps process-global state and a GL context current on the thread
 // that initialised it, so one worker thread owns every virgl call; the methods here post to
@@ -59,12 +61,18 @@ class VirglRenderer : public std::enable_shared_from_this<VirglRenderer> {
     uint64_t size_ = 0;
   };
 
-  // size: 1 .. 1 GiB (GL buffer sizes are int).
+  // GL buffer sizes are int.
+  static constexpr uint64_t kMaxBufferSize = uint64_t{1} << 30;
+  // size: 1 .. kMaxBufferSize (-E2BIG above).
   Result<BufferResource> CreateBuffer(uint8_t* mem, uint64_t size);
 
   // Device-cache maintenance on a byte range (-ERANGE outside the resource).
   Status Upload(const BufferResource& res, uint64_t off, uint64_t len);
   Status Download(const BufferResource& res, uint64_t off, uint64_t len);
+  // The GL contents of a range to / from caller memory (staging; the resource's pages are not
+  // touched), -ERANGE outside the resource.
+  Status ReadGl(const BufferResource& res, uint64_t off, uint64_t len, uint8_t* out);
+  Status WriteGl(const BufferResource& res, uint64_t off, uint64_t len, const uint8_t* in);
 
   // Jobs, queued on the GL context in submission order. Same argument rules as CopyEngine:
   // len > 0, ranges inside the resources, fill offsets/lengths multiples of 4.
@@ -84,6 +92,8 @@ class VirglRenderer : public std::enable_shared_from_this<VirglRenderer> {
   VirglRenderer() = default;
   Status Run(const std::function<Status()>& fn);
   Status Transfer(const BufferResource& res, uint64_t off, uint64_t len, bool to_gl);
+  Status StagingTransfer(const BufferResource& res, uint64_t off, uint64_t len, uint8_t* buf,
+                         bool to_gl);
   void DestroyResource(uint32_t id);
 
   std::unique_ptr<VirglWorker> worker_;

@@ -161,6 +161,11 @@ bool IsCoherent(const DeviceView& v) {
   return v.cache->mode() == CacheMode::kCoherent;
 }
 
+// The model cache of a view; nullptr without memory or with another engine's cache.
+DeviceCache* ModelOf(const DeviceView& v) {
+  return v.mem ? dynamic_cast<DeviceCache*>(v.cache) : nullptr;
+}
+
 // Bounce-buffer size for jobs that go through the strict cache model.
 constexpr uint64_t kChunk = 64 * 1024;
 
@@ -180,7 +185,9 @@ uint32_t Crc32c(uint32_t seed, const uint8_t* data, uint64_t len) {
 Status CopyEngine::Copy(const DeviceView& src, uint64_t src_off, const DeviceView& dst,
                         uint64_t dst_off, uint64_t len) {
   if (len == 0) return -EINVAL;
-  if (!src.mem || !src.cache || !dst.mem || !dst.cache) return -EINVAL;
+  DeviceCache* src_cache = ModelOf(src);
+  DeviceCache* dst_cache = ModelOf(dst);
+  if (!src_cache || !dst_cache) return -EINVAL;
   if (!RangeFits(src_off, len, src.size) || !RangeFits(dst_off, len, dst.size)) return -ERANGE;
 
   if (IsCoherent(src) && IsCoherent(dst)) {
@@ -197,8 +204,8 @@ Status CopyEngine::Copy(const DeviceView& src, uint64_t src_off, const DeviceVie
   for (uint64_t done = 0; done < len;) {
     const uint64_t n = std::min(chunk, len - done);
     const uint64_t pos = backwards ? len - done - n : done;
-    src.cache->DeviceRead(src.mem, src_off + pos, n, buf.get());
-    dst.cache->DeviceWrite(dst.mem, dst_off + pos, n, buf.get());
+    src_cache->DeviceRead(src.mem, src_off + pos, n, buf.get());
+    dst_cache->DeviceWrite(dst.mem, dst_off + pos, n, buf.get());
     done += n;
   }
   return kOk;
@@ -206,16 +213,18 @@ Status CopyEngine::Copy(const DeviceView& src, uint64_t src_off, const DeviceVie
 
 Status CopyEngine::Fill(const DeviceView& dst, uint64_t off, uint64_t len, uint32_t pattern) {
   if (len == 0) return -EINVAL;
-  if (!dst.mem || !dst.cache) return -EINVAL;
+  DeviceCache* cache = ModelOf(dst);
+  if (!cache) return -EINVAL;
   if (off % 4 != 0 || len % 4 != 0) return -EINVAL;
   if (!RangeFits(off, len, dst.size)) return -ERANGE;
-  dst.cache->DeviceFill(dst.mem, off, len, pattern);
+  cache->DeviceFill(dst.mem, off, len, pattern);
   return kOk;
 }
 
 Result<uint32_t> CopyEngine::Checksum(const DeviceView& src, uint64_t off, uint64_t len) {
   if (len == 0) return Result<uint32_t>::Error(-EINVAL);
-  if (!src.mem || !src.cache) return Result<uint32_t>::Error(-EINVAL);
+  DeviceCache* cache = ModelOf(src);
+  if (!cache) return Result<uint32_t>::Error(-EINVAL);
   if (!RangeFits(off, len, src.size)) return Result<uint32_t>::Error(-ERANGE);
   if (IsCoherent(src)) return Crc32c(0, src.mem + off, len);
   const uint64_t chunk = std::min(len, kChunk);
@@ -223,7 +232,7 @@ Result<uint32_t> CopyEngine::Checksum(const DeviceView& src, uint64_t off, uint6
   uint32_t crc = 0;
   for (uint64_t done = 0; done < len;) {
     const uint64_t n = std::min(chunk, len - done);
-    src.cache->DeviceRead(src.mem, off + done, n, buf.get());
+    cache->DeviceRead(src.mem, off + done, n, buf.get());
     crc = Crc32c(crc, buf.get(), n);
     done += n;
   }

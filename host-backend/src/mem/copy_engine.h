@@ -1,8 +1,9 @@
-// The device's copy engine: copy / fill / checksum over buffer-object ranges. Every access
-// goes through the object's DeviceCache, so device jobs obey the cache model. Ranges are
-// bounds-checked (overflow-safe) before any byte moves: -EINVAL for len 0 or misaligned fill,
-// -ERANGE for a range outside the object. Overlapping copies within one object behave like
-// memmove. A view without memory or cache is -EINVAL.
+// The device's copy engine (the cpu engine's jobs): copy / fill / checksum over buffer-object
+// ranges. Every access goes through the object's DeviceCache (the model), so device jobs obey
+// the cache model. Ranges are bounds-checked (overflow-safe) before any byte moves: -EINVAL
+// for len 0 or misaligned fill, -ERANGE for a range outside the object. Overlapping copies
+// within one object behave like memmove. A view without memory or cache, or whose cache is
+// not the model (another engine's), is -EINVAL.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +14,12 @@
 namespace sharegpu {
 
 // What the engine needs of a buffer object for the duration of one job; the caller keeps the
-// storage alive and the object locked or pinned.
+// storage alive and the object locked or pinned. `cache` is the device's cache of the buffer,
+// of the engine's kind (Engine::cache_factory()).
 struct DeviceView {
   uint8_t* mem = nullptr;
   uint64_t size = 0;
-  DeviceCache* cache = nullptr;
+  BufferCache* cache = nullptr;
 };
 
 // CRC-32C (Castagnoli), the checksum jobs report; `seed` chains calls (start with 0).

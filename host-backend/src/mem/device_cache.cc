@@ -63,6 +63,11 @@ void FillPattern(uint8_t* dst, uint64_t n, uint32_t pattern, uint64_t phase) {
 
 }  // namespace
 
+std::unique_ptr<BufferCache> MakeCache(const CacheFactory& factory, CacheMode mode) {
+  if (factory) return factory(mode);
+  return std::make_unique<DeviceCache>(mode);
+}
+
 DeviceCache::Line& DeviceCache::FillLine(const uint8_t* mem, uint64_t page, bool fill) {
   auto [it, inserted] = lines_.try_emplace(page);
   Line& line = it->second;
@@ -96,7 +101,7 @@ void DeviceCache::WriteBack(uint8_t* mem, uint64_t page, Line& line) {
 }
 
 void DeviceCache::DeviceRead(const uint8_t* mem, uint64_t off, uint64_t len, uint8_t* out) {
-  if (mode_ == CacheMode::kCoherent) {
+  if (mode() == CacheMode::kCoherent) {
     std::memmove(out, mem + off, len);
     return;
   }
@@ -113,7 +118,7 @@ void DeviceCache::DeviceRead(const uint8_t* mem, uint64_t off, uint64_t len, uin
 }
 
 void DeviceCache::DeviceWrite(uint8_t* mem, uint64_t off, uint64_t len, const uint8_t* in) {
-  if (mode_ == CacheMode::kCoherent) {
+  if (mode() == CacheMode::kCoherent) {
     std::memmove(mem + off, in, len);
     return;
   }
@@ -127,7 +132,7 @@ void DeviceCache::DeviceWrite(uint8_t* mem, uint64_t off, uint64_t len, const ui
 }
 
 void DeviceCache::DeviceFill(uint8_t* mem, uint64_t off, uint64_t len, uint32_t pattern) {
-  if (mode_ == CacheMode::kCoherent) {
+  if (mode() == CacheMode::kCoherent) {
     FillPattern(mem + off, len, pattern, off);
     return;
   }

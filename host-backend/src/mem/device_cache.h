@@ -1,6 +1,10 @@
-// The explicit device-cache model behind begin/end_cpu_access (rule S4: the barriers are
-// invalidate-before-use and flush-after, in both directions).
+// The device cache of one buffer object on one device, behind every cache barrier of the
+// backend (rule S4: the barriers are invalidate-before-use and flush-after, in both
+// directions). BufferCache is the interface the core's barriers use; which implementation a
+// buffer gets is its device's engine's choice (Engine::cache_factory(): the model below for
+// the cpu engine, the buffer's GL resource for the virgl engine, engine/virgl_engine.h).
 //
+// DeviceCache is the explicit device-cache model the cpu engine runs jobs through:
 // kCoherent: device reads and writes go straight to memory; Flush/Invalidate cost nothing.
 // kStrict:   the device has a private, page-granular write-back cache per buffer object.
 //   - a device write lands in the cache line (filled from memory first) and marks it dirty;
@@ -18,6 +22,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,13 +46,48 @@ struct DeviceCacheStats {
   uint64_t read_misses = 0;
 };
 
-class DeviceCache {
+// A device's cache of one buffer. `mem` is the buffer's memory as the caller reaches it now
+// (the storage's pages, or an importer's mapping of them); ranges are the caller's to
+// bounds-check. Every implementation writes back only bytes the device wrote.
+class BufferCache {
  public:
-  explicit DeviceCache(CacheMode mode) : mode_(mode) {}
-  DeviceCache(const DeviceCache&) = delete;
-  DeviceCache& operator=(const DeviceCache&) = delete;
+  virtual ~BufferCache() = default;
+  BufferCache(const BufferCache&) = delete;
+  BufferCache& operator=(const BufferCache&) = delete;
 
   CacheMode mode() const { return mode_; }
+
+  // Write back what the device wrote in [off, off+len) (whole lines: pages); it stays cached.
+  virtual void Flush(uint8_t* mem, uint64_t off, uint64_t len) = 0;
+  // Write back what the device wrote in the range's lines, then drop them: the device's next
+  // read of them comes from memory.
+  virtual void Invalidate(uint8_t* mem, uint64_t off, uint64_t len) = 0;
+  // Whole-buffer clean+invalidate: before a move copies memory (afterwards `mem` is no longer
+  // the buffer's), and on reset. Nothing cached for `mem` survives it.
+  virtual void WritebackAndDropAll(uint8_t* mem) = 0;
+
+  // valid_lines / dirty_lines describe the cache now (lines: pages); the rest count since
+  // construction. WritebackAndDropAll() counts as neither a flush nor an invalidate.
+  virtual DeviceCacheStats stats() const = 0;
+  virtual bool HasDirtyLines() const = 0;
+
+ protected:
+  explicit BufferCache(CacheMode mode) : mode_(mode) {}
+
+ private:
+  const CacheMode mode_;
+};
+
+// Makes the cache of one buffer on a device; empty: the model (DeviceCache). Self-contained:
+// it may be called after the engine that handed it out is gone (a buffer outlives its device
+// while another device imports it).
+using CacheFactory = std::function<std::unique_ptr<BufferCache>(CacheMode)>;
+std::unique_ptr<BufferCache> MakeCache(const CacheFactory& factory, CacheMode mode);
+
+// The model (see the top of this file).
+class DeviceCache final : public BufferCache {
+ public:
+  explicit DeviceCache(CacheMode mode) : BufferCache(mode) {}
 
   // Device-side accesses of `len` bytes at `off` of the buffer whose memory is `mem`
   // (mem_size bytes). Ranges are the caller's to bounds-check.
@@ -56,16 +96,13 @@ class DeviceCache {
   void DeviceFill(uint8_t* mem, uint64_t off, uint64_t len, uint32_t pattern);
 
   // Write dirty lines of [off, off+len) back to mem; they stay valid (clean).
-  void Flush(uint8_t* mem, uint64_t off, uint64_t len);
+  void Flush(uint8_t* mem, uint64_t off, uint64_t len) override;
   // Write back dirty lines of the range, then drop every line of it.
-  void Invalidate(uint8_t* mem, uint64_t off, uint64_t len);
-  // Whole-buffer clean+invalidate: before a move copies memory, and on reset.
-  void WritebackAndDropAll(uint8_t* mem);
+  void Invalidate(uint8_t* mem, uint64_t off, uint64_t len) override;
+  void WritebackAndDropAll(uint8_t* mem) override;
 
-  // valid_lines / dirty_lines describe the cache now; the rest count since construction.
-  // WritebackAndDropAll() counts as neither a flush nor an invalidate.
-  DeviceCacheStats stats() const;
-  bool HasDirtyLines() const;
+  DeviceCacheStats stats() const override;
+  bool HasDirtyLines() const override;
 
  private:
   struct Line {
@@ -78,7 +115,6 @@ class DeviceCache {
   Line& FillLine(const uint8_t* mem, uint64_t page, bool fill = true) SGB_REQUIRES(mu_);
   void WriteBack(uint8_t* mem, uint64_t page, Line& line) SGB_REQUIRES(mu_);
 
-  const CacheMode mode_;
   mutable std::mutex mu_;
   std::map<uint64_t, Line> lines_ SGB_GUARDED_BY(mu_);  // page index -> line
   DeviceCacheStats stats_ SGB_GUARDED_BY(mu_);
