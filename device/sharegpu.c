@@ -497,7 +497,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         s->engine = g_strdup("cpu");
     }
     if (!*s->engine) {
-        error_setg(errp, "sharegpu: engine must name an execution engine (cpu)");
+        error_setg(errp, "sharegpu: engine must name an execution engine (cpu, virgl)");
         return;
     }
     if (s->job_slice < SGHW_VRAM_ALIGN) {
@@ -531,7 +531,8 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     ret = sgb_device_create(s->backend, &cfg, &s->dev);
     if (ret == -ENODEV) {
         error_setg(errp, "sharegpu: engine '%s' is not available in this build "
-                   "(engines: cpu); the host log says why", s->engine);
+                   "(engines: cpu, virgl where libvirglrenderer and EGL work); "
+                   "the host log says why", s->engine);
         goto fail;
     }
     if (ret) {

@@ -32,7 +32,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" build-qemu
 SAY_TIME=1
 
-RECIPE=1  # the version of the build recipe (see above)
+RECIPE=2  # the version of the build recipe (see above)
 suite=${SHAREGPU_QEMU_SUITE:-trixie}
 variant=default
 plain=0
@@ -180,6 +180,7 @@ if true; then
     export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
     pkg-config --exists sharegpu-backend ||
         die "pkg-config cannot resolve sharegpu-backend"
+    backend_libs=$(pkg-config --static --libs sharegpu-backend)
 fi
 
 # ---------------------------------------------------------------- 4. patched work tree
@@ -248,6 +249,16 @@ comm -23 "$work/.overlay" "$work/.overlay.new" | while read -r f; do
 done
 mv "$work/.overlay.new" "$work/.overlay"
 say "work tree: ${#patches[@]} patches, $(wc -l <"$work/.overlay") overlaid files, $changed rewritten"
+
+# The backend's link flags are resolved when QEMU's meson runs, and meson caches the
+# lookup: when they change (a new dependency of the backend, e.g. virglrenderer), clear
+# that cache and have ninja re-run meson.
+if [ "$plain" = 0 ] && [ -x "$bld/pyvenv/bin/meson" ] &&
+   [ "$(cat "$work/.backend-libs" 2>/dev/null)" != "$backend_libs" ]; then
+    "$bld/pyvenv/bin/meson" configure --clearcache "$bld" >/dev/null
+    touch "$src/meson.build"
+fi
+echo "$backend_libs" >"$work/.backend-libs"
 
 # ---------------------------------------------------------------- 5. configure + build
 want_conf="${conf[*]}"

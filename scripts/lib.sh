@@ -112,7 +112,7 @@ find_qemu() {
 }
 guest_qemu_args() {
     QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
-               -device "sharegpu,id=g1,coherent=off,vram-size=$1")
+               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1")
     [ -n "${2:-}" ] || return 0
     # -device isa-serial turns off QEMU's default serial: the console is given explicitly
     QEMU_ARGS+=(-serial mon:stdio
