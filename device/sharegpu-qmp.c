@@ -11,7 +11,6 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-sharegpu.h"
-#include "qapi/qapi-events-sharegpu.h"
 #include "qemu/uuid.h"
 #include "trace.h"
 #include "sharegpu.h"
@@ -274,9 +273,7 @@ void qmp_x_sharegpu_hold(const char *id, bool has_handle, uint32_t handle, bool 
     trace_sharegpu_monitor_engine(s->name, "hold", has_handle ? handle : 0, ret);
     if (ret) {
         error_setg(errp, "sharegpu %s: hold on handle %u: %s", id, handle, sgb_strerror(ret));
-        return;
     }
-    qapi_event_send_sharegpu_jobs_held(s->name, has_handle && handle, handle, false);
 }
 
 void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
@@ -289,9 +286,6 @@ void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
     }
     trace_sharegpu_monitor_engine(s->name, stall ? "stall" : "unstall", 0, 0);
     sgb_engine_stall(s->dev, stall);
-    if (stall) {
-        qapi_event_send_sharegpu_jobs_held(s->name, false, 0, true);
-    }
 }
 
 void qmp_x_sharegpu_release(const char *id, Error **errp)
@@ -304,7 +298,6 @@ void qmp_x_sharegpu_release(const char *id, Error **errp)
     }
     trace_sharegpu_monitor_engine(s->name, "release", 0, 0);
     sgb_engine_release(s->dev);
-    qapi_event_send_sharegpu_jobs_released(s->name);
 }
 
 void qmp_x_sharegpu_drop_irq(const char *id, Error **errp)

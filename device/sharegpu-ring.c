@@ -23,7 +23,6 @@
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "hw/pci/pci_device.h"
-#include "qapi/qapi-events-sharegpu.h"
 #include "trace.h"
 #include "sharegpu.h"
 
@@ -148,7 +147,6 @@ void sharegpu_evt_bh(void *opaque)
             }
             sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement, 0,
                               SGHW_INVALID_OFFSET, ev.generation);
-            qapi_event_send_sharegpu_bo_invalidated(s->name, ev.handle, ev.generation);
         } else if (ev.type == SGB_EVENT_BO_MOVED) {
             /* its own handle only: other BOs a placement evicted are not "own" moves */
             uint32_t flags = sharegpu_evt_cause.s == s &&
@@ -157,12 +155,6 @@ void sharegpu_evt_bh(void *opaque)
 
             sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement, flags,
                               ev.vram_offset, ev.generation);
-            qapi_event_send_sharegpu_bo_moved(s->name, ev.handle,
-                                              ev.placement == SGB_PLACEMENT_DEVICE ?
-                                              SHAREGPU_PLACEMENT_DEVICE :
-                                              SHAREGPU_PLACEMENT_SYSTEM,
-                                              ev.placement == SGB_PLACEMENT_DEVICE,
-                                              ev.vram_offset, ev.generation, !!flags);
         }
     }
 }
@@ -300,7 +292,6 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
         s->counters.command_errors++;
         raise |= SGHW_INT_ERROR;
         sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, 0, SGHW_INVALID_OFFSET, c->seqno);
-        qapi_event_send_sharegpu_command_error(s->name, idx, c->opcode, st, c->seqno);
     }
     s->last_seqno = c->seqno;
     if (!(s->status & SGHW_STATUS_HALTED)) {

@@ -24,7 +24,6 @@
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qapi/error.h"
-#include "qapi/qapi-events-sharegpu.h"
 #include "hw/pci/pci_device.h"
 #include "hw/pci/pcie.h"
 #include "hw/pci/msix.h"
@@ -384,14 +383,11 @@ static const MemoryRegionOps sharegpu_mmio_ops = {
 /* The RESET register and PCI/system reset (docs/hardware.md 9). */
 static void sharegpu_reset(SharegpuState *s)
 {
-    uint32_t abandoned = s->inflight_count;
-
     trace_sharegpu_reset(s->name);
     qemu_bh_cancel(s->cmd_bh);
     /* a reset takes effect between two commands: the one being executed completes first */
     sharegpu_job_finish(s);
     sharegpu_job_reset(s);
-    qapi_event_send_sharegpu_reset(s->name, abandoned);
     s->drop_next_irq = false;
     sharegpu_window_unmap_all(s);
     g_hash_table_remove_all(s->bos);
