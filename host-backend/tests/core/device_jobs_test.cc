@@ -6,6 +6,7 @@
 // engine reaches is polled from InFlight() under a deadline that fails the test.
 #include <future>
 
+#include "../job_recorder.h"
 #include "core/backend.h"
 #include "core/device.h"
 #include "core_test_util.h"
@@ -20,35 +21,7 @@ constexpr uint64_t kPage = 4096;
 constexpr std::chrono::seconds kDeadline{20};
 constexpr milliseconds kNotYet{200};
 
-// What the done callbacks reported, in the order they ran (on the engine's thread).
-class Recorder {
- public:
-  struct Completion {
-    size_t index;
-    Status status;
-    uint64_t result;
-  };
-  JobDone Done(size_t index) {
-    return [this, index](Status status, uint64_t result) {
-      std::lock_guard lock(mu_);
-      done_.push_back({index, status, result});
-      cv_.notify_all();
-    };
-  }
-  bool WaitFor(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kDeadline, [&] { return done_.size() >= n; });
-  }
-  std::vector<Completion> Get() {
-    std::lock_guard lock(mu_);
-    return done_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Completion> done_;
-};
+using Recorder = JobRecorder;
 
 // A one-shot flag a callback sets (AwaitIdle).
 struct Signal {

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../job_recorder.h"
 #include "engine/cpu_engine.h"
 #include "mem/copy_engine.h"
 #include "mem/device_cache.h"
@@ -57,37 +58,7 @@ std::vector<uint8_t> PatternBytes(size_t n, uint32_t pattern) {
   return v;
 }
 
-// What the done callbacks reported, in the order they ran.
-class Recorder {
- public:
-  struct Completion {
-    size_t index;
-    Status status;
-    uint64_t result;
-  };
-
-  JobDone Done(size_t index) {
-    return [this, index](Status status, uint64_t result) {
-      std::lock_guard lock(mu_);
-      done_.push_back({index, status, result});
-      cv_.notify_all();
-    };
-  }
-  // Bounded: false when fewer than n completions arrived by the deadline.
-  bool WaitFor(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kDeadline, [&] { return done_.size() >= n; });
-  }
-  std::vector<Completion> Get() {
-    std::lock_guard lock(mu_);
-    return done_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Completion> done_;
-};
+using Recorder = JobRecorder;
 
 // The seqnos of fences in the order they signalled (callbacks run at signal time).
 class SignalOrder {

@@ -4,6 +4,7 @@
 // writes, a coherent device), then sharing across engines and what only the virgl engine has
 // (its cache is the buffer's GL resource). The virgl cases run on the real renderer; where
 // virglrenderer cannot initialise they are skipped with the reason printed.
+#include "../job_recorder.h"
 #include "engine/virgl_engine.h"
 
 #include <gtest/gtest.h>
@@ -56,36 +57,7 @@ void Put(std::vector<uint8_t>& dst, size_t off, const std::vector<uint8_t>& src)
   std::copy(src.begin(), src.end(), dst.begin() + static_cast<ptrdiff_t>(off));
 }
 
-// What the done callbacks reported, in the order they ran (on the engine's thread).
-class Recorder {
- public:
-  struct Completion {
-    size_t index;
-    uint64_t seqno;
-    Status status;
-    uint64_t result;
-  };
-  Device::SubmitDone Done(size_t index) {
-    return [this, index](uint64_t seqno, Status status, uint64_t result) {
-      std::lock_guard lock(mu_);
-      done_.push_back({index, seqno, status, result});
-      cv_.notify_all();
-    };
-  }
-  bool WaitFor(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kDeadline, [&] { return done_.size() >= n; });
-  }
-  std::vector<Completion> Get() {
-    std::lock_guard lock(mu_);
-    return done_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Completion> done_;
-};
+using Recorder = JobRecorder;
 
 // The renderer, kept from the first test to the last (re-initialising EGL per test costs
 // time, not coverage), or why it cannot run here.
@@ -283,7 +255,7 @@ TEST_P(EngineJobTest, JobsCompleteInSubmissionOrder) {
         want[i] = Crc(PatternBytes(2 * kPage, pattern - 2));
         break;
     }
-    auto seqno = dev->Submit(req, rec.Done(i));
+    auto seqno = dev->Submit(req, rec.SubmitDone(i));
     ASSERT_TRUE(seqno.ok()) << seqno.status();
     if (!seqnos.empty()) {
       EXPECT_GT(*seqno, seqnos.back());
@@ -474,7 +446,7 @@ TEST_P(EngineJobTest, BarriersRacingJobsLoseNothing) {
   });
   for (size_t i = 0; i < kJobs; ++i) {
     JobRequest req{JobOp::kFill, h, 0, i * kSlice, 0, kSlice, 0x01010101u * uint32_t(i + 1)};
-    ASSERT_TRUE(dev->Submit(req, rec.Done(i)).ok());
+    ASSERT_TRUE(dev->Submit(req, rec.SubmitDone(i)).ok());
   }
   const bool all_done = rec.WaitFor(kJobs);
   stop.store(true);
