@@ -62,6 +62,9 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	C(validate_retries);
 	C(jobs_submitted);
 	C(jobs_completed);
+	C(job_timeouts);
+	C(job_aborts);
+	C(jobs_aborted);
 	C(cmds);
 	C(cmd_errors);
 	C(irq_cmd);
@@ -126,6 +129,21 @@ static const struct file_operations sgpu_debugfs_resync_fops = {
 	.llseek = noop_llseek,
 };
 
+/* The device's drm_sched job timeout in ms (0 = none): for tests of the recovery. */
+static int sgpu_debugfs_timeout_get(void *data, u64 *val)
+{
+	*val = sgpu_sched_timeout_ms(data);
+	return 0;
+}
+
+static int sgpu_debugfs_timeout_set(void *data, u64 val)
+{
+	return val > U32_MAX ? -EINVAL : sgpu_sched_set_timeout(data, val);
+}
+
+DEFINE_DEBUGFS_ATTRIBUTE(sgpu_debugfs_timeout_fops, sgpu_debugfs_timeout_get,
+			 sgpu_debugfs_timeout_set, "%llu\n");
+
 void sgpu_debugfs_init(struct drm_minor *minor)
 {
 	struct drm_device *dev = minor->dev;
@@ -135,6 +153,8 @@ void sgpu_debugfs_init(struct drm_minor *minor)
 	drm_debugfs_add_file(dev, "sharegpu_vram", sgpu_debugfs_ttm, NULL);
 	debugfs_create_file("sharegpu_resync", 0200, minor->debugfs_root, to_sgpu(dev),
 			    &sgpu_debugfs_resync_fops);
+	debugfs_create_file_unsafe("sharegpu_job_timeout_ms", 0600, minor->debugfs_root,
+				   to_sgpu(dev), &sgpu_debugfs_timeout_fops);
 }
 
 /*

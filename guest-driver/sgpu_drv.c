@@ -34,6 +34,11 @@ module_param_named(sys_mem_limit_mb, sgpu_sys_mem_limit_mb, uint, 0644);
 MODULE_PARM_DESC(sys_mem_limit_mb,
 		 "guest RAM for BO pages, all devices (-ENOMEM beyond; 0 = TTM's limit, half of RAM)");
 
+unsigned int sgpu_job_timeout_ms = 10000;
+module_param_named(job_timeout_ms, sgpu_job_timeout_ms, uint, 0444);
+MODULE_PARM_DESC(job_timeout_ms,
+		 "a job not complete after this is aborted (-ETIMEDOUT; 0 = never; per device in debugfs sharegpu_job_timeout_ms)");
+
 static int sgpu_ioctl_get_info(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct sgpu_device *sdev = to_sgpu(dev);
@@ -68,14 +73,17 @@ static const struct drm_ioctl_desc sgpu_ioctls[] = {
 static int sgpu_open(struct drm_device *dev, struct drm_file *file)
 {
 	struct sgpu_file *sfile;
+	int ret;
 
 	sfile = kzalloc(sizeof(*sfile), GFP_KERNEL);
 	if (!sfile)
 		return -ENOMEM;
 	kref_init(&sfile->ref);
-	xa_init(&sfile->jobs);
-	atomic_set(&sfile->kept, 0);
-	atomic_set(&sfile->active, 0);
+	ret = sgpu_file_open_jobs(to_sgpu(dev), sfile);
+	if (ret) {
+		kfree(sfile);
+		return ret;
+	}
 	file->driver_priv = sfile;
 	return 0;
 }
@@ -95,7 +103,8 @@ static const struct file_operations sgpu_fops = {
 };
 
 static const struct drm_driver sgpu_drm_driver = {
-	.driver_features = DRIVER_GEM | DRIVER_RENDER | DRIVER_SYNCOBJ,
+	.driver_features = DRIVER_GEM | DRIVER_RENDER | DRIVER_SYNCOBJ |
+			   DRIVER_SYNCOBJ_TIMELINE,
 	.open = sgpu_open,
 	.postclose = sgpu_postclose,
 	.ioctls = sgpu_ioctls,
@@ -176,18 +185,25 @@ static int sgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = sgpu_hw_init(sdev);
 	if (ret)
 		return ret;
+	ret = sgpu_sched_init(sdev);
+	if (ret)
+		goto err_hw;
 	ret = sgpu_ttm_init(sdev);
 	if (ret)
-		goto err_hw;
+		goto err_sched;
 	ret = drm_dev_register(drm, 0);
 	if (ret)
-		goto err_hw;
+		goto err_sched;
 
 	drm_info(drm, "sharegpu %u.%u: %llu MiB VRAM, features %#x (%scoherent), %s\n",
 		 sdev->version >> 16, sdev->version & 0xffff, sdev->vram_size >> 20,
 		 sdev->features, sdev->coherent ? "" : "non-", sdev->msix ? "MSI-X" : "INTx");
 	return 0;
 
+err_sched:
+	sgpu_hw_fini(sdev);
+	sgpu_sched_fini(sdev);
+	return ret;
 err_hw:
 	sgpu_hw_fini(sdev);
 	return ret;
@@ -198,7 +214,9 @@ static void sgpu_remove(struct pci_dev *pdev)
 	struct sgpu_device *sdev = pci_get_drvdata(pdev);
 
 	drm_dev_unplug(&sdev->drm);
+	/* cancels the jobs on the ring; drm_sched then sees their fences signal */
 	sgpu_hw_fini(sdev);
+	sgpu_sched_fini(sdev);
 }
 
 static void sgpu_shutdown(struct pci_dev *pdev)

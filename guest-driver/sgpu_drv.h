@@ -20,6 +20,7 @@
 #include <drm/drm_file.h>
 #include <drm/drm_gem.h>
 #include <drm/drm_mm.h>
+#include <drm/gpu_scheduler.h>
 #include <drm/ttm/ttm_bo.h>
 #include <drm/ttm/ttm_device.h>
 #include <drm/ttm/ttm_placement.h>
@@ -48,6 +49,7 @@ extern unsigned int sgpu_max_kept_jobs;
 extern unsigned int sgpu_max_active_jobs;
 extern unsigned int sgpu_max_objects;
 extern unsigned int sgpu_sys_mem_limit_mb;	/* 0: ttm_tt_pages_limit() */
+extern unsigned int sgpu_job_timeout_ms;	/* initial drm_sched timeout of a device */
 
 struct sgpu_job;
 
@@ -104,12 +106,15 @@ struct sgpu_device {
 	wait_queue_head_t ring_wq;
 	struct delayed_work ring_poll;	/* while jobs are in flight: a lost interrupt */
 
-	/* fences */
+	/* hardware fences: the ring's, one per job written to it */
 	u64 fence_context;
 	spinlock_t fence_lock;
 	u64 fence_seqno;		/* under ring_lock */
 	u64 fence_done;			/* last signalled fence seqno */
-	struct list_head inflight;	/* jobs, under fence_lock */
+	struct list_head inflight;	/* jobs on the ring, under fence_lock */
+
+	/* the job scheduler of the ring (sgpu_sched.c) */
+	struct drm_gpu_scheduler sched;
 
 	/* events */
 	struct sghw_event *evt_ring;
@@ -141,6 +146,9 @@ struct sgpu_device {
 	atomic64_t validate_retries;
 	atomic64_t jobs_submitted;
 	atomic64_t jobs_completed;
+	atomic64_t job_timeouts;	/* drm_sched timeouts that found a hung job */
+	atomic64_t job_aborts;		/* JOB_ABORT writes (recovery) */
+	atomic64_t jobs_aborted;	/* jobs failed by a recovery (the hung one included) */
 	atomic64_t irq_cmd;
 	atomic64_t ring_poll_completions; /* completions the poll found (no interrupt) */
 	atomic64_t irq_evt;
@@ -271,26 +279,54 @@ static inline struct sgpu_import *to_sgpu_import(struct drm_gem_object *obj)
 
 struct sgpu_file;
 
-/* Per-job fence; the job lives as long as its fence. */
+/*
+ * A job. Two fences: hw_fence is the ring's (signalled by sgpu_hw.c when the
+ * job's final FENCE entry completes); sched.s_fence->finished is the public one
+ * (sync_file, syncobj, dma_resv), signalled by drm_sched after hw_fence or with
+ * an error if the job never ran. The memory lives as long as hw_fence: the
+ * submit path and drm_sched hold references until free_job(), the ring while
+ * the job is on it, sfile->jobs while the job can be named by WAIT_JOB.
+ */
 struct sgpu_job {
-	struct dma_fence base;		/* must be first (dma_fence_free) */
+	struct dma_fence hw_fence;	/* must be first (dma_fence_free) */
+	struct drm_sched_job sched;
 	struct sgpu_device *sdev;
-	struct sgpu_file *sfile;	/* reference; its active count is ours until signalled */
-	struct list_head link;		/* sdev->inflight */
+	struct sgpu_file *sfile;	/* reference until free_job() */
+	u32 id;				/* job_id, key in sfile->jobs */
+	bool kept;			/* SUBMIT_F_KEEP: in sfile->jobs until WAIT_JOB */
+	bool timed_out;			/* under ring_lock: signal hw_fence with -ETIMEDOUT */
+	struct dma_fence __rcu *done;	/* the finished fence, until free_job() */
+	struct dma_fence_cb active_cb;	/* on done: drops sfile->active */
+	int error;			/* the finished fence's error, set by free_job() */
+	struct list_head link;		/* sdev->inflight while on the ring */
+	struct drm_gem_object **objs;	/* references until free_job() */
+	u32 nobjs;
+	struct sghw_cmd *hw;		/* the ring image, built at SUBMIT */
+	s16 *res_idx;
+	u32 nhw;
+	u64 ring_seqno;			/* ring seqno of the final FENCE entry */
 	u32 status;			/* first non-OK device status */
 	u32 nres;
 	u64 results[SHAREGPU_MAX_CMDS];
 };
 
+static inline struct sgpu_job *to_sgpu_job(struct drm_sched_job *sched_job)
+{
+	return container_of(sched_job, struct sgpu_job, sched);
+}
+
 /*
- * Per drm_file state. Jobs in flight hold a reference, so the active count
- * they drop when they signal outlives the file.
+ * Per drm_file state. Jobs hold a reference until drm_sched frees them, so
+ * the active count they drop then outlives the file.
  */
 struct sgpu_file {
 	struct kref ref;
-	struct xarray jobs;		/* job_id -> struct sgpu_job (fence ref) */
-	atomic_t kept;			/* entries in jobs */
-	atomic_t active;		/* jobs from SUBMIT entry until signalled */
+	struct drm_sched_entity entity;	/* this file's queue on the device scheduler */
+	struct xarray jobs;		/* job_id -> struct sgpu_job (hw_fence reference) */
+	u32 next_id;			/* xa_alloc_cyclic() cursor */
+	u32 max_id;			/* largest job_id issued (WAIT_JOB of a finished job) */
+	atomic_t kept;			/* SUBMIT_F_KEEP records in jobs */
+	atomic_t active;		/* jobs from SUBMIT entry until freed */
 };
 
 /*
@@ -299,7 +335,8 @@ struct sgpu_file {
  *   sgpu_drv.c       PCI probe/remove, drm_driver, ioctl table, per-file state
  *   sgpu_debugfs.c   debugfs files, fdinfo
  *   sgpu_ioctl.c     BO ioctls
- *   sgpu_job.c       SUBMIT and WAIT_JOB: drm_exec locking, ring image, job fences
+ *   sgpu_job.c       SUBMIT and WAIT_JOB: drm_exec locking, ring image, dependencies
+ *   sgpu_sched.c     drm_sched: job objects, run_job, timeout and recovery, free_job
  *   sgpu_event.c     event worker, dispatch, revalidation, RESYNC
  *   sgpu_prime.c     dma-buf exporter and importer
  *   sgpu_gem.c       BO life cycle, placement policy, pinning, CPU access, GEM funcs
@@ -322,7 +359,8 @@ struct sgpu_file {
  *   drv -> debugfs, ioctl, job, prime, ttm, event (init), hw
  *   debugfs -> event (resync), job (jobs_alive), gem, ttm
  *   ioctl -> gem, prime (sgpu_is_import()), hw
- *   job -> prime, gem, hw
+ *   job -> sched, prime, gem, hw
+ *   sched -> hw
  *   event -> prime, gem, vram_mgr, hw
  *   prime -> gem, ttm, hw
  *   gem -> ttm, hw
@@ -331,9 +369,9 @@ struct sgpu_file {
  *   (sgpu_hw.c calls no other driver file)
  *
  * Upward references remain only as data: the event interrupt queues
- * sdev->evt_work (its function is sgpu_event.c's), a job fence's release is
- * in its dma_fence_ops (sgpu_job.c), and the BO GEM funcs name the PRIME
- * exporter (.export).
+ * sdev->evt_work (its function is sgpu_event.c's), a job's hardware fence
+ * release is in its dma_fence_ops (sgpu_sched.c), and the BO GEM funcs name
+ * the PRIME exporter (.export).
  */
 
 /* sgpu_hw.c: the command layer */
@@ -344,8 +382,9 @@ void sgpu_cmd_fill(struct sghw_cmd *c, u16 op, u32 handle, u32 handle2, u32 arg,
 int sgpu_cmd_sync(struct sgpu_device *sdev, struct sghw_cmd *cmd,
 		  struct sgpu_waiter *w);
 int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd);
-int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sghw_cmd *cmds,
-			 s16 *res_idx, u32 n, struct sgpu_job *job);
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_job *job);
+void sgpu_ring_process(struct sgpu_device *sdev);
+bool sgpu_ring_jobs_idle(struct sgpu_device *sdev);
 int sgpu_status_to_errno(u32 status);
 const char *sgpu_status_name(u32 status);
 int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle,
@@ -403,12 +442,21 @@ int sgpu_ioctl_wait_bo(struct drm_device *dev, void *data, struct drm_file *file
 int sgpu_dumb_create(struct drm_file *file, struct drm_device *dev,
 		     struct drm_mode_create_dumb *args);
 
+/* sgpu_sched.c: the job scheduler and job objects */
+int sgpu_sched_init(struct sgpu_device *sdev);
+void sgpu_sched_fini(struct sgpu_device *sdev);
+int sgpu_sched_set_timeout(struct sgpu_device *sdev, unsigned int ms);
+unsigned int sgpu_sched_timeout_ms(struct sgpu_device *sdev);
+struct sgpu_job *sgpu_job_alloc(struct sgpu_device *sdev, struct sgpu_file *sfile);
+void sgpu_job_put(struct sgpu_job *job);
+void sgpu_file_put(struct sgpu_file *sfile);
+long sgpu_jobs_alive(void);
+
 /* sgpu_job.c: job submission */
 int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_file_open_jobs(struct sgpu_device *sdev, struct sgpu_file *sfile);
 void sgpu_file_release_jobs(struct sgpu_file *sfile);
-void sgpu_file_put(struct sgpu_file *sfile);
-long sgpu_jobs_alive(void);
 
 /* sgpu_debugfs.c */
 void sgpu_debugfs_init(struct drm_minor *minor);

@@ -71,22 +71,25 @@ static u32 sgpu_ring_free(struct sgpu_device *sdev)
 	return (sdev->cmd_head - sdev->cmd_tail - 1) & (SGPU_CMD_RING_SIZE - 1);
 }
 
-/* The job's final FENCE completed (ring_lock held): signal its fence. */
+/*
+ * The job's final FENCE completed (ring_lock held): signal its hardware
+ * fence. A job the timeout handler gave up on fails with -ETIMEDOUT whatever
+ * the device says (its completion comes from JOB_ABORT).
+ */
 static void sgpu_ring_signal_job(struct sgpu_device *sdev, struct sgpu_job *job)
 {
 	spin_lock(&sdev->fence_lock);
 	list_del_init(&job->link);
-	if (job->base.seqno > sdev->fence_done)
-		sdev->fence_done = job->base.seqno;
+	if (job->hw_fence.seqno > sdev->fence_done)
+		sdev->fence_done = job->hw_fence.seqno;
+	if (job->timed_out)
+		dma_fence_set_error(&job->hw_fence, -ETIMEDOUT);
+	else if (job->status)
+		dma_fence_set_error(&job->hw_fence, sgpu_status_to_errno(job->status));
+	dma_fence_signal_locked(&job->hw_fence);
 	spin_unlock(&sdev->fence_lock);
-	/* the job held its file's active count from SUBMIT until now */
-	if (job->sfile)
-		atomic_dec(&job->sfile->active);
-	if (job->status)
-		dma_fence_set_error(&job->base, sgpu_status_to_errno(job->status));
-	dma_fence_signal(&job->base);
 	atomic64_inc(&sdev->jobs_completed);
-	dma_fence_put(&job->base);	/* the ring's reference */
+	dma_fence_put(&job->hw_fence);	/* the ring's reference */
 }
 
 /* Process completed entries; ring_lock held. */
@@ -133,11 +136,15 @@ static void sgpu_ring_process_locked(struct sgpu_device *sdev, u32 hw_head, u32 
 		wake_up_all(&sdev->ring_wq);
 }
 
-static void sgpu_ring_process(struct sgpu_device *sdev)
+/* Complete what the device completed: from the interrupt, the poll, waiters. */
+void sgpu_ring_process(struct sgpu_device *sdev)
 {
 	unsigned long flags;
+	bool cookie;
 	u32 hw_head;
 
+	/* job fences signal here: nothing in it may wait for a fence or allocate */
+	cookie = dma_fence_begin_signalling();
 	spin_lock_irqsave(&sdev->ring_lock, flags);
 	if (!sdev->dead) {
 		hw_head = sgpu_rd(sdev, SGHW_REG_CMD_HEAD) & (SGPU_CMD_RING_SIZE - 1);
@@ -145,13 +152,25 @@ static void sgpu_ring_process(struct sgpu_device *sdev)
 		sgpu_ring_process_locked(sdev, hw_head, 0);
 	}
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
+	dma_fence_end_signalling(cookie);
+}
+
+/* No job is on the ring (written and not yet completed). */
+bool sgpu_ring_jobs_idle(struct sgpu_device *sdev)
+{
+	unsigned long flags;
+	bool idle;
+
+	spin_lock_irqsave(&sdev->fence_lock, flags);
+	idle = list_empty(&sdev->inflight);
+	spin_unlock_irqrestore(&sdev->fence_lock, flags);
+	return idle;
 }
 
 static void sgpu_ring_poll_work(struct work_struct *work)
 {
 	struct sgpu_device *sdev = container_of(to_delayed_work(work), struct sgpu_device,
 						ring_poll);
-	unsigned long flags;
 	bool busy;
 	u32 head;
 
@@ -159,9 +178,7 @@ static void sgpu_ring_poll_work(struct work_struct *work)
 	sgpu_ring_process(sdev);
 	if (READ_ONCE(sdev->cmd_head) != head)
 		atomic64_inc(&sdev->ring_poll_completions);
-	spin_lock_irqsave(&sdev->fence_lock, flags);
-	busy = !list_empty(&sdev->inflight);
-	spin_unlock_irqrestore(&sdev->fence_lock, flags);
+	busy = !sgpu_ring_jobs_idle(sdev);
 	if (busy && !READ_ONCE(sdev->dead))
 		schedule_delayed_work(&sdev->ring_poll, SGPU_RING_POLL);
 }
@@ -200,7 +217,8 @@ again:
 		goto again;
 	}
 	if (job) {
-		job->base.seqno = ++sdev->fence_seqno;
+		job->hw_fence.seqno = ++sdev->fence_seqno;
+		job->ring_seqno = sdev->cmd_seqno + n;
 		spin_lock(&sdev->fence_lock);
 		list_add_tail(&job->link, &sdev->inflight);
 		spin_unlock(&sdev->fence_lock);
@@ -284,13 +302,21 @@ int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd)
 	return sgpu_ring_write(sdev, cmd, 1, NULL, NULL, NULL);
 }
 
-int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sghw_cmd *cmds, s16 *res_idx,
-			 u32 n, struct sgpu_job *job)
+/* Write a job's ring image; the ring holds a reference to its hardware fence. */
+int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_job *job)
 {
+	int ret;
+
+	if (WARN_ON(!job->nhw))
+		return -EINVAL;
 	/* the final entry is the FENCE that signals the job */
-	cmds[n - 1].opcode = cpu_to_le16(SGHW_OP_FENCE);
-	res_idx[n - 1] = -1;
-	return sgpu_ring_write(sdev, cmds, n, NULL, res_idx, job);
+	job->hw[job->nhw - 1].opcode = cpu_to_le16(SGHW_OP_FENCE);
+	job->res_idx[job->nhw - 1] = -1;
+	dma_fence_get(&job->hw_fence);
+	ret = sgpu_ring_write(sdev, job->hw, job->nhw, NULL, job->res_idx, job);
+	if (ret)
+		dma_fence_put(&job->hw_fence);
+	return ret;
 }
 
 /* A ring entry from CPU-order values (the ring is little-endian, contract 1). */

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * sharegpu: job submission, fences, drm_exec locking, sync_file/syncobj.
+ * sharegpu: job submission (SUBMIT, WAIT_JOB).
  *
- * A job is a list of COPY/FILL/CHECKSUM commands over a set of BOs. The BOs are
- * locked with drm_exec (every -EDEADLK backoff is counted), validated (native
- * BOs placed, imports mapped), foreign fences waited for (implicit sync; our
- * own fences are ordered by the in-order ring), then the commands plus cache
- * maintenance/transfers and a final FENCE are written to the ring. The job's
- * fence is signalled from the command interrupt and added to every BO's
- * reservation with WRITE or READ usage.
+ * A job is a list of COPY/FILL/CHECKSUM commands over a set of BOs. SUBMIT
+ * locks the BOs with drm_exec (every -EDEADLK backoff is counted), validates
+ * them (native BOs placed, imports mapped), builds the ring image (commands
+ * plus cache maintenance/transfers and a final FENCE) and hands the job to the
+ * device's scheduler (sgpu_sched.c) with its dependencies: the in-fences
+ * (sync_files, binary and timeline syncobjs) and, unless the submitter opted
+ * out, the implicit fences of every BO's reservation; KERNEL (move) fences
+ * always. Nothing waits for them here. The job's finished fence goes into
+ * every reservation with WRITE or READ usage and to the out-syncs.
  */
 #include <linux/dma-fence.h>
+#include <linux/dma-fence-chain.h>
 #include <linux/dma-resv.h>
 #include <linux/file.h>
 #include <linux/slab.h>
@@ -25,58 +28,18 @@
 
 static_assert(SGPU_MAX_JOB_ENTRIES < SGPU_CMD_RING_SIZE);
 
-static const char *sgpu_fence_driver_name(struct dma_fence *f)
-{
-	return SGPU_DRIVER_NAME;
-}
-
-static const char *sgpu_fence_timeline_name(struct dma_fence *f)
-{
-	struct sgpu_job *job = container_of(f, struct sgpu_job, base);
-
-	return dev_name(job->sdev->drm.dev);
-}
-
-/* Job structures allocated and not yet released (all devices): debugfs jobs_alive. */
-static atomic_long_t sgpu_jobs_allocated = ATOMIC_LONG_INIT(0);
-
-long sgpu_jobs_alive(void)
-{
-	return atomic_long_read(&sgpu_jobs_allocated);
-}
-
-static void sgpu_file_free(struct kref *ref)
-{
-	kfree(container_of(ref, struct sgpu_file, ref));
-}
-
-void sgpu_file_put(struct sgpu_file *sfile)
-{
-	kref_put(&sfile->ref, sgpu_file_free);
-}
-
-/* The last reference (ring, sync_file, syncobj, dma_resv, kept record) is gone. */
-static void sgpu_fence_release(struct dma_fence *f)
-{
-	struct sgpu_job *job = container_of(f, struct sgpu_job, base);
-
-	if (job->sfile)
-		sgpu_file_put(job->sfile);
-	atomic_long_dec(&sgpu_jobs_allocated);
-	dma_fence_free(f);
-}
-
-static const struct dma_fence_ops sgpu_fence_ops = {
-	.get_driver_name = sgpu_fence_driver_name,
-	.get_timeline_name = sgpu_fence_timeline_name,
-	.release = sgpu_fence_release,
-};
-
 struct sgpu_submit_obj {
 	struct drm_gem_object *obj;
 	u32 hw_handle;
 	bool write;
 	bool autosync;	/* guest pages are the truth: transfer around the job */
+};
+
+/* An out-sync: the syncobj and, for a timeline point, the chain node allocated up front. */
+struct sgpu_out_sync {
+	struct drm_syncobj *syncobj;
+	struct dma_fence_chain *chain;
+	u64 point;
 };
 
 struct sgpu_submit {
@@ -87,9 +50,11 @@ struct sgpu_submit {
 	u32 flags;
 	struct sgpu_submit_obj objs[SGPU_MAX_JOB_OBJS];
 	u32 nobjs;
-	struct sghw_cmd *hw;
-	s16 *res_idx;
-	u32 nhw;
+	struct sgpu_job *job;		/* hw, res_idx, nhw: the ring image */
+	struct dma_fence *in_fences[SHAREGPU_MAX_SYNCS + 2];
+	u32 nin;
+	struct sgpu_out_sync out[SHAREGPU_MAX_SYNCS + 1];
+	u32 nout;
 };
 
 static int sgpu_submit_add_obj(struct sgpu_submit *s, u32 handle, bool write, u32 *idx)
@@ -169,24 +134,6 @@ static int sgpu_submit_check(struct sgpu_submit *s)
 	return 0;
 }
 
-/* Wait for fences of other contexts (implicit sync); resv locked. */
-static int sgpu_wait_foreign(struct sgpu_device *sdev, struct dma_resv *resv,
-			     enum dma_resv_usage usage)
-{
-	struct dma_resv_iter cursor;
-	struct dma_fence *fence;
-	long ret;
-
-	dma_resv_for_each_fence(&cursor, resv, usage, fence) {
-		if (fence->context == sdev->fence_context)
-			continue;
-		ret = dma_fence_wait(fence, true);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
 static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj *so)
 {
 	struct drm_gem_object *obj = so->obj;
@@ -214,23 +161,17 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 	} else {
 		return -EINVAL;
 	}
-
-	/* kernel (move) fences always, the rest unless userspace opted out */
-	ret = sgpu_wait_foreign(s->sdev, obj->resv, DMA_RESV_USAGE_KERNEL);
-	if (ret)
-		return ret;
-	if (!(s->flags & SHAREGPU_SUBMIT_F_NO_IMPLICIT))
-		ret = sgpu_wait_foreign(s->sdev, obj->resv, so->write ?
-					DMA_RESV_USAGE_READ : DMA_RESV_USAGE_WRITE);
-	return ret;
+	return 0;
 }
 
 static void sgpu_emit(struct sgpu_submit *s, u16 op, u32 handle, u32 handle2, u32 arg,
 		      u64 off0, u64 off1, u64 len, s16 res)
 {
-	sgpu_cmd_fill(&s->hw[s->nhw], op, handle, handle2, arg, off0, off1, len);
-	s->res_idx[s->nhw] = res;
-	s->nhw++;
+	struct sgpu_job *job = s->job;
+
+	sgpu_cmd_fill(&job->hw[job->nhw], op, handle, handle2, arg, off0, off1, len);
+	job->res_idx[job->nhw] = res;
+	job->nhw++;
 }
 
 static u32 sgpu_handle_of(struct sgpu_submit *s, u32 gem_handle)
@@ -252,7 +193,7 @@ static void sgpu_submit_build(struct sgpu_submit *s)
 	bool maint = !s->sdev->coherent && !(s->flags & SHAREGPU_SUBMIT_F_NO_CACHE_MAINT);
 	u32 i;
 
-	s->nhw = 0;
+	s->job->nhw = 0;
 	/*
 	 * Autosync transfers are the driver's own: TRANSFER_* access memory,
 	 * not the device cache (contract 1.1, section 5), so on a non-coherent
@@ -355,39 +296,194 @@ fail:
 	return ret;
 }
 
-static int sgpu_wait_in_fences(struct sgpu_submit *s, struct drm_sharegpu_submit *args)
+/* One in-fence (a reference) from a sync_file fd or a syncobj (point). */
+static int sgpu_submit_add_in(struct sgpu_submit *s, const struct drm_sharegpu_sync *in)
 {
 	struct dma_fence *fence;
 	int ret;
 
-	if (args->flags & SHAREGPU_SUBMIT_F_IN_FENCE) {
-		fence = sync_file_get_fence(args->in_fence_fd);
+	if (in->flags & ~SHAREGPU_SYNC_F_SYNC_FILE || WARN_ON(s->nin >= ARRAY_SIZE(s->in_fences)))
+		return -EINVAL;
+	if (in->flags & SHAREGPU_SYNC_F_SYNC_FILE) {
+		if (in->point)
+			return -EINVAL;
+		fence = sync_file_get_fence(in->handle);
 		if (!fence)
 			return -EINVAL;
-		ret = dma_fence_wait(fence, true);
-		dma_fence_put(fence);
+	} else {
+		ret = drm_syncobj_find_fence(s->file, in->handle, in->point, 0, &fence);
+		if (ret)
+			return ret;
+	}
+	s->in_fences[s->nin++] = fence;
+	return 0;
+}
+
+static int sgpu_submit_add_out(struct sgpu_submit *s, const struct drm_sharegpu_sync *out)
+{
+	struct sgpu_out_sync *o;
+
+	if (out->flags || WARN_ON(s->nout >= ARRAY_SIZE(s->out)))
+		return -EINVAL;
+	o = &s->out[s->nout];
+	o->syncobj = drm_syncobj_find(s->file, out->handle);
+	if (!o->syncobj)
+		return -ENOENT;
+	o->point = out->point;
+	s->nout++;
+	if (out->point) {
+		o->chain = dma_fence_chain_alloc();
+		if (!o->chain)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* A user array of syncs, each given to @add. */
+static int sgpu_submit_sync_array(struct sgpu_submit *s, u64 uptr, u32 n,
+				  int (*add)(struct sgpu_submit *s,
+					     const struct drm_sharegpu_sync *sync))
+{
+	struct drm_sharegpu_sync *syncs;
+	u32 i;
+	int ret = 0;
+
+	if (!n)
+		return 0;
+	syncs = memdup_array_user(u64_to_user_ptr(uptr), n, sizeof(*syncs));
+	if (IS_ERR(syncs))
+		return PTR_ERR(syncs);
+	for (i = 0; !ret && i < n; i++)
+		ret = add(s, &syncs[i]);
+	kfree(syncs);
+	return ret;
+}
+
+/* The legacy single in/out fields and the in_syncs/out_syncs arrays. */
+static int sgpu_submit_syncs(struct sgpu_submit *s, struct drm_sharegpu_submit *args)
+{
+	struct drm_sharegpu_sync one;
+	int ret;
+
+	if (args->num_in_syncs > SHAREGPU_MAX_SYNCS || args->num_out_syncs > SHAREGPU_MAX_SYNCS)
+		return -EINVAL;
+	if (args->flags & SHAREGPU_SUBMIT_F_IN_FENCE) {
+		one = (struct drm_sharegpu_sync){ .handle = args->in_fence_fd,
+						  .flags = SHAREGPU_SYNC_F_SYNC_FILE };
+		ret = sgpu_submit_add_in(s, &one);
 		if (ret)
 			return ret;
 	}
 	if (args->in_syncobj) {
-		ret = drm_syncobj_find_fence(s->file, args->in_syncobj, 0, 0, &fence);
+		one = (struct drm_sharegpu_sync){ .handle = args->in_syncobj };
+		ret = sgpu_submit_add_in(s, &one);
 		if (ret)
 			return ret;
-		ret = dma_fence_wait(fence, true);
-		dma_fence_put(fence);
+	}
+	if (args->out_syncobj) {
+		one = (struct drm_sharegpu_sync){ .handle = args->out_syncobj };
+		ret = sgpu_submit_add_out(s, &one);
+		if (ret)
+			return ret;
+	}
+	ret = sgpu_submit_sync_array(s, args->in_syncs, args->num_in_syncs, sgpu_submit_add_in);
+	if (ret)
+		return ret;
+	return sgpu_submit_sync_array(s, args->out_syncs, args->num_out_syncs,
+				      sgpu_submit_add_out);
+}
+
+static void sgpu_submit_put_syncs(struct sgpu_submit *s)
+{
+	u32 i;
+
+	for (i = 0; i < s->nin; i++)
+		dma_fence_put(s->in_fences[i]);
+	for (i = 0; i < s->nout; i++) {
+		dma_fence_chain_free(s->out[i].chain);
+		drm_syncobj_put(s->out[i].syncobj);
+	}
+}
+
+/*
+ * The scheduler dependencies of a locked, prepared job: the in-fences (their
+ * references move to the job) and every reservation's fences the job must
+ * follow.
+ */
+static int sgpu_submit_deps(struct sgpu_submit *s)
+{
+	struct drm_sched_job *sched_job = &s->job->sched;
+	u32 i;
+	int ret;
+
+	for (; s->nin; s->nin--) {
+		ret = drm_sched_job_add_dependency(sched_job, s->in_fences[s->nin - 1]);
+		s->in_fences[s->nin - 1] = NULL;
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < s->nobjs; i++) {
+		struct drm_gem_object *obj = s->objs[i].obj;
+
+		/* kernel (move) fences always, the rest unless userspace opted out */
+		ret = drm_sched_job_add_resv_dependencies(sched_job, obj->resv,
+							  DMA_RESV_USAGE_KERNEL);
+		if (!ret && !(s->flags & SHAREGPU_SUBMIT_F_NO_IMPLICIT))
+			ret = drm_sched_job_add_implicit_dependencies(sched_job, obj,
+								      s->objs[i].write);
 		if (ret)
 			return ret;
 	}
 	return 0;
 }
 
+/* The job keeps the BO references until free_job(): handles may close meanwhile. */
+static int sgpu_submit_give_objs(struct sgpu_submit *s)
+{
+	struct sgpu_job *job = s->job;
+	u32 i;
+
+	job->objs = kvmalloc_array(s->nobjs, sizeof(*job->objs), GFP_KERNEL);
+	if (!job->objs)
+		return -ENOMEM;
+	for (i = 0; i < s->nobjs; i++) {
+		job->objs[i] = s->objs[i].obj;
+		drm_gem_object_get(job->objs[i]);
+	}
+	job->nobjs = s->nobjs;
+	return 0;
+}
+
+static void sgpu_submit_signal_outs(struct sgpu_submit *s, struct dma_fence *fence)
+{
+	u32 i;
+
+	for (i = 0; i < s->nout; i++) {
+		if (s->out[i].chain) {
+			drm_syncobj_add_point(s->out[i].syncobj, s->out[i].chain, fence,
+					      s->out[i].point);
+			s->out[i].chain = NULL;	/* the syncobj owns it */
+		} else {
+			drm_syncobj_replace_fence(s->out[i].syncobj, fence);
+		}
+	}
+}
+
+/* The job's fence signalled: it no longer counts against the file's limit. */
+static void sgpu_job_active_done(struct dma_fence *f, struct dma_fence_cb *cb)
+{
+	struct sgpu_job *job = container_of(cb, struct sgpu_job, active_cb);
+
+	atomic_dec(&job->sfile->active);
+}
+
 /*
  * Per-file limit on jobs in flight: a job counts from the moment SUBMIT
- * accepts its arguments (it may then wait for in-fences, holding BO
- * references and kernel memory) until its fence signals. Beyond the limit
- * SUBMIT fails with -EAGAIN, as xe_exec_ioctl() does for a full long-running
- * ring and i915's execbuffer for O_NONBLOCK throttling: the condition is
- * transient, libdrm's drmIoctl() retries it.
+ * accepts its arguments until its fence signals (it may wait for its
+ * dependencies meanwhile, holding BO references and kernel memory). Beyond
+ * the limit SUBMIT fails with -EAGAIN, as xe_exec_ioctl() does for a full
+ * long-running ring and i915's execbuffer for O_NONBLOCK throttling: the
+ * condition is transient, libdrm's drmIoctl() retries it.
  *
  * SUBMIT_F_KEEP records are capped per file with -EBUSY instead (not
  * transient, like BO_PIN's pin limit): only WAIT_JOB or close releases one.
@@ -397,14 +493,16 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	struct drm_sharegpu_submit *args = data;
 	struct sgpu_device *sdev = to_sgpu(dev);
 	struct sgpu_file *sfile = file->driver_priv;
-	struct drm_syncobj *out_syncobj = NULL;
 	struct sync_file *sync_file = NULL;
 	struct sgpu_job *job = NULL;
+	struct dma_fence *finished;
 	struct sgpu_submit *s;
 	struct drm_exec exec;
+	bool sched_init = false;
 	bool kept = false;
 	bool active;
 	int out_fd = -1;
+	u32 id = 0;
 	u32 i;
 	int ret;
 
@@ -435,14 +533,9 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	ret = sgpu_submit_check(s);
 	if (ret)
 		goto out_put;
-
-	if (args->out_syncobj) {
-		out_syncobj = drm_syncobj_find(file, args->out_syncobj);
-		if (!out_syncobj) {
-			ret = -ENOENT;
-			goto out_put;
-		}
-	}
+	ret = sgpu_submit_syncs(s, args);
+	if (ret)
+		goto out_put;
 	if (args->flags & SHAREGPU_SUBMIT_F_KEEP) {
 		ret = sgpu_limit_get(&sfile->kept, READ_ONCE(sgpu_max_kept_jobs),
 				     &sdev->limit_kept, -EBUSY);
@@ -450,38 +543,34 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 			goto out_put;
 		kept = true;
 	}
-	ret = sgpu_wait_in_fences(s, args);
-	if (ret)
-		goto out_put;
 
-	/* the ring image only once the in-fences are done: waiting is cheap */
-	s->hw = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->hw), GFP_KERNEL);
-	s->res_idx = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*s->res_idx), GFP_KERNEL);
-	if (!s->hw || !s->res_idx) {
-		ret = -ENOMEM;
-		goto out_put;
-	}
-	job = kzalloc(sizeof(*job), GFP_KERNEL);
+	job = sgpu_job_alloc(sdev, sfile);
 	if (!job) {
 		ret = -ENOMEM;
 		goto out_put;
 	}
-	atomic_long_inc(&sgpu_jobs_allocated);
-	job->sdev = sdev;
+	s->job = job;
 	job->nres = s->ncmds;
-	INIT_LIST_HEAD(&job->link);
-	/* the seqno is assigned in ring order when the job is written */
-	dma_fence_init(&job->base, &sgpu_fence_ops, &sdev->fence_lock, sdev->fence_context, 0);
-
+	job->kept = kept;
+	job->hw = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*job->hw), GFP_KERNEL);
+	job->res_idx = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*job->res_idx), GFP_KERNEL);
+	if (!job->hw || !job->res_idx) {
+		ret = -ENOMEM;
+		goto out_put;
+	}
+	ret = sgpu_submit_give_objs(s);
+	if (ret)
+		goto out_put;
+	/* the job_id, reserved now so that nothing can fail once the job is armed */
+	ret = xa_alloc_cyclic(&sfile->jobs, &id, NULL, xa_limit_32b, &sfile->next_id,
+			      GFP_KERNEL);
+	if (ret < 0)
+		goto out_put;
+	job->id = id;
 	if (args->flags & SHAREGPU_SUBMIT_F_OUT_FENCE) {
 		out_fd = get_unused_fd_flags(O_CLOEXEC);
 		if (out_fd < 0) {
 			ret = out_fd;
-			goto out_put;
-		}
-		sync_file = sync_file_create(&job->base);
-		if (!sync_file) {
-			ret = -ENOMEM;
 			goto out_put;
 		}
 	}
@@ -490,46 +579,52 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	if (ret)
 		goto out_put;
 	sgpu_submit_build(s);
-
-	/* from here the job owns the active count: dropped when its fence signals */
-	kref_get(&sfile->ref);
-	job->sfile = sfile;
-	dma_fence_get(&job->base);	/* for the ring */
-	ret = sgpu_ring_submit_job(sdev, s->hw, s->res_idx, s->nhw, job);
-	if (ret) {
-		job->sfile = NULL;
-		sgpu_file_put(sfile);
-		dma_fence_put(&job->base);
-		drm_exec_fini(&exec);
-		goto out_put;
-	}
-	active = false;
-	atomic64_inc(&sdev->jobs_submitted);
+	ret = drm_sched_job_init(&job->sched, &sfile->entity, job->nhw, sfile, file->client_id);
+	if (ret)
+		goto out_unlock;
+	sched_init = true;
+	ret = sgpu_submit_deps(s);
+	if (ret)
+		goto out_unlock;
+	/* nothing may fail from here on */
+	drm_sched_job_arm(&job->sched);
+	sched_init = false;
+	finished = &job->sched.s_fence->finished;
+	rcu_assign_pointer(job->done, dma_fence_get(finished));
 	for (i = 0; i < s->nobjs; i++)
-		dma_resv_add_fence(s->objs[i].obj->resv, &job->base,
-				   s->objs[i].write ? DMA_RESV_USAGE_WRITE :
-				   DMA_RESV_USAGE_READ);
+		dma_resv_add_fence(s->objs[i].obj->resv, finished,
+				   s->objs[i].write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ);
+	dma_fence_get(finished);	/* ours, for the out-syncs and SUBMIT_F_WAIT */
+	/* sfile->jobs names the job until free_job() (or WAIT_JOB when kept) */
+	dma_fence_get(&job->hw_fence);
+	/* into the slot reserved above: needs no memory */
+	xa_store(&sfile->jobs, id, job, GFP_NOWAIT);
+	WRITE_ONCE(sfile->max_id, max(READ_ONCE(sfile->max_id), id));
+	id = 0;
+	kept = false;
+	/* registered first, so the count drops before any waiter of the fence wakes */
+	if (dma_fence_add_callback(finished, &job->active_cb, sgpu_job_active_done))
+		atomic_dec(&sfile->active);
+	active = false;
+	drm_sched_entity_push_job(&job->sched);
 	drm_exec_fini(&exec);
+	args->job_id = job->id;
 
-	args->job_id = job->base.seqno;
-	if (out_syncobj)
-		drm_syncobj_replace_fence(out_syncobj, &job->base);
-	if (sync_file) {
-		fd_install(out_fd, sync_file->file);
-		args->out_fence_fd = out_fd;
-		sync_file = NULL;
-		out_fd = -1;
+	sgpu_submit_signal_outs(s, finished);
+	ret = 0;
+	if (out_fd >= 0) {
+		sync_file = sync_file_create(finished);
+		if (sync_file) {
+			fd_install(out_fd, sync_file->file);
+			args->out_fence_fd = out_fd;
+			out_fd = -1;
+		} else {
+			/* the job runs; only its sync_file is missing */
+			ret = -ENOMEM;
+		}
 	}
-	if (kept) {
-		ret = xa_err(xa_store(&sfile->jobs, job->base.seqno, &job->base, GFP_KERNEL));
-		if (ret)
-			atomic_dec(&sfile->kept);
-		else
-			dma_fence_get(&job->base);
-		kept = false;
-	}
-	if (args->flags & SHAREGPU_SUBMIT_F_WAIT) {
-		ret = dma_fence_wait(&job->base, true);
+	if (!ret && (args->flags & SHAREGPU_SUBMIT_F_WAIT)) {
+		ret = dma_fence_wait(finished, true);
 		if (!ret) {
 			for (i = 0; i < s->ncmds; i++)
 				if (s->cmds[i].op == SHAREGPU_CMD_CHECKSUM)
@@ -539,111 +634,128 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 				ret = -EFAULT;
 			else if (job->status)
 				ret = sgpu_status_to_errno(job->status);
+			else
+				ret = finished->error;
 		}
 	}
+	dma_fence_put(finished);
+	job = NULL;	/* drm_sched's now */
 	goto out_put;
 
+out_unlock:
+	drm_exec_fini(&exec);
 out_put:
+	if (job) {
+		if (sched_init)
+			drm_sched_job_cleanup(&job->sched);
+		sgpu_job_put(job);
+	}
+	if (id)
+		xa_release(&sfile->jobs, id);
 	if (kept)
 		atomic_dec(&sfile->kept);
-	if (sync_file)
-		fput(sync_file->file);
 	if (out_fd >= 0)
 		put_unused_fd(out_fd);
-	if (job)
-		dma_fence_put(&job->base);
-	if (out_syncobj)
-		drm_syncobj_put(out_syncobj);
+	sgpu_submit_put_syncs(s);
 	for (i = 0; i < s->nobjs; i++)
 		drm_gem_object_put(s->objs[i].obj);
 out_free:
 	if (active)
 		atomic_dec(&sfile->active);
-	kvfree(s->hw);
-	kvfree(s->res_idx);
 	kfree(s->cmds);
 	kvfree(s);
 	return ret;
 }
 
-static struct sgpu_job *sgpu_find_inflight(struct sgpu_device *sdev, u64 seqno)
+/* Look a job up by id with a hardware-fence reference (which keeps it allocated). */
+static struct sgpu_job *sgpu_job_lookup(struct sgpu_file *sfile, u32 id)
 {
-	struct sgpu_job *job, *found = NULL;
+	struct sgpu_job *job;
 
-	spin_lock_irq(&sdev->fence_lock);
-	list_for_each_entry(job, &sdev->inflight, link) {
-		if (job->base.seqno == seqno) {
-			found = job;
-			dma_fence_get(&job->base);
-			break;
-		}
-	}
-	spin_unlock_irq(&sdev->fence_lock);
-	return found;
+	xa_lock(&sfile->jobs);
+	job = xa_load(&sfile->jobs, id);
+	if (job)
+		dma_fence_get(&job->hw_fence);
+	xa_unlock(&sfile->jobs);
+	return job;
 }
 
 int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct drm_sharegpu_wait_job *args = data;
-	struct sgpu_device *sdev = to_sgpu(dev);
 	struct sgpu_file *sfile = file->driver_priv;
-	struct dma_fence *f;
+	struct dma_fence *done;
 	struct sgpu_job *job;
-	bool kept = false;
-	long ret;
+	long ret = 0;
 
-	if (!args->job_id || args->timeout_ns < 0 || args->num_results > SHAREGPU_MAX_CMDS)
+	if (!args->job_id || args->job_id > U32_MAX || args->timeout_ns < 0 ||
+	    args->num_results > SHAREGPU_MAX_CMDS)
 		return -EINVAL;
 
-	xa_lock(&sfile->jobs);
-	f = xa_load(&sfile->jobs, args->job_id);
-	if (f) {
-		dma_fence_get(f);
-		kept = true;
-	}
-	xa_unlock(&sfile->jobs);
-	job = f ? container_of(f, struct sgpu_job, base) :
-	      sgpu_find_inflight(sdev, args->job_id);
+	job = sgpu_job_lookup(sfile, args->job_id);
 	if (!job) {
-		/* not in flight: done if it was ever issued */
-		if (args->job_id > READ_ONCE(sdev->fence_seqno))
+		/* not named any more: done if it was ever issued */
+		if (args->job_id > READ_ONCE(sfile->max_id))
 			return -EINVAL;
 		args->status = 0;
+		args->error = 0;
 		return 0;
 	}
-	ret = dma_fence_wait_timeout(&job->base, true, sgpu_timeout_jiffies(args->timeout_ns));
-	if (ret == 0) {
-		ret = -ETIME;
-		goto out;
+	rcu_read_lock();
+	done = dma_fence_get_rcu_safe(&job->done);
+	rcu_read_unlock();
+	if (done) {
+		ret = dma_fence_wait_timeout(done, true, sgpu_timeout_jiffies(args->timeout_ns));
+		args->error = done->error;
+		dma_fence_put(done);
+		if (ret == 0) {
+			ret = -ETIME;
+			goto out;
+		}
+		if (ret < 0)
+			goto out;
+		ret = 0;
+	} else {
+		smp_rmb();	/* free_job() wrote error before clearing done */
+		args->error = READ_ONCE(job->error);
 	}
-	if (ret < 0)
-		goto out;
-	ret = 0;
 	args->status = job->status;
-	if (kept) {
+	if (job->kept) {
 		if (args->num_results && args->results &&
 		    copy_to_user(u64_to_user_ptr(args->results), job->results,
 				 min(args->num_results, job->nres) * sizeof(u64))) {
 			ret = -EFAULT;
 			goto out;
 		}
-		f = xa_erase(&sfile->jobs, args->job_id);
-		if (f) {
+		if (xa_cmpxchg(&sfile->jobs, args->job_id, job, NULL, 0) == job) {
 			atomic_dec(&sfile->kept);
-			dma_fence_put(f);
+			dma_fence_put(&job->hw_fence);
 		}
 	}
 out:
-	dma_fence_put(&job->base);
+	dma_fence_put(&job->hw_fence);
 	return ret;
 }
 
+int sgpu_file_open_jobs(struct sgpu_device *sdev, struct sgpu_file *sfile)
+{
+	struct drm_gpu_scheduler *sched = &sdev->sched;
+
+	xa_init_flags(&sfile->jobs, XA_FLAGS_ALLOC1);
+	atomic_set(&sfile->kept, 0);
+	atomic_set(&sfile->active, 0);
+	return drm_sched_entity_init(&sfile->entity, DRM_SCHED_PRIORITY_NORMAL, &sched, 1, NULL);
+}
+
+/* The file is closing: its queued jobs are flushed or killed, its records dropped. */
 void sgpu_file_release_jobs(struct sgpu_file *sfile)
 {
-	struct dma_fence *f;
+	struct sgpu_job *job;
 	unsigned long idx;
 
-	xa_for_each(&sfile->jobs, idx, f)
-		dma_fence_put(f);
-	xa_destroy(&sfile->jobs);
+	drm_sched_entity_destroy(&sfile->entity);
+	xa_for_each(&sfile->jobs, idx, job) {
+		if (xa_cmpxchg(&sfile->jobs, idx, job, NULL, 0) == job)
+			dma_fence_put(&job->hw_fence);
+	}
 }

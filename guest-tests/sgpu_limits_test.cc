@@ -373,17 +373,21 @@ TEST_P(LimitsTest, ObjectsPerDeviceAreCapped) {
   EXPECT_GE(Counter(*d_, "limit_objects"), hits + 3);
   EXPECT_EQ(FdInfo(f.get(), "drm-sharegpu-objects"), static_cast<int64_t>(hs.size()));
 
-  // every release makes room again, for each kind of object
+  // every release makes room again, for each kind of object; an object lives until the last
+  // job that used it is freed (drm_sched's free_job, shortly after its fence signals)
+  auto room = [&] { return WaitUntil([&] { return Counter(*d_, "objects") < limit; }, kDeadlineMs); };
   ASSERT_FALSE(hs.empty());
   GemClose(f.get(), hs.back());
   hs.pop_back();
-  ASSERT_TRUE(WaitUntil([&] { return Counter(*d_, "objects") < limit; }, kDeadlineMs));
+  ASSERT_TRUE(room());
   ASSERT_EQ(ImportFd(f.get(), vgem_buf.get(), &ih), 0);
   EXPECT_EQ(Fill(f.get(), ih, 0, 4096, 0x600d), 0) << "foreign import unusable";
   GemClose(f.get(), ih);
+  ASSERT_TRUE(room());
   ASSERT_EQ(ImportFd(f.get(), p2p_buf.get(), &ih), 0);
   EXPECT_EQ(Fill(f.get(), ih, 0, 4096, 0x600d), 0) << "p2p import unusable";
   GemClose(f.get(), ih);
+  ASSERT_TRUE(room());
   uint32_t h = 0;
   ASSERT_EQ(BoCreateFd(f.get(), 4096, SHAREGPU_DOMAIN_VRAM, &h), 0);
   hs.push_back(h);

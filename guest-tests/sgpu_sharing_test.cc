@@ -224,7 +224,14 @@ TEST_F(SharingTest, ExportSyncFileTracksJob) {
   bool pending = !FenceSignaled(sf.get());
   printf("[ info     ] exported sync_file (%s) %s when taken\n", fences[0].driver_name,
          pending ? "pending" : "signalled");
-  if (strcmp(fences[0].driver_name, "sharegpu") != 0) {
+  // the job's public fence is drm_sched's finished fence: same driver and timeline
+  sync_file_info job_info{};
+  sync_fence_info job_fences[1]{};
+  job_info.num_fences = 1;
+  job_info.sync_fence_info = reinterpret_cast<uintptr_t>(job_fences);
+  ASSERT_EQ(Ioctl(job_fence.get(), SYNC_IOC_FILE_INFO, &job_info), 0);
+  if (strcmp(fences[0].driver_name, job_fences[0].driver_name) != 0 ||
+      strcmp(fences[0].obj_name, job_fences[0].obj_name) != 0) {
     // only acceptable when the job had already finished (signalled fences are not exported)
     EXPECT_STREQ(fences[0].driver_name, "stub");
     EXPECT_TRUE(FenceSignaled(job_fence.get())) << "exported fence is not the job's";

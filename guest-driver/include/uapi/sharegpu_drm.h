@@ -150,11 +150,27 @@ struct drm_sharegpu_cmd {
 /*
  * SUBMIT errors of the per-file limits (module parameters):
  * -EAGAIN: the file already has max_active_jobs (default 64) jobs in flight; a job counts
- *          from SUBMIT (in-fence waits included) until its fence signals. Transient:
+ *          from SUBMIT until its fence signals (waiting for dependencies included). Transient:
  *          retry (libdrm's drmIoctl() does) or wait for an earlier job first.
  * -EBUSY:  SUBMIT_F_KEEP and the file already holds max_kept_jobs (default 256) records
  *          that WAIT_JOB has not collected yet (close releases them too).
  */
+/*
+ * Explicit synchronisation (SUBMIT in_syncs / out_syncs): a syncobj, binary (point 0) or
+ * a timeline point (the driver has DRIVER_SYNCOBJ_TIMELINE), or, in in_syncs only, a
+ * sync_file fd (SHAREGPU_SYNC_F_SYNC_FILE). An in-sync must already have a fence (no
+ * wait-before-submit): -EINVAL otherwise. The job runs when every in-fence and every
+ * implicit fence has signalled; the submitting thread does not wait for them.
+ */
+#define SHAREGPU_SYNC_F_SYNC_FILE	(1u << 0) /* handle is a sync_file fd (in only) */
+#define SHAREGPU_MAX_SYNCS		64
+
+struct drm_sharegpu_sync {
+	__u32 handle;		/* syncobj handle, or sync_file fd */
+	__u32 flags;		/* SHAREGPU_SYNC_F_* */
+	__u64 point;		/* timeline point; 0 = binary syncobj */
+};
+
 struct drm_sharegpu_submit {
 	__u64 cmds;		/* in: user pointer to struct drm_sharegpu_cmd[num_cmds] */
 	__u32 num_cmds;		/* in: 1 .. SHAREGPU_MAX_CMDS */
@@ -164,6 +180,10 @@ struct drm_sharegpu_submit {
 	__u32 in_syncobj;	/* in: syncobj handle to wait for, 0 = none */
 	__u32 out_syncobj;	/* in: syncobj handle to replace with the job fence, 0 = none */
 	__u64 job_id;		/* out: nonzero; WAIT_JOB argument */
+	__u64 in_syncs;		/* in: user pointer to struct drm_sharegpu_sync[num_in_syncs] */
+	__u64 out_syncs;	/* in: user pointer to struct drm_sharegpu_sync[num_out_syncs] */
+	__u32 num_in_syncs;	/* in: 0 .. SHAREGPU_MAX_SYNCS */
+	__u32 num_out_syncs;	/* in: 0 .. SHAREGPU_MAX_SYNCS */
 };
 
 /* WAIT_BO: wait until the BO is idle (or idle for CPU reads with WAIT_BO_F_WRITERS). */
@@ -185,6 +205,11 @@ struct drm_sharegpu_wait_job {
 	__u64 results;		/* in: user pointer to __u64[num_results], may be 0 */
 	__u32 num_results;	/* in */
 	__u32 status;		/* out: 0 ok, else the first device status != OK */
+	/* out: the job fence's error: 0, -ETIMEDOUT (the job hung and was aborted),
+	 * -ECANCELED (dropped by the abort of a hung job), -EIO...
+	 */
+	__s32 error;
+	__u32 pad;
 };
 
 #define DRM_IOCTL_SHAREGPU_GET_INFO \
