@@ -201,7 +201,17 @@ void sgpu_bo_unpin(struct sgpu_bo *bo)
 	ttm_bo_unpin(&bo->tbo);
 }
 
-/* CPU access window (dma-buf begin/end_cpu_access and the BO_CPU_ACCESS ioctl). */
+/*
+ * CPU access window (dma-buf begin/end_cpu_access and the BO_CPU_ACCESS ioctl).
+ *
+ * A SYSTEM BO with backing has two copies, the device's storage and the guest
+ * pages the CPU maps; one of them is the truth. Without foreign mappings it is
+ * the device's (jobs write there): begin brings it to the pages for every
+ * direction, since a write-only access may write part of the BO and end
+ * pushes the whole of it back. With foreign mappings it is the pages (jobs
+ * transfer around themselves, sgpu_job.c autosync): begin must not copy the
+ * device's older bytes over what a foreign importer wrote.
+ */
 int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
@@ -230,7 +240,7 @@ int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir
 		}
 		ret = sgpu_hw_simple(sdev, SGHW_OP_CPU_ACCESS_BEGIN, bo->hw_handle, hwdir,
 				     0, 0, 0, NULL);
-		if (!ret && bo->backing && dir != DMA_TO_DEVICE)
+		if (!ret && bo->backing && !bo->foreign_maps)
 			ret = sgpu_bo_transfer(bo, false);
 	} else {
 		if (bo->backing && dir != DMA_FROM_DEVICE)
