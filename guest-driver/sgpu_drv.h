@@ -401,6 +401,7 @@ int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table
 void sgpu_vram_mgr_init(struct sgpu_device *sdev);
 void sgpu_vram_mgr_fini(struct sgpu_device *sdev);
 int sgpu_bo_hw_move(struct sgpu_bo *bo, u32 place);
+void sgpu_bo_move_notify(struct sgpu_bo *bo);
 
 /* sgpu_ttm.c: TTM device, tt pages, backing */
 int sgpu_ttm_init(struct sgpu_device *sdev);

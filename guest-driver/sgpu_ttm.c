@@ -203,6 +203,14 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 		if (ret)
 			return ret;
 	}
+	/*
+	 * Importers first, as amdgpu and xe do: their mappings (a p2p
+	 * importer's CPU mapping of its import window included) must be gone
+	 * before the storage is copied, or their writes land in the old one.
+	 * A move to VRAM was notified by the VRAM manager, which moves first.
+	 */
+	if (!fresh && new_mem->mem_type != TTM_PL_VRAM)
+		sgpu_bo_move_notify(bo);
 
 	switch (new_mem->mem_type) {
 	case TTM_PL_VRAM:
@@ -235,10 +243,6 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	}
 	if (evict)
 		atomic64_inc(&sdev->evictions);
-	if (!fresh && tbo->base.dma_buf) {
-		atomic64_inc(&sdev->move_notifies);
-		dma_buf_move_notify(tbo->base.dma_buf);
-	}
 	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
 	if (new_mem->mem_type == TTM_PL_VRAM) {
 		/*

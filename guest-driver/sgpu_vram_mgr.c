@@ -18,6 +18,18 @@
 
 #include "sgpu_drv.h"
 
+/* The exported BO is about to move: every dynamic importer drops its mapping (resv held). */
+void sgpu_bo_move_notify(struct sgpu_bo *bo)
+{
+	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
+
+	dma_resv_assert_held(bo->tbo.base.resv);
+	if (!bo->tbo.base.dma_buf)
+		return;
+	atomic64_inc(&sdev->move_notifies);
+	dma_buf_move_notify(bo->tbo.base.dma_buf);
+}
+
 /*
  * Move @bo on the device (resv held). Moves to DEVICE carry NO_EVICT: TTM is
  * the only evictor, so the device answers NO_SPACE (-ENOSPC) instead of
@@ -68,6 +80,9 @@ static int sgpu_vram_alloc(struct ttm_resource_manager *man, struct ttm_buffer_o
 			ret = lret;
 			goto err;
 		}
+		/* importers let go before the storage is copied (sgpu_ttm_move()) */
+		if (tbo->resource)
+			sgpu_bo_move_notify(bo);
 		/* NO_SPACE / TOO_BIG: -ENOSPC, TTM evicts (LRU) and retries */
 		ret = sgpu_bo_hw_move(bo, SGHW_PLACEMENT_DEVICE);
 		if (ret == -E2BIG)

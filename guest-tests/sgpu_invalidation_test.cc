@@ -8,7 +8,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "sgpu_common.h"
@@ -203,6 +206,67 @@ TEST_F(InvalidationTest, VramPressureEvictionKeepsImportIntact) {
     EXPECT_GT(Counter(*imp_, "move_notifies"), notifies);
   }
   ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after VRAM pressure"));
+}
+
+// An importer writing through its CPU mapping of a p2p import while the exporter moves the
+// buffer loses no write (issue 9, defect 3): the exporter notifies importers before the
+// storage is copied, so the importer's mapping is gone first and its next write faults and
+// waits for the move, instead of landing in the old storage or in the window's unmapped
+// hole. The writer keeps writing for as long as each move is in flight and reads every word
+// back at once (the hole reads all-ones); the last value of every word must survive.
+TEST_F(InvalidationTest, ImporterCpuWritesDuringExporterMovesAreKept) {
+  ASSERT_NO_FATAL_FAILURE(Share(9));
+  ASSERT_EQ(Fill(exp_->fd, x_.handle, 0, kSize, 0), 0);
+  constexpr int kMoves = 8;
+  constexpr size_t kWords = kSize / 4, kPerMove = kWords / kMoves;
+  volatile uint32_t* words = static_cast<volatile uint32_t*>(y_.map);
+  std::vector<uint32_t> want(kWords, 0);  // the writer's last value of every word
+  std::atomic<int> phase{-1}, done{0};
+  std::atomic<bool> moving{false};
+  uint64_t during_moves = 0, readback_errors = 0;
+  ASSERT_EQ(DmaBufSync(dmabuf_.get(), DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE), 0);
+  std::thread writer([&] {
+    uint32_t value = 1;
+    for (int m = 0; m < kMoves; m++) {
+      while (phase.load() < m) std::this_thread::yield();
+      // round and round its region until the move is over (one more word after it)
+      for (size_t i = 0, last = 0; !last; i = (i + 1) % kPerMove, value++) {
+        last = !moving.load();
+        const size_t w = m * kPerMove + i;
+        words[w] = value;
+        want[w] = value;
+        if (words[w] != value) readback_errors++;
+        if (!last) during_moves++;
+      }
+      done.store(m + 1);
+    }
+  });
+  for (int m = 0; m < kMoves; m++) {
+    moving.store(true);
+    phase.store(m);
+    int ret = BoMove(exp_->fd, x_.handle, m % 2 ? SHAREGPU_DOMAIN_VRAM : SHAREGPU_DOMAIN_SYSTEM);
+    moving.store(false);
+    EXPECT_EQ(ret, 0) << "move " << m;
+    while (done.load() < m + 1) std::this_thread::yield();
+  }
+  writer.join();
+  ASSERT_EQ(DmaBufSync(dmabuf_.get(), DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE), 0);
+  printf("[ info     ] %llu importer writes while a move was in flight\n",
+         static_cast<unsigned long long>(during_moves));
+  EXPECT_GT(during_moves, static_cast<uint64_t>(kMoves)) << "the writes did not overlap the moves";
+  EXPECT_EQ(readback_errors, 0u) << "writes read back other bytes (dropped by the window's hole)";
+
+  size_t lost = 0, first = kWords;
+  for (size_t i = 0; i < kWords; i++) {
+    if (words[i] != want[i]) {
+      lost++;
+      first = std::min(first, i);
+    }
+  }
+  EXPECT_EQ(lost, 0u) << "words the importer wrote are gone (first at word " << first << ")";
+  EXPECT_EQ(Checksum(exp_->fd, x_.handle, 0, kSize),
+            Crc32c(reinterpret_cast<const uint8_t*>(want.data()), kSize))
+      << "the exporter's device sees other bytes than the importer wrote";
 }
 
 }  // namespace
