@@ -296,7 +296,8 @@ struct sgpu_job {
 	bool kept;			/* SUBMIT_F_KEEP: in sfile->jobs until WAIT_JOB */
 	bool timed_out;			/* under ring_lock: signal hw_fence with -ETIMEDOUT */
 	struct dma_fence __rcu *done;	/* the finished fence, until free_job() */
-	struct dma_fence_cb active_cb;	/* on done: drops sfile->active */
+	struct dma_fence_cb active_cb;	/* on done: drops active_file->active */
+	struct sgpu_file *active_file;	/* the callback's own reference */
 	int error;			/* the finished fence's error, set by free_job() */
 	struct list_head link;		/* sdev->inflight while on the ring */
 	struct drm_gem_object **objs;	/* references until free_job() */

@@ -469,12 +469,19 @@ static void sgpu_submit_signal_outs(struct sgpu_submit *s, struct dma_fence *fen
 	}
 }
 
-/* The job's fence signalled: it no longer counts against the file's limit. */
+/*
+ * The job's fence signalled: it no longer counts against the file's limit.
+ * free_job() may already be running on another CPU (it only needs the fence's
+ * signalled bit), so the callback holds references of its own: the file's and
+ * the job's (its hardware fence).
+ */
 static void sgpu_job_active_done(struct dma_fence *f, struct dma_fence_cb *cb)
 {
 	struct sgpu_job *job = container_of(cb, struct sgpu_job, active_cb);
 
-	atomic_dec(&job->sfile->active);
+	atomic_dec(&job->active_file->active);
+	sgpu_file_put(job->active_file);
+	dma_fence_put(&job->hw_fence);
 }
 
 /*
@@ -595,6 +602,7 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 		dma_resv_add_fence(s->objs[i].obj->resv, finished,
 				   s->objs[i].write ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ);
 	dma_fence_get(finished);	/* ours, for the out-syncs and SUBMIT_F_WAIT */
+	dma_fence_get(&job->hw_fence);	/* ours: free_job() may run as soon as it is pushed */
 	/* sfile->jobs names the job until free_job() (or WAIT_JOB when kept) */
 	dma_fence_get(&job->hw_fence);
 	/* into the slot reserved above: needs no memory */
@@ -603,8 +611,11 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	id = 0;
 	kept = false;
 	/* registered first, so the count drops before any waiter of the fence wakes */
+	kref_get(&sfile->ref);
+	job->active_file = sfile;
+	dma_fence_get(&job->hw_fence);
 	if (dma_fence_add_callback(finished, &job->active_cb, sgpu_job_active_done))
-		atomic_dec(&sfile->active);
+		sgpu_job_active_done(finished, &job->active_cb);
 	active = false;
 	drm_sched_entity_push_job(&job->sched);
 	drm_exec_fini(&exec);
@@ -639,6 +650,7 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 		}
 	}
 	dma_fence_put(finished);
+	dma_fence_put(&job->hw_fence);
 	job = NULL;	/* drm_sched's now */
 	goto out_put;
 

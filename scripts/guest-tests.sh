@@ -10,6 +10,9 @@
 #   --log FILE         serial console log (default $SHAREGPU_CACHE/logs/guest-tests-<time>.log,
 #                      --demo: guest-demo-<time>.log)
 #   --no-host-agent    do not start the QMP host agent (host-request tests then SKIP)
+#   --append "ARGS"    extra guest kernel command line, e.g. for the torture test's soak:
+#                      --filter 'Torture*' --append 'sgputest.torture_seconds=1800'
+#                      (sgputest.torture_seed=N reruns one seed)
 #   --build-only       stop after building kernel, QEMU, module and test binaries (used by
 #                      scripts/guest-fuzz.sh); binaries in $SHAREGPU_CACHE/guest-tests/build
 #   --demo             the guest demo instead of the tests (`make run`, see below)
@@ -45,12 +48,13 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-tests
 
 OUT=$CACHE/guest-tests
-BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0
+BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0 APPEND=""
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=0; shift ;;
         --filter) FILTER=$2; shift 2 ;;
+        --append) APPEND=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
         --log) LOG=$2; shift 2 ;;
         --no-host-agent) AGENT=0; shift ;;
@@ -87,7 +91,7 @@ nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
 [ "$BUILD_ONLY" = 1 ] && { say "built: $OUT/build"; exit 0; }
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
-       sgpu_locking_test sgpu_async_test sgpu_scale_test)
+       sgpu_locking_test sgpu_async_test sgpu_torture_test sgpu_scale_test)
 IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko")
 if [ "$DEMO" = 1 ]; then
     IMG=$OUT/demo.cpio.gz
@@ -132,6 +136,7 @@ if [ "$DEMO" = 1 ]; then
     exit
 fi
 [ -n "$FILTER" ] && RUN_ARGS+=(--append "sgputest.filter=$FILTER")
+[ -n "$APPEND" ] && RUN_ARGS+=(--append "$APPEND")
 # The common default limit: QEMU must not need a descriptor per buffer (issue 15).
 ulimit -Sn 1024
 say "booting (log $LOG)"
