@@ -27,6 +27,7 @@
 #
 # Guest console protocol (parsed by scripts/run-guest.sh):
 #   SHAREGPU-TEST: START|PASS|FAIL <name> ...     per test / module step
+#   SHAREGPU-KERNEL-STATE: tainted=N debug_locks=N|none   (just before the summary)
 #   SHAREGPU-SUMMARY: PASS|FAIL tests=N passed=N failed=N modules=N module_failures=N
 # Output is deterministic (fixed mtimes/owners), no root needed.
 set -euo pipefail
@@ -203,6 +204,10 @@ fi
 result=PASS
 [ $failed -eq 0 ] && [ $modfail -eq 0 ] || result=FAIL
 [ -n "$failures" ] && echo "SHAREGPU: failed tests:$failures"
+# the runner fails on any taint but out-of-tree/unsigned modules, and on lockdep switched off
+dl=none
+[ -r /proc/lockdep_stats ] && dl=$(sed -n 's/^ *debug_locks: *//p' /proc/lockdep_stats)
+echo "SHAREGPU-KERNEL-STATE: tainted=$(cat /proc/sys/kernel/tainted) debug_locks=${dl:-none}"
 echo "SHAREGPU-SUMMARY: $result tests=$total passed=$passed failed=$failed modules=$nmod module_failures=$modfail uptime=$(cut -d' ' -f1 /proc/uptime)s"
 [ "$mode" = demo ] && shell
 off

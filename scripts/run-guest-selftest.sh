@@ -12,8 +12,9 @@
 #   qemu-abort        SIGABRT sent to QEMU once the guest is up: exit 5, reason SIGABRT
 #   qemu-exit-status  QEMU rejecting its command line: exit 5, reason "exit status 1"
 #   kernel-reports    --check-log on console logs: each lockup detector's report (soft
-#                     lockup, hung task, RCU stall, workqueue lockup) fails with exit 1; a
-#                     clean log passes
+#                     lockup, hung task, RCU stall, workqueue lockup), a taint other than
+#                     O/E and lockdep switched off (SHAREGPU-KERNEL-STATE) fail with exit
+#                     1; a clean log passes
 # Output: "run-guest-selftest: PASS|FAIL <case> (...)" per case and, last,
 #   run-guest-selftest: N passed, M failed
 # Exit status non-zero when a case failed. Logs: $SHAREGPU_CACHE/logs/run-guest-selftest-*.
@@ -171,12 +172,21 @@ for report in "${REPORTS[@]}"; do
     expect "exit 1 and KERNEL REPORT for '$report', got $rc" \
         bash -c '[ "$1" = 1 ] && grep -q "KERNEL REPORT" "$2"' _ "$rc" "$TMP/report$i.err"
 done
+# the kernel's final state: W (bit 9) tainted, lockdep off; O|E alone is clean
+for state in "tainted=4608 debug_locks=1" "tainted=4096 debug_locks=0"; do
+    printf '[    0.000000] Linux version 6.12\nSHAREGPU-KERNEL-STATE: %s\n%s\n' "$state" \
+        "$PASS_LINE" >"$TMP/state.log"
+    rc=0
+    "$RUNNER" --check-log "$TMP/state.log" >/dev/null 2>"$TMP/state.err" || rc=$?
+    expect "exit 1 and KERNEL REPORT for '$state', got $rc" \
+        bash -c '[ "$1" = 1 ] && grep -q "KERNEL REPORT" "$2"' _ "$rc" "$TMP/state.err"
+done
 # the detectors' boot-time announcements are not reports
 printf '%s\n' "[    0.000000] rcu: Preemptible hierarchical RCU implementation." \
     "[    0.100000] rcu: RCU calculated value of scheduler-enlistment delay is 25 jiffies." \
     "[    0.500000] watchdog: Delayed init of the lockup detector failed: -19" \
     "[    1.000000] NMI watchdog: Perf NMI watchdog permanently disabled" \
-    "$PASS_LINE" >"$TMP/clean.log"
+    "SHAREGPU-KERNEL-STATE: tainted=12288 debug_locks=1" "$PASS_LINE" >"$TMP/clean.log"
 rc=0
 "$RUNNER" --check-log "$TMP/clean.log" >/dev/null 2>"$TMP/clean.err" || rc=$?
 expect "exit 0 for a clean log, got $rc" [ "$rc" = 0 ]

@@ -28,7 +28,8 @@
 #
 # Exit status: 0 = guest printed "SHAREGPU-SUMMARY: PASS", QEMU exited with status 0 and the
 # log has no kernel report; 1 = tests failed or kernel report (lockdep, KASAN, UBSAN,
-# WARNING, Oops, BUG, panic, soft lockup, hung task, RCU stall, workqueue lockup);
+# WARNING, Oops, BUG, panic, soft lockup, hung task, RCU stall, workqueue lockup; the
+# guest's final SHAREGPU-KERNEL-STATE line showing a taint other than O/E or debug_locks 0);
 # 2 = usage error; 3 = no summary (timeout, guest crash or reboot);
 # 4 = FROZEN: no console output for --silence seconds;
 # 5 = QEMU exited abnormally: killed by a signal (e.g. SIGABRT from an assertion) or a
@@ -262,6 +263,21 @@ if grep -qE "$PATTERN" "$CLEAN"; then
     say "KERNEL REPORT in $LOG:"
     grep -nE "$PATTERN" "$CLEAN" | head -n 20 | sed 's/^/[run-guest]   /' >&2
     status=1
+fi
+# The kernel's own verdict at the end: tainted by anything but out-of-tree (O, bit 12) or
+# unsigned (E, bit 13) modules, or lockdep turned off by an earlier problem (debug_locks 0).
+STATE=$(grep -E '^SHAREGPU-KERNEL-STATE:' "$CLEAN" | tail -n 1 || true)
+if [ -n "$STATE" ]; then
+    tainted=$(sed -n 's/.*tainted=\([0-9]*\).*/\1/p' <<<"$STATE")
+    debug_locks=$(sed -n 's/.*debug_locks=\([0-9a-z]*\).*/\1/p' <<<"$STATE")
+    if [ -z "$tainted" ] || [ $((tainted & ~((1 << 12) | (1 << 13)))) != 0 ]; then
+        say "KERNEL REPORT in $LOG: kernel tainted (${tainted:-?}; only O and E are allowed)"
+        status=1
+    fi
+    if [ "$debug_locks" = 0 ]; then
+        say "KERNEL REPORT in $LOG: lockdep turned itself off (debug_locks 0)"
+        status=1
+    fi
 fi
 SUMMARY=$(grep -E '^SHAREGPU-SUMMARY:' "$CLEAN" | tail -n 1 || true)
 grep -E '^SHAREGPU-TEST: FAIL' "$CLEAN" | sed 's/^/[run-guest]   /' >&2 || true
