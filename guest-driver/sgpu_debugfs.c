@@ -59,6 +59,7 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 
 #define C(x) seq_printf(m, "%-18s %lld\n", #x, (long long)atomic64_read(&sdev->x))
 	C(ww_backoffs);
+	C(ww_contended);
 	C(validate_retries);
 	C(jobs_submitted);
 	C(jobs_completed);

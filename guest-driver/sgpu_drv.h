@@ -142,7 +142,8 @@ struct sgpu_device {
 	struct list_head imports;	/* struct sgpu_import */
 
 	/* counters (debugfs) */
-	atomic64_t ww_backoffs;
+	atomic64_t ww_backoffs;		/* every -EDEADLK backoff of SUBMIT's drm_exec */
+	atomic64_t ww_contended;	/* ... of them with the object locked by another */
 	atomic64_t validate_retries;
 	atomic64_t jobs_submitted;
 	atomic64_t jobs_completed;

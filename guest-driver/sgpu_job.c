@@ -268,9 +268,16 @@ static int sgpu_submit_lock(struct sgpu_submit *s, struct drm_exec *exec)
 		drm_exec_until_all_locked(exec) {
 			for (i = 0; i < s->nobjs; i++) {
 				ret = drm_exec_prepare_obj(exec, s->objs[i].obj, 1);
-				/* count every -EDEADLK backoff of the ww acquire context */
+				/*
+				 * Count every -EDEADLK backoff, and apart the
+				 * ones where another context holds the object:
+				 * DEBUG_WW_MUTEX_SLOWPATH also injects -EDEADLK
+				 * on a lock it has just released.
+				 */
 				if (unlikely(drm_exec_is_contended(exec))) {
 					atomic64_inc(&sdev->ww_backoffs);
+					if (dma_resv_is_locked(exec->contended->resv))
+						atomic64_inc(&sdev->ww_contended);
 					drm_exec_retry_on_contention(exec);
 				}
 				if (ret)

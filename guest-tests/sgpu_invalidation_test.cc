@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -188,23 +189,29 @@ TEST_F(InvalidationTest, HostMonitorCannotEvictPinnedBo) {
   ASSERT_EQ(BoPin(exp_->fd, x_.handle, true), 0);
 }
 
-// VRAM pressure on the exporter evicts the shared BO; the importer survives it.
+// VRAM pressure on the exporter evicts the shared BO (asserted: VRAM-only buffers are added
+// until it is out of VRAM), the importer is notified and survives it.
 TEST_F(InvalidationTest, VramPressureEvictionKeepsImportIntact) {
   ASSERT_NO_FATAL_FAILURE(Share(5));
   int64_t notifies = Counter(*imp_, "move_notifies");
-  uint64_t chunk = exp_->info.vram_size / 4;
-  ScopedBo hogs[5];
-  for (auto& h : hogs) {
-    ASSERT_EQ(h.Create(exp_->fd, chunk, SHAREGPU_DOMAIN_VRAM), 0);
-    ASSERT_EQ(Fill(exp_->fd, h.handle, 0, 4096, 0x600d600d), 0);  // validates into VRAM
-  }
+  int64_t evictions = Counter(*exp_, "evictions");
+  const uint64_t chunk = exp_->info.vram_size / 4;
+  std::vector<std::unique_ptr<ScopedBo>> hogs;
   drm_sharegpu_bo_info xi{};
   ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
-  printf("[ info     ] shared BO after VRAM pressure: domain %u hw_placement %u\n", xi.domain,
-         xi.hw_placement);
-  if (xi.domain == SHAREGPU_DOMAIN_SYSTEM) {
-    EXPECT_GT(Counter(*imp_, "move_notifies"), notifies);
+  ASSERT_EQ(xi.domain, SHAREGPU_DOMAIN_VRAM);
+  // VRAM holds at most 4 chunks: by the 6th the least recently used buffer has had to go
+  while (xi.domain == SHAREGPU_DOMAIN_VRAM && hogs.size() < 6) {
+    hogs.push_back(std::make_unique<ScopedBo>());
+    ASSERT_EQ(hogs.back()->Create(exp_->fd, chunk, SHAREGPU_DOMAIN_VRAM), 0);
+    ASSERT_EQ(Fill(exp_->fd, hogs.back()->handle, 0, 4096, 0x600d600d), 0);  // into VRAM
+    ASSERT_EQ(BoInfo(exp_->fd, x_.handle, &xi), 0);
   }
+  printf("[ info     ] shared BO evicted after %zu VRAM buffers of %llu MiB\n", hogs.size(),
+         static_cast<unsigned long long>(chunk >> 20));
+  ASSERT_EQ(xi.domain, SHAREGPU_DOMAIN_SYSTEM) << "VRAM pressure never evicted the shared BO";
+  EXPECT_GT(Counter(*exp_, "evictions"), evictions);
+  EXPECT_GT(Counter(*imp_, "move_notifies"), notifies) << "the importer was not told";
   ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after VRAM pressure"));
 }
 
