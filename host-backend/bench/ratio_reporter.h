@@ -14,7 +14,9 @@ enum class RatioKind {
 };
 
 // Benchmarks are matched by their full run name as Google Benchmark prints it
-// (e.g. "BM_WwLock/800/threads:2"). Missing runs (filtered out) print no line.
+// (e.g. "BM_WwLock/800/threads:2"). Runs left out by --benchmark_filter print no line;
+// otherwise a missing run or an errored benchmark prints a `ratio-error` line and makes
+// RunBenchmarksAndPrintRatios() return 1.
 void RegisterRatio(const std::string& name, const std::string& candidate,
                    const std::string& baseline, RatioKind kind);
 
