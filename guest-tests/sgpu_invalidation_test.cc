@@ -215,6 +215,45 @@ TEST_F(InvalidationTest, VramPressureEvictionKeepsImportIntact) {
   ASSERT_NO_FATAL_FAILURE(ExpectIntactThroughImport("after VRAM pressure"));
 }
 
+// A real event-ring overflow (not a debugfs trigger): a host-forced move of a VRAM-sized
+// buffer makes the device evict a few hundred small buffers at once, more BO_MOVED events
+// than the 256-entry event ring holds. The device raises EVT_OVERFLOW, the driver runs its
+// RESYNC recovery, and every buffer ends up where the device put it with its contents.
+TEST_F(InvalidationTest, EventRingOverflowIsRecoveredByResync) {
+  if (!HostAgentAvailable()) GTEST_SKIP() << "no host agent (kernel parameter sgputest.host=1)";
+  constexpr int kSmall = 320;
+  const uint32_t both = SHAREGPU_DOMAIN_VRAM | SHAREGPU_DOMAIN_SYSTEM;
+  std::vector<std::unique_ptr<ScopedBo>> small;
+  for (int i = 0; i < kSmall; i++) {
+    small.push_back(std::make_unique<ScopedBo>());
+    ASSERT_EQ(small.back()->Create(exp_->fd, 4096, both), 0);
+    ASSERT_EQ(Fill(exp_->fd, small.back()->handle, 0, 4096, 0xe0000000u + i), 0);  // in VRAM
+  }
+  ScopedBo big;
+  ASSERT_EQ(big.Create(exp_->fd, exp_->info.vram_size, both), 0);
+  ASSERT_EQ(BoMove(exp_->fd, big.handle, SHAREGPU_DOMAIN_SYSTEM), 0);
+  drm_sharegpu_bo_info bi{};
+  ASSERT_EQ(BoInfo(exp_->fd, big.handle, &bi), 0);
+  const int64_t overflows = Counter(*exp_, "evt_overflows"), resyncs = Counter(*exp_, "resyncs");
+
+  std::string reply;
+  int ret = HostRequest("move " + exp_->pci + " " + std::to_string(bi.hw_handle) + " device",
+                        &reply);
+  ASSERT_EQ(ret, 0) << "host request failed: " << strerror(-ret) << " " << reply;
+  EXPECT_TRUE(WaitUntil([&] { return Counter(*exp_, "resyncs") > resyncs; }, 60000))
+      << "no RESYNC after the overflow";
+  EXPECT_GT(Counter(*exp_, "evt_overflows"), overflows) << "the event ring did not overflow";
+  EXPECT_GT(Counter(*exp_, "hw_evt_dropped"), 0) << "the device dropped no event";
+  for (int i = 0; i < kSmall; i++) {
+    drm_sharegpu_bo_info si{};
+    ASSERT_EQ(BoInfo(exp_->fd, small[i]->handle, &si), 0);
+    EXPECT_EQ(si.domain, SHAREGPU_DOMAIN_SYSTEM) << "buffer " << i << ": the driver's view";
+    EXPECT_EQ(si.hw_placement, 1u) << "buffer " << i;
+    EXPECT_EQ(Checksum(exp_->fd, small[i]->handle, 0, 4096), PatternCrc(0xe0000000u + i, 4096))
+        << "buffer " << i;
+  }
+}
+
 // An importer writing through its CPU mapping of a p2p import while the exporter moves the
 // buffer loses no write (issue 9, defect 3): the exporter notifies importers before the
 // storage is copied, so the importer's mapping is gone first and its next write faults and

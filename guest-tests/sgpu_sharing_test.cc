@@ -3,8 +3,11 @@
 // UUID), sharegpu <-> vgem in both directions, sync_file export/import on the dma-buf, and
 // implicit synchronisation between the two devices through the shared reservation.
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/udmabuf.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -366,6 +369,71 @@ TEST_F(SharingTest, ExplicitFenceAcrossDevices) {
                    nullptr, a_fence.get()),
             0);
   EXPECT_EQ(static_cast<uint32_t>(c.result), PatternCrc(0xe0000000u + 31, kSize));
+}
+
+// A udmabuf (guest memfd pages) imported by each device: its jobs read the pages and write
+// them, and the CPU sees the write in the memfd, next to bytes the job did not touch.
+TEST_F(SharingTest, UdmabufImportIsReadAndWrittenByTheDevice) {
+  constexpr size_t kSize = 64 * 1024;
+  ScopedFd ufd(open("/dev/udmabuf", O_RDWR | O_CLOEXEC));
+  ASSERT_GE(ufd.get(), 0) << "/dev/udmabuf: " << strerror(errno) << " (CONFIG_UDMABUF)";
+  for (Dev* d : {a_, b_}) {
+    SCOPED_TRACE(d->Describe());
+    ScopedFd mfd(memfd_create("sgputest", MFD_ALLOW_SEALING | MFD_CLOEXEC));
+    ASSERT_GE(mfd.get(), 0);
+    ASSERT_EQ(ftruncate(mfd.get(), kSize), 0);
+    ASSERT_EQ(fcntl(mfd.get(), F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, mfd.get(), 0);
+    ASSERT_NE(p, MAP_FAILED);
+    auto* m = static_cast<uint8_t*>(p);
+    FillRandom(m, kSize, 77);
+    const uint8_t untouched = m[4096];
+    udmabuf_create uc{};
+    uc.memfd = mfd.get();
+    uc.size = kSize;
+    uc.flags = UDMABUF_FLAGS_CLOEXEC;
+    ScopedFd buf(ioctl(ufd.get(), UDMABUF_CREATE, &uc));
+    ASSERT_GE(buf.get(), 0) << "UDMABUF_CREATE: " << strerror(errno);
+    uint32_t h = 0;
+    ASSERT_EQ(ImportFd(d->fd, buf.get(), &h), 0);
+    ScopedBo imp;
+    imp.Adopt(d->fd, h, kSize);
+    EXPECT_EQ(Checksum(d->fd, h, 0, kSize), Crc32c(m, kSize)) << "device read the pages";
+    ASSERT_EQ(Fill(d->fd, h, 0, 4096, 0x12345678), 0);
+    ASSERT_EQ(DmaBufSync(buf.get(), DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ), 0);
+    uint32_t first;
+    memcpy(&first, m, sizeof(first));
+    EXPECT_EQ(first, 0x12345678u) << "the device's write is not in the memfd";
+    EXPECT_EQ(m[4096], untouched) << "the device wrote past its range";
+    EXPECT_EQ(DmaBufSync(buf.get(), DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ), 0);
+    munmap(p, kSize);
+  }
+}
+
+// fdinfo (drm_show_fdinfo): the standard keys and the driver's memory and limit figures.
+TEST_F(SharingTest, FdinfoShowsTheFilesMemoryAndObjects) {
+  ScopedFd f(Reopen(*a_));
+  ASSERT_GE(f.get(), 0);
+  ScopedBo v, s;
+  ASSERT_EQ(v.Create(f.get(), 1 << 20, SHAREGPU_DOMAIN_VRAM), 0);
+  ASSERT_EQ(s.Create(f.get(), 64 << 10, SHAREGPU_DOMAIN_SYSTEM), 0);
+  ASSERT_EQ(Fill(f.get(), v.handle, 0, 4096, 1), 0);  // placed
+  ASSERT_EQ(Fill(f.get(), s.handle, 0, 4096, 1), 0);
+  const std::string info = ReadFile("/proc/self/fdinfo/" + std::to_string(f.get()));
+  auto value = [&](const std::string& key) -> std::string {
+    size_t pos = info.find("\n" + key + ":");
+    if (pos == std::string::npos) return "";
+    pos = info.find_first_not_of(" \t", pos + key.size() + 2);
+    return info.substr(pos, info.find('\n', pos) - pos);
+  };
+  EXPECT_EQ(value("drm-driver"), "sharegpu") << info;
+  EXPECT_FALSE(value("drm-client-id").empty()) << info;
+  EXPECT_EQ(value("drm-pdev"), a_->pci) << info;
+  EXPECT_GE(atoll(value("drm-memory-vram").c_str()), 1024) << info;
+  EXPECT_GE(atoll(value("drm-memory-system").c_str()), 64) << info;
+  EXPECT_EQ(value("drm-sharegpu-objects"), "2") << info;
+  EXPECT_EQ(value("drm-sharegpu-jobs-active"), "0") << info;
+  EXPECT_EQ(value("drm-sharegpu-jobs-kept"), "0") << info;
 }
 
 }  // namespace
