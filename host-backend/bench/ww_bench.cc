@@ -189,8 +189,19 @@ void BM_WwLockHot(benchmark::State& state) {
   auto& pool = HotWwPool();
   const auto& sets = HotSetsFor(state.thread_index());
   size_t k = 0;
+  const WwClass::Stats before = BenchClass().stats();
   for (auto _ : state) WwLockUnlock(pool, sets[k++ % sets.size()]);
   state.SetItemsProcessed(state.iterations() * kHotSetSize);
+  if (state.thread_index() == 0) {
+    // Where the contended locks went (all threads, per completed set of this thread x 8).
+    const WwClass::Stats after = BenchClass().stats();
+    const double sets = static_cast<double>(state.iterations()) * kHotThreads;
+    state.counters["spin_won/set"] = static_cast<double>(after.spins_won - before.spins_won) / sets;
+    state.counters["spin_lost/set"] =
+        static_cast<double>(after.spins_lost - before.spins_lost) / sets;
+    state.counters["sleeps/set"] = static_cast<double>(after.sleeps - before.sleeps) / sets;
+    state.counters["handoffs/set"] = static_cast<double>(after.handoffs - before.handoffs) / sets;
+  }
 }
 
 void BM_StdLockHot(benchmark::State& state) {

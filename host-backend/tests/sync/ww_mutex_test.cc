@@ -4,9 +4,13 @@
 
 #include <atomic>
 #include <latch>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "common/log.h"
 
 #include "sync_test_util.h"
 
@@ -284,6 +288,17 @@ TEST(WwMutexTest, UnwindLockSlowAndRetry) {
 
 // --- Misuse: each is reported once and the call fails with -EINVAL and no effect. ---
 
+// Checks that exist only with SGB_WW_DEBUG (debug and sanitizer builds; see ww_mutex.h): their
+// tests run there (make check runs them under TSan and ASan) and are skipped, with this
+// reason, in optimized builds.
+#define SKIP_WITHOUT_WW_DEBUG_CHECKS()                                                        \
+  do {                                                                                        \
+    if (!kWwDebugChecks) {                                                                    \
+      GTEST_SKIP() << "check compiled out of optimized builds (SGB_WW_DEBUG=0); runs in the " \
+                      "debug, TSan and ASan builds";                                          \
+    }                                                                                         \
+  } while (0)
+
 // Gets `young` into the "-EDEADLK pending" state on `a` while it still holds `b`.
 void MakeDeadlockPending(WwMutex& a, WwMutex& b, WwAcquireCtx& old_ctx, WwAcquireCtx& young) {
   ASSERT_EQ(a.Lock(&old_ctx), 0);
@@ -358,6 +373,7 @@ TEST(WwMutexTest, MisuseLockAfterDone) {
 }
 
 TEST(WwMutexTest, MisuseClassMismatch) {
+  SKIP_WITHOUT_WW_DEBUG_CHECKS();
   MisuseRecorder rec;
   WwClass cls1("misuse5a"), cls2("misuse5b");
   WwMutex m(cls2);
@@ -402,6 +418,7 @@ TEST(WwMutexTest, MisuseContextDestroyedHoldingLocks) {
 }
 
 TEST(WwMutexTest, MisuseContextUsedFromOtherThread) {
+  SKIP_WITHOUT_WW_DEBUG_CHECKS();
   MisuseRecorder rec;
   WwClass cls("misuse8");
   WwMutex a(cls);
@@ -413,6 +430,85 @@ TEST(WwMutexTest, MisuseContextUsedFromOtherThread) {
   EXPECT_FALSE(a.IsLocked());
   EXPECT_EQ(rec.Take(), (std::vector<WwMisuse>{WwMisuse::kContextUsedFromOtherThread,
                                                WwMisuse::kContextUsedFromOtherThread}));
+}
+
+// Issue 9, defect 10: inside QEMU a misuse must be logged loudly and fail the call, never kill
+// the VM. With the default handler (no recorder installed), each misuse below returns its
+// error, logs an error line naming the misuse, counts, and the process goes on. (Before the
+// fix the default handler aborted: this test died at the first misuse.)
+struct LogCapture {
+  LogCapture() { SetLogSink(&LogCapture::Sink, this); }
+  ~LogCapture() { SetLogSink(nullptr, nullptr); }
+  static void Sink(void* opaque, LogLevel level, const char* msg) {
+    auto* self = static_cast<LogCapture*>(opaque);
+    std::lock_guard lock(self->mu);
+    if (level >= LogLevel::kError) self->errors.emplace_back(msg);
+  }
+  std::vector<std::string> Take() {
+    std::lock_guard lock(mu);
+    std::vector<std::string> out;
+    out.swap(errors);
+    return out;
+  }
+  std::mutex mu;
+  std::vector<std::string> errors;
+};
+
+TEST(WwMutexTest, DefaultMisuseHandlerLogsAndFailsWithoutAborting) {
+  SetWwMisuseHandler(nullptr);  // the default, as in QEMU
+  LogCapture log;
+  WwClass cls("misuse-default");
+  WwMutex a(cls), b(cls);
+  const uint64_t before = WwMisuseCount();
+
+  a.Unlock();  // not locked
+  EXPECT_FALSE(a.IsLocked());
+  {
+    WwAcquireCtx ctx(cls);
+    EXPECT_EQ(a.LockSlow(&ctx), -EINVAL);  // no -EDEADLK pending
+    EXPECT_FALSE(a.IsLocked());
+    ASSERT_EQ(a.Lock(&ctx), 0);
+    ctx.Done();
+    EXPECT_EQ(b.Lock(&ctx), -EINVAL);  // after Done()
+    EXPECT_FALSE(b.IsLocked());
+    // Destroyed while holding `a`: reported, and `a` is detached from the dead context.
+  }
+  EXPECT_TRUE(a.IsHeldByCurrentThread());
+  EXPECT_EQ(a.holder_ctx(), nullptr);
+  a.Unlock();
+  EXPECT_FALSE(a.IsLocked());
+
+  EXPECT_EQ(WwMisuseCount() - before, 4u);
+  const std::vector<std::string> lines = log.Take();
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_NE(lines[0].find(WwMisuseName(WwMisuse::kUnlockNotOwner)), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find(WwMisuseName(WwMisuse::kSlowWithoutDeadlock)), std::string::npos)
+      << lines[1];
+  EXPECT_NE(lines[2].find(WwMisuseName(WwMisuse::kLockAfterDone)), std::string::npos) << lines[2];
+  EXPECT_NE(lines[3].find(WwMisuseName(WwMisuse::kContextDestroyedHoldingLocks)),
+            std::string::npos)
+      << lines[3];
+  for (const std::string& line : lines) {
+    EXPECT_NE(line.find("ww_mutex misuse"), std::string::npos) << line;
+  }
+
+  // Still usable afterwards.
+  WwAcquireCtx ctx(cls);
+  ASSERT_EQ(a.Lock(&ctx), 0);
+  a.Unlock();
+}
+
+// Misuse can still be made fatal on purpose (a debugging session, a test that wants it).
+TEST(WwMutexTest, FatalMisuseHandlerAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        SetWwMisuseHandler(&WwMisuseFatalHandler);
+        WwClass cls("misuse-fatal");
+        WwMutex a(cls);
+        a.Unlock();
+      },
+      "");
 }
 
 TEST(WwMutexTest, MisuseNamesAreDistinct) {
