@@ -756,6 +756,40 @@ class Worker {
       Syncobj* so = Pick(syncobjs_, R(7) >> 8);
       s.out_syncobj = so && so->node == node ? so->handle : (uint32_t)(R(7) >> 40) % 8;
     }
+    // in_syncs / out_syncs: syncobjs of this node (timeline points or binary), sync_files,
+    // and garbage (unknown handles, bad flags, a point on a sync_file, bad pointers, too many)
+    drm_sharegpu_sync ins[4] = {}, outs[3] = {};
+    uint64_t rsync = R(6) ^ (R(7) << 1);
+    uint64_t ri = SplitMix64(&rsync), ro = SplitMix64(&rsync), rbad = SplitMix64(&rsync);
+    if ((ri >> 58) % 4 == 0) {
+      s.num_in_syncs = 1 + ri % 4;
+      for (uint32_t i = 0; i < s.num_in_syncs; i++, ri = SplitMix64(&ri)) {
+        Syncobj* so = Pick(syncobjs_, ri >> 8);
+        Buf* f = Pick(sync_files_, ri >> 16);
+        if (f && (ri & 3) == 0) {
+          ins[i] = {static_cast<uint32_t>(f->fd), SHAREGPU_SYNC_F_SYNC_FILE, 0};
+        } else {
+          ins[i].handle = so && so->node == node ? so->handle : (uint32_t)(ri >> 40) % 8;
+          ins[i].point = (ri & 4) ? (ri >> 24) % 8 : 0;
+        }
+        if ((ri & 63) == 5) ins[i].flags = (uint32_t)(ri >> 32);
+        if ((ri & 63) == 6) ins[i].point = ri;
+      }
+      s.in_syncs = reinterpret_cast<uintptr_t>(ins);
+      if (rbad % 32 == 0) s.in_syncs = rbad | (1ull << 47);
+      if (rbad % 64 == 1) s.num_in_syncs = (uint32_t)(rbad >> 32);
+    }
+    if ((ro >> 58) % 4 == 0) {
+      s.num_out_syncs = 1 + ro % 3;
+      for (uint32_t i = 0; i < s.num_out_syncs; i++, ro = SplitMix64(&ro)) {
+        Syncobj* so = Pick(syncobjs_, ro >> 8);
+        outs[i].handle = so && so->node == node ? so->handle : (uint32_t)(ro >> 40) % 8;
+        outs[i].point = (ro & 4) ? 1 + (ro >> 24) % 64 : 0;
+        if ((ro & 63) == 7) outs[i].flags = SHAREGPU_SYNC_F_SYNC_FILE;  // in only
+      }
+      s.out_syncs = reinterpret_cast<uintptr_t>(outs);
+      if (rbad % 64 == 2) s.num_out_syncs = SHAREGPU_MAX_SYNCS + 1;
+    }
     // rarely: the kernel reads the command array out of a BO mapping (it may fault)
     if (Chance(5, 64) && !maps_.empty()) {
       Map* m = Pick(maps_, R(5) >> 16);
