@@ -158,7 +158,28 @@ Status Device::DestroyBo(uint32_t handle) {
     if (it == table_.end()) return GuestError(-ENOENT, "destroy of unknown handle %u", handle);
     entry = EraseLocked(it);
   }
-  if (entry.import) return ReleaseImport(entry.import);
+  if (entry.import) {
+    // This device's jobs still in flight through the import write into its attachment's
+    // cache: the attachment (which every barrier and move reaches) and its mapping (whose
+    // unmap writes the cache back) must outlive them, or their bytes never reach memory (rule
+    // S4: no device-written byte is lost). The handle is gone already; wait for them, bounded
+    // as begin_cpu_access is. (The QEMU device closes only with none of its jobs in flight.)
+    std::vector<FenceRef> own;
+    {
+      ResvGuard guard(entry.import->dmabuf->resv());
+      for (FenceRef& f : entry.import->dmabuf->resv().Fences(ResvUsage::kBookkeep)) {
+        if (f->context() == timeline_.context() && !f->IsSignaled()) own.push_back(std::move(f));
+      }
+    }
+    for (const FenceRef& f : own) {
+      if (f->Wait(std::chrono::seconds(10)) == -ETIME) {
+        (void)GuestError(-ETIME, "close of import %u: its job %llu did not complete; its writes "
+                         "may be lost", handle, static_cast<unsigned long long>(f->seqno()));
+        break;
+      }
+    }
+    return ReleaseImport(entry.import);
+  }
   entry.bo->owner_handle.store(0);
   return kOk;  // the buffer lives on while an importer still holds its DmaBuf
 }

@@ -2,6 +2,8 @@
 // events.
 #include "core/device.h"
 
+#include <thread>
+
 #include "core/backend.h"
 #include "core_test_util.h"
 
@@ -465,6 +467,49 @@ TEST_F(DeviceTest, DestroyedImportDropsItsPins) {
   EXPECT_EQ(a->Move(ha, Placement::kSystem), -EBUSY);
   ASSERT_EQ(b->DestroyBo(hb), kOk);
   EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk);
+}
+
+// Closing an import while its own device's job still writes through it loses no byte (rule
+// S4): the job writes into the importer's cache of the buffer, and that cache must still be
+// written back (by the close's unmap, or a later barrier) once the job is done. Found by the
+// torture test (issue 9): the close detached the attachment at once and the job's writes stayed
+// in a cache nothing reaches any more.
+TEST_F(DeviceTest, CloseOfImportUnderItsJobKeepsTheJobsWrites) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  auto b = NewDevice("B", CacheMode::kStrict);
+  uint32_t ha = NewBo(*a, 2 * kPage, Placement::kSystem);
+  Write(*a, ha, std::vector<uint8_t>(2 * kPage, 0x11));
+  uint32_t hb = Share(*a, ha, *b);
+  b->engine().Stall(true);  // the job is queued, not run, when the import closes
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status job_status = -1;
+  auto seqno = b->Submit(JobRequest{JobOp::kFill, hb, 0, 100, 0, kPage, 0xa5a5a5a5},
+                         [&](uint64_t, Status st, uint64_t) {
+                           std::lock_guard lock(mu);
+                           job_status = st;
+                           done = true;
+                           cv.notify_all();
+                         });
+  ASSERT_TRUE(seqno.ok()) << seqno.status();
+  std::thread closer([&] { EXPECT_EQ(b->DestroyBo(hb), kOk); });
+  // The handle is gone from B's table before the engine may run the job (the close may wait
+  // for the job, so it runs on its own thread).
+  while (b->State(hb).status() != -ENOENT) std::this_thread::yield();
+  b->engine().Stall(false);
+  closer.join();
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return done; }));
+  }
+  EXPECT_EQ(job_status, kOk);
+  ASSERT_EQ(a->BeginCpuAccess(ha, DmaDirection::kFromDevice), kOk);
+  auto got = Read(*a, ha, 2 * kPage);
+  ASSERT_EQ(a->EndCpuAccess(ha, DmaDirection::kFromDevice), kOk);
+  std::vector<uint8_t> want(2 * kPage, 0x11);
+  std::fill(want.begin() + 100, want.begin() + 100 + kPage, 0xa5);
+  EXPECT_TRUE(got == want) << "the job's writes through the closed import were lost";
 }
 
 // The host memory a BO holds is charged to the device that allocated it, for as long as the
