@@ -55,9 +55,10 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 3 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 4 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
-                               1.3: asynchronous jobs, QUEUE_DEPTH */
+                               1.3: asynchronous jobs, QUEUE_DEPTH
+                               1.4: JOB_ABORT */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -66,6 +67,7 @@ typedef uint64_t sghw_le64;
 #define SGHW_FEAT_IMPORT_WINDOW (1u << 3)/* MAP_IMPORT / UNMAP_IMPORT, BAR2 upper half */
 #define SGHW_FEAT_COPY_ENGINE (1u << 4)  /* COPY / FILL / CHECKSUM */
 #define SGHW_FEAT_SYSTEM_PAGES (1u << 5) /* ATTACH_BACKING / TRANSFER_* */
+#define SGHW_FEAT_JOB_ABORT (1u << 6)    /* 1.4: SGHW_REG_JOB_ABORT */
 
 /* ---------------------------------------------------------------- BAR0 registers */
 #define SGHW_REG_VERSION 0x000       /* RO */
@@ -80,6 +82,8 @@ typedef uint64_t sghw_le64;
 #define SGHW_REG_IMPORT_WIN_SIZE_HI 0x024
 #define SGHW_REG_SCRATCH 0x028       /* RW, no effect (probe / tests) */
 #define SGHW_REG_QUEUE_DEPTH 0x02c   /* RO (1.3) jobs the device runs concurrently, >= 1 */
+#define SGHW_REG_JOB_ABORT 0x030     /* WO (1.4) write SGHW_JOB_ABORT_MAGIC: abort every job
+                                        not completed yet; buffers and handles are kept */
 
 #define SGHW_REG_CMD_BASE_LO 0x040   /* RW guest-physical ring base, 64-byte aligned */
 #define SGHW_REG_CMD_BASE_HI 0x044
@@ -106,6 +110,9 @@ typedef uint64_t sghw_le64;
 #define SGHW_REG_ERROR_COUNT 0x0d8   /* RO commands completed with a non-OK status */
 
 #define SGHW_RESET_MAGIC 0x52534554u /* "RSET" */
+/* 1.4: jobs of the ring (CMD_HEAD .. CMD_TAIL) not started yet complete SGHW_ST_CANCELLED
+ * without effect; started (or held) ones finish with their own status; stall/holds end */
+#define SGHW_JOB_ABORT_MAGIC 0x41425254u /* "ABRT" */
 
 #define SGHW_STATUS_READY (1u << 0)
 #define SGHW_STATUS_CMD_ENABLED (1u << 1)
@@ -177,7 +184,7 @@ enum sghw_status {
     SGHW_ST_NOT_FOUND = 8,    /* IMPORT of an unknown UUID */
     SGHW_ST_TOO_BIG = 9,      /* size above the device limit */
     SGHW_ST_NO_BACKING = 10,  /* TRANSFER without ATTACH_BACKING */
-    SGHW_ST_CANCELLED = 11,   /* not executed: device reset */
+    SGHW_ST_CANCELLED = 11,   /* 1.4: job dropped by JOB_ABORT before it started */
     SGHW_ST_INTERNAL = 12,    /* backend failure; see the host log */
 };
 

@@ -276,6 +276,18 @@ int sgb_bo_await_idle(sgb_device *dev, uint32_t handle, uint32_t what, sgb_idle_
 int sgb_engine_stall(sgb_device *dev, int stalled);
 int sgb_engine_hold(sgb_device *dev, uint32_t handle, uint32_t ms);
 int sgb_engine_release(sgb_device *dev);
+/* Job-timeout recovery that keeps every buffer (the device's JOB_ABORT): every job of the
+ * device submitted so far that has not started (queued, waiting for another device's fence,
+ * behind the stall) is cancelled: it touches no buffer, its fence signals with -ECANCELED
+ * (so nothing waiting for it blocks) and its `done` runs with -ECANCELED, in submission order
+ * as always. A job running, or with its completion held, finishes with its own status; the
+ * stall and every hold end (as sgb_engine_release). Later submissions are not affected.
+ * *cancelled (optional): how many were cancelled. Without SGB_ABORT_NOWAIT it returns once
+ * every job submitted before the call has completed (its `done` returned): never call it so
+ * from a `done` callback. With it, it returns at once and the completions come as usual (what
+ * a device model on its main loop does). */
+#define SGB_ABORT_NOWAIT (1u << 0)
+int sgb_engine_abort(sgb_device *dev, uint32_t flags, uint32_t *cancelled);
 
 typedef struct sgb_job_info {
     uint64_t fence;       /* seqno on the device timeline */

@@ -388,6 +388,16 @@ int sgb_engine_release(sgb_device* dev) {
   });
 }
 
+int sgb_engine_abort(sgb_device* dev, uint32_t flags, uint32_t* cancelled) {
+  SGB_DEV_CHECK(dev);
+  if (flags & ~SGB_ABORT_NOWAIT) return -EINVAL;
+  return Guard([&] {
+    const size_t n = dev->impl->AbortJobs((flags & SGB_ABORT_NOWAIT) == 0);
+    if (cancelled) *cancelled = static_cast<uint32_t>(n);
+    return 0;
+  });
+}
+
 int sgb_engine_list_jobs(sgb_device* dev, sgb_job_info* out, size_t cap, size_t* count) {
   SGB_DEV_CHECK(dev);
   if (cap && !out) return -EINVAL;

@@ -118,6 +118,11 @@ class Device : public std::enable_shared_from_this<Device> {
   // Fault injection: 0 for every job of this device, else the jobs (of this device) that
   // touch the handle's buffer.
   Status HoldCompletions(uint32_t handle, std::chrono::milliseconds duration);
+  // Job-timeout recovery that keeps every buffer (JOB_ABORT, docs/hardware.md 3): the jobs
+  // not started are cancelled (no effect on any buffer; fence error and done status
+  // -ECANCELED), the running or held one finishes, stall and holds end (Engine::AbortAll).
+  // Returns how many were cancelled; `wait`: after every job submitted so far completed.
+  size_t AbortJobs(bool wait) { return engine_->AbortAll(wait); }
 
   // Submit and wait for completion (tools, tests, the C API's sgb_job_copy & co).
   Status Copy(uint32_t src, uint64_t src_off, uint32_t dst, uint64_t dst_off, uint64_t len,

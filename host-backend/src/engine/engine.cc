@@ -24,7 +24,10 @@ Engine::~Engine() {
   Stop();
 }
 
-void Engine::Start() { worker_ = std::thread([this] { WorkerLoop(); }); }
+void Engine::Start() {
+  worker_ = std::thread([this] { WorkerLoop(); });
+  worker_id_ = worker_.get_id();
+}
 
 void Engine::Stop() {
   {
@@ -37,14 +40,23 @@ void Engine::Stop() {
   // Whatever never started is cancelled, in order (fences on one timeline signal in order).
   for (;;) {
     std::unique_ptr<Job> job;
+    uint64_t ticket = 0;
     {
       std::lock_guard lock(mu_);
       if (queue_.empty()) break;
       job = std::move(queue_.front().job);
+      ticket = queue_.front().ticket;
       queue_.pop_front();
       stats_.in_flight = static_cast<uint32_t>(queue_.size());
+      ++completing_;  // Drain() and AbortAll() wait for the done callback too
     }
     Complete(std::move(job), -ECANCELED, 0);
+    {
+      std::lock_guard lock(mu_);
+      --completing_;
+      done_ticket_ = ticket;
+    }
+    idle_cv_.notify_all();
   }
   idle_cv_.notify_all();
 }
@@ -54,7 +66,7 @@ Status Engine::Submit(std::unique_ptr<Job> job) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return -ESHUTDOWN;
-    queue_.push_back(Entry{std::move(job)});
+    queue_.push_back(Entry{std::move(job), next_ticket_++});
     stats_.submitted++;
     stats_.in_flight = static_cast<uint32_t>(queue_.size());
     stats_.max_in_flight = std::max(stats_.max_in_flight, stats_.in_flight);
@@ -88,6 +100,32 @@ void Engine::Release() {
     stalled_ = false;
   }
   cv_.notify_all();
+}
+
+size_t Engine::AbortAll(bool wait) {
+  size_t cancelled = 0;
+  uint64_t target = 0;
+  {
+    std::lock_guard lock(mu_);
+    // Only marked: the worker completes them in their turn, so fences still signal in
+    // seqno order and done callbacks still run on the worker, one at a time.
+    for (Entry& e : queue_) {
+      if (e.started || e.cancelled) continue;
+      e.cancelled = true;
+      ++cancelled;
+    }
+    stats_.aborted += cancelled;
+    holds_.clear();
+    stalled_ = false;
+    target = next_ticket_ - 1;
+  }
+  cv_.notify_all();
+  // On the worker (a done callback), waiting would wait for ourselves.
+  if (wait && std::this_thread::get_id() != worker_id_) {
+    std::unique_lock lock(mu_);
+    idle_cv_.wait(lock, [&]() SGB_REQUIRES(mu_) { return done_ticket_ >= target; });
+  }
+  return cancelled;
 }
 
 std::vector<JobInfo> Engine::InFlight() const {
@@ -139,7 +177,7 @@ void Engine::WaitDependenciesLocked(Entry& e, std::unique_lock<std::mutex>& lock
     return n;
   };
   e.dependencies_pending = pending();
-  if (e.dependencies_pending == 0) return;
+  if (e.dependencies_pending == 0 || e.cancelled) return;
   stats_.waited_on_dependencies++;
   e.state = "waiting";
   // A callback on each fence wakes the worker; it holds the wake-up state, not the engine,
@@ -155,7 +193,7 @@ void Engine::WaitDependenciesLocked(Entry& e, std::unique_lock<std::mutex>& lock
   lock.lock();
   cv_.wait(lock, [&]() SGB_REQUIRES(mu_) {
     e.dependencies_pending = pending();
-    return stopping_ || e.dependencies_pending == 0;
+    return stopping_ || e.cancelled || e.dependencies_pending == 0;
   });
 }
 
@@ -167,42 +205,51 @@ void Engine::WorkerLoop() {
     Entry& e = queue_.front();  // stays in the queue (and in InFlight) until completed
 
     WaitDependenciesLocked(e, lock);
-    if (stalled_ && !stopping_) {
+    if (stalled_ && !stopping_ && !e.cancelled) {
       e.state = "stalled";
-      cv_.wait(lock, [&]() SGB_REQUIRES(mu_) { return stopping_ || !stalled_; });
+      cv_.wait(lock, [&]() SGB_REQUIRES(mu_) { return stopping_ || !stalled_ || e.cancelled; });
     }
     if (stopping_) return;  // not started: Stop() cancels it
 
-    e.state = "running";
-    lock.unlock();
-    Result<uint64_t> result = Execute(*e.job);
-    lock.lock();
+    Status status = -ECANCELED;  // AbortAll(): never executed, touched no buffer
+    uint64_t value = 0;
+    if (!e.cancelled) {
+      e.state = "running";
+      e.started = true;
+      lock.unlock();
+      Result<uint64_t> result = Execute(*e.job);
+      lock.lock();
 
-    // A held completion: executed, but the fence (and every later one) waits.
-    bool counted = false;
-    for (;;) {
-      std::optional<std::chrono::steady_clock::time_point> wake;
-      if (stopping_ || !HeldLocked(*e.job, std::chrono::steady_clock::now(), &wake)) break;
-      e.state = "held";
-      if (!counted) stats_.held++;
-      counted = true;
-      if (wake) {
-        cv_.wait_until(lock, *wake);
-      } else {
-        cv_.wait(lock);
+      // A held completion: executed, but the fence (and every later one) waits.
+      bool counted = false;
+      for (;;) {
+        std::optional<std::chrono::steady_clock::time_point> wake;
+        if (stopping_ || !HeldLocked(*e.job, std::chrono::steady_clock::now(), &wake)) break;
+        e.state = "held";
+        if (!counted) stats_.held++;
+        counted = true;
+        if (wake) {
+          cv_.wait_until(lock, *wake);
+        } else {
+          cv_.wait(lock);
+        }
       }
+      status = result ? kOk : result.status();
+      value = result ? *result : 0;
     }
 
     // Out of the queue before its fence signals: whoever the fence wakes sees it gone.
     std::unique_ptr<Job> job = std::move(e.job);
+    const uint64_t ticket = e.ticket;
     queue_.pop_front();
     stats_.in_flight = static_cast<uint32_t>(queue_.size());
     ++completing_;
     lock.unlock();
-    Complete(std::move(job), result ? kOk : result.status(), result ? *result : 0);
+    Complete(std::move(job), status, value);
     lock.lock();
     --completing_;
-    if (queue_.empty() && completing_ == 0) idle_cv_.notify_all();
+    done_ticket_ = ticket;
+    idle_cv_.notify_all();  // Drain() (idle), AbortAll() (its ticket)
   }
 }
 

@@ -8,8 +8,9 @@
 // eviction or a CPU access waits for the job's fence first (rules S7b, S4).
 //
 // Engine (this file) owns the worker thread, the FIFO, the dependency waits, completion in
-// submission order and the fault injection (stall the engine, hold completions of every job
-// or of jobs that touch a given buffer, until released or for a time). A concrete engine
+// submission order, the fault injection (stall the engine, hold completions of every job
+// or of jobs that touch a given buffer, until released or for a time) and the abort of every
+// job in flight (the device's JOB_ABORT, docs/hardware.md 3). A concrete engine
 // implements Execute() only: CpuEngine (cpu_engine.h) runs the copy engine through the
 // device-cache model; the virgl engine runs virgl command streams.
 //
@@ -73,7 +74,7 @@ struct JobInfo {
   uint64_t seqno = 0;
   JobOp op = JobOp::kCopy;
   std::vector<uint32_t> handles;
-  std::string state;           // "queued", "waiting", "stalled", "held"
+  std::string state;           // "queued", "waiting", "stalled", "running", "held"
   uint32_t dependencies_pending = 0;
 };
 
@@ -83,6 +84,7 @@ struct EngineStats {
   uint64_t failed = 0;      // completed with an error (cancelled included)
   uint64_t held = 0;        // completions that were held by fault injection
   uint64_t waited_on_dependencies = 0;  // jobs that found a dependency unsignalled
+  uint64_t aborted = 0;     // jobs AbortAll() cancelled before they started (also in failed)
   uint32_t in_flight = 0;
   uint32_t max_in_flight = 0;
 };
@@ -112,6 +114,16 @@ class Engine {
   void HoldCompletions(const void* buffer, std::chrono::milliseconds duration);
   void Release();
 
+  // Aborts every job submitted so far (job-timeout recovery that keeps the buffers): a job
+  // not started yet (queued, waiting for a dependency, behind the stall) never executes: its
+  // fence signals with -ECANCELED and its done runs with -ECANCELED, in submission order as
+  // always; the job executing or held finishes with its own status (holds and the stall end,
+  // as Release()). Jobs submitted later are not affected. Returns how many were cancelled.
+  // `wait`: returns only once every job submitted before the call has completed (its done
+  // has returned), so it must not be called from a done callback; called on the engine's
+  // own thread it does not wait. Without `wait` the completions come as they always do.
+  size_t AbortAll(bool wait = true);
+
   std::vector<JobInfo> InFlight() const;
   EngineStats stats() const;
   // Blocks until every job submitted so far has completed (tests, reset, teardown).
@@ -134,8 +146,11 @@ class Engine {
   };
   struct Entry {
     std::unique_ptr<Job> job;
+    uint64_t ticket = 0;     // submission number: completion order
     std::string state = "queued";
     uint32_t dependencies_pending = 0;
+    bool started = false;    // Execute() called: AbortAll() lets it finish
+    bool cancelled = false;  // AbortAll() before it started: completes without executing
   };
 
   void WorkerLoop();
@@ -143,7 +158,8 @@ class Engine {
   bool HeldLocked(const Job& job, std::chrono::steady_clock::time_point now,
                   std::optional<std::chrono::steady_clock::time_point>* wake)
       SGB_REQUIRES(mu_);
-  // Waits until every dependency of the front job signalled or the engine stops.
+  // Waits until every dependency of the front job signalled, it is cancelled or the engine
+  // stops.
   void WaitDependenciesLocked(Entry& e, std::unique_lock<std::mutex>& lock) SGB_REQUIRES(mu_);
   void Complete(std::unique_ptr<Job> job, Status status, uint64_t result);
 
@@ -161,11 +177,14 @@ class Engine {
   std::condition_variable idle_cv_;
   std::deque<Entry> queue_ SGB_GUARDED_BY(mu_);  // front: the job being worked on
   uint32_t completing_ SGB_GUARDED_BY(mu_) = 0;  // popped, fence / done callback running
+  uint64_t next_ticket_ SGB_GUARDED_BY(mu_) = 1;
+  uint64_t done_ticket_ SGB_GUARDED_BY(mu_) = 0;  // newest job whose done has returned
   bool stopping_ SGB_GUARDED_BY(mu_) = false;
   bool stalled_ SGB_GUARDED_BY(mu_) = false;
   std::vector<Hold> holds_ SGB_GUARDED_BY(mu_);
   EngineStats stats_ SGB_GUARDED_BY(mu_);
   std::thread worker_;
+  std::thread::id worker_id_;  // set before any job can run: AbortAll() must not wait on it
 };
 
 }  // namespace sharegpu

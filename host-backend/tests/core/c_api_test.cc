@@ -636,6 +636,64 @@ TEST(CApiJobTest, HoldListAndRelease) {
   sgb_backend_unref(backend);
 }
 
+// sgb_engine_abort: a stalled job is cancelled (done with -ECANCELED before the call
+// returns, the buffer untouched); a held one completes with its status; SGB_ABORT_NOWAIT
+// returns at once and the completion follows; bad arguments are -EINVAL.
+TEST(CApiJobTest, AbortCancelsUnstartedAndFinishesHeld) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "abort");
+  ASSERT_NE(dev, nullptr);
+  uint32_t h = 0;
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
+  std::vector<uint8_t> bytes = RandomBytes(kPage, 13);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, h, 0, bytes.data(), bytes.size()), 0);
+  uint32_t cancelled = 99;
+  ASSERT_EQ(sgb_engine_abort(dev, 0, &cancelled), 0);  // idle: nothing to do
+  EXPECT_EQ(cancelled, 0u);
+
+  JobLog log;
+  uint64_t f_stalled = 0, f_held = 0, f_nowait = 0;
+  sgb_job fill{SGB_JOB_FILL, h, 0, 0x13579bdfu, 0, 0, kPage};
+  ASSERT_EQ(sgb_engine_stall(dev, 1), 0);
+  ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &f_stalled), 0);
+  ASSERT_TRUE(WaitForJobState(dev, f_stalled, "stalled", nullptr));
+  ASSERT_EQ(sgb_engine_abort(dev, 0, &cancelled), 0);
+  EXPECT_EQ(cancelled, 1u);
+  ASSERT_EQ(log.Get().size(), 1u);  // waited: no WaitFor
+  EXPECT_EQ(log.Get()[0].fence, f_stalled);
+  EXPECT_EQ(log.Get()[0].status, -ECANCELED);
+  std::vector<uint8_t> out(kPage);
+  ASSERT_EQ(sgb_bo_cpu_read(dev, h, 0, out.data(), out.size()), 0);
+  EXPECT_EQ(out, bytes);
+
+  ASSERT_EQ(sgb_engine_hold(dev, 0, 0), 0);
+  ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &f_held), 0);
+  ASSERT_TRUE(WaitForJobState(dev, f_held, "held", nullptr));
+  ASSERT_EQ(sgb_engine_abort(dev, 0, nullptr), 0);
+  ASSERT_EQ(log.Get().size(), 2u);
+  EXPECT_EQ(log.Get()[1].fence, f_held);
+  EXPECT_EQ(log.Get()[1].status, 0);
+  ASSERT_EQ(sgb_bo_cpu_read(dev, h, 0, out.data(), out.size()), 0);
+  std::vector<uint8_t> want(kPage);
+  for (size_t i = 0; i < kPage; ++i) want[i] = static_cast<uint8_t>(0x13579bdfu >> (i % 4 * 8));
+  EXPECT_EQ(out, want);
+
+  ASSERT_EQ(sgb_engine_stall(dev, 1), 0);
+  ASSERT_EQ(sgb_job_submit(dev, &fill, JobLog::Done, &log, &f_nowait), 0);
+  ASSERT_TRUE(WaitForJobState(dev, f_nowait, "stalled", nullptr));
+  ASSERT_EQ(sgb_engine_abort(dev, SGB_ABORT_NOWAIT, &cancelled), 0);
+  EXPECT_EQ(cancelled, 1u);
+  ASSERT_TRUE(log.WaitFor(3));
+  EXPECT_EQ(log.Get()[2].fence, f_nowait);
+  EXPECT_EQ(log.Get()[2].status, -ECANCELED);
+
+  EXPECT_EQ(sgb_engine_abort(nullptr, 0, nullptr), -EINVAL);
+  EXPECT_EQ(sgb_engine_abort(dev, 0x80, nullptr), -EINVAL);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
 void CountIdle(void* opaque) {
   auto* log = static_cast<JobLog*>(opaque);
   JobLog::Done(log, 0, 0, 0);

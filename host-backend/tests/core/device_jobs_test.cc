@@ -122,6 +122,28 @@ class DeviceAsyncJobTest : public ::testing::Test {
     return dmabuf.ok() ? dmabuf.value() : nullptr;
   }
 
+  // Device A's buffer `src` (random bytes `old_src`) imported by device B as `imported`, and
+  // B's own `dst` (random bytes `old_dst`), both coherent.
+  struct SharedPair {
+    std::shared_ptr<Device> a, b;
+    uint32_t src = 0, imported = 0, dst = 0;
+    std::vector<uint8_t> old_src, old_dst;
+  };
+  SharedPair MakeSharedPair(uint64_t size, uint32_t seed) {
+    SharedPair p;
+    p.a = NewDevice("A", CacheMode::kCoherent);
+    p.b = NewDevice("B", CacheMode::kCoherent);
+    p.src = NewBo(*p.a, size, Placement::kDevice);
+    p.old_src = RandomBytes(size, seed);
+    Write(*p.a, p.src, p.old_src);
+    p.imported = Share(*p.a, p.src, *p.b);
+    EXPECT_NE(p.imported, 0u);
+    p.dst = NewBo(*p.b, size, Placement::kDevice);
+    p.old_dst = RandomBytes(size, seed + 1);
+    Write(*p.b, p.dst, p.old_dst);
+    return p;
+  }
+
   std::shared_ptr<Backend> backend_ = Backend::Create();
 };
 
@@ -429,6 +451,130 @@ TEST_F(DeviceAsyncJobTest, SeqnosIncreaseAndCompletionsArriveInOrder) {
   EXPECT_EQ(st.last_fence, seqnos.back());
   EXPECT_EQ(st.jobs_in_flight, 0u);
   EXPECT_EQ(st.jobs_max_in_flight, kJobs);
+}
+
+// AbortJobs() on a stalled device with a FILL, a COPY and a CHECKSUM queued: all three are
+// cancelled before it returns, no buffer changes (strict cache: nothing dirty either), their
+// fences are signalled (nothing left to wait for), the handles stay valid, and the next job
+// runs (the stall is over).
+TEST_F(DeviceAsyncJobTest, AbortCancelsStalledJobsAndKeepsBuffers) {
+  Recorder rec;
+  auto dev = NewDevice("abort", CacheMode::kStrict);
+  const uint64_t size = 2 * kPage;
+  uint32_t a = NewBo(*dev, size, Placement::kDevice);
+  uint32_t b = NewBo(*dev, size, Placement::kSystem);
+  const std::vector<uint8_t> old_a = RandomBytes(size, 11), old_b = RandomBytes(size, 12);
+  Write(*dev, a, old_a);
+  Write(*dev, b, old_b);
+  dev->engine().Stall(true);
+  uint64_t s0 = Submit(*dev, Fill(a, size, 0xdead0000u), rec.Done(0));
+  Submit(*dev, JobRequest{JobOp::kCopy, b, a, 0, 0, size, 0}, rec.Done(1));
+  Submit(*dev, ChecksumOf(b, size), rec.Done(2));
+  ASSERT_TRUE(WaitForState(dev->engine(), s0, "stalled"));
+  EXPECT_EQ(dev->Stats().jobs_in_flight, 3u);
+
+  EXPECT_EQ(dev->AbortJobs(/*wait=*/true), 3u);
+  std::vector<Recorder::Completion> done = rec.Get();  // AbortJobs(true) waited for them
+  ASSERT_EQ(done.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(done[i].index, i);
+    EXPECT_EQ(done[i].status, -ECANCELED) << i;
+  }
+  EXPECT_EQ(dev->AwaitIdle(a, AwaitFor::kPlacement, [] {}), 0) << "a fence pending";
+  EXPECT_EQ(dev->AwaitIdle(b, AwaitFor::kPlacement, [] {}), 0) << "a fence pending";
+  EXPECT_EQ(dev->Stats().jobs_in_flight, 0u);
+  EXPECT_EQ(dev->engine().stats().aborted, 3u);
+  ASSERT_EQ(dev->BeginCpuAccess(a, DmaDirection::kFromDevice), kOk);
+  ASSERT_EQ(dev->BeginCpuAccess(b, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(Read(*dev, a, size), old_a) << "a cancelled FILL changed the buffer";
+  EXPECT_EQ(Read(*dev, b, size), old_b) << "a cancelled COPY changed the buffer";
+  EXPECT_EQ(dev->EndCpuAccess(a, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(dev->EndCpuAccess(b, DmaDirection::kFromDevice), kOk);
+  EXPECT_TRUE(dev->State(a).ok());
+  EXPECT_TRUE(dev->State(b).ok());
+
+  EXPECT_EQ(dev->Fill(a, 0, size, 0x600d0000u, nullptr), kOk);
+  ASSERT_EQ(dev->BeginCpuAccess(a, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(Read(*dev, a, size), PatternBytes(size, 0x600d0000u));
+  EXPECT_EQ(dev->EndCpuAccess(a, DmaDirection::kFromDevice), kOk);
+}
+
+// B's COPY from its import of A's buffer waits for A's held FILL. Aborting B cancels B's
+// COPY at once (A's job is still held: A's abort is A's business) and leaves B's destination
+// as it was; A's FILL completes when A is released.
+TEST_F(DeviceAsyncJobTest, AbortCancelsJobWaitingForAnotherDevicesHeldJob) {
+  Recorder rec_a, rec_b;
+  const uint64_t size = 2 * kPage;
+  SharedPair p = MakeSharedPair(size, 21);
+  ASSERT_NE(p.imported, 0u);
+  auto &a = p.a, &b = p.b;
+  const uint32_t src = p.src, imported = p.imported, dst = p.dst;
+  const std::vector<uint8_t>& old_dst = p.old_dst;
+
+  ASSERT_EQ(a->HoldCompletions(0, milliseconds(0)), kOk);
+  uint64_t seq_a = Submit(*a, Fill(src, size, 0xabcd1234u), rec_a.Done(0));
+  ASSERT_TRUE(WaitForState(a->engine(), seq_a, "held"));
+  uint64_t seq_b =
+      Submit(*b, JobRequest{JobOp::kCopy, dst, imported, 0, 0, size, 0}, rec_b.Done(0));
+  ASSERT_TRUE(WaitForState(b->engine(), seq_b, "waiting", 1));
+
+  EXPECT_EQ(b->AbortJobs(/*wait=*/true), 1u);
+  ASSERT_EQ(rec_b.Get().size(), 1u) << "B's abort waited for A's held job";
+  EXPECT_EQ(rec_b.Get()[0].status, -ECANCELED);
+  EXPECT_EQ(b->AwaitIdle(dst, AwaitFor::kPlacement, [] {}), 0);
+  EXPECT_EQ(Read(*b, dst, size), old_dst) << "B's cancelled COPY changed its destination";
+  EXPECT_TRUE(rec_a.Get().empty()) << "B's abort released A's held job";
+
+  a->engine().Release();
+  ASSERT_TRUE(rec_a.WaitFor(1));
+  EXPECT_EQ(rec_a.Get()[0].status, kOk);
+  EXPECT_EQ(Read(*a, src, size), PatternBytes(size, 0xabcd1234u));
+  EXPECT_EQ(Read(*b, dst, size), old_dst);
+}
+
+// The other way round: A's FILL has not started (A stalled) and B's COPY from the import
+// waits for it. Aborting A cancels the FILL and signals its fence (with the error), so B's
+// COPY is not blocked for ever: it runs, on the buffer as it was.
+TEST_F(DeviceAsyncJobTest, AbortedJobsFenceUnblocksAnotherDevicesJob) {
+  Recorder rec_a, rec_b;
+  const uint64_t size = 2 * kPage;
+  SharedPair p = MakeSharedPair(size, 31);
+  ASSERT_NE(p.imported, 0u);
+  auto &a = p.a, &b = p.b;
+  const uint32_t src = p.src, imported = p.imported, dst = p.dst;
+  const std::vector<uint8_t>& old_src = p.old_src;
+
+  a->engine().Stall(true);
+  uint64_t seq_a = Submit(*a, Fill(src, size, 0x5a5a5a5au), rec_a.Done(0));
+  ASSERT_TRUE(WaitForState(a->engine(), seq_a, "stalled"));
+  uint64_t seq_b =
+      Submit(*b, JobRequest{JobOp::kCopy, dst, imported, 0, 0, size, 0}, rec_b.Done(0));
+  ASSERT_TRUE(WaitForState(b->engine(), seq_b, "waiting", 1));
+
+  EXPECT_EQ(a->AbortJobs(/*wait=*/true), 1u);
+  ASSERT_EQ(rec_a.Get().size(), 1u);
+  EXPECT_EQ(rec_a.Get()[0].status, -ECANCELED);
+  ASSERT_TRUE(rec_b.WaitFor(1)) << "B's job still waits for A's cancelled FILL";
+  EXPECT_EQ(rec_b.Get()[0].status, kOk);
+  EXPECT_EQ(Read(*a, src, size), old_src);
+  EXPECT_EQ(Read(*b, dst, size), old_src) << "B did not copy the buffer as it was";
+}
+
+// Nothing in flight: AbortJobs() cancels nothing and the device goes on as before.
+TEST_F(DeviceAsyncJobTest, AbortWhenIdleIsANoOp) {
+  auto dev = NewDevice("idle", CacheMode::kCoherent);
+  uint32_t h = NewBo(*dev, kPage, Placement::kDevice);
+  const std::vector<uint8_t> bytes = RandomBytes(kPage, 41);
+  Write(*dev, h, bytes);
+  const sgb_device_stats before = dev->Stats();
+  EXPECT_EQ(dev->AbortJobs(true), 0u);
+  EXPECT_EQ(dev->AbortJobs(false), 0u);
+  const sgb_device_stats after = dev->Stats();
+  EXPECT_EQ(after.jobs, before.jobs);
+  EXPECT_EQ(after.job_errors, before.job_errors);
+  EXPECT_EQ(Read(*dev, h, kPage), bytes);
+  EXPECT_EQ(dev->Fill(h, 0, kPage, 0x01010101u, nullptr), kOk);
+  EXPECT_EQ(Read(*dev, h, kPage), PatternBytes(kPage, 0x01010101u));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 // bounded fence wait that must time out.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -461,6 +462,196 @@ TEST(EngineTest, BadJobsFailThroughDoneAndFence) {
   EngineStats st = engine->stats();
   EXPECT_EQ(st.completed, 5u);
   EXPECT_EQ(st.failed, 4u);
+}
+
+// AbortAll() on a stalled engine with three queued jobs: none runs (memory untouched), each
+// done reports -ECANCELED and each fence signals with that error, in submission order, all
+// before AbortAll() returns; the stall is over, so the next job runs and succeeds.
+TEST(EngineTest, AbortCancelsStalledAndQueuedJobs) {
+  constexpr size_t kJobs = 3;
+  PageBuffer a(kPage), b(kPage);
+  FenceTimeline timeline("engine-test");
+  Recorder rec;
+  SignalOrder signals;
+  auto engine = CpuEngine::Create("abort");
+  engine->Stall(true);
+  std::vector<FenceRef> fences;
+  for (size_t i = 0; i < kJobs; ++i) {
+    fences.push_back(timeline.CreateFence());
+    signals.Watch(fences.back());
+  }
+  ASSERT_EQ(engine->Submit(FillJob(a, 0x12345678u, fences[0], rec.Done(0))), kOk);
+  ASSERT_EQ(engine->Submit(MakeJob(JobOp::kCopy, {&b, &a}, 0, kPage, 0, fences[1], rec.Done(1))),
+            kOk);
+  ASSERT_EQ(engine->Submit(MakeJob(JobOp::kChecksum, {&b}, 0, kPage, 0, fences[2], rec.Done(2))),
+            kOk);
+  ASSERT_TRUE(WaitForState(*engine, fences[0]->seqno(), "stalled"));
+
+  EXPECT_EQ(engine->AbortAll(), kJobs);
+  std::vector<Recorder::Completion> done = rec.Get();  // no wait: AbortAll() waited
+  ASSERT_EQ(done.size(), kJobs);
+  for (size_t i = 0; i < kJobs; ++i) {
+    EXPECT_EQ(done[i].index, i);
+    EXPECT_EQ(done[i].status, -ECANCELED) << i;
+    EXPECT_EQ(done[i].result, 0u) << i;
+    EXPECT_TRUE(fences[i]->IsSignaled()) << i;
+    EXPECT_EQ(fences[i]->error(), -ECANCELED) << i;
+  }
+  std::vector<uint64_t> order = signals.Get();
+  ASSERT_EQ(order.size(), kJobs);
+  for (size_t i = 0; i < kJobs; ++i) EXPECT_EQ(order[i], fences[i]->seqno()) << i;
+  EXPECT_EQ(a.bytes(), std::vector<uint8_t>(a.size, 0)) << "a cancelled FILL ran";
+  EXPECT_EQ(b.bytes(), std::vector<uint8_t>(b.size, 0)) << "a cancelled COPY ran";
+  EXPECT_TRUE(engine->InFlight().empty());
+  EngineStats st = engine->stats();
+  EXPECT_EQ(st.aborted, kJobs);
+  EXPECT_EQ(st.failed, kJobs);
+  EXPECT_EQ(st.in_flight, 0u);
+
+  FenceRef next = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(FillJob(a, 0x600d600du, next, rec.Done(3))), kOk);
+  ASSERT_EQ(next->Wait(kDeadline), kOk) << "the abort left the engine stalled";
+  EXPECT_EQ(next->error(), kOk);
+  ASSERT_TRUE(rec.WaitFor(kJobs + 1));
+  EXPECT_EQ(rec.Get()[kJobs].status, kOk);
+  EXPECT_EQ(a.bytes(), PatternBytes(a.size, 0x600d600du));
+  EXPECT_EQ(engine->stats().aborted, kJobs);
+}
+
+// A held completion: the job has executed, so AbortAll() lets it complete with its own
+// status and result (a CHECKSUM: its CRC) and ends the hold; the job queued behind it has
+// not started and is cancelled.
+TEST(EngineTest, AbortCompletesHeldJobWithItsResultAndCancelsTheRest) {
+  PageBuffer a(kPage), b(kPage);
+  FenceTimeline timeline("engine-test");
+  Recorder rec;
+  auto engine = CpuEngine::Create("abort-held");
+  FenceRef f_fill = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(FillJob(a, 0x3c3c3c3cu, f_fill, rec.Done(0))), kOk);
+  ASSERT_EQ(f_fill->Wait(kDeadline), kOk);
+  engine->HoldCompletions(nullptr, milliseconds(0));
+  FenceRef f_sum = timeline.CreateFence();
+  FenceRef f_behind = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(MakeJob(JobOp::kChecksum, {&a}, 0, kPage, 0, f_sum, rec.Done(1))),
+            kOk);
+  ASSERT_TRUE(WaitForState(*engine, f_sum->seqno(), "held"));
+  ASSERT_EQ(engine->Submit(FillJob(b, 0xbadbadbau, f_behind, rec.Done(2))), kOk);
+  EXPECT_EQ(f_sum->Wait(milliseconds(1)), -ETIME);
+
+  EXPECT_EQ(engine->AbortAll(), 1u);
+  std::vector<Recorder::Completion> done = rec.Get();
+  ASSERT_EQ(done.size(), 3u);
+  EXPECT_EQ(done[1].index, 1u);
+  EXPECT_EQ(done[1].status, kOk);
+  const std::vector<uint8_t> filled = PatternBytes(kPage, 0x3c3c3c3cu);
+  EXPECT_EQ(done[1].result, Crc32c(0, filled.data(), filled.size()));
+  EXPECT_EQ(f_sum->error(), kOk);
+  EXPECT_EQ(done[2].index, 2u);
+  EXPECT_EQ(done[2].status, -ECANCELED);
+  EXPECT_EQ(f_behind->error(), -ECANCELED);
+  EXPECT_EQ(a.bytes(), filled);
+  EXPECT_EQ(b.bytes(), std::vector<uint8_t>(b.size, 0));
+  EngineStats st = engine->stats();
+  EXPECT_EQ(st.held, 1u);
+  EXPECT_EQ(st.aborted, 1u);
+
+  // The hold is over.
+  FenceRef next = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(FillJob(b, 0x0f0f0f0fu, next, rec.Done(3))), kOk);
+  ASSERT_EQ(next->Wait(kDeadline), kOk) << "the abort left the hold on";
+  EXPECT_EQ(b.bytes(), PatternBytes(b.size, 0x0f0f0f0fu));
+}
+
+// A job waiting for another timeline's fence is not started: AbortAll() cancels it at once,
+// while that fence is still unsignalled, and its own fence signals (with the error), so a
+// waiter on it is not blocked by the other timeline. Signalling the dependency later changes
+// nothing.
+TEST(EngineTest, AbortCancelsJobWaitingForAnotherTimeline) {
+  PageBuffer buf(kPage);
+  FenceTimeline timeline("engine-test");
+  FenceTimeline other("other-device");
+  Recorder rec;
+  auto engine = CpuEngine::Create("abort-deps");
+  FenceRef dep = other.CreateFence();
+  FenceRef fence = timeline.CreateFence();
+  auto job = FillJob(buf, 0x77777777u, fence, rec.Done(0));
+  job->dependencies.push_back(dep);
+  ASSERT_EQ(engine->Submit(std::move(job)), kOk);
+  ASSERT_TRUE(WaitForState(*engine, fence->seqno(), "waiting", 1));
+
+  EXPECT_EQ(engine->AbortAll(), 1u);
+  EXPECT_FALSE(dep->IsSignaled());
+  EXPECT_TRUE(fence->IsSignaled());
+  EXPECT_EQ(fence->error(), -ECANCELED);
+  ASSERT_EQ(rec.Get().size(), 1u);
+  EXPECT_EQ(rec.Get()[0].status, -ECANCELED);
+  ASSERT_EQ(dep->Signal(), kOk);
+  engine->Drain();
+  EXPECT_EQ(buf.bytes(), std::vector<uint8_t>(buf.size, 0)) << "a cancelled job ran";
+  EXPECT_EQ(rec.Get().size(), 1u);
+}
+
+// Nothing in flight: AbortAll() cancels nothing, completes nothing, and still ends a stall.
+TEST(EngineTest, AbortWhenIdleIsANoOp) {
+  PageBuffer buf(kPage);
+  FenceTimeline timeline("engine-test");
+  Recorder rec;
+  auto engine = CpuEngine::Create("abort-idle");
+  EXPECT_EQ(engine->AbortAll(), 0u);
+  EXPECT_EQ(engine->AbortAll(false), 0u);
+  engine->Stall(true);
+  EXPECT_EQ(engine->AbortAll(), 0u);
+  EngineStats st = engine->stats();
+  EXPECT_EQ(st.completed, 0u);
+  EXPECT_EQ(st.aborted, 0u);
+  EXPECT_EQ(rec.Get().size(), 0u);
+
+  FenceRef fence = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(FillJob(buf, 0x01020304u, fence, rec.Done(0))), kOk);
+  ASSERT_EQ(fence->Wait(kDeadline), kOk) << "the abort left the engine stalled";
+  ASSERT_TRUE(rec.WaitFor(1));
+  EXPECT_EQ(rec.Get()[0].status, kOk);
+  EXPECT_EQ(buf.bytes(), PatternBytes(buf.size, 0x01020304u));
+}
+
+// AbortAll() from a done callback (the engine's own thread) does not wait for itself: it
+// cancels the job queued behind and returns; without waiting, from another thread, it
+// returns before the cancelled completions arrive and they arrive as usual.
+TEST(EngineTest, AbortFromDoneCallbackAndWithoutWaiting) {
+  PageBuffer a(kPage), b(kPage);
+  FenceTimeline timeline("engine-test");
+  Recorder rec;
+  auto engine = CpuEngine::Create("abort-cb");
+  engine->Stall(true);
+  std::atomic<size_t> cancelled_in_cb{99};
+  FenceRef f0 = timeline.CreateFence();
+  FenceRef f1 = timeline.CreateFence();
+  JobDone record0 = rec.Done(0);
+  ASSERT_EQ(engine->Submit(FillJob(a, 0xa0a0a0a0u, f0, [&, record0](Status st, uint64_t r) {
+              cancelled_in_cb = engine->AbortAll();
+              record0(st, r);
+            })),
+            kOk);
+  ASSERT_EQ(engine->Submit(FillJob(b, 0xb0b0b0b0u, f1, rec.Done(1))), kOk);
+  ASSERT_TRUE(WaitForState(*engine, f0->seqno(), "stalled"));
+  engine->Stall(false);
+  ASSERT_TRUE(rec.WaitFor(2)) << "AbortAll() in a done callback deadlocked";
+  EXPECT_EQ(cancelled_in_cb.load(), 1u);
+  EXPECT_EQ(rec.Get()[0].status, kOk);
+  EXPECT_EQ(rec.Get()[1].status, -ECANCELED);
+  EXPECT_EQ(a.bytes(), PatternBytes(a.size, 0xa0a0a0a0u));
+  EXPECT_EQ(b.bytes(), std::vector<uint8_t>(b.size, 0));
+
+  engine->Stall(true);
+  FenceRef f2 = timeline.CreateFence();
+  ASSERT_EQ(engine->Submit(FillJob(b, 0xc0c0c0c0u, f2, rec.Done(2))), kOk);
+  ASSERT_TRUE(WaitForState(*engine, f2->seqno(), "stalled"));
+  EXPECT_EQ(engine->AbortAll(/*wait=*/false), 1u);
+  ASSERT_EQ(f2->Wait(kDeadline), kOk);
+  EXPECT_EQ(f2->error(), -ECANCELED);
+  ASSERT_TRUE(rec.WaitFor(3));
+  EXPECT_EQ(rec.Get()[2].status, -ECANCELED);
+  EXPECT_EQ(b.bytes(), std::vector<uint8_t>(b.size, 0));
 }
 
 // Submit() refuses a job without a fence (nothing could ever report it).

@@ -461,6 +461,67 @@ TEST_P(EngineJobTest, BarriersRacingJobsLoseNothing) {
   EXPECT_EQ(Checksum(*dev, h, kSize), Crc(expect));
 }
 
+// Device::AbortJobs on each engine: jobs behind the stall never reach the engine's
+// Execute (no buffer changes, not even in the device cache), a held job completes with its
+// result and data, and the device goes on working.
+TEST_P(EngineJobTest, AbortCancelsUnstartedAndFinishesHeld) {
+  auto dev = NewDevice("abort", CacheMode::kStrict);
+  ASSERT_TRUE(dev);
+  constexpr uint64_t kSize = 4 * kPage;
+  uint32_t a = NewBo(*dev, kSize, Placement::kDevice);
+  uint32_t b = NewBo(*dev, kSize, Placement::kSystem);
+  const std::vector<uint8_t> ma = RandomBytes(kSize, 51), mb = RandomBytes(kSize, 52);
+  Write(*dev, a, ma);
+  Write(*dev, b, mb);
+  Recorder rec;
+  auto submit = [&](const JobRequest& req, size_t index) {
+    auto seqno = dev->Submit(req, rec.SubmitDone(index));
+    EXPECT_TRUE(seqno.ok()) << seqno.status();
+    return seqno.ok() ? *seqno : 0;
+  };
+
+  dev->engine().Stall(true);
+  submit(JobRequest{JobOp::kFill, a, 0, 0, 0, kSize, 0xfeedf00du}, 0);
+  submit(JobRequest{JobOp::kCopy, b, a, 0, 0, kSize, 0}, 1);
+  submit(JobRequest{JobOp::kChecksum, a, 0, 0, 0, kSize, 0}, 2);
+  EXPECT_EQ(dev->AbortJobs(/*wait=*/true), 3u);
+  std::vector<Recorder::Completion> done = rec.Get();
+  ASSERT_EQ(done.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(done[i].status, -ECANCELED) << i;
+  EXPECT_EQ(DirtyLines(*dev, a), 0u);
+  EXPECT_EQ(DirtyLines(*dev, b), 0u);
+  ASSERT_EQ(dev->BeginCpuAccess(a, DmaDirection::kFromDevice), kOk);
+  ASSERT_EQ(dev->BeginCpuAccess(b, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(Read(*dev, a, kSize), ma);
+  EXPECT_EQ(Read(*dev, b, kSize), mb);
+  ASSERT_EQ(dev->EndCpuAccess(a, DmaDirection::kFromDevice), kOk);
+  ASSERT_EQ(dev->EndCpuAccess(b, DmaDirection::kFromDevice), kOk);
+
+  ASSERT_EQ(dev->HoldCompletions(0, std::chrono::milliseconds(0)), kOk);
+  uint64_t held = submit(JobRequest{JobOp::kFill, a, 0, 0, 0, kSize, 0x0a0b0c0du}, 3);
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  bool is_held = false;
+  while (!is_held && std::chrono::steady_clock::now() < deadline) {
+    for (const JobInfo& info : dev->engine().InFlight()) {
+      is_held |= info.seqno == held && info.state == "held";
+    }
+    if (!is_held) std::this_thread::yield();
+  }
+  ASSERT_TRUE(is_held) << "the FILL never reached its held completion";
+  submit(JobRequest{JobOp::kCopy, b, a, 0, 0, kSize, 0}, 4);
+  EXPECT_EQ(dev->AbortJobs(/*wait=*/true), 1u);
+  done = rec.Get();
+  ASSERT_EQ(done.size(), 5u);
+  EXPECT_EQ(done[3].status, kOk);
+  EXPECT_EQ(done[4].status, -ECANCELED);
+  EXPECT_EQ(Checksum(*dev, a, kSize), Crc(PatternBytes(kSize, 0x0a0b0c0du)));
+  ASSERT_EQ(dev->BeginCpuAccess(b, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(Read(*dev, b, kSize), mb) << "the cancelled COPY ran";
+  ASSERT_EQ(dev->EndCpuAccess(b, DmaDirection::kFromDevice), kOk);
+  EXPECT_EQ(dev->Copy(a, 0, b, 0, kSize, nullptr), kOk);
+  EXPECT_EQ(Checksum(*dev, b, kSize), Crc(PatternBytes(kSize, 0x0a0b0c0du)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, EngineJobTest, ::testing::Values("cpu", "virgl"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
