@@ -38,6 +38,8 @@ uint32_t sharegpu_status_from_errno(int ret)
         return SGHW_ST_TOO_BIG;
     case -EFAULT:
         return SGHW_ST_DMA_ERROR;
+    case -ECANCELED:
+        return SGHW_ST_CANCELLED;  /* a job JOB_ABORT dropped before it started */
     default:
         return SGHW_ST_INTERNAL;
     }

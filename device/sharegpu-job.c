@@ -17,6 +17,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "trace.h"
@@ -245,8 +246,44 @@ void sharegpu_job_reset(SharegpuState *s)
     s->inflight_count = 0;
     s->idle_wait = false;
     s->staged_valid = false;
+    s->abort_left = 0;
     if (s->dev) {
         sgb_engine_release(s->dev);
+    }
+}
+
+/*
+ * JOB_ABORT (docs/hardware.md 3, "Aborting jobs"). On the engine, the jobs not started are
+ * cancelled (their done callbacks bring -ECANCELED: CANCELLED), the running or held one
+ * finishes, the stall and holds end. The job entries the ring has not submitted yet, up to
+ * CMD_TAIL, are cancelled by the ring as it reaches them (abort_left). Nothing waits here:
+ * the MMIO write must not block on a running job; the completions arrive as usual.
+ */
+void sharegpu_job_abort(SharegpuState *s)
+{
+    SharegpuRing *r = &s->cmd;
+    uint32_t cancelled = 0;
+    uint32_t unread = 0;
+    int ret;
+
+    if (r->size) {
+        /* the first entry not started: after the jobs in flight and a transfer in chunks */
+        uint32_t fetch = (r->head + s->inflight_count + (s->job.active ? 1 : 0)) &
+                         (r->size - 1);
+
+        unread = (r->tail - fetch) & (r->size - 1);
+    }
+    s->abort_left = unread;
+    s->counters.job_aborts++;
+    if (s->dev) {
+        ret = sgb_engine_abort(s->dev, SGB_ABORT_NOWAIT, &cancelled);
+        if (ret) {
+            error_report("sharegpu: %s: engine abort failed: %s", s->name, sgb_strerror(ret));
+        }
+    }
+    trace_sharegpu_job_abort(s->name, cancelled, unread);
+    if (unread) {
+        qemu_bh_schedule(s->cmd_bh);
     }
 }
 

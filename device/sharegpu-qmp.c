@@ -148,6 +148,8 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .jobs_waited = st.jobs_waited,
         .buffer_waits = s->counters.buffer_waits,
         .irqs_dropped = s->counters.irqs_dropped,
+        .job_aborts = s->counters.job_aborts,
+        .jobs_cancelled = s->counters.jobs_cancelled,
     };
     info->engine = g_strdup(sgb_engine_kind(s->dev));
     info->queue_depth = s->queue_depth;

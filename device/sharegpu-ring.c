@@ -377,6 +377,9 @@ static uint32_t sharegpu_ring_retire(SharegpuState *s)
 
     while (sharegpu_job_slot_done(s, &e)) {
         e.cmd.result = e.result;
+        if (e.status == SGHW_ST_CANCELLED) {
+            s->counters.jobs_cancelled++;
+        }
         s->inflight_head = (s->inflight_head + 1) % s->queue_depth;
         s->inflight_count--;
         raise |= sharegpu_ring_complete(s, e.index, &e.cmd, e.status);
@@ -384,8 +387,26 @@ static uint32_t sharegpu_ring_retire(SharegpuState *s)
     return raise;
 }
 
-/* Queues the job at ring index `idx` (which a previous job may not have left yet). */
-static void sharegpu_ring_start_job(SharegpuState *s, uint32_t idx, struct sghw_cmd *c)
+/*
+ * The entry at the fetch index leaves it (started, executed or cancelled); true when a
+ * JOB_ABORT covers it.
+ */
+static bool sharegpu_ring_take(SharegpuState *s)
+{
+    s->staged_valid = false;
+    if (!s->abort_left) {
+        return false;
+    }
+    s->abort_left--;
+    return true;
+}
+
+/*
+ * Queues the job at ring index `idx` (which a previous job may not have left yet); a job
+ * that a JOB_ABORT covers takes its slot, to complete in order, but never reaches the engine.
+ */
+static void sharegpu_ring_start_job(SharegpuState *s, uint32_t idx, struct sghw_cmd *c,
+                                    bool aborted)
 {
     uint32_t slot = (s->inflight_head + s->inflight_count) % s->queue_depth;
     SharegpuInflight *e = &s->inflight[slot];
@@ -394,6 +415,12 @@ static void sharegpu_ring_start_job(SharegpuState *s, uint32_t idx, struct sghw_
     /* the slot is complete before the engine can see it: its callback may come at once */
     *e = (SharegpuInflight) { .cmd = *c, .index = idx };
     s->inflight_count++;
+    if (aborted) {
+        trace_sharegpu_job_cancelled(s->name, idx);
+        e->done = true;
+        e->status = SGHW_ST_CANCELLED;
+        return;
+    }
     s->counters.jobs_submitted++;
     sharegpu_evt_drain_all();
     st = sharegpu_job_submit(s, c, slot);
@@ -424,6 +451,8 @@ void sharegpu_ring_bh(void *opaque)
             uint32_t idx = (r->head + s->inflight_count) & (r->size - 1);
 
             if (idx == r->tail || (s->status & SGHW_STATUS_HALTED)) {
+                /* all read: an abort covers nothing past a CMD_TAIL moved back */
+                s->abort_left = idx == r->tail ? 0 : s->abort_left;
                 break;
             }
             if (!s->staged_valid) {
@@ -444,15 +473,14 @@ void sharegpu_ring_bh(void *opaque)
                 if (s->inflight_count == s->queue_depth) {
                     break;      /* a completion reschedules us */
                 }
-                s->staged_valid = false;
-                sharegpu_ring_start_job(s, idx, &c);
+                sharegpu_ring_start_job(s, idx, &c, sharegpu_ring_take(s));
                 continue;
             }
             /* everything else runs after every earlier command, on idle buffers */
             if (s->inflight_count || sharegpu_job_await_idle(s, &c)) {
                 break;          /* a completion or the buffer's last fence reschedules us */
             }
-            s->staged_valid = false;
+            sharegpu_ring_take(s);     /* not a job: JOB_ABORT leaves it alone */
             if (!sharegpu_job_splittable(&c)) {
                 st = sharegpu_ring_execute(s, &c);
                 raise |= sharegpu_ring_complete(s, idx, &c, st);

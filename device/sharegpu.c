@@ -138,7 +138,8 @@ static void sharegpu_update_status(SharegpuState *s)
 static uint32_t sharegpu_features(SharegpuState *s)
 {
     return (s->coherent ? SGHW_FEAT_COHERENT : 0) | SGHW_FEAT_MSIX | SGHW_FEAT_SHARING |
-           SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES;
+           SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES |
+           SGHW_FEAT_JOB_ABORT;
 }
 
 static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
@@ -287,6 +288,14 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         }
         sharegpu_reset(s);
         break;
+    case SGHW_REG_JOB_ABORT:
+        if (val != SGHW_JOB_ABORT_MAGIC) {
+            qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: bad job abort value 0x%x\n",
+                          s->name, val);
+            return;
+        }
+        sharegpu_job_abort(s);
+        break;
     case SGHW_REG_SCRATCH:
         s->scratch = val;
         break;
@@ -297,6 +306,9 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
         break;
     case SGHW_REG_CMD_SIZE:
         sharegpu_reg_ring_size(s, &s->cmd, val, "command ring");
+        if (sharegpu_reg_ring_idle(&s->cmd)) {
+            s->abort_left = 0;  /* new indices: an old abort names none of them */
+        }
         break;
     case SGHW_REG_CMD_TAIL:
         if (!s->cmd.size || val >= s->cmd.size) {

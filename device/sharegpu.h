@@ -93,6 +93,8 @@ typedef struct SharegpuCountersState {
     uint64_t jobs_submitted;
     uint64_t buffer_waits;  /* main-loop commands that waited for a buffer's jobs */
     uint64_t irqs_dropped;  /* by x-sharegpu-drop-irq */
+    uint64_t job_aborts;    /* JOB_ABORT writes accepted */
+    uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
 } SharegpuCountersState;
 
 struct SharegpuState {
@@ -145,6 +147,8 @@ struct SharegpuState {
     uint32_t epoch;             /* bumped at reset; under link->lock */
     bool idle_wait;             /* the command at the fetch index waits for a buffer */
     bool idle_fired;            /* under link->lock */
+    uint32_t abort_left;        /* entries from the fetch index a JOB_ABORT covers: its jobs
+                                   complete CANCELLED unsubmitted (docs/hardware.md 3) */
     bool staged_valid;          /* `staged` holds the fetched, not yet started command */
     struct sghw_cmd staged;
     bool drop_next_irq;         /* fault injection: swallow the next interrupt */
@@ -174,6 +178,7 @@ void sharegpu_evt_drain_all(void);
 void sharegpu_job_init(SharegpuState *s);
 void sharegpu_job_fini(SharegpuState *s);
 void sharegpu_job_reset(SharegpuState *s);
+void sharegpu_job_abort(SharegpuState *s);
 bool sharegpu_job_is_async(const struct sghw_cmd *c);
 uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_t slot);
 bool sharegpu_job_await_idle(SharegpuState *s, const struct sghw_cmd *c);

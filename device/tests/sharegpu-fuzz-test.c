@@ -329,6 +329,10 @@ static void step_cmds(Fuzz *f, FuzzGpu *g)
     }
     wr(g, SGHW_REG_CMD_TAIL, (tail + n) % size);
     wr(g, SGHW_REG_DOORBELL, g_rand_int(f->rnd));
+    if (chance(f, 10)) {
+        /* 1.4: abort whatever jobs are in flight, read or not, at a random moment */
+        wr(g, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    }
     if (base == g->ring && size <= RING_MAX) {
         rd(g, SGHW_REG_CMD_HEAD); /* lets the bottom half run */
         harvest(f, g);
@@ -343,6 +347,7 @@ static const uint32_t interesting_regs[] = {
     SGHW_REG_CMD_BASE_LO, SGHW_REG_CMD_BASE_HI, SGHW_REG_CMD_SIZE, SGHW_REG_CMD_TAIL,
     SGHW_REG_DOORBELL, SGHW_REG_EVT_BASE_LO, SGHW_REG_EVT_BASE_HI, SGHW_REG_EVT_SIZE,
     SGHW_REG_EVT_HEAD, SGHW_REG_INT_MASK, SGHW_REG_INT_ACK, SGHW_REG_SCRATCH,
+    SGHW_REG_JOB_ABORT,
 };
 
 static uint32_t rnd_reg_value(Fuzz *f, FuzzGpu *g, uint32_t reg)

@@ -1639,6 +1639,160 @@ static void test_reset_with_jobs_in_flight(void)
     teardown(c);
 }
 
+/*
+ * JOB_ABORT (1.4) with a held job: it has executed, so it completes OK with its data; the
+ * FILL queued behind it on the engine had not started: CANCELLED, its buffer unchanged; the
+ * FENCE after them completes in ring order, and the hold is over.
+ */
+static void test_job_abort_held(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t b = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t old_b = checksum(c, g, b, BO_SIZE);
+    uint32_t head = rd(g, SGHW_REG_CMD_HEAD);
+    struct sghw_cmd cmds[3] = {
+        { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE, .arg = 0xa5a5a5a5 },
+        { .opcode = SGHW_OP_FILL, .handle = b, .len = BO_SIZE, .arg = 0xb6b6b6b6 },
+        { .opcode = SGHW_OP_FENCE },
+    };
+    uint64_t addr[3];
+
+    g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_JOB_ABORT);
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010004);
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'handle': %u}}", a);
+    post(c, g, cmds, 3, addr);
+    wait_job_state(c, "g0", "held");
+    g_assert_cmphex(read_cmd(c, addr[0]).status, ==, SGHW_ST_PENDING);
+
+    wr(g, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    wait_head(g, (head + 3) % g->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr[0]).status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(read_cmd(c, addr[1]).status, ==, SGHW_ST_CANCELLED);
+    g_assert_cmpuint(read_cmd(c, addr[2]).status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(read_cmd(c, addr[2]).result, ==, cmds[2].seqno);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, (uint32_t)cmds[2].seqno);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_CODE), ==, SGHW_ST_CANCELLED);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_INDEX), ==, (head + 1) % g->ring_entries);
+    g_assert_true(rd(g, SGHW_REG_INT_STATUS) & SGHW_INT_CMD);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0xa5a5a5a5));
+    g_assert_cmphex(checksum(c, g, b, BO_SIZE), ==, old_b);
+    g_assert_cmpuint(dev_counter(c, "g0", "job-aborts"), ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g0", "jobs-cancelled"), ==, 1);
+
+    /* the hold ended with the abort */
+    cmds[0].arg = 0x5a5a5a5a;
+    g_assert_cmpuint(submit(c, g, cmds[0]).status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x5a5a5a5a));
+    drain_events(c, g);
+    teardown(c);
+}
+
+/*
+ * JOB_ABORT on a stalled engine, queue depth 1: the FILL on the engine (stalled) and the COPY
+ * the ring has not submitted yet both complete CANCELLED, in order; neither buffer changed;
+ * the handles are still valid, the stall is over and a new FILL on the same handle works.
+ */
+static void test_job_abort_stalled(void)
+{
+    Ctx *c = setup_with(",queue-depth=1");
+    Gpu *g = &c->g[0];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t b = create_bo(c, g, SGHW_PLACEMENT_SYSTEM, NULL);
+    uint32_t old_b = checksum(c, g, b, BO_SIZE);
+    uint32_t head, errors;
+    struct sghw_cmd cmds[2] = {
+        { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE, .arg = 0xdeadbeef },
+        { .opcode = SGHW_OP_COPY, .handle = b, .handle2 = a, .len = BO_SIZE },
+    };
+    struct sghw_cmd r;
+    struct sghw_bo_info info;
+    uint64_t addr[2];
+    QDict *d;
+
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
+                                        .len = BO_SIZE, .arg = 0x11111111 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    head = rd(g, SGHW_REG_CMD_HEAD);
+    errors = rd(g, SGHW_REG_ERROR_COUNT);
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g0', 'stall': true}}");
+    post(c, g, cmds, 2, addr);
+    wait_job_state(c, "g0", "stalled");
+    d = query_dev(c, "g0");
+    g_assert_cmpuint(qdict_get_int(d, "ring-in-flight"), ==, 1); /* the COPY waits a slot */
+    qobject_unref(d);
+
+    wr(g, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    wait_head(g, (head + 2) % g->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr[0]).status, ==, SGHW_ST_CANCELLED);
+    g_assert_cmpuint(read_cmd(c, addr[1]).status, ==, SGHW_ST_CANCELLED);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, (uint32_t)cmds[1].seqno);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_COUNT), ==, errors + 2);
+    g_assert_cmpuint(dev_counter(c, "g0", "jobs-cancelled"), ==, 2);
+    /* the setup FILL, its CHECKSUM and the stalled FILL: never the COPY */
+    g_assert_cmpuint(dev_counter(c, "g0", "jobs-submitted"), ==, 3);
+
+    query_bo(c, g, a, &info, SGHW_ST_OK);
+    g_assert_cmpuint(info.size, ==, BO_SIZE);
+    query_bo(c, g, b, &info, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x11111111));
+    g_assert_cmphex(checksum(c, g, b, BO_SIZE), ==, old_b);
+    r = submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
+                                        .len = BO_SIZE, .arg = 0x22222222 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x22222222));
+    drain_events(c, g);
+    teardown(c);
+}
+
+/*
+ * JOB_ABORT with nothing in flight changes nothing; a value other than the magic is ignored
+ * (the stalled job stays pending, and completes OK once released).
+ */
+static void test_job_abort_idle_and_bad_value(void)
+{
+    Ctx *c = setup();
+    Gpu *g = &c->g[0];
+    uint32_t a = create_bo(c, g, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t head = rd(g, SGHW_REG_CMD_HEAD);
+    uint32_t errors = rd(g, SGHW_REG_ERROR_COUNT);
+    uint64_t last = rd(g, SGHW_REG_LAST_SEQNO_LO);
+    struct sghw_cmd fill = { .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE,
+                             .arg = 0x0badf00d };
+    uint64_t addr;
+    int i;
+
+    wr(g, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    g_assert_cmpuint(rd(g, SGHW_REG_CMD_HEAD), ==, head);
+    g_assert_cmpuint(rd(g, SGHW_REG_LAST_SEQNO_LO), ==, last);
+    g_assert_cmpuint(rd(g, SGHW_REG_ERROR_COUNT), ==, errors);
+    g_assert_cmpuint(dev_counter(c, "g0", "job-aborts"), ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g0", "jobs-cancelled"), ==, 0);
+    g_assert_cmpuint(submit(c, g, fill).status, ==, SGHW_ST_OK);
+
+    fill.arg = 0x600df00d;
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g0', 'stall': true}}");
+    head = rd(g, SGHW_REG_CMD_HEAD);
+    post(c, g, &fill, 1, &addr);
+    wait_job_state(c, "g0", "stalled");
+    wr(g, SGHW_REG_JOB_ABORT, SGHW_RESET_MAGIC);
+    wr(g, SGHW_REG_JOB_ABORT, 0);
+    for (i = 0; i < 20; i++) {  /* give a wrongly accepted abort time to show */
+        g_assert_cmphex(read_cmd(c, addr).status, ==, SGHW_ST_PENDING);
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(dev_counter(c, "g0", "job-aborts"), ==, 1);
+    g_assert_cmpuint(wait_job_state(c, "g0", "stalled"), ==, 0);
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    wait_head(g, (head + 1) % g->ring_entries);
+    g_assert_cmpuint(read_cmd(c, addr).status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, g, a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x600df00d));
+    g_assert_cmpuint(submit(c, g, (struct sghw_cmd) { .opcode = SGHW_OP_NOP }).status, ==,
+                     SGHW_ST_OK);
+    teardown(c);
+}
+
 /* x-sharegpu-drop-irq: the next completion interrupt is lost, INT_STATUS still says so. */
 static void test_drop_irq(void)
 {
@@ -1742,6 +1896,9 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/held-job", test_held_job);
     qtest_add_func("/sharegpu/implicit-sync", test_implicit_sync);
     qtest_add_func("/sharegpu/reset-with-jobs-in-flight", test_reset_with_jobs_in_flight);
+    qtest_add_func("/sharegpu/job-abort-held", test_job_abort_held);
+    qtest_add_func("/sharegpu/job-abort-stalled", test_job_abort_stalled);
+    qtest_add_func("/sharegpu/job-abort-idle-and-bad-value", test_job_abort_idle_and_bad_value);
     qtest_add_func("/sharegpu/drop-irq", test_drop_irq);
     qtest_add_func("/sharegpu/engine-property", test_engine_property);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
