@@ -79,6 +79,9 @@ stage "guest: ioctl fuzzer (fixed seeds + one random seed; a failed seed prints 
 # 4 boots of ~85 s each, ~5.5 min on a 2-core machine (docs/user-guide.md, "Fuzzing the driver")
 script_stage guest-fuzz "guest fuzz" --seeds "1 2 3" --random 1 --duration 40
 
+stage "guest: IGT's driver-agnostic tests and the kernel's dma-buf selftests against sharegpu (docs/igt.md)"
+script_stage guest-igt "guest IGT"
+
 stage "guest runner: silence watchdog, QEMU crash and kernel-report detection (self-test)"
 script_stage run-guest-selftest "run-guest self-test"
 

@@ -2,7 +2,7 @@
 # Installs every Debian package the project needs (idempotent).
 # Extra suites are derived from the machine's own debian.sources so the repo never names a
 # registry host: bookworm-backports (meson >= 1.5 for QEMU 10) and trixie as deb-src only
-# (QEMU 10.0 source package).
+# (the QEMU 10.0 and IGT 2.0 source packages).
 set -euo pipefail
 
 src=/etc/apt/sources.list.d/debian.sources
@@ -49,6 +49,9 @@ pkgs=(
     gdb
     # the virgl engine: libvirglrenderer on EGL surfaceless, Mesa's llvmpipe without a GPU
     libvirglrenderer-dev libegl-mesa0 libgl1-mesa-dri
+    # IGT 2.0 (scripts/build-igt.sh; meson, ninja, python3 above): the libraries libigt needs
+    libdrm-dev libpciaccess-dev libkmod-dev libproc2-dev libdw-dev libpixman-1-dev
+    libcairo2-dev libudev-dev
     # scripts/sharegpu-graph.py renders the sharing graph; sparse checks the driver's __le use
     graphviz sparse
 )
