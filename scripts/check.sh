@@ -45,7 +45,7 @@ script_stage() {
     local name=$1 what=$2; shift 2
     bash "scripts/$name.sh" "$@" 2>&1 | tee "build/$name.out"
     [ "${PIPESTATUS[0]}" -eq 0 ] || failed_stages+=("$what")
-    extra_totals+=("$(grep -h "^$name: [0-9]* passed, [0-9]* failed" "build/$name.out" | tail -1)")
+    extra_totals+=("$(grep -h "^$name: [0-9]* passed, [0-9]* failed" "build/$name.out" | tail -1)")  # ", K skipped" too
 }
 
 stage "host backend: plain build and tests"
@@ -106,9 +106,10 @@ print(passed, failed, skipped)
 PY
 read -r passed failed skipped <build/check-totals.txt
 for line in "${extra_totals[@]}"; do  # "<stage>: N passed, M failed" of the non-meson stages
-    if [[ $line =~ :\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    if [[ $line =~ :\ ([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)? ]]; then
         passed=$((passed + BASH_REMATCH[1]))
         failed=$((failed + BASH_REMATCH[2]))
+        skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
     else
         failed=$((failed + 1))  # the stage printed no verdict
     fi
