@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <future>
 #include <memory>
 #include <random>
 #include <string>
@@ -390,8 +391,12 @@ class Worker {
   void Hold(Buf& b) {
     std::string reply;
     if (HostRequest("hold " + b.own->pci, &reply)) return Error("hold: " + reply);
-    Fill(b, false);
+    // on another thread: SUBMIT may itself wait for held jobs (an eviction to make room waits
+    // for the fences of the buffer it evicts), and only this thread releases them
+    auto fill = std::async(std::launch::async, [&] { Fill(b, false); });
+    fill.wait_for(std::chrono::seconds(2));
     int ret = HostRequest("release " + b.own->pci, &reply);
+    fill.get();
     Log("hold + release " + b.own->pci + " -> " + std::to_string(ret));
     if (ret) return Error("release: " + reply);
     stats_.holds++;
