@@ -267,7 +267,7 @@ TEST_F(InvalidationTest, ImporterCpuWritesDuringExporterMovesAreKept) {
   constexpr size_t kWords = kSize / 4, kPerMove = kWords / kMoves;
   volatile uint32_t* words = static_cast<volatile uint32_t*>(y_.map);
   std::vector<uint32_t> want(kWords, 0);  // the writer's last value of every word
-  std::atomic<int> phase{-1}, done{0};
+  std::atomic<int> phase{-1}, done{0}, started{-1};
   std::atomic<bool> moving{false};
   uint64_t during_moves = 0, readback_errors = 0;
   ASSERT_EQ(DmaBufSync(dmabuf_.get(), DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE), 0);
@@ -283,6 +283,7 @@ TEST_F(InvalidationTest, ImporterCpuWritesDuringExporterMovesAreKept) {
         want[w] = value;
         if (words[w] != value) readback_errors++;
         if (!last) during_moves++;
+        if (i == 63) started.store(m);  // the move starts only once the writer is running
       }
       done.store(m + 1);
     }
@@ -290,6 +291,7 @@ TEST_F(InvalidationTest, ImporterCpuWritesDuringExporterMovesAreKept) {
   for (int m = 0; m < kMoves; m++) {
     moving.store(true);
     phase.store(m);
+    while (started.load() < m) std::this_thread::yield();
     int ret = BoMove(exp_->fd, x_.handle, m % 2 ? SHAREGPU_DOMAIN_VRAM : SHAREGPU_DOMAIN_SYSTEM);
     moving.store(false);
     EXPECT_EQ(ret, 0) << "move " << m;
