@@ -428,6 +428,26 @@ TEST(CApiTest, ExportDescriptorClosedWhenExportEnds) {
 // ------------------------------------------------------------------ asynchronous jobs
 
 // What sgb_job_submit's done callbacks reported, in the order they ran.
+// A backend with one device, released at scope exit (also when an assertion returns early).
+struct BackendWithDevice {
+  sgb_backend* backend = nullptr;
+  sgb_device* dev = nullptr;
+  explicit BackendWithDevice(const char* name) {
+    if (sgb_backend_new(&backend) == 0) dev = NewDevice(backend, name);
+  }
+  BackendWithDevice(const BackendWithDevice&) = delete;
+  BackendWithDevice& operator=(const BackendWithDevice&) = delete;
+  ~BackendWithDevice() {
+    if (dev) sgb_device_destroy(dev);
+    if (backend) sgb_backend_unref(backend);
+  }
+  // For tests of what destroy itself does.
+  void DestroyDevice() {
+    sgb_device_destroy(dev);
+    dev = nullptr;
+  }
+};
+
 struct JobLog {
   struct Entry {
     uint64_t fence;
@@ -482,10 +502,9 @@ struct JobLog {
 // and, for CHECKSUM, the CRC sgb_job_checksum computes; an error at execution arrives
 // through done too.
 TEST(CApiJobTest, SubmitDoneReportsFenceStatusAndChecksum) {
-  sgb_backend* backend = nullptr;
-  ASSERT_EQ(sgb_backend_new(&backend), 0);
-  sgb_device* dev = NewDevice(backend, "submit");
-  ASSERT_NE(dev, nullptr);
+  BackendWithDevice b("submit");
+  ASSERT_NE(b.dev, nullptr);
+  sgb_device* dev = b.dev;
   uint32_t h = 0;
   ASSERT_EQ(sgb_bo_create(dev, 2 * kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
   std::vector<uint8_t> bytes = RandomBytes(2 * kPage, 11);
@@ -538,16 +557,13 @@ TEST(CApiJobTest, SubmitDoneReportsFenceStatusAndChecksum) {
   ASSERT_EQ(sgb_device_stats_get(dev, &stats), 0);
   EXPECT_GE(stats.jobs_max_in_flight, 1u);
   EXPECT_EQ(stats.job_errors, 1u);
-  sgb_device_destroy(dev);
-  sgb_backend_unref(backend);
 }
 
 // Refused submissions queue nothing and never call done.
 TEST(CApiJobTest, SubmitRejectsBadArguments) {
-  sgb_backend* backend = nullptr;
-  ASSERT_EQ(sgb_backend_new(&backend), 0);
-  sgb_device* dev = NewDevice(backend, "submit-bad");
-  ASSERT_NE(dev, nullptr);
+  BackendWithDevice b("submit-bad");
+  ASSERT_NE(b.dev, nullptr);
+  sgb_device* dev = b.dev;
   uint32_t h = 0;
   ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_SYSTEM, 0, &h), 0);
   JobLog log;
@@ -571,21 +587,19 @@ TEST(CApiJobTest, SubmitRejectsBadArguments) {
   uint64_t good = 0;
   ASSERT_EQ(sgb_job_submit(dev, &ok, JobLog::Done, &log, &good), 0);
   ASSERT_TRUE(log.WaitFor(1));
-  sgb_device_destroy(dev);  // no job left: nothing more can be called
+  b.DestroyDevice();  // no job left: nothing more can be called
   std::vector<JobLog::Entry> got = log.Get();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].status, 0);
   EXPECT_GT(good, 0u);
-  sgb_backend_unref(backend);
 }
 
 // sgb_engine_hold keeps a job's completion pending: sgb_engine_list_jobs shows it "held"
 // with its handles; sgb_engine_release completes it.
 TEST(CApiJobTest, HoldListAndRelease) {
-  sgb_backend* backend = nullptr;
-  ASSERT_EQ(sgb_backend_new(&backend), 0);
-  sgb_device* dev = NewDevice(backend, "hold");
-  ASSERT_NE(dev, nullptr);
+  BackendWithDevice b("hold");
+  ASSERT_NE(b.dev, nullptr);
+  sgb_device* dev = b.dev;
   EXPECT_STREQ(sgb_engine_kind(dev), "cpu");
   uint32_t src = 0, dst = 0;
   ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &src), 0);
@@ -632,18 +646,15 @@ TEST(CApiJobTest, HoldListAndRelease) {
   EXPECT_EQ(sgb_engine_list_jobs(nullptr, nullptr, 0, &count), -EINVAL);
   EXPECT_EQ(sgb_engine_list_jobs(dev, nullptr, 4, &count), -EINVAL);
   EXPECT_STREQ(sgb_engine_kind(nullptr), "");
-  sgb_device_destroy(dev);
-  sgb_backend_unref(backend);
 }
 
 // sgb_engine_abort: a stalled job is cancelled (done with -ECANCELED before the call
 // returns, the buffer untouched); a held one completes with its status; SGB_ABORT_NOWAIT
 // returns at once and the completion follows; bad arguments are -EINVAL.
 TEST(CApiJobTest, AbortCancelsUnstartedAndFinishesHeld) {
-  sgb_backend* backend = nullptr;
-  ASSERT_EQ(sgb_backend_new(&backend), 0);
-  sgb_device* dev = NewDevice(backend, "abort");
-  ASSERT_NE(dev, nullptr);
+  BackendWithDevice b("abort");
+  ASSERT_NE(b.dev, nullptr);
+  sgb_device* dev = b.dev;
   uint32_t h = 0;
   ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
   std::vector<uint8_t> bytes = RandomBytes(kPage, 13);
@@ -690,8 +701,6 @@ TEST(CApiJobTest, AbortCancelsUnstartedAndFinishesHeld) {
 
   EXPECT_EQ(sgb_engine_abort(nullptr, 0, nullptr), -EINVAL);
   EXPECT_EQ(sgb_engine_abort(dev, 0x80, nullptr), -EINVAL);
-  sgb_device_destroy(dev);
-  sgb_backend_unref(backend);
 }
 
 void CountIdle(void* opaque) {
@@ -702,10 +711,9 @@ void CountIdle(void* opaque) {
 // sgb_bo_await_idle: 0 when idle, 1 and a later call while a job is held, errors for bad
 // arguments.
 TEST(CApiJobTest, AwaitIdleCallsBackAfterRelease) {
-  sgb_backend* backend = nullptr;
-  ASSERT_EQ(sgb_backend_new(&backend), 0);
-  sgb_device* dev = NewDevice(backend, "await");
-  ASSERT_NE(dev, nullptr);
+  BackendWithDevice b("await");
+  ASSERT_NE(b.dev, nullptr);
+  sgb_device* dev = b.dev;
   uint32_t h = 0;
   ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_DEVICE, 0, &h), 0);
   JobLog idle;
@@ -727,8 +735,6 @@ TEST(CApiJobTest, AwaitIdleCallsBackAfterRelease) {
   ASSERT_TRUE(idle.WaitFor(1));
   ASSERT_TRUE(log.WaitFor(1));
   EXPECT_EQ(idle.Get().size(), 1u);
-  sgb_device_destroy(dev);
-  sgb_backend_unref(backend);
 }
 
 // The engine is chosen by name: NULL and "cpu" are the cpu engine; an unknown one fails

@@ -75,6 +75,15 @@ class SignalOrder {
     std::lock_guard lock(mu_);
     return order_;
   }
+  // n new fences of `timeline`, each watched.
+  std::vector<FenceRef> NewWatched(FenceTimeline& timeline, size_t n) {
+    std::vector<FenceRef> fences;
+    for (size_t i = 0; i < n; ++i) {
+      fences.push_back(timeline.CreateFence());
+      Watch(fences.back());
+    }
+    return fences;
+  }
 
  private:
   std::mutex mu_;
@@ -145,11 +154,7 @@ TEST(EngineTest, JobsCompleteAndSignalInSubmissionOrder) {
   FenceTimeline timeline("engine-test");
   Recorder rec;
   SignalOrder signals;
-  std::vector<FenceRef> fences;
-  for (size_t i = 0; i < kJobs; ++i) {
-    fences.push_back(timeline.CreateFence());
-    signals.Watch(fences.back());
-  }
+  std::vector<FenceRef> fences = signals.NewWatched(timeline, kJobs);
   // At each done: its own fence has signalled, the next one has not (strictly in order).
   std::mutex seen_mu;
   std::vector<bool> own_signalled(kJobs), next_unsignalled(kJobs);
@@ -475,11 +480,7 @@ TEST(EngineTest, AbortCancelsStalledAndQueuedJobs) {
   SignalOrder signals;
   auto engine = CpuEngine::Create("abort");
   engine->Stall(true);
-  std::vector<FenceRef> fences;
-  for (size_t i = 0; i < kJobs; ++i) {
-    fences.push_back(timeline.CreateFence());
-    signals.Watch(fences.back());
-  }
+  std::vector<FenceRef> fences = signals.NewWatched(timeline, kJobs);
   ASSERT_EQ(engine->Submit(FillJob(a, 0x12345678u, fences[0], rec.Done(0))), kOk);
   ASSERT_EQ(engine->Submit(MakeJob(JobOp::kCopy, {&b, &a}, 0, kPage, 0, fences[1], rec.Done(1))),
             kOk);
