@@ -457,6 +457,7 @@ static void sharegpu_teardown(SharegpuState *s)
         g_hash_table_destroy(s->bos);
         s->bos = NULL;
     }
+    sharegpu_window_fini(s);
     if (s->dev) {
         sgb_device_set_event_notify(s->dev, NULL, NULL);
         sgb_device_destroy(s->dev);

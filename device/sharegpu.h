@@ -35,6 +35,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(SharegpuState, SHAREGPU)
 
 #define TYPE_SHAREGPU_WINDOW_MAP "sharegpu-window-map"
 OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowMap, SHAREGPU_WINDOW_MAP)
+#define TYPE_SHAREGPU_WINDOW_BACKING "sharegpu-window-backing"
+OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowBacking, SHAREGPU_WINDOW_BACKING)
 
 typedef struct SharegpuMemEntry {
     uint64_t addr;
@@ -120,6 +122,9 @@ struct SharegpuState {
     sgb_device *dev;
     char *name;
     GHashTable *bos; /* handle -> SharegpuBo */
+    /* import window (sharegpu-window.c) */
+    GHashTable *window_backings; /* "dev:ino" of a memfd -> SharegpuWindowBacking, weak */
+    GTree *window_maps;          /* mapped SharegpuBo, ordered by map_off */
     QTAILQ_ENTRY(SharegpuState) next;
 
     /* registers */
@@ -194,6 +199,7 @@ void sharegpu_bo_free(gpointer data);
 
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);
+void sharegpu_window_fini(SharegpuState *s);
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);

@@ -1275,6 +1275,112 @@ static void test_sharing_graph(void)
     teardown(c);
 }
 
+/* Open descriptors of the QEMU process under test. */
+static unsigned qemu_fd_count(Ctx *c)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", (int)qtest_pid(c->qs->qts));
+    GDir *dir = g_dir_open(path, 0, NULL);
+    unsigned n = 0;
+
+    g_assert_nonnull(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    g_dir_close(dir);
+    return n;
+}
+
+/*
+ * Issue 15: mapping imports into the window costs no descriptor per import. 24 imports of
+ * exporter VRAM and 24 of exporter system memory (the backend's one system memfd) map into
+ * g1's window with two descriptors in all; each mapping shows its own buffer; the window
+ * still refuses overlaps (but a buffer may move its own mapping); and the descriptors go
+ * when the mappings do.
+ */
+#define WINDOW_IMPORTS 24
+
+static void test_import_window_descriptors(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t imp[2 * WINDOW_IMPORTS];
+    g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
+    unsigned before, with_both_kinds, with_all;
+    struct sghw_cmd r;
+    int i;
+
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        uint32_t h = create_bo(c, g0, i % 2 ? SGHW_PLACEMENT_SYSTEM : SGHW_PLACEMENT_DEVICE,
+                               NULL);
+
+        r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
+                                              .len = BO_SIZE, .arg = 0x5a000000 + i });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        imp[i] = share_bo(c, g0, h, g1);
+    }
+    before = qemu_fd_count(c);
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        uint64_t win;
+        uint32_t word = 0xc0de0000 + i;
+
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                              .handle = imp[i], .off0 = i * BO_SIZE });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        win = r.result;
+        if (i == 1) {
+            with_both_kinds = qemu_fd_count(c);
+        }
+        /* the alias points at this buffer's bytes, not a neighbour's */
+        g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 128), ==, 0x5a000000 + i);
+        /* and a write through it reaches the exporter's storage */
+        qpci_io_writel(g1->dev, g1->vram, win + 256, word);
+        for (int k = 0; k < BO_SIZE; k += 4) {
+            uint32_t v = k == 256 ? word : 0x5a000000 + i;
+
+            memcpy(bytes + k, &v, 4);
+        }
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = imp[i],
+                                              .len = BO_SIZE });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        g_assert_cmphex(r.result, ==, crc32c_ref(bytes, BO_SIZE));
+    }
+    with_all = qemu_fd_count(c);
+    g_assert_cmpuint(with_both_kinds, <=, before + 2);
+    g_assert_cmpuint(with_all, ==, with_both_kinds);
+
+    /* overlap with another mapping: BUSY, the other mapping intact */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[0],
+                                          .off0 = BO_SIZE + BO_SIZE / 2 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, g1->vram_size + BO_SIZE + 128), ==,
+                    0x5a000001);
+    /* moving a buffer's own mapping over itself is fine */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                          .handle = imp[2 * WINDOW_IMPORTS - 1] });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[0],
+                                          .off0 = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY); /* overlaps imp[1] at BO_SIZE */
+    r = submit(c, g1, (struct sghw_cmd) {
+        .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[2 * WINDOW_IMPORTS - 2],
+        .off0 = (2 * WINDOW_IMPORTS - 2) * BO_SIZE + 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, r.result + 128), ==,
+                    0x5a000000 + 2 * WINDOW_IMPORTS - 2);
+
+    /* unmapping everything releases the backings (after the flatviews let go: bounded) */
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                              .handle = imp[i] });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    }
+    for (i = 0; i < 5000 && qemu_fd_count(c) != before; i++) {
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(qemu_fd_count(c), ==, before);
+    teardown(c);
+}
+
 /*
  * 1.2: a BO_MOVED that reports what a BO_MOVE / BO_EVICT / BO_CREATE of the same ring did to
  * its own handle carries SGHW_EVT_F_OWN_COMMAND; a BO evicted to make room for another, a
@@ -1892,6 +1998,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/reset-during-long-job", test_reset_during_long_job);
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
     qtest_add_func("/sharegpu/sharing-graph", test_sharing_graph);
+    qtest_add_func("/sharegpu/import-window-descriptors", test_import_window_descriptors);
     qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
     qtest_add_func("/sharegpu/held-job", test_held_job);
     qtest_add_func("/sharegpu/implicit-sync", test_implicit_sync);
