@@ -78,7 +78,8 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->split_jobs, c->bh_yields, c->jobs_submitted, c->jobs_held,
                        c->jobs_waited, c->buffer_waits, c->irqs_dropped);
         monitor_printf(mon, "            job aborts %" PRIu64 " (jobs cancelled %" PRIu64
-                       ")\n", c->job_aborts, c->jobs_cancelled);
+                       ") qmp events suppressed %" PRIu64 "\n", c->job_aborts,
+                       c->jobs_cancelled, c->qmp_events_suppressed);
         monitor_printf(mon, "  engine %s, queue depth %u: %u ring entries in flight%s\n",
                        i->engine, i->queue_depth, i->ring_in_flight,
                        i->waiting_for_buffer ? ", next command waits for a buffer" : "");

@@ -147,6 +147,7 @@ void sharegpu_evt_bh(void *opaque)
             }
             sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement, 0,
                               SGHW_INVALID_OFFSET, ev.generation);
+            sharegpu_qev_bo_invalidated(s, ev.handle, ev.generation);
         } else if (ev.type == SGB_EVENT_BO_MOVED) {
             /* its own handle only: other BOs a placement evicted are not "own" moves */
             uint32_t flags = sharegpu_evt_cause.s == s &&
@@ -155,6 +156,8 @@ void sharegpu_evt_bh(void *opaque)
 
             sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement, flags,
                               ev.vram_offset, ev.generation);
+            sharegpu_qev_bo_moved(s, ev.handle, ev.placement, ev.vram_offset, flags != 0,
+                                  ev.generation);
         }
     }
 }
@@ -226,6 +229,7 @@ static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sghw_cmd 
         s->error_code = SGHW_ST_DMA_ERROR;
         s->error_index = idx;
         s->error_count++;
+        sharegpu_qev_error(s, idx, NULL, SGHW_ST_DMA_ERROR);
         return false;
     }
     c->opcode = le16_to_cpu(c->opcode);
@@ -292,6 +296,7 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
         s->counters.command_errors++;
         raise |= SGHW_INT_ERROR;
         sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, 0, SGHW_INVALID_OFFSET, c->seqno);
+        sharegpu_qev_error(s, idx, c, st);
     }
     s->last_seqno = c->seqno;
     if (!(s->status & SGHW_STATUS_HALTED)) {

@@ -396,6 +396,7 @@ static const MemoryRegionOps sharegpu_mmio_ops = {
 static void sharegpu_reset(SharegpuState *s)
 {
     trace_sharegpu_reset(s->name);
+    sharegpu_qev_reset(s, false, 0);
     qemu_bh_cancel(s->cmd_bh);
     /* a reset takes effect between two commands: the one being executed completes first */
     sharegpu_job_finish(s);

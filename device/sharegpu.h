@@ -10,6 +10,7 @@
  *   sharegpu-job.c       asynchronous jobs (engine submission, done callbacks) and waits
  *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
+ *   sharegpu-qapi-events.c  QMP events, with the rate limit on guest-caused ones
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
  *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
  *   sharegpu-stubs.c     the monitor commands when the device is not built
@@ -97,7 +98,22 @@ typedef struct SharegpuCountersState {
     uint64_t irqs_dropped;  /* by x-sharegpu-drop-irq */
     uint64_t job_aborts;    /* JOB_ABORT writes accepted */
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
+    uint64_t qmp_events_suppressed; /* by the QMP event rate limit */
 } SharegpuCountersState;
+
+/* The rate-limited QMP events (sharegpu-qapi-events.c) */
+typedef enum SharegpuQevKind {
+    SHAREGPU_QEV_BO_MOVED,
+    SHAREGPU_QEV_BO_INVALIDATED,
+    SHAREGPU_QEV_ERROR,
+    SHAREGPU_QEV__MAX,
+} SharegpuQevKind;
+
+typedef struct SharegpuQevLimit {
+    int64_t window_start; /* QEMU_CLOCK_REALTIME ns */
+    uint32_t sent;        /* in this window */
+    uint64_t suppressed;  /* since the last event sent */
+} SharegpuQevLimit;
 
 struct SharegpuState {
     PCIDevice parent_obj;
@@ -122,6 +138,7 @@ struct SharegpuState {
     sgb_device *dev;
     char *name;
     GHashTable *bos; /* handle -> SharegpuBo */
+    SharegpuQevLimit qev_limits[SHAREGPU_QEV__MAX];
     /* import window (sharegpu-window.c) */
     GHashTable *window_backings; /* "dev:ino" of a memfd -> SharegpuWindowBacking, weak */
     GTree *window_maps;          /* mapped SharegpuBo, ordered by map_off */
@@ -196,6 +213,16 @@ uint32_t sharegpu_status_from_errno(int ret);
 SharegpuBo *sharegpu_bo_lookup(SharegpuState *s, uint32_t handle);
 SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
 void sharegpu_bo_free(gpointer data);
+
+/* sharegpu-qapi-events.c */
+void sharegpu_qev_bo_moved(SharegpuState *s, uint32_t handle, uint32_t placement,
+                           uint64_t vram_offset, bool own_command, uint64_t generation);
+void sharegpu_qev_bo_invalidated(SharegpuState *s, uint32_t handle, uint64_t generation);
+void sharegpu_qev_error(SharegpuState *s, uint32_t index, const struct sghw_cmd *c,
+                        uint32_t status);
+void sharegpu_qev_fences_held(SharegpuState *s, bool stall, uint32_t handle, uint32_t ms);
+void sharegpu_qev_fences_released(SharegpuState *s, bool stall);
+void sharegpu_qev_reset(SharegpuState *s, bool job_abort, uint32_t jobs_cancelled);
 
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);

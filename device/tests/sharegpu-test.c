@@ -11,6 +11,7 @@
 #include "standard-headers/linux/pci_regs.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
+#include "qobject/qjson.h"
 #include "sharegpu_hw.h"
 
 #define RING_ENTRIES 16
@@ -1899,6 +1900,202 @@ static void test_job_abort_idle_and_bad_value(void)
     teardown(c);
 }
 
+/* The SHAREGPU_* QMP events, in arrival order (an event callback keeps them all). */
+typedef struct EventLog {
+    GPtrArray *events; /* QDict */
+} EventLog;
+
+static void event_free(gpointer event)
+{
+    qobject_unref((QDict *)event);
+}
+
+static bool event_log_cb(QTestState *qts, const char *name, QDict *event, void *opaque)
+{
+    EventLog *log = opaque;
+
+    if (!g_str_has_prefix(name, "SHAREGPU_")) {
+        return false;
+    }
+    qobject_ref(event);
+    g_ptr_array_add(log->events, event);
+    return true;
+}
+
+/* Reads QMP until every event emitted so far is in the log. */
+static void event_log_sync(Ctx *c)
+{
+    qobject_unref(qtest_qmp(c->qs->qts, "{'execute': 'query-status'}"));
+}
+
+/* The only event `name` of device `id` in the log since index *from (advanced past it). */
+static QDict *event_log_one(EventLog *log, guint *from, const char *name, const char *id)
+{
+    QDict *found = NULL;
+
+    for (guint i = *from; i < log->events->len; i++) {
+        QDict *ev = g_ptr_array_index(log->events, i);
+        QDict *data = qdict_get_qdict(ev, "data");
+
+        if (!strcmp(qdict_get_str(ev, "event"), name) &&
+            !strcmp(qdict_get_str(data, "id"), id)) {
+            g_assert_null(found);
+            found = data;
+        }
+    }
+    if (!found) {
+        for (guint i = *from; i < log->events->len; i++) {
+            g_autoptr(GString) json = qobject_to_json(g_ptr_array_index(log->events, i));
+
+            g_test_message("event %u: %s", i, json->str);
+        }
+        g_test_message("no %s of %s among events %u..%u", name, id, *from, log->events->len);
+    }
+    g_assert_nonnull(found);
+    *from = log->events->len;
+    return found;
+}
+
+/*
+ * Issue 8 §4: QMP events for moves (with their cause), invalidations, command errors, fence
+ * holds and stalls, job aborts and resets; the guest-caused ones are rate limited, and what
+ * the limit left out is counted and reported by the next event.
+ */
+static void test_qmp_events(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    EventLog log = { .events = g_ptr_array_new_with_free_func(event_free) };
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t loner = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g0, h, g1);
+    uint64_t received = 0, reported = 0, moves = 0, suppressed_before;
+    guint from;
+    QDict *d;
+    struct sghw_cmd r;
+
+    qtest_qmp_set_event_callback(c->qs->qts, event_log_cb, &log);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    from = log.events->len;
+
+    /* a move forced from the monitor: the exporter's BO_MOVED, the importer's invalidation */
+    qmp_ok(c, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
+           "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
+    event_log_sync(c);
+    d = event_log_one(&log, &(guint){ from }, "SHAREGPU_BO_MOVED", "g0");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, h);
+    g_assert_cmpstr(qdict_get_str(d, "placement"), ==, "system");
+    g_assert_cmpstr(qdict_get_str(d, "cause"), ==, "other");
+    g_assert_false(qdict_haskey(d, "vram-offset"));
+    g_assert_cmpuint(qdict_get_int(d, "suppressed"), ==, 0);
+    d = event_log_one(&log, &from, "SHAREGPU_BO_INVALIDATED", "g1");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, imp);
+
+    /* the guest's own move back: cause command, with the new VRAM offset */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    from = log.events->len;
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                          .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    d = event_log_one(&log, &(guint){ from }, "SHAREGPU_BO_MOVED", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "cause"), ==, "command");
+    g_assert_cmpstr(qdict_get_str(d, "placement"), ==, "device");
+    g_assert_cmpuint(qdict_get_int(d, "vram-offset"), ==, r.result);
+    event_log_one(&log, &from, "SHAREGPU_BO_INVALIDATED", "g1");
+
+    /* a command error names the command and the status */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = 0xdead,
+                                          .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_ERROR", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "opcode"), ==, "FILL");
+    g_assert_cmpstr(qdict_get_str(d, "status"), ==, "BAD_HANDLE");
+    g_assert_cmpuint(qdict_get_int(d, "seqno"), ==, r.seqno);
+    g_assert_cmpuint(qdict_get_int(d, "index"), ==, rd(g0, SGHW_REG_ERROR_INDEX));
+    g_assert_false(qdict_get_bool(d, "halted"));
+
+    /* fault injection from the monitor */
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': "
+           "{'id': 'g0', 'handle': %u, 'ms': 60000}}", h);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_HELD", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "hold");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, h);
+    g_assert_cmpuint(qdict_get_int(d, "ms"), ==, 60000);
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_RELEASED", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "hold");
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g1', 'stall': true}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_HELD", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "stall");
+    g_assert_false(qdict_haskey(d, "handle"));
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g1', 'stall': false}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_RELEASED", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "stall");
+
+    /*
+     * The rate limit: moves of a buffer nobody imports until an event reports left-out
+     * ones (the limit's window is a second: this spans at least two). Every move is either
+     * sent or counted.
+     */
+    suppressed_before = dev_counter(c, "g0", "qmp-events-suppressed");
+    g_assert_cmpuint(suppressed_before, ==, 0);
+    while (reported == 0) {
+        for (int i = 0; i < 50; i++, moves++) {
+            r = submit(c, g0, (struct sghw_cmd) {
+                .opcode = SGHW_OP_BO_MOVE, .handle = loner,
+                .arg = moves % 2 ? SGHW_PLACEMENT_DEVICE : SGHW_PLACEMENT_SYSTEM });
+            g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        }
+        event_log_sync(c);
+        for (guint i = from; i < log.events->len; i++) {
+            QDict *ev = g_ptr_array_index(log.events, i);
+
+            if (!strcmp(qdict_get_str(ev, "event"), "SHAREGPU_BO_MOVED")) {
+                d = qdict_get_qdict(ev, "data");
+                g_assert_cmpuint(qdict_get_int(d, "handle"), ==, loner);
+                received++;
+                reported += qdict_get_int(d, "suppressed");
+            }
+        }
+        from = log.events->len;
+        g_assert_cmpuint(moves, <, 100000);
+    }
+    g_assert_cmpuint(received, <, moves);
+    g_assert_cmpuint(received + dev_counter(c, "g0", "qmp-events-suppressed"), ==, moves);
+    g_assert_cmpuint(reported, <=, moves - received);
+    {
+        g_autofree char *out = qtest_hmp(c->qs->qts, "info sharegpu g0");
+
+        g_assert_nonnull(strstr(out, "qmp events suppressed"));
+    }
+
+    /* recovery and reset are always reported */
+    wr(g0, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_RESET", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "job-abort");
+    g_assert_cmpuint(qdict_get_int(d, "jobs-cancelled"), ==, 0);
+    wr(g1, SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_RESET", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "device");
+    g_assert_false(qdict_haskey(d, "jobs-cancelled"));
+
+    qtest_qmp_set_event_callback(c->qs->qts, NULL, NULL);
+    g_ptr_array_free(log.events, true);
+    teardown(c);
+}
+
 /* x-sharegpu-drop-irq: the next completion interrupt is lost, INT_STATUS still says so. */
 static void test_drop_irq(void)
 {
@@ -1999,6 +2196,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
     qtest_add_func("/sharegpu/sharing-graph", test_sharing_graph);
     qtest_add_func("/sharegpu/import-window-descriptors", test_import_window_descriptors);
+    qtest_add_func("/sharegpu/qmp-events", test_qmp_events);
     qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
     qtest_add_func("/sharegpu/held-job", test_held_job);
     qtest_add_func("/sharegpu/implicit-sync", test_implicit_sync);
