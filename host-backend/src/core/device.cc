@@ -141,6 +141,7 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement, uint32_t f
 Status Device::ReleaseImport(const std::shared_ptr<ImportRecord>& import) {
   {
     ResvGuard guard(import->dmabuf->resv());
+    import->closed = true;
     for (; import->pins > 0; --import->pins) (void)import->dmabuf->Unpin(*import->attachment);
     if (import->mapping) {
       (void)import->dmabuf->Unmap(*import->attachment, import->mapping);
@@ -167,6 +168,7 @@ Status Device::DestroyBo(uint32_t handle) {
     std::vector<FenceRef> own;
     {
       ResvGuard guard(entry.import->dmabuf->resv());
+      entry.import->closed = true;  // a job racing the close adds no fence and no mapping now
       for (FenceRef& f : entry.import->dmabuf->resv().Fences(ResvUsage::kBookkeep)) {
         if (f->context() == timeline_.context() && !f->IsSignaled()) own.push_back(std::move(f));
       }
@@ -296,6 +298,7 @@ Status Device::Pin(uint32_t handle) {
   ResvGuard guard(ResvOf(*entry));
   if (entry->bo) return entry->bo->PinPlacement();
   ImportRecord& imp = *entry->import;
+  if (imp.closed) return GuestError(-ENOENT, "pin of handle %u while it closes", handle);
   Status err = imp.dmabuf->Pin(*imp.attachment);
   if (err == kOk) ++imp.pins;
   return err;
@@ -401,6 +404,7 @@ Result<DeviceView> Device::View(Entry& e) {
     return e.bo->View();
   }
   ImportRecord& imp = *e.import;
+  if (imp.closed) return Result<DeviceView>::Error(-ENOENT);  // closed since it was looked up
   if (!imp.mapping || !imp.mapping->valid()) {
     // Re-map lazily after a move_notify: the new mapping points at the new storage.
     if (imp.mapping) (void)imp.dmabuf->Unmap(*imp.attachment, imp.mapping);

@@ -63,6 +63,10 @@ struct ImportRecord {
   std::atomic<uint32_t> handle{0};
   uint32_t pins = 0;  // pins taken through this import (guarded by dmabuf->resv()); dropped
                       // when the import goes, so a closed import never pins the exporter
+  // Set (under dmabuf->resv()) when the import starts closing: from then on nothing maps or
+  // pins through it (a job that looked the handle up before the close fails with -ENOENT),
+  // so the close's unmap is the last and its detach cannot be refused.
+  bool closed = false;
 };
 
 class Device : public std::enable_shared_from_this<Device> {
