@@ -22,7 +22,49 @@ constexpr uint64_t kNoOffset = ~uint64_t{0};
 BufferObject* ExporterBo(const DmaBuf& dmabuf) {
   return dynamic_cast<BufferObject*>(&dmabuf.exporter());
 }
+
+// BO_MOVED for a move of one of the device's own buffers (none once its handle is gone).
+void OnLocalMove(DeviceEvents& events, BufferObject& bo) {
+  uint32_t handle = bo.owner_handle.load();
+  if (handle == 0) return;
+  sgb_event ev{};
+  ev.type = SGB_EVENT_BO_MOVED;
+  ev.handle = handle;
+  ev.placement = static_cast<uint32_t>(bo.placement());
+  ev.vram_offset = bo.vram_offset();
+  ev.generation = bo.generation();
+  events.Push(ev);
+}
 }  // namespace
+
+void DeviceEvents::Push(const sgb_event& ev) {
+  std::lock_guard lock(mu_);
+  if (events_.size() >= kMaxEvents) {
+    events_.pop_front();  // the guest fell behind; the newest state matters most
+    dropped++;
+  }
+  events_.push_back(ev);
+  if (notify_fn_) notify_fn_(notify_opaque_);
+}
+
+Status DeviceEvents::Pop(sgb_event* out) {
+  std::lock_guard lock(mu_);
+  if (events_.empty()) return -EAGAIN;
+  *out = events_.front();
+  events_.pop_front();
+  return kOk;
+}
+
+void DeviceEvents::Clear() {
+  std::lock_guard lock(mu_);
+  events_.clear();
+}
+
+void DeviceEvents::SetNotify(sgb_event_notify_fn fn, void* opaque) {
+  std::lock_guard lock(mu_);
+  notify_fn_ = fn;
+  notify_opaque_ = opaque;
+}
 
 Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
                                                DeviceConfig config) {
@@ -42,10 +84,10 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
   if (!mm) return R::Error(mm.status());
   auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value(),
                                       std::move(engine).value());
-  std::weak_ptr<Device> weak = dev;
-  dev->mm_->SetMoveListener([weak](BufferObject& bo) {
-    if (auto d = weak.lock()) d->OnLocalMove(bo);
-  });
+  // The listener runs with the moved buffer's reservation and the listener lock held: it
+  // holds the event queue, not the device (DeviceEvents).
+  dev->mm_->SetMoveListener(
+      [events = dev->events_](BufferObject& bo) { OnLocalMove(*events, bo); });
   return dev;
 }
 
@@ -202,8 +244,7 @@ Status Device::Reset() {
       entry.bo->owner_handle.store(0);
     }
   }
-  std::lock_guard lock(events_mu_);
-  events_.clear();
+  events_->Clear();
   return kOk;
 }
 
@@ -254,7 +295,7 @@ Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
     cs = entry->bo->cache().stats();
   } else {
     cs = entry->import->attachment->cache().stats();
-    info.invalidations = entry->import->invalidations.load();
+    info.invalidations = entry->import->status->invalidations.load();
   }
   info.cache_dirty_lines = static_cast<uint32_t>(cs.dirty_lines);
   info.cache_valid_lines = static_cast<uint32_t>(cs.valid_lines);
@@ -654,28 +695,25 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
   }
   auto record = std::make_shared<ImportRecord>();
   record->dmabuf = dmabuf;
-  std::weak_ptr<ImportRecord> weak_record = record;
-  std::weak_ptr<Device> weak_dev = weak_from_this();
   ImporterOps ops;
   ops.name = config_.name;
   ops.device = mm_.get();
   ops.allow_peer2peer = true;  // sharegpu devices of one backend reach each other's VRAM
   ops.cache_mode = config_.cache_mode;
   ops.cache_factory = mm_->cache_factory();
-  ops.move_notify = [weak_record, weak_dev](Attachment&) {
-    auto rec = weak_record.lock();
-    auto dev = weak_dev.lock();
-    if (!rec || !dev) return;
-    rec->invalidations++;
-    dev->counters_.move_notifies++;
+  // Runs with the exporter's reservation held: it holds what it updates (the import's status,
+  // the event queue), never the device or the record (DeviceEvents, ImportStatus).
+  ops.move_notify = [status = record->status, events = events_](Attachment& attachment) {
+    status->invalidations++;
+    events->move_notifies++;
     sgb_event ev{};
     ev.type = SGB_EVENT_BO_INVALIDATED;
-    ev.handle = rec->handle.load();
-    BufferObject* bo = ExporterBo(*rec->dmabuf);
+    ev.handle = status->handle.load();
+    BufferObject* bo = ExporterBo(attachment.dmabuf());
     ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
     ev.vram_offset = kNoOffset;
     ev.generation = bo ? bo->generation() : 0;
-    dev->PushEvent(ev);
+    events->Push(ev);
   };
   auto attachment = dmabuf->Attach(std::move(ops));
   if (!attachment) return Result<uint32_t>::Error(attachment.status());
@@ -685,7 +723,7 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
     std::lock_guard lock(table_mu_);
     handle = InsertLocked(Entry{nullptr, nullptr, record});
   }
-  record->handle.store(handle);
+  record->status->handle.store(handle);
   counters_.imports++;
   return handle;
 }
@@ -720,41 +758,11 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
   return kOk;
 }
 
-void Device::OnLocalMove(BufferObject& bo) {
-  uint32_t handle = bo.owner_handle.load();
-  if (handle == 0) return;
-  sgb_event ev{};
-  ev.type = SGB_EVENT_BO_MOVED;
-  ev.handle = handle;
-  ev.placement = static_cast<uint32_t>(bo.placement());
-  ev.vram_offset = bo.vram_offset();
-  ev.generation = bo.generation();
-  PushEvent(ev);
-}
-
-void Device::PushEvent(const sgb_event& ev) {
-  std::lock_guard lock(events_mu_);
-  if (events_.size() >= kMaxEvents) {
-    events_.pop_front();  // the guest fell behind; the newest state matters most
-    counters_.events_dropped++;
-  }
-  events_.push_back(ev);
-  if (notify_fn_) notify_fn_(notify_opaque_);
-}
-
 void Device::SetEventNotify(sgb_event_notify_fn fn, void* opaque) {
-  std::lock_guard lock(events_mu_);
-  notify_fn_ = fn;
-  notify_opaque_ = opaque;
+  events_->SetNotify(fn, opaque);
 }
 
-Status Device::PopEvent(sgb_event* out) {
-  std::lock_guard lock(events_mu_);
-  if (events_.empty()) return -EAGAIN;
-  *out = events_.front();
-  events_.pop_front();
-  return kOk;
-}
+Status Device::PopEvent(sgb_event* out) { return events_->Pop(out); }
 
 sgb_device_stats Device::Stats() const {
   sgb_device_stats s{};
@@ -776,7 +784,7 @@ sgb_device_stats Device::Stats() const {
   s.bytes_copied = counters_.bytes_copied;
   s.exports = counters_.exports;
   s.imports = counters_.imports;
-  s.move_notifies = counters_.move_notifies;
+  s.move_notifies = events_->move_notifies;
   s.cache_flushes = counters_.cache_flushes;
   s.cache_invalidates = counters_.cache_invalidates;
   s.ww_backoffs = counters_.ww_backoffs;

@@ -2,6 +2,7 @@
 // events.
 #include "core/device.h"
 
+#include <semaphore>
 #include <thread>
 
 #include "core/backend.h"
@@ -9,6 +10,8 @@
 
 namespace sharegpu::testing {
 namespace {
+
+using ::testing::_;
 
 constexpr uint64_t kPage = 4096;
 
@@ -510,6 +513,79 @@ TEST_F(DeviceTest, CloseOfImportUnderItsJobKeepsTheJobsWrites) {
   std::vector<uint8_t> want(2 * kPage, 0x11);
   std::fill(want.begin() + 100, want.begin() + 100 + kPage, 0xa5);
   EXPECT_TRUE(got == want) << "the job's writes through the closed import were lost";
+}
+
+// ------------------------------------------------------------------ lifetime (issue 9, defect 9)
+
+// The application drops its last reference to a device on another thread while one of the
+// device's move callbacks runs (the move callback runs with the moved buffer's reservation
+// held; it reaches the application through the event notify, the hook used here). The
+// callback must not hold the device: had it made a strong reference (weak_ptr::lock()), that
+// would now be the last one, and ~Device, which closes every import (taking reservations) and
+// clears the memory manager's move listener, would run inside the callback with the
+// exporter's reservation (or the listener's lock) held by the same thread.
+struct DropWhileNotified {
+  explicit DropWhileNotified(std::shared_ptr<Device> d) : dev(std::move(d)), weak(dev) {
+    dev->SetEventNotify(&Notify, this);
+    dropper = std::thread([this] {
+      go.acquire();
+      dev.reset();  // the application's last reference
+    });
+  }
+  ~DropWhileNotified() {
+    if (!fired.exchange(true)) go.release();
+    if (dropper.joinable()) dropper.join();
+  }
+  static void Notify(void* opaque) {
+    auto* self = static_cast<DropWhileNotified*>(opaque);
+    if (self->fired.exchange(true)) return;
+    self->go.release();
+    // Until the dropper let go (a reference made by the callback would still be counted) or
+    // started destroying the device (which waits for what this thread holds).
+    while (self->weak.use_count() > 1) std::this_thread::yield();
+  }
+  std::shared_ptr<Device> dev;
+  std::weak_ptr<Device> weak;
+  std::binary_semaphore go{0};
+  std::atomic<bool> fired{false};
+  std::thread dropper;
+};
+
+TEST_F(DeviceTest, ImporterDroppedDuringItsMoveNotifyIsNotDestroyedInsideIt) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
+  uint32_t hb = Share(*a, ha, *b);
+  EXPECT_EQ(Checksum(*b, hb, kPage), Crc(std::vector<uint8_t>(kPage, 0)));  // B maps it
+  const uint64_t misuses = WwMisuseCount();
+  DropWhileNotified drop(std::move(b));
+  RunThreadsBounded(1, [&](int) { EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk); });
+  drop.dropper.join();
+  EXPECT_TRUE(drop.fired.load());
+  EXPECT_TRUE(drop.weak.expired());
+  EXPECT_EQ(WwMisuseCount(), misuses);
+  EXPECT_EQ(a->State(ha)->attachments, 0u) << "the dropped importer's import was not closed";
+  EXPECT_EQ(a->Move(ha, Placement::kDevice), kOk);
+}
+
+TEST_F(DeviceTest, DeviceDroppedDuringItsOwnMoveListenerIsNotDestroyedInsideIt) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
+  auto dmabuf = DmaBufOf(*a, ha);  // keeps the buffer when A goes
+  BufferObject* bo = BoOf(dmabuf);
+  ASSERT_NE(bo, nullptr);
+  DropWhileNotified drop(std::move(a));
+  RunThreadsBounded(1, [&](int) {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+  });
+  drop.dropper.join();
+  EXPECT_TRUE(drop.fired.load());
+  EXPECT_TRUE(drop.weak.expired());
+  RunThreadsBounded(1, [&](int) {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ(bo->Move(Placement::kDevice), kOk);  // the listener is gone with the device
+  });
 }
 
 // The host memory a BO holds is charged to the device that allocated it, for as long as the
