@@ -718,13 +718,23 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
   auto attachment = dmabuf->Attach(std::move(ops));
   if (!attachment) return Result<uint32_t>::Error(attachment.status());
   record->attachment = std::move(attachment).value();
-  uint32_t handle;
+  uint32_t handle = 0;
   {
+    // Attach takes the reservation, so it ran outside table_mu_: look again, and insert in the
+    // same step. An import of the same buffer that won the race is the one import; this
+    // attachment goes (detached outside table_mu_).
     std::lock_guard lock(table_mu_);
-    handle = InsertLocked(Entry{nullptr, nullptr, record});
+    auto it = import_handles_.find(dmabuf.get());
+    if (it != import_handles_.end()) {
+      handle = it->second;
+    } else {
+      handle = InsertLocked(Entry{nullptr, nullptr, record});
+      record->status->handle.store(handle);
+      counters_.imports++;
+      return handle;
+    }
   }
-  record->status->handle.store(handle);
-  counters_.imports++;
+  (void)ReleaseImport(record);
   return handle;
 }
 

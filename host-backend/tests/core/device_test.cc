@@ -2,6 +2,7 @@
 // events.
 #include "core/device.h"
 
+#include <latch>
 #include <semaphore>
 #include <thread>
 
@@ -586,6 +587,36 @@ TEST_F(DeviceTest, DeviceDroppedDuringItsOwnMoveListenerIsNotDestroyedInsideIt) 
     ResvGuard g(bo->resv());
     EXPECT_EQ(bo->Move(Placement::kDevice), kOk);  // the listener is gone with the device
   });
+}
+
+// Two racing imports of one buffer into one device give one handle (one import per buffer,
+// as drm_gem_prime_fd_to_handle): the lookup and the insertion are one step. Both imports are
+// held inside the exporter's attach until both have looked the table up.
+TEST_F(DeviceTest, RacingImportsOfOneBufferGiveOneHandle) {
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  MockExport ex(4 * kPage);
+  std::latch both_attaching(2);
+  EXPECT_CALL(*ex.exporter, OnAttach(_)).Times(2).WillRepeatedly([&](Attachment&) {
+    both_attaching.arrive_and_wait();
+    return kOk;
+  });
+  uint32_t handles[2] = {0, 0};
+  RunThreadsBounded(2, [&](int i) {
+    auto h = b->ImportDmaBuf(ex.dmabuf);
+    EXPECT_TRUE(h.ok()) << h.status();
+    if (h.ok()) handles[i] = *h;
+  });
+  EXPECT_NE(handles[0], 0u);
+  EXPECT_EQ(handles[0], handles[1]);
+  EXPECT_EQ(b->Stats().import_count, 1u);
+  EXPECT_EQ(b->Stats().imports, 1u);
+  EXPECT_EQ(ex.dmabuf->attachment_count(), 1u) << "the losing import stayed attached";
+  auto again = b->ImportDmaBuf(ex.dmabuf);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, handles[0]);
+  EXPECT_EQ(b->DestroyBo(handles[0]), kOk);
+  EXPECT_EQ(ex.dmabuf->attachment_count(), 0u);
+  EXPECT_EQ(b->DestroyBo(handles[1]), -ENOENT);
 }
 
 // The host memory a BO holds is charged to the device that allocated it, for as long as the
