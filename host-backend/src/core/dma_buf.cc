@@ -104,9 +104,8 @@ Status DmaBuf::Detach(const AttachmentRef& attachment) {
   if (!attachment || &attachment->dmabuf() != this) return -EINVAL;
   LockPlain(resv_);
   PruneLocked();
-  auto it = std::find_if(attachments_.begin(), attachments_.end(),
-                         [&](const AttachmentEntry& e) { return e.raw == attachment.get(); });
-  if (it == attachments_.end()) {
+  auto is_this = [&](const AttachmentEntry& e) { return e.raw == attachment.get(); };
+  if (std::find_if(attachments_.begin(), attachments_.end(), is_this) == attachments_.end()) {
     resv_.Unlock();
     return -ENOENT;
   }
@@ -124,7 +123,9 @@ Status DmaBuf::Detach(const AttachmentRef& attachment) {
     (void)Unmap(*attachment, mapping);
     if (exporter_->IsDynamic()) (void)Unpin(*attachment);
   }
-  attachments_.erase(it);
+  // Looked up again: the exporter's Unmap/Unpin may have changed the list.
+  attachments_.erase(std::remove_if(attachments_.begin(), attachments_.end(), is_this),
+                     attachments_.end());
   attachment->attached_ = false;
   attachment_count_.fetch_sub(1, std::memory_order_relaxed);
   resv_.Unlock();
