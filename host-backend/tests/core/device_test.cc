@@ -5,6 +5,7 @@
 #include <latch>
 #include <semaphore>
 #include <thread>
+#include <utility>
 
 #include "core/backend.h"
 #include "core_test_util.h"
@@ -587,6 +588,36 @@ TEST_F(DeviceTest, DeviceDroppedDuringItsOwnMoveListenerIsNotDestroyedInsideIt) 
     ResvGuard g(bo->resv());
     EXPECT_EQ(bo->Move(Placement::kDevice), kOk);  // the listener is gone with the device
   });
+}
+
+// A close of an import racing one of the importer's jobs: the job maps the buffer again
+// between the close's unmap and its detach (simulated here by the exporter's Unmap, which runs
+// inside the close with the reservation held), so the detach is refused. The close still
+// drops the import, and nothing may keep the buffer alive afterwards (the attachment list and
+// the attachment owned each other: the whole buffer leaked).
+TEST_F(DeviceTest, CloseOfImportWhoseDetachIsRefusedLeaksNothing) {
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  auto ex = std::make_unique<MockExport>(4 * kPage);
+  std::weak_ptr<DmaBuf> weak_dmabuf = ex->dmabuf;
+  std::weak_ptr<ExporterOps> weak_exporter = ex->exporter;
+  auto hb = b->ImportDmaBuf(ex->dmabuf);
+  ASSERT_TRUE(hb.ok()) << hb.status();
+  EXPECT_EQ(Checksum(*b, *hb, kPage), Crc(std::vector<uint8_t>(kPage, 0)));  // B maps it
+  DmaBuf* dmabuf = ex->dmabuf.get();
+  bool remapped = false;
+  EXPECT_CALL(*ex->exporter, Unmap(_, _, _)).WillRepeatedly([&](Attachment& a, const SgTable&,
+                                                                 DmaDirection) {
+    if (std::exchange(remapped, true)) return;
+    EXPECT_TRUE(dmabuf->Map(a, DmaDirection::kBidirectional).ok());  // the racing job's map
+  });
+  EXPECT_EQ(b->DestroyBo(*hb), -EBUSY);
+  EXPECT_TRUE(remapped);
+  EXPECT_EQ(b->State(*hb).status(), -ENOENT);
+  ex->dmabuf.reset();  // the exporter lets go too
+  ex->exporter.reset();
+  EXPECT_TRUE(weak_dmabuf.expired()) << "the closed import's attachment keeps the buffer";
+  EXPECT_TRUE(weak_exporter.expired());
+  ex.reset();
 }
 
 // Two racing imports of one buffer into one device give one handle (one import per buffer,
