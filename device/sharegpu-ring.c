@@ -27,7 +27,6 @@
 #include "sharegpu.h"
 
 #define SHAREGPU_BH_BUDGET 256          /* commands per bottom-half run */
-#define SHAREGPU_JOB_CHUNK (4 * MiB)
 
 /*
  * The placing command (BO_CREATE, BO_MOVE, BO_EVICT) whose backend events are being
@@ -323,10 +322,10 @@ static uint64_t sharegpu_job_bytes(const struct sghw_cmd *c)
 }
 
 /* Transfers that run in chunks: every byte is touched once, in any order. */
-static bool sharegpu_job_splittable(const struct sghw_cmd *c)
+static bool sharegpu_job_splittable(SharegpuState *s, const struct sghw_cmd *c)
 {
     return (c->opcode == SGHW_OP_TRANSFER_TO_DEVICE ||
-            c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
+            c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > s->job_chunk;
 }
 
 /*
@@ -339,7 +338,7 @@ static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
 
     while (job->done < job->cmd.len) {
         struct sghw_cmd part = job->cmd;
-        uint64_t n = MIN(job->cmd.len - job->done, SHAREGPU_JOB_CHUNK);
+        uint64_t n = MIN(job->cmd.len - job->done, s->job_chunk);
         uint32_t st;
 
         if (*budget == 0) {
@@ -486,7 +485,7 @@ void sharegpu_ring_bh(void *opaque)
                 break;          /* a completion or the buffer's last fence reschedules us */
             }
             sharegpu_ring_take(s);     /* not a job: JOB_ABORT leaves it alone */
-            if (!sharegpu_job_splittable(&c)) {
+            if (!sharegpu_job_splittable(s, &c)) {
                 st = sharegpu_ring_execute(s, &c);
                 raise |= sharegpu_ring_complete(s, idx, &c, st);
                 job_budget -= MIN(job_budget, sharegpu_job_bytes(&c));

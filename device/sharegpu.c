@@ -46,6 +46,7 @@
  * (sharegpu-ring.c, docs/hardware.md 3, "Execution").
  */
 #define SHAREGPU_JOB_SLICE_DEFAULT (32 * MiB)
+#define SHAREGPU_JOB_CHUNK_DEFAULT (4 * MiB)
 #define SHAREGPU_QUEUE_DEPTH_DEFAULT 16
 #define SHAREGPU_QUEUE_DEPTH_MAX 256
 #define SHAREGPU_PCIE_CAP_OFFSET 0x80
@@ -514,6 +515,10 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGHW_VRAM_ALIGN);
         return;
     }
+    if (s->job_chunk < SGHW_VRAM_ALIGN) {
+        error_setg(errp, "sharegpu: x-job-chunk must be at least %u bytes", SGHW_VRAM_ALIGN);
+        return;
+    }
     s->name = d->id ? g_strdup(d->id) : object_get_canonical_path(OBJECT(s));
     trace_sharegpu_realize(s->name, s->vram_size, s->coherent);
 
@@ -620,6 +625,8 @@ static const Property sharegpu_properties[] = {
                        SHAREGPU_QUEUE_DEPTH_DEFAULT),
     /* bytes of job work per main-loop turn; for tests and tuning (docs/user-guide.md) */
     DEFINE_PROP_SIZE("x-job-slice", SharegpuState, job_slice, SHAREGPU_JOB_SLICE_DEFAULT),
+    /* a longer TRANSFER runs in chunks of this size, one or more per main-loop turn */
+    DEFINE_PROP_SIZE("x-job-chunk", SharegpuState, job_chunk, SHAREGPU_JOB_CHUNK_DEFAULT),
 };
 
 /*

@@ -123,6 +123,7 @@ struct SharegpuState {
     bool coherent;
     uint64_t max_hostmem;
     uint64_t job_slice;
+    uint64_t job_chunk;
     uint32_t queue_depth;
     char *engine;
 

@@ -204,8 +204,13 @@ build() {
 t_all=$SECONDS
 if [ "$default" = 1 ] && build default; then
     run_qtest default "$out/qtest/sharegpu-test" "$logdir/default-sharegpu-test.log"
-    run_qtest default "$out/qtest/sharegpu-fuzz-test" "$logdir/default-sharegpu-fuzz-test.log" \
-        SHAREGPU_FUZZ_ITERS=5000 SHAREGPU_FUZZ_SEED="$fuzz_seed"
+    # fixed seeds (replayable, the coverage floors were set from them) and the run's random one
+    for seed in 1 2 3 "$fuzz_seed"; do
+        say "fuzz [default]: SHAREGPU_FUZZ_SEED=$seed SHAREGPU_FUZZ_ITERS=5000"
+        run_qtest default "$out/qtest/sharegpu-fuzz-test" \
+            "$logdir/default-sharegpu-fuzz-test-$seed.log" \
+            SHAREGPU_FUZZ_ITERS=5000 SHAREGPU_FUZZ_SEED="$seed"
+    done
     acceptance default "$out/qemu-system-x86_64"
     tcg_reproducers default "$out/qemu-system-x86_64"
 fi

@@ -6,6 +6,7 @@
 
 #include "qemu/osdep.h"
 #include "libqtest.h"
+#include "qapi/error.h"
 #include "libqos/libqos-pc.h"
 #include "libqos/pci.h"
 #include "standard-headers/linux/pci_regs.h"
@@ -1079,8 +1080,13 @@ static void test_long_jobs_split(void)
  */
 static void test_reset_during_long_job(void)
 {
+    /*
+     * Many small chunks: the main loop may run several between two monitor queries when the
+     * host is busy (8 chunks of 4 MiB were all done before the first query on a loaded host).
+     */
+    const uint64_t chunk = 64 * 1024;
     const uint64_t len = 8 * JOB_CHUNK;
-    Ctx *c = setup_with(",x-job-slice=4K");
+    Ctx *c = setup_with(",x-job-slice=4K,x-job-chunk=64K");
     Gpu *g = &c->g[0], *other = &c->g[1];
     QTestState *qts = c->qs->qts;
     g_autofree uint8_t *expect = g_malloc(len);
@@ -1095,7 +1101,7 @@ static void test_reset_during_long_job(void)
     fill_pattern(expect, len, 0x0dd0f11e);
     qtest_bufwrite(qts, pages, expect, len);
 
-    /* TRANSFER (8 chunks, one per main-loop turn) followed by a NOP */
+    /* TRANSFER (512 chunks, one per main-loop turn) followed by a NOP */
     tail = rd(g, SGHW_REG_CMD_TAIL);
     ring[0] = (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE, .handle = a,
                                      .len = len, .seqno = 77, .status = SGHW_ST_PENDING };
@@ -1107,7 +1113,7 @@ static void test_reset_during_long_job(void)
     qtest_memwrite(qts, nop_addr, &ring[1], sizeof(r));
     wr(g, SGHW_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
     wr(g, SGHW_REG_DOORBELL, 1);
-    for (i = 0; i < 8 && !job; i++) {
+    for (i = 0; i < len / chunk && !job; i++) {
         job = job_in_progress(c, "g0");
     }
     g_assert_nonnull(job); /* seen while running, not after */
@@ -2118,6 +2124,23 @@ static void test_drop_irq(void)
     teardown(c);
 }
 
+/* device_add of a sharegpu with property `prop` = `value` (JSON) fails saying `why` */
+static void device_add_refused(QTestState *qts, const char *prop, const char *value,
+                               const char *why)
+{
+    QDict *args = qdict_new();
+    QDict *resp;
+
+    qdict_put_str(args, "driver", "sharegpu");
+    qdict_put_str(args, "id", "bad");
+    qdict_put_obj(args, prop, qobject_from_json(value, &error_abort));
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': %p}", args);
+
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"), why));
+    qobject_unref(resp);
+}
+
 /* engine= and queue-depth= are checked at realize, with errors that say what is wrong. */
 static void test_engine_property(void)
 {
@@ -2126,18 +2149,8 @@ static void test_engine_property(void)
                                  "-device sharegpu,id=g0,queue-depth=1,engine=cpu");
     QDict *resp;
 
-    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                     "{'driver': 'sharegpu', 'id': 'bad1', 'engine': 'nonsense'}}");
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "engine 'nonsense'"));
-    qobject_unref(resp);
-    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                     "{'driver': 'sharegpu', 'id': 'bad2', 'queue-depth': 0}}");
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "queue-depth"));
-    qobject_unref(resp);
+    device_add_refused(qts, "engine", "\"nonsense\"", "engine 'nonsense'");
+    device_add_refused(qts, "queue-depth", "0", "queue-depth");
     resp = qtest_qmp(qts, "{'execute': 'query-sharegpu'}");
     g_assert_cmpuint(qlist_size(qdict_get_qlist(resp, "return")), ==, 1);
     {
@@ -2171,13 +2184,9 @@ static void test_bad_property(void)
 {
     /* pc: its PCI bus takes device_add (q35's pcie.0 refuses any hotplug) */
     QTestState *qts = qtest_init("-M pc -nodefaults -S");
-    QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                            "{'driver': 'sharegpu', 'id': 'bad', 'vram-size': 3000000}}");
 
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "vram-size must be a power of two"));
-    qobject_unref(resp);
+    device_add_refused(qts, "vram-size", "3000000", "vram-size must be a power of two");
+    device_add_refused(qts, "x-job-chunk", "512", "x-job-chunk must be at least 4096 bytes");
     qtest_quit(qts);
 }
 
