@@ -760,6 +760,7 @@ static void test_fuzz(void)
     for (i = 0; i < NDEV; i++) {
         g_free(f->g[i].dev);
     }
+    g_free(f->canary_dev);
     g_rand_free(f->rnd);
     qtest_shutdown(f->qs); /* checks QEMU's exit status (sanitizer reports fail it) */
     g_free(f);
