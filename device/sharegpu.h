@@ -10,6 +10,8 @@
  *   sharegpu-job.c       asynchronous jobs (engine submission, done callbacks) and waits
  *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
+ *   sharegpu-coherency.c the coherency-violation detector (check-coherency): dirty logging
+ *                        fed to the backend's per-buffer model, violations reported
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
  *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
  *   sharegpu-stubs.c     the monitor commands when the device is not built
@@ -97,6 +99,15 @@ typedef struct SharegpuCountersState {
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
 } SharegpuCountersState;
 
+/* Violations found by the coherency detector (check-coherency), per kind. */
+typedef struct SharegpuCoherencyCountersState {
+    uint64_t violations[SGB_COH_KINDS];  /* enum sgb_coherency_kind */
+    uint64_t reports_suppressed;         /* events and log lines over the rate limit */
+} SharegpuCoherencyCountersState;
+
+/* Events and log lines of the coherency detector per device and second (counters count all) */
+#define SHAREGPU_COH_REPORTS_PER_SEC 32
+
 struct SharegpuState {
     PCIDevice parent_obj;
 
@@ -107,6 +118,7 @@ struct SharegpuState {
     uint64_t job_slice;
     uint32_t queue_depth;
     char *engine;
+    bool check_coherency;
 
     /* resources */
     MemoryRegion mmio;
@@ -152,6 +164,12 @@ struct SharegpuState {
     bool staged_valid;          /* `staged` holds the fetched, not yet started command */
     struct sghw_cmd staged;
     bool drop_next_irq;         /* fault injection: swallow the next interrupt */
+
+    /* coherency detector (sharegpu-coherency.c) */
+    uint64_t *coh_vram_dirty;   /* VRAM pages harvested, not yet given to their buffer */
+    SharegpuCoherencyCountersState coh_counters;
+    int64_t coh_window_start;   /* rate limit: start (ms) and reports of this second */
+    uint32_t coh_window_reports;
 };
 
 /* Every realized sharegpu device of this QEMU (they share one backend). */
@@ -198,5 +216,11 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
 void sharegpu_window_unmap_all(SharegpuState *s);
+
+/* sharegpu-coherency.c */
+void sharegpu_coherency_init(SharegpuState *s);
+void sharegpu_coherency_fini(SharegpuState *s);
+void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_job(SharegpuState *s, const struct sghw_cmd *c);
 
 #endif
