@@ -52,7 +52,7 @@
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-tests
 
-OUT=$CACHE/guest-tests
+OUT=${SHAREGPU_GUEST_OUT:-$CACHE/guest-tests}  # binaries and images (another checkout's run: its own)
 BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0 APPEND="" CHECK_COHERENCY=on
 EXTRA=()
 while [ $# -gt 0 ]; do
