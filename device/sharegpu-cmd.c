@@ -84,6 +84,7 @@ void sharegpu_bo_free(gpointer data)
 
     assert(!bo->map);
     g_free(bo->ents);
+    g_free(bo->coh_win_dirty);
     g_free(bo);
 }
 

@@ -11,8 +11,13 @@
  * Dirty bits are harvested for a whole RAM region at a time: QEMU's snapshot clears whole
  * bitmap words, so a snapshot of one buffer's range would also clear its neighbours' bits.
  * RAM blocks start on a bitmap word and nothing else lies between the end of one and the
- * next word, so a whole-region snapshot touches no other region. VRAM pages harvested but
- * not asked for yet wait in coh_vram_dirty for their buffer.
+ * next word, so a whole-region snapshot touches no other region. The harvest runs in its
+ * own bottom half, which DOORBELL schedules before the command ring's: a snapshot ends with
+ * TCG's run_on_cpu (every vCPU finishes the write it is in), which drops the BQL, and
+ * neither the ring's bottom half (its reentrancy guard engaged: a guest MMIO write to the
+ * device would be refused) nor a command half done may be exposed to that. So the pages a
+ * command sees are those the CPU wrote before the doorbell that posted it; pages harvested
+ * and not asked for yet wait in per-device (VRAM) and per-import (window) bitmaps.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -41,7 +46,10 @@ static inline bool sharegpu_coh_test_clear(uint64_t *bits, uint64_t page)
     return set;
 }
 
-/* The CPU-written pages of mr [0, size) since the previous harvest, ORed into bits. */
+/*
+ * The CPU-written pages of mr [0, size) since the previous harvest, ORed into bits. Drops
+ * the BQL for a while (see the top of the file): never from the ring's bottom half.
+ */
 static void sharegpu_coh_harvest(MemoryRegion *mr, uint64_t size, uint64_t *bits)
 {
     DirtyBitmapSnapshot *snap;
@@ -78,6 +86,95 @@ static MemoryRegion *sharegpu_coh_window_mr(SharegpuState *s, SharegpuBo *bo)
     return NULL;
 }
 
+typedef struct SharegpuCohRegion {
+    SharegpuState *owner;   /* VRAM of this device */
+    MemoryRegion *mr;       /* else this import's window mapping (referenced) */
+    uint32_t handle;
+} SharegpuCohRegion;
+
+/*
+ * DOORBELL's bottom half when check-coherency is on (not guarded: see the top of the file):
+ * harvests the VRAM of every device running the detector and this device's window
+ * mappings, then runs the command ring. The BQL may drop inside each snapshot, so the
+ * regions are listed (and referenced) first and looked up again afterwards.
+ */
+static void sharegpu_coh_harvest_bh(void *opaque)
+{
+    SharegpuState *s = opaque;
+    g_autoptr(GArray) regions = g_array_new(false, true, sizeof(SharegpuCohRegion));
+    SharegpuCohRegion r;
+    SharegpuState *o;
+    GHashTableIter it;
+    gpointer value;
+    guint i;
+
+    QTAILQ_FOREACH(o, &sharegpu_devices, next) {
+        if (o->check_coherency && o->coh_vram_dirty) {
+            r = (SharegpuCohRegion) { .owner = o };
+            object_ref(OBJECT(o));
+            g_array_append_val(regions, r);
+        }
+    }
+    if (s->bos) {
+        g_hash_table_iter_init(&it, s->bos);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            SharegpuBo *bo = value;
+            MemoryRegion *mr = sharegpu_coh_window_mr(s, bo);
+
+            if (mr && bo->coh_win_dirty) {
+                r = (SharegpuCohRegion) { .mr = mr, .handle = bo->handle };
+                memory_region_ref(mr);
+                g_array_append_val(regions, r);
+            }
+        }
+    }
+    for (i = 0; i < regions->len; i++) {
+        SharegpuCohRegion *reg = &g_array_index(regions, SharegpuCohRegion, i);
+
+        if (reg->owner) {
+            o = reg->owner;
+            if (o->coh_vram_dirty) {   /* NULL once unrealized */
+                g_autofree uint64_t *bits =
+                    g_new0(uint64_t, o->vram_size / SHAREGPU_COH_PAGE / 64 + 1);
+                uint64_t w;
+
+                sharegpu_coh_harvest(&o->vram, o->vram_size, bits);
+                for (w = 0; o->coh_vram_dirty && w <= o->vram_size / SHAREGPU_COH_PAGE / 64;
+                     w++) {
+                    o->coh_vram_dirty[w] |= bits[w];
+                }
+            }
+            object_unref(OBJECT(o));
+        } else {
+            uint64_t size = memory_region_size(reg->mr);
+            g_autofree uint64_t *bits =
+                g_new0(uint64_t, size / SHAREGPU_COH_PAGE / 64 + 1);
+            SharegpuBo *bo;
+            uint64_t p;
+
+            sharegpu_coh_harvest(reg->mr, size, bits);
+            /* still the same mapping of the same import? */
+            bo = s->bos ? sharegpu_bo_lookup(s, reg->handle) : NULL;
+            if (bo && bo->coh_win_dirty && sharegpu_coh_window_mr(s, bo) == reg->mr) {
+                for (p = 0; p < bo->coh_win_pages && p < size / SHAREGPU_COH_PAGE; p++) {
+                    if (bits[p / 64] & (1ULL << (p % 64))) {
+                        sharegpu_coh_set(bo->coh_win_dirty, p);
+                    }
+                }
+            }
+            memory_region_unref(reg->mr);
+        }
+    }
+    if (s->cmd_bh) {
+        qemu_bh_schedule(s->cmd_bh);
+    }
+}
+
+void sharegpu_coherency_doorbell(SharegpuState *s)
+{
+    qemu_bh_schedule(s->check_coherency ? s->coh_bh : s->cmd_bh);
+}
+
 /* The device whose VRAM holds an import's buffer, if it runs the detector. */
 static SharegpuState *sharegpu_coh_exporter(SharegpuState *s, uint32_t handle)
 {
@@ -88,7 +185,7 @@ static SharegpuState *sharegpu_coh_exporter(SharegpuState *s, uint32_t handle)
         return NULL;
     }
     QTAILQ_FOREACH(o, &sharegpu_devices, next) {
-        if (o->check_coherency && o->dev && !strcmp(o->name, info.exporter)) {
+        if (o->check_coherency && o->coh_vram_dirty && !strcmp(o->name, info.exporter)) {
             return o;
         }
     }
@@ -96,14 +193,14 @@ static SharegpuState *sharegpu_coh_exporter(SharegpuState *s, uint32_t handle)
 }
 
 /*
- * The pages of handle's buffer the CPU wrote since the previous harvest, through the VRAM
- * of the device that owns it (when that device runs the detector) and through this
- * device's import window. NULL if the handle is unknown.
+ * The pages of handle's buffer the CPU wrote since they were last given out, through the
+ * VRAM of the device that owns it (when that device runs the detector) and through this
+ * device's import window, as harvested before the doorbell. NULL if the handle is unknown.
  */
 static uint64_t *sharegpu_coh_dirty(SharegpuState *s, uint32_t handle, uint64_t *pages)
 {
     SharegpuState *owner = s;
-    MemoryRegion *win;
+    SharegpuBo *bo;
     sgb_bo_state st;
     uint64_t *bits, p, first;
 
@@ -117,7 +214,6 @@ static uint64_t *sharegpu_coh_dirty(SharegpuState *s, uint32_t handle, uint64_t 
     }
     if (owner && st.placement == SGB_PLACEMENT_DEVICE &&
         sharegpu_range_ok(st.vram_offset, st.size, owner->vram_size)) {
-        sharegpu_coh_harvest(&owner->vram, owner->vram_size, owner->coh_vram_dirty);
         first = st.vram_offset / SHAREGPU_COH_PAGE;
         for (p = 0; p < *pages; p++) {
             if (sharegpu_coh_test_clear(owner->coh_vram_dirty, first + p)) {
@@ -125,18 +221,13 @@ static uint64_t *sharegpu_coh_dirty(SharegpuState *s, uint32_t handle, uint64_t 
             }
         }
     }
-    win = sharegpu_coh_window_mr(s, sharegpu_bo_lookup(s, handle));
-    if (win) {
-        uint64_t *wbits = g_new0(uint64_t, DIV_ROUND_UP(memory_region_size(win) /
-                                                        SHAREGPU_COH_PAGE, 64) + 1);
-
-        sharegpu_coh_harvest(win, memory_region_size(win), wbits);
-        for (p = 0; p < *pages && p < memory_region_size(win) / SHAREGPU_COH_PAGE; p++) {
-            if (wbits[p / 64] & (1ULL << (p % 64))) {
+    bo = sharegpu_bo_lookup(s, handle);
+    if (bo && bo->coh_win_dirty) {
+        for (p = 0; p < *pages && p < bo->coh_win_pages; p++) {
+            if (sharegpu_coh_test_clear(bo->coh_win_dirty, p)) {
                 sharegpu_coh_set(bits, p);
             }
         }
-        g_free(wbits);
     }
     return bits;
 }
@@ -232,6 +323,7 @@ static void sharegpu_coh_note(SharegpuState *s, const struct sghw_cmd *c, uint32
 void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c)
 {
     MemoryRegion *win;
+    SharegpuBo *bo;
 
     if (!s->check_coherency) {
         return;
@@ -268,10 +360,14 @@ void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c)
         break;
     case SGHW_OP_MAP_IMPORT:
         /* a new mapping's RAM block starts all dirty: track writes from here on */
-        win = sharegpu_coh_window_mr(s, sharegpu_bo_lookup(s, c->handle));
+        bo = sharegpu_bo_lookup(s, c->handle);
+        win = sharegpu_coh_window_mr(s, bo);
         if (win) {
             memory_region_set_log(win, true, DIRTY_MEMORY_VGA);
             memory_region_reset_dirty(win, 0, memory_region_size(win), DIRTY_MEMORY_VGA);
+            g_free(bo->coh_win_dirty);
+            bo->coh_win_pages = memory_region_size(win) / SHAREGPU_COH_PAGE;
+            bo->coh_win_dirty = g_new0(uint64_t, bo->coh_win_pages / 64 + 1);
         }
         sharegpu_coh_note(s, c, SGB_COH_CHECK, c->handle, 0, 0);
         break;
@@ -308,6 +404,7 @@ void sharegpu_coherency_init(SharegpuState *s)
         return;
     }
     s->coh_vram_dirty = g_new0(uint64_t, s->vram_size / SHAREGPU_COH_PAGE / 64 + 1);
+    s->coh_bh = qemu_bh_new(sharegpu_coh_harvest_bh, s);
     memory_region_set_log(&s->vram, true, DIRTY_MEMORY_VGA);
     /* a new RAM block starts all dirty */
     memory_region_reset_dirty(&s->vram, 0, s->vram_size, DIRTY_MEMORY_VGA);
@@ -315,6 +412,10 @@ void sharegpu_coherency_init(SharegpuState *s)
 
 void sharegpu_coherency_fini(SharegpuState *s)
 {
+    if (s->coh_bh) {
+        qemu_bh_delete(s->coh_bh);
+        s->coh_bh = NULL;
+    }
     g_free(s->coh_vram_dirty);
     s->coh_vram_dirty = NULL;
 }

@@ -324,7 +324,7 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
                           s->name);
             return;
         }
-        qemu_bh_schedule(s->cmd_bh);
+        sharegpu_coherency_doorbell(s);   /* the ring's bottom half, after a harvest */
         break;
     case SGHW_REG_EVT_BASE_LO:
     case SGHW_REG_EVT_BASE_HI:

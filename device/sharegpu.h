@@ -52,6 +52,8 @@ typedef struct SharegpuBo {
     SharegpuWindowMap *map;
     uint64_t map_off;  /* offset inside the import window */
     uint64_t map_size;
+    uint64_t *coh_win_dirty;  /* check-coherency: window pages harvested, not yet given out */
+    uint64_t coh_win_pages;
 } SharegpuBo;
 
 typedef struct SharegpuRing {
@@ -166,6 +168,7 @@ struct SharegpuState {
     bool drop_next_irq;         /* fault injection: swallow the next interrupt */
 
     /* coherency detector (sharegpu-coherency.c) */
+    QEMUBH *coh_bh;             /* DOORBELL's harvest, before the ring's bottom half */
     uint64_t *coh_vram_dirty;   /* VRAM pages harvested, not yet given to their buffer */
     SharegpuCoherencyCountersState coh_counters;
     int64_t coh_window_start;   /* rate limit: start (ms) and reports of this second */
@@ -222,5 +225,6 @@ void sharegpu_coherency_init(SharegpuState *s);
 void sharegpu_coherency_fini(SharegpuState *s);
 void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c);
 void sharegpu_coherency_job(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_doorbell(SharegpuState *s);
 
 #endif
