@@ -47,7 +47,9 @@ class CoherencyTest : public ::testing::Test {
     // the detector runs unless the run says otherwise (guest-tests.sh --coherency-check off,
     // or no host agent to ask): then only the data is checked
     detector_ = HostAgentAvailable() && CmdlineParam("sgputest.coherency_check") != "off";
-    if (detector_) ASSERT_NO_FATAL_FAILURE(ReadViolations(&before_));
+    if (detector_) {
+      ASSERT_NO_FATAL_FAILURE(ReadViolations(&before_));
+    }
   }
 
   void TearDown() override {
@@ -192,7 +194,7 @@ TEST_F(CoherencyTest, CpuWriteOverUnflushedJobOutputIsLost) {
   ASSERT_NO_FATAL_FAILURE(MakePrimedBo(*nc_, bo, old_data));
 
   ASSERT_EQ(Fill(nc_->fd, bo.handle, 0, kSize, 0x600dcafe, kNoMaint), 0);
-  memset(bo.map + 4096, 0x77, 4096);
+  memset(static_cast<uint8_t*>(bo.map) + 4096, 0x77, 4096);
   expect_.cpu_access_unflushed_job_write = 1;
   ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_READ), 0);
   EXPECT_EQ(Crc32c(bo.map, kSize), PatternCrc(0x600dcafe, kSize))
