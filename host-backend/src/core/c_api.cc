@@ -261,8 +261,8 @@ int sgb_bo_debug_info_get(sgb_device* dev, uint32_t handle, sgb_bo_debug_info* o
   });
 }
 
-int sgb_coherency_note(sgb_device* dev, const sgb_coherency_input* in,
-                       sgb_coherency_report* out, size_t cap, size_t* count) {
+int sgb_coherency_note(sgb_device* dev, const sgb_coherency_input* in, sgb_coherency_report* out,
+                       size_t cap, size_t* count) {
   SGB_DEV_CHECK(dev);
   if (!in || (cap && !out)) return -EINVAL;
   return Guard([&] {

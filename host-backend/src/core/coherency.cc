@@ -8,7 +8,9 @@ namespace sharegpu {
 
 namespace {
 
-bool DirWrites(uint32_t dir) { return dir != SGB_DIR_FROM_DEVICE; }
+bool DirWrites(uint32_t dir) {
+  return dir != SGB_DIR_FROM_DEVICE;
+}
 
 // The pages [first, end) an op's byte range covers, clamped to the buffer.
 void PageRange(const sgb_coherency_input& n, uint64_t pages, uint64_t* first, uint64_t* end) {
@@ -61,8 +63,7 @@ uint64_t CoherencyTracker::job_unflushed_pages() const {
 }
 
 std::vector<CoherencyTracker::Report> CoherencyTracker::Note(const sgb_coherency_input& note,
-                                                             uint64_t pages,
-                                                             uint64_t generation,
+                                                             uint64_t pages, uint64_t generation,
                                                              const std::vector<bool>& dirty) {
   bool fresh = note.op == SGB_COH_TRACK || generation != generation_ || pages != pages_;
   if (fresh) Reset(pages, generation);

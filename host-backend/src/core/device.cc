@@ -284,8 +284,7 @@ Result<std::vector<sgb_coherency_report>> Device::NoteCoherency(const sgb_cohere
     std::copy_n(r.history.begin(), rep.history_len, rep.history);
     rep.imported = entry->import != nullptr;
     if (rep.imported) {
-      std::snprintf(rep.exporter, sizeof(rep.exporter), "%s",
-                    bo->memory_manager().name().c_str());
+      std::snprintf(rep.exporter, sizeof(rep.exporter), "%s", bo->memory_manager().name().c_str());
     }
     out.push_back(rep);
   }

@@ -15,7 +15,7 @@ constexpr uint64_t kPages = 8;
 constexpr uint64_t kPg = 4096;
 
 sgb_coherency_input N(uint32_t op, uint64_t off = 0, uint64_t len = 0, uint32_t dir = 0,
-                     uint32_t opcode = 0, uint64_t seqno = 0) {
+                      uint32_t opcode = 0, uint64_t seqno = 0) {
   sgb_coherency_input n{};
   n.op = op;
   n.handle = 1;
