@@ -4,7 +4,8 @@
  * The device only feeds the host backend's per-buffer model (sgb_coherency_note,
  * host-backend/src/core/coherency.h) with each command that touches a buffer and the pages
  * of the buffer the guest CPU wrote since the previous one, from QEMU's dirty logging
- * (DIRTY_MEMORY_VGA) on the VRAM region and on the import-window mappings; it turns the
+ * (DIRTY_MEMORY_VGA) on the VRAM region and on the RAM behind the import-window mappings
+ * (one region per exporter memfd, shared by the imports in it: sharegpu-window.c); it turns the
  * violations the backend returns into counters, a trace event, a log line and a QMP event
  * (SHAREGPU_COHERENCY_VIOLATION). It never changes what a command does.
  *
@@ -70,27 +71,37 @@ static void sharegpu_coh_harvest(MemoryRegion *mr, uint64_t size, uint64_t *bits
     g_free(snap);
 }
 
-/* The RAM region an import's window mapping is (sharegpu-window.c owns it). */
-static MemoryRegion *sharegpu_coh_window_mr(SharegpuState *s, SharegpuBo *bo)
-{
-    MemoryRegion *sub;
-
-    if (!bo || !bo->map) {
-        return NULL;
-    }
-    QTAILQ_FOREACH(sub, &s->import_win.subregions, subregions_link) {
-        if (sub != &s->import_hole && sub->addr == bo->map_off && sub->ram_block) {
-            return sub;
-        }
-    }
-    return NULL;
-}
-
 typedef struct SharegpuCohRegion {
     SharegpuState *owner;   /* VRAM of this device */
-    MemoryRegion *mr;       /* else this import's window mapping (referenced) */
-    uint32_t handle;
+    MemoryRegion *mr;       /* else the RAM behind window mappings (referenced) */
 } SharegpuCohRegion;
+
+/* Hands a harvested backing's bits to every mapped import of s that lives in it. */
+static void sharegpu_coh_window_distribute(SharegpuState *s, MemoryRegion *mr,
+                                           const uint64_t *bits)
+{
+    GHashTableIter it;
+    gpointer value;
+    uint64_t off, p, first;
+
+    if (!s->bos) {
+        return;
+    }
+    g_hash_table_iter_init(&it, s->bos);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        SharegpuBo *bo = value;
+
+        if (!bo->coh_win_dirty || sharegpu_window_backing(bo, &off) != mr) {
+            continue;
+        }
+        first = off / SHAREGPU_COH_PAGE;
+        for (p = 0; p < bo->coh_win_pages; p++) {
+            if (bits[(first + p) / 64] & (1ULL << ((first + p) % 64))) {
+                sharegpu_coh_set(bo->coh_win_dirty, p);
+            }
+        }
+    }
+}
 
 /*
  * DOORBELL's bottom half when check-coherency is on (not guarded: see the top of the file):
@@ -119,10 +130,15 @@ static void sharegpu_coh_harvest_bh(void *opaque)
         g_hash_table_iter_init(&it, s->bos);
         while (g_hash_table_iter_next(&it, NULL, &value)) {
             SharegpuBo *bo = value;
-            MemoryRegion *mr = sharegpu_coh_window_mr(s, bo);
+            uint64_t off;
+            MemoryRegion *mr = sharegpu_window_backing(bo, &off);
+            bool listed = false;
 
-            if (mr && bo->coh_win_dirty) {
-                r = (SharegpuCohRegion) { .mr = mr, .handle = bo->handle };
+            for (i = 0; mr && i < regions->len; i++) {
+                listed |= g_array_index(regions, SharegpuCohRegion, i).mr == mr;
+            }
+            if (mr && bo->coh_win_dirty && !listed) {
+                r = (SharegpuCohRegion) { .mr = mr };
                 memory_region_ref(mr);
                 g_array_append_val(regions, r);
             }
@@ -148,20 +164,11 @@ static void sharegpu_coh_harvest_bh(void *opaque)
         } else {
             uint64_t size = memory_region_size(reg->mr);
             g_autofree uint64_t *bits =
-                g_new0(uint64_t, size / SHAREGPU_COH_PAGE / 64 + 1);
-            SharegpuBo *bo;
-            uint64_t p;
+                g_new0(uint64_t, size / SHAREGPU_COH_PAGE / 64 + 2);
 
             sharegpu_coh_harvest(reg->mr, size, bits);
-            /* still the same mapping of the same import? */
-            bo = s->bos ? sharegpu_bo_lookup(s, reg->handle) : NULL;
-            if (bo && bo->coh_win_dirty && sharegpu_coh_window_mr(s, bo) == reg->mr) {
-                for (p = 0; p < bo->coh_win_pages && p < size / SHAREGPU_COH_PAGE; p++) {
-                    if (bits[p / 64] & (1ULL << (p % 64))) {
-                        sharegpu_coh_set(bo->coh_win_dirty, p);
-                    }
-                }
-            }
+            /* to the imports mapped in it now (looked up again: the BQL was dropped) */
+            sharegpu_coh_window_distribute(s, reg->mr, bits);
             memory_region_unref(reg->mr);
         }
     }
@@ -323,6 +330,7 @@ static void sharegpu_coh_note(SharegpuState *s, const struct sghw_cmd *c, uint32
 void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c)
 {
     MemoryRegion *win;
+    uint64_t win_off;
     SharegpuBo *bo;
 
     if (!s->check_coherency) {
@@ -361,12 +369,17 @@ void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c)
     case SGHW_OP_MAP_IMPORT:
         /* a new mapping's RAM block starts all dirty: track writes from here on */
         bo = sharegpu_bo_lookup(s, c->handle);
-        win = sharegpu_coh_window_mr(s, bo);
+        win = sharegpu_window_backing(bo, &win_off);
         if (win) {
+            /*
+             * Logging counts its users, one per mapping; the backing goes with its last
+             * mapping. The reset is word-granular: writes of neighbours in the same backing
+             * since the last doorbell may be dropped (a missed report, never a false one).
+             */
             memory_region_set_log(win, true, DIRTY_MEMORY_VGA);
-            memory_region_reset_dirty(win, 0, memory_region_size(win), DIRTY_MEMORY_VGA);
+            memory_region_reset_dirty(win, win_off, bo->map_size, DIRTY_MEMORY_VGA);
             g_free(bo->coh_win_dirty);
-            bo->coh_win_pages = memory_region_size(win) / SHAREGPU_COH_PAGE;
+            bo->coh_win_pages = bo->map_size / SHAREGPU_COH_PAGE;
             bo->coh_win_dirty = g_new0(uint64_t, bo->coh_win_pages / 64 + 1);
         }
         sharegpu_coh_note(s, c, SGB_COH_CHECK, c->handle, 0, 0);

@@ -78,7 +78,8 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->split_jobs, c->bh_yields, c->jobs_submitted, c->jobs_held,
                        c->jobs_waited, c->buffer_waits, c->irqs_dropped);
         monitor_printf(mon, "            job aborts %" PRIu64 " (jobs cancelled %" PRIu64
-                       ")\n", c->job_aborts, c->jobs_cancelled);
+                       ") qmp events suppressed %" PRIu64 "\n", c->job_aborts,
+                       c->jobs_cancelled, c->qmp_events_suppressed);
         if (i->coherency) {
             monitor_printf(mon, "  coherency violations: cpu-write-outside-access %" PRIu64
                            " job-read-unflushed-cpu-write %" PRIu64

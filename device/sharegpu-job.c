@@ -283,6 +283,7 @@ void sharegpu_job_abort(SharegpuState *s)
         }
     }
     trace_sharegpu_job_abort(s->name, cancelled, unread);
+    sharegpu_qev_reset(s, true, cancelled);
     if (unread) {
         qemu_bh_schedule(s->cmd_bh);
     }

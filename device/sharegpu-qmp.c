@@ -150,6 +150,7 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .irqs_dropped = s->counters.irqs_dropped,
         .job_aborts = s->counters.job_aborts,
         .jobs_cancelled = s->counters.jobs_cancelled,
+        .qmp_events_suppressed = s->counters.qmp_events_suppressed,
     };
     if (s->check_coherency) {
         info->coherency = g_new0(SharegpuCoherencyCounters, 1);
@@ -287,7 +288,9 @@ void qmp_x_sharegpu_hold(const char *id, bool has_handle, uint32_t handle, bool 
     trace_sharegpu_monitor_engine(s->name, "hold", has_handle ? handle : 0, ret);
     if (ret) {
         error_setg(errp, "sharegpu %s: hold on handle %u: %s", id, handle, sgb_strerror(ret));
+        return;
     }
+    sharegpu_qev_fences_held(s, false, has_handle ? handle : 0, has_ms ? ms : 0);
 }
 
 void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
@@ -300,6 +303,11 @@ void qmp_x_sharegpu_stall(const char *id, bool stall, Error **errp)
     }
     trace_sharegpu_monitor_engine(s->name, stall ? "stall" : "unstall", 0, 0);
     sgb_engine_stall(s->dev, stall);
+    if (stall) {
+        sharegpu_qev_fences_held(s, true, 0, 0);
+    } else {
+        sharegpu_qev_fences_released(s, true);
+    }
 }
 
 void qmp_x_sharegpu_release(const char *id, Error **errp)
@@ -312,6 +320,7 @@ void qmp_x_sharegpu_release(const char *id, Error **errp)
     }
     trace_sharegpu_monitor_engine(s->name, "release", 0, 0);
     sgb_engine_release(s->dev);
+    sharegpu_qev_fences_released(s, false);
 }
 
 void qmp_x_sharegpu_drop_irq(const char *id, Error **errp)

@@ -27,7 +27,6 @@
 #include "sharegpu.h"
 
 #define SHAREGPU_BH_BUDGET 256          /* commands per bottom-half run */
-#define SHAREGPU_JOB_CHUNK (4 * MiB)
 
 /*
  * The placing command (BO_CREATE, BO_MOVE, BO_EVICT) whose backend events are being
@@ -147,6 +146,7 @@ void sharegpu_evt_bh(void *opaque)
             }
             sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement, 0,
                               SGHW_INVALID_OFFSET, ev.generation);
+            sharegpu_qev_bo_invalidated(s, ev.handle, ev.generation);
         } else if (ev.type == SGB_EVENT_BO_MOVED) {
             /* its own handle only: other BOs a placement evicted are not "own" moves */
             uint32_t flags = sharegpu_evt_cause.s == s &&
@@ -155,6 +155,8 @@ void sharegpu_evt_bh(void *opaque)
 
             sharegpu_evt_push(s, SGHW_EVT_BO_MOVED, ev.handle, ev.placement, flags,
                               ev.vram_offset, ev.generation);
+            sharegpu_qev_bo_moved(s, ev.handle, ev.placement, ev.vram_offset, flags != 0,
+                                  ev.generation);
         }
     }
 }
@@ -226,6 +228,7 @@ static bool sharegpu_ring_fetch(SharegpuState *s, uint32_t idx, struct sghw_cmd 
         s->error_code = SGHW_ST_DMA_ERROR;
         s->error_index = idx;
         s->error_count++;
+        sharegpu_qev_error(s, idx, NULL, SGHW_ST_DMA_ERROR);
         return false;
     }
     c->opcode = le16_to_cpu(c->opcode);
@@ -292,6 +295,7 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
         s->counters.command_errors++;
         raise |= SGHW_INT_ERROR;
         sharegpu_evt_push(s, SGHW_EVT_ERROR, idx, st, 0, SGHW_INVALID_OFFSET, c->seqno);
+        sharegpu_qev_error(s, idx, c, st);
     }
     s->last_seqno = c->seqno;
     if (!(s->status & SGHW_STATUS_HALTED)) {
@@ -318,10 +322,10 @@ static uint64_t sharegpu_job_bytes(const struct sghw_cmd *c)
 }
 
 /* Transfers that run in chunks: every byte is touched once, in any order. */
-static bool sharegpu_job_splittable(const struct sghw_cmd *c)
+static bool sharegpu_job_splittable(SharegpuState *s, const struct sghw_cmd *c)
 {
     return (c->opcode == SGHW_OP_TRANSFER_TO_DEVICE ||
-            c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > SHAREGPU_JOB_CHUNK;
+            c->opcode == SGHW_OP_TRANSFER_FROM_DEVICE) && c->len > s->job_chunk;
 }
 
 /*
@@ -334,7 +338,7 @@ static uint32_t sharegpu_job_advance(SharegpuState *s, uint64_t *budget)
 
     while (job->done < job->cmd.len) {
         struct sghw_cmd part = job->cmd;
-        uint64_t n = MIN(job->cmd.len - job->done, SHAREGPU_JOB_CHUNK);
+        uint64_t n = MIN(job->cmd.len - job->done, s->job_chunk);
         uint32_t st;
 
         if (*budget == 0) {
@@ -481,7 +485,7 @@ void sharegpu_ring_bh(void *opaque)
                 break;          /* a completion or the buffer's last fence reschedules us */
             }
             sharegpu_ring_take(s);     /* not a job: JOB_ABORT leaves it alone */
-            if (!sharegpu_job_splittable(&c)) {
+            if (!sharegpu_job_splittable(s, &c)) {
                 st = sharegpu_ring_execute(s, &c);
                 raise |= sharegpu_ring_complete(s, idx, &c, st);
                 job_budget -= MIN(job_budget, sharegpu_job_bytes(&c));

@@ -6,10 +6,15 @@
  * delivers the backend's invalidation), the destruction of the import and reset. Unmapped
  * parts read all-ones and ignore writes.
  *
+ * Many buffers share one memfd (the exporter's VRAM arena, the backend's system slabs), so a
+ * mapping is an alias into one RAM region per memfd: QEMU holds a descriptor and an mmap per
+ * memfd in use, not per mapped import, and a map costs O(log N) in the mapped imports.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
+#include <sys/stat.h>
 #include "qemu/log.h"
 #include "qemu/error-report.h"
 #include "qapi/error.h"
@@ -18,13 +23,145 @@
 #include "sharegpu.h"
 
 /*
- * A window mapping of an import: its own QOM object, so that the MemoryRegion (and the
- * mmap of the exporter's memfd behind it) lives until the last flatview reference drops.
+ * The RAM of one backing memfd, mapped whole: its own QOM object so that the RAMBlock (and
+ * its dup of the memfd) lives until the last mapping and the last flatview reference drop.
+ * Owned by those references; the device's table only points at it.
  */
+struct SharegpuWindowBacking {
+    Object parent_obj;
+    MemoryRegion mr;
+    GHashTable *table; /* the device's window_backings (a reference of its own) */
+    char *key;
+};
+
+/* A window mapping of an import: an alias into its backing, which it holds a reference on. */
 struct SharegpuWindowMap {
     Object parent_obj;
     MemoryRegion mr;
+    SharegpuWindowBacking *backing;
+    uint64_t backing_off;  /* where the import's bytes start in the backing */
 };
+
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset)
+{
+    if (!bo || !bo->map) {
+        return NULL;
+    }
+    *offset = bo->map->backing_off;
+    return &bo->map->backing->mr;
+}
+
+static void sharegpu_window_backing_finalize(Object *obj)
+{
+    SharegpuWindowBacking *b = SHAREGPU_WINDOW_BACKING(obj);
+
+    if (b->table) {
+        /* a bigger backing of the same memfd may have replaced this one in the table */
+        if (g_hash_table_lookup(b->table, b->key) == b) {
+            g_hash_table_remove(b->table, b->key);
+        }
+        g_hash_table_unref(b->table);
+    }
+    g_free(b->key);
+}
+
+static void sharegpu_window_map_finalize(Object *obj)
+{
+    SharegpuWindowMap *map = SHAREGPU_WINDOW_MAP(obj);
+
+    if (map->backing) {
+        object_unref(OBJECT(map->backing));
+    }
+}
+
+/*
+ * The backing of `fd` covering [0, end), with a reference for the caller: the one in use,
+ * or a new RAM region over a dup of the fd (sized to the memfd now, which covers `end`).
+ */
+static SharegpuWindowBacking *sharegpu_window_backing_get(SharegpuState *s, int fd,
+                                                          uint64_t end, Error **errp)
+{
+    SharegpuWindowBacking *b;
+    g_autofree char *key = NULL;
+    g_autofree char *name = NULL;
+    struct stat st;
+    int dup_fd;
+
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "sharegpu: fstat of the import's memfd");
+        return NULL;
+    }
+    if ((uint64_t)st.st_size < end) {
+        error_setg(errp, "sharegpu: the import's memfd (%jd bytes) ends before 0x%" PRIx64,
+                   (intmax_t)st.st_size, end);
+        return NULL;
+    }
+    key = g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+    b = g_hash_table_lookup(s->window_backings, key);
+    if (b && memory_region_size(&b->mr) >= end) {
+        object_ref(OBJECT(b));
+        return b;
+    }
+    /* The RAMBlock owns (and closes) its fd: give it a dup, the backend keeps its own. */
+    dup_fd = qemu_dup(fd);
+    if (dup_fd < 0) {
+        error_setg_errno(errp, errno, "sharegpu: dup of the import's memfd");
+        return NULL;
+    }
+    b = SHAREGPU_WINDOW_BACKING(object_new(TYPE_SHAREGPU_WINDOW_BACKING));
+    name = g_strdup_printf("sharegpu.import-backing[%s]", key);
+    if (!memory_region_init_ram_from_fd(&b->mr, OBJECT(b), name, st.st_size, RAM_SHARED,
+                                        dup_fd, 0, errp)) {
+        close(dup_fd);
+        object_unref(OBJECT(b));
+        return NULL;
+    }
+    b->table = g_hash_table_ref(s->window_backings);
+    b->key = g_strdup(key);
+    g_hash_table_replace(s->window_backings, g_steal_pointer(&key), b);
+    trace_sharegpu_import_backing(s->name, b->key, st.st_size);
+    return b;
+}
+
+static gint sharegpu_window_map_cmp(gconstpointer a, gconstpointer b, gpointer opaque)
+{
+    const SharegpuBo *x = a, *y = b;
+
+    return x->map_off < y->map_off ? -1 : x->map_off > y->map_off;
+}
+
+typedef struct SharegpuWindowRange {
+    uint64_t off;
+    uint64_t size;
+} SharegpuWindowRange;
+
+/* g_tree_search: 0 for a mapping that overlaps the range (mappings never overlap). */
+static gint sharegpu_window_overlap_search(gconstpointer key, gconstpointer data)
+{
+    const SharegpuBo *o = key;
+    const SharegpuWindowRange *r = data;
+
+    if (r->off + r->size <= o->map_off) {
+        return -1;
+    }
+    return r->off >= o->map_off + o->map_size;
+}
+
+/* A mapping other than `self`'s that overlaps [off, off + size), or NULL. */
+static SharegpuBo *sharegpu_window_overlap(SharegpuState *s, SharegpuBo *self, uint64_t off,
+                                           uint64_t size)
+{
+    SharegpuWindowRange r = { .off = off, .size = size };
+    SharegpuBo *o = g_tree_search(s->window_maps, sharegpu_window_overlap_search, &r);
+
+    if (o && o == self) {
+        /* the buffer's own mapping is replaced: look past it */
+        g_tree_remove(s->window_maps, self);
+        o = g_tree_search(s->window_maps, sharegpu_window_overlap_search, &r);
+        g_tree_insert(s->window_maps, self, self);
+    }
+    return o;
+}
 
 static uint64_t sharegpu_window_hole_read(void *opaque, hwaddr addr, unsigned size)
 {
@@ -53,6 +190,21 @@ void sharegpu_window_init(SharegpuState *s)
     memory_region_init_io(&s->import_hole, OBJECT(s), &sharegpu_window_hole_ops, s,
                           "sharegpu-import-hole", s->vram_size);
     memory_region_add_subregion_overlap(&s->import_win, 0, &s->import_hole, 0);
+    s->window_backings = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    s->window_maps = g_tree_new_full(sharegpu_window_map_cmp, NULL, NULL, NULL);
+}
+
+/* After every mapping is gone; backings still referenced by flatviews outlive this. */
+void sharegpu_window_fini(SharegpuState *s)
+{
+    if (s->window_maps) {
+        g_tree_destroy(s->window_maps);
+        s->window_maps = NULL;
+    }
+    if (s->window_backings) {
+        g_hash_table_unref(s->window_backings);
+        s->window_backings = NULL;
+    }
 }
 
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo)
@@ -61,6 +213,7 @@ void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo)
         return;
     }
     trace_sharegpu_import_unmap(s->name, bo->handle, bo->map_off);
+    g_tree_remove(s->window_maps, bo);
     memory_region_del_subregion(&s->import_win, &bo->map->mr);
     /* the MR (a child of the map object) goes when the last flatview reference drops */
     object_unref(OBJECT(bo->map));
@@ -102,6 +255,7 @@ static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, co
 
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
 {
+    SharegpuWindowBacking *backing;
     SharegpuWindowMap *map;
     SharegpuBo *bo;
     sgb_bo_state info;
@@ -110,8 +264,6 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
     int fd, ret;
     g_autofree char *name = NULL;
     Error *err = NULL;
-    GHashTableIter it;
-    gpointer value;
     uint32_t st;
 
     st = sharegpu_window_get_import(s, c->handle, "MAP_IMPORT", &info);
@@ -123,14 +275,8 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
         !sharegpu_range_ok(c->off0, size, s->vram_size)) {
         return SGHW_ST_OUT_OF_RANGE;
     }
-    g_hash_table_iter_init(&it, s->bos);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        SharegpuBo *o = value;
-
-        if (o->map && o->handle != c->handle &&
-            c->off0 < o->map_off + o->map_size && o->map_off < c->off0 + size) {
-            return SGHW_ST_BUSY;
-        }
+    if (sharegpu_window_overlap(s, sharegpu_bo_lookup(s, c->handle), c->off0, size)) {
+        return SGHW_ST_BUSY;
     }
     ret = sgb_bo_storage(s->dev, c->handle, &fd, &fd_off, &ptr, &size);
     if (ret) {
@@ -140,29 +286,24 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
     if (!sharegpu_range_ok(c->off0, size, s->vram_size)) {
         return SGHW_ST_OUT_OF_RANGE;
     }
+    backing = sharegpu_window_backing_get(s, fd, fd_off + size, &err);
+    if (!backing) {
+        error_report_err(err);
+        return SGHW_ST_INTERNAL;
+    }
     bo = sharegpu_bo_get(s, c->handle);
     sharegpu_window_unmap(s, bo);
 
     map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
+    map->backing = backing;
+    map->backing_off = fd_off;
     name = g_strdup_printf("sharegpu.import[%u]", c->handle);
-    /* The RAMBlock owns (and closes) its fd: give it a dup, the backend keeps its own. */
-    fd = qemu_dup(fd);
-    if (fd < 0 ||
-        !memory_region_init_ram_from_fd(&map->mr, OBJECT(map), name, size, RAM_SHARED,
-                                        fd, fd_off, &err)) {
-        if (fd < 0) {
-            error_setg_errno(&err, errno, "sharegpu: dup of the import's memfd");
-        } else {
-            close(fd);
-        }
-        error_report_err(err);
-        object_unref(OBJECT(map));
-        return SGHW_ST_INTERNAL;
-    }
+    memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
     memory_region_add_subregion_overlap(&s->import_win, c->off0, &map->mr, 1);
     bo->map = map;
     bo->map_off = c->off0;
     bo->map_size = size;
+    g_tree_insert(s->window_maps, bo, bo);
     trace_sharegpu_import_map(s->name, c->handle, c->off0, size, fd_off);
     c->result = s->vram_size + c->off0;
     return SGHW_ST_OK;
@@ -190,6 +331,13 @@ static const TypeInfo sharegpu_window_types[] = {
         .name = TYPE_SHAREGPU_WINDOW_MAP,
         .parent = TYPE_OBJECT,
         .instance_size = sizeof(SharegpuWindowMap),
+        .instance_finalize = sharegpu_window_map_finalize,
+    },
+    {
+        .name = TYPE_SHAREGPU_WINDOW_BACKING,
+        .parent = TYPE_OBJECT,
+        .instance_size = sizeof(SharegpuWindowBacking),
+        .instance_finalize = sharegpu_window_backing_finalize,
     },
 };
 

@@ -46,6 +46,7 @@
  * (sharegpu-ring.c, docs/hardware.md 3, "Execution").
  */
 #define SHAREGPU_JOB_SLICE_DEFAULT (32 * MiB)
+#define SHAREGPU_JOB_CHUNK_DEFAULT (4 * MiB)
 #define SHAREGPU_QUEUE_DEPTH_DEFAULT 16
 #define SHAREGPU_QUEUE_DEPTH_MAX 256
 #define SHAREGPU_PCIE_CAP_OFFSET 0x80
@@ -396,6 +397,7 @@ static const MemoryRegionOps sharegpu_mmio_ops = {
 static void sharegpu_reset(SharegpuState *s)
 {
     trace_sharegpu_reset(s->name);
+    sharegpu_qev_reset(s, false, 0);
     qemu_bh_cancel(s->cmd_bh);
     /* a reset takes effect between two commands: the one being executed completes first */
     sharegpu_job_finish(s);
@@ -457,6 +459,7 @@ static void sharegpu_teardown(SharegpuState *s)
         g_hash_table_destroy(s->bos);
         s->bos = NULL;
     }
+    sharegpu_window_fini(s);
     if (s->dev) {
         sgb_device_set_event_notify(s->dev, NULL, NULL);
         sgb_device_destroy(s->dev);
@@ -516,6 +519,10 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     }
     if (s->job_slice < SGHW_VRAM_ALIGN) {
         error_setg(errp, "sharegpu: x-job-slice must be at least %u bytes", SGHW_VRAM_ALIGN);
+        return;
+    }
+    if (s->job_chunk < SGHW_VRAM_ALIGN) {
+        error_setg(errp, "sharegpu: x-job-chunk must be at least %u bytes", SGHW_VRAM_ALIGN);
         return;
     }
     s->name = d->id ? g_strdup(d->id) : object_get_canonical_path(OBJECT(s));
@@ -627,6 +634,8 @@ static const Property sharegpu_properties[] = {
                        SHAREGPU_QUEUE_DEPTH_DEFAULT),
     /* bytes of job work per main-loop turn; for tests and tuning (docs/user-guide.md) */
     DEFINE_PROP_SIZE("x-job-slice", SharegpuState, job_slice, SHAREGPU_JOB_SLICE_DEFAULT),
+    /* a longer TRANSFER runs in chunks of this size, one or more per main-loop turn */
+    DEFINE_PROP_SIZE("x-job-chunk", SharegpuState, job_chunk, SHAREGPU_JOB_CHUNK_DEFAULT),
 };
 
 /*

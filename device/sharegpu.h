@@ -10,6 +10,7 @@
  *   sharegpu-job.c       asynchronous jobs (engine submission, done callbacks) and waits
  *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
+ *   sharegpu-qapi-events.c  QMP events, with the rate limit on guest-caused ones
  *   sharegpu-coherency.c the coherency-violation detector (check-coherency): dirty logging
  *                        fed to the backend's per-buffer model, violations reported
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
@@ -37,6 +38,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(SharegpuState, SHAREGPU)
 
 #define TYPE_SHAREGPU_WINDOW_MAP "sharegpu-window-map"
 OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowMap, SHAREGPU_WINDOW_MAP)
+#define TYPE_SHAREGPU_WINDOW_BACKING "sharegpu-window-backing"
+OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowBacking, SHAREGPU_WINDOW_BACKING)
 
 typedef struct SharegpuMemEntry {
     uint64_t addr;
@@ -99,7 +102,22 @@ typedef struct SharegpuCountersState {
     uint64_t irqs_dropped;  /* by x-sharegpu-drop-irq */
     uint64_t job_aborts;    /* JOB_ABORT writes accepted */
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
+    uint64_t qmp_events_suppressed; /* by the QMP event rate limit */
 } SharegpuCountersState;
+
+/* The rate-limited QMP events (sharegpu-qapi-events.c) */
+typedef enum SharegpuQevKind {
+    SHAREGPU_QEV_BO_MOVED,
+    SHAREGPU_QEV_BO_INVALIDATED,
+    SHAREGPU_QEV_ERROR,
+    SHAREGPU_QEV__MAX,
+} SharegpuQevKind;
+
+typedef struct SharegpuQevLimit {
+    int64_t window_start; /* QEMU_CLOCK_REALTIME ns */
+    uint32_t sent;        /* in this window */
+    uint64_t suppressed;  /* since the last event sent */
+} SharegpuQevLimit;
 
 /* Violations found by the coherency detector (check-coherency), per kind. */
 typedef struct SharegpuCoherencyCountersState {
@@ -118,6 +136,7 @@ struct SharegpuState {
     bool coherent;
     uint64_t max_hostmem;
     uint64_t job_slice;
+    uint64_t job_chunk;
     uint32_t queue_depth;
     char *engine;
     bool check_coherency;
@@ -134,6 +153,10 @@ struct SharegpuState {
     sgb_device *dev;
     char *name;
     GHashTable *bos; /* handle -> SharegpuBo */
+    SharegpuQevLimit qev_limits[SHAREGPU_QEV__MAX];
+    /* import window (sharegpu-window.c) */
+    GHashTable *window_backings; /* "dev:ino" of a memfd -> SharegpuWindowBacking, weak */
+    GTree *window_maps;          /* mapped SharegpuBo, ordered by map_off */
     QTAILQ_ENTRY(SharegpuState) next;
 
     /* registers */
@@ -213,8 +236,21 @@ SharegpuBo *sharegpu_bo_lookup(SharegpuState *s, uint32_t handle);
 SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
 void sharegpu_bo_free(gpointer data);
 
+/* sharegpu-qapi-events.c */
+void sharegpu_qev_bo_moved(SharegpuState *s, uint32_t handle, uint32_t placement,
+                           uint64_t vram_offset, bool own_command, uint64_t generation);
+void sharegpu_qev_bo_invalidated(SharegpuState *s, uint32_t handle, uint64_t generation);
+void sharegpu_qev_error(SharegpuState *s, uint32_t index, const struct sghw_cmd *c,
+                        uint32_t status);
+void sharegpu_qev_fences_held(SharegpuState *s, bool stall, uint32_t handle, uint32_t ms);
+void sharegpu_qev_fences_released(SharegpuState *s, bool stall);
+void sharegpu_qev_reset(SharegpuState *s, bool job_abort, uint32_t jobs_cancelled);
+
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);
+void sharegpu_window_fini(SharegpuState *s);
+/* The RAM region behind an import's window mapping and the import's offset in it, or NULL */
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset);
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);

@@ -74,6 +74,27 @@ class Qmp:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
+    def drain_events(self):
+        """Reads what QEMU sent meanwhile (events, which nobody waits for here) so that its
+        monitor does not buffer them; False once QEMU closed the socket."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return False
+                self.buf += data
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        while b"\n" in self.buf:
+            line, rest = self.buf.split(b"\n", 1)
+            if "event" not in json.loads(line):
+                break  # not ours to drop (cannot happen between commands)
+            self.buf = rest
+        return True
+
     def cmd(self, name, **args):
         msg = {"execute": name}
         if args:
@@ -215,16 +236,9 @@ def main():
             chunk = f.read(65536)
             if not chunk:
                 # QEMU gone? (QMP socket closed)
-                try:
-                    qmp.sock.setblocking(False)
-                    try:
-                        if qmp.sock.recv(1, socket.MSG_PEEK) == b"":
-                            log("QEMU exited")
-                            return 0
-                    except BlockingIOError:
-                        pass
-                finally:
-                    qmp.sock.setblocking(True)
+                if not qmp.drain_events():
+                    log("QEMU exited")
+                    return 0
                 time.sleep(0.05)
                 continue
             pending += chunk

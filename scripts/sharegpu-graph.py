@@ -41,7 +41,8 @@ def qmp_query(path):
 
 
 def quote(s):
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string: backslashes and quotes escaped, line breaks as DOT's \\n."""
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def to_dot(graph):
@@ -49,17 +50,17 @@ def to_dot(graph):
            '  edge [fontname="Helvetica", fontsize=10];']
     for n in graph["nodes"]:
         if n["kind"] == "device":
-            label = "%s\\n%s, %d KiB VRAM used" % (
+            label = "%s\n%s, %d KiB VRAM used" % (
                 n["label"], "coherent" if n["coherent"] else "non-coherent",
                 n["vram-used"] // 1024)
             out.append("  %s [shape=box, style=bold, label=%s];" % (quote(n["id"]), quote(label)))
             continue
-        label = "%s\\n%d KiB, %s\\ngen %d, %d moves" % (
+        label = "%s\n%d KiB, %s\ngen %d, %d moves" % (
             n["label"], n["size"] // 1024, n["placement"], n["generation"], n["moves"])
         if n["pin-count"]:
-            label += "\\npinned x%d" % n["pin-count"]
+            label += "\npinned x%d" % n["pin-count"]
         if n["fences-pending"]:
-            label += "\\n%d fences pending" % n["fences-pending"]
+            label += "\n%d fences pending" % n["fences-pending"]
         attrs = ["shape=ellipse", "label=" + quote(label)]
         if n["placement"] == "device":
             attrs += ["style=filled", 'fillcolor="#dde8f7"']
@@ -72,11 +73,11 @@ def to_dot(graph):
         if e["kind"] == "imports":
             attrs.append("style=%s" % ("bold" if e["mapped"] else "dashed"))
             if e["mapped"]:
-                label += "\\nmapped @0x%x" % e["window-offset"]
+                label += "\nmapped @0x%x" % e["window-offset"]
             if e["invalidations"]:
-                label += "\\n%d invalidations" % e["invalidations"]
+                label += "\n%d invalidations" % e["invalidations"]
         if e["cache-dirty-lines"]:
-            label += "\\n%d dirty lines" % e["cache-dirty-lines"]
+            label += "\n%d dirty lines" % e["cache-dirty-lines"]
         attrs.append("label=" + quote(label))
         out.append("  %s -> %s [%s];" % (quote(e["source"]), quote(e["target"]), ", ".join(attrs)))
     out.append("}")

@@ -7,9 +7,15 @@
  * flags, gpa pointers for scatter lists and BO_QUERY results), doorbells, resets, bus master
  * toggles and QMP x-sharegpu-move-bo calls, against two devices (one non-coherent). Afterwards
  * QEMU must be alive and answer query-sharegpu; QEMU must exit cleanly (a sanitizer report
- * makes it exit non-zero, which libqtest turns into a test failure).
+ * makes it exit non-zero, which libqtest turns into a test failure). Two more oracles:
+ *  - canaries: a guest RAM region no command ever names and the VRAM of a third device the
+ *    fuzzer never touches hold a pattern that must survive the run unchanged (a DMA or a
+ *    copy that strays, or a backend that writes another device's arena, changes them);
+ *  - coverage floors: the run must have got past the validation into the real work
+ *    (successful commands, jobs, imports, moves, mapped imports), or it proves nothing.
  *
- *   SHAREGPU_FUZZ_SEED=N    seed (default: time based; printed either way)
+ *   SHAREGPU_FUZZ_SEED=N    seed (default: time based; printed either way; scripts/qemu-tests.sh
+ *                           runs seeds 1, 2, 3 and a random one)
  *   SHAREGPU_FUZZ_ITERS=N   iterations per run (default 4000)
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -24,7 +30,15 @@
 #include "qobject/qlist.h"
 #include "sharegpu_hw.h"
 
-#define NDEV 2
+#define NDEV 2                /* fuzzed devices; a third one is the VRAM canary */
+#define CANARY_BYTES (64 * 1024)
+/* coverage floors per 1000 iterations, see test_fuzz() */
+#define FLOOR_COMMANDS 2000
+#define FLOOR_SUCCESSFUL 1000
+#define FLOOR_JOBS 10
+#define FLOOR_IMPORTS 1
+#define FLOOR_MOVES 4
+#define FLOOR_SUCCESS_PERCENT 25 /* of all commands */
 #define RING_MAX 64          /* entries of the rings the fuzzer allocates */
 #define POOL_BYTES (256 * 1024)
 
@@ -55,6 +69,8 @@ typedef struct Fuzz {
     unsigned hcursor;
     uint8_t uuid[16];       /* last EXPORT uuid seen */
     uint64_t stats[8];
+    QPCIDevice *canary_dev; /* the third device: its whole VRAM is a canary */
+    uint64_t canary_gpa;    /* guest RAM canary, CANARY_BYTES */
 } Fuzz;
 
 enum { ST_MMIO, ST_CMDS, ST_DOORBELL, ST_RESET, ST_QMP, ST_BAR2, ST_RINGBASE, ST_BM };
@@ -63,7 +79,12 @@ static void found_fn(QPCIDevice *dev, int devfn, void *data)
 {
     Fuzz *f = data;
 
-    g_assert_cmpint(f->found, <, NDEV);
+    g_assert_cmpint(f->found, <, NDEV + 1);
+    if (f->found == NDEV) {
+        f->canary_dev = dev;
+        f->found++;
+        return;
+    }
     f->g[f->found++].dev = dev;
 }
 
@@ -95,9 +116,13 @@ static uint32_t rd(FuzzGpu *g, uint32_t reg)
 /* A guest-physical address: mostly valid RAM, sometimes hostile. */
 static uint64_t rnd_gpa(Fuzz *f, FuzzGpu *g, uint64_t len)
 {
+    uint64_t gpa;
+
     switch (rnd(f, 10)) {
     case 0:
-        return rnd64(f);                               /* anywhere */
+        gpa = rnd64(f);                                /* anywhere but the canary */
+        return gpa + len > f->canary_gpa && gpa < f->canary_gpa + CANARY_BYTES ?
+               f->canary_gpa + CANARY_BYTES : gpa;
     case 1:
         return f->ram_size + rnd(f, 1 << 20);          /* just beyond RAM */
     case 2:
@@ -369,6 +394,33 @@ static uint32_t rnd_reg_value(Fuzz *f, FuzzGpu *g, uint32_t reg)
     }
 }
 
+/*
+ * A ring base the device will DMA to (up to SGHW_RING_MAX_ENTRIES entries) must stay clear of
+ * the RAM canary: the base the write would make, with the other half as the device has it.
+ */
+static uint32_t canary_safe_base(Fuzz *f, FuzzGpu *g, uint64_t reg, uint32_t val)
+{
+    uint64_t guard = SGHW_RING_MAX_ENTRIES * sizeof(struct sghw_cmd);
+    uint64_t base;
+
+    switch (reg) {
+    case SGHW_REG_CMD_BASE_LO:
+    case SGHW_REG_EVT_BASE_LO:
+        base = ((uint64_t)rd(g, reg + 4) << 32) | val;
+        break;
+    case SGHW_REG_CMD_BASE_HI:
+    case SGHW_REG_EVT_BASE_HI:
+        base = ((uint64_t)val << 32) | rd(g, reg - 4);
+        break;
+    default:
+        return val;
+    }
+    if (base < f->canary_gpa + CANARY_BYTES && base + guard > f->canary_gpa) {
+        return (reg & 4) ? f->pool >> 32 : (uint32_t)f->pool;
+    }
+    return val;
+}
+
 static void step_mmio(Fuzz *f, FuzzGpu *g)
 {
     static const unsigned sizes[] = { 1, 2, 4, 8 };
@@ -404,6 +456,9 @@ static void step_mmio(Fuzz *f, FuzzGpu *g)
     if (addr == SGHW_REG_RESET && !chance(f, 20)) {
         val = g_rand_int(f->rnd);           /* bad magic mostly; real resets elsewhere */
     }
+    if (size == 4) {                        /* other sizes never reach the registers */
+        val = canary_safe_base(f, g, addr, val);
+    }
     switch (size) {
     case 1:
         qpci_io_writeb(g->dev, g->mmio, addr, val);
@@ -425,6 +480,11 @@ static void step_ringbase(Fuzz *f, FuzzGpu *g)
     uint64_t base = rnd_gpa(f, g, RING_MAX * 64);
     uint32_t size = chance(f, 80) ? 1u << (1 + rnd(f, 12)) : g_rand_int(f->rnd);
     bool evt = chance(f, 40);
+
+    if (base < f->canary_gpa + CANARY_BYTES &&
+        base + SGHW_RING_MAX_ENTRIES * sizeof(struct sghw_cmd) > f->canary_gpa) {
+        base = f->pool;
+    }
 
     /* idle the ring first (a busy ring ignores base writes) */
     wr(g, evt ? SGHW_REG_EVT_SIZE : SGHW_REG_CMD_SIZE, 0);
@@ -483,6 +543,73 @@ static uint64_t env_u64(const char *name, uint64_t dflt)
     return v && *v ? g_ascii_strtoull(v, NULL, 0) : dflt;
 }
 
+static void canary_pattern(uint8_t *buf, size_t len, uint32_t salt)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (uint8_t)((i * 2654435761u) >> 13) ^ salt;
+    }
+}
+
+/*
+ * The canaries. Guest RAM: CANARY_BYTES below everything the fuzzer points the devices at
+ * (a spacer keeps it above what a scatter list starting at address 0 can reach) and kept
+ * out of every random address and ring base. VRAM: the whole VRAM of the third device,
+ * whose BARs do not decode during the run, so no access can reach it legitimately.
+ */
+static void canaries_set(Fuzz *f)
+{
+    g_autofree uint8_t *buf = g_malloc(1 << 20);
+    QPCIBar bar;
+    uint64_t size;
+
+    qmalloc(f->qs, 8 << 20);                    /* spacer */
+    f->canary_gpa = qmalloc(f->qs, CANARY_BYTES);
+    canary_pattern(buf, CANARY_BYTES, 0x5a);
+    qtest_memwrite(f->qts, f->canary_gpa, buf, CANARY_BYTES);
+
+    qpci_device_enable(f->canary_dev);
+    bar = qpci_iomap(f->canary_dev, SGHW_BAR_VRAM, &size);
+    g_assert_cmpuint(size, ==, 2 << 20);         /* 1 MiB VRAM + the import window */
+    canary_pattern(buf, 1 << 20, 0xa5);
+    qpci_memwrite(f->canary_dev, bar, 0, buf, 1 << 20);
+    qpci_iounmap(f->canary_dev, bar);
+    qpci_config_writew(f->canary_dev, PCI_COMMAND, 0);
+}
+
+static void canaries_check(Fuzz *f)
+{
+    g_autofree uint8_t *want = g_malloc(1 << 20);
+    g_autofree uint8_t *got = g_malloc(1 << 20);
+    QPCIBar bar;
+    uint64_t size;
+
+    canary_pattern(want, CANARY_BYTES, 0x5a);
+    qtest_memread(f->qts, f->canary_gpa, got, CANARY_BYTES);
+    g_assert_cmpmem(got, CANARY_BYTES, want, CANARY_BYTES);
+
+    qpci_device_enable(f->canary_dev);
+    bar = qpci_iomap(f->canary_dev, SGHW_BAR_VRAM, &size);
+    canary_pattern(want, 1 << 20, 0xa5);
+    qpci_memread(f->canary_dev, bar, 0, got, 1 << 20);
+    g_assert_cmpmem(got, 1 << 20, want, 1 << 20);
+    qpci_iounmap(f->canary_dev, bar);
+}
+
+/* The sum of a counter over the fuzzed devices of a query-sharegpu reply. */
+static int64_t fuzzed_counter(QList *list, const char *name)
+{
+    int64_t sum = 0;
+
+    for (QListEntry *e = qlist_first(list); e; e = qlist_next(e)) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (strcmp(qdict_get_str(d, "id"), "canary")) {
+            sum += qdict_get_int(qdict_get_qdict(d, "counters"), name);
+        }
+    }
+    return sum;
+}
+
 static void test_fuzz(void)
 {
     Fuzz *f = g_new0(Fuzz, 1);
@@ -500,10 +627,12 @@ static void test_fuzz(void)
     f->ram_size = 128 * 1024 * 1024;
     f->qs = qtest_pc_boot("-nodefaults -m 128M "
                           "-device sharegpu,id=g0,vram-size=1M "
-                          "-device sharegpu,id=g1,vram-size=1M,coherent=off");
+                          "-device sharegpu,id=g1,vram-size=1M,coherent=off "
+                          "-device sharegpu,id=canary,vram-size=1M");
     f->qts = f->qs->qts;
     qpci_device_foreach(f->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, f);
-    g_assert_cmpint(f->found, ==, NDEV);
+    g_assert_cmpint(f->found, ==, NDEV + 1);
+    canaries_set(f);
     f->pool = qmalloc(f->qs, POOL_BYTES);
     for (i = 0; i < NDEV; i++) {
         FuzzGpu *g = &f->g[i];
@@ -568,7 +697,7 @@ static void test_fuzz(void)
     resp = qtest_qmp(f->qts, "{'execute': 'query-sharegpu'}");
     list = qdict_get_qlist(resp, "return");
     g_assert_nonnull(list);
-    g_assert_cmpuint(qlist_size(list), ==, NDEV);
+    g_assert_cmpuint(qlist_size(list), ==, NDEV + 1);
     for (QListEntry *e = qlist_first(list); e; e = qlist_next(e)) {
         QDict *d = qobject_to(QDict, qlist_entry_obj(e));
         QDict *k = qdict_get_qdict(d, "counters");
@@ -583,7 +712,30 @@ static void test_fuzz(void)
                 qdict_get_int(k, "evictions"), qdict_get_int(k, "imports"),
                 qdict_get_int(d, "bo-count"));
     }
+    /*
+     * Coverage floors (per 1000 iterations, a fifth to a quarter of the least seeds 1-5
+     * reached at 5000 iterations: commands 8865, successful 6163 (62%), jobs 51, imports 5,
+     * moves 17): the run got past validation into real work, or it proved nothing.
+     */
+    {
+        int64_t k = MAX(iters / 1000, 1);
+        int64_t cmds = fuzzed_counter(list, "commands");
+        int64_t ok = cmds - fuzzed_counter(list, "command-errors");
+
+        fprintf(stderr, "# sharegpu fuzz: floors per 1000 iterations: commands %" PRId64
+                " successful %" PRId64 " jobs %" PRId64 " imports %" PRId64 " moves %" PRId64
+                "\n", cmds / k, ok / k, fuzzed_counter(list, "jobs") / k,
+                fuzzed_counter(list, "imports") / k,
+                fuzzed_counter(list, "moves") / k);
+        g_assert_cmpint(cmds, >=, FLOOR_COMMANDS * k);
+        g_assert_cmpint(ok, >=, FLOOR_SUCCESSFUL * k);
+        g_assert_cmpint(ok * 100, >=, cmds * FLOOR_SUCCESS_PERCENT);
+        g_assert_cmpint(fuzzed_counter(list, "jobs"), >=, FLOOR_JOBS * k);
+        g_assert_cmpint(fuzzed_counter(list, "imports"), >=, FLOOR_IMPORTS * k);
+        g_assert_cmpint(fuzzed_counter(list, "moves"), >=, FLOOR_MOVES * k);
+    }
     qobject_unref(resp);
+    canaries_check(f);
     for (i = 0; i < NDEV; i++) {
         FuzzGpu *g = &f->g[i];
         struct sghw_cmd c = { .opcode = SGHW_OP_BO_CREATE, .len = 4096, .seqno = 77,
@@ -608,6 +760,7 @@ static void test_fuzz(void)
     for (i = 0; i < NDEV; i++) {
         g_free(f->g[i].dev);
     }
+    g_free(f->canary_dev);
     g_rand_free(f->rnd);
     qtest_shutdown(f->qs); /* checks QEMU's exit status (sanitizer reports fail it) */
     g_free(f);

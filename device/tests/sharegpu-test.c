@@ -6,11 +6,13 @@
 
 #include "qemu/osdep.h"
 #include "libqtest.h"
+#include "qapi/error.h"
 #include "libqos/libqos-pc.h"
 #include "libqos/pci.h"
 #include "standard-headers/linux/pci_regs.h"
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
+#include "qobject/qjson.h"
 #include "sharegpu_hw.h"
 
 #define RING_ENTRIES 16
@@ -1085,8 +1087,13 @@ static void test_long_jobs_split(void)
  */
 static void test_reset_during_long_job(void)
 {
+    /*
+     * Many small chunks: the main loop may run several between two monitor queries when the
+     * host is busy (8 chunks of 4 MiB were all done before the first query on a loaded host).
+     */
+    const uint64_t chunk = 64 * 1024;
     const uint64_t len = 8 * JOB_CHUNK;
-    Ctx *c = setup_with(",x-job-slice=4K");
+    Ctx *c = setup_with(",x-job-slice=4K,x-job-chunk=64K");
     Gpu *g = &c->g[0], *other = &c->g[1];
     QTestState *qts = c->qs->qts;
     g_autofree uint8_t *expect = g_malloc(len);
@@ -1101,7 +1108,7 @@ static void test_reset_during_long_job(void)
     fill_pattern(expect, len, 0x0dd0f11e);
     qtest_bufwrite(qts, pages, expect, len);
 
-    /* TRANSFER (8 chunks, one per main-loop turn) followed by a NOP */
+    /* TRANSFER (512 chunks, one per main-loop turn) followed by a NOP */
     tail = rd(g, SGHW_REG_CMD_TAIL);
     ring[0] = (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE, .handle = a,
                                      .len = len, .seqno = 77, .status = SGHW_ST_PENDING };
@@ -1113,7 +1120,7 @@ static void test_reset_during_long_job(void)
     qtest_memwrite(qts, nop_addr, &ring[1], sizeof(r));
     wr(g, SGHW_REG_CMD_TAIL, (tail + 2) % g->ring_entries);
     wr(g, SGHW_REG_DOORBELL, 1);
-    for (i = 0; i < 8 && !job; i++) {
+    for (i = 0; i < len / chunk && !job; i++) {
         job = job_in_progress(c, "g0");
     }
     g_assert_nonnull(job); /* seen while running, not after */
@@ -1279,6 +1286,112 @@ static void test_sharing_graph(void)
 
         g_assert_nonnull(strstr(out, line));
     }
+    teardown(c);
+}
+
+/* Open descriptors of the QEMU process under test. */
+static unsigned qemu_fd_count(Ctx *c)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/fd", (int)qtest_pid(c->qs->qts));
+    GDir *dir = g_dir_open(path, 0, NULL);
+    unsigned n = 0;
+
+    g_assert_nonnull(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    g_dir_close(dir);
+    return n;
+}
+
+/*
+ * Issue 15: mapping imports into the window costs no descriptor per import. 24 imports of
+ * exporter VRAM and 24 of exporter system memory (the backend's one system memfd) map into
+ * g1's window with two descriptors in all; each mapping shows its own buffer; the window
+ * still refuses overlaps (but a buffer may move its own mapping); and the descriptors go
+ * when the mappings do.
+ */
+#define WINDOW_IMPORTS 24
+
+static void test_import_window_descriptors(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t imp[2 * WINDOW_IMPORTS];
+    g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
+    unsigned before, with_both_kinds, with_all;
+    struct sghw_cmd r;
+    int i;
+
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        uint32_t h = create_bo(c, g0, i % 2 ? SGHW_PLACEMENT_SYSTEM : SGHW_PLACEMENT_DEVICE,
+                               NULL);
+
+        r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
+                                              .len = BO_SIZE, .arg = 0x5a000000 + i });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        imp[i] = share_bo(c, g0, h, g1);
+    }
+    before = qemu_fd_count(c);
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        uint64_t win;
+        uint32_t word = 0xc0de0000 + i;
+
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                              .handle = imp[i], .off0 = i * BO_SIZE });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        win = r.result;
+        if (i == 1) {
+            with_both_kinds = qemu_fd_count(c);
+        }
+        /* the alias points at this buffer's bytes, not a neighbour's */
+        g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 128), ==, 0x5a000000 + i);
+        /* and a write through it reaches the exporter's storage */
+        qpci_io_writel(g1->dev, g1->vram, win + 256, word);
+        for (int k = 0; k < BO_SIZE; k += 4) {
+            uint32_t v = k == 256 ? word : 0x5a000000 + i;
+
+            memcpy(bytes + k, &v, 4);
+        }
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = imp[i],
+                                              .len = BO_SIZE });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        g_assert_cmphex(r.result, ==, crc32c_ref(bytes, BO_SIZE));
+    }
+    with_all = qemu_fd_count(c);
+    g_assert_cmpuint(with_both_kinds, <=, before + 2);
+    g_assert_cmpuint(with_all, ==, with_both_kinds);
+
+    /* overlap with another mapping: BUSY, the other mapping intact */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[0],
+                                          .off0 = BO_SIZE + BO_SIZE / 2 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, g1->vram_size + BO_SIZE + 128), ==,
+                    0x5a000001);
+    /* moving a buffer's own mapping over itself is fine */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                          .handle = imp[2 * WINDOW_IMPORTS - 1] });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[0],
+                                          .off0 = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY); /* overlaps imp[1] at BO_SIZE */
+    r = submit(c, g1, (struct sghw_cmd) {
+        .opcode = SGHW_OP_MAP_IMPORT, .handle = imp[2 * WINDOW_IMPORTS - 2],
+        .off0 = (2 * WINDOW_IMPORTS - 2) * BO_SIZE + 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, r.result + 128), ==,
+                    0x5a000000 + 2 * WINDOW_IMPORTS - 2);
+
+    /* unmapping everything releases the backings (after the flatviews let go: bounded) */
+    for (i = 0; i < 2 * WINDOW_IMPORTS; i++) {
+        r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                              .handle = imp[i] });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    }
+    for (i = 0; i < 5000 && qemu_fd_count(c) != before; i++) {
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(qemu_fd_count(c), ==, before);
     teardown(c);
 }
 
@@ -1800,6 +1913,202 @@ static void test_job_abort_idle_and_bad_value(void)
     teardown(c);
 }
 
+/* The SHAREGPU_* QMP events, in arrival order (an event callback keeps them all). */
+typedef struct EventLog {
+    GPtrArray *events; /* QDict */
+} EventLog;
+
+static void event_free(gpointer event)
+{
+    qobject_unref((QDict *)event);
+}
+
+static bool event_log_cb(QTestState *qts, const char *name, QDict *event, void *opaque)
+{
+    EventLog *log = opaque;
+
+    if (!g_str_has_prefix(name, "SHAREGPU_")) {
+        return false;
+    }
+    qobject_ref(event);
+    g_ptr_array_add(log->events, event);
+    return true;
+}
+
+/* Reads QMP until every event emitted so far is in the log. */
+static void event_log_sync(Ctx *c)
+{
+    qobject_unref(qtest_qmp(c->qs->qts, "{'execute': 'query-status'}"));
+}
+
+/* The only event `name` of device `id` in the log since index *from (advanced past it). */
+static QDict *event_log_one(EventLog *log, guint *from, const char *name, const char *id)
+{
+    QDict *found = NULL;
+
+    for (guint i = *from; i < log->events->len; i++) {
+        QDict *ev = g_ptr_array_index(log->events, i);
+        QDict *data = qdict_get_qdict(ev, "data");
+
+        if (!strcmp(qdict_get_str(ev, "event"), name) &&
+            !strcmp(qdict_get_str(data, "id"), id)) {
+            g_assert_null(found);
+            found = data;
+        }
+    }
+    if (!found) {
+        for (guint i = *from; i < log->events->len; i++) {
+            g_autoptr(GString) json = qobject_to_json(g_ptr_array_index(log->events, i));
+
+            g_test_message("event %u: %s", i, json->str);
+        }
+        g_test_message("no %s of %s among events %u..%u", name, id, *from, log->events->len);
+    }
+    g_assert_nonnull(found);
+    *from = log->events->len;
+    return found;
+}
+
+/*
+ * Issue 8 §4: QMP events for moves (with their cause), invalidations, command errors, fence
+ * holds and stalls, job aborts and resets; the guest-caused ones are rate limited, and what
+ * the limit left out is counted and reported by the next event.
+ */
+static void test_qmp_events(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    EventLog log = { .events = g_ptr_array_new_with_free_func(event_free) };
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t loner = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g0, h, g1);
+    uint64_t received = 0, reported = 0, moves = 0, suppressed_before;
+    guint from;
+    QDict *d;
+    struct sghw_cmd r;
+
+    qtest_qmp_set_event_callback(c->qs->qts, event_log_cb, &log);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    from = log.events->len;
+
+    /* a move forced from the monitor: the exporter's BO_MOVED, the importer's invalidation */
+    qmp_ok(c, "{'execute': 'x-sharegpu-move-bo', 'arguments': "
+           "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
+    event_log_sync(c);
+    d = event_log_one(&log, &(guint){ from }, "SHAREGPU_BO_MOVED", "g0");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, h);
+    g_assert_cmpstr(qdict_get_str(d, "placement"), ==, "system");
+    g_assert_cmpstr(qdict_get_str(d, "cause"), ==, "other");
+    g_assert_false(qdict_haskey(d, "vram-offset"));
+    g_assert_cmpuint(qdict_get_int(d, "suppressed"), ==, 0);
+    d = event_log_one(&log, &from, "SHAREGPU_BO_INVALIDATED", "g1");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, imp);
+
+    /* the guest's own move back: cause command, with the new VRAM offset */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    from = log.events->len;
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                          .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    event_log_sync(c);
+    d = event_log_one(&log, &(guint){ from }, "SHAREGPU_BO_MOVED", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "cause"), ==, "command");
+    g_assert_cmpstr(qdict_get_str(d, "placement"), ==, "device");
+    g_assert_cmpuint(qdict_get_int(d, "vram-offset"), ==, r.result);
+    event_log_one(&log, &from, "SHAREGPU_BO_INVALIDATED", "g1");
+
+    /* a command error names the command and the status */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = 0xdead,
+                                          .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_ERROR", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "opcode"), ==, "FILL");
+    g_assert_cmpstr(qdict_get_str(d, "status"), ==, "BAD_HANDLE");
+    g_assert_cmpuint(qdict_get_int(d, "seqno"), ==, r.seqno);
+    g_assert_cmpuint(qdict_get_int(d, "index"), ==, rd(g0, SGHW_REG_ERROR_INDEX));
+    g_assert_false(qdict_get_bool(d, "halted"));
+
+    /* fault injection from the monitor */
+    qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': "
+           "{'id': 'g0', 'handle': %u, 'ms': 60000}}", h);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_HELD", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "hold");
+    g_assert_cmpuint(qdict_get_int(d, "handle"), ==, h);
+    g_assert_cmpuint(qdict_get_int(d, "ms"), ==, 60000);
+    qmp_ok(c, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_RELEASED", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "hold");
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g1', 'stall': true}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_HELD", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "stall");
+    g_assert_false(qdict_haskey(d, "handle"));
+    qmp_ok(c, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g1', 'stall': false}}");
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_FENCES_RELEASED", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "stall");
+
+    /*
+     * The rate limit: moves of a buffer nobody imports until an event reports left-out
+     * ones (the limit's window is a second: this spans at least two). Every move is either
+     * sent or counted.
+     */
+    suppressed_before = dev_counter(c, "g0", "qmp-events-suppressed");
+    g_assert_cmpuint(suppressed_before, ==, 0);
+    while (reported == 0) {
+        for (int i = 0; i < 50; i++, moves++) {
+            r = submit(c, g0, (struct sghw_cmd) {
+                .opcode = SGHW_OP_BO_MOVE, .handle = loner,
+                .arg = moves % 2 ? SGHW_PLACEMENT_DEVICE : SGHW_PLACEMENT_SYSTEM });
+            g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+        }
+        event_log_sync(c);
+        for (guint i = from; i < log.events->len; i++) {
+            QDict *ev = g_ptr_array_index(log.events, i);
+
+            if (!strcmp(qdict_get_str(ev, "event"), "SHAREGPU_BO_MOVED")) {
+                d = qdict_get_qdict(ev, "data");
+                g_assert_cmpuint(qdict_get_int(d, "handle"), ==, loner);
+                received++;
+                reported += qdict_get_int(d, "suppressed");
+            }
+        }
+        from = log.events->len;
+        g_assert_cmpuint(moves, <, 100000);
+    }
+    g_assert_cmpuint(received, <, moves);
+    g_assert_cmpuint(received + dev_counter(c, "g0", "qmp-events-suppressed"), ==, moves);
+    g_assert_cmpuint(reported, <=, moves - received);
+    {
+        g_autofree char *out = qtest_hmp(c->qs->qts, "info sharegpu g0");
+
+        g_assert_nonnull(strstr(out, "qmp events suppressed"));
+    }
+
+    /* recovery and reset are always reported */
+    wr(g0, SGHW_REG_JOB_ABORT, SGHW_JOB_ABORT_MAGIC);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_RESET", "g0");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "job-abort");
+    g_assert_cmpuint(qdict_get_int(d, "jobs-cancelled"), ==, 0);
+    wr(g1, SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    event_log_sync(c);
+    d = event_log_one(&log, &from, "SHAREGPU_DEVICE_RESET", "g1");
+    g_assert_cmpstr(qdict_get_str(d, "kind"), ==, "device");
+    g_assert_false(qdict_haskey(d, "jobs-cancelled"));
+
+    qtest_qmp_set_event_callback(c->qs->qts, NULL, NULL);
+    g_ptr_array_free(log.events, true);
+    teardown(c);
+}
+
 /* x-sharegpu-drop-irq: the next completion interrupt is lost, INT_STATUS still says so. */
 static void test_drop_irq(void)
 {
@@ -1822,6 +2131,23 @@ static void test_drop_irq(void)
     teardown(c);
 }
 
+/* device_add of a sharegpu with property `prop` = `value` (JSON) fails saying `why` */
+static void device_add_refused(QTestState *qts, const char *prop, const char *value,
+                               const char *why)
+{
+    QDict *args = qdict_new();
+    QDict *resp;
+
+    qdict_put_str(args, "driver", "sharegpu");
+    qdict_put_str(args, "id", "bad");
+    qdict_put_obj(args, prop, qobject_from_json(value, &error_abort));
+    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': %p}", args);
+
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"), why));
+    qobject_unref(resp);
+}
+
 /* engine= and queue-depth= are checked at realize, with errors that say what is wrong. */
 static void test_engine_property(void)
 {
@@ -1830,18 +2156,8 @@ static void test_engine_property(void)
                                  "-device sharegpu,id=g0,queue-depth=1,engine=cpu");
     QDict *resp;
 
-    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                     "{'driver': 'sharegpu', 'id': 'bad1', 'engine': 'nonsense'}}");
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "engine 'nonsense'"));
-    qobject_unref(resp);
-    resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                     "{'driver': 'sharegpu', 'id': 'bad2', 'queue-depth': 0}}");
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "queue-depth"));
-    qobject_unref(resp);
+    device_add_refused(qts, "engine", "\"nonsense\"", "engine 'nonsense'");
+    device_add_refused(qts, "queue-depth", "0", "queue-depth");
     resp = qtest_qmp(qts, "{'execute': 'query-sharegpu'}");
     g_assert_cmpuint(qlist_size(qdict_get_qlist(resp, "return")), ==, 1);
     {
@@ -1875,13 +2191,9 @@ static void test_bad_property(void)
 {
     /* pc: its PCI bus takes device_add (q35's pcie.0 refuses any hotplug) */
     QTestState *qts = qtest_init("-M pc -nodefaults -S");
-    QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
-                            "{'driver': 'sharegpu', 'id': 'bad', 'vram-size': 3000000}}");
 
-    g_assert(qdict_haskey(resp, "error"));
-    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
-                            "vram-size must be a power of two"));
-    qobject_unref(resp);
+    device_add_refused(qts, "vram-size", "3000000", "vram-size must be a power of two");
+    device_add_refused(qts, "x-job-chunk", "512", "x-job-chunk must be at least 4096 bytes");
     qtest_quit(qts);
 }
 
@@ -2093,6 +2405,8 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/reset-during-long-job", test_reset_during_long_job);
     qtest_add_func("/sharegpu/hostmem-budget", test_hostmem_budget);
     qtest_add_func("/sharegpu/sharing-graph", test_sharing_graph);
+    qtest_add_func("/sharegpu/import-window-descriptors", test_import_window_descriptors);
+    qtest_add_func("/sharegpu/qmp-events", test_qmp_events);
     qtest_add_func("/sharegpu/own-command-flag", test_own_command_flag);
     qtest_add_func("/sharegpu/held-job", test_held_job);
     qtest_add_func("/sharegpu/implicit-sync", test_implicit_sync);

@@ -22,7 +22,49 @@ constexpr uint64_t kNoOffset = ~uint64_t{0};
 BufferObject* ExporterBo(const DmaBuf& dmabuf) {
   return dynamic_cast<BufferObject*>(&dmabuf.exporter());
 }
+
+// BO_MOVED for a move of one of the device's own buffers (none once its handle is gone).
+void OnLocalMove(DeviceEvents& events, BufferObject& bo) {
+  uint32_t handle = bo.owner_handle.load();
+  if (handle == 0) return;
+  sgb_event ev{};
+  ev.type = SGB_EVENT_BO_MOVED;
+  ev.handle = handle;
+  ev.placement = static_cast<uint32_t>(bo.placement());
+  ev.vram_offset = bo.vram_offset();
+  ev.generation = bo.generation();
+  events.Push(ev);
+}
 }  // namespace
+
+void DeviceEvents::Push(const sgb_event& ev) {
+  std::lock_guard lock(mu_);
+  if (events_.size() >= kMaxEvents) {
+    events_.pop_front();  // the guest fell behind; the newest state matters most
+    dropped++;
+  }
+  events_.push_back(ev);
+  if (notify_fn_) notify_fn_(notify_opaque_);
+}
+
+Status DeviceEvents::Pop(sgb_event* out) {
+  std::lock_guard lock(mu_);
+  if (events_.empty()) return -EAGAIN;
+  *out = events_.front();
+  events_.pop_front();
+  return kOk;
+}
+
+void DeviceEvents::Clear() {
+  std::lock_guard lock(mu_);
+  events_.clear();
+}
+
+void DeviceEvents::SetNotify(sgb_event_notify_fn fn, void* opaque) {
+  std::lock_guard lock(mu_);
+  notify_fn_ = fn;
+  notify_opaque_ = opaque;
+}
 
 Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
                                                DeviceConfig config) {
@@ -42,10 +84,10 @@ Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
   if (!mm) return R::Error(mm.status());
   auto dev = std::make_shared<Device>(std::move(backend), std::move(config), std::move(mm).value(),
                                       std::move(engine).value());
-  std::weak_ptr<Device> weak = dev;
-  dev->mm_->SetMoveListener([weak](BufferObject& bo) {
-    if (auto d = weak.lock()) d->OnLocalMove(bo);
-  });
+  // The listener runs with the moved buffer's reservation and the listener lock held: it
+  // holds the event queue, not the device (DeviceEvents).
+  dev->mm_->SetMoveListener(
+      [events = dev->events_](BufferObject& bo) { OnLocalMove(*events, bo); });
   return dev;
 }
 
@@ -141,6 +183,7 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement, uint32_t f
 Status Device::ReleaseImport(const std::shared_ptr<ImportRecord>& import) {
   {
     ResvGuard guard(import->dmabuf->resv());
+    import->closed = true;
     for (; import->pins > 0; --import->pins) (void)import->dmabuf->Unpin(*import->attachment);
     if (import->mapping) {
       (void)import->dmabuf->Unmap(*import->attachment, import->mapping);
@@ -167,6 +210,7 @@ Status Device::DestroyBo(uint32_t handle) {
     std::vector<FenceRef> own;
     {
       ResvGuard guard(entry.import->dmabuf->resv());
+      entry.import->closed = true;  // a job racing the close adds no fence and no mapping now
       for (FenceRef& f : entry.import->dmabuf->resv().Fences(ResvUsage::kBookkeep)) {
         if (f->context() == timeline_.context() && !f->IsSignaled()) own.push_back(std::move(f));
       }
@@ -200,8 +244,7 @@ Status Device::Reset() {
       entry.bo->owner_handle.store(0);
     }
   }
-  std::lock_guard lock(events_mu_);
-  events_.clear();
+  events_->Clear();
   return kOk;
 }
 
@@ -252,7 +295,7 @@ Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
     cs = entry->bo->cache().stats();
   } else {
     cs = entry->import->attachment->cache().stats();
-    info.invalidations = entry->import->invalidations.load();
+    info.invalidations = entry->import->status->invalidations.load();
   }
   info.cache_dirty_lines = static_cast<uint32_t>(cs.dirty_lines);
   info.cache_valid_lines = static_cast<uint32_t>(cs.valid_lines);
@@ -328,6 +371,7 @@ Status Device::Pin(uint32_t handle) {
   ResvGuard guard(ResvOf(*entry));
   if (entry->bo) return entry->bo->PinPlacement();
   ImportRecord& imp = *entry->import;
+  if (imp.closed) return GuestError(-ENOENT, "pin of handle %u while it closes", handle);
   Status err = imp.dmabuf->Pin(*imp.attachment);
   if (err == kOk) ++imp.pins;
   return err;
@@ -433,6 +477,7 @@ Result<DeviceView> Device::View(Entry& e) {
     return e.bo->View();
   }
   ImportRecord& imp = *e.import;
+  if (imp.closed) return Result<DeviceView>::Error(-ENOENT);  // closed since it was looked up
   if (!imp.mapping || !imp.mapping->valid()) {
     // Re-map lazily after a move_notify: the new mapping points at the new storage.
     if (imp.mapping) (void)imp.dmabuf->Unmap(*imp.attachment, imp.mapping);
@@ -682,39 +727,46 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
   }
   auto record = std::make_shared<ImportRecord>();
   record->dmabuf = dmabuf;
-  std::weak_ptr<ImportRecord> weak_record = record;
-  std::weak_ptr<Device> weak_dev = weak_from_this();
   ImporterOps ops;
   ops.name = config_.name;
   ops.device = mm_.get();
   ops.allow_peer2peer = true;  // sharegpu devices of one backend reach each other's VRAM
   ops.cache_mode = config_.cache_mode;
   ops.cache_factory = mm_->cache_factory();
-  ops.move_notify = [weak_record, weak_dev](Attachment&) {
-    auto rec = weak_record.lock();
-    auto dev = weak_dev.lock();
-    if (!rec || !dev) return;
-    rec->invalidations++;
-    dev->counters_.move_notifies++;
+  // Runs with the exporter's reservation held: it holds what it updates (the import's status,
+  // the event queue), never the device or the record (DeviceEvents, ImportStatus).
+  ops.move_notify = [status = record->status, events = events_](Attachment& attachment) {
+    status->invalidations++;
+    events->move_notifies++;
     sgb_event ev{};
     ev.type = SGB_EVENT_BO_INVALIDATED;
-    ev.handle = rec->handle.load();
-    BufferObject* bo = ExporterBo(*rec->dmabuf);
+    ev.handle = status->handle.load();
+    BufferObject* bo = ExporterBo(attachment.dmabuf());
     ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
     ev.vram_offset = kNoOffset;
     ev.generation = bo ? bo->generation() : 0;
-    dev->PushEvent(ev);
+    events->Push(ev);
   };
   auto attachment = dmabuf->Attach(std::move(ops));
   if (!attachment) return Result<uint32_t>::Error(attachment.status());
   record->attachment = std::move(attachment).value();
-  uint32_t handle;
+  uint32_t handle = 0;
   {
+    // Attach takes the reservation, so it ran outside table_mu_: look again, and insert in the
+    // same step. An import of the same buffer that won the race is the one import; this
+    // attachment goes (detached outside table_mu_).
     std::lock_guard lock(table_mu_);
-    handle = InsertLocked(Entry{nullptr, nullptr, record});
+    auto it = import_handles_.find(dmabuf.get());
+    if (it != import_handles_.end()) {
+      handle = it->second;
+    } else {
+      handle = InsertLocked(Entry{nullptr, nullptr, record});
+      record->status->handle.store(handle);
+      counters_.imports++;
+      return handle;
+    }
   }
-  record->handle.store(handle);
-  counters_.imports++;
+  (void)ReleaseImport(record);
   return handle;
 }
 
@@ -748,41 +800,11 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
   return kOk;
 }
 
-void Device::OnLocalMove(BufferObject& bo) {
-  uint32_t handle = bo.owner_handle.load();
-  if (handle == 0) return;
-  sgb_event ev{};
-  ev.type = SGB_EVENT_BO_MOVED;
-  ev.handle = handle;
-  ev.placement = static_cast<uint32_t>(bo.placement());
-  ev.vram_offset = bo.vram_offset();
-  ev.generation = bo.generation();
-  PushEvent(ev);
-}
-
-void Device::PushEvent(const sgb_event& ev) {
-  std::lock_guard lock(events_mu_);
-  if (events_.size() >= kMaxEvents) {
-    events_.pop_front();  // the guest fell behind; the newest state matters most
-    counters_.events_dropped++;
-  }
-  events_.push_back(ev);
-  if (notify_fn_) notify_fn_(notify_opaque_);
-}
-
 void Device::SetEventNotify(sgb_event_notify_fn fn, void* opaque) {
-  std::lock_guard lock(events_mu_);
-  notify_fn_ = fn;
-  notify_opaque_ = opaque;
+  events_->SetNotify(fn, opaque);
 }
 
-Status Device::PopEvent(sgb_event* out) {
-  std::lock_guard lock(events_mu_);
-  if (events_.empty()) return -EAGAIN;
-  *out = events_.front();
-  events_.pop_front();
-  return kOk;
-}
+Status Device::PopEvent(sgb_event* out) { return events_->Pop(out); }
 
 sgb_device_stats Device::Stats() const {
   sgb_device_stats s{};
@@ -804,7 +826,7 @@ sgb_device_stats Device::Stats() const {
   s.bytes_copied = counters_.bytes_copied;
   s.exports = counters_.exports;
   s.imports = counters_.imports;
-  s.move_notifies = counters_.move_notifies;
+  s.move_notifies = events_->move_notifies;
   s.cache_flushes = counters_.cache_flushes;
   s.cache_invalidates = counters_.cache_invalidates;
   s.ww_backoffs = counters_.ww_backoffs;

@@ -53,23 +53,56 @@ struct JobRequest {
 // writers, a placement change (move, evict) for every fence (rule S7b).
 enum class AwaitFor : uint8_t { kRead = 0, kWrite = 1, kPlacement = 2 };
 
+// The device's event queue and the counter its callbacks update. Owned by the device and
+// shared with the callbacks the device registers elsewhere (its imports' move_notify, its
+// memory manager's move listener), which run with locks of others held (the moved buffer's
+// reservation, the listener lock): they hold this, never the device, so the device's last
+// reference can never be dropped inside them (~Device closes its imports, which takes
+// reservations, and clears the listener). It points at nothing, so holding it makes no cycle.
+class DeviceEvents {
+ public:
+  static constexpr size_t kMaxEvents = 4096;
+  void Push(const sgb_event& ev);  // drops the oldest when full; calls the notify function
+  Status Pop(sgb_event* out);      // -EAGAIN when empty
+  void Clear();
+  void SetNotify(sgb_event_notify_fn fn, void* opaque);
+  std::atomic<uint64_t> move_notifies{0};
+  std::atomic<uint64_t> dropped{0};
+
+ private:
+  std::mutex mu_;
+  std::deque<sgb_event> events_ SGB_GUARDED_BY(mu_);
+  sgb_event_notify_fn notify_fn_ SGB_GUARDED_BY(mu_) = nullptr;
+  void* notify_opaque_ SGB_GUARDED_BY(mu_) = nullptr;
+};
+
+// What an import's move_notify updates: shared by the import record and that callback (which
+// its attachment holds, so it must not hold the record: a cycle). Points at nothing.
+struct ImportStatus {
+  std::atomic<uint64_t> invalidations{0};
+  std::atomic<uint32_t> handle{0};
+};
+
 // An import of another device's export: a dynamic attachment and the mapping the device
 // uses for jobs, re-made lazily after a move_notify.
 struct ImportRecord {
   std::shared_ptr<DmaBuf> dmabuf;
   AttachmentRef attachment;
   MappingRef mapping;  // guarded by dmabuf->resv()
-  std::atomic<uint64_t> invalidations{0};
-  std::atomic<uint32_t> handle{0};
+  const std::shared_ptr<ImportStatus> status = std::make_shared<ImportStatus>();
   uint32_t pins = 0;  // pins taken through this import (guarded by dmabuf->resv()); dropped
                       // when the import goes, so a closed import never pins the exporter
+  // Set (under dmabuf->resv()) when the import starts closing: from then on nothing maps or
+  // pins through it (a job that looked the handle up before the close fails with -ENOENT),
+  // so the close's unmap is the last and its detach cannot be refused.
+  bool closed = false;
 };
 
 class Device : public std::enable_shared_from_this<Device> {
  public:
   static constexpr uint64_t kMinVram = uint64_t{1} << 20;
   static constexpr uint64_t kMaxVram = uint64_t{16} << 30;
-  static constexpr size_t kMaxEvents = 4096;
+  static constexpr size_t kMaxEvents = DeviceEvents::kMaxEvents;
 
   static Result<std::shared_ptr<Device>> Create(std::shared_ptr<Backend> backend,
                                                 DeviceConfig config);
@@ -159,8 +192,6 @@ class Device : public std::enable_shared_from_this<Device> {
   Result<DeviceView> View(Entry& e);
   Status ReleaseImport(const std::shared_ptr<ImportRecord>& import);
   Result<uint64_t> SubmitAndWait(const JobRequest& req, uint64_t* fence);
-  void PushEvent(const sgb_event& ev);
-  void OnLocalMove(BufferObject& bo);
   Status GuestError(Status err, const char* fmt, ...) const __attribute__((format(printf, 3, 4)));
 
   const std::shared_ptr<Backend> backend_;
@@ -177,15 +208,12 @@ class Device : public std::enable_shared_from_this<Device> {
   uint32_t bo_count_ SGB_GUARDED_BY(table_mu_) = 0;
   uint32_t next_handle_ SGB_GUARDED_BY(table_mu_) = 1;
 
-  mutable std::mutex events_mu_;
-  std::deque<sgb_event> events_ SGB_GUARDED_BY(events_mu_);
-  sgb_event_notify_fn notify_fn_ SGB_GUARDED_BY(events_mu_) = nullptr;
-  void* notify_opaque_ SGB_GUARDED_BY(events_mu_) = nullptr;
+  const std::shared_ptr<DeviceEvents> events_ = std::make_shared<DeviceEvents>();
 
   struct Counters {
     std::atomic<uint64_t> jobs{0}, job_errors{0}, bytes_copied{0}, exports{0}, imports{0},
-        move_notifies{0}, cache_flushes{0}, cache_invalidates{0}, ww_backoffs{0},
-        fences_emitted{0}, last_fence{0}, events_dropped{0};
+        cache_flushes{0}, cache_invalidates{0}, ww_backoffs{0}, fences_emitted{0},
+        last_fence{0};
   };
   mutable Counters counters_;
 };

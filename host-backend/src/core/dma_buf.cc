@@ -21,6 +21,13 @@ Attachment::Attachment(std::shared_ptr<DmaBuf> dmabuf, ImporterOps importer)
       importer_(std::move(importer)),
       cache_(MakeCache(importer_.cache_factory, importer_.cache_mode)) {}
 
+Attachment::~Attachment() {
+  if (attached_) {
+    Logf(LogLevel::kError, "dma-buf %s: attachment '%s' dropped without detach", dmabuf_->name().c_str(),
+         importer_.name.c_str());
+  }
+}
+
 unsigned Attachment::live_mappings() const {
   return static_cast<unsigned>(std::count_if(mappings_.begin(), mappings_.end(),
                                              [](const MappingRef& m) { return m->valid(); }));
@@ -60,7 +67,8 @@ Result<AttachmentRef> DmaBuf::Attach(ImporterOps importer) {
   if (Status err = exporter_->OnAttach(*attachment)) return R::Error(err);
 
   LockPlain(resv_);
-  attachments_.push_back(attachment);
+  PruneLocked();
+  attachments_.push_back({attachment.get(), attachment});
   attachment->attached_ = true;
   attachment_count_.fetch_add(1, std::memory_order_relaxed);
   Status err = kOk;
@@ -95,8 +103,9 @@ Status DmaBuf::Detach(const AttachmentRef& attachment) {
   if (Status err = CheckNotHeld("detach")) return err;
   if (!attachment || &attachment->dmabuf() != this) return -EINVAL;
   LockPlain(resv_);
-  auto it = std::find(attachments_.begin(), attachments_.end(), attachment);
-  if (it == attachments_.end()) {
+  PruneLocked();
+  auto is_this = [&](const AttachmentEntry& e) { return e.raw == attachment.get(); };
+  if (std::find_if(attachments_.begin(), attachments_.end(), is_this) == attachments_.end()) {
     resv_.Unlock();
     return -ENOENT;
   }
@@ -114,7 +123,9 @@ Status DmaBuf::Detach(const AttachmentRef& attachment) {
     (void)Unmap(*attachment, mapping);
     if (exporter_->IsDynamic()) (void)Unpin(*attachment);
   }
-  attachments_.erase(it);
+  // Looked up again: the exporter's Unmap/Unpin may have changed the list.
+  attachments_.erase(std::remove_if(attachments_.begin(), attachments_.end(), is_this),
+                     attachments_.end());
   attachment->attached_ = false;
   attachment_count_.fetch_sub(1, std::memory_order_relaxed);
   resv_.Unlock();
@@ -184,9 +195,20 @@ Status DmaBuf::Unmap(Attachment& attachment, const MappingRef& mapping) {
   return kOk;
 }
 
+void DmaBuf::PruneLocked() {
+  auto live_end = std::remove_if(attachments_.begin(), attachments_.end(),
+                                 [](const AttachmentEntry& e) { return e.ref.expired(); });
+  attachment_count_.fetch_sub(static_cast<unsigned>(attachments_.end() - live_end),
+                              std::memory_order_relaxed);
+  attachments_.erase(live_end, attachments_.end());
+}
+
 Status DmaBuf::MoveNotify() {
   if (Status err = CheckHeld("move_notify")) return err;
-  for (const AttachmentRef& attachment : std::vector<AttachmentRef>(attachments_)) {
+  PruneLocked();
+  // A snapshot: move_notify may Unmap/Map, and an attachment stays attached (so owned by its
+  // importer) while the reservation is held.
+  for (const AttachmentRef& attachment : attachments()) {
     if (!attachment->is_dynamic()) continue;  // static attachments pin: nothing moved for them
     bool live = false;
     for (const MappingRef& m : attachment->mappings_) {
@@ -255,14 +277,17 @@ Status DmaBuf::EndCpuAccess(DmaDirection dir) {
 }
 
 std::vector<AttachmentRef> DmaBuf::attachments() const {
-  if (!resv_.IsHeld()) return {};
-  return attachments_;
+  std::vector<AttachmentRef> out;
+  if (!resv_.IsHeld()) return out;
+  for (const AttachmentEntry& e : attachments_) {
+    if (AttachmentRef a = e.ref.lock()) out.push_back(std::move(a));
+  }
+  return out;
 }
 
 unsigned DmaBuf::live_mapping_count() const {
   unsigned n = 0;
-  if (!resv_.IsHeld()) return 0;
-  for (const AttachmentRef& a : attachments_) n += a->live_mappings();
+  for (const AttachmentRef& a : attachments()) n += a->live_mappings();
   return n;
 }
 

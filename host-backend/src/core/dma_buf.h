@@ -8,8 +8,12 @@
 //   - mapping tracking (rule S5a): every mapping an importer holds is known here, so a move
 //     notifies exactly the dynamic attachments that have live mappings, once each, and an
 //     invalidation caused by an importer's own Map never recurses into that importer.
-// Ownership: a DmaBuf holds its exporter (shared_ptr<ExporterOps>); attachments hold the
-// DmaBuf; the exporter holds only a weak reference back.
+// Ownership (acyclic): the importer owns its Attachment (the AttachmentRef Attach returns);
+// an attachment holds the DmaBuf (the importer's reference, as an attachment's dma_buf file
+// reference in Linux); a DmaBuf holds its exporter (shared_ptr<ExporterOps>). Back-references
+// own nothing: the exporter's to its DmaBuf and the DmaBuf's list of attachments are weak, so
+// an importer that drops an attachment still attached (a bug: it should Detach) leaks neither
+// the attachment nor the buffer.
 #pragma once
 
 #include <atomic>
@@ -122,6 +126,10 @@ class Attachment {
   unsigned live_mappings() const;  // reservation held
 
   Attachment(std::shared_ptr<DmaBuf> dmabuf, ImporterOps importer);  // via DmaBuf::Attach
+  // Takes no lock (it may run wherever the importer drops its last reference, even under the
+  // reservation). Dropped still attached, its mappings go with it and its DmaBuf reference is
+  // let go; a static attachment's pin stays with the exporter (logged: the importer's bug).
+  ~Attachment();
 
  private:
   friend class DmaBuf;
@@ -173,7 +181,10 @@ class DmaBuf : public std::enable_shared_from_this<DmaBuf> {
   const std::string& name() const { return name_; }
   uint64_t size() const { return exporter_->size(); }
 
-  // Reservation held: the live attachments (a snapshot).
+  // Reservation held: the live attachments (a snapshot). An attachment in it is attached while
+  // the reservation stays held, so its importer still owns it: dropping the snapshot (under the
+  // reservation) never drops an attachment's last reference, unless its importer dropped it
+  // without detaching (~Attachment takes no lock, so even that is safe).
   std::vector<AttachmentRef> attachments() const;
   unsigned vmap_count() const { return vmap_count_.load(std::memory_order_relaxed); }
   unsigned attachment_count() const { return attachment_count_.load(std::memory_order_relaxed); }
@@ -192,11 +203,20 @@ class DmaBuf : public std::enable_shared_from_this<DmaBuf> {
  private:
   Status CheckHeld(const char* call) const;
   Status CheckNotHeld(const char* call) const;
+  // Drops the entries of attachments their importers dropped without detaching (held).
+  void PruneLocked();
 
   std::shared_ptr<ExporterOps> exporter_;
   ReservationObject& resv_;
   const std::string name_;
-  std::vector<AttachmentRef> attachments_;  // guarded by resv_
+  // Non-owning (the importers own their attachments): an entry is added by Attach and removed
+  // by Detach, or pruned once its attachment was dropped still attached. `raw` is identity
+  // only, never dereferenced.
+  struct AttachmentEntry {
+    const Attachment* raw;
+    std::weak_ptr<Attachment> ref;
+  };
+  std::vector<AttachmentEntry> attachments_;  // guarded by resv_
   uint8_t* vmap_ptr_ = nullptr;             // guarded by resv_
   std::atomic<unsigned> vmap_count_{0};     // written under resv_
   std::atomic<unsigned> attachment_count_{0};

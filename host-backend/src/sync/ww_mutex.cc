@@ -1,14 +1,20 @@
 #include "sync/ww_mutex.h"
 
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__GLIBC__) && __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>
+#define SGB_WW_RSEQ 1
+#endif
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <functional>
+#include <utility>
 
 #include "common/log.h"
 
@@ -84,8 +90,36 @@ void CpuRelax() {
 #endif
 }
 
-int CurrentCpu() {
-  return sched_getcpu();  // glibc reads it from the rseq area: a load, no system call
+// The fast paths (an uncontended Lock() and Unlock()) record who holds the mutex for the misuse
+// checks and for spinners. Both reads below used to be calls into libc through the PLT
+// (pthread_self() twice and sched_getcpu() once per lock/unlock pair). In ww_bench's
+// 800-of-100k case these calls, the out-of-line helpers and their stack frames were about a
+// third of the uncontended time (docs/performance.md, "The uncontended path").
+[[gnu::always_inline]] inline int CurrentCpu() {
+#if defined(SGB_WW_RSEQ)
+  // glibc (2.35+) registers rseq for every thread; the kernel keeps cpu_id current there. This
+  // is what sched_getcpu() reads, without the call.
+  if (__rseq_size > 0) {
+    const auto* rs = reinterpret_cast<const volatile struct rseq*>(
+        static_cast<const char*>(__builtin_thread_pointer()) + __rseq_offset);
+    const int cpu = static_cast<int>(rs->cpu_id);
+    if (cpu >= 0) return cpu;
+  }
+#endif
+  return sched_getcpu();
+}
+
+// std::this_thread::get_id() is pthread_self(), an out-of-line libc call. On x86-64 glibc,
+// pthread_self() is the thread pointer (the TCB's self field, which equals %fs:0), so optimized
+// builds read that inline. The mutex only compares these ids with each other (owner_thread_
+// is never handed out), so all it needs is an id that is non-zero and unique among live
+// threads, which the thread pointer is. Debug and sanitizer builds keep the library call.
+[[gnu::always_inline]] inline std::thread::id SelfId() {
+#if !SGB_WW_DEBUG && defined(__x86_64__) && defined(__GLIBC__) && defined(__GLIBCXX__)
+  return std::thread::id(reinterpret_cast<pthread_t>(__builtin_thread_pointer()));
+#else
+  return std::this_thread::get_id();
+#endif
 }
 
 // "Is the holder running?" (the kernel's owner->on_cpu) for spinners, without touching the
@@ -123,6 +157,39 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t expected) {
 void FutexWakeOne(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
           0);
+}
+
+// A context that takes more than WwAcquireCtx::kInlineHeld locks grows its held array on the
+// heap, doubling (for 800 locks: 7 allocations, frees and copies per context, about 1 % of
+// ww_bench's 800-lock case in its profile). Each thread keeps the largest array its contexts
+// used, up to kMaxSpareHeld slots, for its next context; freed at thread exit. Only the cold
+// paths (growth, and destroying a context with a heap array) touch it.
+constexpr unsigned kMaxSpareHeld = 4096;  // 32 KiB
+struct SpareHeld {
+  WwMutex** array = nullptr;
+  unsigned cap = 0;
+  ~SpareHeld() { delete[] array; }
+};
+thread_local SpareHeld t_spare_held;
+
+WwMutex** TakeHeldArray(unsigned want, unsigned* cap) {
+  SpareHeld& spare = t_spare_held;
+  if (spare.cap >= want) {
+    *cap = spare.cap;
+    spare.cap = 0;
+    return std::exchange(spare.array, nullptr);
+  }
+  *cap = want;
+  return new WwMutex*[want];
+}
+
+void ReleaseHeldArray(WwMutex** array, unsigned cap) {
+  SpareHeld& spare = t_spare_held;
+  if (cap > spare.cap && cap <= kMaxSpareHeld) {
+    std::swap(spare.array, array);
+    spare.cap = cap;
+  }
+  delete[] array;
 }
 
 }  // namespace
@@ -228,11 +295,13 @@ WwAcquireCtx::~WwAcquireCtx() {
     }
     acquired_.store(0, std::memory_order_relaxed);
   }
-  if (held_ != held_inline_) delete[] held_;
+  if (held_ != held_inline_) ReleaseHeldArray(held_, held_cap_);
 }
 
-void WwAcquireCtx::HeldPush(WwMutex* m) {
-  if (held_used_ == held_cap_) {
+// HeldPush, HeldRemove, Acquired and LockCommon are forced inline: they are the uncontended
+// path, and as calls (with their frames) they cost about as much as the compare-exchange.
+[[gnu::always_inline]] inline void WwAcquireCtx::HeldPush(WwMutex* m) {
+  if (held_used_ == held_cap_) [[unlikely]] [&]() __attribute__((noinline, cold)) {
     const unsigned live = acquired_.load(std::memory_order_relaxed);  // m not counted yet
     if (live <= held_cap_ / 2) {
       // Compact in place (a sliding window of locks leaves holes at the front).
@@ -245,18 +314,19 @@ void WwAcquireCtx::HeldPush(WwMutex* m) {
       }
       held_used_ = n;
     } else {
-      auto* bigger = new WwMutex*[held_cap_ * 2];
+      unsigned cap = 0;
+      WwMutex** bigger = TakeHeldArray(held_cap_ * 2, &cap);
       std::copy(held_, held_ + held_used_, bigger);
-      if (held_ != held_inline_) delete[] held_;
+      if (held_ != held_inline_) ReleaseHeldArray(held_, held_cap_);
       held_ = bigger;
-      held_cap_ *= 2;
+      held_cap_ = cap;
     }
-  }
+  }();
   m->held_slot_ = held_used_;
   held_[held_used_++] = m;
 }
 
-void WwAcquireCtx::HeldRemove(WwMutex* m) {
+[[gnu::always_inline]] inline void WwAcquireCtx::HeldRemove(WwMutex* m) {
   held_[m->held_slot_] = nullptr;
   if (acquired_.load(std::memory_order_relaxed) == 0) {
     held_used_ = 0;
@@ -331,7 +401,11 @@ bool WwMutex::ValidateCtx(WwAcquireCtx* ctx, bool slow) {
 }
 
 int WwMutex::Lock(WwAcquireCtx* ctx) {
-  if (ctx != nullptr && !ValidateCtx(ctx, /*slow=*/false)) return -EINVAL;
+  // Without debug checks, ValidateCtx(ctx, false) can only fail when done_ or contended_ is set.
+  if (ctx != nullptr && (kWwDebugChecks || ctx->done_ || ctx->contended_ != nullptr) &&
+      !ValidateCtx(ctx, /*slow=*/false)) {
+    return -EINVAL;
+  }
   return LockCommon(ctx);
 }
 
@@ -360,7 +434,7 @@ bool WwMutex::TryLock(WwAcquireCtx* ctx) {
   return true;
 }
 
-int WwMutex::LockCommon(WwAcquireCtx* ctx) {
+[[gnu::always_inline]] inline int WwMutex::LockCommon(WwAcquireCtx* ctx) {
   const uintptr_t mine = reinterpret_cast<uintptr_t>(ctx) | kLocked;
   // Nobody can wound a context that holds nothing, so this cannot race with a wound.
   if (ctx != nullptr && ctx->acquired() == 0) {
@@ -392,13 +466,17 @@ bool WwMutex::HolderLooksRunning() const {
 // The spin is bounded (adaptively, per class), so deadlock detection is only deferred: a
 // context in a cycle gives up its spin and goes through the wait list, where it wounds or
 // dies. It stops early when this context is wounded (it must back off, which the slow path
-// does) and when the holder looks asleep. It takes the mutex only when it is free:
-//   - with no waiters (kWaiters clear), always;
-//   - with waiters queued (and so not yet due a hand-off: an unlock that finds the first
-//     waiter due hands the mutex over and never leaves it free), only while this context
-//     holds nothing: stealing from a queued, older context that may hold what we need next is
-//     what the kernel avoids too. The caller then checks the waiters under the wait lock
-//     (ww_mutex_set_context_fastpath()).
+// does) and when the holder looks asleep. It takes the mutex whenever it finds it free,
+// whether or not waiters are queued (kWaiters) and whether or not this context holds other
+// locks. Free with waiters queued means the first waiter was not yet due a hand-off (an
+// unlock that finds it due hands the mutex over and never leaves it free), so this barging
+// is bounded by WwClass::handoff_after(). Overtaking an older queued context is allowed: when
+// the spinner took it from a state with waiters, the caller checks them under the wait lock
+// (ww_mutex_set_context_fastpath()), so an older waiter wounds us (wound-wait) or a younger
+// one dies (wait-die) as it does for any holder. (The kernel is stricter: a newcomer does
+// not spin at all while waiters are queued, and a context holding locks does not spin on a
+// context holder. This code does not restrict that; whether doing so would help the
+// high-contention case has not been measured.)
 // Returns true with the mutex taken; *taken_from is the state it was taken from.
 bool WwMutex::SpinOnOwner(WwAcquireCtx* ctx, uintptr_t mine, uintptr_t* taken_from) {
 
@@ -474,7 +552,7 @@ int WwMutex::LockContended(WwAcquireCtx* ctx, uintptr_t mine) {
     if (waiters_ == nullptr) SetWaitersFlag(false);
     return ret;
   }
-  SleepSlot& slot = SleepSlotOf(std::this_thread::get_id());
+  SleepSlot& slot = SleepSlotOf(SelfId());
   bool first = true;  // whether we were the first waiter when we got it
   for (;;) {
     if (waiter.handed) break;  // UnlockSlow() took us off the list and made us the holder
@@ -535,8 +613,8 @@ void WwMutex::SetWaitersFlag(bool waiters) {
 }
 
 // ww_mutex_lock_acquired(): bookkeeping by the new holder, after state_ names it.
-void WwMutex::Acquired(WwAcquireCtx* ctx) {
-  owner_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+[[gnu::always_inline]] inline void WwMutex::Acquired(WwAcquireCtx* ctx) {
+  owner_thread_.store(SelfId(), std::memory_order_relaxed);
   owner_cpu_.store(CurrentCpu(), std::memory_order_relaxed);
   if (ctx == nullptr) return;
   // Only the owning thread writes acquired_; others just read it (no atomic RMW needed).
@@ -549,7 +627,7 @@ void WwMutex::Acquired(WwAcquireCtx* ctx) {
 void WwMutex::Unlock() {
   const uintptr_t s = state_.load(std::memory_order_relaxed);
   if ((s & kLocked) == 0 ||
-      owner_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id()) {
+      owner_thread_.load(std::memory_order_relaxed) != SelfId()) {
     ReportMisuse(WwMisuse::kUnlockNotOwner, (s & kLocked) != 0
                                                 ? "unlock of a mutex held by another thread"
                                                 : "unlock of a free mutex");
@@ -610,7 +688,7 @@ bool WwMutex::IsLocked() const {
 }
 
 bool WwMutex::IsHeldByCurrentThread() const {
-  return owner_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+  return owner_thread_.load(std::memory_order_relaxed) == SelfId();
 }
 
 const WwAcquireCtx* WwMutex::holder_ctx() const {

@@ -2,13 +2,18 @@
 // events.
 #include "core/device.h"
 
+#include <latch>
+#include <semaphore>
 #include <thread>
+#include <utility>
 
 #include "core/backend.h"
 #include "core_test_util.h"
 
 namespace sharegpu::testing {
 namespace {
+
+using ::testing::_;
 
 constexpr uint64_t kPage = 4096;
 
@@ -510,6 +515,139 @@ TEST_F(DeviceTest, CloseOfImportUnderItsJobKeepsTheJobsWrites) {
   std::vector<uint8_t> want(2 * kPage, 0x11);
   std::fill(want.begin() + 100, want.begin() + 100 + kPage, 0xa5);
   EXPECT_TRUE(got == want) << "the job's writes through the closed import were lost";
+}
+
+// ------------------------------------------------------------------ lifetime (issue 9, defect 9)
+
+// The application drops its last reference to a device on another thread while one of the
+// device's move callbacks runs (the move callback runs with the moved buffer's reservation
+// held; it reaches the application through the event notify, the hook used here). The
+// callback must not hold the device: had it made a strong reference (weak_ptr::lock()), that
+// would now be the last one, and ~Device, which closes every import (taking reservations) and
+// clears the memory manager's move listener, would run inside the callback with the
+// exporter's reservation (or the listener's lock) held by the same thread.
+struct DropWhileNotified {
+  explicit DropWhileNotified(std::shared_ptr<Device> d) : dev(std::move(d)), weak(dev) {
+    dev->SetEventNotify(&Notify, this);
+    dropper = std::thread([this] {
+      go.acquire();
+      dev.reset();  // the application's last reference
+    });
+  }
+  ~DropWhileNotified() {
+    if (!fired.exchange(true)) go.release();
+    if (dropper.joinable()) dropper.join();
+  }
+  static void Notify(void* opaque) {
+    auto* self = static_cast<DropWhileNotified*>(opaque);
+    if (self->fired.exchange(true)) return;
+    self->go.release();
+    // Until the dropper let go (a reference made by the callback would still be counted) or
+    // started destroying the device (which waits for what this thread holds).
+    while (self->weak.use_count() > 1) std::this_thread::yield();
+  }
+  std::shared_ptr<Device> dev;
+  std::weak_ptr<Device> weak;
+  std::binary_semaphore go{0};
+  std::atomic<bool> fired{false};
+  std::thread dropper;
+};
+
+TEST_F(DeviceTest, ImporterDroppedDuringItsMoveNotifyIsNotDestroyedInsideIt) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
+  uint32_t hb = Share(*a, ha, *b);
+  EXPECT_EQ(Checksum(*b, hb, kPage), Crc(std::vector<uint8_t>(kPage, 0)));  // B maps it
+  const uint64_t misuses = WwMisuseCount();
+  DropWhileNotified drop(std::move(b));
+  RunThreadsBounded(1, [&](int) { EXPECT_EQ(a->Move(ha, Placement::kSystem), kOk); });
+  drop.dropper.join();
+  EXPECT_TRUE(drop.fired.load());
+  EXPECT_TRUE(drop.weak.expired());
+  EXPECT_EQ(WwMisuseCount(), misuses);
+  EXPECT_EQ(a->State(ha)->attachments, 0u) << "the dropped importer's import was not closed";
+  EXPECT_EQ(a->Move(ha, Placement::kDevice), kOk);
+}
+
+TEST_F(DeviceTest, DeviceDroppedDuringItsOwnMoveListenerIsNotDestroyedInsideIt) {
+  auto a = NewDevice("A", CacheMode::kCoherent);
+  uint32_t ha = NewBo(*a, kPage, Placement::kDevice);
+  auto dmabuf = DmaBufOf(*a, ha);  // keeps the buffer when A goes
+  BufferObject* bo = BoOf(dmabuf);
+  ASSERT_NE(bo, nullptr);
+  DropWhileNotified drop(std::move(a));
+  RunThreadsBounded(1, [&](int) {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+  });
+  drop.dropper.join();
+  EXPECT_TRUE(drop.fired.load());
+  EXPECT_TRUE(drop.weak.expired());
+  RunThreadsBounded(1, [&](int) {
+    ResvGuard g(bo->resv());
+    EXPECT_EQ(bo->Move(Placement::kDevice), kOk);  // the listener is gone with the device
+  });
+}
+
+// A close of an import racing one of the importer's jobs: the job maps the buffer again
+// between the close's unmap and its detach (simulated here by the exporter's Unmap, which runs
+// inside the close with the reservation held), so the detach is refused. The close still
+// drops the import, and nothing may keep the buffer alive afterwards (the attachment list and
+// the attachment owned each other: the whole buffer leaked).
+TEST_F(DeviceTest, CloseOfImportWhoseDetachIsRefusedLeaksNothing) {
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  auto ex = std::make_unique<MockExport>(4 * kPage);
+  std::weak_ptr<DmaBuf> weak_dmabuf = ex->dmabuf;
+  std::weak_ptr<ExporterOps> weak_exporter = ex->exporter;
+  auto hb = b->ImportDmaBuf(ex->dmabuf);
+  ASSERT_TRUE(hb.ok()) << hb.status();
+  EXPECT_EQ(Checksum(*b, *hb, kPage), Crc(std::vector<uint8_t>(kPage, 0)));  // B maps it
+  DmaBuf* dmabuf = ex->dmabuf.get();
+  bool remapped = false;
+  EXPECT_CALL(*ex->exporter, Unmap(_, _, _)).WillRepeatedly([&](Attachment& a, const SgTable&,
+                                                                 DmaDirection) {
+    if (std::exchange(remapped, true)) return;
+    EXPECT_TRUE(dmabuf->Map(a, DmaDirection::kBidirectional).ok());  // the racing job's map
+  });
+  EXPECT_EQ(b->DestroyBo(*hb), -EBUSY);
+  EXPECT_TRUE(remapped);
+  EXPECT_EQ(b->State(*hb).status(), -ENOENT);
+  ex->dmabuf.reset();  // the exporter lets go too
+  ex->exporter.reset();
+  EXPECT_TRUE(weak_dmabuf.expired()) << "the closed import's attachment keeps the buffer";
+  EXPECT_TRUE(weak_exporter.expired());
+  ex.reset();
+}
+
+// Two racing imports of one buffer into one device give one handle (one import per buffer,
+// as drm_gem_prime_fd_to_handle): the lookup and the insertion are one step. Both imports are
+// held inside the exporter's attach until both have looked the table up.
+TEST_F(DeviceTest, RacingImportsOfOneBufferGiveOneHandle) {
+  auto b = NewDevice("B", CacheMode::kCoherent);
+  MockExport ex(4 * kPage);
+  std::latch both_attaching(2);
+  EXPECT_CALL(*ex.exporter, OnAttach(_)).Times(2).WillRepeatedly([&](Attachment&) {
+    both_attaching.arrive_and_wait();
+    return kOk;
+  });
+  uint32_t handles[2] = {0, 0};
+  RunThreadsBounded(2, [&](int i) {
+    auto h = b->ImportDmaBuf(ex.dmabuf);
+    EXPECT_TRUE(h.ok()) << h.status();
+    if (h.ok()) handles[i] = *h;
+  });
+  EXPECT_NE(handles[0], 0u);
+  EXPECT_EQ(handles[0], handles[1]);
+  EXPECT_EQ(b->Stats().import_count, 1u);
+  EXPECT_EQ(b->Stats().imports, 1u);
+  EXPECT_EQ(ex.dmabuf->attachment_count(), 1u) << "the losing import stayed attached";
+  auto again = b->ImportDmaBuf(ex.dmabuf);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, handles[0]);
+  EXPECT_EQ(b->DestroyBo(handles[0]), kOk);
+  EXPECT_EQ(ex.dmabuf->attachment_count(), 0u);
+  EXPECT_EQ(b->DestroyBo(handles[1]), -ENOENT);
 }
 
 // The host memory a BO holds is charged to the device that allocated it, for as long as the

@@ -611,5 +611,42 @@ TEST(MoveNotifyTest, DetachWithMappingsIsRefused) {
   EXPECT_EQ(ex.dmabuf->Detach(*att), kOk);
 }
 
+
+// ------------------------------------------------------------------ lifetime (issue 9, defect 9)
+
+// Ownership is acyclic: the importer owns its attachment, the attachment owns (a reference to)
+// the DmaBuf, the DmaBuf owns its exporter; the DmaBuf's list of attachments owns nothing. A
+// device whose close raced one of its jobs saw Detach refused (the job had mapped the buffer
+// again between the close's unmap and its detach) and dropped the attachment still attached:
+// the list and the attachment then owned each other and the whole buffer (storage, charge,
+// reservation) was never freed.
+TEST(DmaBufLifetimeTest, AttachmentDroppedStillAttachedDoesNotKeepTheBuffer) {
+  auto mm = MakeMm("lifetime");
+  std::weak_ptr<BufferObject> weak_bo;
+  std::weak_ptr<DmaBuf> weak_dmabuf;
+  std::weak_ptr<Attachment> weak_attachment;
+  {
+    auto bo = MakeBo(mm, 4 * 4096, Placement::kSystem, "leak");
+    ASSERT_NE(bo, nullptr);
+    auto dmabuf = bo->GetOrExport();
+    ASSERT_TRUE(dmabuf.ok());
+    auto att = (*dmabuf)->Attach(DynamicImporter("imp"));
+    ASSERT_TRUE(att.ok());
+    {
+      ResvGuard g(bo->resv());
+      ASSERT_TRUE((*dmabuf)->Map(**att, DmaDirection::kBidirectional).ok());
+    }
+    EXPECT_EQ((*dmabuf)->Detach(*att), -EBUSY);  // a mapping is still held
+    weak_bo = bo;
+    weak_dmabuf = *dmabuf;
+    weak_attachment = *att;
+    EXPECT_EQ(mm->stats().hostmem_used, 4 * 4096u);
+  }  // the importer, the exporter's handle and the export all let go
+  EXPECT_TRUE(weak_attachment.expired()) << "the DmaBuf's list keeps the attachment";
+  EXPECT_TRUE(weak_dmabuf.expired()) << "the attachment and the DmaBuf own each other";
+  EXPECT_TRUE(weak_bo.expired()) << "the buffer leaked";
+  EXPECT_EQ(mm->stats().hostmem_used, 0u) << "the buffer's storage leaked";
+}
+
 }  // namespace
 }  // namespace sharegpu::testing

@@ -144,6 +144,53 @@ TEST(MemoryManagerTest, LruWalkSurvivesBuffersDroppedConcurrently) {
   EXPECT_EQ(mm->arena().used(), 0u);
 }
 
+// Issue 9, defect 9 claimed ~BufferObject can run under lru_mu_ from a weak_ptr::lock()
+// temporary. It cannot (fixed by e9d3a7b): the only strong references the LRU makes are the
+// eviction candidates, handed out of the locked walk and released by the eviction after it.
+// Deterministically: during an eviction (inside the victim's move_notify) the last reference
+// but the candidate list's to another LRU buffer is dropped, so the candidate list destroys
+// it. Were that list (or any temporary made by the walk) released under lru_mu_,
+// ~BufferObject's LruRemove would lock lru_mu_ again on the same thread: the bounded run fails.
+TEST(MemoryManagerTest, BufferWhoseLastReferenceIsAnEvictionCandidateDiesOutsideTheLruLock) {
+  auto mm = MakeMm("lru-last-ref");
+  auto dropped = MakeBo(mm, kMiB / 2, Placement::kDevice, "dropped");  // oldest in the LRU
+  auto victim = MakeBo(mm, kMiB / 2, Placement::kDevice, "victim");
+  ASSERT_TRUE(dropped && victim);
+  {
+    ResvGuard g(dropped->resv());
+    ASSERT_EQ(dropped->PinPlacement(), kOk);  // a candidate, but not evictable
+  }
+  std::weak_ptr<BufferObject> weak_dropped = dropped;
+  auto dmabuf = victim->GetOrExport();
+  ASSERT_TRUE(dmabuf.ok());
+  int notified = 0;
+  auto att = (*dmabuf)->Attach(DynamicImporter("imp", nullptr, true, [&](Attachment&) {
+    ++notified;
+    dropped.reset();  // now only the eviction's candidate list holds it
+  }));
+  ASSERT_TRUE(att.ok());
+  MappingRef mapping;
+  {
+    ResvGuard g(victim->resv());
+    auto m = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
+    ASSERT_TRUE(m.ok());
+    mapping = *m;
+  }
+  std::shared_ptr<BufferObject> fresh;
+  RunThreadsBounded(1, [&](int) { fresh = MakeBo(mm, kMiB / 2, Placement::kDevice, "fresh"); });
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(notified, 1);
+  EXPECT_EQ(victim->placement(), Placement::kSystem);
+  EXPECT_TRUE(weak_dropped.expired());
+  {
+    ResvGuard g(victim->resv());
+    EXPECT_EQ((*dmabuf)->Unmap(**att, mapping), kOk);
+  }
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
+  mapping.reset();  // the stale mapping kept the victim's old VRAM
+  EXPECT_EQ(mm->arena().used(), kMiB / 2);  // the fresh buffer only
+}
+
 uint64_t HostmemUsed(const MemoryManager& mm) {
   return mm.stats().hostmem_used;
 }

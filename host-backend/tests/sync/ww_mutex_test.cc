@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <deque>
 #include <latch>
 #include <mutex>
 #include <optional>
@@ -39,6 +40,51 @@ TEST(WwMutexTest, LockUnlockTracksHolderAndAcquired) {
   EXPECT_EQ(ctx.acquired(), 1u);
   b.Unlock();
   EXPECT_EQ(ctx.acquired(), 0u);
+}
+
+// Contexts that hold more than the inline slots grow their held array on the heap, and a thread
+// reuses the largest one for its next context: holes from out-of-order unlocks, a reused array,
+// a smaller context after a bigger one, and a leaked context with a reused array all keep exact
+// bookkeeping. Also: the holder-thread id (read inline in optimized builds) is per thread.
+TEST(WwMutexTest, ManyLocksReuseTheHeldArrayAcrossContexts) {
+  MisuseRecorder rec;
+  WwClass cls("many");
+  std::deque<WwMutex> mus;  // WwMutex does not move
+  for (int i = 0; i < 3000; ++i) mus.emplace_back(cls);
+  for (int round = 0; round < 3; ++round) {
+    const int n = round == 1 ? 40 : 3000;
+    WwAcquireCtx ctx(cls);
+    for (int i = 0; i < n; ++i) ASSERT_EQ(mus[i].Lock(&ctx), 0);
+    EXPECT_EQ(ctx.acquired(), static_cast<unsigned>(n));
+    EXPECT_EQ(mus[n / 2].Lock(&ctx), -EALREADY);
+    // Every other one, then the rest backwards (holes, then trailing slots).
+    for (int i = 0; i < n; i += 2) mus[i].Unlock();
+    for (int i = 0; i < n; i += 4) ASSERT_EQ(mus[i].Lock(&ctx), 0);  // refill some holes
+    for (int i = n - 1; i >= 0; --i) {
+      if (i % 2 == 1 || i % 4 == 0) mus[i].Unlock();
+    }
+    EXPECT_EQ(ctx.acquired(), 0u);
+    for (int i = 0; i < n; ++i) EXPECT_FALSE(mus[i].IsLocked()) << i;
+  }
+  {
+    WwAcquireCtx leaked(cls);
+    for (int i = 0; i < 100; ++i) ASSERT_EQ(mus[i].Lock(&leaked), 0);
+    for (int i = 0; i < 50; ++i) mus[i].Unlock();
+  }
+  EXPECT_EQ(rec.Take(), (std::vector<WwMisuse>{WwMisuse::kContextDestroyedHoldingLocks}));
+  for (int i = 50; i < 100; ++i) {
+    EXPECT_TRUE(mus[i].IsHeldByCurrentThread()) << i;
+    EXPECT_EQ(mus[i].holder_ctx(), nullptr) << i;
+  }
+  std::thread([&] {
+    for (int i = 50; i < 100; ++i) EXPECT_FALSE(mus[i].IsHeldByCurrentThread()) << i;
+    WwAcquireCtx other(cls);
+    for (int i = 100; i < 200; ++i) ASSERT_EQ(mus[i].Lock(&other), 0);
+    for (int i = 100; i < 200; ++i) mus[i].Unlock();
+  }).join();
+  for (int i = 50; i < 100; ++i) mus[i].Unlock();
+  EXPECT_TRUE(rec.Take().empty());
+  for (int i = 0; i < 200; ++i) EXPECT_FALSE(mus[i].IsLocked()) << i;
 }
 
 TEST(WwMutexTest, StampsIncreaseSoLaterContextsAreYounger) {
