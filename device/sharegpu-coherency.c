@@ -25,7 +25,6 @@
 
 #include "qemu/osdep.h"
 #include "qemu/log.h"
-#include "qemu/timer.h"
 #include "exec/memory.h"
 #include "qapi/qapi-events-sharegpu.h"
 #include "trace.h"
@@ -239,23 +238,6 @@ static uint64_t *sharegpu_coh_dirty(SharegpuState *s, uint32_t handle, uint64_t 
     return bits;
 }
 
-/* Events and log lines are limited per device (a guest loop could flood the monitor). */
-static bool sharegpu_coh_rate_ok(SharegpuState *s)
-{
-    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-
-    if (now - s->coh_window_start >= 1000) {
-        s->coh_window_start = now;
-        s->coh_window_reports = 0;
-    }
-    if (s->coh_window_reports >= SHAREGPU_COH_REPORTS_PER_SEC) {
-        s->coh_counters.reports_suppressed++;
-        return false;
-    }
-    s->coh_window_reports++;
-    return true;
-}
-
 static void sharegpu_coh_report(SharegpuState *s, uint32_t handle,
                                 const sgb_coherency_report *r)
 {
@@ -264,6 +246,7 @@ static void sharegpu_coh_report(SharegpuState *s, uint32_t handle,
     uint64_t off = r->first_page * SHAREGPU_COH_PAGE;
     uint64_t len = (r->last_page - r->first_page + 1) * SHAREGPU_COH_PAGE;
     const char *exporter = r->imported ? r->exporter : NULL;
+    uint64_t suppressed;
     int i;
 
     if (r->kind >= SGB_COH_KINDS) {
@@ -271,7 +254,9 @@ static void sharegpu_coh_report(SharegpuState *s, uint32_t handle,
     }
     s->coh_counters.violations[r->kind]++;
     trace_sharegpu_coherency_violation(s->name, handle, r->kind, off, len, r->pages);
-    if (!sharegpu_coh_rate_ok(s)) {
+    /* the QMP events' limit per device and kind: a guest loop could flood the monitor */
+    if (!sharegpu_qev_admit(s, SHAREGPU_QEV_COHERENCY, &suppressed)) {
+        s->coh_counters.reports_suppressed++;
         return;
     }
     for (i = MIN(r->history_len, SGB_COH_HISTORY) - 1; i >= 0; i--) {
@@ -292,7 +277,7 @@ static void sharegpu_coh_report(SharegpuState *s, uint32_t handle,
                   exporter ? " imported from " : "", exporter ? exporter : "",
                   off, off + len, r->pages, hist->str);
     qapi_event_send_sharegpu_coherency_violation(s->name, handle, exporter, r->kind, off, len,
-                                                 r->pages, history);
+                                                 r->pages, history, suppressed);
     qapi_free_SharegpuCoherencyCommandList(history);
 }
 

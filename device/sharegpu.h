@@ -110,6 +110,7 @@ typedef enum SharegpuQevKind {
     SHAREGPU_QEV_BO_MOVED,
     SHAREGPU_QEV_BO_INVALIDATED,
     SHAREGPU_QEV_ERROR,
+    SHAREGPU_QEV_COHERENCY,      /* coherency violations: event and log line */
     SHAREGPU_QEV__MAX,
 } SharegpuQevKind;
 
@@ -126,7 +127,6 @@ typedef struct SharegpuCoherencyCountersState {
 } SharegpuCoherencyCountersState;
 
 /* Events and log lines of the coherency detector per device and second (counters count all) */
-#define SHAREGPU_COH_REPORTS_PER_SEC 32
 
 struct SharegpuState {
     PCIDevice parent_obj;
@@ -194,8 +194,6 @@ struct SharegpuState {
     QEMUBH *coh_bh;             /* DOORBELL's harvest, before the ring's bottom half */
     uint64_t *coh_vram_dirty;   /* VRAM pages harvested, not yet given to their buffer */
     SharegpuCoherencyCountersState coh_counters;
-    int64_t coh_window_start;   /* rate limit: start (ms) and reports of this second */
-    uint32_t coh_window_reports;
 };
 
 /* Every realized sharegpu device of this QEMU (they share one backend). */
@@ -237,6 +235,7 @@ SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
 void sharegpu_bo_free(gpointer data);
 
 /* sharegpu-qapi-events.c */
+bool sharegpu_qev_admit(SharegpuState *s, SharegpuQevKind kind, uint64_t *suppressed);
 void sharegpu_qev_bo_moved(SharegpuState *s, uint32_t handle, uint32_t placement,
                            uint64_t vram_offset, bool own_command, uint64_t generation);
 void sharegpu_qev_bo_invalidated(SharegpuState *s, uint32_t handle, uint64_t generation);

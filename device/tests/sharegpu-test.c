@@ -2256,6 +2256,7 @@ static void expect_violation(Ctx *c, const int64_t want[3], const char *kind, ui
     g_assert_cmphex(qdict_get_int(data, "length"), ==, len);
     g_assert_cmpuint(qdict_get_int(data, "pages"), ==, pages);
     g_assert_cmpuint(qlist_size(qdict_get_qlist(data, "history")), >=, 1);
+    g_assert_cmpuint(qdict_get_int(data, "suppressed"), ==, 0);
     if (exporter) {
         g_assert_cmpstr(qdict_get_try_str(data, "exporter"), ==, exporter);
     } else {
@@ -2293,6 +2294,45 @@ static void test_coherency_cpu_write_outside(void)
     cpu_access(c, g, h, true, SGHW_DIR_TO_DEVICE);
     checksum(c, g, h, BO_SIZE);
     expect_violation(c, one, NULL, 0, 0, 0, 0, NULL);
+    teardown(c);
+}
+
+/*
+ * A guest looping on a violation: every one is counted, the events stop at the QMP events'
+ * limit per second, and a later event says how many were left out.
+ */
+static void test_coherency_rate_limit(void)
+{
+    uint64_t off, total = 0, received = 0, reported = 0, left_out;
+    uint32_t h;
+    Ctx *c = setup_coherency(true, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t got[3];
+    QDict *ev, *d;
+
+    while (reported == 0) {
+        for (int i = 0; i < 50; i++, total++) {
+            qpci_io_writel(g->dev, g->vram, off, i);   /* outside: BEGIN reveals it */
+            cpu_access(c, g, h, false, SGHW_DIR_TO_DEVICE);
+            cpu_access(c, g, h, true, SGHW_DIR_TO_DEVICE);
+        }
+        coherency_counts(c, got);   /* a QMP reply: the events before it are queued */
+        g_assert_cmpint(got[0], ==, total);
+        while ((ev = qtest_qmp_event_ref(c->qs->qts, "SHAREGPU_COHERENCY_VIOLATION"))) {
+            received++;
+            reported += qdict_get_int(qdict_get_qdict(ev, "data"), "suppressed");
+            qobject_unref(ev);
+        }
+        g_assert_cmpuint(total, <, 100000);
+    }
+    d = query_dev(c, "g1");
+    left_out = qdict_get_int(qdict_get_qdict(d, "coherency"), "reports-suppressed");
+    g_assert_cmpuint(received, <, total);
+    g_assert_cmpuint(received + left_out, ==, total);
+    g_assert_cmpuint(reported, <=, left_out);
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(d, "counters"), "qmp-events-suppressed"),
+                     ==, left_out);
+    qobject_unref(d);
     teardown(c);
 }
 
@@ -2424,6 +2464,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/coherency/cpu-over-unflushed-job",
                    test_coherency_cpu_over_unflushed_job);
     qtest_add_func("/sharegpu/coherency/import-window", test_coherency_import_window);
+    qtest_add_func("/sharegpu/coherency/rate-limit", test_coherency_rate_limit);
     qtest_add_func("/sharegpu/coherency/off", test_coherency_off);
     qtest_add_func("/sharegpu/coherency/needs-noncoherent", test_coherency_needs_noncoherent);
     return g_test_run();
