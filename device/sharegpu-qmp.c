@@ -152,6 +152,18 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .jobs_cancelled = s->counters.jobs_cancelled,
         .qmp_events_suppressed = s->counters.qmp_events_suppressed,
     };
+    if (s->check_coherency) {
+        info->coherency = g_new0(SharegpuCoherencyCounters, 1);
+        *info->coherency = (SharegpuCoherencyCounters) {
+            .cpu_write_outside_access =
+                s->coh_counters.violations[SGB_COH_CPU_WRITE_OUTSIDE_ACCESS],
+            .job_read_unflushed_cpu_write =
+                s->coh_counters.violations[SGB_COH_JOB_READ_UNFLUSHED_CPU_WRITE],
+            .cpu_access_unflushed_job_write =
+                s->coh_counters.violations[SGB_COH_CPU_ACCESS_UNFLUSHED_JOB_WRITE],
+            .reports_suppressed = s->coh_counters.reports_suppressed,
+        };
+    }
     info->engine = g_strdup(sgb_engine_kind(s->dev));
     info->queue_depth = s->queue_depth;
     info->ring_in_flight = s->inflight_count;

@@ -39,7 +39,17 @@ struct SharegpuWindowMap {
     Object parent_obj;
     MemoryRegion mr;
     SharegpuWindowBacking *backing;
+    uint64_t backing_off;  /* where the import's bytes start in the backing */
 };
+
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset)
+{
+    if (!bo || !bo->map) {
+        return NULL;
+    }
+    *offset = bo->map->backing_off;
+    return &bo->map->backing->mr;
+}
 
 static void sharegpu_window_backing_finalize(Object *obj)
 {
@@ -286,6 +296,7 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
 
     map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
     map->backing = backing;
+    map->backing_off = fd_off;
     name = g_strdup_printf("sharegpu.import[%u]", c->handle);
     memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
     memory_region_add_subregion_overlap(&s->import_win, c->off0, &map->mr, 1);

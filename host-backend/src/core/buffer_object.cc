@@ -262,4 +262,10 @@ Result<uint8_t*> BufferObject::VmapLocal() {
   return storage_->data();
 }
 
+std::vector<CoherencyTracker::Report> BufferObject::NoteCoherency(const sgb_coherency_input& note,
+                                                                  const std::vector<bool>& dirty) {
+  std::lock_guard lock(coherency_mu_);
+  return coherency_.Note(note, size_ / kPageSize, generation(), dirty);
+}
+
 }  // namespace sharegpu

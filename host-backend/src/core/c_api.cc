@@ -265,6 +265,19 @@ int sgb_bo_debug_info_get(sgb_device* dev, uint32_t handle, sgb_bo_debug_info* o
   });
 }
 
+int sgb_coherency_note(sgb_device* dev, const sgb_coherency_input* in, sgb_coherency_report* out,
+                       size_t cap, size_t* count) {
+  SGB_DEV_CHECK(dev);
+  if (!in || (cap && !out)) return -EINVAL;
+  return Guard([&] {
+    auto reports = dev->impl->NoteCoherency(*in);
+    if (!reports) return reports.status();
+    for (size_t i = 0; i < reports->size() && i < cap; ++i) out[i] = (*reports)[i];
+    if (count) *count = reports->size();
+    return 0;
+  });
+}
+
 int sgb_bo_move(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t flags) {
   SGB_DEV_CHECK(dev);
   if (!ValidPlacement(placement) || (flags & ~kAllocFlags)) return -EINVAL;

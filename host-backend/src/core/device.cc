@@ -313,6 +313,38 @@ Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
   return info;
 }
 
+Result<std::vector<sgb_coherency_report>> Device::NoteCoherency(const sgb_coherency_input& note) {
+  using Out = Result<std::vector<sgb_coherency_report>>;
+  if (note.op > SGB_COH_CHECK || note.dir > SGB_DIR_FROM_DEVICE) return Out::Error(-EINVAL);
+  auto entry = Lookup(note.handle);
+  if (!entry) return Out::Error(entry.status());
+  BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
+  if (!bo) return Out::Error(-ENOENT);
+  uint64_t pages = bo->size() / kPageSize;
+  std::vector<bool> dirty;
+  if (note.dirty) {
+    if (note.dirty_pages != pages) return Out::Error(-EINVAL);
+    dirty.resize(pages);
+    for (uint64_t p = 0; p < pages; ++p) dirty[p] = (note.dirty[p / 64] >> (p % 64)) & 1;
+  }
+  std::vector<sgb_coherency_report> out;
+  for (const CoherencyTracker::Report& r : bo->NoteCoherency(note, dirty)) {
+    sgb_coherency_report rep{};
+    rep.kind = r.kind;
+    rep.first_page = r.first_page;
+    rep.last_page = r.last_page;
+    rep.pages = r.pages;
+    rep.history_len = static_cast<uint32_t>(std::min(r.history.size(), size_t{SGB_COH_HISTORY}));
+    std::copy_n(r.history.begin(), rep.history_len, rep.history);
+    rep.imported = entry->import != nullptr;
+    if (rep.imported) {
+      std::snprintf(rep.exporter, sizeof(rep.exporter), "%s", bo->memory_manager().name().c_str());
+    }
+    out.push_back(rep);
+  }
+  return out;
+}
+
 std::vector<sgb_bo_debug_info> Device::ListBos(size_t* count) {
   std::vector<uint32_t> handles;
   {

@@ -131,6 +131,9 @@ class Device : public std::enable_shared_from_this<Device> {
   Status Reset();  // drops every handle
   Result<sgb_bo_state> State(uint32_t handle);
   Result<sgb_bo_debug_info> DebugInfo(uint32_t handle);  // walks fences and cache lines
+  // The coherency detector: one command on a handle's buffer (an import's is the
+  // exporter's), classified by the buffer's CoherencyTracker (core/coherency.h).
+  Result<std::vector<sgb_coherency_report>> NoteCoherency(const sgb_coherency_input& note);
   std::vector<sgb_bo_debug_info> ListBos(size_t* count);
 
   Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
