@@ -35,7 +35,7 @@ class InvalidationTest : public ::testing::Test {
         << "debugfs counters unreadable: " << imp_->debugfs_dir() << "/sharegpu_counters";
   }
 
-  void WriteThroughImportDuringMoves(const std::function<int(int)>& move);
+  void WriteThroughImportDuringMoves(int moves, const std::function<int(int)>& move);
 
   // The importing device's window-faults counter (QMP, through the host agent); -1 on error.
   int64_t HostWindowFaults() {
@@ -270,12 +270,13 @@ TEST_F(InvalidationTest, EventRingOverflowIsRecoveredByResync) {
 // An importer writing through its CPU mapping of a p2p import while the buffer moves loses no
 // write (issue 9, defect 3). The writer keeps writing for as long as each move is in flight
 // and reads every word back at once; the last value of every word must survive. `move(m)`
-// makes move m (to SYSTEM for even m, to VRAM for odd m).
-void InvalidationTest::WriteThroughImportDuringMoves(const std::function<int(int)>& move) {
+// makes move m (to SYSTEM for even m, to VRAM for odd m) of `moves`.
+void InvalidationTest::WriteThroughImportDuringMoves(int moves,
+                                                     const std::function<int(int)>& move) {
   ASSERT_NO_FATAL_FAILURE(Share(9));
   ASSERT_EQ(Fill(exp_->fd, x_.handle, 0, kSize, 0), 0);
-  constexpr int kMoves = 8;
-  constexpr size_t kWords = kSize / 4, kPerMove = kWords / kMoves;
+  const int kMoves = moves;
+  const size_t kWords = kSize / 4, kPerMove = kWords / kMoves;
   volatile uint32_t* words = static_cast<volatile uint32_t*>(y_.map);
   std::vector<uint32_t> want(kWords, 0);  // the writer's last value of every word
   std::atomic<int> phase{-1}, done{0}, started{-1};
@@ -331,7 +332,7 @@ void InvalidationTest::WriteThroughImportDuringMoves(const std::function<int(int
 // Moves by the exporter's driver: it notifies the importers before the storage moves, so the
 // importer's mapping is gone first and its next write faults and waits for the move.
 TEST_F(InvalidationTest, ImporterCpuWritesDuringExporterMovesAreKept) {
-  WriteThroughImportDuringMoves([&](int m) {
+  WriteThroughImportDuringMoves(8, [&](int m) {
     return BoMove(exp_->fd, x_.handle, m % 2 ? SHAREGPU_DOMAIN_VRAM : SHAREGPU_DOMAIN_SYSTEM);
   });
 }
@@ -344,7 +345,8 @@ TEST_F(InvalidationTest, ImporterCpuWritesDuringHostMonitorMovesAreKept) {
   if (!HostAgentAvailable()) GTEST_SKIP() << "no host agent (kernel parameter sgputest.host=1)";
   drm_sharegpu_bo_info xi{};
   int64_t faults_before = HostWindowFaults();
-  WriteThroughImportDuringMoves([&](int m) {
+  // a write reaches the window before the driver's move_notify after about one move in four
+  WriteThroughImportDuringMoves(32, [&](int m) {
     if (BoInfo(exp_->fd, x_.handle, &xi)) return -EIO;
     std::string reply;
     int ret = HostRequest("move " + exp_->pci + " " + std::to_string(xi.hw_handle) +
