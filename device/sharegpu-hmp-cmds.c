@@ -78,8 +78,10 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->split_jobs, c->bh_yields, c->jobs_submitted, c->jobs_held,
                        c->jobs_waited, c->buffer_waits, c->irqs_dropped);
         monitor_printf(mon, "            job aborts %" PRIu64 " (jobs cancelled %" PRIu64
-                       ") qmp events suppressed %" PRIu64 "\n", c->job_aborts,
-                       c->jobs_cancelled, c->qmp_events_suppressed);
+                       ") qmp events suppressed %" PRIu64 " window faults %" PRIu64
+                       " stray window accesses %" PRIu64 "\n", c->job_aborts,
+                       c->jobs_cancelled, c->qmp_events_suppressed, c->window_faults,
+                       c->window_stray_accesses);
         if (i->coherency) {
             monitor_printf(mon, "  coherency violations: cpu-write-outside-access %" PRIu64
                            " job-read-unflushed-cpu-write %" PRIu64

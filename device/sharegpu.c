@@ -140,7 +140,7 @@ static uint32_t sharegpu_features(SharegpuState *s)
 {
     return (s->coherent ? SGHW_FEAT_COHERENT : 0) | SGHW_FEAT_MSIX | SGHW_FEAT_SHARING |
            SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES |
-           SGHW_FEAT_JOB_ABORT;
+           SGHW_FEAT_JOB_ABORT | SGHW_FEAT_WINDOW_FAULT;
 }
 
 static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
@@ -454,6 +454,9 @@ static void sharegpu_teardown(SharegpuState *s)
         s->cmd_bh = NULL;
     }
     s->job.active = false;
+    if (s->dev) {
+        sgb_device_set_invalidate_hook(s->dev, NULL, NULL);
+    }
     if (s->bos) {
         sharegpu_window_unmap_all(s);
         g_hash_table_destroy(s->bos);
@@ -566,6 +569,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     s->cmd_bh = qemu_bh_new_guarded(sharegpu_ring_bh, s, &d->mem_reentrancy_guard);
     s->event_bh = qemu_bh_new_guarded(sharegpu_evt_bh, s, &d->mem_reentrancy_guard);
     sgb_device_set_event_notify(s->dev, sharegpu_evt_notify, s);
+    sgb_device_set_invalidate_hook(s->dev, sharegpu_window_invalidate_hook, s);
 
     /* BAR0 */
     memory_region_init_io(&s->mmio, OBJECT(s), &sharegpu_mmio_ops, s, "sharegpu-mmio",

@@ -55,6 +55,11 @@ typedef struct SharegpuBo {
     SharegpuWindowMap *map;
     uint64_t map_off;  /* offset inside the import window */
     uint64_t map_size;
+    /*
+     * The range stays the import's after a move removed the mapping (map NULL) until the
+     * guest unmaps it: an access there re-maps it (docs/hardware.md 4, "Faults").
+     */
+    bool map_faultable;
     uint64_t *coh_win_dirty;  /* check-coherency: window pages harvested, not yet given out */
     uint64_t coh_win_pages;
 } SharegpuBo;
@@ -103,6 +108,8 @@ typedef struct SharegpuCountersState {
     uint64_t job_aborts;    /* JOB_ABORT writes accepted */
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
     uint64_t qmp_events_suppressed; /* by the QMP event rate limit */
+    uint64_t window_faults;  /* window accesses that re-mapped an import after a move */
+    uint64_t window_stray;   /* window accesses to no import: ignored (writes), all-ones */
 } SharegpuCountersState;
 
 /* The rate-limited QMP events (sharegpu-qapi-events.c) */
@@ -253,6 +260,8 @@ MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset);
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate_hook(void *opaque, uint32_t handle);
 void sharegpu_window_unmap_all(SharegpuState *s);
 
 /* sharegpu-coherency.c */

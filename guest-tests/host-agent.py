@@ -17,6 +17,8 @@ Requests:
     coherency <pci-bdf|qdev-id>                        the coherency detector's violation
                                                        counters (QMP query-sharegpu): replies
                                                        "ok OUTSIDE JOB_READ CPU_ACCESS"
+    counter <pci-bdf|qdev-id> <name>                   one of the device's counters (QMP
+                                                       query-sharegpu), e.g. window-faults
     info                                               HMP `info sharegpu` (printed here)
     graph                                              the sharing graph (QMP
                                                        query-sharegpu-graph), printed here and
@@ -168,6 +170,10 @@ def handle(qmp, req):
         return "%d %d %d" % (coh["cpu-write-outside-access"],
                              coh["job-read-unflushed-cpu-write"],
                              coh["cpu-access-unflushed-job-write"])
+    if words[0] == "counter" and len(words) == 3:
+        dev = device_id(qmp, words[1])
+        info = qmp.cmd("query-sharegpu", id=dev)
+        return "%d" % info[0]["counters"][words[2]]
     if words[0] == "move" and len(words) == 4:
         target, handle_s, placement = words[1:]
         dev = device_id(qmp, target)

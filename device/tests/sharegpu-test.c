@@ -13,6 +13,7 @@
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "qemu/bswap.h"
 #include "sharegpu_hw.h"
 
 #define RING_ENTRIES 16
@@ -336,6 +337,8 @@ static void test_errors(void)
     teardown(c);
 }
 
+static uint64_t dev_counter(Ctx *c, const char *id, const char *name);
+
 static void test_share_and_move(void)
 {
     Ctx *c = setup();
@@ -344,7 +347,7 @@ static void test_share_and_move(void)
     uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, &off);
     struct sghw_cmd r, e;
     struct sghw_event ev;
-    uint32_t imp, crc0, v;
+    uint32_t imp, crc0;
     uint64_t win;
     QDict *resp;
     QList *list;
@@ -392,8 +395,10 @@ static void test_share_and_move(void)
                      "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
     g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
-    /* 1.1: the window mapping is gone when the monitor command returns */
-    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
+    /*
+     * 1.1: the window mapping is gone when the monitor command returns (UNMAP_IMPORT's result
+     * 0 below; 1.5: reading the window now would fault it back in, test_window_fault_after_move)
+     */
     for (int i = 0; i < 1000 && !(moved && invalidated); i++) {
         while (pop_event(c, g0, &ev)) {
             moved |= ev.type == SGHW_EVT_BO_MOVED && ev.handle == h &&
@@ -406,8 +411,6 @@ static void test_share_and_move(void)
     }
     g_assert_true(moved);
     g_assert_true(invalidated);
-    v = qpci_io_readl(g1->dev, g1->vram, win);
-    g_assert_cmphex(v, ==, 0xffffffff);
     /* 1.1: UNMAP_IMPORT after the device dropped the mapping is OK (result 0) */
     r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
@@ -434,7 +437,6 @@ static void test_share_and_move(void)
     r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
                                              .arg = SGHW_PLACEMENT_DEVICE });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     g_assert_true(pop_event(c, g1, &ev));
     g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_INVALIDATED);
     g_assert_cmpuint(ev.handle, ==, imp);
@@ -442,6 +444,11 @@ static void test_share_and_move(void)
     g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
     g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_DEVICE);
     g_assert_cmphex(ev.vram_offset, ==, r.result);
+    /* the mapping was gone when the command completed (the range is still the import's) */
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 0);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
 
     /* import handles: CACHE_* / CPU_ACCESS_* accepted, TRANSFER reads the exporter's bytes */
     r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = imp,
@@ -1780,7 +1787,8 @@ static void test_job_abort_held(void)
     uint64_t addr[3];
 
     g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_JOB_ABORT);
-    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010004);
+    g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_WINDOW_FAULT);
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010005);
     qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'handle': %u}}", a);
     post(c, g, cmds, 3, addr);
     wait_job_state(c, "g0", "held");
@@ -2200,6 +2208,70 @@ static void test_bad_property(void)
 /* ------------------------------------------------------------------ coherency detector */
 
 /* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
+/*
+ * Contract 1.5 (issue 9, defect 3): after a move forced from the monitor, before the
+ * importer's driver has handled BO_INVALIDATED, an access to the import's window range
+ * re-maps the import and reaches the moved buffer: no write is dropped. After the driver's
+ * UNMAP_IMPORT the range is gone and accesses there are stray (ignored, counted).
+ */
+static void test_window_fault_after_move(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g0, h, g1);
+    g_autofree uint8_t *want = g_malloc(BO_SIZE);
+    struct sghw_cmd r;
+    uint64_t win;
+
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
+                                             .len = BO_SIZE, .arg = 0x01020304 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (size_t i = 0; i < BO_SIZE; i += 4) {
+        stl_le_p(want + i, 0x01020304);
+    }
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
+                                             .off0 = 0x20000 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win = r.result;
+    qpci_io_writel(g1->dev, g1->vram, win + 8, 0xaaaa0001);
+    stl_le_p(want + 8, 0xaaaa0001);
+
+    qmp_move(c, "g0", h, "system");
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 0);
+    /* the guest has not handled BO_INVALIDATED: its next write faults the import back in */
+    qpci_io_writel(g1->dev, g1->vram, win + 4096 + 16, 0xbbbb0002);
+    stl_le_p(want + 4096 + 16, 0xbbbb0002);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 1);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 8), ==, 0xaaaa0001);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 1);   /* mapped again */
+    /* the exporter's engine reads both writes from the moved buffer */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
+                                             .len = BO_SIZE });
+    g_assert_cmphex(r.result, ==, crc32c_ref(want, BO_SIZE));
+
+    /* a move by a guest command: a read faults it back in and sees the bytes */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                             .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 4096 + 16), ==, 0xbbbb0002);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 2);
+
+    /* the driver's move_notify: UNMAP_IMPORT ends the range; accesses there are stray */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-stray-accesses"), ==, 0);
+    qpci_io_writel(g1->dev, g1->vram, win + 8, 0xdeadbeef);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 8), ==, 0xffffffff);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-stray-accesses"), ==, 2);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 2);
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
+                                             .len = BO_SIZE });
+    g_assert_cmphex(r.result, ==, crc32c_ref(want, BO_SIZE));
+    teardown(c);
+}
+
 static Ctx *setup_coherency(bool on, uint32_t *h, uint64_t *off)
 {
     Ctx *c = setup_devices("", on ? ",check-coherency=on" : ",check-coherency=off");
@@ -2465,6 +2537,7 @@ int main(int argc, char **argv)
                    test_coherency_cpu_over_unflushed_job);
     qtest_add_func("/sharegpu/coherency/import-window", test_coherency_import_window);
     qtest_add_func("/sharegpu/coherency/rate-limit", test_coherency_rate_limit);
+    qtest_add_func("/sharegpu/window-fault-after-move", test_window_fault_after_move);
     qtest_add_func("/sharegpu/coherency/off", test_coherency_off);
     qtest_add_func("/sharegpu/coherency/needs-noncoherent", test_coherency_needs_noncoherent);
     return g_test_run();

@@ -148,6 +148,13 @@ typedef struct sgb_event {
  * backend from it; schedule work instead) when new events are queued for the device. */
 typedef void (*sgb_event_notify_fn)(void *opaque);
 
+/* An import of the device is being invalidated (its exporter's buffer moves): called in the
+ * thread that moves it, with the exporter's reservation held, BEFORE the storage is copied and
+ * before SGB_EVENT_BO_INVALIDATED is queued. Whoever maps the import's storage for CPU access
+ * (QEMU: the import window) drops that mapping here, so that no write through it can land in
+ * the old storage after the copy read it. Do not call back into the backend from it. */
+typedef void (*sgb_invalidate_fn)(void *opaque, uint32_t handle);
+
 /* Logging: backend diagnostics. */
 enum sgb_log_level {
     SGB_LOG_DEBUG = 0,
@@ -180,6 +187,8 @@ int sgb_device_vram_fd(sgb_device *dev);
 const char *sgb_device_name(sgb_device *dev);
 int sgb_device_stats_get(sgb_device *dev, sgb_device_stats *out);
 void sgb_device_set_event_notify(sgb_device *dev, sgb_event_notify_fn fn, void *opaque);
+/* NULL clears it (and waits for a call in progress to return). */
+void sgb_device_set_invalidate_hook(sgb_device *dev, sgb_invalidate_fn fn, void *opaque);
 /* 0 and *out filled, or -EAGAIN when no event is queued. */
 int sgb_device_pop_event(sgb_device *dev, sgb_event *out);
 /* Fills up to `cap` entries, sets *count to the number of handles (may exceed cap). */

@@ -203,6 +203,10 @@ void sgb_device_set_event_notify(sgb_device* dev, sgb_event_notify_fn fn, void* 
   if (dev) dev->impl->SetEventNotify(fn, opaque);
 }
 
+void sgb_device_set_invalidate_hook(sgb_device* dev, sgb_invalidate_fn fn, void* opaque) {
+  if (dev) dev->impl->SetInvalidateHook(fn, opaque);
+}
+
 int sgb_device_pop_event(sgb_device* dev, sgb_event* out) {
   SGB_DEV_CHECK(dev);
   if (!out) return -EINVAL;

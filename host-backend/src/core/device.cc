@@ -66,6 +66,17 @@ void DeviceEvents::SetNotify(sgb_event_notify_fn fn, void* opaque) {
   notify_opaque_ = opaque;
 }
 
+void DeviceEvents::Invalidating(uint32_t handle) {
+  std::lock_guard lock(hook_mu_);
+  if (hook_fn_ && handle != 0) hook_fn_(hook_opaque_, handle);
+}
+
+void DeviceEvents::SetInvalidateHook(sgb_invalidate_fn fn, void* opaque) {
+  std::lock_guard lock(hook_mu_);
+  hook_fn_ = fn;
+  hook_opaque_ = opaque;
+}
+
 Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
                                                DeviceConfig config) {
   using R = Result<std::shared_ptr<Device>>;
@@ -741,6 +752,7 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
     sgb_event ev{};
     ev.type = SGB_EVENT_BO_INVALIDATED;
     ev.handle = status->handle.load();
+    events->Invalidating(ev.handle);  // before the copy: the device drops its CPU mappings
     BufferObject* bo = ExporterBo(attachment.dmabuf());
     ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
     ev.vram_offset = kNoOffset;
@@ -798,6 +810,10 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
   if (host) *host = ptr;
   if (size) *size = sz;
   return kOk;
+}
+
+void Device::SetInvalidateHook(sgb_invalidate_fn fn, void* opaque) {
+  events_->SetInvalidateHook(fn, opaque);
 }
 
 void Device::SetEventNotify(sgb_event_notify_fn fn, void* opaque) {
