@@ -30,6 +30,13 @@
 # dmabuf_selftests.ko once per selftest with that selftest's igt__N__NAME=1 parameter (what
 # IGT's wrapper does) and reports dmabuf/all-tests@NAME.
 #
+# The kernel's KUnit suites for DRM code the driver uses (KUNIT_SUITES below: drm_exec and
+# drm_mm) run in the same guest: their modules are loaded one after the other and every test
+# case of /sys/kernel/debug/kunit/<suite>/results is one result, kunit/<suite>/<case>. KUnit
+# taints the kernel with TAINT_TEST (N), which this run allows (run-guest.sh
+# --allow-taint-test); TTM's KUnit suites are not built (their Kconfig allows them only on
+# UML or COMPILE_TEST: no other TTM driver may be loaded while they run; docs/igt.md).
+#
 # Output ends with "guest-igt: N passed, M failed, K skipped"; exit status non-zero when M > 0,
 # when the guest did not finish, or when scripts/run-guest.sh found a kernel report.
 set -uo pipefail
@@ -37,6 +44,8 @@ set -uo pipefail
 
 TESTS=(core_auth core_getclient core_getstats core_getversion core_setmaster dumb_buffer
        syncobj_basic syncobj_wait syncobj_timeline syncobj_eventfd sw_sync dmabuf)
+# KUnit modules (drivers/gpu/drm/tests/) of the DRM helpers sharegpu uses, loaded in order
+KUNIT_MODULES=(drm_exec_test drm_mm_test)
 # "test/subtest|reason": excluded subtests, reported as skips with the reason (a result IGT
 # prints for one anyway is replaced). Keep docs/igt.md in step.
 EXCLUDE=("dmabuf/all-tests@dma_fence_chain/wait_backward|signals 4096 chained fences in one loop that never reschedules: ~70 s under TCG with lockdep, the soft-lockup detector fires (kernel selftest, no driver code; docs/igt.md)")
@@ -106,6 +115,22 @@ IMG_ARGS+=(--file "$RUN/dmabuf-selftests:/etc/sharegpu/dmabuf-selftests")
 # IGT loads the module through libkmod, which adds the options of modprobe.d
 echo "options dmabuf_selftests st_filter=$DMABUF_ST_FILTER" >"$RUN/dmabuf_selftests.conf"
 IMG_ARGS+=(--file "$RUN/dmabuf_selftests.conf:/etc/modprobe.d/dmabuf_selftests.conf")
+# the KUnit modules (and what they need: modinfo's depends), dependencies first
+KUNIT_DIR=$RUN/kunit
+mkdir -p "$KUNIT_DIR"
+: >"$RUN/kunit-modules"
+add_kunit_module() {
+    local name=$1 ko dep
+    grep -qx "$name.ko" "$RUN/kunit-modules" && return 0
+    ko=$(find "$KDIR/drivers" "$KDIR/lib" -name "$name.ko" 2>/dev/null | head -n 1)
+    [ -n "$ko" ] || give_up "$name.ko missing: the kernel lacks CONFIG_DRM_KUNIT_TEST=m (guest-kernel/config.fragment)"
+    for dep in $(modinfo -F depends "$ko" | tr ',' ' '); do add_kunit_module "$dep"; done
+    cp "$ko" "$KUNIT_DIR/"
+    echo "$name.ko" >>"$RUN/kunit-modules"
+}
+for m in "${KUNIT_MODULES[@]}"; do add_kunit_module "$m"; done
+IMG_ARGS+=(--file "$KUNIT_DIR:/usr/lib/sharegpu-kunit"
+           --file "$RUN/kunit-modules:/etc/sharegpu/kunit-modules")
 printf '%s\n' "${RETRY[@]}" >"$RUN/igt-retry"
 IMG_ARGS+=(--file "$RUN/igt-retry:/etc/sharegpu/igt-retry")
 
@@ -210,7 +235,39 @@ done </etc/sharegpu/dmabuf-selftests
 echo "SHAREGPU-IGT-END: dmabuf rc=$rc"
 exit $rc
 EOS
-chmod +x "$RUN/igt-run" "$RUN/dmabuf-selftests-run"
+# KUnit: load the modules, then one result per test case of every suite's results file (the
+# cases are at KTAP's first indentation; "# SKIP" marks a skipped one).
+cat >"$RUN/kunit-run" <<'EOS'
+#!/bin/sh
+echo "SHAREGPU-IGT-START: kunit"
+rc=0
+while read -r ko; do
+    insmod "/usr/lib/sharegpu-kunit/$ko" ||
+        { echo "SHAREGPU-IGT: FAIL kunit/$ko (insmod failed: see dmesg above)"; rc=1; }
+done </etc/sharegpu/kunit-modules
+found=0
+for r in /sys/kernel/debug/kunit/*/results; do
+    [ -f "$r" ] || continue
+    found=1
+    suite=${r%/results}; suite=${suite##*/}
+    cat "$r"
+    awk -v s="$suite" '
+        /^    (not )?ok [0-9]+ / {
+            line = substr($0, 5); res = "PASS"
+            if (line ~ /^not ok/) { res = "FAIL"; line = substr(line, 8) } else line = substr(line, 4)
+            sub(/^[0-9]+ /, "", line); why = ""
+            i = index(line, " # "); if (i) { why = substr(line, i + 3); line = substr(line, 1, i - 1) }
+            if (why ~ /^SKIP/) res = "SKIP"
+            print "SHAREGPU-IGT: " res " kunit/" s "/" line (why != "" ? " (" why ")" : "")
+            if (res == "FAIL") bad = 1
+        }
+        END { exit bad }' "$r" || rc=1
+done
+[ "$found" = 1 ] || { echo "SHAREGPU-IGT: FAIL kunit (no suite in /sys/kernel/debug/kunit)"; rc=1; }
+echo "SHAREGPU-IGT-END: kunit rc=$rc"
+exit $rc
+EOS
+chmod +x "$RUN/igt-run" "$RUN/dmabuf-selftests-run" "$RUN/kunit-run"
 
 RAN=()  # tests the guest runs (the others are reported as skipped here)
 if [ -n "$IGT" ]; then
@@ -232,6 +289,8 @@ else
         RAN+=(dmabuf)
     done
 fi
+IMG_ARGS+=(--test "$RUN/kunit-run")
+RAN+=(kunit)
 IMG=$RUN/initrd.cpio.gz
 "$ROOT/scripts/build-guest-image.sh" --out "$IMG" "${IMG_ARGS[@]}" >&2 || give_up "image build failed"
 
@@ -240,7 +299,7 @@ guest_qemu_args 64M
 say "booting (log $LOG)"
 T_BOOT=$SECONDS
 "$ROOT/scripts/run-guest.sh" --kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" --log "$LOG" \
-    --timeout "$TIMEOUT" -- "${QEMU_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
+    --timeout "$TIMEOUT" --allow-taint-test -- "${QEMU_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"}
 RC=$?
 say "guest run: $((SECONDS - T_BOOT))s"
 

@@ -113,8 +113,11 @@ find_qemu() {
     [ -x "$QEMU" ]
 }
 guest_qemu_args() {
+    # virtio-gpu: the peer of the standard-uAPI table (guest-tests/sgpu_uapi_test.cc); after
+    # the sharegpu devices so that their PCI addresses stay 00:02.0 and 00:03.0
     QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
-               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}")
+               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}"
+               -device virtio-gpu-pci)
     [ -n "${2:-}" ] || return 0
     # -device isa-serial turns off QEMU's default serial: the console is given explicitly
     QEMU_ARGS+=(-serial mon:stdio
