@@ -10,12 +10,18 @@
  * mapping is an alias into one RAM region per memfd: QEMU holds a descriptor and an mmap per
  * memfd in use, not per mapped import, and a map costs O(log N) in the mapped imports.
  *
+ * Remote imports (another VM's buffer, sharegpu-remote.c) are mapped the same way from the
+ * memfd the broker gave; a read-only one (READ grant: the descriptor is O_RDONLY) is an I/O
+ * region over a PROT_READ mapping of the same pages: reads see the exporter's bytes, zero
+ * copy, and a write changes nothing and is logged as a guest error.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include <sys/stat.h>
 #include "qemu/log.h"
+#include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "exec/memory.h"
@@ -32,6 +38,9 @@ struct SharegpuWindowBacking {
     MemoryRegion mr;
     GHashTable *table; /* the device's window_backings (a reference of its own) */
     char *key;
+    SharegpuState *s;  /* read-only: for the guest-error log (outlived by the device) */
+    uint8_t *ro_ptr;   /* read-only: the PROT_READ mapping of the whole file */
+    uint64_t ro_size;
 };
 
 /* A window mapping of an import: an alias into its backing, which it holds a reference on. */
@@ -53,6 +62,9 @@ static void sharegpu_window_backing_finalize(Object *obj)
         g_hash_table_unref(b->table);
     }
     g_free(b->key);
+    if (b->ro_ptr) {
+        munmap(b->ro_ptr, b->ro_size);
+    }
 }
 
 static void sharegpu_window_map_finalize(Object *obj)
@@ -64,12 +76,66 @@ static void sharegpu_window_map_finalize(Object *obj)
     }
 }
 
+static uint64_t sharegpu_window_ro_read(void *opaque, hwaddr addr, unsigned size)
+{
+    SharegpuWindowBacking *b = opaque;
+
+    return ldn_le_p(b->ro_ptr + addr, size);
+}
+
+static void sharegpu_window_ro_write(void *opaque, hwaddr addr, uint64_t val, unsigned size)
+{
+    SharegpuWindowBacking *b = opaque;
+
+    qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: write of %u bytes to a read-only import "
+                  "(granted READ) at backing offset 0x%" HWADDR_PRIx ": ignored\n",
+                  b->s ? b->s->name : "?", size, addr);
+}
+
+static const MemoryRegionOps sharegpu_window_ro_ops = {
+    .read = sharegpu_window_ro_read,
+    .write = sharegpu_window_ro_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+        .unaligned = true,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+        .unaligned = true,
+    },
+};
+
+/* A read-only backing of the whole of `fd` (size st_size): never shared through the table. */
+static SharegpuWindowBacking *sharegpu_window_backing_ro(SharegpuState *s, int fd,
+                                                         uint64_t size, Error **errp)
+{
+    SharegpuWindowBacking *b;
+    void *ptr = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+
+    if (ptr == MAP_FAILED) {
+        error_setg_errno(errp, errno, "sharegpu: read-only mmap of the import's memfd");
+        return NULL;
+    }
+    b = SHAREGPU_WINDOW_BACKING(object_new(TYPE_SHAREGPU_WINDOW_BACKING));
+    b->s = s;
+    b->ro_ptr = ptr;
+    b->ro_size = size;
+    memory_region_init_io(&b->mr, OBJECT(b), &sharegpu_window_ro_ops, b,
+                          "sharegpu.import-backing-ro", size);
+    return b;
+}
+
 /*
  * The backing of `fd` covering [0, end), with a reference for the caller: the one in use,
  * or a new RAM region over a dup of the fd (sized to the memfd now, which covers `end`).
+ * Read-only (!writable): a new I/O region over a read-only mapping, never shared.
  */
 static SharegpuWindowBacking *sharegpu_window_backing_get(SharegpuState *s, int fd,
-                                                          uint64_t end, Error **errp)
+                                                          uint64_t end, bool writable,
+                                                          Error **errp)
 {
     SharegpuWindowBacking *b;
     g_autofree char *key = NULL;
@@ -85,6 +151,9 @@ static SharegpuWindowBacking *sharegpu_window_backing_get(SharegpuState *s, int 
         error_setg(errp, "sharegpu: the import's memfd (%jd bytes) ends before 0x%" PRIx64,
                    (intmax_t)st.st_size, end);
         return NULL;
+    }
+    if (!writable) {
+        return sharegpu_window_backing_ro(s, fd, st.st_size, errp);
     }
     key = g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
     b = g_hash_table_lookup(s->window_backings, key);
@@ -243,17 +312,58 @@ static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, co
     return SGHW_ST_OK;
 }
 
-uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
+/*
+ * Maps [fd_off, fd_off + size) of `fd` at `off` in the window for `bo` (replacing its
+ * mapping). The caller checked the range against the window and overlaps; size is a page
+ * multiple.
+ */
+uint32_t sharegpu_window_map_fd(SharegpuState *s, SharegpuBo *bo, uint64_t off, int fd,
+                                uint64_t fd_off, uint64_t size, bool writable)
 {
     SharegpuWindowBacking *backing;
     SharegpuWindowMap *map;
-    SharegpuBo *bo;
+    g_autofree char *name = NULL;
+    Error *err = NULL;
+
+    backing = sharegpu_window_backing_get(s, fd, fd_off + size, writable, &err);
+    if (!backing) {
+        error_report_err(err);
+        return SGHW_ST_INTERNAL;
+    }
+    sharegpu_window_unmap(s, bo);
+
+    map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
+    map->backing = backing;
+    name = g_strdup_printf("sharegpu.import[%u]", bo->handle);
+    memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
+    memory_region_add_subregion_overlap(&s->import_win, off, &map->mr, 1);
+    bo->map = map;
+    bo->map_off = off;
+    bo->map_size = size;
+    g_tree_insert(s->window_maps, bo, bo);
+    trace_sharegpu_import_map(s->name, bo->handle, off, size, fd_off);
+    return SGHW_ST_OK;
+}
+
+/* Whether [off, off + size) is page-aligned, inside the window and free (but for `bo`). */
+uint32_t sharegpu_window_check(SharegpuState *s, SharegpuBo *bo, uint64_t off, uint64_t size)
+{
+    if ((off & (qemu_real_host_page_size() - 1)) ||
+        !sharegpu_range_ok(off, size, s->vram_size)) {
+        return SGHW_ST_OUT_OF_RANGE;
+    }
+    if (sharegpu_window_overlap(s, bo, off, size)) {
+        return SGHW_ST_BUSY;
+    }
+    return SGHW_ST_OK;
+}
+
+uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
+{
     sgb_bo_state info;
     uint64_t fd_off, size;
     void *ptr;
     int fd, ret;
-    g_autofree char *name = NULL;
-    Error *err = NULL;
     uint32_t st;
 
     st = sharegpu_window_get_import(s, c->handle, "MAP_IMPORT", &info);
@@ -261,12 +371,9 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
         return st;
     }
     size = ROUND_UP(info.size, qemu_real_host_page_size());
-    if ((c->off0 & (qemu_real_host_page_size() - 1)) ||
-        !sharegpu_range_ok(c->off0, size, s->vram_size)) {
-        return SGHW_ST_OUT_OF_RANGE;
-    }
-    if (sharegpu_window_overlap(s, sharegpu_bo_lookup(s, c->handle), c->off0, size)) {
-        return SGHW_ST_BUSY;
+    st = sharegpu_window_check(s, sharegpu_bo_lookup(s, c->handle), c->off0, size);
+    if (st != SGHW_ST_OK) {
+        return st;
     }
     ret = sgb_bo_storage(s->dev, c->handle, &fd, &fd_off, &ptr, &size);
     if (ret) {
@@ -276,26 +383,12 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
     if (!sharegpu_range_ok(c->off0, size, s->vram_size)) {
         return SGHW_ST_OUT_OF_RANGE;
     }
-    backing = sharegpu_window_backing_get(s, fd, fd_off + size, &err);
-    if (!backing) {
-        error_report_err(err);
-        return SGHW_ST_INTERNAL;
+    st = sharegpu_window_map_fd(s, sharegpu_bo_get(s, c->handle), c->off0, fd, fd_off, size,
+                                true);
+    if (st == SGHW_ST_OK) {
+        c->result = s->vram_size + c->off0;
     }
-    bo = sharegpu_bo_get(s, c->handle);
-    sharegpu_window_unmap(s, bo);
-
-    map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
-    map->backing = backing;
-    name = g_strdup_printf("sharegpu.import[%u]", c->handle);
-    memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
-    memory_region_add_subregion_overlap(&s->import_win, c->off0, &map->mr, 1);
-    bo->map = map;
-    bo->map_off = c->off0;
-    bo->map_size = size;
-    g_tree_insert(s->window_maps, bo, bo);
-    trace_sharegpu_import_map(s->name, c->handle, c->off0, size, fd_off);
-    c->result = s->vram_size + c->off0;
-    return SGHW_ST_OK;
+    return st;
 }
 
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c)
