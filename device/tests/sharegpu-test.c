@@ -2190,6 +2190,347 @@ static void test_bad_property(void)
     qtest_quit(qts);
 }
 
+/*
+ * Issue 12: sharing between VMs through the host broker (docs/hardware.md 13). One broker,
+ * three QEMUs: vm-a exports to vm-b; vm-c holds no grant.
+ */
+typedef struct Broker {
+    GPid pid;
+    char *dir;
+    char *sock;
+    char *log;
+} Broker;
+
+/* The daemon: $SHAREGPU_BROKER, or the one published beside this test binary. */
+static char *broker_binary(void)
+{
+    const char *env = g_getenv("SHAREGPU_BROKER");
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
+    char *path;
+
+    if (env && *env) {
+        return g_strdup(env);
+    }
+    path = dir ? g_build_filename(dir, "sharegpu-broker", NULL) : NULL;
+    if (path && g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+        return path;
+    }
+    g_free(path);
+    return NULL;
+}
+
+static bool broker_start(Broker *b)
+{
+    g_autofree char *bin = broker_binary();
+    g_autofree char *cmd = NULL;
+    g_autofree char *text = NULL;
+    char *argv[4] = { (char *)"/bin/sh", (char *)"-c", NULL, NULL };
+    int i;
+
+    if (!bin) {
+        g_test_skip("no sharegpu-broker binary (set SHAREGPU_BROKER)");
+        return false;
+    }
+    b->dir = g_dir_make_tmp("sharegpu-broker-XXXXXX", NULL);
+    g_assert_nonnull(b->dir);
+    b->sock = g_build_filename(b->dir, "broker.sock", NULL);
+    b->log = g_build_filename(b->dir, "broker.log", NULL);
+    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms 20000 >'%s' 2>&1", bin,
+                          b->sock, b->log);
+    argv[2] = cmd;
+    g_assert_true(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                &b->pid, NULL));
+    for (i = 0; i < 2000; i++) {
+        g_free(text);
+        text = NULL;
+        if (g_file_get_contents(b->log, &text, NULL, NULL) && strstr(text, "ready on")) {
+            return true;
+        }
+        g_usleep(5000);
+    }
+    g_error("sharegpu-broker did not start: %s", text ? text : "(no output)");
+}
+
+static void broker_stop(Broker *b)
+{
+    int status;
+
+    kill(b->pid, SIGTERM);
+    g_assert_cmpint(waitpid(b->pid, &status, 0), ==, b->pid);
+    g_spawn_close_pid(b->pid);
+    unlink(b->log);
+    unlink(b->sock);
+    rmdir(b->dir);
+    g_free(b->dir);
+    g_free(b->sock);
+    g_free(b->log);
+}
+
+/* One VM with one sharegpu device g0 linked to the broker as `name`. */
+static Ctx *vm_boot(Broker *b, const char *name)
+{
+    Ctx *c = g_new0(Ctx, 1);
+
+    c->qs = qtest_pc_boot("-nodefaults -object sharegpu-broker,id=b0,path=%s,vm-name=%s "
+                          "-device sharegpu,id=g0,vram-size=4M,broker=b0", b->sock, name);
+    qpci_device_foreach(c->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, c);
+    g_assert_cmpint(c->found, ==, 1);
+    gpu_init(c, &c->g[0]);
+    g_assert_true(rd(&c->g[0], SGHW_REG_FEATURES) & SGHW_FEAT_BROKER);
+    return c;
+}
+
+static void vm_free(Ctx *c)
+{
+    g_free(c->g[0].dev);
+    qtest_shutdown(c->qs);
+    g_free(c);
+}
+
+static uint64_t peer_name(Ctx *c, const char *name)
+{
+    struct sghw_peer_name p = { { 0 } };
+    uint64_t gpa = qmalloc(c->qs, sizeof(p));
+
+    g_strlcpy(p.name, name, sizeof(p.name));
+    qtest_memwrite(c->qs->qts, gpa, &p, sizeof(p));
+    return gpa;
+}
+
+static struct sghw_cmd broker_export(Ctx *c, uint32_t h, const char *peer, uint32_t right)
+{
+    return submit(c, &c->g[0], (struct sghw_cmd) {
+        .opcode = SGHW_OP_BROKER_EXPORT, .handle = h, .arg = right,
+        .off0 = peer ? peer_name(c, peer) : 0 });
+}
+
+static struct sghw_cmd broker_import(Ctx *c, const uint8_t *id)
+{
+    struct sghw_cmd r = { .opcode = SGHW_OP_BROKER_IMPORT };
+
+    memcpy(r.uuid, id, sizeof(r.uuid));
+    return submit(c, &c->g[0], r);
+}
+
+/* Waits (the broker's messages reach the QEMU asynchronously) for an event of `type`. */
+static void wait_event(Ctx *c, uint32_t type, uint32_t handle, struct sghw_event *out)
+{
+    struct sghw_event ev;
+    int i;
+
+    for (i = 0; i < 4000; i++) {
+        while (pop_event(c, &c->g[0], &ev)) {
+            if (ev.type == type && ev.handle == handle) {
+                if (out) {
+                    *out = ev;
+                }
+                return;
+            }
+        }
+        g_usleep(5000);
+    }
+    g_error("no event %u for handle 0x%x", type, handle);
+}
+
+static uint32_t win_rd(Ctx *c, uint64_t off)
+{
+    return qpci_io_readl(c->g[0].dev, c->g[0].vram, off);
+}
+
+static QDict *broker_info(Ctx *c)
+{
+    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'query-sharegpu-broker'}");
+    QList *list = qdict_get_qlist(resp, "return");
+    QDict *info;
+
+    g_assert_nonnull(list);
+    info = qobject_to(QDict, qlist_peek(list));
+    g_assert_nonnull(info);
+    qobject_ref(info);
+    qobject_unref(resp);
+    return info;
+}
+
+static void test_broker_multi_vm(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb, *vc;
+    g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint8_t id_rw[16], id_ro[16];
+    uint32_t a_rw, a_ro, b_rw, b_ro, crc_ro;
+    uint64_t win_rw, win_ro, copied;
+    QDict *info, *resp;
+    g_autofree char *hmp = NULL;
+    int i;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    vc = vm_boot(&b, "vm-c");
+
+    /* a VRAM buffer: the export moves it to storage of its own first */
+    a_rw = create_bo(va, &va->g[0], SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_rw,
+                                                  .len = BO_SIZE, .arg = 0xa1a1a1a1 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, a_rw, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, BO_SIZE);
+    memcpy(id_rw, r.uuid, sizeof(id_rw));
+    r = broker_export(va, a_rw, NULL, 0);  /* again: the same id */
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpmem(r.uuid, 16, id_rw, 16);
+    /* bad guest input: errors, no abort */
+    r = broker_export(va, a_rw, "bad name!", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, a_rw, "vm-b", 3);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, 0x12345, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    /* a move to VRAM is refused while other VMs may map it */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
+                                                  .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY);
+
+    /* vm-b imports and reads vm-a's bytes through its window: zero copy */
+    copied = dev_counter(vb, "g0", "bytes-copied");
+    r = broker_import(vb, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_rw = r.out_handle;
+    g_assert_cmphex(b_rw & SGHW_REMOTE_HANDLE_BIT, ==, SGHW_REMOTE_HANDLE_BIT);
+    g_assert_cmpuint(r.result, ==, BO_SIZE | SGHW_BROKER_IMPORT_WRITABLE);
+    r = broker_import(vb, id_rw);  /* again: the same handle */
+    g_assert_cmpuint(r.out_handle, ==, b_rw);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win_rw = r.result;
+    g_assert_cmpuint(win_rw, ==, vb->g[0].vram_size);
+    for (i = 0; i < BO_SIZE; i += 4096) {
+        g_assert_cmphex(win_rd(vb, win_rw + i), ==, 0xa1a1a1a1);
+    }
+    /* a write through vm-b's window lands in vm-a's buffer */
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_rw + 64, 0x0b0b0b0b);
+    memset(bytes, 0xa1, BO_SIZE);
+    memset(bytes + 64, 0x0b, 4);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc32c_ref(bytes, BO_SIZE));
+    g_assert_cmpuint(dev_counter(vb, "g0", "bytes-copied"), ==, copied);
+    /* no jobs on remote imports in 1.5 */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+
+    /* vm-c has no grant */
+    r = broker_import(vc, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+
+    /* a read-only grant: mapped read-only, a write changes nothing */
+    a_ro = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_ro,
+                                                  .len = BO_SIZE, .arg = 0x5e5e5e5e });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    crc_ro = checksum(va, &va->g[0], a_ro, BO_SIZE);
+    r = broker_export(va, a_ro, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id_ro, r.uuid, sizeof(id_ro));
+    r = broker_import(vb, id_ro);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_ro = r.out_handle;
+    g_assert_cmpuint(r.result, ==, BO_SIZE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_ro, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win_ro = r.result;
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0x5e5e5e5e);
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_ro + 128, 0xdeadbeef);
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0x5e5e5e5e);
+    g_assert_cmphex(checksum(va, &va->g[0], a_ro, BO_SIZE), ==, crc_ro);
+
+    /* the monitors: who exports what to whom, who imports what */
+    info = broker_info(va);
+    g_assert_true(qdict_get_bool(info, "connected"));
+    g_assert_cmpstr(qdict_get_str(info, "vm-name"), ==, "vm-a");
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "exports")), ==, 2);
+    g_assert_nonnull(strstr(qdict_get_str(info, "broker-status"), "vm-b"));
+    qobject_unref(info);
+    info = broker_info(vb);
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "imports")), ==, 2);
+    qobject_unref(info);
+    hmp = qtest_hmp(va->qs->qts, "info sharegpu-broker");
+    g_assert_nonnull(strstr(hmp, "vm-b:rw"));
+    g_assert_nonnull(strstr(hmp, "vm-b:ro"));
+
+    /* vm-a moves the buffer: vm-b is invalidated, re-maps, and the data is intact */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_INVALIDATED, b_rw, &ev);
+    g_assert_cmpuint(ev.generation, ==, 2);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0x0b0b0b0b);
+    g_assert_cmphex(win_rd(vb, win_rw + 128), ==, 0xa1a1a1a1);
+    /* and vm-a's own accesses go to the new storage vm-b now maps */
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_rw + 64, 0x0c0c0c0c);
+    memset(bytes + 64, 0x0c, 4);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc32c_ref(bytes, BO_SIZE));
+
+    /* vm-a withdraws the read-only grant: that import is revoked */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a_ro, .arg = 0,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, b_ro, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_GRANT_WITHDRAWN);
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_ro, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    /* vm-a goes away: vm-b's imports are revoked, everything fails at once (no hang) */
+    drain_events(vb, &vb->g[0]);
+    qtest_kill_qemu(va->qs->qts);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, b_rw, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_EXPORTER_GONE);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = broker_import(vb, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    /* QMP: the withdrawn grant's revocation, then vm-a's exit */
+    resp = qtest_qmp_eventwait_ref(vb->qs->qts, "SHAREGPU_BROKER_REVOKED");
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(resp, "data"), "handle"), ==, b_ro);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(resp, "data"), "reason"), ==,
+                    "grant-withdrawn");
+    qobject_unref(resp);
+    resp = qtest_qmp_eventwait_ref(vb->qs->qts, "SHAREGPU_BROKER_REVOKED");
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(resp, "data"), "handle"), ==, b_rw);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(resp, "data"), "reason"), ==,
+                    "exporter-gone");
+    qobject_unref(resp);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY,
+                                                  .handle = b_rw });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+
+    vm_free(va);
+    vm_free(vb);
+    vm_free(vc);
+    broker_stop(&b);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2217,5 +2558,6 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/engine-property", test_engine_property);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
+    qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
     return g_test_run();
 }
