@@ -658,7 +658,8 @@ bool sharegpu_remote_handle(const struct sghw_cmd *c)
     case SGHW_OP_IMPORT:
         return false;
     default:
-        return (c->handle & SGHW_REMOTE_HANDLE_BIT) != 0;
+        /* unknown opcodes stay BAD_OPCODE whatever their handle */
+        return (c->handle & SGHW_REMOTE_HANDLE_BIT) && sghw_opcode_name(c->opcode);
     }
 }
 
