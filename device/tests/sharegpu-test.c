@@ -2220,6 +2220,7 @@ static char *broker_binary(void)
     return NULL;
 }
 
+/* Starts the daemon (again, for a restart: same socket) and waits until it listens. */
 static bool broker_start(Broker *b)
 {
     g_autofree char *bin = broker_binary();
@@ -2232,10 +2233,13 @@ static bool broker_start(Broker *b)
         g_test_skip("no sharegpu-broker binary (set SHAREGPU_BROKER)");
         return false;
     }
-    b->dir = g_dir_make_tmp("sharegpu-broker-XXXXXX", NULL);
-    g_assert_nonnull(b->dir);
-    b->sock = g_build_filename(b->dir, "broker.sock", NULL);
-    b->log = g_build_filename(b->dir, "broker.log", NULL);
+    if (!b->dir) {
+        b->dir = g_dir_make_tmp("sharegpu-broker-XXXXXX", NULL);
+        g_assert_nonnull(b->dir);
+        b->sock = g_build_filename(b->dir, "broker.sock", NULL);
+        b->log = g_build_filename(b->dir, "broker.log", NULL);
+    }
+    unlink(b->log);
     cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms 20000 >'%s' 2>&1", bin,
                           b->sock, b->log);
     argv[2] = cmd;
@@ -2259,7 +2263,18 @@ static void broker_stop(Broker *b)
     kill(b->pid, SIGTERM);
     g_assert_cmpint(waitpid(b->pid, &status, 0), ==, b->pid);
     g_spawn_close_pid(b->pid);
-    unlink(b->log);
+}
+
+static void broker_free(Broker *b)
+{
+    const char *names[] = { "vm-a.log", "vm-b.log", "vm-c.log", "broker.log" };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(names); i++) {
+        g_autofree char *path = g_build_filename(b->dir, names[i], NULL);
+
+        unlink(path);
+    }
     unlink(b->sock);
     rmdir(b->dir);
     g_free(b->dir);
@@ -2267,13 +2282,14 @@ static void broker_stop(Broker *b)
     g_free(b->log);
 }
 
-/* One VM with one sharegpu device g0 linked to the broker as `name`. */
+/* One VM with one sharegpu device g0 linked to the broker as `name`; guest errors logged. */
 static Ctx *vm_boot(Broker *b, const char *name)
 {
     Ctx *c = g_new0(Ctx, 1);
 
     c->qs = qtest_pc_boot("-nodefaults -object sharegpu-broker,id=b0,path=%s,vm-name=%s "
-                          "-device sharegpu,id=g0,vram-size=4M,broker=b0", b->sock, name);
+                          "-device sharegpu,id=g0,vram-size=4M,broker=b0 "
+                          "-d guest_errors -D %s/%s.log", b->sock, name, b->dir, name);
     qpci_device_foreach(c->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, c);
     g_assert_cmpint(c->found, ==, 1);
     gpu_init(c, &c->g[0]);
@@ -2364,6 +2380,8 @@ static void test_broker_multi_vm(void)
     uint64_t win_rw, win_ro, copied;
     QDict *info, *resp;
     g_autofree char *hmp = NULL;
+    g_autofree char *log_path = NULL;
+    g_autofree char *log = NULL;
     int i;
 
     if (!broker_start(&b)) {
@@ -2450,6 +2468,9 @@ static void test_broker_multi_vm(void)
     qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_ro + 128, 0xdeadbeef);
     g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0x5e5e5e5e);
     g_assert_cmphex(checksum(va, &va->g[0], a_ro, BO_SIZE), ==, crc_ro);
+    log_path = g_build_filename(b.dir, "vm-b.log", NULL);
+    g_assert_true(g_file_get_contents(log_path, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, "write of 4 bytes to a read-only import"));
 
     /* the monitors: who exports what to whom, who imports what */
     info = broker_info(va);
@@ -2529,6 +2550,118 @@ static void test_broker_multi_vm(void)
     vm_free(vb);
     vm_free(vc);
     broker_stop(&b);
+    broker_free(&b);
+}
+
+/*
+ * The broker goes away and comes back: the importer's import is revoked (BROKER_GONE), the
+ * exporter's guest learns its export is lost (BO_REVOKED with SGHW_EVT_F_EXPORT), both QEMUs
+ * reconnect by themselves, and a new export works. An unexport revokes too.
+ */
+static bool broker_wait_connected(Ctx *c)
+{
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        QDict *info = broker_info(c);
+        bool up = qdict_get_bool(info, "connected");
+
+        qobject_unref(info);
+        if (up) {
+            return true;
+        }
+        g_usleep(10000);
+    }
+    return false;
+}
+
+static void test_broker_restart(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint8_t id[16];
+    uint32_t a, bh;
+    QDict *info;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
+                                                  .len = BO_SIZE, .arg = 0x77777777 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, r.result), ==, 0x77777777);
+    drain_events(va, &va->g[0]);
+    drain_events(vb, &vb->g[0]);
+
+    broker_stop(&b);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_BROKER_GONE);
+    g_assert_cmphex(win_rd(vb, vb->g[0].vram_size), ==, 0xffffffff);
+    wait_event(va, SGHW_EVT_BO_REVOKED, a, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_BROKER_GONE);
+    g_assert_cmpuint(ev.flags, ==, SGHW_EVT_F_EXPORT);
+    info = broker_info(va);
+    g_assert_false(qdict_get_bool(info, "connected"));
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "exports")), ==, 0);
+    qobject_unref(info);
+    /* without the broker: NO_DEVICE at once */
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    /* the broker comes back: both reconnect, a new export works; the buffer may move */
+    g_assert_true(broker_start(&b));
+    g_assert_true(broker_wait_connected(va));
+    g_assert_true(broker_wait_connected(vb));
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                                  .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_true(memcmp(r.uuid, id, sizeof(id)) != 0);  /* a new id */
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.out_handle, !=, bh);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, r.result + 8), ==, 0x77777777);
+
+    /* an unexport revokes */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_UNEXPORTED);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
 }
 
 int main(int argc, char **argv)
@@ -2559,5 +2692,6 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
+    qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
     return g_test_run();
 }
