@@ -293,6 +293,85 @@ const char *sharegpu_revoke_reason_name(uint32_t reason)
     return "unknown";
 }
 
+/* "  export ID owner NAME size S generation G moving M waiting W grants A:ro.. importers B.." */
+static SharegpuBrokerHostExportInfo *sharegpu_broker_parse_export(const char *line)
+{
+    g_auto(GStrv) words = g_strsplit(line, " ", -1);
+    SharegpuBrokerHostExportInfo *e = g_new0(SharegpuBrokerHostExportInfo, 1);
+    strList **tail = NULL;
+    int i;
+
+    for (i = 0; words[i]; i++) {
+        const char *w = words[i], *next = words[i + 1];
+
+        if (!*w) {
+            continue;
+        }
+        if (next && !strcmp(w, "export") && !e->broker_id) {
+            e->broker_id = g_strdup(next);
+            i++;
+        } else if (next && !strcmp(w, "owner")) {
+            e->owner = g_strdup(next);
+            i++;
+        } else if (next && !strcmp(w, "size")) {
+            e->size = g_ascii_strtoull(next, NULL, 10);
+            i++;
+        } else if (next && !strcmp(w, "generation")) {
+            e->generation = g_ascii_strtoull(next, NULL, 10);
+            i++;
+        } else if (!strcmp(w, "grants")) {
+            tail = &e->grants;
+        } else if (!strcmp(w, "importers")) {
+            tail = &e->importers;
+        } else if (tail && strcmp(w, "-")) {
+            QAPI_LIST_APPEND(tail, g_strdup(w));
+        } else if (next && (!strcmp(w, "moving") || !strcmp(w, "waiting"))) {
+            i++;
+        }
+    }
+    if (!e->broker_id || !e->owner) {
+        qapi_free_SharegpuBrokerHostExportInfo(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* The peers and exports of the broker's status text (sharegpu-broker --status). */
+static void sharegpu_broker_parse_status(SharegpuBrokerInfo *info, const char *text)
+{
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    SharegpuBrokerPeerInfoList **ptail = &info->peers;
+    SharegpuBrokerHostExportInfoList **etail = &info->host_exports;
+    int i;
+
+    info->has_peers = info->has_host_exports = true;
+    for (i = 0; lines[i]; i++) {
+        char name[64];
+        unsigned long long id, exports, imports;
+        unsigned uid;
+        int pid;
+
+        /* "-": a connection without a name yet (this status query's own) */
+        if (sscanf(lines[i], "  peer %llu name %63s pid %d uid %u exports %llu imports %llu",
+                   &id, name, &pid, &uid, &exports, &imports) == 6 && strcmp(name, "-")) {
+            SharegpuBrokerPeerInfo *p = g_new0(SharegpuBrokerPeerInfo, 1);
+
+            p->name = g_strdup(name);
+            p->pid = pid;
+            p->uid = uid;
+            p->exports = exports;
+            p->imports = imports;
+            QAPI_LIST_APPEND(ptail, p);
+        } else if (g_str_has_prefix(lines[i], "  export ")) {
+            SharegpuBrokerHostExportInfo *e = sharegpu_broker_parse_export(lines[i]);
+
+            if (e) {
+                QAPI_LIST_APPEND(etail, e);
+            }
+        }
+    }
+}
+
 static SharegpuBrokerInfo *sharegpu_broker_info(SharegpuBroker *b)
 {
     SharegpuBrokerInfo *info = g_new0(SharegpuBrokerInfo, 1);
@@ -320,6 +399,7 @@ static SharegpuBrokerInfo *sharegpu_broker_info(SharegpuBroker *b)
     /* the broker's own view: peers, exports with their grants, imports */
     status = g_malloc0(64 * 1024);
     if (sgbk_status(b->path, status, 64 * 1024, &len) == 0) {
+        sharegpu_broker_parse_status(info, status);
         info->broker_status = g_steal_pointer(&status);
     } else {
         info->broker_status = g_strdup("(the broker does not answer)");

@@ -320,6 +320,7 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
     flags |= info.exported ? SGHW_BO_F_EXPORTED : 0;
     flags |= bo && bo->nents ? SGHW_BO_F_BACKING : 0;
     flags |= bo && bo->map ? SGHW_BO_F_MAPPED : 0;
+    flags |= sharegpu_remote_exported(s, c->handle) ? SGHW_BO_F_BROKER_EXPORTED : 0;
     out.size = cpu_to_le64(info.size);
     if (info.imported) {
         out.vram_offset = cpu_to_le64(bo && bo->map ? s->vram_size + bo->map_off

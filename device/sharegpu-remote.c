@@ -416,6 +416,11 @@ void sharegpu_broker_exports_lost(SharegpuState *s)
     g_list_free(handles);
 }
 
+bool sharegpu_remote_exported(SharegpuState *s, uint32_t handle)
+{
+    return g_hash_table_contains(s->broker_exports, GUINT_TO_POINTER(handle));
+}
+
 /* BO_DESTROY of a local handle: its export goes with it. */
 void sharegpu_remote_destroyed(SharegpuState *s, uint32_t handle)
 {

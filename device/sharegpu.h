@@ -283,6 +283,7 @@ uint32_t sharegpu_remote_check_job(SharegpuState *s, const struct sghw_cmd *c);
 int sharegpu_remote_move(SharegpuState *s, uint32_t handle, uint32_t placement,
                          bool *handled);
 void sharegpu_remote_destroyed(SharegpuState *s, uint32_t handle);
+bool sharegpu_remote_exported(SharegpuState *s, uint32_t handle);
 bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation);
 void sharegpu_remote_revoke(SharegpuState *s, const sgbk_id *id, uint32_t reason);
 void sharegpu_broker_export_release_ok(SharegpuState *s, const sgbk_id *id,

@@ -13,6 +13,7 @@
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "qobject/qstring.h"
 #include "sharegpu_hw.h"
 
 #define RING_ENTRIES 16
@@ -2368,6 +2369,28 @@ static QDict *broker_info(Ctx *c)
     return info;
 }
 
+/* The broker's export of `id` in a query-sharegpu-broker answer (borrowed). */
+static QDict *broker_host_export(QDict *info, const uint8_t *id)
+{
+    QList *list = qdict_get_qlist(info, "host-exports");
+    g_autofree char *text = g_malloc0(33);
+    const QListEntry *e;
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        sprintf(text + 2 * i, "%02x", id[i]);
+    }
+    g_assert_nonnull(list);
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(d, "broker-id"), text)) {
+            return d;
+        }
+    }
+    g_error("the broker does not list export %s", text);
+}
+
 static void test_broker_multi_vm(void)
 {
     Broker b = { 0 };
@@ -2375,6 +2398,8 @@ static void test_broker_multi_vm(void)
     g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
     struct sghw_cmd r;
     struct sghw_event ev;
+    struct sghw_bo_info bi;
+    QDict *hx;
     uint8_t id_rw[16], id_ro[16];
     uint32_t a_rw, a_ro, b_rw, b_ro, crc_ro;
     uint64_t win_rw, win_ro, copied;
@@ -2410,6 +2435,9 @@ static void test_broker_multi_vm(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
     r = broker_export(va, 0x12345, "vm-b", SGHW_BROKER_RIGHT_READ);
     g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    query_bo(va, &va->g[0], a_rw, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags & SGHW_BO_F_BROKER_EXPORTED, ==, SGHW_BO_F_BROKER_EXPORTED);
+    g_assert_cmpuint(bi.placement, ==, SGHW_PLACEMENT_SYSTEM);
     /* a move to VRAM is refused while other VMs may map it */
     r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
                                                   .arg = SGHW_PLACEMENT_DEVICE });
@@ -2429,6 +2457,10 @@ static void test_broker_multi_vm(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     win_rw = r.result;
     g_assert_cmpuint(win_rw, ==, vb->g[0].vram_size);
+    query_bo(vb, &vb->g[0], b_rw, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags, ==, SGHW_BO_F_IMPORTED | SGHW_BO_F_REMOTE | SGHW_BO_F_MAPPED);
+    g_assert_cmpuint(bi.size, ==, BO_SIZE);
+    g_assert_cmpmem(bi.uuid, 16, id_rw, 16);
     for (i = 0; i < BO_SIZE; i += 4096) {
         g_assert_cmphex(win_rd(vb, win_rw + i), ==, 0xa1a1a1a1);
     }
@@ -2478,6 +2510,14 @@ static void test_broker_multi_vm(void)
     g_assert_cmpstr(qdict_get_str(info, "vm-name"), ==, "vm-a");
     g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "exports")), ==, 2);
     g_assert_nonnull(strstr(qdict_get_str(info, "broker-status"), "vm-b"));
+    g_assert_cmpuint(qdict_get_int(info, "denied"), ==, 1);  /* vm-c */
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "peers")), ==, 3);
+    hx = broker_host_export(info, id_rw);
+    g_assert_cmpstr(qdict_get_str(hx, "owner"), ==, "vm-a");
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, qlist_peek(
+        qdict_get_qlist(hx, "grants")))), ==, "vm-b:rw");
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, qlist_peek(
+        qdict_get_qlist(hx, "importers")))), ==, "vm-b");
     qobject_unref(info);
     info = broker_info(vb);
     g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "imports")), ==, 2);
@@ -2512,6 +2552,9 @@ static void test_broker_multi_vm(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     wait_event(vb, SGHW_EVT_BO_REVOKED, b_ro, &ev);
     g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_GRANT_WITHDRAWN);
+    query_bo(vb, &vb->g[0], b_ro, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags, ==, SGHW_BO_F_IMPORTED | SGHW_BO_F_REMOTE |
+                    SGHW_BO_F_READ_ONLY | SGHW_BO_F_REVOKED);
     g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0xffffffff);
     r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
                                                   .handle = b_ro, .off0 = BO_SIZE });
