@@ -2369,6 +2369,25 @@ static QDict *broker_info(Ctx *c)
     return info;
 }
 
+/* Whether this VM's export of `handle` still holds the storage it moved from. */
+static bool broker_export_moving(Ctx *c, uint32_t handle)
+{
+    QDict *info = broker_info(c);
+    const QListEntry *e;
+    int found = -1;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, "exports"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (qdict_get_int(d, "handle") == handle) {
+            found = qdict_get_bool(d, "moving");
+        }
+    }
+    qobject_unref(info);
+    g_assert_cmpint(found, >=, 0);
+    return found;
+}
+
 /* The broker's export of `id` in a query-sharegpu-broker answer (borrowed). */
 static QDict *broker_host_export(QDict *info, const uint8_t *id)
 {
@@ -2421,10 +2440,17 @@ static void test_broker_multi_vm(void)
     r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_rw,
                                                   .len = BO_SIZE, .arg = 0xa1a1a1a1 });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    drain_events(va, &va->g[0]);
     r = broker_export(va, a_rw, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.result, ==, BO_SIZE);
     memcpy(id_rw, r.uuid, sizeof(id_rw));
+    /* the move into storage of its own is the command's own (as BO_MOVE's) */
+    g_assert_true(pop_event(va, &va->g[0], &ev));
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.handle, ==, a_rw);
+    g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    g_assert_cmpuint(ev.flags, ==, SGHW_EVT_F_OWN_COMMAND);
     r = broker_export(va, a_rw, NULL, 0);  /* again: the same id */
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpmem(r.uuid, 16, id_rw, 16);
@@ -2539,6 +2565,11 @@ static void test_broker_multi_vm(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0x0b0b0b0b);
     g_assert_cmphex(win_rd(vb, win_rw + 128), ==, 0xa1a1a1a1);
+    /* vm-b acknowledged: vm-a's old storage is released (RELEASE_OK) */
+    for (i = 0; i < 1000 && broker_export_moving(va, a_rw); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
     /* and vm-a's own accesses go to the new storage vm-b now maps */
     qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_rw + 64, 0x0c0c0c0c);
     memset(bytes + 64, 0x0c, 4);
