@@ -190,8 +190,10 @@ static void sharegpu_broker_complete(UserCreatable *uc, Error **errp)
     /* no offers: the device imports by id when the guest asks (BROKER_IMPORT) */
     ret = sgbk_client_connect(b->path, b->vm_name, 0, &b->client);
     if (ret) {
+        /* the client's names are the protocol's: say what a failed connect means */
         error_setg(errp, "sharegpu-broker: cannot connect to %s as '%s': %s", b->path,
-                   b->vm_name, sgbk_strerror(ret));
+                   b->vm_name, ret == -ENOENT || ret == -ECONNREFUSED ?
+                   "no broker is listening there" : sgbk_strerror(ret));
         b->client = NULL;
         return;
     }
