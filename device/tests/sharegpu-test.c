@@ -2196,6 +2196,7 @@ static void test_bad_property(void)
  * three QEMUs: vm-a exports to vm-b; vm-c holds no grant.
  */
 typedef struct Broker {
+    int ack_timeout_ms;  /* 0: 20 s, long enough for a loaded machine */
     GPid pid;
     char *dir;
     char *sock;
@@ -2241,8 +2242,8 @@ static bool broker_start(Broker *b)
         b->log = g_build_filename(b->dir, "broker.log", NULL);
     }
     unlink(b->log);
-    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms 20000 >'%s' 2>&1", bin,
-                          b->sock, b->log);
+    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms %d >'%s' 2>&1", bin,
+                          b->sock, b->ack_timeout_ms ? b->ack_timeout_ms : 20000, b->log);
     argv[2] = cmd;
     g_assert_true(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
                                 &b->pid, NULL));
@@ -2738,6 +2739,59 @@ static void test_broker_restart(void)
     broker_free(&b);
 }
 
+/*
+ * An importer that does not acknowledge an invalidation in time (its QEMU is stopped) is
+ * revoked (ACK_TIMEOUT) and the exporter's old storage released anyway; nothing waits for
+ * the stopped VM.
+ */
+static void test_broker_ack_timeout(void)
+{
+    Broker b = { .ack_timeout_ms = 300 };
+    Ctx *va, *vb;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint32_t a, bh;
+    pid_t qemu_b;
+    int i;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_import(vb, r.uuid);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    drain_events(vb, &vb->g[0]);
+
+    qemu_b = qtest_pid(vb->qs->qts);
+    g_assert_cmpint(kill(qemu_b, SIGSTOP), ==, 0);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (i = 0; i < 1000 && broker_export_moving(va, a); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
+    g_assert_cmpint(kill(qemu_b, SIGCONT), ==, 0);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_ACK_TIMEOUT);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2767,5 +2821,6 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
     qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
+    qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
     return g_test_run();
 }
