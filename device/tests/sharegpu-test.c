@@ -2792,6 +2792,133 @@ static void test_broker_ack_timeout(void)
     broker_free(&b);
 }
 
+/*
+ * Bad guest input on the broker commands and remote handles completes with an error status
+ * (and a guest-error log line), never aborts; a reset of the exporter unexports (the importer
+ * is revoked, UNEXPORTED) and one of the importer releases its imports.
+ */
+static void test_broker_bad_input(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb, *plain;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint8_t id[16], unknown[16] = { 1, 2, 3 };
+    uint32_t a, bh;
+    uint64_t name_gpa;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+
+    /* without a broker the opcodes do not exist */
+    plain = g_new0(Ctx, 1);
+    plain->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M");
+    qpci_device_foreach(plain->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn,
+                        plain);
+    gpu_init(plain, &plain->g[0]);
+    g_assert_false(rd(&plain->g[0], SGHW_REG_FEATURES) & SGHW_FEAT_BROKER);
+    a = create_bo(plain, &plain->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = broker_export(plain, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    r = broker_import(plain, unknown);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    vm_free(plain);
+
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    /* peer names: 32 bytes without a NUL, empty, unreadable */
+    name_gpa = qmalloc(va->qs, SGHW_PEER_NAME_LEN);
+    qtest_memset(va->qs->qts, name_gpa, 'x', SGHW_PEER_NAME_LEN);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_EXPORT,
+                                                  .handle = a, .arg = 1, .off0 = name_gpa });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, a, "", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_EXPORT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = 1ull << 50 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_DMA_ERROR);
+    /* grant / unexport of a buffer that is not broker-exported */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
+    /* an export without a grant, granted afterwards; unknown ids */
+    r = broker_export(va, a, NULL, 0);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_import(vb, unknown);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NOT_FOUND);
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, BO_SIZE);  /* read-only */
+    bh = r.out_handle;
+    /* a VM re-exports only its own buffers */
+    r = broker_export(vb, bh, "vm-a", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+
+    /* remote handles: unknown, unknown opcode, window range, unsupported commands */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh + 7, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = 0x7e, .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 100 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh,
+                                                  .off0 = vb->g[0].vram_size - 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_PIN, .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = 1,
+                                                  .handle2 = bh, .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                                  .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                                  .handle = bh });
+    g_assert_cmpuint(r.result, ==, 0);
+
+    /* a reset of the exporter unexports: the importer is revoked */
+    drain_events(vb, &vb->g[0]);
+    wr(&va->g[0], SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_UNEXPORTED);
+
+    /* a reset of the importer releases its imports: the broker lists none */
+    wr(&vb->g[0], SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    {
+        QDict *info = broker_info(vb);
+
+        g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "imports")), ==, 0);
+        qobject_unref(info);
+    }
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2822,5 +2949,6 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
     qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
     qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
+    qtest_add_func("/sharegpu/broker/bad-input", test_broker_bad_input);
     return g_test_run();
 }
