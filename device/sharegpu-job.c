@@ -121,7 +121,7 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
     if (c->len == 0) {
         return SGHW_ST_INVALID;
     }
-    st = sharegpu_remote_check_job(s, c);  /* not on remote imports (1.5) */
+    st = sharegpu_remote_check_job(s, c);  /* not on remote imports (1.6) */
     if (st != SGHW_ST_OK) {
         return st;
     }
@@ -158,6 +158,7 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
         return sharegpu_status_from_errno(ret);
     }
     trace_sharegpu_job_submit(s->name, s->inflight[slot].index, c->opcode, fence);
+    sharegpu_coherency_job(s, c);
     return SGHW_ST_PENDING;
 }
 

@@ -697,7 +697,7 @@ uint32_t sharegpu_remote_cmd(SharegpuState *s, struct sghw_cmd *c)
     }
 }
 
-/* Jobs (COPY, FILL, CHECKSUM) on remote imports: not supported in 1.5. */
+/* Jobs (COPY, FILL, CHECKSUM) on remote imports: not supported in 1.6. */
 uint32_t sharegpu_remote_check_job(SharegpuState *s, const struct sghw_cmd *c)
 {
     uint32_t handles[2] = { c->handle, c->opcode == SGHW_OP_COPY ? c->handle2 : 0 };

@@ -15,6 +15,8 @@
  *   sharegpu-remote.c    a device's side of cross-VM sharing: BROKER_* commands, broker
  *                        exports, remote imports (docs/hardware.md 13)
  *   sharegpu-qapi-events.c  QMP events, with the rate limit on guest-caused ones
+ *   sharegpu-coherency.c the coherency-violation detector (check-coherency): dirty logging
+ *                        fed to the backend's per-buffer model, violations reported
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
  *   sharegpu-hmp-cmds.c  HMP: info sharegpu, info sharegpu-broker, x_sharegpu_move_bo
  *   sharegpu-stubs.c     the monitor commands when the device is not built
@@ -78,6 +80,13 @@ typedef struct SharegpuBo {
     SharegpuWindowMap *map;
     uint64_t map_off;  /* offset inside the import window */
     uint64_t map_size;
+    /*
+     * The range stays the import's after a move removed the mapping (map NULL) until the
+     * guest unmaps it: an access there re-maps it (docs/hardware.md 4, "Faults").
+     */
+    bool map_faultable;
+    uint64_t *coh_win_dirty;  /* check-coherency: window pages harvested, not yet given out */
+    uint64_t coh_win_pages;
     SharegpuRemote *remote; /* remote import (handle has SGHW_REMOTE_HANDLE_BIT) */
 } SharegpuBo;
 
@@ -125,6 +134,8 @@ typedef struct SharegpuCountersState {
     uint64_t job_aborts;    /* JOB_ABORT writes accepted */
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
     uint64_t qmp_events_suppressed; /* by the QMP event rate limit */
+    uint64_t window_faults;  /* window accesses that re-mapped an import after a move */
+    uint64_t window_stray;   /* window accesses to no import: ignored (writes), all-ones */
 } SharegpuCountersState;
 
 /* The rate-limited QMP events (sharegpu-qapi-events.c) */
@@ -132,6 +143,7 @@ typedef enum SharegpuQevKind {
     SHAREGPU_QEV_BO_MOVED,
     SHAREGPU_QEV_BO_INVALIDATED,
     SHAREGPU_QEV_ERROR,
+    SHAREGPU_QEV_COHERENCY,      /* coherency violations: event and log line */
     SHAREGPU_QEV__MAX,
 } SharegpuQevKind;
 
@@ -140,6 +152,14 @@ typedef struct SharegpuQevLimit {
     uint32_t sent;        /* in this window */
     uint64_t suppressed;  /* since the last event sent */
 } SharegpuQevLimit;
+
+/* Violations found by the coherency detector (check-coherency), per kind. */
+typedef struct SharegpuCoherencyCountersState {
+    uint64_t violations[SGB_COH_KINDS];  /* enum sgb_coherency_kind */
+    uint64_t reports_suppressed;         /* events and log lines over the rate limit */
+} SharegpuCoherencyCountersState;
+
+/* Events and log lines of the coherency detector per device and second (counters count all) */
 
 struct SharegpuState {
     PCIDevice parent_obj;
@@ -152,6 +172,7 @@ struct SharegpuState {
     uint64_t job_chunk;
     uint32_t queue_depth;
     char *engine;
+    bool check_coherency;
     SharegpuBroker *broker;
 
     /* resources */
@@ -205,6 +226,11 @@ struct SharegpuState {
     bool staged_valid;          /* `staged` holds the fetched, not yet started command */
     struct sghw_cmd staged;
     bool drop_next_irq;         /* fault injection: swallow the next interrupt */
+
+    /* coherency detector (sharegpu-coherency.c) */
+    QEMUBH *coh_bh;             /* DOORBELL's harvest, before the ring's bottom half */
+    uint64_t *coh_vram_dirty;   /* VRAM pages harvested, not yet given to their buffer */
+    SharegpuCoherencyCountersState coh_counters;
 };
 
 /* Every realized sharegpu device of this QEMU (they share one backend). */
@@ -250,6 +276,7 @@ SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
 void sharegpu_bo_free(gpointer data);
 
 /* sharegpu-qapi-events.c */
+bool sharegpu_qev_admit(SharegpuState *s, SharegpuQevKind kind, uint64_t *suppressed);
 void sharegpu_qev_bo_moved(SharegpuState *s, uint32_t handle, uint32_t placement,
                            uint64_t vram_offset, bool own_command, uint64_t generation);
 void sharegpu_qev_bo_invalidated(SharegpuState *s, uint32_t handle, uint64_t generation);
@@ -262,9 +289,13 @@ void sharegpu_qev_reset(SharegpuState *s, bool job_abort, uint32_t jobs_cancelle
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);
 void sharegpu_window_fini(SharegpuState *s);
+/* The RAM region behind an import's window mapping and the import's offset in it, or NULL */
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset);
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate_hook(void *opaque, uint32_t handle);
 void sharegpu_window_unmap_all(SharegpuState *s);
 uint32_t sharegpu_window_check(SharegpuState *s, SharegpuBo *bo, uint64_t off, uint64_t size);
 uint32_t sharegpu_window_map_fd(SharegpuState *s, SharegpuBo *bo, uint64_t off, int fd,
@@ -293,5 +324,12 @@ typedef struct SharegpuBrokerExportInfoList SharegpuBrokerExportInfoList;
 typedef struct SharegpuBrokerImportInfoList SharegpuBrokerImportInfoList;
 void sharegpu_broker_list(SharegpuState *s, SharegpuBrokerExportInfoList ***etail,
                           SharegpuBrokerImportInfoList ***itail);
+
+/* sharegpu-coherency.c */
+void sharegpu_coherency_init(SharegpuState *s);
+void sharegpu_coherency_fini(SharegpuState *s);
+void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_job(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_doorbell(SharegpuState *s);
 
 #endif

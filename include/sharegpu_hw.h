@@ -55,11 +55,12 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 5 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 6 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
                                1.3: asynchronous jobs, QUEUE_DEPTH
                                1.4: JOB_ABORT
-                               1.5: BROKER_* (sharing between VMs) */
+                               1.5: WINDOW_FAULT
+                               1.6: BROKER_* (sharing between VMs) */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -69,7 +70,8 @@ typedef uint64_t sghw_le64;
 #define SGHW_FEAT_COPY_ENGINE (1u << 4)  /* COPY / FILL / CHECKSUM */
 #define SGHW_FEAT_SYSTEM_PAGES (1u << 5) /* ATTACH_BACKING / TRANSFER_* */
 #define SGHW_FEAT_JOB_ABORT (1u << 6)    /* 1.4: SGHW_REG_JOB_ABORT */
-#define SGHW_FEAT_BROKER (1u << 7)       /* 1.5: connected to a host broker: BROKER_* work */
+#define SGHW_FEAT_WINDOW_FAULT (1u << 7) /* 1.5: a moved import's window range re-maps on access */
+#define SGHW_FEAT_BROKER (1u << 8)       /* 1.6: connected to a host broker: BROKER_* work */
 
 /* ---------------------------------------------------------------- BAR0 registers */
 #define SGHW_REG_VERSION 0x000       /* RO */
@@ -160,7 +162,7 @@ enum sghw_opcode {
     SGHW_OP_IMPORT = 0x41,         /* uuid -> out_handle */
     SGHW_OP_MAP_IMPORT = 0x42,     /* handle off0=import window offset -> result=BAR2 off */
     SGHW_OP_UNMAP_IMPORT = 0x43,   /* handle */
-    /* 1.5: sharing between VMs through the host broker (docs/hardware.md 13) */
+    /* 1.6: sharing between VMs through the host broker (docs/hardware.md 13) */
     SGHW_OP_BROKER_EXPORT = 0x48,  /* handle arg=right off0=gpa of sghw_peer_name
                                       -> uuid = broker id (in place), result=size */
     SGHW_OP_BROKER_GRANT = 0x49,   /* handle off0=gpa of sghw_peer_name arg=right (0 withdraw) */
@@ -169,25 +171,25 @@ enum sghw_opcode {
                                       result=size | SGHW_BROKER_IMPORT_WRITABLE */
 };
 
-/* 1.5: BROKER_EXPORT / BROKER_GRANT rights */
+/* 1.6: BROKER_EXPORT / BROKER_GRANT rights */
 enum sghw_broker_right {
     SGHW_BROKER_RIGHT_NONE = 0,       /* BROKER_EXPORT: no grant yet; BROKER_GRANT: withdraw */
     SGHW_BROKER_RIGHT_READ = 1,       /* the importing VM maps the buffer read-only */
     SGHW_BROKER_RIGHT_READ_WRITE = 2,
 };
 
-/* 1.5: BROKER_IMPORT result bit0 (sizes are multiples of SGHW_VRAM_ALIGN) */
+/* 1.6: BROKER_IMPORT result bit0 (sizes are multiples of SGHW_VRAM_ALIGN) */
 #define SGHW_BROKER_IMPORT_WRITABLE 1u
-/* 1.5: remote import handles (BROKER_IMPORT) have this bit set; local handles never do */
+/* 1.6: remote import handles (BROKER_IMPORT) have this bit set; local handles never do */
 #define SGHW_REMOTE_HANDLE_BIT 0x80000000u
 
-/* 1.5: a VM's broker name, at the gpa in off0: 1..31 of [A-Za-z0-9._-], NUL-terminated */
+/* 1.6: a VM's broker name, at the gpa in off0: 1..31 of [A-Za-z0-9._-], NUL-terminated */
 #define SGHW_PEER_NAME_LEN 32
 struct sghw_peer_name {
     char name[SGHW_PEER_NAME_LEN];
 };
 
-/* 1.5: BO_REVOKED event reasons (placement field); the broker protocol's values */
+/* 1.6: BO_REVOKED event reasons (placement field); the broker protocol's values */
 enum sghw_revoke_reason {
     SGHW_REVOKE_UNEXPORTED = 1,      /* the exporter unexported (or destroyed) the buffer */
     SGHW_REVOKE_EXPORTER_GONE = 2,   /* the exporting VM exited or was killed */
@@ -222,8 +224,8 @@ enum sghw_status {
     SGHW_ST_NO_BACKING = 10,  /* TRANSFER without ATTACH_BACKING */
     SGHW_ST_CANCELLED = 11,   /* 1.4: job dropped by JOB_ABORT before it started */
     SGHW_ST_INTERNAL = 12,    /* backend failure; see the host log */
-    SGHW_ST_NO_DEVICE = 13,   /* 1.5: remote import revoked, or no broker connection */
-    SGHW_ST_ACCESS_DENIED = 14, /* 1.5: BROKER_IMPORT without a grant */
+    SGHW_ST_NO_DEVICE = 13,   /* 1.6: remote import revoked, or no broker connection */
+    SGHW_ST_ACCESS_DENIED = 14, /* 1.6: BROKER_IMPORT without a grant */
 };
 
 /*
@@ -266,10 +268,10 @@ struct sghw_mem_entry {
 #define SGHW_BO_F_EXPORTED (1u << 1)
 #define SGHW_BO_F_BACKING (1u << 2)
 #define SGHW_BO_F_MAPPED (1u << 3) /* import mapped in the import window */
-#define SGHW_BO_F_REMOTE (1u << 4)    /* 1.5: remote import (BROKER_IMPORT) */
-#define SGHW_BO_F_READ_ONLY (1u << 5) /* 1.5: remote import granted READ only */
-#define SGHW_BO_F_REVOKED (1u << 6)   /* 1.5: remote import revoked: commands fail NO_DEVICE */
-#define SGHW_BO_F_BROKER_EXPORTED (1u << 7) /* 1.5: local BO exported through the broker */
+#define SGHW_BO_F_REMOTE (1u << 4)    /* 1.6: remote import (BROKER_IMPORT) */
+#define SGHW_BO_F_READ_ONLY (1u << 5) /* 1.6: remote import granted READ only */
+#define SGHW_BO_F_REVOKED (1u << 6)   /* 1.6: remote import revoked: commands fail NO_DEVICE */
+#define SGHW_BO_F_BROKER_EXPORTED (1u << 7) /* 1.6: local BO exported through the broker */
 struct sghw_bo_info {
     sghw_le64 size;
     sghw_le64 vram_offset; /* offset in BAR2 for DEVICE placement (imports: window offset
@@ -291,7 +293,7 @@ enum sghw_event_type {
     SGHW_EVT_ERROR = 3,          /* handle = ring index, placement = status */
     SGHW_EVT_RESYNC = 4,         /* 1.1: events were lost before this one; generation =
                                     EVT_DROPPED. Re-query every BO, re-map every import */
-    SGHW_EVT_BO_REVOKED = 5,     /* 1.5: remote import revoked (mapping gone), placement =
+    SGHW_EVT_BO_REVOKED = 5,     /* 1.6: remote import revoked (mapping gone), placement =
                                     enum sghw_revoke_reason; with SGHW_EVT_F_EXPORT a local
                                     BO's broker export is gone */
 };
@@ -302,7 +304,7 @@ enum sghw_event_type {
  * not host-forced moves, not moves made through another device's import).
  */
 #define SGHW_EVT_F_OWN_COMMAND (1u << 0)
-/* 1.5, BO_REVOKED only: handle is a local BO whose broker export was lost */
+/* 1.6, BO_REVOKED only: handle is a local BO whose broker export was lost */
 #define SGHW_EVT_F_EXPORT (1u << 1)
 
 struct sghw_event {
