@@ -132,6 +132,13 @@ struct sgpu_device {
 	atomic_t nobjects;
 	atomic_long_t tt_pages;
 
+	/*
+	 * Fault injection (debugfs sharegpu_fail_vram_moves): the next N moves
+	 * into VRAM fail with -EIO in the TTM move callback once the device has
+	 * moved the BO, before TTM records the new placement.
+	 */
+	atomic_t fail_vram_moves;
+
 	/* import window address space */
 	struct mutex win_lock;		/* protects win_mm */
 	struct drm_mm win_mm;

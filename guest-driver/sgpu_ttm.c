@@ -215,6 +215,8 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	switch (new_mem->mem_type) {
 	case TTM_PL_VRAM:
 		/* the VRAM manager has already moved it on the device */
+		if (atomic_add_unless(&sdev->fail_vram_moves, -1, 0))
+			return -EIO;
 		sgpu_bo_detach(bo);
 		break;
 	case TTM_PL_TT:
