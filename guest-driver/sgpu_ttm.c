@@ -204,6 +204,18 @@ static int sgpu_ttm_move_to_vram(struct sgpu_bo *bo, struct ttm_resource *new_me
 	int ret, err;
 
 	if (bo->hw_place != SGHW_PLACEMENT_DEVICE) {
+		/*
+		 * With foreign mappings the tt pages are the truth (see
+		 * sgpu_bo_cpu_access()). A dynamic importer may unmap only
+		 * after the move (move_notify does not make it unmap, amdgpu
+		 * unmaps lazily), and that unmap finds the BO detached: the
+		 * pages must reach the device before its copy is moved.
+		 */
+		if (bo->backing && bo->foreign_maps) {
+			ret = sgpu_bo_transfer(bo, true);
+			if (ret)
+				return ret;
+		}
 		ret = sgpu_bo_hw_move(bo, SGHW_PLACEMENT_DEVICE);
 		if (ret == -E2BIG)
 			ret = -ENOSPC;
@@ -296,11 +308,13 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	if (evict)
 		atomic64_inc(&sdev->evictions);
 	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
-	if (to_vram) {
+	if (to_vram && !bo->foreign_maps) {
 		/*
 		 * Idle (waited above, resv held) and detached: the tt pages
 		 * are stale, give them back instead of keeping guest RAM for
 		 * every BO that was ever evicted (ttm_bo_move_null keeps them).
+		 * Pages a lazy importer still maps stay until the BO moves or
+		 * dies, so a stale mapping never reaches reused memory.
 		 */
 		ttm_bo_move_sync_cleanup(tbo, new_mem);
 		return 0;
