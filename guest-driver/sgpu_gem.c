@@ -173,20 +173,21 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
  * BOs destroyed here but still imported elsewhere. The move then fails with
  * -ENOSPC and marks the BO refused; validating again, the manager refuses it
  * too until VRAM is freed, so TTM takes the next placement or evicts (LRU)
- * and asks the device again, as when the manager's alloc moved the BO. Every
- * new refusal needs an eviction first; the bound only stops a livelock with
- * other BOs filling VRAM again.
+ * and asks the device again, as when the manager's alloc moved the BO (a
+ * large BO in fragmented VRAM may need thousands of rounds, one eviction
+ * each). Every new refusal needs a VRAM resource freed first, so there are
+ * at most as many as VRAM has pages unless other BOs fill VRAM again: the
+ * bound only stops such a livelock.
  */
-#define SGPU_VRAM_REFUSALS	1024
-
 int sgpu_bo_validate(struct sgpu_bo *bo, struct ttm_placement *pl, struct ttm_operation_ctx *ctx)
 {
-	int ret, n = 0;
+	u64 n = 0, max = bdev_to_sgpu(bo->tbo.bdev)->vram_size >> PAGE_SHIFT;
+	int ret;
 
 	dma_resv_assert_held(bo->tbo.base.resv);
 	do {
 		ret = ttm_bo_validate(&bo->tbo, pl, ctx);
-	} while (ret == -ENOSPC && bo->vram_refused && ++n < SGPU_VRAM_REFUSALS);
+	} while (ret == -ENOSPC && bo->vram_refused && ++n < max);
 	bo->vram_refused = false;
 	return ret;
 }
