@@ -84,6 +84,7 @@ void sharegpu_bo_free(gpointer data)
 
     assert(!bo->map);
     g_free(bo->ents);
+    g_free(bo->coh_win_dirty);
     g_free(bo);
 }
 
@@ -343,7 +344,7 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
 /* ------------------------------------------------------------------ dispatch */
 
 /* Executes one command; fills c->out_handle / c->result (and c->uuid for EXPORT). */
-uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
+static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
 {
     sgb_uuid uuid;
     bool no_evict;
@@ -437,6 +438,16 @@ uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
         return SGHW_ST_BAD_OPCODE;
     }
     return sharegpu_status_from_errno(ret);
+}
+
+uint32_t sharegpu_cmd_execute(SharegpuState *s, struct sghw_cmd *c)
+{
+    uint32_t st = sharegpu_cmd_dispatch(s, c);
+
+    if (st == SGHW_ST_OK) {
+        sharegpu_coherency_cmd(s, c);
+    }
+    return st;
 }
 
 /* ------------------------------------------------------------------ long jobs */

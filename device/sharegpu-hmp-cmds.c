@@ -78,8 +78,20 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
                        c->split_jobs, c->bh_yields, c->jobs_submitted, c->jobs_held,
                        c->jobs_waited, c->buffer_waits, c->irqs_dropped);
         monitor_printf(mon, "            job aborts %" PRIu64 " (jobs cancelled %" PRIu64
-                       ") qmp events suppressed %" PRIu64 "\n", c->job_aborts,
-                       c->jobs_cancelled, c->qmp_events_suppressed);
+                       ") qmp events suppressed %" PRIu64 " window faults %" PRIu64
+                       " stray window accesses %" PRIu64 "\n", c->job_aborts,
+                       c->jobs_cancelled, c->qmp_events_suppressed, c->window_faults,
+                       c->window_stray_accesses);
+        if (i->coherency) {
+            monitor_printf(mon, "  coherency violations: cpu-write-outside-access %" PRIu64
+                           " job-read-unflushed-cpu-write %" PRIu64
+                           " cpu-access-unflushed-job-write %" PRIu64
+                           " (not reported, rate limit: %" PRIu64 ")\n",
+                           i->coherency->cpu_write_outside_access,
+                           i->coherency->job_read_unflushed_cpu_write,
+                           i->coherency->cpu_access_unflushed_job_write,
+                           i->coherency->reports_suppressed);
+        }
         monitor_printf(mon, "  engine %s, queue depth %u: %u ring entries in flight%s\n",
                        i->engine, i->queue_depth, i->ring_in_flight,
                        i->waiting_for_buffer ? ", next command waits for a buffer" : "");

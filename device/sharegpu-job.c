@@ -153,6 +153,7 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
         return sharegpu_status_from_errno(ret);
     }
     trace_sharegpu_job_submit(s->name, s->inflight[slot].index, c->opcode, fence);
+    sharegpu_coherency_job(s, c);
     return SGHW_ST_PENDING;
 }
 

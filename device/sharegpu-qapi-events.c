@@ -18,9 +18,8 @@
 
 #define SHAREGPU_QEV_PER_SECOND 64
 
-/* c: the command, NULL when it could not be read */
 /* True when an event of `kind` may go out now; *suppressed = how many were left out. */
-static bool sharegpu_qev_admit(SharegpuState *s, SharegpuQevKind kind, uint64_t *suppressed)
+bool sharegpu_qev_admit(SharegpuState *s, SharegpuQevKind kind, uint64_t *suppressed)
 {
     SharegpuQevLimit *l = &s->qev_limits[kind];
     int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);

@@ -12,6 +12,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-commands-sharegpu.h"
 #include "qemu/uuid.h"
+#include "system/cpus.h"
 #include "trace.h"
 #include "sharegpu.h"
 
@@ -151,7 +152,21 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .job_aborts = s->counters.job_aborts,
         .jobs_cancelled = s->counters.jobs_cancelled,
         .qmp_events_suppressed = s->counters.qmp_events_suppressed,
+        .window_faults = s->counters.window_faults,
+        .window_stray_accesses = s->counters.window_stray,
     };
+    if (s->check_coherency) {
+        info->coherency = g_new0(SharegpuCoherencyCounters, 1);
+        *info->coherency = (SharegpuCoherencyCounters) {
+            .cpu_write_outside_access =
+                s->coh_counters.violations[SGB_COH_CPU_WRITE_OUTSIDE_ACCESS],
+            .job_read_unflushed_cpu_write =
+                s->coh_counters.violations[SGB_COH_JOB_READ_UNFLUSHED_CPU_WRITE],
+            .cpu_access_unflushed_job_write =
+                s->coh_counters.violations[SGB_COH_CPU_ACCESS_UNFLUSHED_JOB_WRITE],
+            .reports_suppressed = s->coh_counters.reports_suppressed,
+        };
+    }
     info->engine = g_strdup(sgb_engine_kind(s->dev));
     info->queue_depth = s->queue_depth;
     info->ring_in_flight = s->inflight_count;
@@ -220,6 +235,14 @@ SharegpuInfoList *qmp_query_sharegpu(const char *id, Error **errp)
     return head;
 }
 
+/*
+ * The vCPUs stand still for a host-forced move (docs/hardware.md 4, "Faults"): importers'
+ * window mappings go before the copy, and a vCPU whose TLB still holds one must not write
+ * through it into the old storage after the copy read it; paused vCPUs flush their TLBs
+ * before they run again. The guest cannot prepare for a move it does not know of, as its
+ * driver does for its own moves. Paused before any backend lock is taken (the pause drops
+ * the BQL while it waits).
+ */
 void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement placement,
                             Error **errp)
 {
@@ -233,22 +256,28 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
         error_setg(errp, "no sharegpu device '%s'", id);
         return;
     }
+    pause_all_vcpus();
+    s = sharegpu_find(id);   /* the BQL was dropped while the vCPUs stopped */
+    if (!s) {
+        error_setg(errp, "no sharegpu device '%s'", id);
+        goto out;
+    }
     ret = sgb_bo_debug_info_get(s->dev, handle, &info);
     if (ret) {
         error_setg(errp, "sharegpu %s: handle %u: %s", id, handle, sgb_strerror(ret));
-        return;
+        goto out;
     }
     if (info.state.imported) {
         error_setg(errp, "sharegpu %s: handle %u is an import; move it on its exporter '%s'",
                    id, handle, info.exporter);
-        return;
+        goto out;
     }
     if (info.fences_pending) {
         /* the backend would block the main loop waiting for them (and a held job never ends) */
         error_setg(errp, "sharegpu %s: handle %u is in use by %u job(s) not yet complete; "
                    "release held jobs (x-sharegpu-release) and retry", id, handle,
                    info.fences_pending);
-        return;
+        goto out;
     }
     ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
                                      : sgb_bo_move(s->dev, handle, p, 0);
@@ -258,6 +287,8 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
         error_setg(errp, "sharegpu %s: moving handle %u failed: %s", id, handle,
                    sgb_strerror(ret));
     }
+out:
+    resume_all_vcpus();
 }
 
 /* ------------------------------------------------------------------ engine fault injection */

@@ -142,7 +142,8 @@ void sharegpu_evt_bh(void *opaque)
             SharegpuBo *bo = sharegpu_bo_lookup(s, ev.handle);
 
             if (bo) {
-                sharegpu_window_unmap(s, bo);
+                /* already done by the invalidate hook when the mover held the BQL */
+                sharegpu_window_invalidate(s, bo);
             }
             sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, ev.handle, ev.placement, 0,
                               SGHW_INVALID_OFFSET, ev.generation);

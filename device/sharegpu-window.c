@@ -2,9 +2,13 @@
  * sharegpu: the import window, the upper half of BAR2 (docs/hardware.md 4)
  *
  * MAP_IMPORT maps an imported buffer's storage (the exporter's memfd, zero copy) into the
- * window; the mapping goes with UNMAP_IMPORT, a move of the buffer (sharegpu-ring.c
- * delivers the backend's invalidation), the destruction of the import and reset. Unmapped
- * parts read all-ones and ignore writes.
+ * window; the mapping goes with UNMAP_IMPORT, the destruction of the import and reset. A move
+ * of the buffer removes the mapping from the moving thread before the storage is copied
+ * (the backend's invalidate hook; sharegpu-ring.c's event delivery when the mover did not
+ * hold the BQL), but the range stays the import's: an access there is a fault that re-maps
+ * the import to its new storage and is then carried out, so a guest that has not handled
+ * BO_INVALIDATED yet loses no write (issue 9, defect 3). Parts of the window that belong to
+ * no import read all-ones and ignore writes, counted and logged as guest errors.
  *
  * Many buffers share one memfd (the exporter's VRAM arena, the backend's system slabs), so a
  * mapping is an alias into one RAM region per memfd: QEMU holds a descriptor and an mmap per
@@ -39,7 +43,17 @@ struct SharegpuWindowMap {
     Object parent_obj;
     MemoryRegion mr;
     SharegpuWindowBacking *backing;
+    uint64_t backing_off;  /* where the import's bytes start in the backing */
 };
+
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset)
+{
+    if (!bo || !bo->map) {
+        return NULL;
+    }
+    *offset = bo->map->backing_off;
+    return &bo->map->backing->mr;
+}
 
 static void sharegpu_window_backing_finalize(Object *obj)
 {
@@ -153,14 +167,58 @@ static SharegpuBo *sharegpu_window_overlap(SharegpuState *s, SharegpuBo *self, u
     return o;
 }
 
+static bool sharegpu_window_map_at(SharegpuState *s, SharegpuBo *bo, uint64_t off,
+                                   uint32_t *status);
+
+/*
+ * Where an access of the window's background at addr goes: into the import whose range it
+ * is, re-mapped first when a move removed its mapping (a fault). NULL: the access belongs
+ * to no import (logged and counted; reads all-ones, writes are ignored).
+ */
+static uint8_t *sharegpu_window_fault(SharegpuState *s, hwaddr addr, unsigned size,
+                                      bool write, MemoryRegion **mr, uint64_t *mr_off)
+{
+    SharegpuBo *bo = s->window_maps ? sharegpu_window_overlap(s, NULL, addr, size) : NULL;
+    uint32_t st = SGHW_ST_OK;
+
+    if (bo && bo->map_faultable && addr + size <= bo->map_off + bo->map_size &&
+        sharegpu_window_map_at(s, bo, bo->map_off, &st)) {
+        s->counters.window_faults++;
+        trace_sharegpu_import_fault(s->name, bo->handle, addr, write);
+        *mr = &bo->map->backing->mr;
+        *mr_off = bo->map->backing_off + (addr - bo->map_off);
+        return (uint8_t *)memory_region_get_ram_ptr(*mr) + *mr_off;
+    }
+    s->counters.window_stray++;
+    qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: import window %s of %u bytes at 0x%"
+                  HWADDR_PRIx " %s (%s)\n", s->name, write ? "write" : "read", size, addr,
+                  write ? "ignored" : "reads all-ones",
+                  !bo ? "no import mapped there" : st != SGHW_ST_OK ?
+                  "re-mapping the moved import failed" : "straddles the import's end");
+    return NULL;
+}
+
 static uint64_t sharegpu_window_hole_read(void *opaque, hwaddr addr, unsigned size)
 {
-    return ~0ULL;
+    MemoryRegion *mr;
+    uint64_t mr_off;
+    uint8_t *p = sharegpu_window_fault(opaque, addr, size, false, &mr, &mr_off);
+
+    return p ? ldn_le_p(p, size) : ~0ULL;
 }
 
 static void sharegpu_window_hole_write(void *opaque, hwaddr addr, uint64_t val,
                                        unsigned size)
 {
+    MemoryRegion *mr;
+    uint64_t mr_off;
+    uint8_t *p = sharegpu_window_fault(opaque, addr, size, true, &mr, &mr_off);
+
+    if (p) {
+        stn_le_p(p, size, val);
+        /* as if it had gone through the mapping: dirty logging (the detector) sees it */
+        memory_region_set_dirty(mr, mr_off, size);
+    }
 }
 
 static const MemoryRegionOps sharegpu_window_hole_ops = {
@@ -197,19 +255,59 @@ void sharegpu_window_fini(SharegpuState *s)
     }
 }
 
-void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo)
+/* Removes the mapping from the memory map; the range stays the import's (faultable). */
+static void sharegpu_window_drop_map(SharegpuState *s, SharegpuBo *bo)
 {
     if (!bo->map) {
         return;
     }
     trace_sharegpu_import_unmap(s->name, bo->handle, bo->map_off);
-    g_tree_remove(s->window_maps, bo);
     memory_region_del_subregion(&s->import_win, &bo->map->mr);
     /* the MR (a child of the map object) goes when the last flatview reference drops */
     object_unref(OBJECT(bo->map));
     bo->map = NULL;
+}
+
+/* UNMAP_IMPORT, the import's destruction, reset: the mapping and the range go. */
+void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo)
+{
+    if (!bo->map && !bo->map_faultable) {
+        return;
+    }
+    g_tree_remove(s->window_maps, bo);
+    sharegpu_window_drop_map(s, bo);
+    bo->map_faultable = false;
     bo->map_off = 0;
     bo->map_size = 0;
+}
+
+/* The import's storage moves: its mapping goes, its range stays for the next access. */
+void sharegpu_window_invalidate(SharegpuState *s, SharegpuBo *bo)
+{
+    if (bo->map) {
+        sharegpu_window_drop_map(s, bo);
+        bo->map_faultable = true;
+    }
+}
+
+/*
+ * The backend's invalidate hook (sgb_device_set_invalidate_hook): in the thread that moves
+ * the buffer, before the copy. Only a thread holding the BQL may change the memory map;
+ * otherwise the BO_INVALIDATED event's delivery removes the mapping later. Calls nothing in
+ * the backend (the exporter's reservation is held).
+ */
+void sharegpu_window_invalidate_hook(void *opaque, uint32_t handle)
+{
+    SharegpuState *s = opaque;
+    SharegpuBo *bo;
+
+    if (!bql_locked() || !s->bos) {
+        return;
+    }
+    bo = sharegpu_bo_lookup(s, handle);
+    if (bo) {
+        sharegpu_window_invalidate(s, bo);
+    }
 }
 
 /* One memory-map change for all of them (docs/hardware.md 4, "Memory map"). */
@@ -243,17 +341,57 @@ static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, co
     return SGHW_ST_OK;
 }
 
-uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
+/*
+ * Maps import `bo` at window offset `off` (checked by the caller), replacing its mapping or
+ * faultable range. False with *status set when the backend or the memfd refuse.
+ */
+static bool sharegpu_window_map_at(SharegpuState *s, SharegpuBo *bo, uint64_t off,
+                                   uint32_t *status)
 {
     SharegpuWindowBacking *backing;
     SharegpuWindowMap *map;
-    SharegpuBo *bo;
-    sgb_bo_state info;
     uint64_t fd_off, size;
     void *ptr;
     int fd, ret;
     g_autofree char *name = NULL;
     Error *err = NULL;
+
+    ret = sgb_bo_storage(s->dev, bo->handle, &fd, &fd_off, &ptr, &size);
+    if (ret) {
+        *status = sharegpu_status_from_errno(ret);
+        return false;
+    }
+    size = ROUND_UP(size, qemu_real_host_page_size());
+    if (!sharegpu_range_ok(off, size, s->vram_size)) {
+        *status = SGHW_ST_OUT_OF_RANGE;
+        return false;
+    }
+    backing = sharegpu_window_backing_get(s, fd, fd_off + size, &err);
+    if (!backing) {
+        error_report_err(err);
+        *status = SGHW_ST_INTERNAL;
+        return false;
+    }
+    sharegpu_window_unmap(s, bo);
+
+    map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
+    map->backing = backing;
+    map->backing_off = fd_off;
+    name = g_strdup_printf("sharegpu.import[%u]", bo->handle);
+    memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
+    memory_region_add_subregion_overlap(&s->import_win, off, &map->mr, 1);
+    bo->map = map;
+    bo->map_off = off;
+    bo->map_size = size;
+    g_tree_insert(s->window_maps, bo, bo);
+    trace_sharegpu_import_map(s->name, bo->handle, off, size, fd_off);
+    return true;
+}
+
+uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
+{
+    sgb_bo_state info;
+    uint64_t size;
     uint32_t st;
 
     st = sharegpu_window_get_import(s, c->handle, "MAP_IMPORT", &info);
@@ -268,32 +406,9 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
     if (sharegpu_window_overlap(s, sharegpu_bo_lookup(s, c->handle), c->off0, size)) {
         return SGHW_ST_BUSY;
     }
-    ret = sgb_bo_storage(s->dev, c->handle, &fd, &fd_off, &ptr, &size);
-    if (ret) {
-        return sharegpu_status_from_errno(ret);
+    if (!sharegpu_window_map_at(s, sharegpu_bo_get(s, c->handle), c->off0, &st)) {
+        return st;
     }
-    size = ROUND_UP(size, qemu_real_host_page_size());
-    if (!sharegpu_range_ok(c->off0, size, s->vram_size)) {
-        return SGHW_ST_OUT_OF_RANGE;
-    }
-    backing = sharegpu_window_backing_get(s, fd, fd_off + size, &err);
-    if (!backing) {
-        error_report_err(err);
-        return SGHW_ST_INTERNAL;
-    }
-    bo = sharegpu_bo_get(s, c->handle);
-    sharegpu_window_unmap(s, bo);
-
-    map = SHAREGPU_WINDOW_MAP(object_new(TYPE_SHAREGPU_WINDOW_MAP));
-    map->backing = backing;
-    name = g_strdup_printf("sharegpu.import[%u]", c->handle);
-    memory_region_init_alias(&map->mr, OBJECT(map), name, &backing->mr, fd_off, size);
-    memory_region_add_subregion_overlap(&s->import_win, c->off0, &map->mr, 1);
-    bo->map = map;
-    bo->map_off = c->off0;
-    bo->map_size = size;
-    g_tree_insert(s->window_maps, bo, bo);
-    trace_sharegpu_import_map(s->name, c->handle, c->off0, size, fd_off);
     c->result = s->vram_size + c->off0;
     return SGHW_ST_OK;
 }

@@ -140,7 +140,7 @@ static uint32_t sharegpu_features(SharegpuState *s)
 {
     return (s->coherent ? SGHW_FEAT_COHERENT : 0) | SGHW_FEAT_MSIX | SGHW_FEAT_SHARING |
            SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES |
-           SGHW_FEAT_JOB_ABORT;
+           SGHW_FEAT_JOB_ABORT | SGHW_FEAT_WINDOW_FAULT;
 }
 
 static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
@@ -325,7 +325,7 @@ static void sharegpu_mmio_write(void *opaque, hwaddr addr, uint64_t val64, unsig
                           s->name);
             return;
         }
-        qemu_bh_schedule(s->cmd_bh);
+        sharegpu_coherency_doorbell(s);   /* the ring's bottom half, after a harvest */
         break;
     case SGHW_REG_EVT_BASE_LO:
     case SGHW_REG_EVT_BASE_HI:
@@ -454,6 +454,9 @@ static void sharegpu_teardown(SharegpuState *s)
         s->cmd_bh = NULL;
     }
     s->job.active = false;
+    if (s->dev) {
+        sgb_device_set_invalidate_hook(s->dev, NULL, NULL);
+    }
     if (s->bos) {
         sharegpu_window_unmap_all(s);
         g_hash_table_destroy(s->bos);
@@ -480,6 +483,7 @@ static void sharegpu_teardown(SharegpuState *s)
     if (pci_is_express(pdev)) {
         pcie_cap_exit(pdev);
     }
+    sharegpu_coherency_fini(s);
     g_free(s->name);
     s->name = NULL;
 }
@@ -509,6 +513,11 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     }
     if (!*s->engine) {
         error_setg(errp, "sharegpu: engine must name an execution engine (cpu, virgl)");
+        return;
+    }
+    if (s->check_coherency && s->coherent) {
+        error_setg(errp, "sharegpu: check-coherency=on needs coherent=off (a coherent "
+                   "device has no barriers to check)");
         return;
     }
     if (s->job_slice < SGHW_VRAM_ALIGN) {
@@ -560,6 +569,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     s->cmd_bh = qemu_bh_new_guarded(sharegpu_ring_bh, s, &d->mem_reentrancy_guard);
     s->event_bh = qemu_bh_new_guarded(sharegpu_evt_bh, s, &d->mem_reentrancy_guard);
     sgb_device_set_event_notify(s->dev, sharegpu_evt_notify, s);
+    sgb_device_set_invalidate_hook(s->dev, sharegpu_window_invalidate_hook, s);
 
     /* BAR0 */
     memory_region_init_io(&s->mmio, OBJECT(s), &sharegpu_mmio_ops, s, "sharegpu-mmio",
@@ -581,6 +591,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         goto fail;
     }
     memory_region_add_subregion(&s->bar2, 0, &s->vram);
+    sharegpu_coherency_init(s);
     sharegpu_window_init(s);
     memory_region_add_subregion(&s->bar2, s->vram_size, &s->import_win);
     pci_register_bar(pdev, SGHW_BAR_VRAM,
@@ -618,6 +629,8 @@ static void sharegpu_exit(PCIDevice *pdev)
 static const Property sharegpu_properties[] = {
     DEFINE_PROP_SIZE("vram-size", SharegpuState, vram_size, SHAREGPU_VRAM_DEFAULT),
     DEFINE_PROP_BOOL("coherent", SharegpuState, coherent, true),
+    /* report coherency violations (coherent=off only; docs/user-guide.md) */
+    DEFINE_PROP_BOOL("check-coherency", SharegpuState, check_coherency, false),
     DEFINE_PROP_SIZE("max-hostmem", SharegpuState, max_hostmem, SHAREGPU_HOSTMEM_DEFAULT),
     /* where jobs run (docs/engines.md) and how many may be in flight */
     DEFINE_PROP_STRING("engine", SharegpuState, engine),

@@ -11,6 +11,8 @@
  *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
  *   sharegpu-qapi-events.c  QMP events, with the rate limit on guest-caused ones
+ *   sharegpu-coherency.c the coherency-violation detector (check-coherency): dirty logging
+ *                        fed to the backend's per-buffer model, violations reported
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
  *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
  *   sharegpu-stubs.c     the monitor commands when the device is not built
@@ -53,6 +55,13 @@ typedef struct SharegpuBo {
     SharegpuWindowMap *map;
     uint64_t map_off;  /* offset inside the import window */
     uint64_t map_size;
+    /*
+     * The range stays the import's after a move removed the mapping (map NULL) until the
+     * guest unmaps it: an access there re-maps it (docs/hardware.md 4, "Faults").
+     */
+    bool map_faultable;
+    uint64_t *coh_win_dirty;  /* check-coherency: window pages harvested, not yet given out */
+    uint64_t coh_win_pages;
 } SharegpuBo;
 
 typedef struct SharegpuRing {
@@ -99,6 +108,8 @@ typedef struct SharegpuCountersState {
     uint64_t job_aborts;    /* JOB_ABORT writes accepted */
     uint64_t jobs_cancelled; /* job entries completed CANCELLED (by JOB_ABORT) */
     uint64_t qmp_events_suppressed; /* by the QMP event rate limit */
+    uint64_t window_faults;  /* window accesses that re-mapped an import after a move */
+    uint64_t window_stray;   /* window accesses to no import: ignored (writes), all-ones */
 } SharegpuCountersState;
 
 /* The rate-limited QMP events (sharegpu-qapi-events.c) */
@@ -106,6 +117,7 @@ typedef enum SharegpuQevKind {
     SHAREGPU_QEV_BO_MOVED,
     SHAREGPU_QEV_BO_INVALIDATED,
     SHAREGPU_QEV_ERROR,
+    SHAREGPU_QEV_COHERENCY,      /* coherency violations: event and log line */
     SHAREGPU_QEV__MAX,
 } SharegpuQevKind;
 
@@ -114,6 +126,14 @@ typedef struct SharegpuQevLimit {
     uint32_t sent;        /* in this window */
     uint64_t suppressed;  /* since the last event sent */
 } SharegpuQevLimit;
+
+/* Violations found by the coherency detector (check-coherency), per kind. */
+typedef struct SharegpuCoherencyCountersState {
+    uint64_t violations[SGB_COH_KINDS];  /* enum sgb_coherency_kind */
+    uint64_t reports_suppressed;         /* events and log lines over the rate limit */
+} SharegpuCoherencyCountersState;
+
+/* Events and log lines of the coherency detector per device and second (counters count all) */
 
 struct SharegpuState {
     PCIDevice parent_obj;
@@ -126,6 +146,7 @@ struct SharegpuState {
     uint64_t job_chunk;
     uint32_t queue_depth;
     char *engine;
+    bool check_coherency;
 
     /* resources */
     MemoryRegion mmio;
@@ -175,6 +196,11 @@ struct SharegpuState {
     bool staged_valid;          /* `staged` holds the fetched, not yet started command */
     struct sghw_cmd staged;
     bool drop_next_irq;         /* fault injection: swallow the next interrupt */
+
+    /* coherency detector (sharegpu-coherency.c) */
+    QEMUBH *coh_bh;             /* DOORBELL's harvest, before the ring's bottom half */
+    uint64_t *coh_vram_dirty;   /* VRAM pages harvested, not yet given to their buffer */
+    SharegpuCoherencyCountersState coh_counters;
 };
 
 /* Every realized sharegpu device of this QEMU (they share one backend). */
@@ -216,6 +242,7 @@ SharegpuBo *sharegpu_bo_get(SharegpuState *s, uint32_t handle);
 void sharegpu_bo_free(gpointer data);
 
 /* sharegpu-qapi-events.c */
+bool sharegpu_qev_admit(SharegpuState *s, SharegpuQevKind kind, uint64_t *suppressed);
 void sharegpu_qev_bo_moved(SharegpuState *s, uint32_t handle, uint32_t placement,
                            uint64_t vram_offset, bool own_command, uint64_t generation);
 void sharegpu_qev_bo_invalidated(SharegpuState *s, uint32_t handle, uint64_t generation);
@@ -228,9 +255,20 @@ void sharegpu_qev_reset(SharegpuState *s, bool job_abort, uint32_t jobs_cancelle
 /* sharegpu-window.c */
 void sharegpu_window_init(SharegpuState *s);
 void sharegpu_window_fini(SharegpuState *s);
+/* The RAM region behind an import's window mapping and the import's offset in it, or NULL */
+MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset);
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c);
 uint32_t sharegpu_window_unmap_import(SharegpuState *s, struct sghw_cmd *c);
 void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate(SharegpuState *s, SharegpuBo *bo);
+void sharegpu_window_invalidate_hook(void *opaque, uint32_t handle);
 void sharegpu_window_unmap_all(SharegpuState *s);
+
+/* sharegpu-coherency.c */
+void sharegpu_coherency_init(SharegpuState *s);
+void sharegpu_coherency_fini(SharegpuState *s);
+void sharegpu_coherency_cmd(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_job(SharegpuState *s, const struct sghw_cmd *c);
+void sharegpu_coherency_doorbell(SharegpuState *s);
 
 #endif

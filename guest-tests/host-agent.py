@@ -14,6 +14,11 @@ Requests:
     release <pci-bdf|qdev-id>                          QMP x-sharegpu-release
     stall <pci-bdf|qdev-id> on|off                     QMP x-sharegpu-stall
     drop-irq <pci-bdf|qdev-id>                         QMP x-sharegpu-drop-irq
+    coherency <pci-bdf|qdev-id>                        the coherency detector's violation
+                                                       counters (QMP query-sharegpu): replies
+                                                       "ok OUTSIDE JOB_READ CPU_ACCESS"
+    counter <pci-bdf|qdev-id> <name>                   one of the device's counters (QMP
+                                                       query-sharegpu), e.g. window-faults
     info                                               HMP `info sharegpu` (printed here)
     graph                                              the sharing graph (QMP
                                                        query-sharegpu-graph), printed here and
@@ -156,6 +161,19 @@ def handle(qmp, req):
     if words[0] == "drop-irq" and len(words) == 2:
         qmp.cmd("x-sharegpu-drop-irq", id=device_id(qmp, words[1]))
         return "the next interrupt of %s is lost" % words[1]
+    if words[0] == "coherency" and len(words) == 2:
+        dev = device_id(qmp, words[1])
+        info = qmp.cmd("query-sharegpu", id=dev)
+        coh = info[0].get("coherency") if info else None
+        if coh is None:
+            raise RuntimeError("%s runs without check-coherency=on" % dev)
+        return "%d %d %d" % (coh["cpu-write-outside-access"],
+                             coh["job-read-unflushed-cpu-write"],
+                             coh["cpu-access-unflushed-job-write"])
+    if words[0] == "counter" and len(words) == 3:
+        dev = device_id(qmp, words[1])
+        info = qmp.cmd("query-sharegpu", id=dev)
+        return "%d" % info[0]["counters"][words[2]]
     if words[0] == "move" and len(words) == 4:
         target, handle_s, placement = words[1:]
         dev = device_id(qmp, target)

@@ -5,10 +5,19 @@
 // data right; on the coherent device the same sequences are right without barriers.
 // Jobs use SHAREGPU_SUBMIT_F_NO_CACHE_MAINT where the point is to observe the device cache
 // (otherwise the driver's automatic flush/invalidate around each job hides it).
+//
+// The coherent=off device runs QEMU's coherency-violation detector (check-coherency=on,
+// scripts/guest-tests.sh; docs/user-guide.md): every test states how many violations of
+// each kind it makes on purpose (none unless it says so), and TearDown compares that with
+// the device's counters read from the host (host agent, QMP query-sharegpu). A CPU read is
+// invisible to the detector (dirty logging sees writes), so the tests that read the
+// device's output without a barrier expect none.
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -21,6 +30,13 @@ namespace {
 constexpr size_t kSize = 64 * 1024;
 constexpr uint32_t kNoMaint = SHAREGPU_SUBMIT_F_NO_CACHE_MAINT;
 
+// The detector's counters of a device, per kind (QMP SharegpuCoherencyCounters).
+struct Violations {
+  uint64_t cpu_write_outside_access = 0;
+  uint64_t job_read_unflushed_cpu_write = 0;
+  uint64_t cpu_access_unflushed_job_write = 0;
+};
+
 class CoherencyTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -28,6 +44,35 @@ class CoherencyTest : public ::testing::Test {
     co_ = FindDev(true);
     ASSERT_NE(nc_, nullptr) << "no sharegpu device with coherent=off (GET_INFO flags)";
     ASSERT_NE(co_, nullptr) << "no coherent sharegpu device";
+    // the detector runs unless the run says otherwise (guest-tests.sh --coherency-check off,
+    // or no host agent to ask): then only the data is checked
+    detector_ = HostAgentAvailable() && CmdlineParam("sgputest.coherency_check") != "off";
+    if (detector_) {
+      ASSERT_NO_FATAL_FAILURE(ReadViolations(&before_));
+    }
+  }
+
+  void TearDown() override {
+    if (!detector_ || HasFatalFailure()) return;
+    Violations after;
+    ASSERT_NO_FATAL_FAILURE(ReadViolations(&after));
+    EXPECT_EQ(after.cpu_write_outside_access - before_.cpu_write_outside_access,
+              expect_.cpu_write_outside_access)
+        << "cpu-write-outside-access violations on " << nc_->Describe();
+    EXPECT_EQ(after.job_read_unflushed_cpu_write - before_.job_read_unflushed_cpu_write,
+              expect_.job_read_unflushed_cpu_write)
+        << "job-read-unflushed-cpu-write violations on " << nc_->Describe();
+    EXPECT_EQ(after.cpu_access_unflushed_job_write - before_.cpu_access_unflushed_job_write,
+              expect_.cpu_access_unflushed_job_write)
+        << "cpu-access-unflushed-job-write violations on " << nc_->Describe();
+  }
+
+  void ReadViolations(Violations* v) {
+    std::string reply;
+    ASSERT_EQ(HostRequest("coherency " + nc_->pci, &reply), 0) << reply;
+    unsigned long long a, b, c;
+    ASSERT_EQ(sscanf(reply.c_str(), "%llu %llu %llu", &a, &b, &c), 3) << reply;
+    *v = Violations{a, b, c};
   }
 
   // A VRAM BO holding `old` (written with barriers, so the device cache starts clean), with
@@ -51,6 +96,9 @@ class CoherencyTest : public ::testing::Test {
 
   Dev* nc_ = nullptr;
   Dev* co_ = nullptr;
+  bool detector_ = false;
+  Violations before_;
+  Violations expect_;  // what the test does on purpose
 };
 
 TEST_F(CoherencyTest, DevicesReportCoherency) {
@@ -69,6 +117,7 @@ TEST_F(CoherencyTest, CpuWriteStaleWithoutSyncRightWithDmaBufSync) {
 
   // no barrier: the device keeps serving its cached (old) lines
   memcpy(bo.map, new_data.data(), kSize);
+  expect_.job_read_unflushed_cpu_write = 1;
   int64_t stale = Checksum(nc_->fd, bo.handle, 0, kSize, kNoMaint);
   EXPECT_EQ(stale, Crc32c(old_data.data(), kSize)) << "expected the checksum of the OLD contents";
   EXPECT_NE(stale, Crc32c(new_data.data(), kSize)) << "CPU write visible without a barrier";
@@ -87,6 +136,7 @@ TEST_F(CoherencyTest, CpuWriteStaleWithoutBarrierRightWithCpuAccessIoctl) {
   ASSERT_NO_FATAL_FAILURE(MakePrimedBo(*nc_, bo, old_data));
 
   memcpy(bo.map, new_data.data(), kSize);
+  expect_.job_read_unflushed_cpu_write = 1;
   int64_t stale = Checksum(nc_->fd, bo.handle, 0, kSize, kNoMaint);
   EXPECT_EQ(stale, Crc32c(old_data.data(), kSize));
   EXPECT_NE(stale, Crc32c(new_data.data(), kSize));
@@ -133,6 +183,37 @@ TEST_F(CoherencyTest, DeviceWriteStaleWithoutBarrierRightWithCpuAccessIoctl) {
   EXPECT_EQ(Crc32c(bo.map, kSize), Crc32c(want.data(), kSize))
       << "flush must publish exactly the device-written range";
   ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
+}
+
+// device -> CPU, the CPU writing instead of reading: without an opening barrier its write
+// lands in memory under the job's dirty cache lines, and the flush that a later barrier does
+// writes them back over it. Dirty logging sees this one (a write), unlike the reads above.
+TEST_F(CoherencyTest, CpuWriteOverUnflushedJobOutputIsLost) {
+  auto old_data = Bytes(13);
+  ScopedBo bo;
+  ASSERT_NO_FATAL_FAILURE(MakePrimedBo(*nc_, bo, old_data));
+
+  ASSERT_EQ(Fill(nc_->fd, bo.handle, 0, kSize, 0x600dcafe, kNoMaint), 0);
+  memset(static_cast<uint8_t*>(bo.map) + 4096, 0x77, 4096);
+  expect_.cpu_access_unflushed_job_write = 1;
+  ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_READ), 0);
+  EXPECT_EQ(Crc32c(bo.map, kSize), PatternCrc(0x600dcafe, kSize))
+      << "the flush must write the job's lines back over the CPU's unbarriered write";
+  ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
+}
+
+// A write-only CPU access to a VRAM BO after a job, done right: begin (publishes the job's
+// lines), write, end (invalidates) -- and a job reading the result sees it. No violation.
+TEST_F(CoherencyTest, CpuWriteAfterJobRightWithBarriers) {
+  auto old_data = Bytes(14), new_data = Bytes(15);
+  ScopedBo bo;
+  ASSERT_NO_FATAL_FAILURE(MakePrimedBo(*nc_, bo, old_data));
+  ASSERT_EQ(Fill(nc_->fd, bo.handle, 0, kSize, 0x12121212, kNoMaint), 0);
+  ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_WRITE), 0);
+  memcpy(bo.map, new_data.data(), kSize);
+  ASSERT_EQ(CpuAccess(nc_->fd, bo.handle, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END),
+            0);
+  EXPECT_EQ(Checksum(nc_->fd, bo.handle, 0, kSize, kNoMaint), Crc32c(new_data.data(), kSize));
 }
 
 // Default submissions (driver cache maintenance) are right on the non-coherent device.

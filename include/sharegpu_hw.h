@@ -55,10 +55,11 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 4 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 5 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
                                1.3: asynchronous jobs, QUEUE_DEPTH
-                               1.4: JOB_ABORT */
+                               1.4: JOB_ABORT
+                               1.5: WINDOW_FAULT */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -68,6 +69,7 @@ typedef uint64_t sghw_le64;
 #define SGHW_FEAT_COPY_ENGINE (1u << 4)  /* COPY / FILL / CHECKSUM */
 #define SGHW_FEAT_SYSTEM_PAGES (1u << 5) /* ATTACH_BACKING / TRANSFER_* */
 #define SGHW_FEAT_JOB_ABORT (1u << 6)    /* 1.4: SGHW_REG_JOB_ABORT */
+#define SGHW_FEAT_WINDOW_FAULT (1u << 7) /* 1.5: a moved import's window range re-maps on access */
 
 /* ---------------------------------------------------------------- BAR0 registers */
 #define SGHW_REG_VERSION 0x000       /* RO */

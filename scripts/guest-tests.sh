@@ -16,13 +16,18 @@
 #   --build-only       stop after building kernel, QEMU, module and test binaries (used by
 #                      scripts/guest-fuzz.sh); binaries in $SHAREGPU_CACHE/guest-tests/build
 #   --demo             the guest demo instead of the tests (`make run`, see below)
+#   --coherency-check on|off
+#                      the coherency-violation detector on g1 (default on; the coherency
+#                      tests then assert its counters from the host, docs/user-guide.md);
+#                      off runs the same tests without it (sgputest.coherency_check=off tells
+#                      them), e.g. to measure its overhead (docs/performance.md)
 #
 # Steps (each cached / incremental): scripts/build-guest-kernel.sh, scripts/build-qemu.sh
 # (each waits, through its own flock, for a build of its kind that is running), make -C
 # guest-driver (module), make -C guest-tests (static GoogleTest binaries),
 # scripts/build-guest-image.sh, then scripts/run-guest.sh boots QEMU (TCG, -M q35) with
 #   -device sharegpu,id=g0                 coherent,     64 MiB VRAM
-#   -device sharegpu,id=g1,coherent=off    non-coherent, 64 MiB VRAM
+#   -device sharegpu,id=g1,coherent=off,check-coherency=on   non-coherent, 64 MiB VRAM
 # plus vgem (built into the guest kernel), the test-only module guest-tests/importer (a
 # lazily unmapping dynamic dma-buf importer, /dev/sgpu_test_importer), a QMP socket and a
 # second serial port for the host agent (guest-tests/host-agent.py: the guest prints
@@ -49,8 +54,8 @@
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-tests
 
-OUT=$CACHE/guest-tests
-BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0 APPEND=""
+OUT=${SHAREGPU_GUEST_OUT:-$CACHE/guest-tests}  # binaries and images (another checkout's run: its own)
+BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0 APPEND="" CHECK_COHERENCY=on
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,6 +67,9 @@ while [ $# -gt 0 ]; do
         --no-host-agent) AGENT=0; shift ;;
         --build-only) BUILD_ONLY=1; shift ;;
         --demo) DEMO=1; shift ;;
+        --coherency-check)
+            case "${2:-}" in on|off) CHECK_COHERENCY=$2 ;; *) give_up "--coherency-check on|off" ;; esac
+            shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) other_arg "$1" ;;
     esac
@@ -122,9 +130,11 @@ fi
 
 # ---- boot --------------------------------------------------------------------------------
 make_run_dir "${NAME#guest-}"
+[ "$DEMO" = 1 ] || G1_PROPS=",check-coherency=$CHECK_COHERENCY"
 guest_qemu_args 64M "$RUN"
 RUN_ARGS=(--kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" --log "$LOG"
           --append "sgputest.host=$AGENT")
+[ "$DEMO" = 1 ] || RUN_ARGS+=(--append "sgputest.coherency_check=$CHECK_COHERENCY")
 rm -f "$LOG"
 [ "$AGENT" = 1 ] && start_host_agent "$RUN" "$LOG"
 if [ "$DEMO" = 1 ]; then

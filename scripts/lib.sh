@@ -35,7 +35,9 @@
 #   find_qemu              QEMU = $QEMU, else the cached CACHE/qemu/current/qemu-system-x86_64;
 #                          exported; returns 1 when that is not an executable
 #   guest_qemu_args VRAM [RUN]   QEMU_ARGS = the guest's devices, g0 (coherent) and g1
-#                          (coherent=off), VRAM each; with RUN also the host agent's QMP socket
+#                          (coherent=off, plus the properties in $G1_PROPS, e.g.
+#                          ",check-coherency=on"), VRAM each; with RUN also the host agent's
+#                          QMP socket
 #                          and reply serial port (the guest's ttyS1) in RUN
 #   start_host_agent RUN LOG   guest-tests/host-agent.py on the sockets in RUN, following the
 #                          console log LOG; stopped on exit
@@ -112,7 +114,7 @@ find_qemu() {
 }
 guest_qemu_args() {
     QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
-               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1")
+               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}")
     [ -n "${2:-}" ] || return 0
     # -device isa-serial turns off QEMU's default serial: the console is given explicitly
     QEMU_ARGS+=(-serial mon:stdio

@@ -13,6 +13,7 @@
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "qemu/bswap.h"
 #include "sharegpu_hw.h"
 
 #define RING_ENTRIES 16
@@ -125,18 +126,25 @@ static void drain_events(Ctx *c, Gpu *g)
     }
 }
 
-/* g0 (coherent) and g1 (non-coherent), 4 MiB VRAM each; `props` is added to both. */
-static Ctx *setup_with(const char *props)
+/* g0 (coherent) and g1 (non-coherent), 4 MiB VRAM each, plus the given properties. */
+static Ctx *setup_devices(const char *g0_props, const char *g1_props)
 {
     Ctx *c = g_new0(Ctx, 1);
 
     c->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M%s "
-                          "-device sharegpu,id=g1,vram-size=4M,coherent=off%s", props, props);
+                          "-device sharegpu,id=g1,vram-size=4M,coherent=off%s",
+                          g0_props, g1_props);
     qpci_device_foreach(c->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, c);
     g_assert_cmpint(c->found, ==, 2);
     gpu_init(c, &c->g[0]);
     gpu_init(c, &c->g[1]);
     return c;
+}
+
+/* `props` is added to both devices. */
+static Ctx *setup_with(const char *props)
+{
+    return setup_devices(props, props);
 }
 
 static Ctx *setup(void)
@@ -329,6 +337,8 @@ static void test_errors(void)
     teardown(c);
 }
 
+static uint64_t dev_counter(Ctx *c, const char *id, const char *name);
+
 static void test_share_and_move(void)
 {
     Ctx *c = setup();
@@ -337,7 +347,7 @@ static void test_share_and_move(void)
     uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, &off);
     struct sghw_cmd r, e;
     struct sghw_event ev;
-    uint32_t imp, crc0, v;
+    uint32_t imp, crc0;
     uint64_t win;
     QDict *resp;
     QList *list;
@@ -385,8 +395,10 @@ static void test_share_and_move(void)
                      "{'id': 'g0', 'handle': %u, 'placement': 'system'}}", h);
     g_assert(qdict_haskey(resp, "return"));
     qobject_unref(resp);
-    /* 1.1: the window mapping is gone when the monitor command returns */
-    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
+    /*
+     * 1.1: the window mapping is gone when the monitor command returns (UNMAP_IMPORT's result
+     * 0 below; 1.5: reading the window now would fault it back in, test_window_fault_after_move)
+     */
     for (int i = 0; i < 1000 && !(moved && invalidated); i++) {
         while (pop_event(c, g0, &ev)) {
             moved |= ev.type == SGHW_EVT_BO_MOVED && ev.handle == h &&
@@ -399,8 +411,6 @@ static void test_share_and_move(void)
     }
     g_assert_true(moved);
     g_assert_true(invalidated);
-    v = qpci_io_readl(g1->dev, g1->vram, win);
-    g_assert_cmphex(v, ==, 0xffffffff);
     /* 1.1: UNMAP_IMPORT after the device dropped the mapping is OK (result 0) */
     r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
@@ -427,7 +437,6 @@ static void test_share_and_move(void)
     r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
                                              .arg = SGHW_PLACEMENT_DEVICE });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win), ==, 0xffffffff);
     g_assert_true(pop_event(c, g1, &ev));
     g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_INVALIDATED);
     g_assert_cmpuint(ev.handle, ==, imp);
@@ -435,6 +444,11 @@ static void test_share_and_move(void)
     g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
     g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_DEVICE);
     g_assert_cmphex(ev.vram_offset, ==, r.result);
+    /* the mapping was gone when the command completed (the range is still the import's) */
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 0);
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
 
     /* import handles: CACHE_* / CPU_ACCESS_* accepted, TRANSFER reads the exporter's bytes */
     r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH, .handle = imp,
@@ -1773,7 +1787,8 @@ static void test_job_abort_held(void)
     uint64_t addr[3];
 
     g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_JOB_ABORT);
-    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010004);
+    g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_WINDOW_FAULT);
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010005);
     qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'handle': %u}}", a);
     post(c, g, cmds, 3, addr);
     wait_job_state(c, "g0", "held");
@@ -2190,6 +2205,304 @@ static void test_bad_property(void)
     qtest_quit(qts);
 }
 
+/* ------------------------------------------------------------------ coherency detector */
+
+/* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
+/*
+ * Contract 1.5 (issue 9, defect 3): after a move forced from the monitor, before the
+ * importer's driver has handled BO_INVALIDATED, an access to the import's window range
+ * re-maps the import and reaches the moved buffer: no write is dropped. After the driver's
+ * UNMAP_IMPORT the range is gone and accesses there are stray (ignored, counted).
+ */
+static void test_window_fault_after_move(void)
+{
+    Ctx *c = setup();
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g0, h, g1);
+    g_autofree uint8_t *want = g_malloc(BO_SIZE);
+    struct sghw_cmd r;
+    uint64_t win;
+
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
+                                             .len = BO_SIZE, .arg = 0x01020304 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (size_t i = 0; i < BO_SIZE; i += 4) {
+        stl_le_p(want + i, 0x01020304);
+    }
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
+                                             .off0 = 0x20000 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win = r.result;
+    qpci_io_writel(g1->dev, g1->vram, win + 8, 0xaaaa0001);
+    stl_le_p(want + 8, 0xaaaa0001);
+
+    qmp_move(c, "g0", h, "system");
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 0);
+    /* the guest has not handled BO_INVALIDATED: its next write faults the import back in */
+    qpci_io_writel(g1->dev, g1->vram, win + 4096 + 16, 0xbbbb0002);
+    stl_le_p(want + 4096 + 16, 0xbbbb0002);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 1);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 8), ==, 0xaaaa0001);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 1);   /* mapped again */
+    /* the exporter's engine reads both writes from the moved buffer */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
+                                             .len = BO_SIZE });
+    g_assert_cmphex(r.result, ==, crc32c_ref(want, BO_SIZE));
+
+    /* a move by a guest command: a read faults it back in and sees the bytes */
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = h,
+                                             .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 4096 + 16), ==, 0xbbbb0002);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 2);
+
+    /* the driver's move_notify: UNMAP_IMPORT ends the range; accesses there are stray */
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT, .handle = imp });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-stray-accesses"), ==, 0);
+    qpci_io_writel(g1->dev, g1->vram, win + 8, 0xdeadbeef);
+    g_assert_cmphex(qpci_io_readl(g1->dev, g1->vram, win + 8), ==, 0xffffffff);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-stray-accesses"), ==, 2);
+    g_assert_cmpuint(dev_counter(c, "g1", "window-faults"), ==, 2);
+    r = submit(c, g0, (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h,
+                                             .len = BO_SIZE });
+    g_assert_cmphex(r.result, ==, crc32c_ref(want, BO_SIZE));
+    teardown(c);
+}
+
+static Ctx *setup_coherency(bool on, uint32_t *h, uint64_t *off)
+{
+    Ctx *c = setup_devices("", on ? ",check-coherency=on" : ",check-coherency=off");
+
+    *h = create_bo(c, &c->g[1], SGHW_PLACEMENT_DEVICE, off);
+    return c;
+}
+
+/* g1's violation counters; -1 each when the device has no detector. */
+static void coherency_counts(Ctx *c, int64_t out[3])
+{
+    static const char *const kinds[3] = {
+        "cpu-write-outside-access", "job-read-unflushed-cpu-write",
+        "cpu-access-unflushed-job-write",
+    };
+    QDict *d = query_dev(c, "g1");
+    QDict *coh = qdict_get_qdict(d, "coherency");
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        out[i] = coh ? qdict_get_int(coh, kinds[i]) : -1;
+    }
+    qobject_unref(d);
+}
+
+/*
+ * The counters are exactly {outside, job_read, cpu_access}, and the events received since
+ * the previous call are exactly one of `kind` (NULL: none) with that byte range, that many
+ * violating pages in it (and that exporter, when not NULL). The QMP query returns after
+ * every event emitted before it, so the events are all there.
+ */
+static void expect_violation(Ctx *c, const int64_t want[3], const char *kind, uint32_t handle,
+                             uint64_t off, uint64_t len, uint64_t pages, const char *exporter)
+{
+    int64_t got[3];
+    QDict *ev, *data;
+    int i;
+
+    coherency_counts(c, got);
+    for (i = 0; i < 3; i++) {
+        g_assert_cmpint(got[i], ==, want[i]);
+    }
+    ev = qtest_qmp_event_ref(c->qs->qts, "SHAREGPU_COHERENCY_VIOLATION");
+    if (!kind) {
+        g_assert_null(ev);
+        return;
+    }
+    g_assert_nonnull(ev);
+    data = qdict_get_qdict(ev, "data");
+    g_assert_cmpstr(qdict_get_str(data, "id"), ==, "g1");
+    g_assert_cmpstr(qdict_get_str(data, "kind"), ==, kind);
+    g_assert_cmpuint(qdict_get_int(data, "handle"), ==, handle);
+    g_assert_cmphex(qdict_get_int(data, "offset"), ==, off);
+    g_assert_cmphex(qdict_get_int(data, "length"), ==, len);
+    g_assert_cmpuint(qdict_get_int(data, "pages"), ==, pages);
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(data, "history")), >=, 1);
+    g_assert_cmpuint(qdict_get_int(data, "suppressed"), ==, 0);
+    if (exporter) {
+        g_assert_cmpstr(qdict_get_try_str(data, "exporter"), ==, exporter);
+    } else {
+        g_assert_false(qdict_haskey(data, "exporter"));
+    }
+    qobject_unref(ev);
+    g_assert_null(qtest_qmp_event_ref(c->qs->qts, "SHAREGPU_COHERENCY_VIOLATION"));
+}
+
+static void cpu_access(Ctx *c, Gpu *g, uint32_t h, bool end, uint32_t dir)
+{
+    struct sghw_cmd r = submit(c, g, (struct sghw_cmd) {
+        .opcode = end ? SGHW_OP_CPU_ACCESS_END : SGHW_OP_CPU_ACCESS_BEGIN,
+        .handle = h, .arg = dir });
+
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+}
+
+/* A CPU write to VRAM outside a window: exactly one violation, on the written page. */
+static void test_coherency_cpu_write_outside(void)
+{
+    uint64_t off;
+    uint32_t h;
+    Ctx *c = setup_coherency(true, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t none[3] = { 0, 0, 0 }, one[3] = { 1, 0, 0 };
+
+    expect_violation(c, none, NULL, 0, 0, 0, 0, NULL);
+    qpci_io_writel(g->dev, g->vram, off + 4096 + 8, 0x12345678);
+    cpu_access(c, g, h, false, SGHW_DIR_TO_DEVICE);
+    expect_violation(c, one, "cpu-write-outside-access", h, 4096, 4096, 1, NULL);
+
+    /* inside the window, then a job after END: nothing */
+    qpci_io_writel(g->dev, g->vram, off + 3 * 4096, 0x9abcdef0);
+    cpu_access(c, g, h, true, SGHW_DIR_TO_DEVICE);
+    checksum(c, g, h, BO_SIZE);
+    expect_violation(c, one, NULL, 0, 0, 0, 0, NULL);
+    teardown(c);
+}
+
+/*
+ * A guest looping on a violation: every one is counted, the events stop at the QMP events'
+ * limit per second, and a later event says how many were left out.
+ */
+static void test_coherency_rate_limit(void)
+{
+    uint64_t off, total = 0, received = 0, reported = 0, left_out;
+    uint32_t h;
+    Ctx *c = setup_coherency(true, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t got[3];
+    QDict *ev, *d;
+
+    while (reported == 0) {
+        for (int i = 0; i < 50; i++, total++) {
+            qpci_io_writel(g->dev, g->vram, off, i);   /* outside: BEGIN reveals it */
+            cpu_access(c, g, h, false, SGHW_DIR_TO_DEVICE);
+            cpu_access(c, g, h, true, SGHW_DIR_TO_DEVICE);
+        }
+        coherency_counts(c, got);   /* a QMP reply: the events before it are queued */
+        g_assert_cmpint(got[0], ==, total);
+        while ((ev = qtest_qmp_event_ref(c->qs->qts, "SHAREGPU_COHERENCY_VIOLATION"))) {
+            received++;
+            reported += qdict_get_int(qdict_get_qdict(ev, "data"), "suppressed");
+            qobject_unref(ev);
+        }
+        g_assert_cmpuint(total, <, 100000);
+    }
+    d = query_dev(c, "g1");
+    left_out = qdict_get_int(qdict_get_qdict(d, "coherency"), "reports-suppressed");
+    g_assert_cmpuint(received, <, total);
+    g_assert_cmpuint(received + left_out, ==, total);
+    g_assert_cmpuint(reported, <=, left_out);
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(d, "counters"), "qmp-events-suppressed"),
+                     ==, left_out);
+    qobject_unref(d);
+    teardown(c);
+}
+
+/* A job reading pages the CPU wrote without a closing barrier: that kind only. */
+static void test_coherency_job_reads_unflushed(void)
+{
+    uint64_t off;
+    uint32_t h;
+    Ctx *c = setup_coherency(true, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t want[3] = { 0, 1, 0 };
+
+    qpci_io_writel(g->dev, g->vram, off, 1);
+    qpci_io_writel(g->dev, g->vram, off + 2 * 4096, 2);
+    checksum(c, g, h, BO_SIZE);
+    expect_violation(c, want, "job-read-unflushed-cpu-write", h, 0, 3 * 4096, 2, NULL);
+    /* CACHE_INVALIDATE is a closing barrier too */
+    qpci_io_writel(g->dev, g->vram, off + 4096, 3);
+    g_assert_cmpuint(submit(c, g, (struct sghw_cmd) {
+        .opcode = SGHW_OP_CACHE_INVALIDATE, .handle = h, .len = BO_SIZE }).status, ==,
+        SGHW_ST_OK);
+    want[0] = 1;   /* ... but the write itself was outside a window */
+    expect_violation(c, want, "cpu-write-outside-access", h, 4096, 4096, 1, NULL);
+    checksum(c, g, h, BO_SIZE);
+    expect_violation(c, want, NULL, 0, 0, 0, 0, NULL);
+    teardown(c);
+}
+
+/* The CPU writing job output an opening barrier has not published yet. */
+static void test_coherency_cpu_over_unflushed_job(void)
+{
+    uint64_t off;
+    uint32_t h;
+    Ctx *c = setup_coherency(true, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t want[3] = { 0, 0, 1 };
+
+    g_assert_cmpuint(submit(c, g, (struct sghw_cmd) {
+        .opcode = SGHW_OP_FILL, .handle = h, .len = BO_SIZE, .arg = 0x55aa55aa }).status, ==,
+        SGHW_ST_OK);
+    qpci_io_writel(g->dev, g->vram, off + 5 * 4096, 7);
+    cpu_access(c, g, h, false, SGHW_DIR_BIDIRECTIONAL);
+    expect_violation(c, want, "cpu-access-unflushed-job-write", h, 5 * 4096, 4096, 1, NULL);
+    cpu_access(c, g, h, true, SGHW_DIR_BIDIRECTIONAL);
+    expect_violation(c, want, NULL, 0, 0, 0, 0, NULL);
+    teardown(c);
+}
+
+/* Writes through the import window are seen, and the event names the exporter. */
+static void test_coherency_import_window(void)
+{
+    Ctx *c = setup_devices("", ",check-coherency=on");
+    Gpu *g0 = &c->g[0], *g1 = &c->g[1];
+    uint32_t h = create_bo(c, g0, SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t imp = share_bo(c, g0, h, g1);
+    int64_t want[3] = { 0, 1, 0 };
+    struct sghw_cmd r;
+
+    r = submit(c, g1, (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT, .handle = imp,
+                                          .off0 = 0x10000 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    qpci_io_writel(g1->dev, g1->vram, r.result + 6 * 4096, 0xfeedface);
+    checksum(c, g1, imp, BO_SIZE);
+    expect_violation(c, want, "job-read-unflushed-cpu-write", imp, 6 * 4096, 4096, 1,
+                     "g0");
+    teardown(c);
+}
+
+/* Without the property: no counters, no events, same data path. */
+static void test_coherency_off(void)
+{
+    uint64_t off;
+    uint32_t h;
+    Ctx *c = setup_coherency(false, &h, &off);
+    Gpu *g = &c->g[1];
+    int64_t absent[3] = { -1, -1, -1 };
+
+    qpci_io_writel(g->dev, g->vram, off, 1);
+    checksum(c, g, h, BO_SIZE);
+    expect_violation(c, absent, NULL, 0, 0, 0, 0, NULL);
+    teardown(c);
+}
+
+/* check-coherency=on on a coherent device is a realize error. */
+static void test_coherency_needs_noncoherent(void)
+{
+    QTestState *qts = qtest_init("-M pc -nodefaults -S");
+    QDict *resp = qtest_qmp(qts, "{'execute': 'device_add', 'arguments': "
+                            "{'driver': 'sharegpu', 'id': 'bad', "
+                            "'check-coherency': true}}");
+
+    g_assert(qdict_haskey(resp, "error"));
+    g_assert_nonnull(strstr(qdict_get_str(qdict_get_qdict(resp, "error"), "desc"),
+                            "check-coherency=on needs coherent=off"));
+    qobject_unref(resp);
+    qtest_quit(qts);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -2217,5 +2530,15 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/engine-property", test_engine_property);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
+    qtest_add_func("/sharegpu/coherency/cpu-write-outside", test_coherency_cpu_write_outside);
+    qtest_add_func("/sharegpu/coherency/job-reads-unflushed",
+                   test_coherency_job_reads_unflushed);
+    qtest_add_func("/sharegpu/coherency/cpu-over-unflushed-job",
+                   test_coherency_cpu_over_unflushed_job);
+    qtest_add_func("/sharegpu/coherency/import-window", test_coherency_import_window);
+    qtest_add_func("/sharegpu/coherency/rate-limit", test_coherency_rate_limit);
+    qtest_add_func("/sharegpu/window-fault-after-move", test_window_fault_after_move);
+    qtest_add_func("/sharegpu/coherency/off", test_coherency_off);
+    qtest_add_func("/sharegpu/coherency/needs-noncoherent", test_coherency_needs_noncoherent);
     return g_test_run();
 }

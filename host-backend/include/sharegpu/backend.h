@@ -148,6 +148,13 @@ typedef struct sgb_event {
  * backend from it; schedule work instead) when new events are queued for the device. */
 typedef void (*sgb_event_notify_fn)(void *opaque);
 
+/* An import of the device is being invalidated (its exporter's buffer moves): called in the
+ * thread that moves it, with the exporter's reservation held, BEFORE the storage is copied and
+ * before SGB_EVENT_BO_INVALIDATED is queued. Whoever maps the import's storage for CPU access
+ * (QEMU: the import window) drops that mapping here, so that no write through it can land in
+ * the old storage after the copy read it. Do not call back into the backend from it. */
+typedef void (*sgb_invalidate_fn)(void *opaque, uint32_t handle);
+
 /* Logging: backend diagnostics. */
 enum sgb_log_level {
     SGB_LOG_DEBUG = 0,
@@ -180,6 +187,8 @@ int sgb_device_vram_fd(sgb_device *dev);
 const char *sgb_device_name(sgb_device *dev);
 int sgb_device_stats_get(sgb_device *dev, sgb_device_stats *out);
 void sgb_device_set_event_notify(sgb_device *dev, sgb_event_notify_fn fn, void *opaque);
+/* NULL clears it (and waits for a call in progress to return). */
+void sgb_device_set_invalidate_hook(sgb_device *dev, sgb_invalidate_fn fn, void *opaque);
 /* 0 and *out filled, or -EAGAIN when no event is queued. */
 int sgb_device_pop_event(sgb_device *dev, sgb_event *out);
 /* Fills up to `cap` entries, sets *count to the number of handles (may exceed cap). */
@@ -315,6 +324,73 @@ int sgb_bo_import_fd(sgb_device *dev, int fd, uint32_t *handle);
  * attachment (if not mapped since the last invalidation). */
 int sgb_bo_storage(sgb_device *dev, uint32_t handle, int *memfd, uint64_t *offset,
                     void **host_ptr, uint64_t *size);
+
+/* --- coherency-violation detector (QEMU check-coherency, docs/user-guide.md) ---------------
+ * The device model tells the backend, per buffer, which commands touched it and which of its
+ * pages the guest CPU wrote since the previous note (dirty logging); the backend keeps the
+ * buffer's state (open CPU-access windows, pages the CPU wrote that no closing barrier made
+ * visible to device caches, pages jobs wrote that no opening barrier published) and returns
+ * the violations the note reveals, at most one per kind, each with the page range and the
+ * last commands that touched the buffer. It only observes: no buffer, cache or fence changes.
+ * State is per buffer (an import shares its exporter's), starts clean at SGB_COH_TRACK and
+ * again whenever the buffer moved (its generation changed: the device caches were written
+ * back and dropped, and the dirty pages the caller harvested belong to the old storage). */
+enum sgb_coherency_op {
+    SGB_COH_TRACK = 0,            /* start from a clean state (BO_CREATE); dirty ignored */
+    SGB_COH_CPU_BEGIN = 1,        /* CPU_ACCESS_BEGIN, dir */
+    SGB_COH_CPU_END = 2,          /* CPU_ACCESS_END, dir */
+    SGB_COH_CACHE_FLUSH = 3,      /* off, len */
+    SGB_COH_CACHE_INVALIDATE = 4, /* off, len */
+    SGB_COH_JOB_READ = 5,         /* a job reads off, len (COPY source, CHECKSUM) */
+    SGB_COH_JOB_WRITE = 6,        /* a job writes off, len (COPY destination, FILL) */
+    SGB_COH_TRANSFER_TO_DEVICE = 7,   /* guest pages -> buffer memory: a CPU write */
+    SGB_COH_TRANSFER_FROM_DEVICE = 8, /* buffer memory -> guest pages: a CPU read */
+    SGB_COH_CHECK = 9,            /* only classify the dirty pages (other commands) */
+};
+enum sgb_coherency_kind {
+    SGB_COH_CPU_WRITE_OUTSIDE_ACCESS = 0,     /* CPU wrote with no write window open */
+    SGB_COH_JOB_READ_UNFLUSHED_CPU_WRITE = 1, /* a job read CPU-written pages before a
+                                                 closing barrier (END / CACHE_INVALIDATE) */
+    SGB_COH_CPU_ACCESS_UNFLUSHED_JOB_WRITE = 2, /* the CPU wrote (dirty logging) or read
+                                                   (TRANSFER_FROM_DEVICE) job-written pages
+                                                   before an opening barrier (BEGIN /
+                                                   CACHE_FLUSH) */
+    SGB_COH_KINDS = 3,
+};
+#define SGB_COH_HISTORY 4
+typedef struct sgb_coherency_cmd {
+    uint32_t opcode; /* the caller's (QEMU: the ring opcode) */
+    uint32_t reserved0;
+    uint64_t seqno;  /* the caller's (QEMU: the ring seqno) */
+} sgb_coherency_cmd;
+typedef struct sgb_coherency_input {
+    uint32_t op;      /* enum sgb_coherency_op */
+    uint32_t handle;
+    uint32_t dir;     /* CPU_BEGIN / CPU_END: enum sgb_dir */
+    uint32_t opcode;  /* recorded in the history */
+    uint64_t seqno;   /* recorded in the history */
+    uint64_t off;     /* CACHE_*, JOB_*, TRANSFER_*: the range */
+    uint64_t len;
+    /* pages of the buffer the CPU wrote since the previous note: bit i (word i / 64, bit
+     * i % 64) = page i; NULL = none seen. dirty_pages: bits in the array, must equal the
+     * buffer's page count (else -EINVAL) */
+    const uint64_t *dirty;
+    uint64_t dirty_pages;
+} sgb_coherency_input;
+typedef struct sgb_coherency_report {
+    uint32_t kind;        /* enum sgb_coherency_kind */
+    uint32_t history_len; /* valid entries in history, oldest first (the note's command last) */
+    uint64_t first_page;  /* page range of the violation, inclusive, in the buffer */
+    uint64_t last_page;
+    uint64_t pages;       /* pages in the range that violate */
+    sgb_coherency_cmd history[SGB_COH_HISTORY];
+    uint32_t imported;    /* the handle is an import: exporter names the owning device */
+    uint32_t reserved0;
+    char exporter[32];
+} sgb_coherency_report;
+/* Up to SGB_COH_KINDS reports in out[0 .. cap); *count = how many the note revealed. */
+int sgb_coherency_note(sgb_device *dev, const sgb_coherency_input *in,
+                       sgb_coherency_report *out, size_t cap, size_t *count);
 
 #ifdef __cplusplus
 }

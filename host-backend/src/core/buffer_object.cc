@@ -76,6 +76,16 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   auto fresh = mm_->AllocateStorage(target, size_, this, may_evict);
   if (!fresh) return fresh.status();
 
+  // Importers first, as amdgpu and xe call move_notify before the copy (rule S5d): whoever
+  // maps the old storage for CPU access drops that mapping now, so that no write through it
+  // lands after the copy has read it. They are told the new placement and generation; a
+  // move_notify must not map again (it would get the old storage: re-map lazily).
+  placement_.store(target, std::memory_order_relaxed);
+  vram_offset_.store(target == Placement::kDevice ? (*fresh)->offset() : kNoOffset,
+                     std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_relaxed);
+  if (auto dmabuf = exported()) (void)dmabuf->MoveNotify();
+
   // The copy reads memory: every device's dirty lines go there first, and no line may
   // survive that belongs to the old storage.
   uint8_t* old_mem = storage_->data();
@@ -83,10 +93,6 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   std::memcpy((*fresh)->data(), old_mem, size_);
 
   std::shared_ptr<Storage> old = std::exchange(storage_, std::move(fresh).value());
-  placement_.store(target, std::memory_order_relaxed);
-  vram_offset_.store(target == Placement::kDevice ? storage_->offset() : kNoOffset,
-                     std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_relaxed);
   moves_.fetch_add(1, std::memory_order_relaxed);
   mm_->CountMove();
   if (target == Placement::kDevice) {
@@ -95,8 +101,6 @@ Status BufferObject::Move(Placement target, bool may_evict) {
     mm_->LruRemove(this);
   }
   RetireStorage(std::move(old));
-
-  if (auto dmabuf = exported()) (void)dmabuf->MoveNotify();
   mm_->NotifyMoved(*this);
   return kOk;
 }
@@ -256,6 +260,12 @@ void BufferObject::Vunmap(uint8_t* /*vaddr*/) { (void)UnpinPlacement(); }
 Result<uint8_t*> BufferObject::VmapLocal() {
   if (!resv_.IsHeld()) return Result<uint8_t*>::Error(-ENOLCK);
   return storage_->data();
+}
+
+std::vector<CoherencyTracker::Report> BufferObject::NoteCoherency(const sgb_coherency_input& note,
+                                                                  const std::vector<bool>& dirty) {
+  std::lock_guard lock(coherency_mu_);
+  return coherency_.Note(note, size_ / kPageSize, generation(), dirty);
 }
 
 }  // namespace sharegpu

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "core/coherency.h"
 #include "core/dma_buf.h"
 #include "core/memory_manager.h"
 #include "mem/copy_engine.h"
@@ -65,6 +66,10 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   uint64_t vram_offset() const;
   // Handle of this buffer on its owning device (0: none); set by the device.
   std::atomic<uint32_t> owner_handle{0};
+  // The coherency detector's view of this buffer (any device's notes, core/coherency.h):
+  // classifies one command with the pages the CPU wrote since the previous note.
+  std::vector<CoherencyTracker::Report> NoteCoherency(const sgb_coherency_input& note,
+                                                      const std::vector<bool>& dirty);
   // How long a move waits for in-flight writers (WRITE fences) before giving up (-EBUSY).
   void set_move_wait_timeout(std::chrono::nanoseconds t) { move_wait_timeout_ = t; }
 
@@ -106,6 +111,8 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   std::atomic<uint64_t> moves_{0};
   std::atomic<uint64_t> exporter_vmaps_{0};
   std::chrono::nanoseconds move_wait_timeout_{std::chrono::seconds(5)};
+  std::mutex coherency_mu_;  // leaf
+  CoherencyTracker coherency_ SGB_GUARDED_BY(coherency_mu_);
   mutable std::mutex dmabuf_mu_;
   std::weak_ptr<DmaBuf> dmabuf_;  // guarded by dmabuf_mu_
 };

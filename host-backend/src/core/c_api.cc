@@ -203,6 +203,10 @@ void sgb_device_set_event_notify(sgb_device* dev, sgb_event_notify_fn fn, void* 
   if (dev) dev->impl->SetEventNotify(fn, opaque);
 }
 
+void sgb_device_set_invalidate_hook(sgb_device* dev, sgb_invalidate_fn fn, void* opaque) {
+  if (dev) dev->impl->SetInvalidateHook(fn, opaque);
+}
+
 int sgb_device_pop_event(sgb_device* dev, sgb_event* out) {
   SGB_DEV_CHECK(dev);
   if (!out) return -EINVAL;
@@ -257,6 +261,19 @@ int sgb_bo_debug_info_get(sgb_device* dev, uint32_t handle, sgb_bo_debug_info* o
     auto info = dev->impl->DebugInfo(handle);
     if (!info) return info.status();
     *out = *info;
+    return 0;
+  });
+}
+
+int sgb_coherency_note(sgb_device* dev, const sgb_coherency_input* in, sgb_coherency_report* out,
+                       size_t cap, size_t* count) {
+  SGB_DEV_CHECK(dev);
+  if (!in || (cap && !out)) return -EINVAL;
+  return Guard([&] {
+    auto reports = dev->impl->NoteCoherency(*in);
+    if (!reports) return reports.status();
+    for (size_t i = 0; i < reports->size() && i < cap; ++i) out[i] = (*reports)[i];
+    if (count) *count = reports->size();
     return 0;
   });
 }

@@ -66,6 +66,17 @@ void DeviceEvents::SetNotify(sgb_event_notify_fn fn, void* opaque) {
   notify_opaque_ = opaque;
 }
 
+void DeviceEvents::Invalidating(uint32_t handle) {
+  std::lock_guard lock(hook_mu_);
+  if (hook_fn_ && handle != 0) hook_fn_(hook_opaque_, handle);
+}
+
+void DeviceEvents::SetInvalidateHook(sgb_invalidate_fn fn, void* opaque) {
+  std::lock_guard lock(hook_mu_);
+  hook_fn_ = fn;
+  hook_opaque_ = opaque;
+}
+
 Result<std::shared_ptr<Device>> Device::Create(std::shared_ptr<Backend> backend,
                                                DeviceConfig config) {
   using R = Result<std::shared_ptr<Device>>;
@@ -300,6 +311,38 @@ Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
   info.cache_dirty_lines = static_cast<uint32_t>(cs.dirty_lines);
   info.cache_valid_lines = static_cast<uint32_t>(cs.valid_lines);
   return info;
+}
+
+Result<std::vector<sgb_coherency_report>> Device::NoteCoherency(const sgb_coherency_input& note) {
+  using Out = Result<std::vector<sgb_coherency_report>>;
+  if (note.op > SGB_COH_CHECK || note.dir > SGB_DIR_FROM_DEVICE) return Out::Error(-EINVAL);
+  auto entry = Lookup(note.handle);
+  if (!entry) return Out::Error(entry.status());
+  BufferObject* bo = entry->bo ? entry->bo.get() : ExporterBo(*entry->import->dmabuf);
+  if (!bo) return Out::Error(-ENOENT);
+  uint64_t pages = bo->size() / kPageSize;
+  std::vector<bool> dirty;
+  if (note.dirty) {
+    if (note.dirty_pages != pages) return Out::Error(-EINVAL);
+    dirty.resize(pages);
+    for (uint64_t p = 0; p < pages; ++p) dirty[p] = (note.dirty[p / 64] >> (p % 64)) & 1;
+  }
+  std::vector<sgb_coherency_report> out;
+  for (const CoherencyTracker::Report& r : bo->NoteCoherency(note, dirty)) {
+    sgb_coherency_report rep{};
+    rep.kind = r.kind;
+    rep.first_page = r.first_page;
+    rep.last_page = r.last_page;
+    rep.pages = r.pages;
+    rep.history_len = static_cast<uint32_t>(std::min(r.history.size(), size_t{SGB_COH_HISTORY}));
+    std::copy_n(r.history.begin(), rep.history_len, rep.history);
+    rep.imported = entry->import != nullptr;
+    if (rep.imported) {
+      std::snprintf(rep.exporter, sizeof(rep.exporter), "%s", bo->memory_manager().name().c_str());
+    }
+    out.push_back(rep);
+  }
+  return out;
 }
 
 std::vector<sgb_bo_debug_info> Device::ListBos(size_t* count) {
@@ -709,6 +752,7 @@ Result<uint32_t> Device::ImportDmaBuf(const std::shared_ptr<DmaBuf>& dmabuf) {
     sgb_event ev{};
     ev.type = SGB_EVENT_BO_INVALIDATED;
     ev.handle = status->handle.load();
+    events->Invalidating(ev.handle);  // before the copy: the device drops its CPU mappings
     BufferObject* bo = ExporterBo(attachment.dmabuf());
     ev.placement = bo ? static_cast<uint32_t>(bo->placement()) : 0;
     ev.vram_offset = kNoOffset;
@@ -766,6 +810,10 @@ Status Device::StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** h
   if (host) *host = ptr;
   if (size) *size = sz;
   return kOk;
+}
+
+void Device::SetInvalidateHook(sgb_invalidate_fn fn, void* opaque) {
+  events_->SetInvalidateHook(fn, opaque);
 }
 
 void Device::SetEventNotify(sgb_event_notify_fn fn, void* opaque) {

@@ -66,6 +66,11 @@ class DeviceEvents {
   Status Pop(sgb_event* out);      // -EAGAIN when empty
   void Clear();
   void SetNotify(sgb_event_notify_fn fn, void* opaque);
+  // The device's synchronous hook for an import being invalidated (sgb_invalidate_fn): runs
+  // in the moving thread before the storage is copied. Under its own lock, so that clearing
+  // it waits for a call in progress.
+  void Invalidating(uint32_t handle);
+  void SetInvalidateHook(sgb_invalidate_fn fn, void* opaque);
   std::atomic<uint64_t> move_notifies{0};
   std::atomic<uint64_t> dropped{0};
 
@@ -74,6 +79,9 @@ class DeviceEvents {
   std::deque<sgb_event> events_ SGB_GUARDED_BY(mu_);
   sgb_event_notify_fn notify_fn_ SGB_GUARDED_BY(mu_) = nullptr;
   void* notify_opaque_ SGB_GUARDED_BY(mu_) = nullptr;
+  std::mutex hook_mu_;
+  sgb_invalidate_fn hook_fn_ SGB_GUARDED_BY(hook_mu_) = nullptr;
+  void* hook_opaque_ SGB_GUARDED_BY(hook_mu_) = nullptr;
 };
 
 // What an import's move_notify updates: shared by the import record and that callback (which
@@ -123,6 +131,9 @@ class Device : public std::enable_shared_from_this<Device> {
   Status Reset();  // drops every handle
   Result<sgb_bo_state> State(uint32_t handle);
   Result<sgb_bo_debug_info> DebugInfo(uint32_t handle);  // walks fences and cache lines
+  // The coherency detector: one command on a handle's buffer (an import's is the
+  // exporter's), classified by the buffer's CoherencyTracker (core/coherency.h).
+  Result<std::vector<sgb_coherency_report>> NoteCoherency(const sgb_coherency_input& note);
   std::vector<sgb_bo_debug_info> ListBos(size_t* count);
 
   Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
@@ -168,6 +179,7 @@ class Device : public std::enable_shared_from_this<Device> {
   Status StorageOf(uint32_t handle, int* memfd, uint64_t* offset, void** host, uint64_t* size);
 
   void SetEventNotify(sgb_event_notify_fn fn, void* opaque);
+  void SetInvalidateHook(sgb_invalidate_fn fn, void* opaque);
   Status PopEvent(sgb_event* out);
   sgb_device_stats Stats() const;
   FenceTimeline& timeline() { return timeline_; }

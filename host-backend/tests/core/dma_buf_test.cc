@@ -536,6 +536,41 @@ TEST(MoveNotifyTest, RemapAfterInvalidationYieldsNewStorageSameContents) {
   EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
 }
 
+// Issue 9 defect 3, rule S5d: the exporter notifies before it copies (amdgpu and xe order). An
+// importer's CPU mapping is live until its move_notify drops it, so its last write through
+// that mapping - made just before it drops it - must be in the moved buffer, not in retired
+// storage; and the notification already names the buffer's new generation.
+TEST(MoveNotifyTest, ImporterWriteBeforeItsNotificationSurvivesTheMove) {
+  auto mm = MakeMm("mn-before-copy");
+  auto bo = MakeBo(mm, 2 * 4096, Placement::kDevice);
+  WriteBo(*bo, std::vector<uint8_t>(bo->size(), 0x11));
+  auto dmabuf = bo->GetOrExport();
+  ASSERT_TRUE(dmabuf.ok());
+  MappingRef mapping;
+  uint64_t generation_seen = 0;
+  auto att = (*dmabuf)->Attach(DynamicImporter("imp", nullptr, true, [&](Attachment& a) {
+    // a CPU write through the mapping that is still live, then the mapping goes
+    std::memset(mapping->host() + 4096, 0x5a, 64);
+    generation_seen = bo->generation();
+    EXPECT_EQ(a.dmabuf().Unmap(a, mapping), kOk);
+  }));
+  ASSERT_TRUE(att.ok());
+  std::optional<ResvGuard> g(std::in_place, bo->resv());
+  auto m = (*dmabuf)->Map(**att, DmaDirection::kBidirectional);
+  ASSERT_TRUE(m.ok());
+  mapping = *m;
+  const uint64_t before = bo->generation();
+  EXPECT_EQ(bo->Move(Placement::kSystem), kOk);
+  EXPECT_EQ(generation_seen, before + 1) << "notified with the old generation";
+  g.reset();
+  std::vector<uint8_t> got = ReadBo(*bo);
+  EXPECT_EQ(got[4096 - 1], 0x11);
+  EXPECT_EQ(got[4096], 0x5a) << "the importer's last write went to the old storage";
+  EXPECT_EQ(got[4096 + 63], 0x5a);
+  EXPECT_EQ(got[4096 + 64], 0x11);
+  EXPECT_EQ((*dmabuf)->Detach(*att), kOk);
+}
+
 TEST(MoveNotifyTest, StaticAttachmentIsNeverNotified) {
   auto mm = MakeMm("mn-static");
   auto bo = MakeBo(mm, 4096, Placement::kSystem);
