@@ -28,9 +28,11 @@
 # scripts/build-guest-image.sh, then scripts/run-guest.sh boots QEMU (TCG, -M q35) with
 #   -device sharegpu,id=g0                 coherent,     64 MiB VRAM
 #   -device sharegpu,id=g1,coherent=off,check-coherency=on   non-coherent, 64 MiB VRAM
-# plus vgem (built into the guest kernel), a QMP socket and a second serial port for the
-# host agent (guest-tests/host-agent.py: the guest prints "SHAREGPU-HOST-REQUEST: ..." on
-# the console, the agent runs QMP x-sharegpu-move-bo and acks on the guest's /dev/ttyS1).
+# plus vgem (built into the guest kernel), the test-only module guest-tests/importer (a
+# lazily unmapping dynamic dma-buf importer, /dev/sgpu_test_importer), a QMP socket and a
+# second serial port for the host agent (guest-tests/host-agent.py: the guest prints
+# "SHAREGPU-HOST-REQUEST: ..." on the console, the agent runs QMP x-sharegpu-move-bo and acks
+# on the guest's /dev/ttyS1).
 #
 # Output: per-case results parsed from the console ("SHAREGPU-GTEST: PASS|FAIL|SKIP <bin>
 # <Suite.Test>"), a failure list, and as the LAST line
@@ -93,6 +95,9 @@ find_qemu || give_up "no QEMU at $QEMU"
 
 say "driver module (KDIR=$KDIR)"
 nice -n 10 make -C "$ROOT/guest-driver" KDIR="$KDIR" modules >&2 || give_up "driver build failed"
+say "test importer module (guest-tests/importer: a lazily unmapping dynamic dma-buf importer)"
+nice -n 10 make -C "$ROOT/guest-tests/importer" KDIR="$KDIR" modules >&2 ||
+    give_up "test importer build failed"
 say "test binaries"
 nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
     give_up "test build failed"
@@ -100,7 +105,8 @@ nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
        sgpu_locking_test sgpu_async_test sgpu_torture_test sgpu_scale_test)
-IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko")
+IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko"
+          --module "$ROOT/guest-tests/importer/sgpu_test_importer.ko")
 if [ "$DEMO" = 1 ]; then
     IMG=$OUT/demo.cpio.gz
     IMG_ARGS+=(--init-mode demo --test "$OUT/build/sgpu_demo")
