@@ -2934,9 +2934,8 @@ static void test_broker_bad_input(void)
     broker_free(&b);
 }
 
-/* ------------------------------------------------------------------ coherency detector */
+/* ------------------------------------------------------------------ import-window faults */
 
-/* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
 /*
  * Contract 1.5 (issue 9, defect 3): after a move forced from the monitor, before the
  * importer's driver has handled BO_INVALIDATED, an access to the import's window range
@@ -3001,6 +3000,9 @@ static void test_window_fault_after_move(void)
     teardown(c);
 }
 
+/* ------------------------------------------------------------------ coherency detector */
+
+/* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
 static Ctx *setup_coherency(bool on, uint32_t *h, uint64_t *off)
 {
     Ctx *c = setup_devices("", on ? ",check-coherency=on" : ",check-coherency=off");
