@@ -155,6 +155,15 @@ bvariant=default
 # cores). Wait for it, then re-check: it may have produced exactly what we want.
 mkdir -p "$CACHE/work"
 lock_or_wait "$CACHE/work/qemu-build.lock" "another QEMU build" || use_cached
+# Sources edited while this waited for the lock are what gets built: key the output by them,
+# not by the hash taken before the wait (it would publish new code under an old key).
+new_hash=$(hash_inputs | sha256sum | cut -c1-16)
+if [ "$new_hash" != "$hash" ]; then
+    say "sources changed while waiting for the build lock: $hash -> $new_hash"
+    hash=$new_hash
+    out=$CACHE/qemu/$hash
+    use_cached
+fi
 if true; then
     bdir=$CACHE/backend/$bvariant
     sanitize=none
