@@ -263,6 +263,7 @@ static uint32_t sharegpu_cmd_create(SharegpuState *s, struct sghw_cmd *c, bool n
 
 static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sghw_cmd *c, bool no_evict)
 {
+    bool handled;
     int ret;
 
     if (c->arg > SGB_PLACEMENT_SYSTEM) {
@@ -281,7 +282,11 @@ static uint32_t sharegpu_cmd_move(SharegpuState *s, struct sghw_cmd *c, bool no_
             return SGHW_ST_INVALID;
         }
     }
-    ret = sgb_bo_move(s->dev, c->handle, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0);
+    /* a broker-exported buffer relocates (SYSTEM) or refuses (DEVICE: BUSY) */
+    ret = sharegpu_remote_move(s, c->handle, c->arg, &handled);
+    if (!handled) {
+        ret = sgb_bo_move(s->dev, c->handle, c->arg, no_evict ? SGB_ALLOC_NO_EVICT : 0);
+    }
     if (ret) {
         return sharegpu_status_from_errno(ret);
     }
@@ -316,6 +321,7 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
     flags |= info.exported ? SGHW_BO_F_EXPORTED : 0;
     flags |= bo && bo->nents ? SGHW_BO_F_BACKING : 0;
     flags |= bo && bo->map ? SGHW_BO_F_MAPPED : 0;
+    flags |= sharegpu_remote_exported(s, c->handle) ? SGHW_BO_F_BROKER_EXPORTED : 0;
     out.size = cpu_to_le64(info.size);
     if (info.imported) {
         out.vram_offset = cpu_to_le64(bo && bo->map ? s->vram_size + bo->map_off
@@ -347,7 +353,7 @@ static uint32_t sharegpu_cmd_query(SharegpuState *s, struct sghw_cmd *c)
 static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
 {
     sgb_uuid uuid;
-    bool no_evict;
+    bool no_evict, handled;
     int ret = 0;
 
     if (c->flags & ~(SGHW_CMD_F_IRQ | SGHW_CMD_F_NO_EVICT)) {
@@ -361,6 +367,10 @@ static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
                       s->name, c->opcode);
         return SGHW_ST_INVALID;
     }
+    /* BROKER_* and anything on a remote import handle (docs/hardware.md 13) */
+    if (sharegpu_remote_handle(c)) {
+        return sharegpu_remote_cmd(s, c);
+    }
 
     switch (c->opcode) {
     case SGHW_OP_NOP:
@@ -368,6 +378,7 @@ static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
     case SGHW_OP_BO_CREATE:
         return sharegpu_cmd_create(s, c, no_evict);
     case SGHW_OP_BO_DESTROY:
+        sharegpu_remote_destroyed(s, c->handle);  /* a broker export goes with it */
         ret = sgb_bo_destroy(s->dev, c->handle);
         if (!ret) {
             sharegpu_bo_remove(s, c->handle);
@@ -378,7 +389,10 @@ static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
     case SGHW_OP_BO_MOVE:
         return sharegpu_cmd_move(s, c, no_evict);
     case SGHW_OP_BO_EVICT:
-        ret = sgb_bo_evict(s->dev, c->handle);
+        ret = sharegpu_remote_move(s, c->handle, SGB_PLACEMENT_SYSTEM, &handled);
+        if (!handled) {
+            ret = sgb_bo_evict(s->dev, c->handle);
+        }
         break;
     case SGHW_OP_BO_PIN:
     case SGHW_OP_BO_UNPIN:
@@ -465,6 +479,9 @@ uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c)
 
     if (c->flags & ~SGHW_CMD_F_IRQ) {
         return SGHW_ST_INVALID;
+    }
+    if (c->handle & SGHW_REMOTE_HANDLE_BIT) {
+        return sharegpu_remote_check_job(s, c);  /* not OK: no transfers on them */
     }
     ret = sgb_bo_state_get(s->dev, c->handle, &info);
     if (ret) {

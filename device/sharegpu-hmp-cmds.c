@@ -1,7 +1,7 @@
 /*
- * sharegpu: HMP commands (info sharegpu, info sharegpu-graph, x_sharegpu_move_bo and the
- * engine fault injection x_sharegpu_hold / _stall / _release / _drop_irq), on top of the
- * QMP ones
+ * sharegpu: HMP commands (info sharegpu, info sharegpu-graph, info sharegpu-broker,
+ * x_sharegpu_move_bo and the engine fault injection x_sharegpu_hold / _stall / _release /
+ * _drop_irq), on top of the QMP ones
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -253,5 +253,67 @@ void hmp_info_sharegpu_graph(Monitor *mon, const QDict *qdict)
             monitor_printf(mon, " dirty lines %u", edge->cache_dirty_lines);
         }
         monitor_printf(mon, "\n");
+    }
+}
+
+void hmp_info_sharegpu_broker(Monitor *mon, const QDict *qdict)
+{
+    const char *id = qdict_get_try_str(qdict, "id");
+    Error *err = NULL;
+    g_autoptr(SharegpuBrokerInfoList) list = qmp_query_sharegpu_broker(id, &err);
+    SharegpuBrokerInfoList *l;
+
+    if (hmp_handle_error(mon, err)) {
+        return;
+    }
+    if (!list) {
+        monitor_printf(mon, "no sharegpu-broker objects\n");
+        return;
+    }
+    for (l = list; l; l = l->next) {
+        SharegpuBrokerInfo *b = l->value;
+        SharegpuBrokerExportInfoList *e;
+        SharegpuBrokerImportInfoList *i;
+        strList *d;
+
+        monitor_printf(mon, "sharegpu-broker %s: vm-name %s, socket %s, %s, reconnects %"
+                       PRIu64 ", invalidations %" PRIu64 ", revocations %" PRIu64
+                       ", denied %" PRIu64 "\n", b->id, b->vm_name, b->path,
+                       b->connected ? "connected" : "DISCONNECTED", b->reconnects,
+                       b->invalidations, b->revocations, b->denied);
+        monitor_printf(mon, "  devices:");
+        for (d = b->devices; d; d = d->next) {
+            monitor_printf(mon, " %s", d->value);
+        }
+        monitor_printf(mon, "\n");
+        for (e = b->exports; e; e = e->next) {
+            SharegpuBrokerGrantInfoList *g;
+
+            monitor_printf(mon, "  export %s: %s handle %u size %" PRIu64 " generation %"
+                           PRIu64 "%s, grants:", e->value->broker_id, e->value->device,
+                           e->value->handle, e->value->size, e->value->generation,
+                           e->value->moving ? " (moving: old storage held)" : "");
+            for (g = e->value->grants; g; g = g->next) {
+                monitor_printf(mon, " %s:%s", g->value->peer, g->value->writable ? "rw" : "ro");
+            }
+            monitor_printf(mon, "%s\n", e->value->grants ? "" : " none");
+        }
+        for (i = b->imports; i; i = i->next) {
+            SharegpuBrokerImportInfo *v = i->value;
+
+            monitor_printf(mon, "  import %s: %s handle 0x%x size %" PRIu64 " %s generation %"
+                           PRIu64, v->broker_id, v->device, v->handle, v->size,
+                           v->writable ? "rw" : "ro", v->generation);
+            if (v->has_window_offset) {
+                monitor_printf(mon, " mapped at window 0x%" PRIx64, v->window_offset);
+            }
+            if (v->has_revoked) {
+                monitor_printf(mon, " REVOKED (%s)", SharegpuRevokeReason_str(v->revoked));
+            }
+            monitor_printf(mon, "\n");
+        }
+        monitor_printf(mon, "  the broker's view (peers, exports with grants and importers, "
+                       "imports):\n");
+        monitor_printf(mon, "%s", b->broker_status);
     }
 }

@@ -110,6 +110,7 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
         .len = c->len,
     };
     uint64_t fence = 0;
+    uint32_t st;
     int ret;
 
     if (c->flags & ~SGHW_CMD_F_IRQ) {
@@ -119,6 +120,10 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
     }
     if (c->len == 0) {
         return SGHW_ST_INVALID;
+    }
+    st = sharegpu_remote_check_job(s, c);  /* not on remote imports (1.6) */
+    if (st != SGHW_ST_OK) {
+        return st;
     }
     switch (c->opcode) {
     case SGHW_OP_COPY:

@@ -247,6 +247,7 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
                             Error **errp)
 {
     SharegpuState *s = sharegpu_find(id);
+    bool handled;
     uint32_t p = placement == SHAREGPU_PLACEMENT_DEVICE ? SGB_PLACEMENT_DEVICE
                                                         : SGB_PLACEMENT_SYSTEM;
     sgb_bo_debug_info info;
@@ -279,8 +280,12 @@ void qmp_x_sharegpu_move_bo(const char *id, uint32_t handle, SharegpuPlacement p
                    info.fences_pending);
         goto out;
     }
-    ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
-                                     : sgb_bo_move(s->dev, handle, p, 0);
+    /* a broker-exported buffer relocates (system) or refuses (device) */
+    ret = sharegpu_remote_move(s, handle, p, &handled);
+    if (!handled) {
+        ret = p == SGB_PLACEMENT_SYSTEM ? sgb_bo_evict(s->dev, handle)
+                                         : sgb_bo_move(s->dev, handle, p, 0);
+    }
     trace_sharegpu_monitor_move(s->name, handle, p, ret);
     sharegpu_evt_drain_all();
     if (ret) {

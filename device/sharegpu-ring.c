@@ -93,9 +93,9 @@ void sharegpu_evt_flush_resync(SharegpuState *s)
     }
 }
 
-static void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
-                              uint32_t placement, uint32_t flags, uint64_t offset,
-                              uint64_t generation)
+void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
+                       uint32_t placement, uint32_t flags, uint64_t offset,
+                       uint64_t generation)
 {
     struct sghw_event ev = {
         .type = cpu_to_le32(type),
@@ -206,7 +206,7 @@ static uint32_t sharegpu_ring_execute(SharegpuState *s, struct sghw_cmd *c)
     sharegpu_evt_drain_all();
     st = sharegpu_cmd_execute(s, c);
     if (c->opcode == SGHW_OP_BO_CREATE || c->opcode == SGHW_OP_BO_MOVE ||
-        c->opcode == SGHW_OP_BO_EVICT) {
+        c->opcode == SGHW_OP_BO_EVICT || c->opcode == SGHW_OP_BROKER_EXPORT) {
         sharegpu_evt_cause.s = s;
         sharegpu_evt_cause.handle = c->opcode == SGHW_OP_BO_CREATE ? c->out_handle
                                                                    : c->handle;
@@ -272,8 +272,9 @@ static uint32_t sharegpu_ring_complete(SharegpuState *s, uint32_t idx,
 
     trace_sharegpu_cmd_done(s->name, idx, c->opcode, st, c->out_handle, c->result);
     s->counters.commands++;
-    /* completion: bytes 48..63, and for EXPORT the uuid in 24..39 */
-    if (c->opcode == SGHW_OP_EXPORT && st == SGHW_ST_OK) {
+    /* completion: bytes 48..63, and for EXPORT / BROKER_EXPORT the id in 24..39 */
+    if ((c->opcode == SGHW_OP_EXPORT || c->opcode == SGHW_OP_BROKER_EXPORT) &&
+        st == SGHW_ST_OK) {
         mr = pci_dma_write(pdev, addr + offsetof(struct sghw_cmd, uuid),
                            c->uuid, sizeof(c->uuid));
     }

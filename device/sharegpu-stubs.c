@@ -14,6 +14,17 @@ SharegpuInfoList *qmp_query_sharegpu(const char *id, Error **errp)
     return NULL;
 }
 
+SharegpuBrokerInfoList *qmp_query_sharegpu_broker(const char *id, Error **errp)
+{
+    error_setg(errp, "sharegpu device support is not compiled in");
+    return NULL;
+}
+
+void hmp_info_sharegpu_broker(Monitor *mon, const QDict *qdict)
+{
+    monitor_printf(mon, "sharegpu device support is not compiled in\n");
+}
+
 SharegpuGraph *qmp_query_sharegpu_graph(Error **errp)
 {
     error_setg(errp, "sharegpu device support is not compiled in");

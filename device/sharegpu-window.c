@@ -14,12 +14,18 @@
  * mapping is an alias into one RAM region per memfd: QEMU holds a descriptor and an mmap per
  * memfd in use, not per mapped import, and a map costs O(log N) in the mapped imports.
  *
+ * Remote imports (another VM's buffer, sharegpu-remote.c) are mapped the same way from the
+ * memfd the broker gave; a read-only one (READ grant: the descriptor is O_RDONLY) is an I/O
+ * region over a PROT_READ mapping of the same pages: reads see the exporter's bytes, zero
+ * copy, and a write changes nothing and is logged as a guest error.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
 #include "qemu/osdep.h"
 #include <sys/stat.h>
 #include "qemu/log.h"
+#include "qemu/bswap.h"
 #include "qemu/error-report.h"
 #include "qapi/error.h"
 #include "exec/memory.h"
@@ -36,6 +42,9 @@ struct SharegpuWindowBacking {
     MemoryRegion mr;
     GHashTable *table; /* the device's window_backings (a reference of its own) */
     char *key;
+    SharegpuState *s;  /* read-only: for the guest-error log (outlived by the device) */
+    uint8_t *ro_ptr;   /* read-only: the PROT_READ mapping of the whole file */
+    uint64_t ro_size;
 };
 
 /* A window mapping of an import: an alias into its backing, which it holds a reference on. */
@@ -48,7 +57,8 @@ struct SharegpuWindowMap {
 
 MemoryRegion *sharegpu_window_backing(SharegpuBo *bo, uint64_t *offset)
 {
-    if (!bo || !bo->map) {
+    /* remote imports (another VM's pages) are no buffer of the coherency model */
+    if (!bo || !bo->map || bo->remote) {
         return NULL;
     }
     *offset = bo->map->backing_off;
@@ -67,6 +77,9 @@ static void sharegpu_window_backing_finalize(Object *obj)
         g_hash_table_unref(b->table);
     }
     g_free(b->key);
+    if (b->ro_ptr) {
+        munmap(b->ro_ptr, b->ro_size);
+    }
 }
 
 static void sharegpu_window_map_finalize(Object *obj)
@@ -78,12 +91,66 @@ static void sharegpu_window_map_finalize(Object *obj)
     }
 }
 
+static uint64_t sharegpu_window_ro_read(void *opaque, hwaddr addr, unsigned size)
+{
+    SharegpuWindowBacking *b = opaque;
+
+    return ldn_le_p(b->ro_ptr + addr, size);
+}
+
+static void sharegpu_window_ro_write(void *opaque, hwaddr addr, uint64_t val, unsigned size)
+{
+    SharegpuWindowBacking *b = opaque;
+
+    qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: write of %u bytes to a read-only import "
+                  "(granted READ) at backing offset 0x%" HWADDR_PRIx ": ignored\n",
+                  b->s ? b->s->name : "?", size, addr);
+}
+
+static const MemoryRegionOps sharegpu_window_ro_ops = {
+    .read = sharegpu_window_ro_read,
+    .write = sharegpu_window_ro_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+        .unaligned = true,
+    },
+    .impl = {
+        .min_access_size = 1,
+        .max_access_size = 8,
+        .unaligned = true,
+    },
+};
+
+/* A read-only backing of the whole of `fd` (size st_size): never shared through the table. */
+static SharegpuWindowBacking *sharegpu_window_backing_ro(SharegpuState *s, int fd,
+                                                         uint64_t size, Error **errp)
+{
+    SharegpuWindowBacking *b;
+    void *ptr = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+
+    if (ptr == MAP_FAILED) {
+        error_setg_errno(errp, errno, "sharegpu: read-only mmap of the import's memfd");
+        return NULL;
+    }
+    b = SHAREGPU_WINDOW_BACKING(object_new(TYPE_SHAREGPU_WINDOW_BACKING));
+    b->s = s;
+    b->ro_ptr = ptr;
+    b->ro_size = size;
+    memory_region_init_io(&b->mr, OBJECT(b), &sharegpu_window_ro_ops, b,
+                          "sharegpu.import-backing-ro", size);
+    return b;
+}
+
 /*
  * The backing of `fd` covering [0, end), with a reference for the caller: the one in use,
  * or a new RAM region over a dup of the fd (sized to the memfd now, which covers `end`).
+ * Read-only (!writable): a new I/O region over a read-only mapping, never shared.
  */
 static SharegpuWindowBacking *sharegpu_window_backing_get(SharegpuState *s, int fd,
-                                                          uint64_t end, Error **errp)
+                                                          uint64_t end, bool writable,
+                                                          Error **errp)
 {
     SharegpuWindowBacking *b;
     g_autofree char *key = NULL;
@@ -99,6 +166,9 @@ static SharegpuWindowBacking *sharegpu_window_backing_get(SharegpuState *s, int 
         error_setg(errp, "sharegpu: the import's memfd (%jd bytes) ends before 0x%" PRIx64,
                    (intmax_t)st.st_size, end);
         return NULL;
+    }
+    if (!writable) {
+        return sharegpu_window_backing_ro(s, fd, st.st_size, errp);
     }
     key = g_strdup_printf("%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
     b = g_hash_table_lookup(s->window_backings, key);
@@ -342,35 +412,22 @@ static uint32_t sharegpu_window_get_import(SharegpuState *s, uint32_t handle, co
 }
 
 /*
- * Maps import `bo` at window offset `off` (checked by the caller), replacing its mapping or
- * faultable range. False with *status set when the backend or the memfd refuse.
+ * Maps [fd_off, fd_off + size) of `fd` at `off` in the window for `bo` (replacing its
+ * mapping or faultable range). The caller checked the range against the window and overlaps;
+ * size is a page multiple.
  */
-static bool sharegpu_window_map_at(SharegpuState *s, SharegpuBo *bo, uint64_t off,
-                                   uint32_t *status)
+uint32_t sharegpu_window_map_fd(SharegpuState *s, SharegpuBo *bo, uint64_t off, int fd,
+                                uint64_t fd_off, uint64_t size, bool writable)
 {
     SharegpuWindowBacking *backing;
     SharegpuWindowMap *map;
-    uint64_t fd_off, size;
-    void *ptr;
-    int fd, ret;
     g_autofree char *name = NULL;
     Error *err = NULL;
 
-    ret = sgb_bo_storage(s->dev, bo->handle, &fd, &fd_off, &ptr, &size);
-    if (ret) {
-        *status = sharegpu_status_from_errno(ret);
-        return false;
-    }
-    size = ROUND_UP(size, qemu_real_host_page_size());
-    if (!sharegpu_range_ok(off, size, s->vram_size)) {
-        *status = SGHW_ST_OUT_OF_RANGE;
-        return false;
-    }
-    backing = sharegpu_window_backing_get(s, fd, fd_off + size, &err);
+    backing = sharegpu_window_backing_get(s, fd, fd_off + size, writable, &err);
     if (!backing) {
         error_report_err(err);
-        *status = SGHW_ST_INTERNAL;
-        return false;
+        return SGHW_ST_INTERNAL;
     }
     sharegpu_window_unmap(s, bo);
 
@@ -385,7 +442,45 @@ static bool sharegpu_window_map_at(SharegpuState *s, SharegpuBo *bo, uint64_t of
     bo->map_size = size;
     g_tree_insert(s->window_maps, bo, bo);
     trace_sharegpu_import_map(s->name, bo->handle, off, size, fd_off);
-    return true;
+    return SGHW_ST_OK;
+}
+
+/*
+ * Maps local import `bo` (its current storage) at window offset `off`, checked by the caller.
+ * False with *status set when the backend or the memfd refuse.
+ */
+static bool sharegpu_window_map_at(SharegpuState *s, SharegpuBo *bo, uint64_t off,
+                                   uint32_t *status)
+{
+    uint64_t fd_off, size;
+    void *ptr;
+    int fd, ret;
+
+    ret = sgb_bo_storage(s->dev, bo->handle, &fd, &fd_off, &ptr, &size);
+    if (ret) {
+        *status = sharegpu_status_from_errno(ret);
+        return false;
+    }
+    size = ROUND_UP(size, qemu_real_host_page_size());
+    if (!sharegpu_range_ok(off, size, s->vram_size)) {
+        *status = SGHW_ST_OUT_OF_RANGE;
+        return false;
+    }
+    *status = sharegpu_window_map_fd(s, bo, off, fd, fd_off, size, true);
+    return *status == SGHW_ST_OK;
+}
+
+/* Whether [off, off + size) is page-aligned, inside the window and free (but for `bo`). */
+uint32_t sharegpu_window_check(SharegpuState *s, SharegpuBo *bo, uint64_t off, uint64_t size)
+{
+    if ((off & (qemu_real_host_page_size() - 1)) ||
+        !sharegpu_range_ok(off, size, s->vram_size)) {
+        return SGHW_ST_OUT_OF_RANGE;
+    }
+    if (sharegpu_window_overlap(s, bo, off, size)) {
+        return SGHW_ST_BUSY;
+    }
+    return SGHW_ST_OK;
 }
 
 uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
@@ -399,12 +494,9 @@ uint32_t sharegpu_window_map_import(SharegpuState *s, struct sghw_cmd *c)
         return st;
     }
     size = ROUND_UP(info.size, qemu_real_host_page_size());
-    if ((c->off0 & (qemu_real_host_page_size() - 1)) ||
-        !sharegpu_range_ok(c->off0, size, s->vram_size)) {
-        return SGHW_ST_OUT_OF_RANGE;
-    }
-    if (sharegpu_window_overlap(s, sharegpu_bo_lookup(s, c->handle), c->off0, size)) {
-        return SGHW_ST_BUSY;
+    st = sharegpu_window_check(s, sharegpu_bo_lookup(s, c->handle), c->off0, size);
+    if (st != SGHW_ST_OK) {
+        return st;
     }
     if (!sharegpu_window_map_at(s, sharegpu_bo_get(s, c->handle), c->off0, &st)) {
         return st;

@@ -53,7 +53,7 @@
 
 SharegpuDeviceList sharegpu_devices = QTAILQ_HEAD_INITIALIZER(sharegpu_devices);
 
-static void sharegpu_backend_log(void *opaque, enum sgb_log_level level, const char *msg)
+void sharegpu_log_sink(void *opaque, enum sgb_log_level level, const char *msg)
 {
     switch (level) {
     case SGB_LOG_GUEST_ERROR:
@@ -140,7 +140,8 @@ static uint32_t sharegpu_features(SharegpuState *s)
 {
     return (s->coherent ? SGHW_FEAT_COHERENT : 0) | SGHW_FEAT_MSIX | SGHW_FEAT_SHARING |
            SGHW_FEAT_IMPORT_WINDOW | SGHW_FEAT_COPY_ENGINE | SGHW_FEAT_SYSTEM_PAGES |
-           SGHW_FEAT_JOB_ABORT | SGHW_FEAT_WINDOW_FAULT;
+           SGHW_FEAT_JOB_ABORT | SGHW_FEAT_WINDOW_FAULT |
+           (s->broker ? SGHW_FEAT_BROKER : 0);
 }
 
 static uint64_t sharegpu_mmio_read(void *opaque, hwaddr addr, unsigned size)
@@ -404,6 +405,7 @@ static void sharegpu_reset(SharegpuState *s)
     sharegpu_job_reset(s);
     s->drop_next_irq = false;
     sharegpu_window_unmap_all(s);
+    sharegpu_remote_reset(s);
     g_hash_table_remove_all(s->bos);
     if (s->dev) {
         sgb_event stale;
@@ -459,8 +461,16 @@ static void sharegpu_teardown(SharegpuState *s)
     }
     if (s->bos) {
         sharegpu_window_unmap_all(s);
+        sharegpu_remote_reset(s);
         g_hash_table_destroy(s->bos);
         s->bos = NULL;
+    }
+    if (s->broker_exports) {
+        g_hash_table_destroy(s->broker_exports);
+        s->broker_exports = NULL;
+    }
+    if (s->broker) {
+        s->broker->users--;
     }
     sharegpu_window_fini(s);
     if (s->dev) {
@@ -530,6 +540,9 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     }
     s->name = d->id ? g_strdup(d->id) : object_get_canonical_path(OBJECT(s));
     trace_sharegpu_realize(s->name, s->vram_size, s->coherent);
+    if (s->broker) {
+        s->broker->users++;  /* undone by the teardown, also on the failure path */
+    }
 
     pci_config_set_interrupt_pin(pdev->config, 1);
     if (pci_is_express(pdev)) {
@@ -539,7 +552,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         }
     }
 
-    sgb_set_log_handler(sharegpu_backend_log, NULL);
+    sgb_set_log_handler(sharegpu_log_sink, NULL);
     ret = sgb_backend_get_shared(&s->backend);
     if (ret) {
         error_setg(errp, "sharegpu: backend: %s", sgb_strerror(ret));
@@ -566,6 +579,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
     sharegpu_job_init(s);
 
     s->bos = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, sharegpu_bo_free);
+    sharegpu_remote_init(s);
     s->cmd_bh = qemu_bh_new_guarded(sharegpu_ring_bh, s, &d->mem_reentrancy_guard);
     s->event_bh = qemu_bh_new_guarded(sharegpu_evt_bh, s, &d->mem_reentrancy_guard);
     sgb_device_set_event_notify(s->dev, sharegpu_evt_notify, s);
@@ -640,6 +654,9 @@ static const Property sharegpu_properties[] = {
     DEFINE_PROP_SIZE("x-job-slice", SharegpuState, job_slice, SHAREGPU_JOB_SLICE_DEFAULT),
     /* a longer TRANSFER runs in chunks of this size, one or more per main-loop turn */
     DEFINE_PROP_SIZE("x-job-chunk", SharegpuState, job_chunk, SHAREGPU_JOB_CHUNK_DEFAULT),
+    /* the host broker for sharing with other VMs (docs/hardware.md 13, docs/broker.md) */
+    DEFINE_PROP_LINK("broker", SharegpuState, broker, TYPE_SHAREGPU_BROKER,
+                     SharegpuBroker *),
 };
 
 /*

@@ -10,11 +10,15 @@
  *   sharegpu-job.c       asynchronous jobs (engine submission, done callbacks) and waits
  *                        for a buffer's jobs before a main-loop command touches it
  *   sharegpu-window.c    the import window (upper half of BAR2) and its mappings
+ *   sharegpu-broker.c    the sharegpu-broker QOM object (the connection to the host's
+ *                        cross-VM broker), query-sharegpu-broker
+ *   sharegpu-remote.c    a device's side of cross-VM sharing: BROKER_* commands, broker
+ *                        exports, remote imports (docs/hardware.md 13)
  *   sharegpu-qapi-events.c  QMP events, with the rate limit on guest-caused ones
  *   sharegpu-coherency.c the coherency-violation detector (check-coherency): dirty logging
  *                        fed to the backend's per-buffer model, violations reported
  *   sharegpu-qmp.c       QMP: query-sharegpu, x-sharegpu-move-bo
- *   sharegpu-hmp-cmds.c  HMP: info sharegpu, x_sharegpu_move_bo
+ *   sharegpu-hmp-cmds.c  HMP: info sharegpu, info sharegpu-broker, x_sharegpu_move_bo
  *   sharegpu-stubs.c     the monitor commands when the device is not built
  *
  * Buffer-object semantics live in the host backend (sharegpu-backend.h); the hardware
@@ -32,6 +36,7 @@
 
 #include "sharegpu_hw.h"
 #include "sharegpu-backend.h"
+#include "sharegpu-broker-client.h"
 
 #define TYPE_SHAREGPU "sharegpu"
 OBJECT_DECLARE_SIMPLE_TYPE(SharegpuState, SHAREGPU)
@@ -40,6 +45,26 @@ OBJECT_DECLARE_SIMPLE_TYPE(SharegpuState, SHAREGPU)
 OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowMap, SHAREGPU_WINDOW_MAP)
 #define TYPE_SHAREGPU_WINDOW_BACKING "sharegpu-window-backing"
 OBJECT_DECLARE_SIMPLE_TYPE(SharegpuWindowBacking, SHAREGPU_WINDOW_BACKING)
+
+#define TYPE_SHAREGPU_BROKER "sharegpu-broker"
+OBJECT_DECLARE_SIMPLE_TYPE(SharegpuBroker, SHAREGPU_BROKER)
+
+/* -object sharegpu-broker: one connection to the host broker, shared by the devices linked */
+struct SharegpuBroker {
+    Object parent_obj;
+    char *path;
+    char *vm_name;
+    sgbk_client *client;
+    QEMUTimer *reconnect_timer;
+    uint32_t users;       /* devices linked to it */
+    uint64_t reconnects;
+    uint64_t invalidations;
+    uint64_t revocations;
+    uint64_t denied;
+    QTAILQ_ENTRY(SharegpuBroker) next;
+};
+
+typedef struct SharegpuRemote SharegpuRemote;
 
 typedef struct SharegpuMemEntry {
     uint64_t addr;
@@ -62,6 +87,7 @@ typedef struct SharegpuBo {
     bool map_faultable;
     uint64_t *coh_win_dirty;  /* check-coherency: window pages harvested, not yet given out */
     uint64_t coh_win_pages;
+    SharegpuRemote *remote; /* remote import (handle has SGHW_REMOTE_HANDLE_BIT) */
 } SharegpuBo;
 
 typedef struct SharegpuRing {
@@ -147,6 +173,7 @@ struct SharegpuState {
     uint32_t queue_depth;
     char *engine;
     bool check_coherency;
+    SharegpuBroker *broker;
 
     /* resources */
     MemoryRegion mmio;
@@ -164,6 +191,9 @@ struct SharegpuState {
     /* import window (sharegpu-window.c) */
     GHashTable *window_backings; /* "dev:ino" of a memfd -> SharegpuWindowBacking, weak */
     GTree *window_maps;          /* mapped SharegpuBo, ordered by map_off */
+    /* cross-VM sharing (sharegpu-remote.c) */
+    GHashTable *broker_exports;  /* local handle -> SharegpuBrokerExport */
+    uint32_t next_remote;        /* remote import handle numbering (without the bit) */
     QTAILQ_ENTRY(SharegpuState) next;
 
     /* registers */
@@ -214,11 +244,15 @@ static inline bool sharegpu_range_ok(uint64_t off, uint64_t len, uint64_t size)
 
 /* sharegpu.c */
 void sharegpu_irq_raise(SharegpuState *s, uint32_t causes);
+void sharegpu_log_sink(void *opaque, enum sgb_log_level level, const char *msg);
 
 /* sharegpu-ring.c */
 void sharegpu_ring_bh(void *opaque);
 void sharegpu_job_finish(SharegpuState *s);
 void sharegpu_evt_flush_resync(SharegpuState *s);
+void sharegpu_evt_push(SharegpuState *s, uint32_t type, uint32_t handle,
+                       uint32_t placement, uint32_t flags, uint64_t offset,
+                       uint64_t generation);
 void sharegpu_evt_bh(void *opaque);
 void sharegpu_evt_notify(void *opaque);
 void sharegpu_evt_drain_all(void);
@@ -263,6 +297,33 @@ void sharegpu_window_unmap(SharegpuState *s, SharegpuBo *bo);
 void sharegpu_window_invalidate(SharegpuState *s, SharegpuBo *bo);
 void sharegpu_window_invalidate_hook(void *opaque, uint32_t handle);
 void sharegpu_window_unmap_all(SharegpuState *s);
+uint32_t sharegpu_window_check(SharegpuState *s, SharegpuBo *bo, uint64_t off, uint64_t size);
+uint32_t sharegpu_window_map_fd(SharegpuState *s, SharegpuBo *bo, uint64_t off, int fd,
+                                uint64_t fd_off, uint64_t size, bool writable);
+
+/* sharegpu-broker.c */
+bool sharegpu_broker_connected(SharegpuBroker *b);
+const char *sharegpu_revoke_reason_name(uint32_t reason);
+
+/* sharegpu-remote.c */
+void sharegpu_remote_init(SharegpuState *s);
+void sharegpu_remote_reset(SharegpuState *s);
+uint32_t sharegpu_remote_cmd(SharegpuState *s, struct sghw_cmd *c);
+bool sharegpu_remote_handle(const struct sghw_cmd *c);
+uint32_t sharegpu_remote_check_job(SharegpuState *s, const struct sghw_cmd *c);
+int sharegpu_remote_move(SharegpuState *s, uint32_t handle, uint32_t placement,
+                         bool *handled);
+void sharegpu_remote_destroyed(SharegpuState *s, uint32_t handle);
+bool sharegpu_remote_exported(SharegpuState *s, uint32_t handle);
+bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation);
+void sharegpu_remote_revoke(SharegpuState *s, const sgbk_id *id, uint32_t reason);
+void sharegpu_broker_export_release_ok(SharegpuState *s, const sgbk_id *id,
+                                       uint64_t generation);
+void sharegpu_broker_exports_lost(SharegpuState *s);
+typedef struct SharegpuBrokerExportInfoList SharegpuBrokerExportInfoList;
+typedef struct SharegpuBrokerImportInfoList SharegpuBrokerImportInfoList;
+void sharegpu_broker_list(SharegpuState *s, SharegpuBrokerExportInfoList ***etail,
+                          SharegpuBrokerImportInfoList ***itail);
 
 /* sharegpu-coherency.c */
 void sharegpu_coherency_init(SharegpuState *s);

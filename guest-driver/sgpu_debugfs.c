@@ -145,6 +145,31 @@ static int sgpu_debugfs_timeout_set(void *data, u64 val)
 DEFINE_DEBUGFS_ATTRIBUTE(sgpu_debugfs_timeout_fops, sgpu_debugfs_timeout_get,
 			 sgpu_debugfs_timeout_set, "%llu\n");
 
+/*
+ * Fault injection for tests: the next N moves into VRAM fail (-EIO) in the
+ * TTM move callback after the device move, before TTM commits the placement.
+ */
+static int sgpu_debugfs_fail_vram_moves_get(void *data, u64 *val)
+{
+	struct sgpu_device *sdev = data;
+
+	*val = atomic_read(&sdev->fail_vram_moves);
+	return 0;
+}
+
+static int sgpu_debugfs_fail_vram_moves_set(void *data, u64 val)
+{
+	struct sgpu_device *sdev = data;
+
+	if (val > INT_MAX)
+		return -EINVAL;
+	atomic_set(&sdev->fail_vram_moves, val);
+	return 0;
+}
+
+DEFINE_DEBUGFS_ATTRIBUTE(sgpu_debugfs_fail_vram_moves_fops, sgpu_debugfs_fail_vram_moves_get,
+			 sgpu_debugfs_fail_vram_moves_set, "%llu\n");
+
 void sgpu_debugfs_init(struct drm_minor *minor)
 {
 	struct drm_device *dev = minor->dev;
@@ -156,6 +181,8 @@ void sgpu_debugfs_init(struct drm_minor *minor)
 			    &sgpu_debugfs_resync_fops);
 	debugfs_create_file_unsafe("sharegpu_job_timeout_ms", 0600, minor->debugfs_root,
 				   to_sgpu(dev), &sgpu_debugfs_timeout_fops);
+	debugfs_create_file_unsafe("sharegpu_fail_vram_moves", 0600, minor->debugfs_root,
+				   to_sgpu(dev), &sgpu_debugfs_fail_vram_moves_fops);
 }
 
 /*

@@ -74,6 +74,7 @@ struct sgpu_ring_slot {
 struct sgpu_vram_mgr {
 	struct ttm_resource_manager man;
 	u64 size;
+	atomic64_t frees;		/* VRAM resources of moved BOs freed (room made) */
 };
 
 struct sgpu_device {
@@ -131,6 +132,14 @@ struct sgpu_device {
 	/* limits: live device handles (BOs + imports), guest pages charged to BOs */
 	atomic_t nobjects;
 	atomic_long_t tt_pages;
+
+	/*
+	 * Fault injection (debugfs sharegpu_fail_vram_moves): the next N moves
+	 * into VRAM fail with -EIO in the TTM move callback once the device has
+	 * moved the BO, before TTM records the new placement (the callback
+	 * moves it back).
+	 */
+	atomic_t fail_vram_moves;
 
 	/* import window address space */
 	struct mutex win_lock;		/* protects win_mm */
@@ -224,6 +233,14 @@ struct sgpu_bo {
 	u64 hw_offset;			/* VRAM offset when hw_place is DEVICE */
 	u32 mem_type;			/* TTM_PL_*, for lockless readers (debugfs) */
 	bool backing;			/* ATTACH_BACKING of the tt pages done */
+	bool fresh;			/* being created: no contents, nobody has it */
+	/*
+	 * The device refused a move into VRAM (NO_SPACE) when vram.frees was
+	 * vram_refused_frees: the VRAM manager refuses this BO until VRAM is
+	 * freed, so TTM falls back or evicts (sgpu_bo_validate()).
+	 */
+	bool vram_refused;
+	u64 vram_refused_frees;
 	u32 user_pins;			/* BO_PIN ioctl pins (under resv) */
 	u32 foreign_maps;		/* live dma-buf mappings of non-sharegpu importers */
 	bool exported;
@@ -404,6 +421,8 @@ void sgpu_vram_mgr_init(struct sgpu_device *sdev);
 void sgpu_vram_mgr_fini(struct sgpu_device *sdev);
 int sgpu_bo_hw_move(struct sgpu_bo *bo, u32 place);
 void sgpu_bo_move_notify(struct sgpu_bo *bo);
+void sgpu_vram_res_place(struct ttm_resource *res, u64 offset);
+void sgpu_vram_refused(struct sgpu_bo *bo);
 
 /* sgpu_ttm.c: TTM device, tt pages, backing */
 int sgpu_ttm_init(struct sgpu_device *sdev);
@@ -415,6 +434,8 @@ unsigned long sgpu_tt_pages_all(void);
 int sgpu_objects_reserve(struct sgpu_device *sdev);
 void sgpu_objects_unreserve(struct sgpu_device *sdev);
 struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains);
+int sgpu_bo_validate(struct sgpu_bo *bo, struct ttm_placement *placement,
+		     struct ttm_operation_ctx *ctx);
 int sgpu_bo_validate_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
 int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
 int sgpu_bo_pin(struct sgpu_bo *bo);

@@ -99,6 +99,9 @@ static void sgpu_bo_destroy(struct ttm_buffer_object *tbo)
 
 struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 {
+	static const struct ttm_place sys_place = { .mem_type = TTM_PL_SYSTEM };
+	struct ttm_placement sys_placement = { .num_placement = 1, .placement = &sys_place };
+	struct ttm_operation_ctx ctx = { .interruptible = true };
 	struct sgpu_bo *bo;
 	int ret;
 
@@ -136,11 +139,24 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 	mutex_unlock(&sdev->obj_lock);
 
 	sgpu_bo_set_placement(bo, domains);
-	/* on failure TTM calls sgpu_bo_destroy() */
-	ret = ttm_bo_init_validate(&sdev->bdev, &bo->tbo, ttm_bo_type_device, &bo->placement,
-				   0, true, NULL, NULL, sgpu_bo_destroy);
+	/*
+	 * SYSTEM first (no pages, nothing to move: the device created it
+	 * there), then where it belongs, so that a refusal by the device
+	 * falls back as for any other BO (sgpu_bo_validate()). On failure
+	 * TTM calls sgpu_bo_destroy().
+	 */
+	bo->fresh = true;
+	ret = ttm_bo_init_reserved(&sdev->bdev, &bo->tbo, ttm_bo_type_device, &sys_placement,
+				   0, &ctx, NULL, NULL, sgpu_bo_destroy);
 	if (ret)
 		return ERR_PTR(ret);
+	ret = sgpu_bo_validate(bo, &bo->placement, &ctx);
+	bo->fresh = false;
+	ttm_bo_unreserve(&bo->tbo);
+	if (ret) {
+		ttm_bo_put(&bo->tbo);
+		return ERR_PTR(ret);
+	}
 	/* from now on device events for this handle reach the BO */
 	ret = xa_err(xa_store(&sdev->handles, bo->hw_handle, &bo->tbo.base, GFP_KERNEL));
 	if (ret) {
@@ -148,6 +164,32 @@ struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains)
 		return ERR_PTR(ret);
 	}
 	return bo;
+}
+
+/*
+ * ttm_bo_validate() with the device's say on VRAM (resv held). The device
+ * allocates VRAM itself, in the TTM move callback, and may refuse (NO_SPACE)
+ * what the VRAM manager's accounting admitted: fragmentation, or storage of
+ * BOs destroyed here but still imported elsewhere. The move then fails with
+ * -ENOSPC and marks the BO refused; validating again, the manager refuses it
+ * too until VRAM is freed, so TTM takes the next placement or evicts (LRU)
+ * and asks the device again, as when the manager's alloc moved the BO (a
+ * large BO in fragmented VRAM may need thousands of rounds, one eviction
+ * each). Every new refusal needs a VRAM resource freed first, so there are
+ * at most as many as VRAM has pages unless other BOs fill VRAM again: the
+ * bound only stops such a livelock.
+ */
+int sgpu_bo_validate(struct sgpu_bo *bo, struct ttm_placement *pl, struct ttm_operation_ctx *ctx)
+{
+	u64 n = 0, max = bdev_to_sgpu(bo->tbo.bdev)->vram_size >> PAGE_SHIFT;
+	int ret;
+
+	dma_resv_assert_held(bo->tbo.base.resv);
+	do {
+		ret = ttm_bo_validate(&bo->tbo, pl, ctx);
+	} while (ret == -ENOSPC && bo->vram_refused && ++n < max);
+	bo->vram_refused = false;
+	return ret;
 }
 
 /* Validate into exactly one domain (resv held). */
@@ -159,7 +201,7 @@ int sgpu_bo_validate_domain(struct sgpu_bo *bo, u32 domain, bool intr)
 	};
 	struct ttm_placement pl = { .num_placement = 1, .placement = &place };
 
-	return ttm_bo_validate(&bo->tbo, &pl, &ctx);
+	return sgpu_bo_validate(bo, &pl, &ctx);
 }
 
 int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool intr)

@@ -59,6 +59,10 @@ int sgpu_status_to_errno(u32 status)
 		return -EINVAL;
 	case SGHW_ST_CANCELLED:
 		return -ECANCELED;
+	case SGHW_ST_NO_DEVICE:
+		return -ENODEV;
+	case SGHW_ST_ACCESS_DENIED:
+		return -EACCES;
 	case SGHW_ST_DMA_ERROR:
 	case SGHW_ST_INTERNAL:
 	default:

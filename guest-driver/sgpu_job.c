@@ -144,7 +144,7 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 		struct sgpu_bo *bo = to_sgpu_bo(obj);
 
 		if (!bo->tbo.pin_count) {
-			ret = ttm_bo_validate(&bo->tbo, &bo->placement, &ctx);
+			ret = sgpu_bo_validate(bo, &bo->placement, &ctx);
 			if (ret)
 				return ret;
 		}

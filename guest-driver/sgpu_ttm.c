@@ -2,8 +2,9 @@
 /*
  * sharegpu: the TTM device (struct ttm_device_funcs) and a BO's backing pages.
  *
- *  - TTM_PL_VRAM is the VRAM manager of sgpu_vram_mgr.c: placing a BO there
- *    has already moved it on the device.
+ *  - TTM_PL_VRAM is the VRAM manager of sgpu_vram_mgr.c, which only admits
+ *    a BO; the move callback moves it on the device (BO_MOVE to DEVICE) and
+ *    unwinds that if a later step fails.
  *  - TTM_PL_TT is the device's SYSTEM placement with the tt pages attached as
  *    backing (ATTACH_BACKING); the move callback issues BO_MOVE to SYSTEM and
  *    TRANSFER_FROM_DEVICE so the pages are current after an eviction.
@@ -16,6 +17,7 @@
 #include <linux/slab.h>
 
 #include <drm/drm_managed.h>
+#include <drm/drm_print.h>
 #include <drm/ttm/ttm_placement.h>
 #include <drm/ttm/ttm_range_manager.h>
 #include <drm/ttm/ttm_tt.h>
@@ -187,18 +189,78 @@ int sgpu_bo_transfer(struct sgpu_bo *bo, bool to_device)
 	return ret;
 }
 
+/*
+ * Into VRAM: the device copy (BO_MOVE to DEVICE, with NO_EVICT: TTM is the
+ * only evictor), then the resource gets the device's offset. Importers were
+ * notified and the BO is idle. A failure after the device moved is unwound
+ * here, so TTM (which then frees @new_mem and keeps the old resource) and
+ * the device agree.
+ */
+static int sgpu_ttm_move_to_vram(struct sgpu_bo *bo, struct ttm_resource *new_mem)
+{
+	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
+	struct ttm_resource *old = bo->tbo.resource;
+	bool moved = false;
+	int ret, err;
+
+	if (bo->hw_place != SGHW_PLACEMENT_DEVICE) {
+		/*
+		 * With foreign mappings the tt pages are the truth (see
+		 * sgpu_bo_cpu_access()). A dynamic importer may unmap only
+		 * after the move (move_notify does not make it unmap, amdgpu
+		 * unmaps lazily), and that unmap finds the BO detached: the
+		 * pages must reach the device before its copy is moved.
+		 */
+		if (bo->backing && bo->foreign_maps) {
+			ret = sgpu_bo_transfer(bo, true);
+			if (ret)
+				return ret;
+		}
+		ret = sgpu_bo_hw_move(bo, SGHW_PLACEMENT_DEVICE);
+		if (ret == -E2BIG)
+			ret = -ENOSPC;
+		if (ret == -ENOSPC)
+			sgpu_vram_refused(bo);
+		if (ret)
+			return ret;
+		moved = true;
+	}
+	if (atomic_add_unless(&sdev->fail_vram_moves, -1, 0)) {
+		ret = -EIO;
+		goto undo;
+	}
+	sgpu_vram_res_place(new_mem, bo->hw_offset);
+	sgpu_bo_detach(bo);
+	drm_dbg_driver(&sdev->drm, "bo %u -> vram %#llx\n", bo->hw_handle, bo->hw_offset);
+	return 0;
+
+undo:
+	if (!moved)
+		return ret;
+	/* back to SYSTEM (contents preserved), the tt pages attached again */
+	err = sgpu_bo_hw_move(bo, SGHW_PLACEMENT_SYSTEM);
+	if (!err && old && old->mem_type == TTM_PL_TT)
+		err = sgpu_bo_attach_tt(bo);
+	if (err)
+		drm_err(&sdev->drm, "bo %u: undoing a failed move into vram: %d\n",
+			bo->hw_handle, err);
+	return ret;
+}
+
 static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 			 struct ttm_operation_ctx *ctx, struct ttm_resource *new_mem,
 			 struct ttm_place *hop)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(tbo->bdev);
 	struct sgpu_bo *bo = tbo_to_sgpu_bo(tbo);
-	bool fresh = !tbo->resource;
+	bool fresh = !tbo->resource || bo->fresh;
+	bool to_vram = new_mem->mem_type == TTM_PL_VRAM;
 	int ret = 0;
 
 	if (READ_ONCE(sdev->dead))
 		goto done;
 	if (!fresh) {
+		/* nobody may be using the old storage while the device moves it */
 		ret = ttm_bo_wait_ctx(tbo, ctx);
 		if (ret)
 			return ret;
@@ -207,15 +269,17 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	 * Importers first, as amdgpu and xe do: their mappings (a p2p
 	 * importer's CPU mapping of its import window included) must be gone
 	 * before the storage is copied, or their writes land in the old one.
-	 * A move to VRAM was notified by the VRAM manager, which moves first.
+	 * A BO the device already moved into VRAM (revalidation adopts it)
+	 * does not move again: its importers were told by the device.
 	 */
-	if (!fresh && new_mem->mem_type != TTM_PL_VRAM)
+	if (!fresh && !(to_vram && bo->hw_place == SGHW_PLACEMENT_DEVICE))
 		sgpu_bo_move_notify(bo);
 
 	switch (new_mem->mem_type) {
 	case TTM_PL_VRAM:
-		/* the VRAM manager has already moved it on the device */
-		sgpu_bo_detach(bo);
+		ret = sgpu_ttm_move_to_vram(bo, new_mem);
+		if (ret)
+			return ret;
 		break;
 	case TTM_PL_TT:
 		if (bo->hw_place == SGHW_PLACEMENT_DEVICE) {
@@ -244,11 +308,13 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	if (evict)
 		atomic64_inc(&sdev->evictions);
 	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
-	if (new_mem->mem_type == TTM_PL_VRAM) {
+	if (to_vram && !bo->foreign_maps) {
 		/*
 		 * Idle (waited above, resv held) and detached: the tt pages
 		 * are stale, give them back instead of keeping guest RAM for
 		 * every BO that was ever evicted (ttm_bo_move_null keeps them).
+		 * Pages a lazy importer still maps stay until the BO moves or
+		 * dies, so a stale mapping never reaches reused memory.
 		 */
 		ttm_bo_move_sync_cleanup(tbo, new_mem);
 		return 0;
@@ -256,6 +322,8 @@ static int sgpu_ttm_move(struct ttm_buffer_object *tbo, bool evict,
 	ttm_bo_move_null(tbo, new_mem);
 	return 0;
 done:
+	if (to_vram && bo->hw_place == SGHW_PLACEMENT_DEVICE)
+		sgpu_vram_res_place(new_mem, bo->hw_offset);
 	WRITE_ONCE(bo->mem_type, new_mem->mem_type);
 	ttm_bo_move_null(tbo, new_mem);
 	return 0;

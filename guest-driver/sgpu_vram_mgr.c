@@ -3,10 +3,11 @@
  * sharegpu: the VRAM resource manager (TTM_PL_VRAM).
  *
  * The device is the source of truth for where a BO lives and it allocates
- * VRAM itself. The manager's alloc() therefore issues BO_MOVE to DEVICE and
- * records the returned VRAM offset as the resource start; its usage
- * accounting mirrors the device's, and -ENOSPC makes TTM evict (LRU) before
- * the device would have to.
+ * VRAM itself, in BO_MOVE to DEVICE. The manager's alloc() only admits a BO
+ * by its usage accounting, which mirrors the device's (-ENOSPC makes TTM
+ * evict, LRU, before the device would have to); the TTM move callback
+ * (sgpu_ttm.c) issues BO_MOVE and records the device's offset as the
+ * resource start (sgpu_vram_res_place()).
  *
  * Layer: below the TTM device callbacks (sgpu_ttm.c) and the event handling
  * (sgpu_event.c), which use sgpu_bo_hw_move(); calls only the command layer.
@@ -54,60 +55,69 @@ int sgpu_bo_hw_move(struct sgpu_bo *bo, u32 place)
 	return 0;
 }
 
+/* A VRAM resource; placed once the device has put the BO at res.start. */
+struct sgpu_vram_res {
+	struct ttm_resource res;
+	bool placed;
+};
+
+/* The move callback placed the BO on the device at @offset (resv held). */
+void sgpu_vram_res_place(struct ttm_resource *res, u64 offset)
+{
+	res->start = offset >> PAGE_SHIFT;
+	container_of(res, struct sgpu_vram_res, res)->placed = true;
+}
+
+/* The device answered NO_SPACE to moving @bo into VRAM (resv held). */
+void sgpu_vram_refused(struct sgpu_bo *bo)
+{
+	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
+
+	atomic64_inc(&sdev->vram_no_space);
+	bo->vram_refused = true;
+	bo->vram_refused_frees = atomic64_read(&sdev->vram.frees);
+}
+
+/*
+ * Admit @tbo to VRAM by the accounting only: the device move itself is the
+ * TTM move callback's (sgpu_ttm.c), where a failure can be unwound, as the
+ * copy is in amdgpu and xe. -ENOSPC makes TTM try the next placement or
+ * evict (LRU) and retry; so does a refusal by the device since nothing was
+ * freed (sgpu_bo_validate()). A BO the device already has in VRAM (moved by
+ * the device, revalidation adopts it) gets its offset at once.
+ */
 static int sgpu_vram_alloc(struct ttm_resource_manager *man, struct ttm_buffer_object *tbo,
 			   const struct ttm_place *place, struct ttm_resource **res)
 {
 	struct sgpu_vram_mgr *mgr = container_of(man, struct sgpu_vram_mgr, man);
-	struct sgpu_device *sdev = bdev_to_sgpu(tbo->bdev);
 	struct sgpu_bo *bo = tbo_to_sgpu_bo(tbo);
-	struct ttm_resource *r;
-	long lret;
-	int ret;
+	struct sgpu_vram_res *r;
 
+	if (bo->hw_place != SGHW_PLACEMENT_DEVICE) {
+		if (ttm_resource_manager_usage(man) + tbo->base.size > mgr->size)
+			return -ENOSPC;
+		if (bo->vram_refused && bo->vram_refused_frees == atomic64_read(&mgr->frees))
+			return -ENOSPC;
+	}
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r)
 		return -ENOMEM;
-
-	if (bo->hw_place != SGHW_PLACEMENT_DEVICE) {
-		if (ttm_resource_manager_usage(man) + tbo->base.size > mgr->size) {
-			ret = -ENOSPC;
-			goto err;
-		}
-		/* nobody may be using the old storage while the device moves it */
-		lret = dma_resv_wait_timeout(tbo->base.resv, DMA_RESV_USAGE_BOOKKEEP, false,
-					     MAX_SCHEDULE_TIMEOUT);
-		if (lret < 0) {
-			ret = lret;
-			goto err;
-		}
-		/* importers let go before the storage is copied (sgpu_ttm_move()) */
-		if (tbo->resource)
-			sgpu_bo_move_notify(bo);
-		/* NO_SPACE / TOO_BIG: -ENOSPC, TTM evicts (LRU) and retries */
-		ret = sgpu_bo_hw_move(bo, SGHW_PLACEMENT_DEVICE);
-		if (ret == -E2BIG)
-			ret = -ENOSPC;
-		if (ret == -ENOSPC)
-			atomic64_inc(&sdev->vram_no_space);
-		if (ret)
-			goto err;
-	}
-	/* else: the device already put it there (revalidation adopts it) */
-
-	ttm_resource_init(tbo, place, r);
-	r->start = bo->hw_offset >> PAGE_SHIFT;
-	*res = r;
-	drm_dbg_driver(&sdev->drm, "bo %u -> vram %#llx\n", bo->hw_handle, bo->hw_offset);
+	ttm_resource_init(tbo, place, &r->res);
+	if (bo->hw_place == SGHW_PLACEMENT_DEVICE)
+		r->res.start = bo->hw_offset >> PAGE_SHIFT;
+	*res = &r->res;
 	return 0;
-err:
-	kfree(r);
-	return ret;
 }
 
 static void sgpu_vram_free(struct ttm_resource_manager *man, struct ttm_resource *res)
 {
+	struct sgpu_vram_mgr *mgr = container_of(man, struct sgpu_vram_mgr, man);
+	struct sgpu_vram_res *r = container_of(res, struct sgpu_vram_res, res);
+
+	if (r->placed)
+		atomic64_inc(&mgr->frees);
 	ttm_resource_fini(man, res);
-	kfree(res);
+	kfree(r);
 }
 
 static bool sgpu_vram_intersects(struct ttm_resource_manager *man, struct ttm_resource *res,
@@ -144,6 +154,7 @@ void sgpu_vram_mgr_init(struct sgpu_device *sdev)
 	struct ttm_resource_manager *man = &sdev->vram.man;
 
 	sdev->vram.size = sdev->vram_size;
+	atomic64_set(&sdev->vram.frees, 0);
 	man->func = &sgpu_vram_mgr_func;
 	man->use_tt = false;
 	ttm_resource_manager_init(man, &sdev->bdev, sdev->vram_size >> PAGE_SHIFT);

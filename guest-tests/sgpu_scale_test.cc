@@ -81,8 +81,22 @@ void ExpectAllIntact(Dev* devs[2], const std::vector<Buf>& bufs, const char* whe
       }
       EXPECT_EQ(bad, 0u) << when << ": device " << d
                          << (through_import ? " (imports)" : " (own buffers)");
+      printf("[ scale    ] %s: device %d%s checked\n", when, d,
+             through_import ? " (imports)" : " (own buffers)");
+      fflush(stdout);
     }
   }
+}
+
+// The run's silence detector (scripts/run-guest.sh --silence, 300 s) must not mistake a slow
+// phase on a loaded host for a frozen guest: a line at least every 20 s.
+void Heartbeat(const char* phase, size_t done, size_t total) {
+  static double last = 0;
+  const double now = Now();
+  if (now - last < 20 && done != total) return;
+  last = now;
+  printf("[ scale    ] %s: %zu of %zu\n", phase, done, total);
+  fflush(stdout);
 }
 
 TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
@@ -102,6 +116,7 @@ TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
     uint32_t domain = (i / 2) % 2 ? SHAREGPU_DOMAIN_SYSTEM : SHAREGPU_DOMAIN_VRAM;
     int ret = BoCreate(*devs[b.dev], kSmall, domain, &b.handle);
     ASSERT_EQ(ret, 0) << "buffer " << i << " of " << count << " on device " << b.dev;
+    Heartbeat("create", i + 1, count);
   }
   const double t_create = Now();
 
@@ -112,6 +127,7 @@ TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
       if (b.dev == d) cmds.push_back(FillCmd(b.handle, kSmall, b.pattern));
     }
     ASSERT_EQ(RunBatched(devs[d]->fd, cmds), 0) << "fill on device " << d;
+    Heartbeat("fill (devices)", d + 1, 2);
   }
   const double t_fill = Now();
 
@@ -125,6 +141,7 @@ TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
     ASSERT_GE(fd.get(), 0) << "export of buffer " << i;
     ASSERT_EQ(ImportFd(devs[b.imp_dev]->fd, fd.get(), &b.imp_handle), 0) << "import of " << i;
     ++shared;
+    Heartbeat("share", i + 1, count);
   }
   const double t_share = Now();
   ASSERT_NO_FATAL_FAILURE(ExpectAllIntact(devs, bufs, "after sharing"));
@@ -137,6 +154,7 @@ TEST(ScaleTest, TwentyThousandBuffersSharedAndEvictedKeepTheirContents) {
     Dev& d = *devs[i % 2];
     ASSERT_EQ(hogs[i].Create(d.fd, d.info.vram_size / 4, SHAREGPU_DOMAIN_VRAM), 0) << "hog " << i;
     ASSERT_EQ(Fill(d.fd, hogs[i].handle, 0, 4096, 0x600d600d), 0) << "hog " << i;
+    Heartbeat("VRAM pressure (hogs)", i + 1, 10);
   }
   int64_t evictions = Counter(*devs[0], "evictions") + Counter(*devs[1], "evictions") -
                       evictions_before;

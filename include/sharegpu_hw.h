@@ -55,11 +55,12 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 5 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 6 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
                                1.3: asynchronous jobs, QUEUE_DEPTH
                                1.4: JOB_ABORT
-                               1.5: WINDOW_FAULT */
+                               1.5: WINDOW_FAULT
+                               1.6: BROKER_* (sharing between VMs) */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -70,6 +71,7 @@ typedef uint64_t sghw_le64;
 #define SGHW_FEAT_SYSTEM_PAGES (1u << 5) /* ATTACH_BACKING / TRANSFER_* */
 #define SGHW_FEAT_JOB_ABORT (1u << 6)    /* 1.4: SGHW_REG_JOB_ABORT */
 #define SGHW_FEAT_WINDOW_FAULT (1u << 7) /* 1.5: a moved import's window range re-maps on access */
+#define SGHW_FEAT_BROKER (1u << 8)       /* 1.6: connected to a host broker: BROKER_* work */
 
 /* ---------------------------------------------------------------- BAR0 registers */
 #define SGHW_REG_VERSION 0x000       /* RO */
@@ -160,6 +162,40 @@ enum sghw_opcode {
     SGHW_OP_IMPORT = 0x41,         /* uuid -> out_handle */
     SGHW_OP_MAP_IMPORT = 0x42,     /* handle off0=import window offset -> result=BAR2 off */
     SGHW_OP_UNMAP_IMPORT = 0x43,   /* handle */
+    /* 1.6: sharing between VMs through the host broker (docs/hardware.md 13) */
+    SGHW_OP_BROKER_EXPORT = 0x48,  /* handle arg=right off0=gpa of sghw_peer_name
+                                      -> uuid = broker id (in place), result=size */
+    SGHW_OP_BROKER_GRANT = 0x49,   /* handle off0=gpa of sghw_peer_name arg=right (0 withdraw) */
+    SGHW_OP_BROKER_UNEXPORT = 0x4a, /* handle -> result=1 if it was broker-exported */
+    SGHW_OP_BROKER_IMPORT = 0x4b,  /* uuid = broker id -> out_handle (remote import),
+                                      result=size | SGHW_BROKER_IMPORT_WRITABLE */
+};
+
+/* 1.6: BROKER_EXPORT / BROKER_GRANT rights */
+enum sghw_broker_right {
+    SGHW_BROKER_RIGHT_NONE = 0,       /* BROKER_EXPORT: no grant yet; BROKER_GRANT: withdraw */
+    SGHW_BROKER_RIGHT_READ = 1,       /* the importing VM maps the buffer read-only */
+    SGHW_BROKER_RIGHT_READ_WRITE = 2,
+};
+
+/* 1.6: BROKER_IMPORT result bit0 (sizes are multiples of SGHW_VRAM_ALIGN) */
+#define SGHW_BROKER_IMPORT_WRITABLE 1u
+/* 1.6: remote import handles (BROKER_IMPORT) have this bit set; local handles never do */
+#define SGHW_REMOTE_HANDLE_BIT 0x80000000u
+
+/* 1.6: a VM's broker name, at the gpa in off0: 1..31 of [A-Za-z0-9._-], NUL-terminated */
+#define SGHW_PEER_NAME_LEN 32
+struct sghw_peer_name {
+    char name[SGHW_PEER_NAME_LEN];
+};
+
+/* 1.6: BO_REVOKED event reasons (placement field); the broker protocol's values */
+enum sghw_revoke_reason {
+    SGHW_REVOKE_UNEXPORTED = 1,      /* the exporter unexported (or destroyed) the buffer */
+    SGHW_REVOKE_EXPORTER_GONE = 2,   /* the exporting VM exited or was killed */
+    SGHW_REVOKE_GRANT_WITHDRAWN = 3, /* the grant was withdrawn or its right changed */
+    SGHW_REVOKE_ACK_TIMEOUT = 4,     /* an invalidation was not acknowledged in time */
+    SGHW_REVOKE_BROKER_GONE = 5,     /* the host broker connection was lost */
 };
 
 enum sghw_dir {
@@ -188,6 +224,8 @@ enum sghw_status {
     SGHW_ST_NO_BACKING = 10,  /* TRANSFER without ATTACH_BACKING */
     SGHW_ST_CANCELLED = 11,   /* 1.4: job dropped by JOB_ABORT before it started */
     SGHW_ST_INTERNAL = 12,    /* backend failure; see the host log */
+    SGHW_ST_NO_DEVICE = 13,   /* 1.6: remote import revoked, or no broker connection */
+    SGHW_ST_ACCESS_DENIED = 14, /* 1.6: BROKER_IMPORT without a grant */
 };
 
 /*
@@ -230,6 +268,10 @@ struct sghw_mem_entry {
 #define SGHW_BO_F_EXPORTED (1u << 1)
 #define SGHW_BO_F_BACKING (1u << 2)
 #define SGHW_BO_F_MAPPED (1u << 3) /* import mapped in the import window */
+#define SGHW_BO_F_REMOTE (1u << 4)    /* 1.6: remote import (BROKER_IMPORT) */
+#define SGHW_BO_F_READ_ONLY (1u << 5) /* 1.6: remote import granted READ only */
+#define SGHW_BO_F_REVOKED (1u << 6)   /* 1.6: remote import revoked: commands fail NO_DEVICE */
+#define SGHW_BO_F_BROKER_EXPORTED (1u << 7) /* 1.6: local BO exported through the broker */
 struct sghw_bo_info {
     sghw_le64 size;
     sghw_le64 vram_offset; /* offset in BAR2 for DEVICE placement (imports: window offset
@@ -251,6 +293,9 @@ enum sghw_event_type {
     SGHW_EVT_ERROR = 3,          /* handle = ring index, placement = status */
     SGHW_EVT_RESYNC = 4,         /* 1.1: events were lost before this one; generation =
                                     EVT_DROPPED. Re-query every BO, re-map every import */
+    SGHW_EVT_BO_REVOKED = 5,     /* 1.6: remote import revoked (mapping gone), placement =
+                                    enum sghw_revoke_reason; with SGHW_EVT_F_EXPORT a local
+                                    BO's broker export is gone */
 };
 
 /*
@@ -259,6 +304,8 @@ enum sghw_event_type {
  * not host-forced moves, not moves made through another device's import).
  */
 #define SGHW_EVT_F_OWN_COMMAND (1u << 0)
+/* 1.6, BO_REVOKED only: handle is a local BO whose broker export was lost */
+#define SGHW_EVT_F_EXPORT (1u << 1)
 
 struct sghw_event {
     sghw_le32 type;       /* enum sghw_event_type */
@@ -302,6 +349,10 @@ static inline const char *sghw_opcode_name(sghw_u32 op)
         [SGHW_OP_IMPORT] = "IMPORT",
         [SGHW_OP_MAP_IMPORT] = "MAP_IMPORT",
         [SGHW_OP_UNMAP_IMPORT] = "UNMAP_IMPORT",
+        [SGHW_OP_BROKER_EXPORT] = "BROKER_EXPORT",
+        [SGHW_OP_BROKER_GRANT] = "BROKER_GRANT",
+        [SGHW_OP_BROKER_UNEXPORT] = "BROKER_UNEXPORT",
+        [SGHW_OP_BROKER_IMPORT] = "BROKER_IMPORT",
     };
     return op < sizeof(names) / sizeof(names[0]) ? names[op] : (const char *)0;
 }
@@ -322,6 +373,8 @@ static inline const char *sghw_status_name(sghw_u32 st)
         [SGHW_ST_NO_BACKING] = "NO_BACKING",
         [SGHW_ST_CANCELLED] = "CANCELLED",
         [SGHW_ST_INTERNAL] = "INTERNAL",
+        [SGHW_ST_NO_DEVICE] = "NO_DEVICE",
+        [SGHW_ST_ACCESS_DENIED] = "ACCESS_DENIED",
     };
     if (st == SGHW_ST_PENDING) {
         return "PENDING";
@@ -336,6 +389,7 @@ static inline const char *sghw_event_name(sghw_u32 type)
         [SGHW_EVT_BO_INVALIDATED] = "BO_INVALIDATED",
         [SGHW_EVT_ERROR] = "ERROR",
         [SGHW_EVT_RESYNC] = "RESYNC",
+        [SGHW_EVT_BO_REVOKED] = "BO_REVOKED",
     };
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : (const char *)0;
 }
@@ -346,11 +400,13 @@ static_assert(sizeof(struct sghw_cmd) == 64, "sghw_cmd");
 static_assert(sizeof(struct sghw_event) == 32, "sghw_event");
 static_assert(sizeof(struct sghw_bo_info) == 64, "sghw_bo_info");
 static_assert(sizeof(struct sghw_mem_entry) == 16, "sghw_mem_entry");
+static_assert(sizeof(struct sghw_peer_name) == 32, "sghw_peer_name");
 #elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(struct sghw_cmd) == 64, "sghw_cmd");
 _Static_assert(sizeof(struct sghw_event) == 32, "sghw_event");
 _Static_assert(sizeof(struct sghw_bo_info) == 64, "sghw_bo_info");
 _Static_assert(sizeof(struct sghw_mem_entry) == 16, "sghw_mem_entry");
+_Static_assert(sizeof(struct sghw_peer_name) == 32, "sghw_peer_name");
 #endif
 
 #endif /* SHAREGPU_HW_H */

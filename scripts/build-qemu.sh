@@ -17,7 +17,8 @@
 #   work/{default,asan}/build       ninja stays incremental); QEMU build dir. --plain uses
 #                                   the same tree (overlay reverted to pristine)
 #   backend/{default,asan}/         meson build dir of the project's host backend
-#   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries, build-info.txt)
+#   qemu/<hash>/qemu-system-x86_64  result (+ qtest binaries and the sharegpu-broker daemon
+#                                   they start, build-info.txt)
 #   qemu/current -> <hash>          (qemu/current-asan, qemu/current-plain for the variants)
 #
 # <hash> covers what determines the binaries: QEMU source version, patches/qemu/*, device/**,
@@ -32,7 +33,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" build-qemu
 SAY_TIME=1
 
-RECIPE=2  # the version of the build recipe (see above)
+RECIPE=3  # the version of the build recipe (see above)
 suite=${SHAREGPU_QEMU_SUITE:-trixie}
 variant=default
 plain=0
@@ -154,6 +155,15 @@ bvariant=default
 # cores). Wait for it, then re-check: it may have produced exactly what we want.
 mkdir -p "$CACHE/work"
 lock_or_wait "$CACHE/work/qemu-build.lock" "another QEMU build" || use_cached
+# Sources edited while this waited for the lock are what gets built: key the output by them,
+# not by the hash taken before the wait (it would publish new code under an old key).
+new_hash=$(hash_inputs | sha256sum | cut -c1-16)
+if [ "$new_hash" != "$hash" ]; then
+    say "sources changed while waiting for the build lock: $hash -> $new_hash"
+    hash=$new_hash
+    out=$CACHE/qemu/$hash
+    use_cached
+fi
 if true; then
     bdir=$CACHE/backend/$bvariant
     sanitize=none
@@ -171,16 +181,17 @@ if true; then
             tail -30 "$CACHE/backend-$bvariant-setup.log" >&2; exit 1; }
         echo "$ROOT" >"$bdir/.sharegpu-source"
     fi
-    say "building host backend static library"
-    nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a >&2
+    say "building host backend and broker client static libraries, broker daemon"
+    nice -n 10 ninja -C "$bdir" -j "$jobs" host-backend/libsharegpu-backend.a \
+        host-backend/broker/libsharegpu-broker-client.a host-backend/broker/sharegpu-broker >&2
     pcdir=$bdir/meson-uninstalled
     [ -f "$pcdir/sharegpu-backend-uninstalled.pc" ] ||
         die "$pcdir/sharegpu-backend-uninstalled.pc missing"
     # pkg-config prefers NAME-uninstalled.pc; QEMU asks for 'sharegpu-backend'.
     export PKG_CONFIG_PATH=$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-    pkg-config --exists sharegpu-backend ||
-        die "pkg-config cannot resolve sharegpu-backend"
-    backend_libs=$(pkg-config --static --libs sharegpu-backend)
+    pkg-config --exists sharegpu-backend sharegpu-broker-client ||
+        die "pkg-config cannot resolve sharegpu-backend and sharegpu-broker-client"
+    backend_libs=$(pkg-config --static --libs sharegpu-backend sharegpu-broker-client)
 fi
 
 # ---------------------------------------------------------------- 4. patched work tree
@@ -225,6 +236,8 @@ if [ "$plain" = 0 ]; then
     # through pkg-config but takes no compile flags from it (QEMU's other objects keep
     # identical command lines, so ccache and ninja stay warm across backend changes).
     cp "$ROOT/host-backend/include/sharegpu/backend.h" "$overlay/hw/misc/sharegpu/sharegpu-backend.h"
+    cp "$ROOT/host-backend/include/sharegpu/broker-client.h" \
+        "$overlay/hw/misc/sharegpu/sharegpu-broker-client.h"
     if [ -d "$ROOT/device/qapi" ]; then
         cp "$ROOT"/device/qapi/*.json "$overlay/qapi/"
     fi
@@ -296,6 +309,10 @@ cp "$bld/qemu-system-x86_64" "$out.tmp/"
 if [ "$qtests" = 1 ]; then
     mkdir -p "$out.tmp/qtest"
     for t in "${targets[@]:1}"; do cp "$bld/$t" "$out.tmp/qtest/"; done
+    # the broker daemon the multi-VM qtests start (SHAREGPU_BROKER, scripts/qemu-tests.sh)
+    if [ "$plain" = 0 ]; then
+        cp "$bdir/host-backend/broker/sharegpu-broker" "$out.tmp/qtest/"
+    fi
     # QTEST_QEMU_BINARY must end in qemu-system-ARCH: a wrapper adds the firmware paths
     # (Debian's +ds source has no pc-bios blobs).
     mkdir -p "$out.tmp/qtest/bin"

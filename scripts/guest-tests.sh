@@ -29,9 +29,11 @@
 #   -device sharegpu,id=g0                 coherent,     64 MiB VRAM
 #   -device sharegpu,id=g1,coherent=off,check-coherency=on   non-coherent, 64 MiB VRAM
 # plus -device virtio-gpu-pci and vgem (both drivers built into the guest kernel; the
-# standard-uAPI table compares the three), a QMP socket and a second serial port for the
-# host agent (guest-tests/host-agent.py: the guest prints "SHAREGPU-HOST-REQUEST: ..." on
-# the console, the agent runs QMP x-sharegpu-move-bo and acks on the guest's /dev/ttyS1).
+# standard-uAPI table compares the three), the test-only module guest-tests/importer (a
+# lazily unmapping dynamic dma-buf importer, /dev/sgpu_test_importer), a QMP socket and a
+# second serial port for the host agent (guest-tests/host-agent.py: the guest prints
+# "SHAREGPU-HOST-REQUEST: ..." on the console, the agent runs QMP x-sharegpu-move-bo and acks
+# on the guest's /dev/ttyS1).
 #
 # The guest benchmarks (sgpu_bench_test) print `ratio NAME VALUE` lines, shown here.
 # Output: per-case results parsed from the console ("SHAREGPU-GTEST: PASS|FAIL|SKIP <bin>
@@ -95,6 +97,9 @@ find_qemu || give_up "no QEMU at $QEMU"
 
 say "driver module (KDIR=$KDIR)"
 nice -n 10 make -C "$ROOT/guest-driver" KDIR="$KDIR" modules >&2 || give_up "driver build failed"
+say "test importer module (guest-tests/importer: a lazily unmapping dynamic dma-buf importer)"
+nice -n 10 make -C "$ROOT/guest-tests/importer" KDIR="$KDIR" modules >&2 ||
+    give_up "test importer build failed"
 say "test binaries"
 nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
     give_up "test build failed"
@@ -103,7 +108,8 @@ nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
        sgpu_locking_test sgpu_async_test sgpu_torture_test sgpu_scale_test sgpu_uapi_test
        sgpu_bench_test)
-IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko")
+IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko"
+          --module "$ROOT/guest-tests/importer/sgpu_test_importer.ko")
 if [ "$DEMO" = 1 ]; then
     IMG=$OUT/demo.cpio.gz
     IMG_ARGS+=(--init-mode demo --test "$OUT/build/sgpu_demo")

@@ -13,6 +13,7 @@
 #include "qobject/qdict.h"
 #include "qobject/qlist.h"
 #include "qobject/qjson.h"
+#include "qobject/qstring.h"
 #include "qemu/bswap.h"
 #include "sharegpu_hw.h"
 
@@ -1788,7 +1789,7 @@ static void test_job_abort_held(void)
 
     g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_JOB_ABORT);
     g_assert_true(rd(g, SGHW_REG_FEATURES) & SGHW_FEAT_WINDOW_FAULT);
-    g_assert_cmphex(rd(g, SGHW_REG_VERSION), ==, 0x00010005);
+    g_assert_cmphex(rd(g, SGHW_REG_VERSION), >=, 0x00010005);
     qmp_ok(c, "{'execute': 'x-sharegpu-hold', 'arguments': {'id': 'g0', 'handle': %u}}", a);
     post(c, g, cmds, 3, addr);
     wait_job_state(c, "g0", "held");
@@ -2205,9 +2206,736 @@ static void test_bad_property(void)
     qtest_quit(qts);
 }
 
-/* ------------------------------------------------------------------ coherency detector */
+/*
+ * Issue 12: sharing between VMs through the host broker (docs/hardware.md 13). One broker,
+ * three QEMUs: vm-a exports to vm-b; vm-c holds no grant.
+ */
+typedef struct Broker {
+    int ack_timeout_ms;  /* 0: 20 s, long enough for a loaded machine */
+    GPid pid;
+    char *dir;
+    char *sock;
+    char *log;
+} Broker;
 
-/* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
+/* The daemon: $SHAREGPU_BROKER, or the one published beside this test binary. */
+static char *broker_binary(void)
+{
+    const char *env = g_getenv("SHAREGPU_BROKER");
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    g_autofree char *dir = self ? g_path_get_dirname(self) : NULL;
+    char *path;
+
+    if (env && *env) {
+        return g_strdup(env);
+    }
+    path = dir ? g_build_filename(dir, "sharegpu-broker", NULL) : NULL;
+    if (path && g_file_test(path, G_FILE_TEST_IS_EXECUTABLE)) {
+        return path;
+    }
+    g_free(path);
+    return NULL;
+}
+
+/* Starts the daemon (again, for a restart: same socket) and waits until it listens. */
+static bool broker_start(Broker *b)
+{
+    g_autofree char *bin = broker_binary();
+    g_autofree char *cmd = NULL;
+    g_autofree char *text = NULL;
+    char *argv[4] = { (char *)"/bin/sh", (char *)"-c", NULL, NULL };
+    int i;
+
+    if (!bin) {
+        g_test_skip("no sharegpu-broker binary (set SHAREGPU_BROKER)");
+        return false;
+    }
+    if (!b->dir) {
+        b->dir = g_dir_make_tmp("sharegpu-broker-XXXXXX", NULL);
+        g_assert_nonnull(b->dir);
+        b->sock = g_build_filename(b->dir, "broker.sock", NULL);
+        b->log = g_build_filename(b->dir, "broker.log", NULL);
+    }
+    unlink(b->log);
+    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms %d >'%s' 2>&1", bin,
+                          b->sock, b->ack_timeout_ms ? b->ack_timeout_ms : 20000, b->log);
+    argv[2] = cmd;
+    g_assert_true(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                &b->pid, NULL));
+    for (i = 0; i < 2000; i++) {
+        g_free(text);
+        text = NULL;
+        if (g_file_get_contents(b->log, &text, NULL, NULL) && strstr(text, "ready on")) {
+            return true;
+        }
+        g_usleep(5000);
+    }
+    g_error("sharegpu-broker did not start: %s", text ? text : "(no output)");
+}
+
+static void broker_stop(Broker *b)
+{
+    int status;
+
+    kill(b->pid, SIGTERM);
+    g_assert_cmpint(waitpid(b->pid, &status, 0), ==, b->pid);
+    g_spawn_close_pid(b->pid);
+}
+
+static void broker_free(Broker *b)
+{
+    const char *names[] = { "vm-a.log", "vm-b.log", "vm-c.log", "broker.log" };
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(names); i++) {
+        g_autofree char *path = g_build_filename(b->dir, names[i], NULL);
+
+        unlink(path);
+    }
+    unlink(b->sock);
+    rmdir(b->dir);
+    g_free(b->dir);
+    g_free(b->sock);
+    g_free(b->log);
+}
+
+/* One VM with one sharegpu device g0 linked to the broker as `name`; guest errors logged. */
+static Ctx *vm_boot(Broker *b, const char *name)
+{
+    Ctx *c = g_new0(Ctx, 1);
+
+    c->qs = qtest_pc_boot("-nodefaults -object sharegpu-broker,id=b0,path=%s,vm-name=%s "
+                          "-device sharegpu,id=g0,vram-size=4M,broker=b0 "
+                          "-d guest_errors -D %s/%s.log", b->sock, name, b->dir, name);
+    qpci_device_foreach(c->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn, c);
+    g_assert_cmpint(c->found, ==, 1);
+    gpu_init(c, &c->g[0]);
+    g_assert_true(rd(&c->g[0], SGHW_REG_FEATURES) & SGHW_FEAT_BROKER);
+    return c;
+}
+
+static void vm_free(Ctx *c)
+{
+    g_free(c->g[0].dev);
+    qtest_shutdown(c->qs);
+    g_free(c);
+}
+
+static uint64_t peer_name(Ctx *c, const char *name)
+{
+    struct sghw_peer_name p = { { 0 } };
+    uint64_t gpa = qmalloc(c->qs, sizeof(p));
+
+    g_strlcpy(p.name, name, sizeof(p.name));
+    qtest_memwrite(c->qs->qts, gpa, &p, sizeof(p));
+    return gpa;
+}
+
+static struct sghw_cmd broker_export(Ctx *c, uint32_t h, const char *peer, uint32_t right)
+{
+    return submit(c, &c->g[0], (struct sghw_cmd) {
+        .opcode = SGHW_OP_BROKER_EXPORT, .handle = h, .arg = right,
+        .off0 = peer ? peer_name(c, peer) : 0 });
+}
+
+static struct sghw_cmd broker_import(Ctx *c, const uint8_t *id)
+{
+    struct sghw_cmd r = { .opcode = SGHW_OP_BROKER_IMPORT };
+
+    memcpy(r.uuid, id, sizeof(r.uuid));
+    return submit(c, &c->g[0], r);
+}
+
+/* Waits (the broker's messages reach the QEMU asynchronously) for an event of `type`. */
+static void wait_event(Ctx *c, uint32_t type, uint32_t handle, struct sghw_event *out)
+{
+    struct sghw_event ev;
+    int i;
+
+    for (i = 0; i < 4000; i++) {
+        while (pop_event(c, &c->g[0], &ev)) {
+            if (ev.type == type && ev.handle == handle) {
+                if (out) {
+                    *out = ev;
+                }
+                return;
+            }
+        }
+        g_usleep(5000);
+    }
+    g_error("no event %u for handle 0x%x", type, handle);
+}
+
+static uint32_t win_rd(Ctx *c, uint64_t off)
+{
+    return qpci_io_readl(c->g[0].dev, c->g[0].vram, off);
+}
+
+static QDict *broker_info(Ctx *c)
+{
+    QDict *resp = qtest_qmp(c->qs->qts, "{'execute': 'query-sharegpu-broker'}");
+    QList *list = qdict_get_qlist(resp, "return");
+    QDict *info;
+
+    g_assert_nonnull(list);
+    info = qobject_to(QDict, qlist_peek(list));
+    g_assert_nonnull(info);
+    qobject_ref(info);
+    qobject_unref(resp);
+    return info;
+}
+
+/* Whether this VM's export of `handle` still holds the storage it moved from. */
+static bool broker_export_moving(Ctx *c, uint32_t handle)
+{
+    QDict *info = broker_info(c);
+    const QListEntry *e;
+    int found = -1;
+
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, "exports"), e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (qdict_get_int(d, "handle") == handle) {
+            found = qdict_get_bool(d, "moving");
+        }
+    }
+    qobject_unref(info);
+    g_assert_cmpint(found, >=, 0);
+    return found;
+}
+
+/* The broker's export of `id` in a query-sharegpu-broker answer (borrowed). */
+static QDict *broker_host_export(QDict *info, const uint8_t *id)
+{
+    QList *list = qdict_get_qlist(info, "host-exports");
+    g_autofree char *text = g_malloc0(33);
+    const QListEntry *e;
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        sprintf(text + 2 * i, "%02x", id[i]);
+    }
+    g_assert_nonnull(list);
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (!strcmp(qdict_get_str(d, "broker-id"), text)) {
+            return d;
+        }
+    }
+    g_error("the broker does not list export %s", text);
+}
+
+static void test_broker_multi_vm(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb, *vc;
+    g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    struct sghw_bo_info bi;
+    QDict *hx;
+    uint8_t id_rw[16], id_ro[16];
+    uint32_t a_rw, a_ro, b_rw, b_ro, crc_ro;
+    uint64_t win_rw, win_ro, copied;
+    QDict *info, *resp;
+    g_autofree char *hmp = NULL;
+    g_autofree char *log_path = NULL;
+    g_autofree char *log = NULL;
+    int i;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    vc = vm_boot(&b, "vm-c");
+
+    /* a VRAM buffer: the export moves it to storage of its own first */
+    a_rw = create_bo(va, &va->g[0], SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_rw,
+                                                  .len = BO_SIZE, .arg = 0xa1a1a1a1 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    drain_events(va, &va->g[0]);
+    r = broker_export(va, a_rw, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, BO_SIZE);
+    memcpy(id_rw, r.uuid, sizeof(id_rw));
+    /* the move into storage of its own is the command's own (as BO_MOVE's) */
+    g_assert_true(pop_event(va, &va->g[0], &ev));
+    g_assert_cmpuint(ev.type, ==, SGHW_EVT_BO_MOVED);
+    g_assert_cmpuint(ev.handle, ==, a_rw);
+    g_assert_cmpuint(ev.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    g_assert_cmpuint(ev.flags, ==, SGHW_EVT_F_OWN_COMMAND);
+    r = broker_export(va, a_rw, NULL, 0);  /* again: the same id */
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpmem(r.uuid, 16, id_rw, 16);
+    /* bad guest input: errors, no abort */
+    r = broker_export(va, a_rw, "bad name!", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, a_rw, "vm-b", 3);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, 0x12345, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    query_bo(va, &va->g[0], a_rw, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags & SGHW_BO_F_BROKER_EXPORTED, ==, SGHW_BO_F_BROKER_EXPORTED);
+    g_assert_cmpuint(bi.placement, ==, SGHW_PLACEMENT_SYSTEM);
+    /* a move to VRAM is refused while other VMs may map it */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
+                                                  .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BUSY);
+
+    /* vm-b imports and reads vm-a's bytes through its window: zero copy */
+    copied = dev_counter(vb, "g0", "bytes-copied");
+    r = broker_import(vb, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_rw = r.out_handle;
+    g_assert_cmphex(b_rw & SGHW_REMOTE_HANDLE_BIT, ==, SGHW_REMOTE_HANDLE_BIT);
+    g_assert_cmpuint(r.result, ==, BO_SIZE | SGHW_BROKER_IMPORT_WRITABLE);
+    r = broker_import(vb, id_rw);  /* again: the same handle */
+    g_assert_cmpuint(r.out_handle, ==, b_rw);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win_rw = r.result;
+    g_assert_cmpuint(win_rw, ==, vb->g[0].vram_size);
+    query_bo(vb, &vb->g[0], b_rw, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags, ==, SGHW_BO_F_IMPORTED | SGHW_BO_F_REMOTE | SGHW_BO_F_MAPPED);
+    g_assert_cmpuint(bi.size, ==, BO_SIZE);
+    g_assert_cmpmem(bi.uuid, 16, id_rw, 16);
+    for (i = 0; i < BO_SIZE; i += 4096) {
+        g_assert_cmphex(win_rd(vb, win_rw + i), ==, 0xa1a1a1a1);
+    }
+    /* a write through vm-b's window lands in vm-a's buffer */
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_rw + 64, 0x0b0b0b0b);
+    memset(bytes, 0xa1, BO_SIZE);
+    memset(bytes + 64, 0x0b, 4);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc32c_ref(bytes, BO_SIZE));
+    g_assert_cmpuint(dev_counter(vb, "g0", "bytes-copied"), ==, copied);
+    /* no jobs on remote imports in 1.5 */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+
+    /* vm-c has no grant */
+    r = broker_import(vc, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+
+    /* a read-only grant: mapped read-only, a write changes nothing */
+    a_ro = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_ro,
+                                                  .len = BO_SIZE, .arg = 0x5e5e5e5e });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    crc_ro = checksum(va, &va->g[0], a_ro, BO_SIZE);
+    r = broker_export(va, a_ro, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id_ro, r.uuid, sizeof(id_ro));
+    r = broker_import(vb, id_ro);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_ro = r.out_handle;
+    g_assert_cmpuint(r.result, ==, BO_SIZE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_ro, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win_ro = r.result;
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0x5e5e5e5e);
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_ro + 128, 0xdeadbeef);
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0x5e5e5e5e);
+    g_assert_cmphex(checksum(va, &va->g[0], a_ro, BO_SIZE), ==, crc_ro);
+    log_path = g_build_filename(b.dir, "vm-b.log", NULL);
+    g_assert_true(g_file_get_contents(log_path, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, "write of 4 bytes to a read-only import"));
+
+    /* the monitors: who exports what to whom, who imports what */
+    info = broker_info(va);
+    g_assert_true(qdict_get_bool(info, "connected"));
+    g_assert_cmpstr(qdict_get_str(info, "vm-name"), ==, "vm-a");
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "exports")), ==, 2);
+    g_assert_nonnull(strstr(qdict_get_str(info, "broker-status"), "vm-b"));
+    g_assert_cmpuint(qdict_get_int(info, "denied"), ==, 1);  /* vm-c */
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "peers")), ==, 3);
+    hx = broker_host_export(info, id_rw);
+    g_assert_cmpstr(qdict_get_str(hx, "owner"), ==, "vm-a");
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, qlist_peek(
+        qdict_get_qlist(hx, "grants")))), ==, "vm-b:rw");
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, qlist_peek(
+        qdict_get_qlist(hx, "importers")))), ==, "vm-b");
+    qobject_unref(info);
+    info = broker_info(vb);
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "imports")), ==, 2);
+    qobject_unref(info);
+    hmp = qtest_hmp(va->qs->qts, "info sharegpu-broker");
+    g_assert_nonnull(strstr(hmp, "vm-b:rw"));
+    g_assert_nonnull(strstr(hmp, "vm-b:ro"));
+
+    /* vm-a moves the buffer: vm-b is invalidated, re-maps, and the data is intact */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_INVALIDATED, b_rw, &ev);
+    g_assert_cmpuint(ev.generation, ==, 2);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0x0b0b0b0b);
+    g_assert_cmphex(win_rd(vb, win_rw + 128), ==, 0xa1a1a1a1);
+    /* vm-b acknowledged: vm-a's old storage is released (RELEASE_OK) */
+    for (i = 0; i < 1000 && broker_export_moving(va, a_rw); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
+    /* and vm-a's own accesses go to the new storage vm-b now maps */
+    qpci_io_writel(vb->g[0].dev, vb->g[0].vram, win_rw + 64, 0x0c0c0c0c);
+    memset(bytes + 64, 0x0c, 4);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc32c_ref(bytes, BO_SIZE));
+
+    /* vm-a withdraws the read-only grant: that import is revoked */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a_ro, .arg = 0,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, b_ro, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_GRANT_WITHDRAWN);
+    query_bo(vb, &vb->g[0], b_ro, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags, ==, SGHW_BO_F_IMPORTED | SGHW_BO_F_REMOTE |
+                    SGHW_BO_F_READ_ONLY | SGHW_BO_F_REVOKED);
+    g_assert_cmphex(win_rd(vb, win_ro + 128), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_ro, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    /* vm-a goes away: vm-b's imports are revoked, everything fails at once (no hang) */
+    drain_events(vb, &vb->g[0]);
+    qtest_kill_qemu(va->qs->qts);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, b_rw, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_EXPORTER_GONE);
+    g_assert_cmphex(win_rd(vb, win_rw + 64), ==, 0xffffffff);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_rw, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = broker_import(vb, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    /* QMP: the withdrawn grant's revocation, then vm-a's exit */
+    resp = qtest_qmp_eventwait_ref(vb->qs->qts, "SHAREGPU_BROKER_REVOKED");
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(resp, "data"), "handle"), ==, b_ro);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(resp, "data"), "reason"), ==,
+                    "grant-withdrawn");
+    qobject_unref(resp);
+    resp = qtest_qmp_eventwait_ref(vb->qs->qts, "SHAREGPU_BROKER_REVOKED");
+    g_assert_cmpuint(qdict_get_int(qdict_get_qdict(resp, "data"), "handle"), ==, b_rw);
+    g_assert_cmpstr(qdict_get_str(qdict_get_qdict(resp, "data"), "reason"), ==,
+                    "exporter-gone");
+    qobject_unref(resp);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY,
+                                                  .handle = b_rw });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+
+    vm_free(va);
+    vm_free(vb);
+    vm_free(vc);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
+/*
+ * The broker goes away and comes back: the importer's import is revoked (BROKER_GONE), the
+ * exporter's guest learns its export is lost (BO_REVOKED with SGHW_EVT_F_EXPORT), both QEMUs
+ * reconnect by themselves, and a new export works. An unexport revokes too.
+ */
+static bool broker_wait_connected(Ctx *c)
+{
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        QDict *info = broker_info(c);
+        bool up = qdict_get_bool(info, "connected");
+
+        qobject_unref(info);
+        if (up) {
+            return true;
+        }
+        g_usleep(10000);
+    }
+    return false;
+}
+
+static void test_broker_restart(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint8_t id[16];
+    uint32_t a, bh;
+    QDict *info;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
+                                                  .len = BO_SIZE, .arg = 0x77777777 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, r.result), ==, 0x77777777);
+    drain_events(va, &va->g[0]);
+    drain_events(vb, &vb->g[0]);
+
+    broker_stop(&b);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_BROKER_GONE);
+    g_assert_cmphex(win_rd(vb, vb->g[0].vram_size), ==, 0xffffffff);
+    wait_event(va, SGHW_EVT_BO_REVOKED, a, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_BROKER_GONE);
+    g_assert_cmpuint(ev.flags, ==, SGHW_EVT_F_EXPORT);
+    info = broker_info(va);
+    g_assert_false(qdict_get_bool(info, "connected"));
+    g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "exports")), ==, 0);
+    qobject_unref(info);
+    /* without the broker: NO_DEVICE at once */
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    /* the broker comes back: both reconnect, a new export works; the buffer may move */
+    g_assert_true(broker_start(&b));
+    g_assert_true(broker_wait_connected(va));
+    g_assert_true(broker_wait_connected(vb));
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                                  .arg = SGHW_PLACEMENT_DEVICE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_true(memcmp(r.uuid, id, sizeof(id)) != 0);  /* a new id */
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.out_handle, !=, bh);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(win_rd(vb, r.result + 8), ==, 0x77777777);
+
+    /* an unexport revokes */
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_UNEXPORTED);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
+/*
+ * An importer that does not acknowledge an invalidation in time (its QEMU is stopped) is
+ * revoked (ACK_TIMEOUT) and the exporter's old storage released anyway; nothing waits for
+ * the stopped VM.
+ */
+static void test_broker_ack_timeout(void)
+{
+    Broker b = { .ack_timeout_ms = 300 };
+    Ctx *va, *vb;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint32_t a, bh;
+    pid_t qemu_b;
+    int i;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_import(vb, r.uuid);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    bh = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    drain_events(vb, &vb->g[0]);
+
+    qemu_b = qtest_pid(vb->qs->qts);
+    g_assert_cmpint(kill(qemu_b, SIGSTOP), ==, 0);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (i = 0; i < 1000 && broker_export_moving(va, a); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
+    g_assert_cmpint(kill(qemu_b, SIGCONT), ==, 0);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_ACK_TIMEOUT);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
+/*
+ * Bad guest input on the broker commands and remote handles completes with an error status
+ * (and a guest-error log line), never aborts; a reset of the exporter unexports (the importer
+ * is revoked, UNEXPORTED) and one of the importer releases its imports.
+ */
+static void test_broker_bad_input(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb, *plain;
+    struct sghw_cmd r;
+    struct sghw_event ev;
+    uint8_t id[16], unknown[16] = { 1, 2, 3 };
+    uint32_t a, bh;
+    uint64_t name_gpa;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+
+    /* without a broker the opcodes do not exist */
+    plain = g_new0(Ctx, 1);
+    plain->qs = qtest_pc_boot("-nodefaults -device sharegpu,id=g0,vram-size=4M");
+    qpci_device_foreach(plain->qs->pcibus, SGHW_PCI_VENDOR_ID, SGHW_PCI_DEVICE_ID, found_fn,
+                        plain);
+    gpu_init(plain, &plain->g[0]);
+    g_assert_false(rd(&plain->g[0], SGHW_REG_FEATURES) & SGHW_FEAT_BROKER);
+    a = create_bo(plain, &plain->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = broker_export(plain, a, "vm-b", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    r = broker_import(plain, unknown);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    vm_free(plain);
+
+    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    /* peer names: 32 bytes without a NUL, empty, unreadable */
+    name_gpa = qmalloc(va->qs, SGHW_PEER_NAME_LEN);
+    qtest_memset(va->qs->qts, name_gpa, 'x', SGHW_PEER_NAME_LEN);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_EXPORT,
+                                                  .handle = a, .arg = 1, .off0 = name_gpa });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = broker_export(va, a, "", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_EXPORT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = 1ull << 50 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_DMA_ERROR);
+    /* grant / unexport of a buffer that is not broker-exported */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 0);
+    /* an export without a grant, granted afterwards; unknown ids */
+    r = broker_export(va, a, NULL, 0);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id, r.uuid, sizeof(id));
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_GRANT,
+                                                  .handle = a, .arg = 1,
+                                                  .off0 = peer_name(va, "vm-b") });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_import(vb, unknown);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NOT_FOUND);
+    r = broker_import(vb, id);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, BO_SIZE);  /* read-only */
+    bh = r.out_handle;
+    /* a VM re-exports only its own buffers */
+    r = broker_export(vb, bh, "vm-a", SGHW_BROKER_RIGHT_READ);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+
+    /* remote handles: unknown, unknown opcode, window range, unsupported commands */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh + 7, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = 0x7e, .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_OPCODE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 100 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh,
+                                                  .off0 = vb->g[0].vram_size - 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_PIN, .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = 1,
+                                                  .handle2 = bh, .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = bh, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                                  .handle = bh });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, 1);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_UNMAP_IMPORT,
+                                                  .handle = bh });
+    g_assert_cmpuint(r.result, ==, 0);
+
+    /* a reset of the exporter unexports: the importer is revoked */
+    drain_events(vb, &vb->g[0]);
+    wr(&va->g[0], SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, bh, &ev);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_UNEXPORTED);
+
+    /* a reset of the importer releases its imports: the broker lists none */
+    wr(&vb->g[0], SGHW_REG_RESET, SGHW_RESET_MAGIC);
+    {
+        QDict *info = broker_info(vb);
+
+        g_assert_cmpuint(qlist_size(qdict_get_qlist(info, "imports")), ==, 0);
+        qobject_unref(info);
+    }
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
+/* ------------------------------------------------------------------ import-window faults */
+
 /*
  * Contract 1.5 (issue 9, defect 3): after a move forced from the monitor, before the
  * importer's driver has handled BO_INVALIDATED, an access to the import's window range
@@ -2272,6 +3000,9 @@ static void test_window_fault_after_move(void)
     teardown(c);
 }
 
+/* ------------------------------------------------------------------ coherency detector */
+
+/* g1 (coherent=off) with the detector on or off; a VRAM BO on it, at *off in BAR2. */
 static Ctx *setup_coherency(bool on, uint32_t *h, uint64_t *off)
 {
     Ctx *c = setup_devices("", on ? ",check-coherency=on" : ",check-coherency=off");
@@ -2540,5 +3271,9 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/window-fault-after-move", test_window_fault_after_move);
     qtest_add_func("/sharegpu/coherency/off", test_coherency_off);
     qtest_add_func("/sharegpu/coherency/needs-noncoherent", test_coherency_needs_noncoherent);
+    qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
+    qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
+    qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
+    qtest_add_func("/sharegpu/broker/bad-input", test_broker_bad_input);
     return g_test_run();
 }

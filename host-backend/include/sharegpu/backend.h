@@ -205,6 +205,16 @@ int sgb_bo_state_get(sgb_device *dev, uint32_t handle, sgb_bo_state *out);
 int sgb_bo_debug_info_get(sgb_device *dev, uint32_t handle, sgb_bo_debug_info *out);
 /* Move to a placement (-EBUSY when pinned; contents preserved). */
 int sgb_bo_move(sgb_device *dev, uint32_t handle, uint32_t placement, uint32_t flags);
+/* Storage of its own, for a buffer another process maps (the cross-VM broker, docs/broker.md):
+ * with SGB_OWN_KEEP, moves the buffer (a local handle) into SYSTEM storage that is a sealed
+ * memfd of exactly its pages (sgb_bo_storage: that memfd, offset 0) unless it is there
+ * already, and keeps it there: a move to DEVICE is then -EBUSY and one to SYSTEM changes
+ * nothing. SGB_OWN_KEEP | SGB_OWN_RELOCATE: into new storage of its own even if it has some
+ * (a move: generation, BO_MOVED, importers invalidated). 0: lifts the constraint, the buffer
+ * stays where it is. -EBUSY pinned, -ENOSPC over max_hostmem, -EINVAL for an import. */
+#define SGB_OWN_KEEP (1u << 0)
+#define SGB_OWN_RELOCATE (1u << 1)
+int sgb_bo_own_storage(sgb_device *dev, uint32_t handle, uint32_t flags);
 /* Evict a DEVICE BO to SYSTEM (what VRAM pressure does). */
 int sgb_bo_evict(sgb_device *dev, uint32_t handle);
 int sgb_bo_pin(sgb_device *dev, uint32_t handle);

@@ -68,12 +68,32 @@ Status BufferObject::Move(Placement target, bool may_evict) {
   }
   if (target != Placement::kDevice && target != Placement::kSystem) return -EINVAL;
   if (storage_->placement() == target) return kOk;
+  if (keep_own()) return -EBUSY;  // another process maps its storage (docs/broker.md)
+  return MoveInto(target, may_evict, false);
+}
+
+Status BufferObject::MoveToOwnStorage(bool relocate) {
+  if (!resv_.IsHeld()) {
+    Logf(LogLevel::kError, "bo %s: move requires the reservation lock held", name_.c_str());
+    return -ENOLCK;
+  }
+  if (storage_->own() && !relocate) {
+    set_keep_own(true);
+    return kOk;
+  }
+  Status err = MoveInto(Placement::kSystem, false, true);
+  if (err == kOk) set_keep_own(true);
+  return err;
+}
+
+Status BufferObject::MoveInto(Placement target, bool may_evict, bool own) {
   if (pin_count() > 0) return -EBUSY;
   // Every fence first, whatever its usage (rule S7b, as TTM orders a move after BOOKKEEP):
   // an explicit-sync writer may be tagged READ or BOOKKEEP and must land before the copy.
   if (resv_.WaitTimeout(ResvUsage::kBookkeep, move_wait_timeout_) != kOk) return -EBUSY;
 
-  auto fresh = mm_->AllocateStorage(target, size_, this, may_evict);
+  auto fresh = own ? mm_->AllocateOwnStorage(size_)
+                   : mm_->AllocateStorage(target, size_, this, may_evict);
   if (!fresh) return fresh.status();
 
   // Importers first, as amdgpu and xe call move_notify before the copy (rule S5d): whoever

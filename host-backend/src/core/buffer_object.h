@@ -39,7 +39,16 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
 
   // --- reservation held ---
   // may_evict false: -ENOSPC rather than evicting other buffers to make room.
+  // While keep_own() is set, a move to DEVICE is -EBUSY and a move to SYSTEM changes nothing.
   Status Move(Placement target, bool may_evict = true);
+  // Into SYSTEM storage of its own (a sealed memfd of exactly the buffer's pages: what a
+  // buffer shared with another process needs, docs/broker.md) unless it is there already
+  // (relocate: always into new storage), and sets keep_own(). A move as Move's: contents
+  // kept, generation bumped, importers notified, the old storage retired (S7b); -EBUSY when
+  // pinned.
+  Status MoveToOwnStorage(bool relocate);
+  void set_keep_own(bool keep) { keep_own_.store(keep, std::memory_order_relaxed); }
+  bool keep_own() const { return keep_own_.load(std::memory_order_relaxed); }
   Status PinPlacement();
   Status UnpinPlacement();
   Placement placement() const;         // also fine unlocked for display
@@ -97,6 +106,8 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   void RetireStorage(std::shared_ptr<Storage> old);
   void ForEachCache(const std::function<void(BufferCache&)>& fn);
   Status CpuBarrier(bool begin, DmaDirection dir);
+  // Move's common part: wait for the fences, copy into `fresh`, switch, notify.
+  Status MoveInto(Placement target, bool may_evict, bool own);
 
   const std::shared_ptr<MemoryManager> mm_;
   const uint64_t size_;
@@ -110,6 +121,7 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> moves_{0};
   std::atomic<uint64_t> exporter_vmaps_{0};
+  std::atomic<bool> keep_own_{false};
   std::chrono::nanoseconds move_wait_timeout_{std::chrono::seconds(5)};
   std::mutex coherency_mu_;  // leaf
   CoherencyTracker coherency_ SGB_GUARDED_BY(coherency_mu_);

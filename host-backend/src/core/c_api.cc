@@ -286,6 +286,13 @@ int sgb_bo_move(sgb_device* dev, uint32_t handle, uint32_t placement, uint32_t f
   });
 }
 
+int sgb_bo_own_storage(sgb_device* dev, uint32_t handle, uint32_t flags) {
+  SGB_DEV_CHECK(dev);
+  if (flags & ~(SGB_OWN_KEEP | SGB_OWN_RELOCATE)) return -EINVAL;
+  if ((flags & SGB_OWN_RELOCATE) && !(flags & SGB_OWN_KEEP)) return -EINVAL;
+  return Guard([&] { return dev->impl->OwnStorage(handle, flags); });
+}
+
 int sgb_bo_evict(sgb_device* dev, uint32_t handle) {
   return sgb_bo_move(dev, handle, SGB_PLACEMENT_SYSTEM, 0);
 }

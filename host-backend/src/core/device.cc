@@ -376,6 +376,21 @@ Status Device::Move(uint32_t handle, Placement placement, uint32_t flags) {
   return kOk;
 }
 
+Status Device::OwnStorage(uint32_t handle, uint32_t flags) {
+  auto entry = Lookup(handle);
+  if (!entry) return entry.status();
+  if (!entry->bo) return GuestError(-EINVAL, "storage of its own for import handle %u", handle);
+  BufferObject& bo = *entry->bo;
+  ResvGuard guard(bo.resv());
+  if (!(flags & SGB_OWN_KEEP)) {
+    bo.set_keep_own(false);
+    return kOk;
+  }
+  Status err = bo.MoveToOwnStorage(flags & SGB_OWN_RELOCATE);
+  if (err) return GuestError(err, "move of handle %u into storage of its own", handle);
+  return kOk;
+}
+
 Status Device::Pin(uint32_t handle) {
   auto entry = Lookup(handle);
   if (!entry) return entry.status();

@@ -137,6 +137,8 @@ class Device : public std::enable_shared_from_this<Device> {
   std::vector<sgb_bo_debug_info> ListBos(size_t* count);
 
   Status Move(uint32_t handle, Placement placement, uint32_t flags = 0);
+  // sgb_bo_own_storage: flags SGB_OWN_* (validated by the caller); local handles only.
+  Status OwnStorage(uint32_t handle, uint32_t flags);
   Status Pin(uint32_t handle);
   Status Unpin(uint32_t handle);
   Status CpuRead(uint32_t handle, uint64_t off, void* dst, uint64_t len);

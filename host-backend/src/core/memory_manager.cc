@@ -63,7 +63,11 @@ struct ChargedStorageHolder {
 };
 }  // namespace
 
-Result<std::shared_ptr<Storage>> MemoryManager::AllocateSystemStorage(uint64_t size) {
+Result<std::shared_ptr<Storage>> MemoryManager::AllocateOwnStorage(uint64_t size) {
+  return AllocateSystemStorage(size, true);
+}
+
+Result<std::shared_ptr<Storage>> MemoryManager::AllocateSystemStorage(uint64_t size, bool own) {
   using R = Result<std::shared_ptr<Storage>>;
   // Memfd's own checks, made before the charge: PageAlignUp would wrap for huge sizes.
   if (size == 0) return R::Error(-EINVAL);
@@ -81,11 +85,18 @@ Result<std::shared_ptr<Storage>> MemoryManager::AllocateSystemStorage(uint64_t s
     return R::Error(-ENOSPC);
   }
   holder->charged = bytes;
-  auto pool = Pool();
-  if (!pool) return R::Error(pool.status());
-  holder->pool = std::move(pool).value();
-  auto storage = Storage::CreatePooled(*holder->pool, size);
-  if (!storage) return storage;
+  Result<std::shared_ptr<Storage>> storage = R::Error(-ENOSPC);
+  if (own) {
+    storage = Storage::CreateSystem("sharegpu-own:" + name_, size);
+    // out of descriptors or memory: reported as the pool's failures are
+    if (!storage) return R::Error(storage.status() == -ENOMEM ? -ENOSPC : storage.status());
+  } else {
+    auto pool = Pool();
+    if (!pool) return R::Error(pool.status());
+    holder->pool = std::move(pool).value();
+    storage = Storage::CreatePooled(*holder->pool, size);
+    if (!storage) return storage;
+  }
   holder->storage = std::move(storage).value();
   Storage* raw = holder->storage.get();
   return std::shared_ptr<Storage>(holder, raw);

@@ -98,6 +98,12 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
                                                    const BufferObject* requester,
                                                    bool may_evict = true);
 
+  // SYSTEM storage in a sealed memfd of its own (Storage::CreateSystem), exactly the
+  // page-rounded size: what a buffer shared with another process (the cross-VM broker,
+  // docs/broker.md) needs, since whoever holds the descriptor can map the whole file.
+  // Charged to the host memory budget as pool storage is (-ENOSPC over the limit).
+  Result<std::shared_ptr<Storage>> AllocateOwnStorage(uint64_t size);
+
   // LRU of DEVICE-placed buffers; most recently used at the back. O(1) each (an index by
   // address beside the list).
   void LruTouch(const std::shared_ptr<BufferObject>& bo);
@@ -115,7 +121,7 @@ class MemoryManager : public std::enable_shared_from_this<MemoryManager> {
   std::shared_ptr<const HostMemoryBudget> hostmem_budget() const { return hostmem_; }
 
  private:
-  Result<std::shared_ptr<Storage>> AllocateSystemStorage(uint64_t size);
+  Result<std::shared_ptr<Storage>> AllocateSystemStorage(uint64_t size, bool own = false);
   Result<std::shared_ptr<SystemPool>> Pool();
   // The `max` oldest live LRU entries (dead ones met on the way are dropped).
   std::vector<std::shared_ptr<BufferObject>> LruCandidates(size_t max);

@@ -72,6 +72,8 @@ class Storage {
   // offset in it (page-aligned).
   int fd() const { return fd_; }
   uint64_t offset() const { return offset_; }
+  // SYSTEM storage in a memfd of its own (CreateSystem): fd() holds exactly these pages.
+  bool own() const { return own_ != nullptr; }
 
  private:
   Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, int fd);

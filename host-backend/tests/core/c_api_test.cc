@@ -1,6 +1,8 @@
 // The C API: every entry point survives NULL and bad values, the shared backend is shared.
 #include "sharegpu/backend-testing.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -306,6 +308,79 @@ TEST(CApiTest, HostMemoryLimitRefusesAndReports) {
   // A reset drops every handle and so every charge.
   ASSERT_EQ(sgb_device_reset(dev), 0);
   EXPECT_EQ(HostmemUsed(dev), 0u);
+  sgb_device_destroy(dev);
+  sgb_backend_unref(backend);
+}
+
+// Storage of its own (docs/broker.md): a sealed memfd of exactly the buffer's pages, kept
+// while the constraint holds; relocation is a move into a new one; contents survive.
+TEST(CApiTest, OwnStorageIsASealedMemfdOfItsOwn) {
+  sgb_backend* backend = nullptr;
+  ASSERT_EQ(sgb_backend_new(&backend), 0);
+  sgb_device* dev = NewDevice(backend, "own", 1, 16 * kPage);
+  ASSERT_NE(dev, nullptr);
+  uint32_t vram = 0, other = 0, imp = 0;
+  ASSERT_EQ(sgb_bo_create(dev, 3 * kPage - 10, SGB_PLACEMENT_DEVICE, 0, &vram), 0);
+  ASSERT_EQ(sgb_bo_create(dev, kPage, SGB_PLACEMENT_SYSTEM, 0, &other), 0);
+  std::vector<uint8_t> bytes = RandomBytes(3 * kPage - 10, 7);
+  ASSERT_EQ(sgb_bo_cpu_write(dev, vram, 0, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(sgb_bo_own_storage(dev, vram, SGB_OWN_RELOCATE), -EINVAL);
+  EXPECT_EQ(sgb_bo_own_storage(dev, vram, 4), -EINVAL);
+
+  ASSERT_EQ(sgb_bo_pin(dev, vram), 0);
+  EXPECT_EQ(sgb_bo_own_storage(dev, vram, SGB_OWN_KEEP), -EBUSY);
+  ASSERT_EQ(sgb_bo_unpin(dev, vram), 0);
+  ASSERT_EQ(sgb_bo_own_storage(dev, vram, SGB_OWN_KEEP), 0);
+  sgb_bo_state info{};
+  ASSERT_EQ(sgb_bo_state_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.placement, uint32_t{SGB_PLACEMENT_SYSTEM});
+  EXPECT_EQ(info.generation, 2u);
+  int fd = -1, other_fd = -1;
+  uint64_t off = 1, size = 0;
+  void* ptr = nullptr;
+  ASSERT_EQ(sgb_bo_storage(dev, vram, &fd, &off, &ptr, &size), 0);
+  ASSERT_EQ(sgb_bo_storage(dev, other, &other_fd, nullptr, nullptr, nullptr), 0);
+  EXPECT_NE(fd, other_fd);  // not the system pool
+  EXPECT_EQ(off, 0u);
+  EXPECT_EQ(lseek(fd, 0, SEEK_END), off_t(3 * kPage));
+  int seals = fcntl(fd, F_GET_SEALS);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+            F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_EQ(seals & F_SEAL_WRITE, 0);
+  EXPECT_EQ(std::memcmp(ptr, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(HostmemUsed(dev), 4 * kPage);  // charged as pool storage is
+
+  // Kept: DEVICE is refused, SYSTEM (and asking again) changes nothing.
+  EXPECT_EQ(sgb_bo_move(dev, vram, SGB_PLACEMENT_DEVICE, 0), -EBUSY);
+  EXPECT_EQ(sgb_bo_move(dev, vram, SGB_PLACEMENT_SYSTEM, 0), 0);
+  ASSERT_EQ(sgb_bo_own_storage(dev, vram, SGB_OWN_KEEP), 0);
+  ASSERT_EQ(sgb_bo_state_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.generation, 2u);
+
+  // Relocation: new memfd, same bytes, generation bumped.
+  ASSERT_EQ(sgb_bo_own_storage(dev, vram, SGB_OWN_KEEP | SGB_OWN_RELOCATE), 0);
+  int fd2 = -1;
+  ASSERT_EQ(sgb_bo_storage(dev, vram, &fd2, &off, &ptr, nullptr), 0);
+  EXPECT_EQ(lseek(fd2, 0, SEEK_END), off_t(3 * kPage));
+  EXPECT_EQ(off, 0u);
+  EXPECT_EQ(std::memcmp(ptr, bytes.data(), bytes.size()), 0);
+  ASSERT_EQ(sgb_bo_state_get(dev, vram, &info), 0);
+  EXPECT_EQ(info.generation, 3u);
+
+  // Imports cannot: the storage is the exporter's.
+  sgb_uuid uuid{};
+  ASSERT_EQ(sgb_bo_export(dev, other, &uuid, nullptr), 0);
+  sgb_device* dev2 = NewDevice(backend, "own2");
+  ASSERT_EQ(sgb_bo_import_uuid(dev2, &uuid, &imp), 0);
+  EXPECT_EQ(sgb_bo_own_storage(dev2, imp, SGB_OWN_KEEP), -EINVAL);
+
+  // Lifted: it may go to VRAM again.
+  ASSERT_EQ(sgb_bo_own_storage(dev, vram, 0), 0);
+  ASSERT_EQ(sgb_bo_move(dev, vram, SGB_PLACEMENT_DEVICE, 0), 0);
+  std::vector<uint8_t> now(bytes.size());
+  ASSERT_EQ(sgb_bo_cpu_read(dev, vram, 0, now.data(), now.size()), 0);
+  EXPECT_EQ(now, bytes);
+  sgb_device_destroy(dev2);
   sgb_device_destroy(dev);
   sgb_backend_unref(backend);
 }
