@@ -28,6 +28,10 @@
 #   use_ccache             CCACHE_DIR (in CACHE unless set), CC and CXX through ccache
 #   meson_configure DIR [ARGS...]   `meson setup DIR -Dwerror=true ARGS` unless DIR is set up
 #                          (log DIR.setup.log, shown on failure)
+# Packages
+#   debian_suite_entry TYPES SUITES   a deb822 stanza for Debian's SUITES, copied from the first
+#                          bookworm stanza of $DEBIAN_SOURCES (the machine's own
+#                          debian.sources), so that no script names a registry host
 # Guest
 #   load_kernel_env        sources CACHE/kernel/current/kernel.env (SHAREGPU_KERNEL_IMAGE,
 #                          _BUILD, _RELEASE, _HEADERS; scripts/build-guest-kernel.sh writes it);
@@ -43,6 +47,7 @@
 #                          console log LOG; stopped on exit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEBIAN_SOURCES=${DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 SG_TAG=${1:?"lib.sh: source it with the calling script's TAG"}
 SG_AT_EXIT=()
@@ -100,6 +105,22 @@ meson_configure() {
     meson setup "$dir" -Dwerror=true "$@" >"$dir.setup.log" 2>&1 && return 0
     cat "$dir.setup.log"
     return 1
+}
+
+debian_suite_entry() {
+    [ -f "$DEBIAN_SOURCES" ] || return 0
+    awk -v types="$1" -v suites="$2" '
+        BEGIN { RS=""; ORS="\n\n" }
+        /Suites:[^\n]*bookworm([ \n]|$)/ && !done {
+            n = split($0, lines, "\n"); out = ""
+            for (i = 1; i <= n; i++) {
+                if (lines[i] ~ /^#/) continue
+                if (lines[i] ~ /^Types:/) lines[i] = "Types: " types
+                if (lines[i] ~ /^Suites:/) lines[i] = "Suites: " suites
+                out = out lines[i] "\n"
+            }
+            printf "%s\n", out; done = 1
+        }' "$DEBIAN_SOURCES"
 }
 
 load_kernel_env() {
