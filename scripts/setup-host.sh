@@ -2,7 +2,8 @@
 # Installs every Debian package the project needs (idempotent).
 # Extra suites are derived from the machine's own debian.sources so the repo never names a
 # registry host: bookworm-backports (meson >= 1.5 for QEMU 10) and trixie as deb-src only
-# (the QEMU 10.0 and IGT 2.0 source packages).
+# (the QEMU 10.0 and IGT 2.0 source packages; scripts/build-igt.sh takes Debian's prebuilt
+# IGT tests from unstable through its own private apt when the IGT source is not served).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" setup-host
 
