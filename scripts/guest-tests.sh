@@ -28,12 +28,14 @@
 # scripts/build-guest-image.sh, then scripts/run-guest.sh boots QEMU (TCG, -M q35) with
 #   -device sharegpu,id=g0                 coherent,     64 MiB VRAM
 #   -device sharegpu,id=g1,coherent=off,check-coherency=on   non-coherent, 64 MiB VRAM
-# plus vgem (built into the guest kernel), the test-only module guest-tests/importer (a
+# plus -device virtio-gpu-pci and vgem (both drivers built into the guest kernel; the
+# standard-uAPI table compares the three), the test-only module guest-tests/importer (a
 # lazily unmapping dynamic dma-buf importer, /dev/sgpu_test_importer), a QMP socket and a
 # second serial port for the host agent (guest-tests/host-agent.py: the guest prints
 # "SHAREGPU-HOST-REQUEST: ..." on the console, the agent runs QMP x-sharegpu-move-bo and acks
 # on the guest's /dev/ttyS1).
 #
+# The guest benchmarks (sgpu_bench_test) print `ratio NAME VALUE` lines, shown here.
 # Output: per-case results parsed from the console ("SHAREGPU-GTEST: PASS|FAIL|SKIP <bin>
 # <Suite.Test>"), a failure list, and as the LAST line
 #   guest-tests: N passed, M failed
@@ -104,7 +106,8 @@ nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
 [ "$BUILD_ONLY" = 1 ] && { say "built: $OUT/build"; exit 0; }
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
-       sgpu_locking_test sgpu_async_test sgpu_torture_test sgpu_scale_test)
+       sgpu_locking_test sgpu_async_test sgpu_torture_test sgpu_scale_test sgpu_uapi_test
+       sgpu_bench_test)
 IMG_ARGS=(--module "$ROOT/guest-driver/sharegpu.ko"
           --module "$ROOT/guest-tests/importer/sgpu_test_importer.ko")
 if [ "$DEMO" = 1 ]; then
@@ -194,6 +197,18 @@ COUNTS=$(tr -d '\r' <"$LOG" | awk -v bins="${TESTS[*]}" '
     }' 2>"$RUN/cases")
 read -r PASSED FAILED SKIPPED <<<"${COUNTS:-0 1 0}"
 sed 's/^/[guest-tests]   /' "$RUN/cases" >&2
+# The guest benchmarks' ratios (guest-tests/sgpu_bench_test.cc): shown, and each one required
+# when its case passed (a benchmark that printed nothing fails the run).
+tr -d '\r' <"$LOG" | grep -E '^ratio [a-z0-9_]+ [0-9.]+$' | sed 's/^/[guest-tests]   /' >&2
+for want in "GuestBench.SubmitToFenceVsVirtioGpuTransfer guest_submit_fence_vs_virtio_gpu_transfer" \
+            "GuestBench.PrimeExportImportMmapTouchVsVgem guest_prime_roundtrip_vs_vgem"; do
+    case_name=${want% *} ratio=${want#* }
+    tr -d '\r' <"$LOG" | grep -q "SHAREGPU-GTEST: PASS sgpu_bench_test $case_name " || continue
+    if ! tr -d '\r' <"$LOG" | grep -qE "^ratio $ratio [0-9.]+$"; then
+        say "FAIL: $case_name passed but printed no 'ratio $ratio'"
+        FAILED=$((FAILED + 1))
+    fi
+done
 case $RC in
     0) ;;
     1) say "run-guest.sh: tests failed or a kernel report (lockdep/KASAN/WARN/oops) in $LOG" ;;

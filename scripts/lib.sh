@@ -28,6 +28,10 @@
 #   use_ccache             CCACHE_DIR (in CACHE unless set), CC and CXX through ccache
 #   meson_configure DIR [ARGS...]   `meson setup DIR -Dwerror=true ARGS` unless DIR is set up
 #                          (log DIR.setup.log, shown on failure)
+# Packages
+#   debian_suite_entry TYPES SUITES   a deb822 stanza for Debian's SUITES, copied from the first
+#                          bookworm stanza of $DEBIAN_SOURCES (the machine's own
+#                          debian.sources), so that no script names a registry host
 # Guest
 #   load_kernel_env        sources CACHE/kernel/current/kernel.env (SHAREGPU_KERNEL_IMAGE,
 #                          _BUILD, _RELEASE, _HEADERS; scripts/build-guest-kernel.sh writes it);
@@ -43,6 +47,7 @@
 #                          console log LOG; stopped on exit
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEBIAN_SOURCES=${DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 CACHE=${SHAREGPU_CACHE:-$HOME/.cache/sharegpu}
 SG_TAG=${1:?"lib.sh: source it with the calling script's TAG"}
 SG_AT_EXIT=()
@@ -102,6 +107,22 @@ meson_configure() {
     return 1
 }
 
+debian_suite_entry() {
+    [ -f "$DEBIAN_SOURCES" ] || return 0
+    awk -v types="$1" -v suites="$2" '
+        BEGIN { RS=""; ORS="\n\n" }
+        /Suites:[^\n]*bookworm([ \n]|$)/ && !done {
+            n = split($0, lines, "\n"); out = ""
+            for (i = 1; i <= n; i++) {
+                if (lines[i] ~ /^#/) continue
+                if (lines[i] ~ /^Types:/) lines[i] = "Types: " types
+                if (lines[i] ~ /^Suites:/) lines[i] = "Suites: " suites
+                out = out lines[i] "\n"
+            }
+            printf "%s\n", out; done = 1
+        }' "$DEBIAN_SOURCES"
+}
+
 load_kernel_env() {
     [ -f "$CACHE/kernel/current/kernel.env" ] || return 1
     # shellcheck disable=SC1091
@@ -113,8 +134,11 @@ find_qemu() {
     [ -x "$QEMU" ]
 }
 guest_qemu_args() {
+    # virtio-gpu: the peer of the standard-uAPI table (guest-tests/sgpu_uapi_test.cc); after
+    # the sharegpu devices so that their PCI addresses stay 00:02.0 and 00:03.0
     QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
-               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}")
+               -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}"
+               -device virtio-gpu-pci)
     [ -n "${2:-}" ] || return 0
     # -device isa-serial turns off QEMU's default serial: the console is given explicitly
     QEMU_ARGS+=(-serial mon:stdio

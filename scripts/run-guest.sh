@@ -16,6 +16,7 @@
 #   --interactive      console on the terminal (for --init-mode shell/demo); no timeout and
 #                      no silence watchdog
 #   --smp N / --mem M  default 2 / 1G
+#   --allow-taint-test the kernel may be tainted with TAINT_TEST (N: KUnit modules loaded)
 # Everything after "--" goes to QEMU verbatim, e.g.  -- -device sharegpu
 # The runner always adds a QMP socket of its own in its temp dir (for the diagnostics below)
 # and "-serial mon:stdio" unless the extra args have -serial or -nodefaults.
@@ -40,6 +41,7 @@ DIE_STATUS=2  # every early stop is exit 2
 
 KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG=""
 TIMEOUT=${GUEST_TIMEOUT:-900}
+ALLOWED_TAINT=$(((1 << 12) | (1 << 13)))  # O and E: out-of-tree, unsigned modules
 SILENCE=${GUEST_SILENCE:-300}
 EXTRA=()
 
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
         --initrd) INITRD=$2; shift 2 ;;
         --log) LOG=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
+        --allow-taint-test) ALLOWED_TAINT=$((ALLOWED_TAINT | (1 << 18))); shift ;;
         --silence) SILENCE=$2; shift 2 ;;
         --append) APPEND="$APPEND $2"; shift 2 ;;
         --interactive) INTERACTIVE=1; shift ;;
@@ -270,8 +273,8 @@ STATE=$(grep -E '^SHAREGPU-KERNEL-STATE:' "$CLEAN" | tail -n 1 || true)
 if [ -n "$STATE" ]; then
     tainted=$(sed -n 's/.*tainted=\([0-9]*\).*/\1/p' <<<"$STATE")
     debug_locks=$(sed -n 's/.*debug_locks=\([0-9a-z]*\).*/\1/p' <<<"$STATE")
-    if [ -z "$tainted" ] || [ $((tainted & ~((1 << 12) | (1 << 13)))) != 0 ]; then
-        say "KERNEL REPORT in $LOG: kernel tainted (${tainted:-?}; only O and E are allowed)"
+    if [ -z "$tainted" ] || [ $((tainted & ~ALLOWED_TAINT)) != 0 ]; then
+        say "KERNEL REPORT in $LOG: kernel tainted (${tainted:-?}; only O and E$([ $((ALLOWED_TAINT >> 18 & 1)) = 0 ] || echo ' and N') are allowed)"
         status=1
     fi
     if [ "$debug_locks" = 0 ]; then

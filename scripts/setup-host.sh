@@ -2,31 +2,18 @@
 # Installs every Debian package the project needs (idempotent).
 # Extra suites are derived from the machine's own debian.sources so the repo never names a
 # registry host: bookworm-backports (meson >= 1.5 for QEMU 10) and trixie as deb-src only
-# (the QEMU 10.0 and IGT 2.0 source packages).
+# (the QEMU 10.0 and IGT 2.0 source packages; scripts/build-igt.sh takes Debian's prebuilt
+# IGT tests from unstable through its own private apt when the IGT source is not served).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" setup-host
 
-src=/etc/apt/sources.list.d/debian.sources
+src=$DEBIAN_SOURCES
 extra=/etc/apt/sources.list.d/sharegpu-extra.sources
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-derive_entry() { # $1 = Types, $2 = Suites; copies the first stanza that has the main archive
-    awk -v types="$1" -v suites="$2" '
-        BEGIN { RS=""; ORS="\n\n" }
-        /Suites:[^\n]*bookworm([ \n]|$)/ && !done {
-            n = split($0, lines, "\n"); out = ""
-            for (i = 1; i <= n; i++) {
-                if (lines[i] ~ /^#/) continue
-                if (lines[i] ~ /^Types:/) lines[i] = "Types: " types
-                if (lines[i] ~ /^Suites:/) lines[i] = "Suites: " suites
-                out = out lines[i] "\n"
-            }
-            printf "%s\n", out; done = 1
-        }' "$src"
-}
-
 if [ -f "$src" ] && ! [ -f "$extra" ]; then
-    { derive_entry deb bookworm-backports; derive_entry deb-src trixie; } | $SUDO tee "$extra" >/dev/null
+    { debian_suite_entry deb bookworm-backports; debian_suite_entry deb-src trixie; } | $SUDO tee "$extra" >/dev/null
     need_update=1
 fi
 
