@@ -128,6 +128,11 @@ EOS
     chmod +x "$OUT/zz-debugfs.sh"
     for t in "${TESTS[@]}"; do IMG_ARGS+=(--test "$OUT/build/$t"); done
     IMG_ARGS+=(--test "$OUT/zz-debugfs.sh")
+    # per test binary: the scale test's 20,000 buffers take ~135 s on the lockdep kernel and
+    # 490-680 s on the KASAN one (every allocation checked), more on a loaded host; a frozen
+    # test is still caught within 300 s by run-guest.sh's silence detector (the scale test
+    # prints a heartbeat every 20 s)
+    IMG_ARGS+=(--test-timeout 1500)
 fi
 "$ROOT/scripts/build-guest-image.sh" --out "$IMG" "${IMG_ARGS[@]}" >&2 || give_up "image build failed"
 
