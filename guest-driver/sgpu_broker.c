@@ -230,8 +230,9 @@ void sgpu_remote_revoke(struct sgpu_remote *rem, u32 reason)
 	if (!rem->revoked)
 		drm_dbg_driver(&sdev->drm, "remote import %#x revoked (reason %u)\n",
 			       rem->hw_handle, reason);
+	if (!rem->revoked || reason)
+		rem->revoke_reason = reason;
 	rem->revoked = true;
-	rem->revoke_reason = reason;
 	/* the device removed the window mapping before the event */
 	rem->win_mapped = false;
 	drm_vma_node_unmap(&rem->base.vma_node, sdev->drm.anon_inode->i_mapping);

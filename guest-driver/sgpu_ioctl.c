@@ -189,8 +189,10 @@ int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file
 		args->flags |= SHAREGPU_BO_INFO_F_IMPORTED | SHAREGPU_BO_INFO_F_REMOTE;
 		if (!rem->writable)
 			args->flags |= SHAREGPU_BO_INFO_F_READ_ONLY;
-		if (rem->revoked)
+		if (rem->revoked) {
 			args->flags |= SHAREGPU_BO_INFO_F_REVOKED;
+			args->revoke_reason = rem->revoke_reason;
+		}
 	} else {
 		struct sgpu_import *imp = to_sgpu_import(obj);
 

@@ -96,7 +96,11 @@ struct drm_sharegpu_bo_info {
 	__u32 hw_handle;	/* out: device handle */
 	__u32 pin_count;	/* out: driver pin count */
 	__u32 hw_pin_count;	/* out */
-	__u32 pad;
+	/* out: why a remote import was revoked (F_REVOKED): 1 unexported, 2 exporting VM gone,
+	 * 3 grant withdrawn or changed, 4 invalidation not acknowledged in time, 5 broker gone,
+	 * 0 unknown (seen from a command's -ENODEV before the event); 0 when not revoked
+	 */
+	__u32 revoke_reason;
 };
 
 /* BO_MOVE (for tests): validate the BO into one domain. -EBUSY if pinned. */
