@@ -23,8 +23,19 @@ Requests:
     graph                                              the sharing graph (QMP
                                                        query-sharegpu-graph), printed here and
                                                        drawn to LOG.graph.dot/.svg
+With --mailbox DIR (scripts/guest-multivm.sh: one agent per guest, one DIR for all):
+    put <key> <value>                                  DIR/<key> = value, for the other guests
+    get <key> <secs>                                   waits until DIR/<key> exists, replies
+                                                       "ok VALUE"; an error when DIR/abort
+                                                       exists (a guest failed) or after secs
+    kill-vm <name>                                     kill -9 of the QEMU whose pid is in
+                                                       DIR/<name>.pid (QEMU -pidfile), waits
+                                                       for it to be gone, writes
+                                                       DIR/<name>.killed
+    broker-fds                                         "TOTAL MEMFDS": the descriptors of the
+                                                       broker daemon (pid in DIR/broker.pid)
 
-usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--quiet]
+usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--mailbox DIR] [--quiet]
 Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the sockets.
 """
 import argparse
@@ -40,6 +51,8 @@ import time
 REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPH_BASE = None  # LOG.graph, set in main()
+MAILBOX = None  # --mailbox DIR
+KEY = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def log(msg):
@@ -139,10 +152,75 @@ def device_id(qmp, target):
     return target
 
 
+def mailbox_path(key):
+    if MAILBOX is None:
+        raise RuntimeError("no --mailbox")
+    if not KEY.match(key):
+        raise RuntimeError("bad mailbox key %r" % key)
+    return os.path.join(MAILBOX, key)
+
+
+def read_pid(name):
+    with open(mailbox_path(name + ".pid")) as f:
+        return int(f.read().split()[0])
+
+
+def mailbox(words):
+    """The mailbox requests; None when words are none of them."""
+    if words[0] == "put" and len(words) >= 3:
+        path = mailbox_path(words[1])
+        with open(path + ".tmp", "w") as f:
+            f.write(" ".join(words[2:]))
+        os.rename(path + ".tmp", path)  # readers see all of it or nothing
+        return "stored"
+    if words[0] == "get" and len(words) == 3:
+        path, abort = mailbox_path(words[1]), mailbox_path("abort")
+        deadline = time.time() + int(words[2])
+        # waits for the other guest's message; the deadline is a failure detector
+        while not os.path.exists(path):
+            if os.path.exists(abort):
+                with open(abort) as f:
+                    raise RuntimeError("a guest aborted (%s)" % f.read().strip())
+            if time.time() > deadline:
+                raise RuntimeError("no %s within %s s" % (words[1], words[2]))
+            time.sleep(0.05)
+        with open(path) as f:
+            return f.read()
+    if words[0] == "kill-vm" and len(words) == 2:
+        pid = read_pid(words[1])
+        with open(mailbox_path(words[1] + ".killed"), "w") as f:
+            f.write("%d\n" % pid)
+        os.kill(pid, 9)
+        deadline = time.time() + 30
+        while os.path.exists("/proc/%d" % pid):
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # dead, its parent (run-guest.sh) not yet told
+            if time.time() > deadline:
+                raise RuntimeError("QEMU %d still alive 30 s after SIGKILL" % pid)
+            time.sleep(0.05)
+        return "killed %s (pid %d)" % (words[1], pid)
+    if words[0] == "broker-fds" and len(words) == 1:
+        pid = read_pid("broker")
+        fds = os.listdir("/proc/%d/fd" % pid)
+        memfds = 0
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("/memfd:"):
+                    memfds += 1
+            except OSError:
+                pass  # closed meanwhile
+        return "%d %d" % (len(fds), memfds)
+    return None
+
+
 def handle(qmp, req):
     words = req.split()
     if not words:
         raise RuntimeError("empty request")
+    answer = mailbox(words)
+    if answer is not None:
+        return answer
     if words[0] == "hold" and 2 <= len(words) <= 4:
         dev = device_id(qmp, words[1])
         args = {"id": dev}
@@ -216,9 +294,11 @@ def main():
     ap.add_argument("--qmp", required=True)
     ap.add_argument("--reply", required=True)
     ap.add_argument("--connect-timeout", type=float, default=600)
+    ap.add_argument("--mailbox")
     args = ap.parse_args()
-    global GRAPH_BASE
+    global GRAPH_BASE, MAILBOX
     GRAPH_BASE = args.log + ".graph"
+    MAILBOX = args.mailbox
 
     deadline = time.time() + args.connect_timeout
     # the log appears when run-guest.sh starts QEMU; the sockets right after
