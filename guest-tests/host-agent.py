@@ -34,8 +34,13 @@ With --mailbox DIR (scripts/guest-multivm.sh: one agent per guest, one DIR for a
                                                        DIR/<name>.killed
     broker-fds                                         "TOTAL MEMFDS": the descriptors of the
                                                        broker daemon (pid in DIR/broker.pid)
+With --mailbox and --vm-name NAME the agent also puts "abort" when the guest's console shows
+a failed step (SHAREGPU-TEST: FAIL, e.g. a test binary that crashed before it could say so
+itself) and when QEMU exits without a kill-vm of NAME and without the guest's
+SHAREGPU-SUMMARY: PASS: the other guests stop waiting for it.
 
-usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--mailbox DIR] [--quiet]
+usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--mailbox DIR [--vm-name NAME]]
+                     [--quiet]
 Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the sockets.
 """
 import argparse
@@ -52,6 +57,9 @@ REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPH_BASE = None  # LOG.graph, set in main()
 MAILBOX = None  # --mailbox DIR
+VM_NAME = None  # --vm-name NAME
+FAILED_STEP = re.compile(r"SHAREGPU-TEST: FAIL (\S+)")
+PASSED_RUN = "SHAREGPU-SUMMARY: PASS"
 KEY = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -214,6 +222,18 @@ def mailbox(words):
     return None
 
 
+def put_abort(why):
+    """Tells the other guests to stop waiting (the first reason stays)."""
+    if MAILBOX is None or VM_NAME is None:
+        return
+    path = os.path.join(MAILBOX, "abort")
+    if not os.path.exists(path):
+        with open(path + ".tmp." + VM_NAME, "w") as f:
+            f.write("%s: %s" % (VM_NAME, why))
+        os.rename(path + ".tmp." + VM_NAME, path)
+    log("abort: %s" % why)
+
+
 def handle(qmp, req):
     words = req.split()
     if not words:
@@ -295,10 +315,12 @@ def main():
     ap.add_argument("--reply", required=True)
     ap.add_argument("--connect-timeout", type=float, default=600)
     ap.add_argument("--mailbox")
+    ap.add_argument("--vm-name")
     args = ap.parse_args()
-    global GRAPH_BASE, MAILBOX
+    global GRAPH_BASE, MAILBOX, VM_NAME
     GRAPH_BASE = args.log + ".graph"
     MAILBOX = args.mailbox
+    VM_NAME = args.vm_name
 
     deadline = time.time() + args.connect_timeout
     # the log appears when run-guest.sh starts QEMU; the sockets right after
@@ -317,6 +339,7 @@ def main():
 
     pending = b""
     seen = set()
+    passed = False
     with open(args.log, "rb") as f:
         while True:
             chunk = f.read(65536)
@@ -324,13 +347,21 @@ def main():
                 # QEMU gone? (QMP socket closed)
                 if not qmp.drain_events():
                     log("QEMU exited")
+                    if MAILBOX and VM_NAME and not passed and \
+                            not os.path.exists(os.path.join(MAILBOX, VM_NAME + ".killed")):
+                        put_abort("QEMU exited")
                     return 0
                 time.sleep(0.05)
                 continue
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                m = REQ.search(raw.decode("utf-8", "replace").replace("\r", ""))
+                text = raw.decode("utf-8", "replace").replace("\r", "")
+                passed = passed or PASSED_RUN in text
+                failed = FAILED_STEP.search(text)
+                if failed:
+                    put_abort("step %s failed" % failed.group(1))
+                m = REQ.search(text)
                 if not m or m.group(1) in seen:
                     continue
                 token, req = m.group(1), m.group(2)

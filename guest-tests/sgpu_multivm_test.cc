@@ -476,8 +476,12 @@ TEST_F(MultiVmB, MoveInvalidates) {
       << "no BO_INVALIDATED after vm-a's move";
   ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
   EXPECT_EQ(info.vram_offset, kNoOff) << "the invalidation dropped the window mapping";
-  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
+  // the old mapping's first access faults and maps the new storage (a CPU page table entry
+  // left behind would read the unmapped window range: 0xff..ff)
   ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0) << "re-mapping the new storage";
+  EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move, read through a fault";
+  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
   EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move";
   ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
   ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);

@@ -18,7 +18,8 @@
 # booted at the same time by scripts/run-guest.sh (TCG, 1 vCPU, 512 MiB each), each with its
 # host agent (guest-tests/host-agent.py --mailbox RUN/mailbox): the guests pass the broker
 # ids and every "done" through the mailbox and wait for each other's explicit messages
-# (guest-tests/sgpu_multivm_test.cc lists them). vm-b has the host kill -9 vm-a's QEMU
+# (guest-tests/sgpu_multivm_test.cc lists them); a failed step or a QEMU gone unasked ends
+# the other guest's waits at once (the agents put "abort"). vm-b has the host kill -9 vm-a's QEMU
 # (agent request kill-vm, QEMU's -pidfile) and counts the broker's descriptors
 # (/proc/PID/fd) before and after.
 #
@@ -84,7 +85,7 @@ for vm in vm-a vm-b; do
     LOGS[$vm]=$LOGDIR/guest-multivm-$role-$STAMP.log
     rm -f "${LOGS[$vm]}"
     G0_PROPS=",broker=b0" guest_qemu_args 64M "$RUN/$vm"
-    start_host_agent "$RUN/$vm" "${LOGS[$vm]}" --mailbox "$MB"
+    start_host_agent "$RUN/$vm" "${LOGS[$vm]}" --mailbox "$MB" --vm-name "$vm"
     say "booting $vm (log ${LOGS[$vm]})"
     "$ROOT/scripts/run-guest.sh" --kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" \
         --log "${LOGS[$vm]}" --smp 1 --mem 512M --timeout "$TIMEOUT" --silence 600 \
