@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
-// Sharing between VMs through the host broker, end to end (scripts/guest-multivm.sh): two
-// guests run this binary, vm-a with sgputest.role=a (suite MultiVmA, the exporter) and vm-b
-// with sgputest.role=b (suite MultiVmB, the importer); the runner selects the suite with
+// Sharing between VMs through the host broker, end to end (scripts/guest-multivm.sh): three
+// guests run this binary, vm-a with sgputest.role=a (suite MultiVmA, the exporter), vm-b
+// with sgputest.role=b (suite MultiVmB, the importer) and vm-c with sgputest.role=c (suite
+// MultiVmC, granted one buffer and refused the others); the runner selects the suite with
 // sgputest.filter. They coordinate through the host agent's mailbox (MailboxPut/Get): every
 // step waits for the other guest's explicit message, never for time. A guest whose test
 // fails puts "abort", so the other one's waits end at once instead of at their deadline.
 //
-// The messages, in order (A = vm-a, B = vm-b):
+// The messages, in order (A = vm-a, B = vm-b, C = vm-c):
+//   C: c-ready
 //   B: b-ready (broker descriptor counts taken)   A: ids (rw, ro, c: three exports)
+//   C: c-done (C keeps running until b-done)
 //   B: b-read-1                                    A: a-wrote (after BO_CPU_ACCESS end)
 //   B: b-ro-done                                   B: b-mapped
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
-//   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds.
+//   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
+//   then b-done.
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -359,6 +363,8 @@ struct BState {
 using MultiVmB = MultiVm;
 
 TEST_F(MultiVmB, Ready) {
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("c-ready", &v), 0) << v;  // every VM is connected
   ASSERT_TRUE(BrokerFds(&g_b.fds, &g_b.memfds)) << "host agent broker-fds";
   EXPECT_EQ(g_b.memfds, 0) << "the broker holds buffers before anything was exported";
   ASSERT_EQ(sgt::MailboxPut("b-ready", "1"), 0);
@@ -537,9 +543,59 @@ TEST_F(MultiVmB, BrokerFdsReleased) {
       [&] { return BrokerFds(&total, &memfds) && memfds == g_b.memfds && total == g_b.fds - 1; },
       30000);
   EXPECT_TRUE(settled) << "broker descriptors: before " << g_b.fds << " (" << g_b.memfds
-                       << " memfds) with vm-a and vm-b connected, now " << total << " ("
-                       << memfds << " memfds) with vm-b only; expected one fewer (vm-a's "
+                       << " memfds) with vm-a, vm-b and vm-c connected, now " << total << " ("
+                       << memfds << " memfds) without vm-a; expected one fewer (vm-a's "
                        << "connection) and no memfd";
+  ASSERT_EQ(sgt::MailboxPut("b-done", "1"), 0);  // vm-c may go
+}
+
+// ---------------------------------------------------------------- vm-c, a third VM
+
+struct CState {
+  uint8_t rw_id[16], ro_id[16], c_id[16];
+  bool ids = false;
+} g_c;
+
+using MultiVmC = MultiVm;
+
+TEST_F(MultiVmC, Ready) {
+  ASSERT_EQ(sgt::MailboxPut("c-ready", "1"), 0);
+  std::string ids;
+  ASSERT_EQ(sgt::MailboxGet("ids", &ids), 0) << ids;
+  ASSERT_EQ(ids.size(), 3 * 32 + 2u) << ids;
+  ASSERT_TRUE(Unhex(ids.substr(0, 32), g_c.rw_id, 16) && Unhex(ids.substr(33, 32), g_c.ro_id, 16) &&
+              Unhex(ids.substr(66, 32), g_c.c_id, 16))
+      << ids;
+  g_c.ids = true;
+}
+
+// vm-a granted vm-c READ on its third buffer: imported, read-only, vm-a's data.
+TEST_F(MultiVmC, GrantedImportReads) {
+  ASSERT_TRUE(g_c.ids);
+  int fd = dev_->fd;
+  drm_sharegpu_broker_import imp{};
+  ASSERT_EQ(Import(fd, g_c.c_id, &imp), 0);
+  EXPECT_EQ(imp.out_flags, 0u) << "a READ grant";
+  uint64_t off = 0;
+  ASSERT_EQ(MmapOffset(fd, imp.handle, &off), 0);
+  void* r = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, off);
+  ASSERT_NE(r, MAP_FAILED) << strerror(errno);
+  uint32_t crc = 0;
+  EXPECT_EQ(sgt::ProbeCrc(r, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP1));
+  munmap(r, kSize);
+  sgt::GemClose(fd, imp.handle);
+}
+
+// The buffers granted to vm-b only: refused to vm-c, whatever the right.
+TEST_F(MultiVmC, NotGrantedRefused) {
+  ASSERT_TRUE(g_c.ids);
+  EXPECT_EQ(Import(dev_->fd, g_c.rw_id, nullptr), -EACCES) << "vm-b's read-write grant";
+  EXPECT_EQ(Import(dev_->fd, g_c.ro_id, nullptr), -EACCES) << "vm-b's read-only grant";
+  ASSERT_EQ(sgt::MailboxPut("c-done", "1"), 0);
+  // stay connected until vm-b has counted the broker's descriptors
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("b-done", &v), 0) << v;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sharegpu sharing between VMs, end to end: the host broker and two guests (issue 12).
+# sharegpu sharing between VMs, end to end: the host broker and three guests (issue 12).
 #
 # usage: scripts/guest-multivm.sh [options]
 #   --no-build         use the cached kernel and QEMU (the module, the test binaries, the
@@ -14,7 +14,8 @@
 #   sharegpu-broker --socket RUN/broker.sock          (waited for: "ready on")
 #   vm-a: -object sharegpu-broker,id=b0,path=RUN/broker.sock,vm-name=vm-a
 #         -device sharegpu,id=g0,broker=b0  (and g1 without a broker), sgputest.role=a
-#   vm-b: the same with vm-name=vm-b, sgputest.role=b
+#   vm-b: the same with vm-name=vm-b, sgputest.role=b (the importer)
+#   vm-c: the same with vm-name=vm-c, sgputest.role=c (granted one buffer, refused the others)
 # booted at the same time by scripts/run-guest.sh (TCG, 1 vCPU, 512 MiB each), each with its
 # host agent (guest-tests/host-agent.py --mailbox RUN/mailbox): the guests pass the broker
 # ids and every "done" through the mailbox and wait for each other's explicit messages
@@ -23,12 +24,12 @@
 # (agent request kill-vm, QEMU's -pidfile) and counts the broker's descriptors
 # (/proc/PID/fd) before and after.
 #
-# Output: every case of both guests ("PASS|FAIL|SKIP vm-X <binary> <Suite.Test>"), and as
+# Output: every case of every guest ("PASS|FAIL|SKIP vm-X <binary> <Suite.Test>"), and as
 # the LAST line
 #   guest-multivm: N passed, M failed, K skipped
 # A vm-a that was not killed by vm-b's request (run-guest.sh exit 5 with the agent's record),
-# a vm-b whose run-guest.sh did not pass, or a kernel report in either log (lockdep, KASAN,
-# WARN, oops, ...) is one more failure each.
+# a vm-b or vm-c whose run-guest.sh did not pass, or a kernel report in any log (lockdep,
+# KASAN, WARN, oops, ...) is one more failure each.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-multivm
 
@@ -65,7 +66,8 @@ IMG=$OUT/multivm.cpio.gz
 # ---- the broker --------------------------------------------------------------------------
 make_run_dir multivm
 MB=$RUN/mailbox
-mkdir -p "$MB" "$RUN/vm-a" "$RUN/vm-b"
+VMS=(vm-a vm-b vm-c)
+mkdir -p "$MB" "$RUN/vm-a" "$RUN/vm-b" "$RUN/vm-c"
 "$BROKER" --socket "$RUN/broker.sock" >"$RUN/broker.log" 2>&1 &
 BROKER_PID=$!
 at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
@@ -80,7 +82,7 @@ say "$(cat "$RUN/broker.log")"
 
 # ---- the guests --------------------------------------------------------------------------
 declare -A LOGS PIDS RCS
-for vm in vm-a vm-b; do
+for vm in "${VMS[@]}"; do
     role=${vm#vm-}
     LOGS[$vm]=$LOGDIR/guest-multivm-$role-$STAMP.log
     rm -f "${LOGS[$vm]}"
@@ -95,14 +97,14 @@ for vm in vm-a vm-b; do
         >/dev/null 2>"$RUN/$vm.err" &
     PIDS[$vm]=$!
 done
-for vm in vm-a vm-b; do
+for vm in "${VMS[@]}"; do
     wait "${PIDS[$vm]}"
     RCS[$vm]=$?
 done
 
 # ---- verdict -----------------------------------------------------------------------------
 PASSED=0 FAILED=0 SKIPPED=0
-for vm in vm-a vm-b; do
+for vm in "${VMS[@]}"; do
     sed "s/^/[$vm] /" "$RUN/$vm.err" >&2
     tr -d '\r' <"${LOGS[$vm]}" | sed -n "s/^.*SHAREGPU-GTEST: \(PASS\|FAIL\|SKIP\) \([^ ]*\) \([^ ]*\).*/\1 $vm \2 \3/p" |
         sed 's/^/[guest-multivm]   /' >&2
@@ -111,7 +113,7 @@ for vm in vm-a vm-b; do
     PASSED=$((PASSED + ${p:-0})) FAILED=$((FAILED + ${f:-1})) SKIPPED=$((SKIPPED + ${s:-0}))
 done
 # vm-a's run ends in its kill: run-guest.sh's kernel-report verdict is only in its messages
-# (vm-b's is in its exit status, below)
+# (vm-b's and vm-c's are in their exit status, below)
 if grep -q 'KERNEL REPORT' "$RUN/vm-a.err"; then
     say "FAIL vm-a: kernel report in ${LOGS[vm-a]}"
     FAILED=$((FAILED + 1))
@@ -124,11 +126,13 @@ else
         "$([ -f "$MB/vm-a.killed" ] && echo "(killed)" || echo "(never killed)")"
     FAILED=$((FAILED + 1))
 fi
-if [ "${RCS[vm-b]}" != 0 ]; then
-    say "FAIL vm-b: run-guest.sh exit ${RCS[vm-b]} (see ${LOGS[vm-b]})"
-    FAILED=$((FAILED + 1))
-fi
+for vm in vm-b vm-c; do
+    if [ "${RCS[$vm]}" != 0 ]; then
+        say "FAIL $vm: run-guest.sh exit ${RCS[$vm]} (see ${LOGS[$vm]})"
+        FAILED=$((FAILED + 1))
+    fi
+done
 say "broker log:"
 sed 's/^/[guest-multivm]   /' "$RUN/broker.log" >&2
-say "logs: ${LOGS[vm-a]} ${LOGS[vm-b]}"
+say "logs: ${LOGS[*]}"
 verdict "$PASSED" "$FAILED" "$SKIPPED"
