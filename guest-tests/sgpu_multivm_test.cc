@@ -10,13 +10,14 @@
 // The messages, in order (A = vm-a, B = vm-b, C = vm-c):
 //   C: c-ready
 //   B: b-ready (broker descriptor counts taken)   A: ids (rw, ro, c: three exports)
-//   C: c-done (C keeps running until b-done)
+//   C: c-done                                      A: a-withdrew (vm-c's grant withdrawn)
+//   C: c-refused (then A unexports it)
 //   B: b-read-1                                    A: a-wrote (after BO_CPU_ACCESS end)
 //   B: b-ro-done                                   B: b-mapped
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
 //   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
-//   then b-done.
+//   then b-done (vm-c stays connected until then).
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -133,6 +134,22 @@ int64_t NowMs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
+}
+
+// The importers' copy of vm-a's three broker ids (message "ids": rw,ro,c in hex).
+struct Ids {
+  uint8_t rw[16], ro[16], c[16];
+  bool ok = false;
+} g_ids;
+
+void GetIds() {
+  std::string ids;
+  ASSERT_EQ(sgt::MailboxGet("ids", &ids), 0) << ids;
+  ASSERT_EQ(ids.size(), 3 * 32 + 2u) << ids;
+  ASSERT_TRUE(Unhex(ids.substr(0, 32), g_ids.rw, 16) && Unhex(ids.substr(33, 32), g_ids.ro, 16) &&
+              Unhex(ids.substr(66, 32), g_ids.c, 16))
+      << ids;
+  g_ids.ok = true;
 }
 
 // CRC32C of an exported BO read by this VM's CPU between BO_CPU_ACCESS begin and end; 0
@@ -332,6 +349,27 @@ TEST_F(MultiVmA, MoveInvalidatesImporter) {
   EXPECT_EQ(ReadCrc(dev_->fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP3));
 }
 
+// Withdrawing vm-c's grant revokes its import (vm-c checks); then the buffer is unexported.
+TEST_F(MultiVmA, WithdrawAndUnexport) {
+  ASSERT_NE(g_a.c, 0u);
+  int fd = dev_->fd;
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("c-done", &v), 0) << v;
+  ASSERT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_NONE, "vm-c"), 0);
+  ASSERT_EQ(sgt::MailboxPut("a-withdrew", "1"), 0);
+  EXPECT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_NONE, "vm-c"), 0)
+      << "withdrawing a grant that is not there (any more) is a no-op";
+  ASSERT_EQ(sgt::MailboxGet("c-refused", &v), 0) << v;
+  drm_sharegpu_broker_unexport u{};
+  u.handle = g_a.c;
+  ASSERT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), 0);
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_a.c, &info), 0);
+  EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), -EINVAL) << "twice";
+  EXPECT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_READ, "vm-c"), -EINVAL) << "unexported";
+}
+
 // The exports must outlive this process (its exit would close the DRM file: BO_DESTROY,
 // unexported): a child keeps the file, silently, until the VM is killed; the hold step
 // (sgpu_multivm_hold) then tells vm-b and waits for the kill.
@@ -353,8 +391,6 @@ TEST_F(MultiVmA, ExportsKeptForTheKill) {
 
 struct BState {
   long fds = -1, memfds = -1;  // the broker's, before any export
-  uint8_t rw_id[16], ro_id[16], c_id[16];
-  bool ids = false;
   uint32_t rw = 0, ro = 0;
   uint8_t* rw_map = nullptr;
   uint8_t* ro_map = nullptr;
@@ -368,25 +404,19 @@ TEST_F(MultiVmB, Ready) {
   ASSERT_TRUE(BrokerFds(&g_b.fds, &g_b.memfds)) << "host agent broker-fds";
   EXPECT_EQ(g_b.memfds, 0) << "the broker holds buffers before anything was exported";
   ASSERT_EQ(sgt::MailboxPut("b-ready", "1"), 0);
-  std::string ids;
-  ASSERT_EQ(sgt::MailboxGet("ids", &ids), 0) << ids;
-  ASSERT_EQ(ids.size(), 3 * 32 + 2u) << ids;
-  ASSERT_TRUE(Unhex(ids.substr(0, 32), g_b.rw_id, 16) && Unhex(ids.substr(33, 32), g_b.ro_id, 16) &&
-              Unhex(ids.substr(66, 32), g_b.c_id, 16))
-      << ids;
-  g_b.ids = true;
+  GetIds();
 }
 
 // vm-b maps vm-a's pages: it reads A's data and the device copied nothing.
 TEST_F(MultiVmB, ImportZeroCopy) {
-  ASSERT_TRUE(g_b.ids);
+  ASSERT_TRUE(g_ids.ok);
   int fd = dev_->fd;
   drm_sharegpu_broker_import imp{}, imp2{};
-  ASSERT_EQ(Import(fd, g_b.rw_id, &imp), 0);
+  ASSERT_EQ(Import(fd, g_ids.rw, &imp), 0);
   g_b.rw = imp.handle;
   EXPECT_EQ(imp.size, kSize);
   EXPECT_EQ(imp.out_flags, SHAREGPU_BROKER_IMPORT_WRITABLE);
-  ASSERT_EQ(Import(fd, g_b.rw_id, &imp2), 0) << "importing again";
+  ASSERT_EQ(Import(fd, g_ids.rw, &imp2), 0) << "importing again";
   drm_sharegpu_bo_info i1{}, i2{};
   ASSERT_EQ(sgt::BoInfo(fd, imp.handle, &i1), 0);
   ASSERT_EQ(sgt::BoInfo(fd, imp2.handle, &i2), 0);
@@ -424,10 +454,10 @@ TEST_F(MultiVmB, SeesWriteAfterBeginCpuAccess) {
 
 // A READ grant: mapped read-only; every way to write is refused (vm-a checks its data).
 TEST_F(MultiVmB, ReadOnlyGrant) {
-  ASSERT_TRUE(g_b.ids);
+  ASSERT_TRUE(g_ids.ok);
   int fd = dev_->fd;
   drm_sharegpu_broker_import imp{};
-  ASSERT_EQ(Import(fd, g_b.ro_id, &imp), 0);
+  ASSERT_EQ(Import(fd, g_ids.ro, &imp), 0);
   g_b.ro = imp.handle;
   EXPECT_EQ(imp.out_flags, 0u) << "a READ grant is not writable";
   drm_sharegpu_bo_info info{};
@@ -457,8 +487,8 @@ TEST_F(MultiVmB, ReadOnlyGrant) {
 
 // vm-a granted vm-c, not vm-b: refused (the broker tells vm-a's host).
 TEST_F(MultiVmB, UngrantedRefused) {
-  ASSERT_TRUE(g_b.ids);
-  EXPECT_EQ(Import(dev_->fd, g_b.c_id, nullptr), -EACCES);
+  ASSERT_TRUE(g_ids.ok);
+  EXPECT_EQ(Import(dev_->fd, g_ids.c, nullptr), -EACCES);
 }
 
 // vm-a's BO is relocated: this import is invalidated (the window mapping dropped), the
@@ -524,7 +554,7 @@ TEST_F(MultiVmB, ExporterKilledRevokes) {
   uint32_t crc = 0;
   EXPECT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
   EXPECT_EQ(sgt::ProbeCrc(g_b.ro_map, kSize, &crc), -EFAULT);
-  EXPECT_EQ(Import(fd, g_b.rw_id, nullptr), -ENODEV) << "the id of a revoked import";
+  EXPECT_EQ(Import(fd, g_ids.rw, nullptr), -ENODEV) << "the id of a revoked import";
   EXPECT_LT(NowMs() - t0, 10000) << "the revoked import made callers wait";
 }
 
@@ -552,49 +582,71 @@ TEST_F(MultiVmB, BrokerFdsReleased) {
 // ---------------------------------------------------------------- vm-c, a third VM
 
 struct CState {
-  uint8_t rw_id[16], ro_id[16], c_id[16];
-  bool ids = false;
+  uint32_t h = 0;  // the import of the buffer granted to vm-c
+  void* map = nullptr;
 } g_c;
 
 using MultiVmC = MultiVm;
 
 TEST_F(MultiVmC, Ready) {
   ASSERT_EQ(sgt::MailboxPut("c-ready", "1"), 0);
-  std::string ids;
-  ASSERT_EQ(sgt::MailboxGet("ids", &ids), 0) << ids;
-  ASSERT_EQ(ids.size(), 3 * 32 + 2u) << ids;
-  ASSERT_TRUE(Unhex(ids.substr(0, 32), g_c.rw_id, 16) && Unhex(ids.substr(33, 32), g_c.ro_id, 16) &&
-              Unhex(ids.substr(66, 32), g_c.c_id, 16))
-      << ids;
-  g_c.ids = true;
+  GetIds();
 }
 
 // vm-a granted vm-c READ on its third buffer: imported, read-only, vm-a's data.
 TEST_F(MultiVmC, GrantedImportReads) {
-  ASSERT_TRUE(g_c.ids);
+  ASSERT_TRUE(g_ids.ok);
   int fd = dev_->fd;
   drm_sharegpu_broker_import imp{};
-  ASSERT_EQ(Import(fd, g_c.c_id, &imp), 0);
+  ASSERT_EQ(Import(fd, g_ids.c, &imp), 0);
+  g_c.h = imp.handle;
   EXPECT_EQ(imp.out_flags, 0u) << "a READ grant";
   uint64_t off = 0;
   ASSERT_EQ(MmapOffset(fd, imp.handle, &off), 0);
   void* r = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, off);
   ASSERT_NE(r, MAP_FAILED) << strerror(errno);
+  g_c.map = r;
   uint32_t crc = 0;
   EXPECT_EQ(sgt::ProbeCrc(r, kSize, &crc), 0);
   EXPECT_EQ(crc, PatternCrcOf(kP1));
-  munmap(r, kSize);
-  sgt::GemClose(fd, imp.handle);
 }
 
 // The buffers granted to vm-b only: refused to vm-c, whatever the right.
 TEST_F(MultiVmC, NotGrantedRefused) {
-  ASSERT_TRUE(g_c.ids);
-  EXPECT_EQ(Import(dev_->fd, g_c.rw_id, nullptr), -EACCES) << "vm-b's read-write grant";
-  EXPECT_EQ(Import(dev_->fd, g_c.ro_id, nullptr), -EACCES) << "vm-b's read-only grant";
+  ASSERT_TRUE(g_ids.ok);
+  EXPECT_EQ(Import(dev_->fd, g_ids.rw, nullptr), -EACCES) << "vm-b's read-write grant";
+  EXPECT_EQ(Import(dev_->fd, g_ids.ro, nullptr), -EACCES) << "vm-b's read-only grant";
+}
+
+// vm-a withdraws vm-c's grant (BROKER_GRANT right 0): the import is revoked at once, with
+// that reason; after releasing it vm-c is refused like any VM without a grant.
+TEST_F(MultiVmC, WithdrawnGrantRevokes) {
+  ASSERT_NE(g_c.map, nullptr);
+  int fd = dev_->fd;
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
   ASSERT_EQ(sgt::MailboxPut("c-done", "1"), 0);
-  // stay connected until vm-b has counted the broker's descriptors
   std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-withdrew", &v), 0) << v;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
+                             60000))
+      << "no BO_REVOKED after vm-a withdrew the grant";
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_c.h, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
+  EXPECT_EQ(info.revoke_reason, 3u) << "SGHW_REVOKE_GRANT_WITHDRAWN";
+  uint32_t crc = 0;
+  EXPECT_EQ(sgt::ProbeCrc(g_c.map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
+  uint64_t off;
+  EXPECT_EQ(MmapOffset(fd, g_c.h, &off), -ENODEV);
+  EXPECT_EQ(Import(fd, g_ids.c, nullptr), -ENODEV) << "the id of a revoked import";
+  munmap(g_c.map, kSize);
+  g_c.map = nullptr;
+  sgt::GemClose(fd, g_c.h);
+  // released: now it is a VM without a grant (vm-a unexports only after c-refused)
+  EXPECT_EQ(Import(fd, g_ids.c, nullptr), -EACCES) << "import after the withdrawal";
+  ASSERT_EQ(sgt::MailboxPut("c-refused", "1"), 0);
+  // stay connected until vm-b has counted the broker's descriptors
   ASSERT_EQ(sgt::MailboxGet("b-done", &v), 0) << v;
 }
 

@@ -150,7 +150,8 @@ struct drm_sharegpu_bo_cpu_access {
  *
  * BROKER_GRANT: grants (right 1, 2) or withdraws (right 0) a VM's right on a BO exported
  * with BROKER_EXPORT; withdrawing or changing a right revokes that VM's current import.
- * -EINVAL also when the BO is not broker-exported.
+ * Withdrawing a grant that does not exist succeeds (nothing to withdraw). -EINVAL also
+ * when the BO is not broker-exported.
  *
  * BROKER_UNEXPORT: the id dies, every import of it is revoked; the BO is unchanged.
  * -EINVAL when the BO is not broker-exported.
