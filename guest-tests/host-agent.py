@@ -34,6 +34,13 @@ With --mailbox DIR (scripts/guest-multivm.sh: one agent per guest, one DIR for a
                                                        DIR/<name>.killed
     broker-fds                                         "TOTAL MEMFDS": the descriptors of the
                                                        broker daemon (pid in DIR/broker.pid)
+    restart-broker                                     kill -9 of the broker (DIR/broker.pid),
+                                                       then the command line in
+                                                       DIR/broker.argv (one word a line) again,
+                                                       output appended to the file named in
+                                                       DIR/broker.logpath; replies once it
+                                                       printed "ready on"; DIR/broker.pid is
+                                                       the new one
 With --mailbox and --vm-name NAME the agent also puts "abort" when the guest's console shows
 a failed step (SHAREGPU-TEST: FAIL, e.g. a test binary that crashed before it could say so
 itself) and when QEMU exits without a kill-vm of NAME and without the guest's
@@ -51,6 +58,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
@@ -173,6 +181,53 @@ def read_pid(name):
         return int(f.read().split()[0])
 
 
+def kill_and_wait(pid, what):
+    """SIGKILL, then wait until the process is gone or a zombie (its parent not told yet)."""
+    os.kill(pid, 9)
+    deadline = time.time() + 30
+    while os.path.exists("/proc/%d" % pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except OSError:
+            return  # reaped meanwhile
+        if time.time() > deadline:
+            raise RuntimeError("%s %d still alive 30 s after SIGKILL" % (what, pid))
+        time.sleep(0.05)
+
+
+def restart_broker():
+    pid = read_pid("broker")
+    with open(mailbox_path("broker.argv")) as f:
+        argv = [w for w in f.read().split("\n") if w]
+    with open(mailbox_path("broker.logpath")) as f:
+        logpath = f.read().strip()
+    kill_and_wait(pid, "broker")
+    out = open(logpath, "ab")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    while True:  # its explicit message; EOF when it exits instead
+        line = proc.stdout.readline()
+        out.write(line)
+        out.flush()
+        if not line:
+            raise RuntimeError("the new broker exited before it was ready")
+        if b"ready on" in line:
+            break
+
+    def copy_rest():  # the pipe must not fill
+        for rest in proc.stdout:
+            out.write(rest)
+            out.flush()
+
+    threading.Thread(target=copy_rest, daemon=True).start()
+    with open(mailbox_path("broker.pid.tmp"), "w") as f:
+        f.write("%d\n" % proc.pid)
+    os.rename(mailbox_path("broker.pid.tmp"), mailbox_path("broker.pid"))
+    return "restarted (pid %d, was %d)" % (proc.pid, pid)
+
+
 def mailbox(words):
     """The mailbox requests; None when words are none of them."""
     if words[0] == "put" and len(words) >= 3:
@@ -198,16 +253,10 @@ def mailbox(words):
         pid = read_pid(words[1])
         with open(mailbox_path(words[1] + ".killed"), "w") as f:
             f.write("%d\n" % pid)
-        os.kill(pid, 9)
-        deadline = time.time() + 30
-        while os.path.exists("/proc/%d" % pid):
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break  # dead, its parent (run-guest.sh) not yet told
-            if time.time() > deadline:
-                raise RuntimeError("QEMU %d still alive 30 s after SIGKILL" % pid)
-            time.sleep(0.05)
+        kill_and_wait(pid, "QEMU")
         return "killed %s (pid %d)" % (words[1], pid)
+    if words[0] == "restart-broker" and len(words) == 1:
+        return restart_broker()
     if words[0] == "broker-fds" and len(words) == 1:
         pid = read_pid("broker")
         fds = os.listdir("/proc/%d/fd" % pid)

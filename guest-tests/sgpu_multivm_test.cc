@@ -17,7 +17,7 @@
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
 //   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
-//   then b-done (vm-c stays connected until then).
+//   then b-done (vm-c stays connected until then), and has the host restart the broker.
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -577,6 +577,39 @@ TEST_F(MultiVmB, BrokerFdsReleased) {
                        << memfds << " memfds) without vm-a; expected one fewer (vm-a's "
                        << "connection) and no memfd";
   ASSERT_EQ(sgt::MailboxPut("b-done", "1"), 0);  // vm-c may go
+}
+
+// The broker is killed (-9) and started again: this VM's broker export is lost (BO_REVOKED
+// with the EXPORT flag clears BROKER_EXPORTED); once QEMU has reconnected (it retries every
+// second) the BO is exported again, under a new id.
+TEST_F(MultiVmB, BrokerRestartLosesExports) {
+  int fd = dev_->fd;
+  sgt::ScopedBo bo;
+  ASSERT_EQ(bo.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  drm_sharegpu_broker_export first{}, again{};
+  ASSERT_EQ(Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &first), 0);
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  std::string v;
+  ASSERT_EQ(sgt::HostRequest("restart-broker", &v), 0) << v;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
+                             60000))
+      << "no BO_REVOKED (EXPORT) after the broker was lost";
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED) << "the export was lost";
+  // -ENODEV until QEMU has reconnected: a deadline as failure detector
+  int ret = -1;
+  EXPECT_TRUE(sgt::WaitUntil(
+      [&] {
+        ret = Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &again);
+        return ret != -ENODEV;
+      },
+      60000));
+  ASSERT_EQ(ret, 0) << "exporting after the broker came back";
+  EXPECT_NE(Hex(again.id, sizeof(again.id)), Hex(first.id, sizeof(first.id))) << "a new id";
+  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
 }
 
 // ---------------------------------------------------------------- vm-c, a third VM

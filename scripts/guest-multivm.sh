@@ -19,7 +19,8 @@
 # booted at the same time by scripts/run-guest.sh (TCG, 1 vCPU, 512 MiB each), each with its
 # host agent (guest-tests/host-agent.py --mailbox RUN/mailbox): the guests pass the broker
 # ids and every "done" through the mailbox and wait for each other's explicit messages
-# (guest-tests/sgpu_multivm_test.cc lists them); a failed step or a QEMU gone unasked ends
+# (guest-tests/sgpu_multivm_test.cc lists them); at the end vm-b has the agent kill -9 the
+# broker and start it again (restart-broker): its export is lost and made again; a failed step or a QEMU gone unasked ends
 # the other guest's waits at once (the agents put "abort"). vm-b has the host kill -9 vm-a's QEMU
 # (agent request kill-vm, QEMU's -pidfile) and counts the broker's descriptors
 # (/proc/PID/fd) before and after.
@@ -72,6 +73,10 @@ mkdir -p "$MB" "$RUN/vm-a" "$RUN/vm-b" "$RUN/vm-c"
 BROKER_PID=$!
 at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
 echo "$BROKER_PID" >"$MB/broker.pid"
+# the agents' restart-broker (vm-b's last test) starts the next one the same way
+printf '%s\n' "$BROKER" --socket "$RUN/broker.sock" >"$MB/broker.argv"
+echo "$RUN/broker.log" >"$MB/broker.logpath"
+at_exit "kill \$(cat $(printf %q "$MB/broker.pid")) 2>/dev/null"
 deadline=$((SECONDS + 60))
 until grep -q 'ready on' "$RUN/broker.log"; do  # its explicit message; the deadline detects
     kill -0 "$BROKER_PID" 2>/dev/null || { cat "$RUN/broker.log" >&2; give_up "the broker exited"; }
