@@ -75,6 +75,7 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	C(evt_moved);
 	C(evt_invalidated);
 	C(evt_error);
+	C(evt_revoked);
 	C(evt_own_moves);
 	C(evt_overflows);
 	C(resyncs);

@@ -68,6 +68,10 @@ static const struct drm_ioctl_desc sgpu_ioctls[] = {
 	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_PIN, sgpu_ioctl_bo_pin, DRM_RENDER_ALLOW),
 	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_INFO, sgpu_ioctl_bo_info, DRM_RENDER_ALLOW),
 	DRM_IOCTL_DEF_DRV(SHAREGPU_BO_CPU_ACCESS, sgpu_ioctl_bo_cpu_access, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BROKER_EXPORT, sgpu_ioctl_broker_export, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BROKER_GRANT, sgpu_ioctl_broker_grant, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BROKER_UNEXPORT, sgpu_ioctl_broker_unexport, DRM_RENDER_ALLOW),
+	DRM_IOCTL_DEF_DRV(SHAREGPU_BROKER_IMPORT, sgpu_ioctl_broker_import, DRM_RENDER_ALLOW),
 };
 
 static int sgpu_open(struct drm_device *dev, struct drm_file *file)
@@ -138,6 +142,9 @@ static int sgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	INIT_LIST_HEAD(&sdev->objects);
 	INIT_LIST_HEAD(&sdev->imports);
 	ret = drmm_mutex_init(drm, &sdev->obj_lock);
+	if (ret)
+		return ret;
+	ret = drmm_mutex_init(drm, &sdev->broker_lock);
 	if (ret)
 		return ret;
 	ret = drmm_mutex_init(drm, &sdev->win_lock);

@@ -62,6 +62,7 @@ struct sgpu_waiter {
 	u64 result;
 	u8 uuid[16];
 	void *aux;	/* the slot's aux buffer, valid until done */
+	const void *aux_in; /* SGPU_AUX_SIZE bytes copied to the slot's aux buffer, off0 */
 };
 
 struct sgpu_ring_slot {
@@ -141,6 +142,9 @@ struct sgpu_device {
 	 */
 	atomic_t fail_vram_moves;
 
+	/* remote imports (sgpu_broker.c): BROKER_IMPORT against their BO_DESTROY */
+	struct mutex broker_lock;
+
 	/* import window address space */
 	struct mutex win_lock;		/* protects win_mm */
 	struct drm_mm win_mm;
@@ -166,6 +170,7 @@ struct sgpu_device {
 	atomic64_t evt_moved;
 	atomic64_t evt_invalidated;
 	atomic64_t evt_error;
+	atomic64_t evt_revoked;		/* BO_REVOKED: remote imports and lost broker exports */
 	atomic64_t evt_own_moves;	/* own-command BO_MOVED settled without BO_QUERY */
 	atomic64_t evt_overflows;	/* INT_EVT_OVERFLOW interrupts */
 	atomic64_t resyncs;		/* RESYNC events handled */
@@ -244,6 +249,8 @@ struct sgpu_bo {
 	u32 user_pins;			/* BO_PIN ioctl pins (under resv) */
 	u32 foreign_maps;		/* live dma-buf mappings of non-sharegpu importers */
 	bool exported;
+	bool broker_exported;		/* BROKER_EXPORT done (resv); placement SYSTEM only */
+	u8 broker_id[16];
 	bool uuid_valid;
 	u8 uuid[16];
 	struct iosys_map vmap;		/* dma-buf vmap */
@@ -265,8 +272,25 @@ struct sgpu_import {
 	struct list_head link;
 };
 
+/*
+ * A remote import: another VM's buffer through the host broker (BROKER_IMPORT),
+ * seen through this device's import window (sgpu_broker.c). Under its resv.
+ */
+struct sgpu_remote {
+	struct drm_gem_object base;
+	u32 hw_handle;			/* SGHW_REMOTE_HANDLE_BIT set */
+	bool writable;			/* READ_WRITE grant */
+	bool revoked;			/* BO_REVOKED (or NO_DEVICE): everything -ENODEV */
+	u32 revoke_reason;		/* enum sghw_revoke_reason */
+	bool win_mapped;		/* MAP_IMPORT done */
+	u64 win_bar_off;
+	struct drm_mm_node win;
+	u32 invalidations;
+};
+
 extern const struct drm_gem_object_funcs sgpu_bo_gem_funcs;
 extern const struct drm_gem_object_funcs sgpu_import_gem_funcs;
+extern const struct drm_gem_object_funcs sgpu_remote_gem_funcs;
 extern const struct dma_buf_ops sgpu_dmabuf_ops;
 extern const struct dma_buf_attach_ops sgpu_importer_ops;
 
@@ -278,6 +302,16 @@ static inline bool sgpu_is_bo(struct drm_gem_object *obj)
 static inline bool sgpu_is_import(struct drm_gem_object *obj)
 {
 	return obj->funcs == &sgpu_import_gem_funcs;
+}
+
+static inline bool sgpu_is_remote(struct drm_gem_object *obj)
+{
+	return obj->funcs == &sgpu_remote_gem_funcs;
+}
+
+static inline struct sgpu_remote *to_sgpu_remote(struct drm_gem_object *obj)
+{
+	return container_of(obj, struct sgpu_remote, base);
 }
 
 static inline struct sgpu_bo *to_sgpu_bo(struct drm_gem_object *obj)
@@ -357,6 +391,7 @@ struct sgpu_file {
  *   sgpu_job.c       SUBMIT and WAIT_JOB: drm_exec locking, ring image, dependencies
  *   sgpu_sched.c     drm_sched: job objects, run_job, timeout and recovery, free_job
  *   sgpu_event.c     event worker, dispatch, revalidation, RESYNC
+ *   sgpu_broker.c    sharing between VMs: broker export/grant, remote imports
  *   sgpu_prime.c     dma-buf exporter and importer
  *   sgpu_gem.c       BO life cycle, placement policy, pinning, CPU access, GEM funcs
  *   sgpu_ttm.c       TTM device funcs, tt pages budget, backing attach/transfer
@@ -377,10 +412,11 @@ struct sgpu_file {
  *
  *   drv -> debugfs, ioctl, job, prime, ttm, event (init), hw
  *   debugfs -> event (resync), job (jobs_alive), gem, ttm
- *   ioctl -> gem, prime (sgpu_is_import()), hw
- *   job -> sched, prime, gem, hw
+ *   ioctl -> broker, gem, prime (sgpu_is_import()), hw
+ *   job -> sched, broker, prime, gem, hw
  *   sched -> hw
- *   event -> prime, gem, vram_mgr, hw
+ *   event -> broker, prime, gem, vram_mgr, hw
+ *   broker -> gem, hw
  *   prime -> gem, ttm, hw
  *   gem -> ttm, hw
  *   ttm -> vram_mgr, hw
@@ -412,6 +448,9 @@ void sgpu_hw_bo_destroy(struct sgpu_device *sdev, u32 handle);
 int sgpu_hw_simple(struct sgpu_device *sdev, u16 op, u32 handle, u32 arg,
 		   u64 off0, u64 off1, u64 len, u64 *result);
 int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sghw_bo_info *info);
+int sgpu_hw_map_import(struct sgpu_device *sdev, struct drm_mm_node *win, u64 size,
+		       u32 handle, u64 *bar_off);
+vm_fault_t sgpu_win_insert_pfn(struct vm_fault *vmf, u64 bar_off);
 int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, u64 *offset);
 int sgpu_hw_attach_backing(struct sgpu_device *sdev, u32 handle, struct sg_table *sgt,
 			   dma_addr_t *addrs, unsigned long npages, u64 *total);
@@ -434,6 +473,7 @@ unsigned long sgpu_tt_pages_all(void);
 int sgpu_objects_reserve(struct sgpu_device *sdev);
 void sgpu_objects_unreserve(struct sgpu_device *sdev);
 struct sgpu_bo *sgpu_bo_create(struct sgpu_device *sdev, u64 size, u32 domains);
+void sgpu_bo_set_placement(struct sgpu_bo *bo, u32 domains);
 int sgpu_bo_validate(struct sgpu_bo *bo, struct ttm_placement *placement,
 		     struct ttm_operation_ctx *ctx);
 int sgpu_bo_validate_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
@@ -450,6 +490,17 @@ struct dma_buf *sgpu_gem_prime_export(struct drm_gem_object *obj, int flags);
 struct drm_gem_object *sgpu_gem_prime_import(struct drm_device *dev, struct dma_buf *buf);
 int sgpu_import_prepare(struct sgpu_import *imp);
 void sgpu_import_invalidate(struct sgpu_import *imp);
+
+/* sgpu_broker.c: sharing between VMs */
+int sgpu_ioctl_broker_export(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_broker_grant(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_broker_unexport(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_ioctl_broker_import(struct drm_device *dev, void *data, struct drm_file *file);
+int sgpu_remote_usable(struct sgpu_remote *rem);
+int sgpu_remote_cpu_access(struct sgpu_remote *rem, bool end);
+void sgpu_remote_invalidate(struct sgpu_remote *rem);
+void sgpu_remote_revoke(struct sgpu_remote *rem, u32 reason);
+void sgpu_bo_broker_lost(struct sgpu_bo *bo);
 
 /* sgpu_event.c: device events */
 void sgpu_event_init(struct sgpu_device *sdev);

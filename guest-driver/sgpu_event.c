@@ -8,7 +8,10 @@
  *    (sgpu_bo_revalidate()): the device is the source of truth for where a BO
  *    lives. A move the driver's own command made (SGHW_EVT_F_OWN_COMMAND,
  *    contract 1.2) was recorded from the command's completion: no BO_QUERY;
- *  - BO_INVALIDATED drops an import's mapping (dma-buf move_notify semantics);
+ *  - BO_INVALIDATED drops an import's mapping (dma-buf move_notify semantics),
+ *    also of a remote import (another VM's buffer, sgpu_broker.c);
+ *  - BO_REVOKED kills a remote import, or (SGHW_EVT_F_EXPORT) says that a BO's
+ *    broker export was lost;
  *  - RESYNC (events were lost) does both for every object (sgpu_resync()).
  *
  * Layer: above BO/GEM objects (sgpu_gem.c), the VRAM manager and PRIME
@@ -107,7 +110,24 @@ out:
 static void sgpu_event_invalidate_import(struct drm_gem_object *obj)
 {
 	dma_resv_lock(obj->resv, NULL);
-	sgpu_import_invalidate(to_sgpu_import(obj));
+	if (sgpu_is_remote(obj))
+		sgpu_remote_invalidate(to_sgpu_remote(obj));
+	else
+		sgpu_import_invalidate(to_sgpu_import(obj));
+	dma_resv_unlock(obj->resv);
+}
+
+static void sgpu_event_revoked(struct drm_gem_object *obj, const struct sghw_event *ev)
+{
+	if (le32_to_cpu(ev->flags) & SGHW_EVT_F_EXPORT) {
+		if (sgpu_is_bo(obj))
+			sgpu_bo_broker_lost(to_sgpu_bo(obj));
+		return;
+	}
+	if (!sgpu_is_remote(obj))
+		return;
+	dma_resv_lock(obj->resv, NULL);
+	sgpu_remote_revoke(to_sgpu_remote(obj), le32_to_cpu(ev->placement));
 	dma_resv_unlock(obj->resv);
 }
 
@@ -131,8 +151,13 @@ static void sgpu_handle_event(struct sgpu_device *sdev, const struct sghw_event 
 		break;
 	case SGHW_EVT_BO_INVALIDATED:
 		atomic64_inc(&sdev->evt_invalidated);
-		if (obj && sgpu_is_import(obj))
+		if (obj && (sgpu_is_import(obj) || sgpu_is_remote(obj)))
 			sgpu_event_invalidate_import(obj);
+		break;
+	case SGHW_EVT_BO_REVOKED:
+		atomic64_inc(&sdev->evt_revoked);
+		if (obj)
+			sgpu_event_revoked(obj, ev);
 		break;
 	case SGHW_EVT_ERROR:
 		atomic64_inc(&sdev->evt_error);
@@ -175,7 +200,8 @@ void sgpu_resync(struct sgpu_device *sdev)
 		if (!IS_ERR(obj)) {
 			if (sgpu_is_bo(obj))
 				sgpu_bo_revalidate(to_sgpu_bo(obj), false);
-			else if (sgpu_is_import(obj) && to_sgpu_import(obj)->p2p)
+			else if ((sgpu_is_import(obj) && to_sgpu_import(obj)->p2p) ||
+				 sgpu_is_remote(obj))
 				sgpu_event_invalidate_import(obj);
 			drm_gem_object_put(obj);
 		}

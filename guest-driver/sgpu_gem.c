@@ -38,7 +38,7 @@ void sgpu_objects_unreserve(struct sgpu_device *sdev)
 	atomic_dec(&sdev->nobjects);
 }
 
-static void sgpu_bo_set_placement(struct sgpu_bo *bo, u32 domains)
+void sgpu_bo_set_placement(struct sgpu_bo *bo, u32 domains)
 {
 	u32 n = 0;
 

@@ -22,8 +22,11 @@
 #include <linux/dma-mapping.h>
 #include <linux/interrupt.h>
 #include <linux/iopoll.h>
+#include <linux/mm.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
+
+#include <drm/drm_vma_manager.h>
 
 #include "sgpu_drv.h"
 
@@ -248,6 +251,12 @@ again:
 			/* BO_QUERY writes to this slot's aux buffer */
 			if (c->opcode == cpu_to_le16(SGHW_OP_BO_QUERY))
 				c->off0 = cpu_to_le64(sdev->aux_dma + (u64)i * SGPU_AUX_SIZE);
+			/* an argument in guest memory (BROKER_*: the peer name) */
+			if (w->aux_in) {
+				memcpy(sdev->aux + (size_t)i * SGPU_AUX_SIZE, w->aux_in,
+				       SGPU_AUX_SIZE);
+				c->off0 = cpu_to_le64(sdev->aux_dma + (u64)i * SGPU_AUX_SIZE);
+			}
 		}
 	}
 	sdev->cmd_tail = (sdev->cmd_tail + n) & (SGPU_CMD_RING_SIZE - 1);
@@ -409,6 +418,45 @@ int sgpu_hw_bo_move(struct sgpu_device *sdev, u32 handle, u32 place, u16 flags, 
 }
 
 /* BO_QUERY; @info is the device's record as it is (little-endian fields). */
+/*
+ * MAP_IMPORT of import @handle (@size bytes) at @win, a range of the import
+ * window allocated at the first call and kept until the owner frees it;
+ * *@bar_off = the BAR2 offset of the mapping.
+ */
+int sgpu_hw_map_import(struct sgpu_device *sdev, struct drm_mm_node *win, u64 size,
+		       u32 handle, u64 *bar_off)
+{
+	int ret;
+
+	if (!(sdev->features & SGHW_FEAT_IMPORT_WINDOW))
+		return -EOPNOTSUPP;
+	if (!drm_mm_node_allocated(win)) {
+		mutex_lock(&sdev->win_lock);
+		ret = drm_mm_insert_node(&sdev->win_mm, win, size >> PAGE_SHIFT);
+		mutex_unlock(&sdev->win_lock);
+		if (ret)
+			return ret;
+	}
+	return sgpu_hw_simple(sdev, SGHW_OP_MAP_IMPORT, handle, 0, win->start << PAGE_SHIFT,
+			      0, 0, bar_off);
+}
+
+/* A CPU fault on an import mapped at BAR2 offset @bar_off: its page. */
+vm_fault_t sgpu_win_insert_pfn(struct vm_fault *vmf, u64 bar_off)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct drm_gem_object *obj = vma->vm_private_data;
+	struct sgpu_device *sdev = to_sgpu(obj->dev);
+	unsigned long pgoff;
+
+	pgoff = ((vmf->address - vma->vm_start) >> PAGE_SHIFT) +
+		vma->vm_pgoff - drm_vma_node_start(&obj->vma_node);
+	if (pgoff >= obj->size >> PAGE_SHIFT)
+		return VM_FAULT_SIGBUS;
+	return vmf_insert_pfn(vma, vmf->address,
+			      ((sdev->bar2_base + bar_off) >> PAGE_SHIFT) + pgoff);
+}
+
 int sgpu_hw_bo_query(struct sgpu_device *sdev, u32 handle, struct sghw_bo_info *info)
 {
 	u8 buf[SGPU_AUX_SIZE] __aligned(8);

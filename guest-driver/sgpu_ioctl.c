@@ -68,6 +68,10 @@ int sgpu_ioctl_bo_mmap_offset(struct drm_device *dev, void *data, struct drm_fil
 		ret = -EOPNOTSUPP;
 		goto out;
 	}
+	if (sgpu_is_remote(obj) && READ_ONCE(to_sgpu_remote(obj)->revoked)) {
+		ret = -ENODEV;
+		goto out;
+	}
 	ret = drm_gem_create_mmap_offset(obj);
 	if (!ret)
 		args->offset = drm_vma_node_offset_addr(&obj->vma_node);
@@ -175,6 +179,20 @@ int sgpu_ioctl_bo_info(struct drm_device *dev, void *data, struct drm_file *file
 			args->flags |= SHAREGPU_BO_INFO_F_PINNED;
 		if (obj->dma_buf || bo->exported)
 			args->flags |= SHAREGPU_BO_INFO_F_EXPORTED;
+		if (bo->broker_exported)
+			args->flags |= SHAREGPU_BO_INFO_F_BROKER_EXPORTED;
+	} else if (sgpu_is_remote(obj)) {
+		struct sgpu_remote *rem = to_sgpu_remote(obj);
+
+		args->hw_handle = rem->hw_handle;
+		args->vram_offset = rem->win_mapped ? rem->win_bar_off : SGHW_INVALID_OFFSET;
+		args->flags |= SHAREGPU_BO_INFO_F_IMPORTED | SHAREGPU_BO_INFO_F_REMOTE;
+		if (!rem->writable)
+			args->flags |= SHAREGPU_BO_INFO_F_READ_ONLY;
+		if (rem->revoked) {
+			args->flags |= SHAREGPU_BO_INFO_F_REVOKED;
+			args->revoke_reason = rem->revoke_reason;
+		}
 	} else {
 		struct sgpu_import *imp = to_sgpu_import(obj);
 
@@ -201,6 +219,7 @@ out:
 int sgpu_ioctl_bo_cpu_access(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct drm_sharegpu_bo_cpu_access *args = data;
+	struct drm_gem_object *obj;
 	enum dma_data_direction dir;
 	struct sgpu_bo *bo;
 	u32 rw = args->flags & (SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_WRITE);
@@ -211,6 +230,16 @@ int sgpu_ioctl_bo_cpu_access(struct drm_device *dev, void *data, struct drm_file
 		return -EINVAL;
 	dir = rw == SHAREGPU_CPU_ACCESS_READ ? DMA_FROM_DEVICE :
 	      rw == SHAREGPU_CPU_ACCESS_WRITE ? DMA_TO_DEVICE : DMA_BIDIRECTIONAL;
+	obj = drm_gem_object_lookup(file, args->handle);
+	if (obj && sgpu_is_remote(obj)) {
+		/* another VM's pages, seen through the window: map them, or -ENODEV */
+		ret = sgpu_remote_cpu_access(to_sgpu_remote(obj),
+					     args->flags & SHAREGPU_CPU_ACCESS_END);
+		drm_gem_object_put(obj);
+		return ret;
+	}
+	if (obj)
+		drm_gem_object_put(obj);
 	bo = sgpu_lookup_bo(file, args->handle);
 	if (IS_ERR(bo))
 		return PTR_ERR(bo);

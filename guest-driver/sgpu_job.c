@@ -158,6 +158,10 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 			return ret;
 		so->hw_handle = imp->hw_handle;
 		so->autosync = !imp->p2p;
+	} else if (sgpu_is_remote(obj)) {
+		/* contract 1.6: no jobs on remote imports; revoked: -ENODEV */
+		ret = sgpu_remote_usable(to_sgpu_remote(obj));
+		return ret ? ret : -EINVAL;
 	} else {
 		return -EINVAL;
 	}

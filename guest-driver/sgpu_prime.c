@@ -346,56 +346,33 @@ int sgpu_import_prepare(struct sgpu_import *imp)
 static int sgpu_import_map_window(struct sgpu_import *imp)
 {
 	struct sgpu_device *sdev = to_sgpu(imp->base.dev);
-	u64 result;
 	int ret;
 
 	if (imp->win_mapped)
 		return 0;
-	if (!(sdev->features & SGHW_FEAT_IMPORT_WINDOW))
-		return -EOPNOTSUPP;
 	ret = sgpu_import_prepare(imp);
 	if (ret)
 		return ret;
-	if (!drm_mm_node_allocated(&imp->win)) {
-		mutex_lock(&sdev->win_lock);
-		ret = drm_mm_insert_node(&sdev->win_mm, &imp->win, imp->base.size >> PAGE_SHIFT);
-		mutex_unlock(&sdev->win_lock);
-		if (ret)
-			return ret;
-	}
-	ret = sgpu_hw_simple(sdev, SGHW_OP_MAP_IMPORT, imp->hw_handle, 0,
-			     imp->win.start << PAGE_SHIFT, 0, 0, &result);
+	ret = sgpu_hw_map_import(sdev, &imp->win, imp->base.size, imp->hw_handle,
+				 &imp->win_bar_off);
 	if (ret)
 		return ret;
-	imp->win_bar_off = result;
 	imp->win_mapped = true;
 	return 0;
 }
 
 static vm_fault_t sgpu_import_fault(struct vm_fault *vmf)
 {
-	struct vm_area_struct *vma = vmf->vma;
-	struct drm_gem_object *obj = vma->vm_private_data;
+	struct drm_gem_object *obj = vmf->vma->vm_private_data;
 	struct sgpu_import *imp = to_sgpu_import(obj);
-	struct sgpu_device *sdev = to_sgpu(obj->dev);
-	unsigned long pgoff;
 	vm_fault_t vret;
-	int ret;
 
-	pgoff = ((vmf->address - vma->vm_start) >> PAGE_SHIFT) +
-		vma->vm_pgoff - drm_vma_node_start(&obj->vma_node);
-	if (pgoff >= obj->size >> PAGE_SHIFT)
-		return VM_FAULT_SIGBUS;
 	if (dma_resv_lock_interruptible(obj->resv, NULL))
 		return VM_FAULT_NOPAGE;
-	ret = sgpu_import_map_window(imp);
-	if (ret) {
+	if (sgpu_import_map_window(imp))
 		vret = VM_FAULT_SIGBUS;
-	} else {
-		vret = vmf_insert_pfn(vma, vmf->address,
-				      ((sdev->bar2_base + imp->win_bar_off) >> PAGE_SHIFT) +
-				      pgoff);
-	}
+	else
+		vret = sgpu_win_insert_pfn(vmf, imp->win_bar_off);
 	dma_resv_unlock(obj->resv);
 	return vret;
 }

@@ -23,8 +23,31 @@ Requests:
     graph                                              the sharing graph (QMP
                                                        query-sharegpu-graph), printed here and
                                                        drawn to LOG.graph.dot/.svg
+With --mailbox DIR (scripts/guest-multivm.sh: one agent per guest, one DIR for all):
+    put <key> <value>                                  DIR/<key> = value, for the other guests
+    get <key> <secs>                                   waits until DIR/<key> exists, replies
+                                                       "ok VALUE"; an error when DIR/abort
+                                                       exists (a guest failed) or after secs
+    kill-vm <name>                                     kill -9 of the QEMU whose pid is in
+                                                       DIR/<name>.pid (QEMU -pidfile), waits
+                                                       for it to be gone, writes
+                                                       DIR/<name>.killed
+    broker-fds                                         "TOTAL MEMFDS": the descriptors of the
+                                                       broker daemon (pid in DIR/broker.pid)
+    restart-broker                                     kill -9 of the broker (DIR/broker.pid),
+                                                       then the command line in
+                                                       DIR/broker.argv (one word a line) again,
+                                                       output appended to the file named in
+                                                       DIR/broker.logpath; replies once it
+                                                       printed "ready on"; DIR/broker.pid is
+                                                       the new one
+With --mailbox and --vm-name NAME the agent also puts "abort" when the guest's console shows
+a failed step (SHAREGPU-TEST: FAIL, e.g. a test binary that crashed before it could say so
+itself) and when QEMU exits without a kill-vm of NAME and without the guest's
+SHAREGPU-SUMMARY: PASS: the other guests stop waiting for it.
 
-usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--quiet]
+usage: host-agent.py --log FILE --qmp SOCK --reply SOCK [--mailbox DIR [--vm-name NAME]]
+                     [--quiet]
 Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the sockets.
 """
 import argparse
@@ -35,11 +58,17 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPH_BASE = None  # LOG.graph, set in main()
+MAILBOX = None  # --mailbox DIR
+VM_NAME = None  # --vm-name NAME
+FAILED_STEP = re.compile(r"SHAREGPU-TEST: FAIL (\S+)")
+PASSED_RUN = "SHAREGPU-SUMMARY: PASS"
+KEY = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def log(msg):
@@ -139,10 +168,128 @@ def device_id(qmp, target):
     return target
 
 
+def mailbox_path(key):
+    if MAILBOX is None:
+        raise RuntimeError("no --mailbox")
+    if not KEY.match(key):
+        raise RuntimeError("bad mailbox key %r" % key)
+    return os.path.join(MAILBOX, key)
+
+
+def read_pid(name):
+    with open(mailbox_path(name + ".pid")) as f:
+        return int(f.read().split()[0])
+
+
+def kill_and_wait(pid, what):
+    """SIGKILL, then wait until the process is gone or a zombie (its parent not told yet)."""
+    os.kill(pid, 9)
+    deadline = time.time() + 30
+    while os.path.exists("/proc/%d" % pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except OSError:
+            return  # reaped meanwhile
+        if time.time() > deadline:
+            raise RuntimeError("%s %d still alive 30 s after SIGKILL" % (what, pid))
+        time.sleep(0.05)
+
+
+def restart_broker():
+    pid = read_pid("broker")
+    with open(mailbox_path("broker.argv")) as f:
+        argv = [w for w in f.read().split("\n") if w]
+    with open(mailbox_path("broker.logpath")) as f:
+        logpath = f.read().strip()
+    kill_and_wait(pid, "broker")
+    out = open(logpath, "ab")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    while True:  # its explicit message; EOF when it exits instead
+        line = proc.stdout.readline()
+        out.write(line)
+        out.flush()
+        if not line:
+            raise RuntimeError("the new broker exited before it was ready")
+        if b"ready on" in line:
+            break
+
+    def copy_rest():  # the pipe must not fill
+        for rest in proc.stdout:
+            out.write(rest)
+            out.flush()
+
+    threading.Thread(target=copy_rest, daemon=True).start()
+    with open(mailbox_path("broker.pid.tmp"), "w") as f:
+        f.write("%d\n" % proc.pid)
+    os.rename(mailbox_path("broker.pid.tmp"), mailbox_path("broker.pid"))
+    return "restarted (pid %d, was %d)" % (proc.pid, pid)
+
+
+def mailbox(words):
+    """The mailbox requests; None when words are none of them."""
+    if words[0] == "put" and len(words) >= 3:
+        path = mailbox_path(words[1])
+        with open(path + ".tmp", "w") as f:
+            f.write(" ".join(words[2:]))
+        os.rename(path + ".tmp", path)  # readers see all of it or nothing
+        return "stored"
+    if words[0] == "get" and len(words) == 3:
+        path, abort = mailbox_path(words[1]), mailbox_path("abort")
+        deadline = time.time() + int(words[2])
+        # waits for the other guest's message; the deadline is a failure detector
+        while not os.path.exists(path):
+            if os.path.exists(abort):
+                with open(abort) as f:
+                    raise RuntimeError("a guest aborted (%s)" % f.read().strip())
+            if time.time() > deadline:
+                raise RuntimeError("no %s within %s s" % (words[1], words[2]))
+            time.sleep(0.05)
+        with open(path) as f:
+            return f.read()
+    if words[0] == "kill-vm" and len(words) == 2:
+        pid = read_pid(words[1])
+        with open(mailbox_path(words[1] + ".killed"), "w") as f:
+            f.write("%d\n" % pid)
+        kill_and_wait(pid, "QEMU")
+        return "killed %s (pid %d)" % (words[1], pid)
+    if words[0] == "restart-broker" and len(words) == 1:
+        return restart_broker()
+    if words[0] == "broker-fds" and len(words) == 1:
+        pid = read_pid("broker")
+        fds = os.listdir("/proc/%d/fd" % pid)
+        memfds = 0
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("/memfd:"):
+                    memfds += 1
+            except OSError:
+                pass  # closed meanwhile
+        return "%d %d" % (len(fds), memfds)
+    return None
+
+
+def put_abort(why):
+    """Tells the other guests to stop waiting (the first reason stays)."""
+    if MAILBOX is None or VM_NAME is None:
+        return
+    path = os.path.join(MAILBOX, "abort")
+    if not os.path.exists(path):
+        with open(path + ".tmp." + VM_NAME, "w") as f:
+            f.write("%s: %s" % (VM_NAME, why))
+        os.rename(path + ".tmp." + VM_NAME, path)
+    log("abort: %s" % why)
+
+
 def handle(qmp, req):
     words = req.split()
     if not words:
         raise RuntimeError("empty request")
+    answer = mailbox(words)
+    if answer is not None:
+        return answer
     if words[0] == "hold" and 2 <= len(words) <= 4:
         dev = device_id(qmp, words[1])
         args = {"id": dev}
@@ -216,9 +363,13 @@ def main():
     ap.add_argument("--qmp", required=True)
     ap.add_argument("--reply", required=True)
     ap.add_argument("--connect-timeout", type=float, default=600)
+    ap.add_argument("--mailbox")
+    ap.add_argument("--vm-name")
     args = ap.parse_args()
-    global GRAPH_BASE
+    global GRAPH_BASE, MAILBOX, VM_NAME
     GRAPH_BASE = args.log + ".graph"
+    MAILBOX = args.mailbox
+    VM_NAME = args.vm_name
 
     deadline = time.time() + args.connect_timeout
     # the log appears when run-guest.sh starts QEMU; the sockets right after
@@ -237,6 +388,7 @@ def main():
 
     pending = b""
     seen = set()
+    passed = False
     with open(args.log, "rb") as f:
         while True:
             chunk = f.read(65536)
@@ -244,13 +396,21 @@ def main():
                 # QEMU gone? (QMP socket closed)
                 if not qmp.drain_events():
                     log("QEMU exited")
+                    if MAILBOX and VM_NAME and not passed and \
+                            not os.path.exists(os.path.join(MAILBOX, VM_NAME + ".killed")):
+                        put_abort("QEMU exited")
                     return 0
                 time.sleep(0.05)
                 continue
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:
-                m = REQ.search(raw.decode("utf-8", "replace").replace("\r", ""))
+                text = raw.decode("utf-8", "replace").replace("\r", "")
+                passed = passed or PASSED_RUN in text
+                failed = FAILED_STEP.search(text)
+                if failed:
+                    put_abort("step %s failed" % failed.group(1))
+                m = REQ.search(text)
                 if not m or m.group(1) in seen:
                     continue
                 token, req = m.group(1), m.group(2)

@@ -516,6 +516,15 @@ int HostRequest(const std::string& request, std::string* reply, int timeout_ms) 
   }
 }
 
+int MailboxPut(const std::string& key, const std::string& value) {
+  return HostRequest("put " + key + " " + value, nullptr);
+}
+
+int MailboxGet(const std::string& key, std::string* value, int secs) {
+  // the host answers at the deadline at the latest; a little more for the round trip
+  return HostRequest("get " + key + " " + std::to_string(secs), value, (secs + 60) * 1000);
+}
+
 void ScopedFd::reset(int f) {
   if (fd >= 0) close(fd);
   fd = f;

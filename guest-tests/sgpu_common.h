@@ -130,6 +130,11 @@ std::string CmdlineParam(const std::string& key);
 // -ETIMEDOUT, -ENODEV (no agent: kernel parameter sgputest.host=1 missing).
 bool HostAgentAvailable();
 int HostRequest(const std::string& request, std::string* reply, int timeout_ms = 60000);
+// The host agent's mailbox between guests (scripts/guest-multivm.sh, host-agent.py
+// --mailbox): Put stores KEY=VALUE for the other guests; Get waits on the host until KEY is
+// there (*value = VALUE), or a guest put "abort" (-EIO), or secs pass (-EIO).
+int MailboxPut(const std::string& key, const std::string& value);
+int MailboxGet(const std::string& key, std::string* value, int secs = 600);
 
 // RAII holders (tests return early on ASSERT failures).
 struct ScopedFd {

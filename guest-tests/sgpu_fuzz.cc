@@ -1056,7 +1056,8 @@ class Worker {
     return ret;
   }
 
-  // Driver-private ioctl numbers (sharegpu 0x00..0x09, vgem 0x01..0x02, and the unused rest)
+  // Driver-private ioctl numbers (sharegpu 0x00..0x0d, the BROKER_* ones -EOPNOTSUPP on a
+  // device without a broker once their arguments pass, vgem 0x01..0x02, and the unused rest)
   // with random direction, size and payload.
   int RandomIoctl() {
     uint64_t payload[32];

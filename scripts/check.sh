@@ -10,7 +10,8 @@
 #   5. guest: builds (cached) the debug guest kernel, QEMU with the device, the driver and the
 #      static GoogleTest e2e binaries, boots QEMU with two sharegpu devices and vgem and runs
 #      them (scripts/guest-tests.sh); then the stateful ioctl fuzzer in the same guest for
-#      three fixed seeds and one random seed, one boot each (scripts/guest-fuzz.sh)
+#      three fixed seeds and one random seed, one boot each (scripts/guest-fuzz.sh); and
+#      sharing between VMs: the broker daemon and three guests (scripts/guest-multivm.sh)
 #   6. the guest runner's self-test: a frozen guest is reported with QEMU's backtraces, an
 #      aborted QEMU as a failure (scripts/run-guest-selftest.sh, cached kernel + QEMU)
 # Ends with `check: N passed, M failed` (test cases over all stages); exit status non-zero
@@ -74,6 +75,9 @@ script_stage qemu-tests "qemu tests"
 stage "guest: end-to-end tests (debug kernel, driver, two devices + vgem under QEMU TCG)"
 # Heavy artefacts are cached by input hash; a fresh machine builds them here.
 script_stage guest-tests "guest tests"
+
+stage "guest: sharing between VMs (broker daemon + three guests; revocation by kill -9 of the exporter)"
+script_stage guest-multivm "guest multi-VM"
 
 stage "guest: ioctl fuzzer (fixed seeds + one random seed; a failed seed prints its replay command)"
 # 4 boots of ~85 s each, ~5.5 min on a 2-core machine (docs/user-guide.md, "Fuzzing the driver")

@@ -169,37 +169,7 @@ say "booting (log $LOG)"
 RC=$?
 
 # ---- verdict -----------------------------------------------------------------------------
-COUNTS=$(tr -d '\r' <"$LOG" | awk -v bins="${TESTS[*]}" '
-    function rest(line, tag,   i) { i = index(line, tag); return substr(line, i + length(tag)) }
-    /SHAREGPU-GTEST: START / { split(rest($0, "SHAREGPU-GTEST: START "), f, " ");
-        k = f[1] " " f[2]; if (!(k in res)) { order[++n] = k; res[k] = "" } next }
-    /SHAREGPU-GTEST: (PASS|FAIL|SKIP) / { s = rest($0, "SHAREGPU-GTEST: "); split(s, f, " ");
-        k = f[2] " " f[3]; if (!(k in res)) order[++n] = k; res[k] = f[1]; ran[f[2]] = 1; next }
-    /SHAREGPU-GTEST-SUMMARY: / { split(rest($0, "SHAREGPU-GTEST-SUMMARY: "), f, " ");
-        summary[f[1]] = 1; next }
-    /SHAREGPU-TEST: (PASS|FAIL) / { s = rest($0, "SHAREGPU-TEST: "); split(s, f, " ");
-        b = f[2]; sub(/^[0-9][0-9]-/, "", b); bin[b] = f[1]; next }
-    END {
-        p = 0; fl = 0; sk = 0
-        for (i = 1; i <= n; i++) {
-            k = order[i]; v = res[k]
-            if (v == "PASS") p++
-            else if (v == "SKIP") { sk++; print "SKIP " k > "/dev/stderr" }
-            else { fl++; failed[k] = 1
-                   print "FAIL " k (v == "" ? " (no result: crashed or killed)" : "") > "/dev/stderr" }
-            split(k, kb, " "); if (v == "FAIL" || v == "") binfail[kb[1]]++
-        }
-        nb = split(bins, bl, " ")
-        for (i = 1; i <= nb; i++) {
-            b = bl[i]
-            if (!(b in bin)) { fl++; print "FAIL " b " (never ran)" > "/dev/stderr"; continue }
-            if (bin[b] == "FAIL" && !binfail[b]) {
-                fl++; print "FAIL " b " (exit status non-zero, no failed case)" > "/dev/stderr" }
-            else if (bin[b] == "PASS" && !(b in summary)) {
-                fl++; print "FAIL " b " (no GoogleTest summary)" > "/dev/stderr" }
-        }
-        print p, fl, sk
-    }' 2>"$RUN/cases")
+COUNTS=$(gtest_counts "$LOG" "${TESTS[*]}" 2>"$RUN/cases")
 read -r PASSED FAILED SKIPPED <<<"${COUNTS:-0 1 0}"
 sed 's/^/[guest-tests]   /' "$RUN/cases" >&2
 # The guest benchmarks' ratios (guest-tests/sgpu_bench_test.cc): shown, and each one required

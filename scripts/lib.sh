@@ -38,13 +38,20 @@
 #                          returns 1 when there is none
 #   find_qemu              QEMU = $QEMU, else the cached CACHE/qemu/current/qemu-system-x86_64;
 #                          exported; returns 1 when that is not an executable
-#   guest_qemu_args VRAM [RUN]   QEMU_ARGS = the guest's devices, g0 (coherent) and g1
+#   guest_qemu_args VRAM [RUN]   QEMU_ARGS = the guest's devices, g0 (coherent, plus the
+#                          properties in $G0_PROPS, e.g. ",broker=b0") and g1
 #                          (coherent=off, plus the properties in $G1_PROPS, e.g.
 #                          ",check-coherency=on"), VRAM each; with RUN also the host agent's
 #                          QMP socket
 #                          and reply serial port (the guest's ttyS1) in RUN
-#   start_host_agent RUN LOG   guest-tests/host-agent.py on the sockets in RUN, following the
-#                          console log LOG; stopped on exit
+#   start_host_agent RUN LOG [ARGS...]   guest-tests/host-agent.py on the sockets in RUN,
+#                          following the console log LOG (ARGS: more agent options, e.g.
+#                          --mailbox DIR); stopped on exit
+#   gtest_counts LOG BINS  "PASSED FAILED SKIPPED" of the guest's GoogleTest cases in the
+#                          console log LOG (SHAREGPU-GTEST lines; BINS: the binaries that
+#                          must have run, space-separated); FAIL/SKIP lines on stderr. A
+#                          case without a result, a binary that never ran, exited non-zero
+#                          without a failed case or printed no summary is a failure
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEBIAN_SOURCES=${DEBIAN_SOURCES:-/etc/apt/sources.list.d/debian.sources}
@@ -136,7 +143,7 @@ find_qemu() {
 guest_qemu_args() {
     # virtio-gpu: the peer of the standard-uAPI table (guest-tests/sgpu_uapi_test.cc); after
     # the sharegpu devices so that their PCI addresses stay 00:02.0 and 00:03.0
-    QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1"
+    QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1${G0_PROPS:-}"
                -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}"
                -device virtio-gpu-pci)
     [ -n "${2:-}" ] || return 0
@@ -148,6 +155,39 @@ guest_qemu_args() {
 }
 start_host_agent() {
     python3 "$ROOT/guest-tests/host-agent.py" --log "$2" --qmp "$1/qmp.sock" \
-        --reply "$1/reply.sock" --connect-timeout 300 &
+        --reply "$1/reply.sock" --connect-timeout 300 "${@:3}" &
     at_exit "kill $! 2>/dev/null && wait $! 2>/dev/null"
+}
+gtest_counts() {
+    tr -d '\r' <"$1" | awk -v bins="$2" '
+    function rest(line, tag,   i) { i = index(line, tag); return substr(line, i + length(tag)) }
+    /SHAREGPU-GTEST: START / { split(rest($0, "SHAREGPU-GTEST: START "), f, " ");
+        k = f[1] " " f[2]; if (!(k in res)) { order[++n] = k; res[k] = "" } next }
+    /SHAREGPU-GTEST: (PASS|FAIL|SKIP) / { s = rest($0, "SHAREGPU-GTEST: "); split(s, f, " ");
+        k = f[2] " " f[3]; if (!(k in res)) order[++n] = k; res[k] = f[1]; ran[f[2]] = 1; next }
+    /SHAREGPU-GTEST-SUMMARY: / { split(rest($0, "SHAREGPU-GTEST-SUMMARY: "), f, " ");
+        summary[f[1]] = 1; next }
+    /SHAREGPU-TEST: (PASS|FAIL) / { s = rest($0, "SHAREGPU-TEST: "); split(s, f, " ");
+        b = f[2]; sub(/^[0-9][0-9]-/, "", b); bin[b] = f[1]; next }
+    END {
+        p = 0; fl = 0; sk = 0
+        for (i = 1; i <= n; i++) {
+            k = order[i]; v = res[k]
+            if (v == "PASS") p++
+            else if (v == "SKIP") { sk++; print "SKIP " k > "/dev/stderr" }
+            else { fl++; failed[k] = 1
+                   print "FAIL " k (v == "" ? " (no result: crashed or killed)" : "") > "/dev/stderr" }
+            split(k, kb, " "); if (v == "FAIL" || v == "") binfail[kb[1]]++
+        }
+        nb = split(bins, bl, " ")
+        for (i = 1; i <= nb; i++) {
+            b = bl[i]
+            if (!(b in bin)) { fl++; print "FAIL " b " (never ran)" > "/dev/stderr"; continue }
+            if (bin[b] == "FAIL" && !binfail[b]) {
+                fl++; print "FAIL " b " (exit status non-zero, no failed case)" > "/dev/stderr" }
+            else if (bin[b] == "PASS" && !(b in summary)) {
+                fl++; print "FAIL " b " (no GoogleTest summary)" > "/dev/stderr" }
+        }
+        print p, fl, sk
+    }'
 }

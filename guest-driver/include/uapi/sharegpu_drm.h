@@ -25,6 +25,10 @@ extern "C" {
 #define DRM_SHAREGPU_BO_PIN		0x07
 #define DRM_SHAREGPU_BO_INFO		0x08
 #define DRM_SHAREGPU_BO_CPU_ACCESS	0x09
+#define DRM_SHAREGPU_BROKER_EXPORT	0x0a
+#define DRM_SHAREGPU_BROKER_GRANT	0x0b
+#define DRM_SHAREGPU_BROKER_UNEXPORT	0x0c
+#define DRM_SHAREGPU_BROKER_IMPORT	0x0d
 
 /* ------------------------------------------------------------------ GET_INFO */
 #define SHAREGPU_INFO_F_COHERENT	(1u << 0) /* device caches are coherent */
@@ -75,6 +79,10 @@ struct drm_sharegpu_bo_mmap_offset {
 #define SHAREGPU_BO_INFO_F_EXPORTED	(1u << 1) /* exported as dma-buf */
 #define SHAREGPU_BO_INFO_F_P2P		(1u << 2) /* imported from another sharegpu */
 #define SHAREGPU_BO_INFO_F_PINNED	(1u << 3)
+#define SHAREGPU_BO_INFO_F_REMOTE	(1u << 4) /* imported from another VM (BROKER_IMPORT) */
+#define SHAREGPU_BO_INFO_F_READ_ONLY	(1u << 5) /* remote import with a READ grant */
+#define SHAREGPU_BO_INFO_F_REVOKED	(1u << 6) /* remote import revoked: maps fail -ENODEV */
+#define SHAREGPU_BO_INFO_F_BROKER_EXPORTED (1u << 7) /* BO exported to other VMs */
 
 struct drm_sharegpu_bo_info {
 	__u32 handle;		/* in */
@@ -88,7 +96,11 @@ struct drm_sharegpu_bo_info {
 	__u32 hw_handle;	/* out: device handle */
 	__u32 pin_count;	/* out: driver pin count */
 	__u32 hw_pin_count;	/* out */
-	__u32 pad;
+	/* out: why a remote import was revoked (F_REVOKED): 1 unexported, 2 exporting VM gone,
+	 * 3 grant withdrawn or changed, 4 invalidation not acknowledged in time, 5 broker gone,
+	 * 0 unknown (seen from a command's -ENODEV before the event); 0 when not revoked
+	 */
+	__u32 revoke_reason;
 };
 
 /* BO_MOVE (for tests): validate the BO into one domain. -EBUSY if pinned. */
@@ -119,6 +131,83 @@ struct drm_sharegpu_bo_pin {
 struct drm_sharegpu_bo_cpu_access {
 	__u32 handle;		/* in */
 	__u32 flags;		/* in */
+};
+
+/*
+ * ------------------------------------------------------------------ sharing between VMs
+ * Through the host's sharegpu-broker (docs/user-guide.md "Sharing between VMs"); the device
+ * must be connected to one (GET_INFO.hw_features has SGHW_FEAT_BROKER, bit 8), else every
+ * BROKER_* ioctl fails with -EOPNOTSUPP (after its arguments were checked: -EINVAL first).
+ *
+ * VMs are named by their broker name (QEMU's vm-name): 1..31 characters of [A-Za-z0-9._-],
+ * NUL-terminated, the rest of the 32 bytes zero. Buffers are named by a 128-bit broker id.
+ *
+ * BROKER_EXPORT: hands a BO's storage to the broker (zero copy) and returns its id; the BO
+ * stays in the SYSTEM domain while exported (BO_MOVE to VRAM: -EBUSY). With right != 0 the
+ * named VM is granted that right in the same step. Exporting again returns the same id.
+ * -ENOENT: no such handle; -EINVAL: not a native BO of this device, bad right/name/flags;
+ * -EBUSY: pinned in VRAM; -ENODEV: the broker connection is down.
+ *
+ * BROKER_GRANT: grants (right 1, 2) or withdraws (right 0) a VM's right on a BO exported
+ * with BROKER_EXPORT; withdrawing or changing a right revokes that VM's current import.
+ * Withdrawing a grant that does not exist succeeds (nothing to withdraw). -EINVAL also
+ * when the BO is not broker-exported.
+ *
+ * BROKER_UNEXPORT: the id dies, every import of it is revoked; the BO is unchanged.
+ * -EINVAL when the BO is not broker-exported.
+ *
+ * BROKER_IMPORT: a GEM handle for the buffer of another VM (zero copy: mmap() through
+ * BO_MMAP_OFFSET maps the exporter's pages through the device's import window; a READ
+ * grant can only be mapped without PROT_WRITE, -EACCES otherwise). Importing the same id
+ * again gives a handle of the same object. -ENOENT: unknown id; -EACCES: this VM holds no
+ * grant; -ENODEV: revoked or no broker connection; -EBUSY: an invalidation of it is still
+ * being acknowledged (retry).
+ *
+ * The exporter's CPU writes reach the importer at BO_CPU_ACCESS end (as for any SYSTEM BO);
+ * the importer's BO_CPU_ACCESS begin maps the import again if the exporter moved it. When the
+ * exporter moves the buffer the import is invalidated (the next access re-maps the new
+ * storage). When it is revoked (unexported, grant withdrawn, exporting VM gone, broker gone)
+ * every later mmap fault gets SIGBUS, and BO_MMAP_OFFSET, BO_CPU_ACCESS, mmap() and jobs
+ * fail with -ENODEV; GEM_CLOSE releases it. Jobs on a live remote import fail with -EINVAL
+ * (device contract 1.6: the CPU map is the only access).
+ */
+#define SHAREGPU_BROKER_RIGHT_NONE	0
+#define SHAREGPU_BROKER_RIGHT_READ	1
+#define SHAREGPU_BROKER_RIGHT_READ_WRITE 2
+#define SHAREGPU_BROKER_NAME_LEN	32
+#define SHAREGPU_BROKER_ID_LEN		16
+
+struct drm_sharegpu_broker_export {
+	__u32 handle;		/* in: native BO */
+	__u32 right;		/* in: SHAREGPU_BROKER_RIGHT_* of the first grant */
+	char peer[SHAREGPU_BROKER_NAME_LEN]; /* in: VM name with right != 0, else zeros */
+	__u8 id[SHAREGPU_BROKER_ID_LEN]; /* out: broker id */
+	__u64 size;		/* out: exported bytes */
+	__u32 flags;		/* in: must be 0 */
+	__u32 pad;
+};
+
+struct drm_sharegpu_broker_grant {
+	__u32 handle;		/* in: broker-exported BO */
+	__u32 right;		/* in: SHAREGPU_BROKER_RIGHT_*, NONE withdraws */
+	char peer[SHAREGPU_BROKER_NAME_LEN]; /* in */
+	__u32 flags;		/* in: must be 0 */
+	__u32 pad;
+};
+
+struct drm_sharegpu_broker_unexport {
+	__u32 handle;		/* in */
+	__u32 flags;		/* in: must be 0 */
+};
+
+#define SHAREGPU_BROKER_IMPORT_WRITABLE	(1u << 0) /* out_flags: READ_WRITE grant */
+struct drm_sharegpu_broker_import {
+	__u8 id[SHAREGPU_BROKER_ID_LEN]; /* in */
+	__u32 flags;		/* in: must be 0 */
+	__u32 handle;		/* out: GEM handle */
+	__u64 size;		/* out */
+	__u32 out_flags;	/* out: SHAREGPU_BROKER_IMPORT_* */
+	__u32 pad;
 };
 
 /* ------------------------------------------------------------------ jobs */
@@ -232,6 +321,16 @@ struct drm_sharegpu_wait_job {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_INFO, struct drm_sharegpu_bo_info)
 #define DRM_IOCTL_SHAREGPU_BO_CPU_ACCESS \
 	DRM_IOW(DRM_COMMAND_BASE + DRM_SHAREGPU_BO_CPU_ACCESS, struct drm_sharegpu_bo_cpu_access)
+
+#define DRM_IOCTL_SHAREGPU_BROKER_EXPORT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BROKER_EXPORT, struct drm_sharegpu_broker_export)
+#define DRM_IOCTL_SHAREGPU_BROKER_GRANT \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SHAREGPU_BROKER_GRANT, struct drm_sharegpu_broker_grant)
+#define DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT \
+	DRM_IOW(DRM_COMMAND_BASE + DRM_SHAREGPU_BROKER_UNEXPORT, \
+		struct drm_sharegpu_broker_unexport)
+#define DRM_IOCTL_SHAREGPU_BROKER_IMPORT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_SHAREGPU_BROKER_IMPORT, struct drm_sharegpu_broker_import)
 
 #if defined(__cplusplus)
 }

@@ -1,0 +1,686 @@
+// SPDX-License-Identifier: GPL-2.0
+// Sharing between VMs through the host broker, end to end (scripts/guest-multivm.sh): three
+// guests run this binary, vm-a with sgputest.role=a (suite MultiVmA, the exporter), vm-b
+// with sgputest.role=b (suite MultiVmB, the importer) and vm-c with sgputest.role=c (suite
+// MultiVmC, granted one buffer and refused the others); the runner selects the suite with
+// sgputest.filter. They coordinate through the host agent's mailbox (MailboxPut/Get): every
+// step waits for the other guest's explicit message, never for time. A guest whose test
+// fails puts "abort", so the other one's waits end at once instead of at their deadline.
+//
+// The messages, in order (A = vm-a, B = vm-b, C = vm-c):
+//   C: c-ready
+//   B: b-ready (broker descriptor counts taken)   A: ids (rw, ro, c: three exports)
+//   C: c-done                                      A: a-withdrew (vm-c's grant withdrawn)
+//   C: c-refused (then A unexports it)
+//   B: b-read-1                                    A: a-wrote (after BO_CPU_ACCESS end)
+//   B: b-ro-done                                   B: b-mapped
+//   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
+//   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
+//   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
+//   then b-done (vm-c stays connected until then), and has the host restart the broker.
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "sgpu_common.h"
+
+namespace {
+
+using sgt::Dev;
+
+constexpr uint32_t kFeatBroker = 1u << 8;  // SGHW_FEAT_BROKER
+constexpr size_t kSize = 64 << 10;
+constexpr uint32_t kP1 = 0x1111a001, kP2 = 0x2222b002, kP3 = 0x3333c003;
+constexpr uint64_t kNoOff = ~0ull;
+
+Dev* FindBrokerDev(bool with) {
+  for (Dev& d : sgt::Devices())
+    if (!!(d.info.hw_features & kFeatBroker) == with) return &d;
+  return nullptr;
+}
+
+void FillPattern(uint8_t* p, size_t n, uint32_t pattern) {
+  for (size_t i = 0; i + 4 <= n; i += 4) memcpy(p + i, &pattern, 4);
+}
+
+uint32_t PatternCrcOf(uint32_t pattern) {
+  std::vector<uint8_t> v(kSize);
+  FillPattern(v.data(), v.size(), pattern);
+  return sgt::Crc32c(v.data(), v.size());
+}
+
+std::string Hex(const uint8_t* id, size_t n) {
+  std::string s;
+  char b[3];
+  for (size_t i = 0; i < n; i++) {
+    snprintf(b, sizeof(b), "%02x", id[i]);
+    s += b;
+  }
+  return s;
+}
+
+bool Unhex(const std::string& s, uint8_t* id, size_t n) {
+  if (s.size() != 2 * n) return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    if (sscanf(s.c_str() + 2 * i, "%2x", &v) != 1) return false;
+    id[i] = static_cast<uint8_t>(v);
+  }
+  return true;
+}
+
+void SetPeer(char* dst, const char* name) {
+  memset(dst, 0, SHAREGPU_BROKER_NAME_LEN);
+  memcpy(dst, name, strnlen(name, SHAREGPU_BROKER_NAME_LEN));
+}
+
+int Export(int fd, uint32_t handle, uint32_t right, const char* peer,
+           drm_sharegpu_broker_export* out) {
+  drm_sharegpu_broker_export e{};
+  e.handle = handle;
+  e.right = right;
+  if (peer) SetPeer(e.peer, peer);
+  int ret = sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &e);
+  if (out) *out = e;
+  return ret;
+}
+
+int Grant(int fd, uint32_t handle, uint32_t right, const char* peer) {
+  drm_sharegpu_broker_grant g{};
+  g.handle = handle;
+  g.right = right;
+  SetPeer(g.peer, peer);
+  return sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_GRANT, &g);
+}
+
+int Import(int fd, const uint8_t* id, drm_sharegpu_broker_import* out) {
+  drm_sharegpu_broker_import i{};
+  memcpy(i.id, id, sizeof(i.id));
+  int ret = sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_IMPORT, &i);
+  if (out) *out = i;
+  return ret;
+}
+
+int MmapOffset(int fd, uint32_t handle, uint64_t* off) {
+  drm_sharegpu_bo_mmap_offset m{};
+  m.handle = handle;
+  int ret = sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BO_MMAP_OFFSET, &m);
+  *off = m.offset;
+  return ret;
+}
+
+// The device's counter through the host agent (QMP query-sharegpu), or -1.
+int64_t HostCounter(const Dev& d, const char* name) {
+  std::string r;
+  if (sgt::HostRequest(std::string("counter ") + d.pci + " " + name, &r)) return -1;
+  return strtoll(r.c_str(), nullptr, 10);
+}
+
+// The broker daemon's descriptors (host agent "broker-fds": "TOTAL MEMFDS").
+bool BrokerFds(long* total, long* memfds) {
+  std::string r;
+  return !sgt::HostRequest("broker-fds", &r) && sscanf(r.c_str(), "%ld %ld", total, memfds) == 2;
+}
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
+}
+
+// The importers' copy of vm-a's three broker ids (message "ids": rw,ro,c in hex).
+struct Ids {
+  uint8_t rw[16], ro[16], c[16];
+  bool ok = false;
+} g_ids;
+
+void GetIds() {
+  std::string ids;
+  ASSERT_EQ(sgt::MailboxGet("ids", &ids), 0) << ids;
+  ASSERT_EQ(ids.size(), 3 * 32 + 2u) << ids;
+  ASSERT_TRUE(Unhex(ids.substr(0, 32), g_ids.rw, 16) && Unhex(ids.substr(33, 32), g_ids.ro, 16) &&
+              Unhex(ids.substr(66, 32), g_ids.c, 16))
+      << ids;
+  g_ids.ok = true;
+}
+
+// CRC32C of an exported BO read by this VM's CPU between BO_CPU_ACCESS begin and end; 0
+// (and a test failure) when either fails.
+uint32_t ReadCrc(int fd, uint32_t h, const uint8_t* map) {
+  int ret = sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ);
+  if (ret) {
+    ADD_FAILURE() << "BO_CPU_ACCESS begin: " << strerror(-ret);
+    return 0;
+  }
+  uint32_t crc = sgt::Crc32c(map, kSize);
+  ret = sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END);
+  if (ret) {
+    ADD_FAILURE() << "BO_CPU_ACCESS end: " << strerror(-ret);
+    return 0;
+  }
+  return crc;
+}
+
+// A failed step tells the other guest (its waits end at once).
+class MultiVm : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!sgt::HostAgentAvailable()) GTEST_SKIP() << "no host agent (sgputest.host=1 missing)";
+    dev_ = FindBrokerDev(true);
+    ASSERT_NE(dev_, nullptr) << "no sharegpu device with FEATURES bit8 BROKER";
+  }
+  void TearDown() override {
+    if (HasFailure()) sgt::MailboxPut("abort", sgt::CmdlineParam("sgputest.role"));
+  }
+  Dev* dev_ = nullptr;
+};
+
+// ---------------------------------------------------------------- vm-a, the exporter
+
+struct AState {
+  uint32_t rw = 0, ro = 0, c = 0;  // GEM handles on the broker device
+  uint8_t* rw_map = nullptr;
+  uint8_t* ro_map = nullptr;
+  std::string rw_id;
+} g_a;
+
+using MultiVmA = MultiVm;
+
+// Every bad argument is refused before anything reaches the device; no broker: EOPNOTSUPP.
+TEST_F(MultiVmA, BadInput) {
+  int fd = dev_->fd;
+  sgt::ScopedBo bo;
+  ASSERT_EQ(bo.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  drm_sharegpu_broker_export e{};
+  e.handle = bo.handle;
+  e.flags = 1;
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &e), -EINVAL) << "flags";
+  e = {};
+  e.handle = bo.handle;
+  e.pad = 1;
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &e), -EINVAL) << "pad";
+  EXPECT_EQ(Export(fd, bo.handle, 3, "vm-b", nullptr), -EINVAL) << "right 3";
+  EXPECT_EQ(Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_NONE, "vm-b", nullptr), -EINVAL)
+      << "a name without a right";
+  for (const char* bad : {"", "vm b", "vm/b", "v\xe9m", "vm:b"}) {
+    drm_sharegpu_broker_export b{};
+    b.handle = bo.handle;
+    b.right = SHAREGPU_BROKER_RIGHT_READ;
+    memcpy(b.peer, bad, strlen(bad));
+    EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &b), -EINVAL) << "'" << bad << "'";
+  }
+  drm_sharegpu_broker_export full{};
+  full.handle = bo.handle;
+  full.right = SHAREGPU_BROKER_RIGHT_READ;
+  memset(full.peer, 'a', sizeof(full.peer));  // 32 characters, no NUL
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &full), -EINVAL) << "no NUL";
+  drm_sharegpu_broker_export junk{};
+  junk.handle = bo.handle;
+  junk.right = SHAREGPU_BROKER_RIGHT_READ;
+  memcpy(junk.peer, "vm-b\0x", 6);
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &junk), -EINVAL)
+      << "bytes after the NUL";
+  EXPECT_EQ(Export(fd, 0xdead, SHAREGPU_BROKER_RIGHT_READ, "vm-b", nullptr), -ENOENT);
+  EXPECT_EQ(Grant(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-b"), -EINVAL)
+      << "grant on a BO that is not broker-exported";
+  EXPECT_EQ(Grant(fd, bo.handle, 7, "vm-b"), -EINVAL);
+  drm_sharegpu_broker_unexport u{};
+  u.handle = bo.handle;
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), -EINVAL) << "not exported";
+  u.flags = 1;
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), -EINVAL) << "flags";
+  uint8_t forged[16];
+  memset(forged, 0x5a, sizeof(forged));
+  EXPECT_EQ(Import(fd, forged, nullptr), -ENOENT) << "forged id";
+  drm_sharegpu_broker_import fi{};
+  fi.flags = 1;
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_IMPORT, &fi), -EINVAL) << "flags";
+
+  Dev* plain = FindBrokerDev(false);
+  if (!plain) return;  // the runner gives every guest one device without a broker (g1)
+  sgt::ScopedBo pbo;
+  ASSERT_EQ(pbo.Create(plain->fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  EXPECT_EQ(Export(plain->fd, pbo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-b", nullptr),
+            -EOPNOTSUPP);
+  EXPECT_EQ(Import(plain->fd, forged, nullptr), -EOPNOTSUPP);
+  EXPECT_EQ(Export(plain->fd, pbo.handle, 3, "vm-b", nullptr), -EINVAL)
+      << "arguments are checked before the feature";
+}
+
+uint32_t MakeExported(int fd, uint32_t domains, uint32_t pattern, uint32_t right,
+                      const char* peer, std::string* id_hex, uint8_t** map) {
+  uint32_t h = 0;
+  if (sgt::BoCreateFd(fd, kSize, domains, &h)) return 0;
+  auto* p = static_cast<uint8_t*>(sgt::BoMmap(fd, h, kSize));
+  if (!p) return 0;
+  if (sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_WRITE)) return 0;
+  FillPattern(p, kSize, pattern);
+  if (sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END)) return 0;
+  drm_sharegpu_broker_export e{};
+  int ret = Export(fd, h, right, peer, &e);
+  if (ret) {
+    ADD_FAILURE() << "BROKER_EXPORT: " << strerror(-ret);
+    return 0;
+  }
+  EXPECT_EQ(e.size, kSize);
+  *id_hex = Hex(e.id, sizeof(e.id));
+  *map = p;
+  return h;
+}
+
+// Exports to vm-b (read-write and read-only) and to vm-c (not running: B is refused).
+TEST_F(MultiVmA, ExportAndGrant) {
+  int fd = dev_->fd;
+  std::string v, ro_id, c_id;
+  ASSERT_EQ(sgt::MailboxGet("b-ready", &v), 0) << v;
+  uint8_t* cmap = nullptr;
+  // in VRAM first: the export moves it to SYSTEM (storage of its own)
+  g_a.rw = MakeExported(fd, SHAREGPU_DOMAIN_VRAM | SHAREGPU_DOMAIN_SYSTEM, kP1,
+                        SHAREGPU_BROKER_RIGHT_READ_WRITE, "vm-b", &g_a.rw_id, &g_a.rw_map);
+  ASSERT_NE(g_a.rw, 0u);
+  g_a.ro = MakeExported(fd, SHAREGPU_DOMAIN_SYSTEM, kP2, SHAREGPU_BROKER_RIGHT_READ, "vm-b",
+                        &ro_id, &g_a.ro_map);
+  ASSERT_NE(g_a.ro, 0u);
+  g_a.c = MakeExported(fd, SHAREGPU_DOMAIN_SYSTEM, kP1, SHAREGPU_BROKER_RIGHT_NONE, nullptr,
+                       &c_id, &cmap);
+  ASSERT_NE(g_a.c, 0u);
+  ASSERT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_READ, "vm-c"), 0);
+  EXPECT_NE(g_a.rw_id, ro_id);
+  EXPECT_NE(g_a.rw_id, std::string(32, '0'));
+
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_a.rw, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+  EXPECT_EQ(info.domain, SHAREGPU_DOMAIN_SYSTEM) << "a broker export lives in SYSTEM";
+  drm_sharegpu_broker_export again{};
+  ASSERT_EQ(Export(fd, g_a.rw, SHAREGPU_BROKER_RIGHT_NONE, nullptr, &again), 0);
+  EXPECT_EQ(Hex(again.id, sizeof(again.id)), g_a.rw_id) << "exporting again: the same id";
+  // the contents went along (checked here, the importer checks its view)
+  EXPECT_EQ(ReadCrc(fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP1));
+
+  ASSERT_EQ(sgt::MailboxPut("ids", g_a.rw_id + "," + ro_id + "," + c_id), 0);
+}
+
+// A CPU write ended with BO_CPU_ACCESS end reaches the importing VM.
+TEST_F(MultiVmA, WriteAfterEndCpuAccess) {
+  ASSERT_NE(g_a.rw_map, nullptr);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("b-read-1", &v), 0) << v;
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE), 0);
+  FillPattern(g_a.rw_map, kSize, kP3);
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END),
+            0);
+  ASSERT_EQ(sgt::MailboxPut("a-wrote", "1"), 0);
+}
+
+// vm-b's write attempts on its read-only import left the data as it was.
+TEST_F(MultiVmA, ReadOnlyGrantUnchanged) {
+  ASSERT_NE(g_a.ro_map, nullptr);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("b-ro-done", &v), 0) << v;
+  EXPECT_EQ(ReadCrc(dev_->fd, g_a.ro, g_a.ro_map), PatternCrcOf(kP2));
+}
+
+// The host monitor relocates the exported BO (x-sharegpu-move-bo ... system): vm-b is
+// invalidated and maps the new storage; the contents are intact on both sides.
+TEST_F(MultiVmA, MoveInvalidatesImporter) {
+  ASSERT_NE(g_a.rw, 0u);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("b-mapped", &v), 0) << v;
+  drm_sharegpu_bo_info before{}, after{};
+  ASSERT_EQ(sgt::BoInfo(dev_->fd, g_a.rw, &before), 0);
+  ASSERT_EQ(sgt::HostRequest("move " + dev_->pci + " " + std::to_string(before.hw_handle) +
+                                 " system",
+                             &v),
+            0)
+      << v;
+  ASSERT_EQ(sgt::BoInfo(dev_->fd, g_a.rw, &after), 0);
+  EXPECT_GT(after.hw_generation, before.hw_generation) << "the monitor's move relocated it";
+  ASSERT_EQ(sgt::MailboxPut("a-moved", std::to_string(after.hw_generation)), 0);
+  ASSERT_EQ(sgt::MailboxGet("b-remapped", &v), 0) << v;
+  EXPECT_EQ(ReadCrc(dev_->fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP3));
+}
+
+// Withdrawing vm-c's grant revokes its import (vm-c checks); then the buffer is unexported.
+TEST_F(MultiVmA, WithdrawAndUnexport) {
+  ASSERT_NE(g_a.c, 0u);
+  int fd = dev_->fd;
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("c-done", &v), 0) << v;
+  ASSERT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_NONE, "vm-c"), 0);
+  ASSERT_EQ(sgt::MailboxPut("a-withdrew", "1"), 0);
+  EXPECT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_NONE, "vm-c"), 0)
+      << "withdrawing a grant that is not there (any more) is a no-op";
+  ASSERT_EQ(sgt::MailboxGet("c-refused", &v), 0) << v;
+  drm_sharegpu_broker_unexport u{};
+  u.handle = g_a.c;
+  ASSERT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), 0);
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_a.c, &info), 0);
+  EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+  EXPECT_EQ(sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u), -EINVAL) << "twice";
+  EXPECT_EQ(Grant(fd, g_a.c, SHAREGPU_BROKER_RIGHT_READ, "vm-c"), -EINVAL) << "unexported";
+}
+
+// The exports must outlive this process (its exit would close the DRM file: BO_DESTROY,
+// unexported): a child keeps the file, silently, until the VM is killed; the hold step
+// (sgpu_multivm_hold) then tells vm-b and waits for the kill.
+TEST_F(MultiVmA, ExportsKeptForTheKill) {
+  ASSERT_NE(g_a.rw, 0u);
+  fflush(stdout);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0) << strerror(errno);
+  if (pid == 0) {
+    setsid();
+    for (;;) pause();
+  }
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(dev_->fd, g_a.rw, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+}
+
+// ---------------------------------------------------------------- vm-b, the importer
+
+struct BState {
+  long fds = -1, memfds = -1;  // the broker's, before any export
+  uint32_t rw = 0, ro = 0;
+  uint8_t* rw_map = nullptr;
+  uint8_t* ro_map = nullptr;
+} g_b;
+
+using MultiVmB = MultiVm;
+
+TEST_F(MultiVmB, Ready) {
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("c-ready", &v), 0) << v;  // every VM is connected
+  ASSERT_TRUE(BrokerFds(&g_b.fds, &g_b.memfds)) << "host agent broker-fds";
+  EXPECT_EQ(g_b.memfds, 0) << "the broker holds buffers before anything was exported";
+  ASSERT_EQ(sgt::MailboxPut("b-ready", "1"), 0);
+  GetIds();
+}
+
+// vm-b maps vm-a's pages: it reads A's data and the device copied nothing.
+TEST_F(MultiVmB, ImportZeroCopy) {
+  ASSERT_TRUE(g_ids.ok);
+  int fd = dev_->fd;
+  drm_sharegpu_broker_import imp{}, imp2{};
+  ASSERT_EQ(Import(fd, g_ids.rw, &imp), 0);
+  g_b.rw = imp.handle;
+  EXPECT_EQ(imp.size, kSize);
+  EXPECT_EQ(imp.out_flags, SHAREGPU_BROKER_IMPORT_WRITABLE);
+  ASSERT_EQ(Import(fd, g_ids.rw, &imp2), 0) << "importing again";
+  drm_sharegpu_bo_info i1{}, i2{};
+  ASSERT_EQ(sgt::BoInfo(fd, imp.handle, &i1), 0);
+  ASSERT_EQ(sgt::BoInfo(fd, imp2.handle, &i2), 0);
+  EXPECT_EQ(i1.hw_handle, i2.hw_handle) << "the same id is the same device import";
+  EXPECT_TRUE(i1.hw_handle & 0x80000000u) << "a remote import handle";
+  EXPECT_EQ(i1.flags & (SHAREGPU_BO_INFO_F_IMPORTED | SHAREGPU_BO_INFO_F_REMOTE |
+                        SHAREGPU_BO_INFO_F_READ_ONLY | SHAREGPU_BO_INFO_F_REVOKED),
+            SHAREGPU_BO_INFO_F_IMPORTED | SHAREGPU_BO_INFO_F_REMOTE);
+  sgt::GemClose(fd, imp2.handle);
+
+  int64_t copied = HostCounter(*dev_, "bytes-copied");
+  ASSERT_GE(copied, 0) << "host agent counter";
+  g_b.rw_map = static_cast<uint8_t*>(sgt::BoMmap(fd, g_b.rw, kSize));
+  ASSERT_NE(g_b.rw_map, nullptr) << strerror(errno);
+  uint32_t crc = 0;
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP1)) << "vm-a's data through the import window";
+  EXPECT_EQ(HostCounter(*dev_, "bytes-copied"), copied) << "zero copy: the device copied";
+  // contract 1.6: the CPU map is the only access; a job is refused, not run
+  EXPECT_EQ(sgt::Fill(fd, g_b.rw, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
+  ASSERT_EQ(sgt::MailboxPut("b-read-1", "1"), 0);
+}
+
+TEST_F(MultiVmB, SeesWriteAfterBeginCpuAccess) {
+  ASSERT_NE(g_b.rw_map, nullptr);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-wrote", &v), 0) << v;
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
+  uint32_t crc = 0;
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP3)) << "vm-a's write after its end_cpu_access";
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END),
+            0);
+}
+
+// A READ grant: mapped read-only; every way to write is refused (vm-a checks its data).
+TEST_F(MultiVmB, ReadOnlyGrant) {
+  ASSERT_TRUE(g_ids.ok);
+  int fd = dev_->fd;
+  drm_sharegpu_broker_import imp{};
+  ASSERT_EQ(Import(fd, g_ids.ro, &imp), 0);
+  g_b.ro = imp.handle;
+  EXPECT_EQ(imp.out_flags, 0u) << "a READ grant is not writable";
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_b.ro, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_READ_ONLY);
+  uint64_t off = 0;
+  ASSERT_EQ(MmapOffset(fd, g_b.ro, &off), 0);
+  void* w = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+  EXPECT_EQ(w, MAP_FAILED) << "a writable mapping of a READ grant";
+  if (w == MAP_FAILED) {
+    EXPECT_EQ(errno, EACCES);
+  } else {
+    // the driver let it through: write, so vm-a's check shows whether the device refuses
+    FillPattern(static_cast<uint8_t*>(w), kSize, 0xbad0bad0);
+    munmap(w, kSize);
+  }
+  void* r = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, off);
+  ASSERT_NE(r, MAP_FAILED) << strerror(errno);
+  g_b.ro_map = static_cast<uint8_t*>(r);
+  uint32_t crc = 0;
+  ASSERT_EQ(sgt::ProbeCrc(r, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP2));
+  EXPECT_EQ(mprotect(r, kSize, PROT_READ | PROT_WRITE), -1) << "made writable later";
+  EXPECT_EQ(sgt::Fill(fd, g_b.ro, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
+  ASSERT_EQ(sgt::MailboxPut("b-ro-done", "1"), 0);
+}
+
+// vm-a granted vm-c, not vm-b: refused (the broker tells vm-a's host).
+TEST_F(MultiVmB, UngrantedRefused) {
+  ASSERT_TRUE(g_ids.ok);
+  EXPECT_EQ(Import(dev_->fd, g_ids.c, nullptr), -EACCES);
+}
+
+// vm-a's BO is relocated: this import is invalidated (the window mapping dropped), the
+// next access maps the new storage, and the data is intact.
+TEST_F(MultiVmB, MoveInvalidates) {
+  ASSERT_NE(g_b.rw_map, nullptr);
+  int fd = dev_->fd;
+  uint32_t crc = 0;
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);  // mapped now
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
+  ASSERT_NE(info.vram_offset, kNoOff) << "mapped in the import window";
+  int64_t inval = sgt::Counter(*dev_, "evt_invalidated");
+  ASSERT_GE(inval, 0);
+  ASSERT_EQ(sgt::MailboxPut("b-mapped", "1"), 0);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-moved", &v), 0) << v;
+  // the event is asynchronous: a deadline as failure detector
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_invalidated") > inval; },
+                             60000))
+      << "no BO_INVALIDATED after vm-a's move";
+  ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
+  EXPECT_EQ(info.vram_offset, kNoOff) << "the invalidation dropped the window mapping";
+  // the old mapping's first access faults and maps the new storage (a CPU page table entry
+  // left behind would read the unmapped window range: 0xff..ff)
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0) << "re-mapping the new storage";
+  EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move, read through a fault";
+  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move";
+  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
+  ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
+  EXPECT_NE(info.vram_offset, kNoOff) << "mapped again";
+  ASSERT_EQ(sgt::MailboxPut("b-remapped", "1"), 0);
+}
+
+// kill -9 of vm-a's QEMU: both imports are revoked; afterwards everything on them fails
+// with -ENODEV (faults SIGBUS) at once.
+TEST_F(MultiVmB, ExporterKilledRevokes) {
+  ASSERT_NE(g_b.rw, 0u);
+  ASSERT_NE(g_b.ro, 0u);
+  int fd = dev_->fd;
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-holding", &v), 0) << v;
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  ASSERT_EQ(sgt::HostRequest("kill-vm vm-a", &v), 0) << v;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") >= revoked + 2; },
+                             60000))
+      << "no BO_REVOKED for both imports after vm-a was killed";
+  int64_t t0 = NowMs();
+  for (uint32_t h : {g_b.rw, g_b.ro}) {
+    drm_sharegpu_bo_info info{};
+    ASSERT_EQ(sgt::BoInfo(fd, h, &info), 0) << "BO_INFO of a revoked import still works";
+    EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
+    EXPECT_EQ(info.revoke_reason, 2u) << "SGHW_REVOKE_EXPORTER_GONE";
+    EXPECT_EQ(info.vram_offset, kNoOff);
+    uint64_t off;
+    EXPECT_EQ(MmapOffset(fd, h, &off), -ENODEV);
+    EXPECT_EQ(sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ), -ENODEV);
+    EXPECT_EQ(sgt::Fill(fd, h, 0, 4096, 0, SHAREGPU_SUBMIT_F_WAIT), -ENODEV);
+  }
+  uint32_t crc = 0;
+  EXPECT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
+  EXPECT_EQ(sgt::ProbeCrc(g_b.ro_map, kSize, &crc), -EFAULT);
+  EXPECT_EQ(Import(fd, g_ids.rw, nullptr), -ENODEV) << "the id of a revoked import";
+  EXPECT_LT(NowMs() - t0, 10000) << "the revoked import made callers wait";
+}
+
+// The broker holds no descriptor of the dead exporter or of the released imports.
+TEST_F(MultiVmB, BrokerFdsReleased) {
+  ASSERT_GE(g_b.fds, 0);
+  int fd = dev_->fd;
+  if (g_b.rw_map) munmap(g_b.rw_map, kSize);
+  if (g_b.ro_map) munmap(g_b.ro_map, kSize);
+  g_b.rw_map = g_b.ro_map = nullptr;
+  sgt::GemClose(fd, g_b.rw);
+  sgt::GemClose(fd, g_b.ro);
+  long total = -1, memfds = -1;
+  // the broker sees the releases asynchronously: a deadline as failure detector
+  bool settled = sgt::WaitUntil(
+      [&] { return BrokerFds(&total, &memfds) && memfds == g_b.memfds && total == g_b.fds - 1; },
+      30000);
+  EXPECT_TRUE(settled) << "broker descriptors: before " << g_b.fds << " (" << g_b.memfds
+                       << " memfds) with vm-a, vm-b and vm-c connected, now " << total << " ("
+                       << memfds << " memfds) without vm-a; expected one fewer (vm-a's "
+                       << "connection) and no memfd";
+  ASSERT_EQ(sgt::MailboxPut("b-done", "1"), 0);  // vm-c may go
+}
+
+// The broker is killed (-9) and started again: this VM's broker export is lost (BO_REVOKED
+// with the EXPORT flag clears BROKER_EXPORTED); once QEMU has reconnected (it retries every
+// second) the BO is exported again, under a new id.
+TEST_F(MultiVmB, BrokerRestartLosesExports) {
+  int fd = dev_->fd;
+  sgt::ScopedBo bo;
+  ASSERT_EQ(bo.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  drm_sharegpu_broker_export first{}, again{};
+  ASSERT_EQ(Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &first), 0);
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  std::string v;
+  ASSERT_EQ(sgt::HostRequest("restart-broker", &v), 0) << v;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
+                             60000))
+      << "no BO_REVOKED (EXPORT) after the broker was lost";
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED) << "the export was lost";
+  // -ENODEV until QEMU has reconnected: a deadline as failure detector
+  int ret = -1;
+  EXPECT_TRUE(sgt::WaitUntil(
+      [&] {
+        ret = Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &again);
+        return ret != -ENODEV;
+      },
+      60000));
+  ASSERT_EQ(ret, 0) << "exporting after the broker came back";
+  EXPECT_NE(Hex(again.id, sizeof(again.id)), Hex(first.id, sizeof(first.id))) << "a new id";
+  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+}
+
+// ---------------------------------------------------------------- vm-c, a third VM
+
+struct CState {
+  uint32_t h = 0;  // the import of the buffer granted to vm-c
+  void* map = nullptr;
+} g_c;
+
+using MultiVmC = MultiVm;
+
+TEST_F(MultiVmC, Ready) {
+  ASSERT_EQ(sgt::MailboxPut("c-ready", "1"), 0);
+  GetIds();
+}
+
+// vm-a granted vm-c READ on its third buffer: imported, read-only, vm-a's data.
+TEST_F(MultiVmC, GrantedImportReads) {
+  ASSERT_TRUE(g_ids.ok);
+  int fd = dev_->fd;
+  drm_sharegpu_broker_import imp{};
+  ASSERT_EQ(Import(fd, g_ids.c, &imp), 0);
+  g_c.h = imp.handle;
+  EXPECT_EQ(imp.out_flags, 0u) << "a READ grant";
+  uint64_t off = 0;
+  ASSERT_EQ(MmapOffset(fd, imp.handle, &off), 0);
+  void* r = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, off);
+  ASSERT_NE(r, MAP_FAILED) << strerror(errno);
+  g_c.map = r;
+  uint32_t crc = 0;
+  EXPECT_EQ(sgt::ProbeCrc(r, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP1));
+}
+
+// The buffers granted to vm-b only: refused to vm-c, whatever the right.
+TEST_F(MultiVmC, NotGrantedRefused) {
+  ASSERT_TRUE(g_ids.ok);
+  EXPECT_EQ(Import(dev_->fd, g_ids.rw, nullptr), -EACCES) << "vm-b's read-write grant";
+  EXPECT_EQ(Import(dev_->fd, g_ids.ro, nullptr), -EACCES) << "vm-b's read-only grant";
+}
+
+// vm-a withdraws vm-c's grant (BROKER_GRANT right 0): the import is revoked at once, with
+// that reason; after releasing it vm-c is refused like any VM without a grant.
+TEST_F(MultiVmC, WithdrawnGrantRevokes) {
+  ASSERT_NE(g_c.map, nullptr);
+  int fd = dev_->fd;
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  ASSERT_EQ(sgt::MailboxPut("c-done", "1"), 0);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-withdrew", &v), 0) << v;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
+                             60000))
+      << "no BO_REVOKED after vm-a withdrew the grant";
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(fd, g_c.h, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
+  EXPECT_EQ(info.revoke_reason, 3u) << "SGHW_REVOKE_GRANT_WITHDRAWN";
+  uint32_t crc = 0;
+  EXPECT_EQ(sgt::ProbeCrc(g_c.map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
+  uint64_t off;
+  EXPECT_EQ(MmapOffset(fd, g_c.h, &off), -ENODEV);
+  EXPECT_EQ(Import(fd, g_ids.c, nullptr), -ENODEV) << "the id of a revoked import";
+  munmap(g_c.map, kSize);
+  g_c.map = nullptr;
+  sgt::GemClose(fd, g_c.h);
+  // released: now it is a VM without a grant (vm-a unexports only after c-refused)
+  EXPECT_EQ(Import(fd, g_ids.c, nullptr), -EACCES) << "import after the withdrawal";
+  ASSERT_EQ(sgt::MailboxPut("c-refused", "1"), 0);
+  // stay connected until vm-b has counted the broker's descriptors
+  ASSERT_EQ(sgt::MailboxGet("b-done", &v), 0) << v;
+}
+
+}  // namespace

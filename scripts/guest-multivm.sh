@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# sharegpu sharing between VMs, end to end: the host broker and three guests (issue 12).
+#
+# usage: scripts/guest-multivm.sh [options]
+#   --no-build         use the cached kernel and QEMU (the module, the test binaries, the
+#                      broker and the image are still made, that is cheap)
+#   --timeout SECS     failure detector for each guest run (default 1500)
+#   --log-dir DIR      where the console logs go (default $SHAREGPU_CACHE/logs)
+#
+# Steps: scripts/guest-tests.sh --build-only (kernel, QEMU, driver module, test binaries;
+# cached), the broker daemon (meson, build/host-backend/broker/sharegpu-broker),
+# scripts/build-guest-image.sh (the driver, guest-tests/sgpu_multivm_test and its hold step
+# sgpu_multivm_hold), then:
+#   sharegpu-broker --socket RUN/broker.sock          (waited for: "ready on")
+#   vm-a: -object sharegpu-broker,id=b0,path=RUN/broker.sock,vm-name=vm-a
+#         -device sharegpu,id=g0,broker=b0  (and g1 without a broker), sgputest.role=a
+#   vm-b: the same with vm-name=vm-b, sgputest.role=b (the importer)
+#   vm-c: the same with vm-name=vm-c, sgputest.role=c (granted one buffer, refused the others)
+# booted at the same time by scripts/run-guest.sh (TCG, 1 vCPU, 512 MiB each), each with its
+# host agent (guest-tests/host-agent.py --mailbox RUN/mailbox): the guests pass the broker
+# ids and every "done" through the mailbox and wait for each other's explicit messages
+# (guest-tests/sgpu_multivm_test.cc lists them); at the end vm-b has the agent kill -9 the
+# broker and start it again (restart-broker): its export is lost and made again; a failed step or a QEMU gone unasked ends
+# the other guest's waits at once (the agents put "abort"). vm-b has the host kill -9 vm-a's QEMU
+# (agent request kill-vm, QEMU's -pidfile) and counts the broker's descriptors
+# (/proc/PID/fd) before and after.
+#
+# Output: every case of every guest ("PASS|FAIL|SKIP vm-X <binary> <Suite.Test>"), and as
+# the LAST line
+#   guest-multivm: N passed, M failed, K skipped
+# A vm-a that was not killed by vm-b's request (run-guest.sh exit 5 with the agent's record),
+# a vm-b or vm-c whose run-guest.sh did not pass, or a kernel report in any log (lockdep,
+# KASAN, WARN, oops, ...) is one more failure each.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" guest-multivm
+
+OUT=${SHAREGPU_GUEST_OUT:-$CACHE/guest-tests}  # binaries and images (another checkout's run: its own)
+BUILD=1 TIMEOUT=1500 LOGDIR=$CACHE/logs
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) BUILD=0; shift ;;
+        --timeout) TIMEOUT=$2; shift 2 ;;
+        --log-dir) LOGDIR=$2; shift 2 ;;
+        *) other_arg "$1" ;;
+    esac
+done
+mkdir -p "$OUT" "$LOGDIR"
+STAMP=$(date +%Y%m%d-%H%M%S)-$$
+
+# ---- builds ------------------------------------------------------------------------------
+GT=(--build-only)
+[ "$BUILD" = 1 ] || GT+=(--no-build)
+SHAREGPU_GUEST_OUT=$OUT bash "$ROOT/scripts/guest-tests.sh" "${GT[@]}" >&2 ||
+    give_up "build failed (scripts/guest-tests.sh --build-only)"
+load_kernel_env || give_up "no cached kernel (scripts/build-guest-kernel.sh)"
+find_qemu || give_up "no QEMU at $QEMU"
+BROKER=$ROOT/build/host-backend/broker/sharegpu-broker
+say "broker daemon (meson, build/)"
+use_ccache
+meson_configure "$ROOT/build" >&2 && nice ninja -C "$ROOT/build" host-backend/broker/sharegpu-broker >&2 ||
+    give_up "broker build failed"
+IMG=$OUT/multivm.cpio.gz
+"$ROOT/scripts/build-guest-image.sh" --out "$IMG" --module "$ROOT/guest-driver/sharegpu.ko" \
+    --test "$OUT/build/sgpu_multivm_test" --test "$OUT/build/sgpu_multivm_hold" >&2 ||
+    give_up "image build failed"
+
+# ---- the broker --------------------------------------------------------------------------
+make_run_dir multivm
+MB=$RUN/mailbox
+VMS=(vm-a vm-b vm-c)
+mkdir -p "$MB" "$RUN/vm-a" "$RUN/vm-b" "$RUN/vm-c"
+"$BROKER" --socket "$RUN/broker.sock" >"$RUN/broker.log" 2>&1 &
+BROKER_PID=$!
+at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
+echo "$BROKER_PID" >"$MB/broker.pid"
+# the agents' restart-broker (vm-b's last test) starts the next one the same way
+printf '%s\n' "$BROKER" --socket "$RUN/broker.sock" >"$MB/broker.argv"
+echo "$RUN/broker.log" >"$MB/broker.logpath"
+at_exit "kill \$(cat $(printf %q "$MB/broker.pid")) 2>/dev/null"
+deadline=$((SECONDS + 60))
+until grep -q 'ready on' "$RUN/broker.log"; do  # its explicit message; the deadline detects
+    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$RUN/broker.log" >&2; give_up "the broker exited"; }
+    [ "$SECONDS" -lt "$deadline" ] || give_up "the broker did not say it is ready in 60 s"
+    sleep 0.1
+done
+say "$(cat "$RUN/broker.log")"
+
+# ---- the guests --------------------------------------------------------------------------
+declare -A LOGS PIDS RCS
+for vm in "${VMS[@]}"; do
+    role=${vm#vm-}
+    LOGS[$vm]=$LOGDIR/guest-multivm-$role-$STAMP.log
+    rm -f "${LOGS[$vm]}"
+    G0_PROPS=",broker=b0" guest_qemu_args 64M "$RUN/$vm"
+    start_host_agent "$RUN/$vm" "${LOGS[$vm]}" --mailbox "$MB" --vm-name "$vm"
+    say "booting $vm (log ${LOGS[$vm]})"
+    "$ROOT/scripts/run-guest.sh" --kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" \
+        --log "${LOGS[$vm]}" --smp 1 --mem 512M --timeout "$TIMEOUT" --silence 600 \
+        --append "sgputest.host=1 sgputest.role=$role sgputest.filter=MultiVm${role^^}.*" -- \
+        -name "$vm" -pidfile "$MB/$vm.pid" \
+        -object "sharegpu-broker,id=b0,path=$RUN/broker.sock,vm-name=$vm" "${QEMU_ARGS[@]}" \
+        >/dev/null 2>"$RUN/$vm.err" &
+    PIDS[$vm]=$!
+done
+for vm in "${VMS[@]}"; do
+    wait "${PIDS[$vm]}"
+    RCS[$vm]=$?
+done
+
+# ---- verdict -----------------------------------------------------------------------------
+PASSED=0 FAILED=0 SKIPPED=0
+for vm in "${VMS[@]}"; do
+    sed "s/^/[$vm] /" "$RUN/$vm.err" >&2
+    tr -d '\r' <"${LOGS[$vm]}" | sed -n "s/^.*SHAREGPU-GTEST: \(PASS\|FAIL\|SKIP\) \([^ ]*\) \([^ ]*\).*/\1 $vm \2 \3/p" |
+        sed 's/^/[guest-multivm]   /' >&2
+    read -r p f s <<<"$(gtest_counts "${LOGS[$vm]}" sgpu_multivm_test 2>"$RUN/$vm.cases")"
+    sed "s/^/[guest-multivm]   $vm: /" "$RUN/$vm.cases" >&2
+    PASSED=$((PASSED + ${p:-0})) FAILED=$((FAILED + ${f:-1})) SKIPPED=$((SKIPPED + ${s:-0}))
+done
+# vm-a's run ends in its kill: run-guest.sh's kernel-report verdict is only in its messages
+# (vm-b's and vm-c's are in their exit status, below)
+if grep -q 'KERNEL REPORT' "$RUN/vm-a.err"; then
+    say "FAIL vm-a: kernel report in ${LOGS[vm-a]}"
+    FAILED=$((FAILED + 1))
+fi
+# vm-a ends killed by vm-b's request (run-guest.sh: QEMU killed by a signal, exit 5)
+if [ "${RCS[vm-a]}" = 5 ] && [ -f "$MB/vm-a.killed" ]; then
+    say "vm-a: killed by vm-b's request as planned (run-guest.sh's 'QEMU exited abnormally' above)"
+else
+    say "FAIL vm-a: expected to be killed by vm-b's request, run-guest.sh exit ${RCS[vm-a]}" \
+        "$([ -f "$MB/vm-a.killed" ] && echo "(killed)" || echo "(never killed)")"
+    FAILED=$((FAILED + 1))
+fi
+for vm in vm-b vm-c; do
+    if [ "${RCS[$vm]}" != 0 ]; then
+        say "FAIL $vm: run-guest.sh exit ${RCS[$vm]} (see ${LOGS[$vm]})"
+        FAILED=$((FAILED + 1))
+    fi
+done
+say "broker log:"
+sed 's/^/[guest-multivm]   /' "$RUN/broker.log" >&2
+say "logs: ${LOGS[*]}"
+verdict "$PASSED" "$FAILED" "$SKIPPED"
