@@ -27,8 +27,10 @@ static int sgpu_debugfs_bos(struct seq_file *m, void *data)
 {
 	struct drm_debugfs_entry *entry = m->private;
 	struct sgpu_device *sdev = to_sgpu(entry->dev);
+	struct drm_gem_object *obj;
 	struct sgpu_import *imp;
 	struct sgpu_bo *bo;
+	unsigned long idx;
 
 	mutex_lock(&sdev->obj_lock);
 	seq_puts(m, "hw_handle size domain vram_offset hw_place pin backing exported foreign_maps\n");
@@ -49,6 +51,23 @@ static int sgpu_debugfs_bos(struct seq_file *m, void *data)
 			   READ_ONCE(imp->backing), READ_ONCE(imp->invalidations));
 	}
 	mutex_unlock(&sdev->obj_lock);
+
+	/* other VMs' buffers (sgpu_broker.c); freeing one takes it out under this lock first */
+	seq_puts(m, "remote imports: hw_handle size access mapped window revoked reason invalidations\n");
+	xa_lock(&sdev->handles);
+	xa_for_each(&sdev->handles, idx, obj) {
+		struct sgpu_remote *rem;
+
+		if (!sgpu_is_remote(obj))
+			continue;
+		rem = to_sgpu_remote(obj);
+		seq_printf(m, "%u %zu %s %u %#llx %u %u %u\n", rem->hw_handle, obj->size,
+			   rem->writable ? "rw" : "ro", READ_ONCE(rem->win_mapped),
+			   READ_ONCE(rem->win_mapped) ? rem->win_bar_off : SGHW_INVALID_OFFSET,
+			   READ_ONCE(rem->revoked), READ_ONCE(rem->revoke_reason),
+			   READ_ONCE(rem->invalidations));
+	}
+	xa_unlock(&sdev->handles);
 	return 0;
 }
 
@@ -70,6 +89,7 @@ static int sgpu_debugfs_counters(struct seq_file *m, void *data)
 	C(cmd_errors);
 	C(irq_cmd);
 	C(ring_poll_completions);
+	C(fence_seqno_signals);
 	C(irq_evt);
 	C(events);
 	C(evt_moved);
@@ -171,6 +191,28 @@ static int sgpu_debugfs_fail_vram_moves_set(void *data, u64 val)
 DEFINE_DEBUGFS_ATTRIBUTE(sgpu_debugfs_fail_vram_moves_fops, sgpu_debugfs_fail_vram_moves_get,
 			 sgpu_debugfs_fail_vram_moves_set, "%llu\n");
 
+/*
+ * The ring poll's period in ms (0 = off): for tests that prove a lost
+ * interrupt is caught by the job fence's .signaled alone.
+ */
+static int sgpu_debugfs_ring_poll_get(void *data, u64 *val)
+{
+	struct sgpu_device *sdev = data;
+
+	*val = READ_ONCE(sdev->ring_poll_ms);
+	return 0;
+}
+
+static int sgpu_debugfs_ring_poll_set(void *data, u64 val)
+{
+	struct sgpu_device *sdev = data;
+
+	return val > 60000 ? -EINVAL : sgpu_ring_set_poll(sdev, val);
+}
+
+DEFINE_DEBUGFS_ATTRIBUTE(sgpu_debugfs_ring_poll_fops, sgpu_debugfs_ring_poll_get,
+			 sgpu_debugfs_ring_poll_set, "%llu\n");
+
 void sgpu_debugfs_init(struct drm_minor *minor)
 {
 	struct drm_device *dev = minor->dev;
@@ -184,6 +226,8 @@ void sgpu_debugfs_init(struct drm_minor *minor)
 				   to_sgpu(dev), &sgpu_debugfs_timeout_fops);
 	debugfs_create_file_unsafe("sharegpu_fail_vram_moves", 0600, minor->debugfs_root,
 				   to_sgpu(dev), &sgpu_debugfs_fail_vram_moves_fops);
+	debugfs_create_file_unsafe("sharegpu_ring_poll_ms", 0600, minor->debugfs_root,
+				   to_sgpu(dev), &sgpu_debugfs_ring_poll_fops);
 }
 
 /*

@@ -107,6 +107,7 @@ struct sgpu_device {
 	bool dead;
 	wait_queue_head_t ring_wq;
 	struct delayed_work ring_poll;	/* while jobs are in flight: a lost interrupt */
+	unsigned int ring_poll_ms;	/* its period; 0 = off (debugfs, for tests) */
 
 	/* hardware fences: the ring's, one per job written to it */
 	u64 fence_context;
@@ -165,6 +166,7 @@ struct sgpu_device {
 	atomic64_t jobs_aborted;	/* jobs failed by a recovery (the hung one included) */
 	atomic64_t irq_cmd;
 	atomic64_t ring_poll_completions; /* completions the poll found (no interrupt) */
+	atomic64_t fence_seqno_signals;	/* job fences .signaled found done in LAST_SEQNO */
 	atomic64_t irq_evt;
 	atomic64_t events;
 	atomic64_t evt_moved;
@@ -357,7 +359,8 @@ struct sgpu_job {
 	struct sghw_cmd *hw;		/* the ring image, built at SUBMIT */
 	s16 *res_idx;
 	u32 nhw;
-	u64 ring_seqno;			/* ring seqno of the final FENCE entry */
+	u64 ring_seqno;			/* of the final FENCE entry; 0 = not on the ring */
+	u32 ring_first;			/* ring index of the job's first entry */
 	u32 status;			/* first non-OK device status */
 	u32 nres;
 	u64 results[SHAREGPU_MAX_CMDS];
@@ -440,6 +443,9 @@ int sgpu_cmd_async(struct sgpu_device *sdev, struct sghw_cmd *cmd);
 int sgpu_ring_submit_job(struct sgpu_device *sdev, struct sgpu_job *job);
 void sgpu_ring_process(struct sgpu_device *sdev);
 bool sgpu_ring_jobs_idle(struct sgpu_device *sdev);
+bool sgpu_ring_job_completed(struct sgpu_device *sdev, struct sgpu_job *job);
+int sgpu_ring_collect_job(struct sgpu_device *sdev, struct sgpu_job *job);
+int sgpu_ring_set_poll(struct sgpu_device *sdev, unsigned int ms);
 int sgpu_status_to_errno(u32 status);
 const char *sgpu_status_name(u32 status);
 int sgpu_hw_bo_create(struct sgpu_device *sdev, u64 size, u32 place, u32 *handle,

@@ -10,8 +10,9 @@
  *
  * A lost command interrupt must not leave a job's fence pending for ever: while
  * jobs are in flight the ring is also processed from a poll every
- * SGPU_RING_POLL (the interrupt stays the fast path; the poll counts what it
- * found in ring_poll_completions).
+ * ring_poll_ms (the interrupt stays the fast path; the poll counts what it
+ * found in ring_poll_completions), and a job fence's .signaled reads
+ * LAST_SEQNO (sgpu_ring_job_completed()).
  *
  * Layer: the bottom. This file calls nothing of the driver above it: the
  * event interrupt only queues sdev->evt_work, whose function belongs to
@@ -31,7 +32,7 @@
 #include "sgpu_drv.h"
 
 #define SGPU_INT_ALL	(SGHW_INT_CMD | SGHW_INT_EVENT | SGHW_INT_ERROR | SGHW_INT_EVT_OVERFLOW)
-#define SGPU_RING_POLL	(HZ / 10)
+#define SGPU_RING_POLL_MS	100
 
 const char *sgpu_status_name(u32 status)
 {
@@ -89,11 +90,17 @@ static void sgpu_ring_signal_job(struct sgpu_device *sdev, struct sgpu_job *job)
 	list_del_init(&job->link);
 	if (job->hw_fence.seqno > sdev->fence_done)
 		sdev->fence_done = job->hw_fence.seqno;
-	if (job->timed_out)
-		dma_fence_set_error(&job->hw_fence, -ETIMEDOUT);
-	else if (job->status)
-		dma_fence_set_error(&job->hw_fence, sgpu_status_to_errno(job->status));
-	dma_fence_signal_locked(&job->hw_fence);
+	/*
+	 * .signaled may have signalled it already (every entry OK in LAST_SEQNO);
+	 * a timeout that raced with that found a job that had completed.
+	 */
+	if (!test_bit(DMA_FENCE_FLAG_SIGNALED_BIT, &job->hw_fence.flags)) {
+		if (job->timed_out)
+			dma_fence_set_error(&job->hw_fence, -ETIMEDOUT);
+		else if (job->status)
+			dma_fence_set_error(&job->hw_fence, sgpu_status_to_errno(job->status));
+		dma_fence_signal_locked(&job->hw_fence);
+	}
 	spin_unlock(&sdev->fence_lock);
 	atomic64_inc(&sdev->jobs_completed);
 	dma_fence_put(&job->hw_fence);	/* the ring's reference */
@@ -162,6 +169,96 @@ void sgpu_ring_process(struct sgpu_device *sdev)
 	dma_fence_end_signalling(cookie);
 }
 
+/* LAST_SEQNO, read HI, LO, HI so that a carry between the halves is not torn. */
+static u64 sgpu_last_seqno(struct sgpu_device *sdev)
+{
+	u32 hi, lo, again;
+	int tries = 3;
+
+	do {
+		hi = sgpu_rd(sdev, SGHW_REG_LAST_SEQNO_HI);
+		lo = sgpu_rd(sdev, SGHW_REG_LAST_SEQNO_LO);
+		again = sgpu_rd(sdev, SGHW_REG_LAST_SEQNO_HI);
+	} while (hi != again && --tries);
+	return hi == again ? (u64)hi << 32 | lo : 0;
+}
+
+/*
+ * The job fence's .signaled (as xe reads its seqno map): whether the device
+ * completed every entry of @job without an error, from LAST_SEQNO and the
+ * entries' completions, so a lost interrupt does not hide a completion from
+ * dma_fence_is_signaled(). Lockless: it may run under the fence lock, which
+ * ring processing takes. A failed, aborted or timed-out job is false here and
+ * left to ring processing, which signals it with its error; results are
+ * collected there too (sgpu_ring_collect_job()).
+ */
+bool sgpu_ring_job_completed(struct sgpu_device *sdev, struct sgpu_job *job)
+{
+	u64 last = smp_load_acquire(&job->ring_seqno);	/* after ring_first */
+	u32 first = READ_ONCE(job->ring_first);
+	u32 n = job->nhw, k;
+
+	if (!last || READ_ONCE(sdev->dead) || READ_ONCE(job->timed_out))
+		return false;
+	if (sgpu_last_seqno(sdev) < last)
+		return false;
+	/* the completion writes precede LAST_SEQNO */
+	dma_rmb();
+	for (k = 0; k < n; k++) {
+		const struct sghw_cmd *c = &sdev->cmd_ring[(first + k) & (SGPU_CMD_RING_SIZE - 1)];
+		u64 seqno = last - n + 1 + k;
+		u32 status;
+
+		if (le64_to_cpu(READ_ONCE(c->seqno)) != seqno)
+			continue;	/* processed and reused: job->status has it */
+		status = le32_to_cpu(READ_ONCE(c->status));
+		if (status != SGHW_ST_OK)
+			return false;
+	}
+	/* an entry processed before its slot was reused recorded its failure here */
+	smp_rmb();
+	if (READ_ONCE(job->status))
+		return false;
+	atomic64_inc(&sdev->fence_seqno_signals);
+	return true;
+}
+
+/*
+ * The job's fence has signalled (maybe through .signaled, before the ring was
+ * processed): process the ring until the job's entries are, so its status and
+ * results are collected. Process context.
+ */
+int sgpu_ring_collect_job(struct sgpu_device *sdev, struct sgpu_job *job)
+{
+	bool collected;
+
+	collected = wait_event_timeout(sdev->ring_wq,
+				       ({ sgpu_ring_process(sdev);
+					  list_empty_careful(&job->link) ||
+					  READ_ONCE(sdev->dead); }),
+				       SGPU_CMD_TIMEOUT);
+	return collected ? 0 : -ETIMEDOUT;
+}
+
+static void sgpu_ring_poll_arm(struct sgpu_device *sdev)
+{
+	unsigned int ms = READ_ONCE(sdev->ring_poll_ms);
+
+	if (ms)
+		schedule_delayed_work(&sdev->ring_poll, msecs_to_jiffies(ms));
+}
+
+/* Set the poll's period; 0 stops it (a poll already queued is cancelled). */
+int sgpu_ring_set_poll(struct sgpu_device *sdev, unsigned int ms)
+{
+	WRITE_ONCE(sdev->ring_poll_ms, ms);
+	if (!ms)
+		cancel_delayed_work_sync(&sdev->ring_poll);
+	else if (!sgpu_ring_jobs_idle(sdev))
+		sgpu_ring_poll_arm(sdev);
+	return 0;
+}
+
 /* No job is on the ring (written and not yet completed). */
 bool sgpu_ring_jobs_idle(struct sgpu_device *sdev)
 {
@@ -187,7 +284,7 @@ static void sgpu_ring_poll_work(struct work_struct *work)
 		atomic64_inc(&sdev->ring_poll_completions);
 	busy = !sgpu_ring_jobs_idle(sdev);
 	if (busy && !READ_ONCE(sdev->dead))
-		schedule_delayed_work(&sdev->ring_poll, SGPU_RING_POLL);
+		sgpu_ring_poll_arm(sdev);
 }
 
 /*
@@ -225,7 +322,9 @@ again:
 	}
 	if (job) {
 		job->hw_fence.seqno = ++sdev->fence_seqno;
-		job->ring_seqno = sdev->cmd_seqno + n;
+		WRITE_ONCE(job->ring_first, sdev->cmd_tail);
+		/* .signaled reads ring_first after a non-zero ring_seqno */
+		smp_store_release(&job->ring_seqno, sdev->cmd_seqno + n);
 		spin_lock(&sdev->fence_lock);
 		list_add_tail(&job->link, &sdev->inflight);
 		spin_unlock(&sdev->fence_lock);
@@ -267,7 +366,7 @@ again:
 	sgpu_wr(sdev, SGHW_REG_DOORBELL, 1);
 	spin_unlock_irqrestore(&sdev->ring_lock, flags);
 	if (job)
-		schedule_delayed_work(&sdev->ring_poll, SGPU_RING_POLL);
+		sgpu_ring_poll_arm(sdev);
 	return 0;
 }
 
@@ -636,6 +735,7 @@ int sgpu_hw_init(struct sgpu_device *sdev)
 	spin_lock_init(&sdev->fence_lock);
 	init_waitqueue_head(&sdev->ring_wq);
 	INIT_DELAYED_WORK(&sdev->ring_poll, sgpu_ring_poll_work);
+	sdev->ring_poll_ms = SGPU_RING_POLL_MS;
 	INIT_LIST_HEAD(&sdev->inflight);
 	sdev->fence_context = dma_fence_context_alloc(1);
 

@@ -703,6 +703,30 @@ static struct sgpu_job *sgpu_job_lookup(struct sgpu_file *sfile, u32 id)
 	return job;
 }
 
+/*
+ * Wait for the job's finished fence. Between slices the job's hardware fence
+ * is asked (its .signaled reads LAST_SEQNO), so a lost interrupt does not hold
+ * the waiter even with the ring poll off.
+ */
+static long sgpu_job_wait(struct sgpu_job *job, struct dma_fence *done, long timeout)
+{
+	const long slice_max = msecs_to_jiffies(100);
+	long left = timeout, ret;
+
+	do {
+		long slice = min(left, slice_max);
+
+		/* signalling the hardware fence signals done (drm_sched's callback) */
+		dma_fence_is_signaled(&job->hw_fence);
+		ret = dma_fence_wait_timeout(done, true, slice);
+		if (ret)
+			return ret;
+		if (left != MAX_SCHEDULE_TIMEOUT)
+			left -= slice;
+	} while (left > 0);
+	return 0;
+}
+
 int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *file)
 {
 	struct drm_sharegpu_wait_job *args = data;
@@ -728,7 +752,7 @@ int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *fil
 	done = dma_fence_get_rcu_safe(&job->done);
 	rcu_read_unlock();
 	if (done) {
-		ret = dma_fence_wait_timeout(done, true, sgpu_timeout_jiffies(args->timeout_ns));
+		ret = sgpu_job_wait(job, done, sgpu_timeout_jiffies(args->timeout_ns));
 		args->error = done->error;
 		dma_fence_put(done);
 		if (ret == 0) {
@@ -741,6 +765,12 @@ int sgpu_ioctl_wait_job(struct drm_device *dev, void *data, struct drm_file *fil
 	} else {
 		smp_rmb();	/* free_job() wrote error before clearing done */
 		args->error = READ_ONCE(job->error);
+	}
+	if (job->kept) {
+		/* the fence may have signalled before the ring was processed */
+		ret = sgpu_ring_collect_job(to_sgpu(dev), job);
+		if (ret)
+			goto out;
 	}
 	args->status = job->status;
 	if (job->kept) {

@@ -69,9 +69,18 @@ static void sgpu_hw_fence_release(struct dma_fence *f)
 	dma_fence_free(f);
 }
 
+/* Read from the device: a lost interrupt does not hide a completed job. */
+static bool sgpu_hw_fence_signaled(struct dma_fence *f)
+{
+	struct sgpu_job *job = container_of(f, struct sgpu_job, hw_fence);
+
+	return sgpu_ring_job_completed(job->sdev, job);
+}
+
 static const struct dma_fence_ops sgpu_hw_fence_ops = {
 	.get_driver_name = sgpu_hw_fence_driver_name,
 	.get_timeline_name = sgpu_hw_fence_timeline_name,
+	.signaled = sgpu_hw_fence_signaled,
 	.release = sgpu_hw_fence_release,
 };
 

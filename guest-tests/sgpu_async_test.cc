@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <future>
+#include <map>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -41,7 +42,7 @@ class AsyncTest : public ::testing::Test {
   }
   void TearDown() override {
     if (held_) Host("release " + a_->pci);
-    if (!saved_timeout_.empty()) SetJobTimeout(saved_timeout_);
+    for (const auto& [name, value] : saved_debugfs_) SetDebugfs(name, value);
   }
 
   void Host(const std::string& req) {
@@ -62,15 +63,20 @@ class AsyncTest : public ::testing::Test {
     Host("release " + a_->pci);
     held_ = false;
   }
-  // A's drm_sched job timeout (debugfs), restored by TearDown().
-  void SetJobTimeout(const std::string& ms) {
-    const std::string path = a_->debugfs_dir() + "/sharegpu_job_timeout_ms";
-    if (saved_timeout_.empty()) saved_timeout_ = ReadFile(path);
-    ASSERT_FALSE(saved_timeout_.empty()) << path << " missing";
+  // One of A's debugfs knobs, restored by TearDown().
+  void SetDebugfs(const std::string& name, const std::string& value) {
+    const std::string path = a_->debugfs_dir() + "/" + name;
+    if (!saved_debugfs_.count(name)) {
+      std::string old = ReadFile(path);
+      ASSERT_FALSE(old.empty()) << path << " missing";
+      saved_debugfs_[name] = old;
+    }
     ScopedFd f(open(path.c_str(), O_WRONLY | O_CLOEXEC));
     ASSERT_GE(f.get(), 0) << path;
-    ASSERT_EQ(write(f.get(), ms.data(), ms.size()), static_cast<ssize_t>(ms.size()));
+    ASSERT_EQ(write(f.get(), value.data(), value.size()), static_cast<ssize_t>(value.size()));
   }
+  // A's drm_sched job timeout in ms.
+  void SetJobTimeout(const std::string& ms) { SetDebugfs("sharegpu_job_timeout_ms", ms); }
   // A's buffer x (filled with `old`) imported on B as y.
   void SharedBuffer(ScopedBo* x, ScopedBo* y, uint32_t old) {
     ASSERT_EQ(x->Create(a_->fd, kSize, SHAREGPU_DOMAIN_VRAM), 0);
@@ -115,7 +121,7 @@ class AsyncTest : public ::testing::Test {
   Dev* a_ = nullptr;
   Dev* b_ = nullptr;
   bool held_ = false;
-  std::string saved_timeout_;
+  std::map<std::string, std::string> saved_debugfs_;
 };
 
 // An in-sync naming a sync_file.
@@ -288,6 +294,34 @@ TEST_F(AsyncTest, LostInterruptDoesNotHangAWaiter) {
   EXPECT_EQ(WaitFenceFd(fence.get(), 10000), 1) << "the job's fence hung after a lost interrupt";
   EXPECT_GT(Counter(*a_, "ring_poll_completions"), polled);
   EXPECT_EQ(Checksum(a_->fd, x.handle, 0, kSize), PatternCrc(0x10571e57, kSize));
+}
+
+// The job fence's .signaled reads LAST_SEQNO: with the job's interrupt lost, the ring poll
+// off and no job timeout, WAIT_JOB still sees the job complete, with its result collected.
+// Without .signaled nothing would process the ring and WAIT_JOB would time out.
+TEST_F(AsyncTest, LostInterruptSeenThroughLastSeqno) {
+  ScopedBo x;
+  ASSERT_EQ(x.Create(a_->fd, kSize, SHAREGPU_DOMAIN_VRAM), 0);
+  ASSERT_EQ(Fill(a_->fd, x.handle, 0, kSize, 0x5e9a0001), 0);
+  ASSERT_NO_FATAL_FAILURE(SetJobTimeout("0"));
+  ASSERT_NO_FATAL_FAILURE(SetDebugfs("sharegpu_ring_poll_ms", "0"));
+  const int64_t polled = Counter(*a_, "ring_poll_completions");
+  const int64_t seen = Counter(*a_, "fence_seqno_signals");
+  ASSERT_GE(seen, 0) << "debugfs counter fence_seqno_signals missing";
+  ASSERT_NO_FATAL_FAILURE(Host("drop-irq " + a_->pci));
+  const int64_t irqs = Counter(*a_, "irq_cmd");
+
+  drm_sharegpu_cmd c = ChecksumCmd(x.handle, kSize);
+  drm_sharegpu_submit s{};
+  ASSERT_EQ(Submit(a_->fd, &c, 1, SHAREGPU_SUBMIT_F_KEEP, &s), 0);
+  JobResult r = WaitKeptJob(a_->fd, s.job_id, 10000000000ll);
+  ASSERT_EQ(r.ret, 0) << "WAIT_JOB did not see the job complete after a lost interrupt";
+  EXPECT_EQ(r.status, 0u);
+  EXPECT_EQ(r.error, 0);
+  EXPECT_EQ(r.result, PatternCrc(0x5e9a0001, kSize)) << "the job's result was not collected";
+  EXPECT_EQ(Counter(*a_, "irq_cmd"), irqs) << "the job's interrupt was not dropped";
+  EXPECT_EQ(Counter(*a_, "ring_poll_completions"), polled) << "the ring poll ran";
+  EXPECT_GT(Counter(*a_, "fence_seqno_signals"), seen);
 }
 
 // Explicit sync with a sync_file: B's job on A's buffer, implicit sync off, runs only after
