@@ -95,6 +95,11 @@ void hmp_info_sharegpu(Monitor *mon, const QDict *qdict)
         monitor_printf(mon, "  engine %s, queue depth %u: %u ring entries in flight%s\n",
                        i->engine, i->queue_depth, i->ring_in_flight,
                        i->waiting_for_buffer ? ", next command waits for a buffer" : "");
+        if (c->engine_loop_polls || c->engine_fallback_polls) {
+            monitor_printf(mon, "  engine event fd: main-loop polls %" PRIu64
+                           ", fallback polls %" PRIu64 "\n",
+                           c->engine_loop_polls, c->engine_fallback_polls);
+        }
         for (j = i->jobs; j; j = j->next) {
             SharegpuJobInfo *job = j->value;
 

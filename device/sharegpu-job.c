@@ -72,6 +72,91 @@ void sharegpu_job_fini(SharegpuState *s)
     s->inflight_count = 0;
 }
 
+/*
+ * An engine's event fd (the virgl engine's: virglrenderer's poll fd) is watched from the
+ * main loop, as virtio-gpu-virgl watches it; the handler has the backend collect the
+ * completions, which come back through sharegpu_job_done like every other. The fd is one
+ * per process, shared by every device whose engine uses it, so there is one handler per fd,
+ * which serves it through the first device on its list.
+ */
+typedef struct SharegpuEngineWatch {
+    int fd;
+    GSList *devices;    /* SharegpuState watching fd, never empty */
+} SharegpuEngineWatch;
+
+static GSList *sharegpu_engine_watches;
+
+static SharegpuEngineWatch *sharegpu_engine_watch_find(int fd)
+{
+    GSList *l;
+
+    for (l = sharegpu_engine_watches; l; l = l->next) {
+        SharegpuEngineWatch *w = l->data;
+
+        if (w->fd == fd) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static void sharegpu_engine_fd_read(void *opaque)
+{
+    SharegpuEngineWatch *w = opaque;
+    SharegpuState *s = w->devices->data;
+
+    trace_sharegpu_engine_fd_ready(s->name, w->fd);
+    sgb_engine_watch_ready(s->dev);
+}
+
+void sharegpu_engine_watch_init(SharegpuState *s)
+{
+    SharegpuEngineWatch *w;
+    int fd = sgb_engine_watch_begin(s->dev);
+
+    if (fd == -ENOENT) {
+        return;     /* the engine has no event fd (cpu) */
+    }
+    if (fd < 0) {
+        /* the backend keeps watching it itself: slower, still correct */
+        warn_report("sharegpu %s: cannot watch the engine's event fd from the main loop: %s",
+                    s->name, sgb_strerror(fd));
+        return;
+    }
+    w = sharegpu_engine_watch_find(fd);
+    if (!w) {
+        w = g_new0(SharegpuEngineWatch, 1);
+        w->fd = fd;
+        sharegpu_engine_watches = g_slist_prepend(sharegpu_engine_watches, w);
+        qemu_set_fd_handler(fd, sharegpu_engine_fd_read, NULL, w);
+    }
+    w->devices = g_slist_append(w->devices, s);
+    s->engine_fd = fd;
+    s->engine_watched = true;
+    trace_sharegpu_engine_watch(s->name, fd, g_slist_length(w->devices));
+}
+
+void sharegpu_engine_watch_fini(SharegpuState *s)
+{
+    SharegpuEngineWatch *w;
+
+    if (!s->engine_watched) {
+        return;
+    }
+    w = sharegpu_engine_watch_find(s->engine_fd);
+    assert(w);
+    w->devices = g_slist_remove(w->devices, s);
+    trace_sharegpu_engine_watch(s->name, w->fd, g_slist_length(w->devices));
+    if (!w->devices) {
+        qemu_set_fd_handler(w->fd, NULL, NULL, NULL);
+        sharegpu_engine_watches = g_slist_remove(sharegpu_engine_watches, w);
+        g_free(w);
+    }
+    /* the handler no longer reaches this device: the fd may go with the renderer now */
+    sgb_engine_watch_end(s->dev);
+    s->engine_watched = false;
+}
+
 bool sharegpu_job_is_async(const struct sghw_cmd *c)
 {
     return c->opcode == SGHW_OP_COPY || c->opcode == SGHW_OP_FILL ||

@@ -147,6 +147,8 @@ static SharegpuInfo *sharegpu_info(SharegpuState *s)
         .jobs_submitted = s->counters.jobs_submitted,
         .jobs_held = st.jobs_held,
         .jobs_waited = st.jobs_waited,
+        .engine_loop_polls = st.engine_loop_polls,
+        .engine_fallback_polls = st.engine_fallback_polls,
         .buffer_waits = s->counters.buffer_waits,
         .irqs_dropped = s->counters.irqs_dropped,
         .job_aborts = s->counters.job_aborts,

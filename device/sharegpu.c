@@ -474,6 +474,7 @@ static void sharegpu_teardown(SharegpuState *s)
     }
     sharegpu_window_fini(s);
     if (s->dev) {
+        sharegpu_engine_watch_fini(s);
         sgb_device_set_event_notify(s->dev, NULL, NULL);
         sgb_device_destroy(s->dev);
         s->dev = NULL;
@@ -577,6 +578,7 @@ static void sharegpu_realize(PCIDevice *pdev, Error **errp)
         goto fail;
     }
     sharegpu_job_init(s);
+    sharegpu_engine_watch_init(s);
 
     s->bos = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, sharegpu_bo_free);
     sharegpu_remote_init(s);

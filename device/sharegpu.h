@@ -215,6 +215,8 @@ struct SharegpuState {
 
     /* asynchronous jobs (sharegpu-job.c) */
     SharegpuLink *link;
+    bool engine_watched;        /* engine_fd is watched from the main loop */
+    int engine_fd;
     SharegpuInflight *inflight; /* queue_depth slots, a ring from inflight_head */
     uint32_t inflight_head;
     uint32_t inflight_count;
@@ -260,6 +262,8 @@ void sharegpu_evt_drain_all(void);
 /* sharegpu-job.c */
 void sharegpu_job_init(SharegpuState *s);
 void sharegpu_job_fini(SharegpuState *s);
+void sharegpu_engine_watch_init(SharegpuState *s);
+void sharegpu_engine_watch_fini(SharegpuState *s);
 void sharegpu_job_reset(SharegpuState *s);
 void sharegpu_job_abort(SharegpuState *s);
 bool sharegpu_job_is_async(const struct sghw_cmd *c);

@@ -2179,6 +2179,44 @@ static void test_engine_property(void)
     qtest_quit(qts);
 }
 
+/*
+ * The virgl engine completes through virglrenderer's poll fd, watched from QEMU's main loop:
+ * two virgl devices share the one fd (one handler), and every job of both completed through
+ * a poll the main loop asked for (each job waits for its renderer fence before the next).
+ */
+static void test_engine_virgl_main_loop(void)
+{
+    Ctx *c = setup_with(",engine=virgl");
+    uint32_t a = create_bo(c, &c->g[0], SGHW_PLACEMENT_DEVICE, NULL);
+    uint32_t b = create_bo(c, &c->g[1], SGHW_PLACEMENT_DEVICE, NULL);
+    uint64_t loop_polls, fallback_polls;
+    g_autofree char *hmp = NULL;
+    QDict *d;
+
+    g_assert_cmphex(submit(c, &c->g[0], (struct sghw_cmd) {
+        .opcode = SGHW_OP_FILL, .handle = a, .len = BO_SIZE, .arg = 0x76190001 }).status,
+        ==, SGHW_ST_OK);
+    g_assert_cmphex(submit(c, &c->g[1], (struct sghw_cmd) {
+        .opcode = SGHW_OP_FILL, .handle = b, .len = BO_SIZE, .arg = 0x76190002 }).status,
+        ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(c, &c->g[0], a, BO_SIZE), ==, fill_crc(BO_SIZE, 0x76190001));
+    g_assert_cmphex(checksum(c, &c->g[1], b, BO_SIZE), ==, fill_crc(BO_SIZE, 0x76190002));
+
+    d = query_dev(c, "g1");
+    g_assert_cmpstr(qdict_get_str(d, "engine"), ==, "virgl");
+    loop_polls = qdict_get_int(qdict_get_qdict(d, "counters"), "engine-loop-polls");
+    fallback_polls = qdict_get_int(qdict_get_qdict(d, "counters"), "engine-fallback-polls");
+    qobject_unref(d);
+    if (g_test_verbose()) {
+        g_test_message("virgl polls: main loop %" PRIu64 ", fallback %" PRIu64,
+                       loop_polls, fallback_polls);
+    }
+    g_assert_cmpuint(loop_polls, >=, 4);
+    hmp = qtest_hmp(c->qs->qts, "info sharegpu g0");
+    g_assert_nonnull(strstr(hmp, "engine event fd: main-loop polls"));
+    teardown(c);
+}
+
 static void test_q35_monitor(void)
 {
     QTestState *qts = qtest_init("-M q35 -nodefaults -device sharegpu,id=g0 "
@@ -3259,6 +3297,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/job-abort-idle-and-bad-value", test_job_abort_idle_and_bad_value);
     qtest_add_func("/sharegpu/drop-irq", test_drop_irq);
     qtest_add_func("/sharegpu/engine-property", test_engine_property);
+    qtest_add_func("/sharegpu/engine/virgl-main-loop", test_engine_virgl_main_loop);
     qtest_add_func("/sharegpu/q35-monitor", test_q35_monitor);
     qtest_add_func("/sharegpu/bad-property", test_bad_property);
     qtest_add_func("/sharegpu/coherency/cpu-write-outside", test_coherency_cpu_write_outside);

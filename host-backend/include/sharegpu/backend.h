@@ -128,6 +128,10 @@ typedef struct sgb_device_stats {
     uint32_t jobs_max_in_flight;
     uint64_t jobs_held;       /* completions held by fault injection (sgb_engine_hold) */
     uint64_t jobs_waited;     /* jobs that waited for another timeline's fence (implicit sync) */
+    /* engines with an event fd (sgb_engine_watch_begin; virgl: process-wide figures): polls
+     * the event loop asked for, and those the engine made itself after a fence waited */
+    uint64_t engine_loop_polls;
+    uint64_t engine_fallback_polls;
 } sgb_device_stats;
 
 enum sgb_event_type {
@@ -320,6 +324,21 @@ typedef struct sgb_job_info {
 int sgb_engine_list_jobs(sgb_device *dev, sgb_job_info *out, size_t cap, size_t *count);
 /* The engine's kind ("cpu", ...): static storage. */
 const char *sgb_engine_kind(sgb_device *dev);
+
+/* --- event-loop integration ---------------------------------------------------------------
+ * An engine may complete through a file descriptor the embedding program's event loop should
+ * watch: the virgl engine's is virglrenderer's poll fd (one per process, shared by every
+ * virgl device; QEMU's main loop watches it as virtio-gpu-virgl does). watch_begin returns
+ * it (>= 0, owned by the backend, valid until the matching watch_end), or -ENOENT when the
+ * device's engine has none. While a watch is open the backend no longer watches the fd
+ * itself: call watch_ready (any thread, never blocks) each time it is readable; it drains
+ * the fd and has the renderer collect the completions, which reach the device as every job
+ * completion does (its done callback). Should the loop not call it (blocked in a synchronous
+ * wait), the renderer polls by itself once a fence has waited 100 ms
+ * (engine_fallback_polls). Every watch_begin needs a watch_end before sgb_device_destroy. */
+int sgb_engine_watch_begin(sgb_device *dev);
+void sgb_engine_watch_ready(sgb_device *dev);
+void sgb_engine_watch_end(sgb_device *dev);
 
 /* --- sharing ------------------------------------------------------------------------------ */
 /* Export: *uuid names the buffer backend-wide; *fd (optional, caller-owned) is a descriptor

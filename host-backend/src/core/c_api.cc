@@ -444,6 +444,27 @@ int sgb_engine_list_jobs(sgb_device* dev, sgb_job_info* out, size_t cap, size_t*
 
 const char* sgb_engine_kind(sgb_device* dev) { return dev ? dev->impl->engine().kind() : ""; }
 
+int sgb_engine_watch_begin(sgb_device* dev) {
+  SGB_DEV_CHECK(dev);
+  return Guard([&] { return dev->impl->engine().WatchBegin(); });
+}
+
+void sgb_engine_watch_ready(sgb_device* dev) {
+  if (!dev) return;
+  (void)Guard([&] {
+    dev->impl->engine().WatchReady();
+    return 0;
+  });
+}
+
+void sgb_engine_watch_end(sgb_device* dev) {
+  if (!dev) return;
+  (void)Guard([&] {
+    dev->impl->engine().WatchEnd();
+    return 0;
+  });
+}
+
 int sgb_bo_export(sgb_device* dev, uint32_t handle, sgb_uuid* uuid, int* fd) {
   SGB_DEV_CHECK(dev);
   return Guard([&] { return dev->impl->Export(handle, uuid, fd); });

@@ -868,6 +868,9 @@ sgb_device_stats Device::Stats() const {
   s.jobs_max_in_flight = es.max_in_flight;
   s.jobs_held = es.held;
   s.jobs_waited = es.waited_on_dependencies;
+  const Engine::WatchPolls polls = engine_->watch_polls();
+  s.engine_loop_polls = polls.loop;
+  s.engine_fallback_polls = polls.fallback;
   return s;
 }
 

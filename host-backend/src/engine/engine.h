@@ -124,6 +124,20 @@ class Engine {
   // own thread it does not wait. Without `wait` the completions come as they always do.
   size_t AbortAll(bool wait = true);
 
+  // An event source the embedding program's loop should watch for this engine (the virgl
+  // engine: virglrenderer's poll fd, one per process): WatchBegin returns the fd, or -ENOENT
+  // when the engine has none; then call WatchReady whenever it is readable (any thread, never
+  // blocks) and WatchEnd when done. Polls counts the polls the loop asked for and those the
+  // engine made by itself after a pending fence waited for the loop.
+  virtual int WatchBegin() { return -ENOENT; }
+  virtual void WatchReady() {}
+  virtual void WatchEnd() {}
+  struct WatchPolls {
+    uint64_t loop = 0;
+    uint64_t fallback = 0;
+  };
+  virtual WatchPolls watch_polls() const { return {}; }
+
   std::vector<JobInfo> InFlight() const;
   EngineStats stats() const;
   // Blocks until every job submitted so far has completed (tests, reset, teardown).

@@ -110,6 +110,13 @@ class VirglEngine final : public Engine {
   ~VirglEngine() override;
   const char* kind() const override { return "virgl"; }
   CacheFactory cache_factory() const override;
+  // virglrenderer's poll fd (process-wide: every virgl engine shares the renderer).
+  int WatchBegin() override { return renderer_->WatchBegin(); }
+  void WatchReady() override { renderer_->WatchReady(); }
+  void WatchEnd() override { renderer_->WatchEnd(); }
+  WatchPolls watch_polls() const override {
+    return {renderer_->loop_polls(), renderer_->fallback_polls()};
+  }
 
  private:
   VirglEngine(std::string name, std::shared_ptr<VirglRenderer> renderer)

@@ -1,6 +1,7 @@
 #include "engine/virgl_renderer.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
@@ -95,7 +96,9 @@ std::string ProbeEglSurfaceless() {
 }  // namespace
 
 // The one thread that talks to virglrenderer: runs posted tasks, and turns the renderer's
-// poll fd into write_fence callbacks.
+// poll fd into write_fence callbacks: it watches the fd itself, or, while an event loop
+// watches it (QEMU's main loop, WatchBegin), polls when the loop says the fd was readable,
+// and by itself only after kWatchFallback with a fence pending and no word from the loop.
 class VirglWorker {
  public:
   ~VirglWorker() {
@@ -131,6 +134,61 @@ class VirglWorker {
     return result.get();
   }
 
+  // Runs fn on the worker without waiting for it.
+  void PostNoWait(std::function<void()> fn) {
+    std::packaged_task<Status()> task([fn = std::move(fn)] {
+      fn();
+      return kOk;
+    });
+    {
+      std::lock_guard lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof(one));
+  }
+
+  // An event loop watches the poll fd from now on (until WatchEnd): the fd, or -ENOENT.
+  int WatchBegin() {
+    int fd = -ENOENT;
+    Post([&] {
+      if (poll_fd_ < 0) return kOk;
+      // WatchReady drains it from the loop's thread and must never block there
+      int flags = fcntl(poll_fd_, F_GETFL);
+      if (flags < 0 || fcntl(poll_fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
+        fd = -errno;
+        return kOk;
+      }
+      ++watchers_;
+      fd = poll_fd_;
+      return kOk;
+    });
+    return fd;
+  }
+
+  void WatchEnd() {
+    Post([this] {
+      if (watchers_ > 0) --watchers_;
+      return kOk;
+    });
+  }
+
+  // Any thread, never blocks: the loop saw the poll fd readable. Draining it here keeps a
+  // level-triggered loop from spinning until the worker has polled.
+  void WatchReady() {
+    uint64_t count;
+    if (poll_fd_ >= 0) (void)!read(poll_fd_, &count, sizeof(count));
+    if (poll_requested_.exchange(true)) return;  // a poll is queued already
+    PostNoWait([this] {
+      poll_requested_.store(false);
+      loop_polls_.fetch_add(1, std::memory_order_relaxed);
+      virgl_renderer_poll();
+    });
+  }
+
+  uint64_t loop_polls() const { return loop_polls_.load(std::memory_order_relaxed); }
+  uint64_t fallback_polls() const { return fallback_polls_.load(std::memory_order_relaxed); }
+
   // Worker thread only.
   Status AddFence(std::function<void()> on_signal) {
     uint32_t id = ++last_fence_id_;
@@ -156,6 +214,10 @@ class VirglWorker {
   }
 
   void OnFence(uint32_t fence) {
+    if (fallback_poll_ == FallbackPoll::kRunning) {
+      fallback_poll_ = FallbackPoll::kCounted;
+      fallback_polls_.fetch_add(1, std::memory_order_relaxed);
+    }
     while (!pending_.empty() && FenceReached(pending_.front().id, fence)) {
       auto cb = std::move(pending_.front().on_signal);
       pending_.pop_front();
@@ -196,10 +258,21 @@ class VirglWorker {
 
   void Loop() {
     while (!stop_) {
+      const bool watch_self = poll_fd_ >= 0 && watchers_ == 0;
+      // a loop blocked in a synchronous wait must not leave a fence unsignalled for ever
+      const int timeout = !watch_self && poll_fd_ >= 0 && !pending_.empty()
+                              ? static_cast<int>(VirglRenderer::kWatchFallback.count())
+                              : -1;
       pollfd fds[2] = {{wake_.get(), POLLIN, 0}, {poll_fd_, POLLIN, 0}};
-      int n = poll(fds, poll_fd_ >= 0 ? 2 : 1, -1);
+      int n = poll(fds, watch_self ? 2 : 1, timeout);
       if (n < 0 && errno != EINTR) break;
-      if (poll_fd_ >= 0 && (fds[1].revents & POLLIN)) virgl_renderer_poll();
+      if (n == 0) {
+        fallback_poll_ = FallbackPoll::kRunning;  // OnFence counts it, before any callback
+        virgl_renderer_poll();
+        fallback_poll_ = FallbackPoll::kNone;
+        continue;
+      }
+      if (watch_self && (fds[1].revents & POLLIN)) virgl_renderer_poll();
       if (fds[0].revents & POLLIN) {
         uint64_t count;
         (void)!read(wake_.get(), &count, sizeof(count));
@@ -225,10 +298,15 @@ class VirglWorker {
   virgl_renderer_callbacks callbacks_{};
   bool initialised_ = false;
   bool stop_ = false;
-  int poll_fd_ = -1;
+  int poll_fd_ = -1;  // set by Init, before any other thread reads it
+  int watchers_ = 0;  // event loops watching poll_fd_ (WatchBegin - WatchEnd)
+  enum class FallbackPoll { kNone, kRunning, kCounted } fallback_poll_ = FallbackPoll::kNone;
   uint32_t last_fence_id_ = 0;
   std::deque<PendingFence> pending_;
   std::atomic<uint64_t> signalled_{0};
+  std::atomic<bool> poll_requested_{false};
+  std::atomic<uint64_t> loop_polls_{0};
+  std::atomic<uint64_t> fallback_polls_{0};
 };
 
 namespace {
@@ -252,6 +330,12 @@ VirglRenderer::~VirglRenderer() = default;
 Status VirglRenderer::Run(const std::function<Status()>& fn) { return worker_->Post(fn); }
 
 uint64_t VirglRenderer::fences_signalled() const { return worker_->fences_signalled(); }
+
+int VirglRenderer::WatchBegin() { return worker_->WatchBegin(); }
+void VirglRenderer::WatchReady() { worker_->WatchReady(); }
+void VirglRenderer::WatchEnd() { worker_->WatchEnd(); }
+uint64_t VirglRenderer::loop_polls() const { return worker_->loop_polls(); }
+uint64_t VirglRenderer::fallback_polls() const { return worker_->fallback_polls(); }
 
 Result<VirglRenderer::BufferResource> VirglRenderer::CreateBuffer(uint8_t* mem, uint64_t size) {
   if (!mem || size == 0) return Result<BufferResource>::Error(-EINVAL);

@@ -16,11 +16,15 @@
 //
 // Threading: virglrenderer keeps process-global state and a GL context current on the thread
 // that initialised it, so one worker thread owns every virgl call; the methods here post to
-// it and wait. The worker also watches virgl's poll fd and runs fence callbacks on itself.
+// it and wait. Fence callbacks run on the worker. virgl's poll fd is watched by the worker,
+// or by an event loop that asks for it (WatchBegin: QEMU's main loop, as virtio-gpu-virgl
+// watches it); then the worker polls when the loop calls WatchReady, and by itself only
+// after kWatchFallback with a fence pending and no call (a blocked loop stalls no job).
 // Ownership: Get() returns a shared reference; the renderer is torn down (on the worker) with
 // the last one. Resources are owned by the caller through BufferResource (RAII).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -87,6 +91,18 @@ class VirglRenderer : public std::enable_shared_from_this<VirglRenderer> {
 
   // How many fences the renderer has reported signalled (for tests and the monitor).
   uint64_t fences_signalled() const;
+
+  // An event loop watches the poll fd: the fd (>= 0, the renderer's, valid while this
+  // renderer lives) or -ENOENT when virglrenderer has none. Nested: every WatchBegin needs
+  // a WatchEnd. WatchReady (any thread, never blocks): the fd was readable; it is drained
+  // and the worker polls the renderer (write_fence callbacks follow on the worker).
+  static constexpr std::chrono::milliseconds kWatchFallback{100};
+  int WatchBegin();
+  void WatchReady();
+  void WatchEnd();
+  // Polls run because the loop asked, and fallback polls that signalled a fence.
+  uint64_t loop_polls() const;
+  uint64_t fallback_polls() const;
 
  private:
   VirglRenderer() = default;

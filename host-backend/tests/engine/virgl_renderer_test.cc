@@ -3,11 +3,14 @@
 #include "engine/virgl_renderer.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 
+#include <atomic>
 #include <cstring>
 #include <future>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "mem/copy_engine.h"
@@ -152,6 +155,57 @@ TEST_F(VirglRendererTest, FencesSignalInSubmissionOrderAfterTheirJobs) {
   std::lock_guard lock(mu);
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(renderer_->fences_signalled() - before, 3u);
+}
+
+// An event loop watches the poll fd (as QEMU's main loop does): fences signal through its
+// WatchReady calls, one poll per fence at least (each Drain waits for its fence first).
+TEST_F(VirglRendererTest, AnEventLoopServesThePollFd) {
+  const int fd = renderer_->WatchBegin();
+  ASSERT_GE(fd, 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> readable{0};
+  std::thread loop([&] {
+    while (!stop.load()) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 10) > 0 && (p.revents & POLLIN)) {
+        readable.fetch_add(1);
+        renderer_->WatchReady();
+      }
+    }
+  });
+  const uint64_t loop_before = renderer_->loop_polls();
+  std::vector<uint8_t> pages(kSize, 0);
+  auto res = Resource(pages);
+  constexpr int kFences = 8;
+  for (int i = 0; i < kFences; ++i) {
+    ASSERT_EQ(renderer_->Fill(res, 0, kSize, 0x1000u + i), kOk);
+    Drain();
+  }
+  stop.store(true);
+  loop.join();
+  renderer_->WatchEnd();
+  EXPECT_GE(readable.load(), kFences);
+  EXPECT_GE(renderer_->loop_polls() - loop_before, static_cast<uint64_t>(kFences));
+}
+
+// With a watch open the worker does not watch the fd itself: when the loop never serves it,
+// a fence signals only through the fallback poll. After WatchEnd the worker watches again.
+TEST_F(VirglRendererTest, AnUnservedWatchFallsBackAndWatchEndRestoresTheWorker) {
+  ASSERT_GE(renderer_->WatchBegin(), 0);
+  const uint64_t loop_before = renderer_->loop_polls();
+  const uint64_t fallback_before = renderer_->fallback_polls();
+  std::vector<uint8_t> pages(kSize, 0);
+  auto res = Resource(pages);
+  ASSERT_EQ(renderer_->Fill(res, 0, kSize, 0xfa11bacc), kOk);
+  Drain();
+  EXPECT_GT(renderer_->fallback_polls(), fallback_before) << "the worker watched the fd itself";
+  renderer_->WatchEnd();
+
+  const uint64_t fallback_after = renderer_->fallback_polls();
+  ASSERT_EQ(renderer_->Fill(res, 0, kSize, 0x5e1f0000), kOk);
+  Drain();
+  EXPECT_EQ(renderer_->fallback_polls(), fallback_after) << "no watch: the worker polls the fd";
+  EXPECT_EQ(renderer_->loop_polls(), loop_before);
 }
 
 TEST_F(VirglRendererTest, BadArgumentsChangeNothing) {
