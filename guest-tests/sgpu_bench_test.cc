@@ -32,22 +32,6 @@ double NowSec() {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// The first card node of a DRM driver, or -errno.
-int OpenCard(const std::string& driver) {
-  for (int i = 0; i < 64; i++) {
-    const std::string path = "/dev/dri/card" + std::to_string(i);
-    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) continue;
-    char name[64] = {};
-    drm_version v{};
-    v.name = name;
-    v.name_len = sizeof(name) - 1;
-    if (Ioctl(fd, DRM_IOCTL_VERSION, &v) == 0 && driver == name) return fd;
-    close(fd);
-  }
-  return -ENODEV;
-}
-
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];

@@ -156,17 +156,21 @@ int Reopen(const Dev& d) {
   return fd < 0 ? -errno : fd;
 }
 
-int OpenVgem() {
+int OpenCard(const std::string& driver, std::string* path) {
   for (int i = 0; i < 64; i++) {
-    char path[64];
-    snprintf(path, sizeof(path), "/dev/dri/card%d", i);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    const std::string node = "/dev/dri/card" + std::to_string(i);
+    int fd = open(node.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) continue;
-    if (DrmName(fd) == "vgem") return fd;
+    if (DrmName(fd) == driver) {
+      if (path) *path = node;
+      return fd;
+    }
     close(fd);
   }
   return -ENODEV;
 }
+
+int OpenVgem() { return OpenCard("vgem"); }
 
 int GetInfo(int fd, drm_sharegpu_info* info) {
   return Ioctl(fd, DRM_IOCTL_SHAREGPU_GET_INFO, info);

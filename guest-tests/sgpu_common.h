@@ -58,6 +58,9 @@ std::vector<Dev>& Devices();
 Dev* FindDev(bool coherent);
 // A second fd on the same device (own GEM handle namespace), or -errno.
 int Reopen(const Dev& d);
+// The first card node (/dev/dri/cardN) of the DRM driver named `driver` (DRM_IOCTL_VERSION,
+// e.g. "vgem", "virtio_gpu"), opened read-write: its fd, or -ENODEV; *path = its path.
+int OpenCard(const std::string& driver, std::string* path = nullptr);
 // The vgem card node, or -errno.
 int OpenVgem();
 

@@ -18,8 +18,14 @@
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
 //   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
 //   then b-done (vm-c stays connected until then), and has the host restart the broker.
+//
+// Each step also says what it did in a "SHAREGPU-DEMO: vm-X: ..." console line: the two-VM
+// demo of `make run` (scripts/guest-multivm.sh --demo: vm-a and vm-b only, a subset of the
+// cases) shows them as its narrative; with sgputest.demo=1 vm-a also has the host print its
+// QEMU monitor's `info sharegpu-broker` once vm-b has imported.
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -129,6 +135,19 @@ bool BrokerFds(long* total, long* memfds) {
   std::string r;
   return !sgt::HostRequest("broker-fds", &r) && sscanf(r.c_str(), "%ld %ld", total, memfds) == 2;
 }
+
+// One line of the demo's narrative (see the top of this file).
+__attribute__((format(printf, 1, 2))) void Tell(const char* fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  printf("SHAREGPU-DEMO: %s\n", line);
+  fflush(stdout);
+}
+
+const char* ErrName(int ret) { return ret ? strerrorname_np(-ret) : "0"; }
 
 int64_t NowMs() {
   timespec ts;
@@ -305,6 +324,11 @@ TEST_F(MultiVmA, ExportAndGrant) {
   EXPECT_EQ(Hex(again.id, sizeof(again.id)), g_a.rw_id) << "exporting again: the same id";
   // the contents went along (checked here, the importer checks its view)
   EXPECT_EQ(ReadCrc(fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP1));
+  Tell("vm-a: filled a 64 KiB buffer with 0x%08x (CRC32C %08x), BROKER_EXPORT: id %s, "
+       "READ_WRITE granted to vm-b",
+       kP1, PatternCrcOf(kP1), g_a.rw_id.c_str());
+  Tell("vm-a: two more exports: one READ-only for vm-b, one granted to vm-c only; the three "
+       "ids go to the other VMs through the host mailbox");
 
   ASSERT_EQ(sgt::MailboxPut("ids", g_a.rw_id + "," + ro_id + "," + c_id), 0);
 }
@@ -314,10 +338,15 @@ TEST_F(MultiVmA, WriteAfterEndCpuAccess) {
   ASSERT_NE(g_a.rw_map, nullptr);
   std::string v;
   ASSERT_EQ(sgt::MailboxGet("b-read-1", &v), 0) << v;
+  if (sgt::CmdlineParam("sgputest.demo") == "1") {
+    Tell("vm-a: its QEMU monitor, 'info sharegpu-broker' (the export, vm-b's grant and import):");
+    ASSERT_EQ(sgt::HostRequest("hmp info sharegpu-broker", &v), 0) << v;
+  }
   ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE), 0);
   FillPattern(g_a.rw_map, kSize, kP3);
   ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END),
             0);
+  Tell("vm-a: wrote 0x%08x over the buffer between BO_CPU_ACCESS begin and end", kP3);
   ASSERT_EQ(sgt::MailboxPut("a-wrote", "1"), 0);
 }
 
@@ -326,7 +355,9 @@ TEST_F(MultiVmA, ReadOnlyGrantUnchanged) {
   ASSERT_NE(g_a.ro_map, nullptr);
   std::string v;
   ASSERT_EQ(sgt::MailboxGet("b-ro-done", &v), 0) << v;
-  EXPECT_EQ(ReadCrc(dev_->fd, g_a.ro, g_a.ro_map), PatternCrcOf(kP2));
+  uint32_t crc = ReadCrc(dev_->fd, g_a.ro, g_a.ro_map);
+  EXPECT_EQ(crc, PatternCrcOf(kP2));
+  Tell("vm-a: its READ-only export still holds 0x%08x (CRC32C %08x)", kP2, crc);
 }
 
 // The host monitor relocates the exported BO (x-sharegpu-move-bo ... system): vm-b is
@@ -344,6 +375,10 @@ TEST_F(MultiVmA, MoveInvalidatesImporter) {
       << v;
   ASSERT_EQ(sgt::BoInfo(dev_->fd, g_a.rw, &after), 0);
   EXPECT_GT(after.hw_generation, before.hw_generation) << "the monitor's move relocated it";
+  Tell("vm-a: its QEMU monitor relocated the export (x-sharegpu-move-bo of handle %u on the "
+       "device at %s, to system): generation %llu -> %llu",
+       before.hw_handle, dev_->pci.c_str(), (unsigned long long)before.hw_generation,
+       (unsigned long long)after.hw_generation);
   ASSERT_EQ(sgt::MailboxPut("a-moved", std::to_string(after.hw_generation)), 0);
   ASSERT_EQ(sgt::MailboxGet("b-remapped", &v), 0) << v;
   EXPECT_EQ(ReadCrc(dev_->fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP3));
@@ -385,6 +420,7 @@ TEST_F(MultiVmA, ExportsKeptForTheKill) {
   drm_sharegpu_bo_info info{};
   ASSERT_EQ(sgt::BoInfo(dev_->fd, g_a.rw, &info), 0);
   EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+  Tell("vm-a: keeps its exports alive and waits for vm-b to have its QEMU killed");
 }
 
 // ---------------------------------------------------------------- vm-b, the importer
@@ -405,6 +441,7 @@ TEST_F(MultiVmB, Ready) {
   EXPECT_EQ(g_b.memfds, 0) << "the broker holds buffers before anything was exported";
   ASSERT_EQ(sgt::MailboxPut("b-ready", "1"), 0);
   GetIds();
+  Tell("vm-b: got vm-a's ids from the host mailbox");
 }
 
 // vm-b maps vm-a's pages: it reads A's data and the device copied nothing.
@@ -434,7 +471,14 @@ TEST_F(MultiVmB, ImportZeroCopy) {
   uint32_t crc = 0;
   ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
   EXPECT_EQ(crc, PatternCrcOf(kP1)) << "vm-a's data through the import window";
-  EXPECT_EQ(HostCounter(*dev_, "bytes-copied"), copied) << "zero copy: the device copied";
+  int64_t copied_after = HostCounter(*dev_, "bytes-copied");
+  EXPECT_EQ(copied_after, copied) << "zero copy: the device copied";
+  Tell("vm-b: BROKER_IMPORT %s: handle %u (remote, writable), mmap'ed; reads CRC32C %08x = "
+       "vm-a's 0x%08x",
+       Hex(g_ids.rw, 16).c_str(), g_b.rw, crc, kP1);
+  Tell("vm-b: its device's bytes-copied counter (QMP query-sharegpu) %lld before the read, %lld "
+       "after: zero copy, these are vm-a's pages",
+       (long long)copied, (long long)copied_after);
   // contract 1.6: the CPU map is the only access; a job is refused, not run
   EXPECT_EQ(sgt::Fill(fd, g_b.rw, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
   ASSERT_EQ(sgt::MailboxPut("b-read-1", "1"), 0);
@@ -450,6 +494,7 @@ TEST_F(MultiVmB, SeesWriteAfterBeginCpuAccess) {
   EXPECT_EQ(crc, PatternCrcOf(kP3)) << "vm-a's write after its end_cpu_access";
   ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END),
             0);
+  Tell("vm-b: after BO_CPU_ACCESS begin it reads vm-a's new data: CRC32C %08x", crc);
 }
 
 // A READ grant: mapped read-only; every way to write is refused (vm-a checks its data).
@@ -466,9 +511,10 @@ TEST_F(MultiVmB, ReadOnlyGrant) {
   uint64_t off = 0;
   ASSERT_EQ(MmapOffset(fd, g_b.ro, &off), 0);
   void* w = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+  const int w_errno = errno;
   EXPECT_EQ(w, MAP_FAILED) << "a writable mapping of a READ grant";
   if (w == MAP_FAILED) {
-    EXPECT_EQ(errno, EACCES);
+    EXPECT_EQ(w_errno, EACCES);
   } else {
     // the driver let it through: write, so vm-a's check shows whether the device refuses
     FillPattern(static_cast<uint8_t*>(w), kSize, 0xbad0bad0);
@@ -482,13 +528,18 @@ TEST_F(MultiVmB, ReadOnlyGrant) {
   EXPECT_EQ(crc, PatternCrcOf(kP2));
   EXPECT_EQ(mprotect(r, kSize, PROT_READ | PROT_WRITE), -1) << "made writable later";
   EXPECT_EQ(sgt::Fill(fd, g_b.ro, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
+  Tell("vm-b: the READ-only grant: reads CRC32C %08x; a writable mmap() is refused (%s), so "
+       "are mprotect() to writable and jobs",
+       crc, w == MAP_FAILED ? strerrorname_np(w_errno) : "allowed!");
   ASSERT_EQ(sgt::MailboxPut("b-ro-done", "1"), 0);
 }
 
 // vm-a granted vm-c, not vm-b: refused (the broker tells vm-a's host).
 TEST_F(MultiVmB, UngrantedRefused) {
   ASSERT_TRUE(g_ids.ok);
-  EXPECT_EQ(Import(dev_->fd, g_ids.c, nullptr), -EACCES);
+  int ret = Import(dev_->fd, g_ids.c, nullptr);
+  EXPECT_EQ(ret, -EACCES);
+  Tell("vm-b: BROKER_IMPORT of the buffer granted to vm-c only: %s", ErrName(ret));
 }
 
 // vm-a's BO is relocated: this import is invalidated (the window mapping dropped), the
@@ -512,10 +563,14 @@ TEST_F(MultiVmB, MoveInvalidates) {
       << "no BO_INVALIDATED after vm-a's move";
   ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
   EXPECT_EQ(info.vram_offset, kNoOff) << "the invalidation dropped the window mapping";
+  Tell("vm-b: BO_INVALIDATED (debugfs evt_invalidated %lld -> %lld): the window mapping is "
+       "dropped",
+       (long long)inval, (long long)sgt::Counter(*dev_, "evt_invalidated"));
   // the old mapping's first access faults and maps the new storage (a CPU page table entry
   // left behind would read the unmapped window range: 0xff..ff)
   ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0) << "re-mapping the new storage";
   EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move, read through a fault";
+  Tell("vm-b: the next read faulted the new storage in: CRC32C %08x, intact", crc);
   ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
   ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
   EXPECT_EQ(crc, PatternCrcOf(kP3)) << "data intact after the move";
@@ -540,22 +595,35 @@ TEST_F(MultiVmB, ExporterKilledRevokes) {
                              60000))
       << "no BO_REVOKED for both imports after vm-a was killed";
   int64_t t0 = NowMs();
+  int mmap_ret = 0, access_ret = 0, job_ret = 0;
+  uint32_t reason = 0;
   for (uint32_t h : {g_b.rw, g_b.ro}) {
     drm_sharegpu_bo_info info{};
     ASSERT_EQ(sgt::BoInfo(fd, h, &info), 0) << "BO_INFO of a revoked import still works";
     EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
     EXPECT_EQ(info.revoke_reason, 2u) << "SGHW_REVOKE_EXPORTER_GONE";
     EXPECT_EQ(info.vram_offset, kNoOff);
+    reason = info.revoke_reason;
     uint64_t off;
-    EXPECT_EQ(MmapOffset(fd, h, &off), -ENODEV);
-    EXPECT_EQ(sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ), -ENODEV);
-    EXPECT_EQ(sgt::Fill(fd, h, 0, 4096, 0, SHAREGPU_SUBMIT_F_WAIT), -ENODEV);
+    EXPECT_EQ(mmap_ret = MmapOffset(fd, h, &off), -ENODEV);
+    EXPECT_EQ(access_ret = sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ), -ENODEV);
+    EXPECT_EQ(job_ret = sgt::Fill(fd, h, 0, 4096, 0, SHAREGPU_SUBMIT_F_WAIT), -ENODEV);
   }
   uint32_t crc = 0;
-  EXPECT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
+  int fault_ret = sgt::ProbeCrc(g_b.rw_map, kSize, &crc);
+  EXPECT_EQ(fault_ret, -EFAULT) << "a fault on a revoked import";
   EXPECT_EQ(sgt::ProbeCrc(g_b.ro_map, kSize, &crc), -EFAULT);
-  EXPECT_EQ(Import(fd, g_ids.rw, nullptr), -ENODEV) << "the id of a revoked import";
-  EXPECT_LT(NowMs() - t0, 10000) << "the revoked import made callers wait";
+  int import_ret = Import(fd, g_ids.rw, nullptr);
+  EXPECT_EQ(import_ret, -ENODEV) << "the id of a revoked import";
+  int64_t took = NowMs() - t0;
+  EXPECT_LT(took, 10000) << "the revoked import made callers wait";
+  Tell("vm-b: the host killed vm-a's QEMU (kill -9): both imports revoked, BO_INFO "
+       "revoke_reason %u (exporting VM gone)",
+       reason);
+  Tell("vm-b: now BO_MMAP_OFFSET %s, BO_CPU_ACCESS %s, a job %s, BROKER_IMPORT %s, a read "
+       "of the old mapping %s; all in %lld ms, nothing waited for the dead VM",
+       ErrName(mmap_ret), ErrName(access_ret), ErrName(job_ret), ErrName(import_ret),
+       fault_ret == -EFAULT ? "faults (SIGBUS)" : "does not fault (!)", (long long)took);
 }
 
 // The broker holds no descriptor of the dead exporter or of the released imports.
@@ -576,6 +644,9 @@ TEST_F(MultiVmB, BrokerFdsReleased) {
                        << " memfds) with vm-a, vm-b and vm-c connected, now " << total << " ("
                        << memfds << " memfds) without vm-a; expected one fewer (vm-a's "
                        << "connection) and no memfd";
+  Tell("vm-b: imports closed; the broker holds %ld descriptors (%ld before the exports, with "
+       "vm-a connected) and %ld memfds",
+       total, g_b.fds, memfds);
   ASSERT_EQ(sgt::MailboxPut("b-done", "1"), 0);  // vm-c may go
 }
 

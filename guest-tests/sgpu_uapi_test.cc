@@ -47,21 +47,11 @@ const std::vector<Driver>& Drivers() {
   static const std::vector<Driver> drivers = [] {
     std::vector<Driver> out;
     for (const char* want : {"sharegpu", "vgem", "virtio_gpu"}) {
-      for (int i = 0; i < 64; i++) {
-        const std::string path = "/dev/dri/card" + std::to_string(i);
-        int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-        if (fd < 0) continue;
-        char name[64] = {};
-        drm_version v{};
-        v.name = name;
-        v.name_len = sizeof(name) - 1;
-        const bool match = Ioctl(fd, DRM_IOCTL_VERSION, &v) == 0 && std::string(name) == want;
-        close(fd);
-        if (match) {
-          out.push_back({want, path});
-          break;
-        }
-      }
+      std::string path;
+      int fd = OpenCard(want, &path);
+      if (fd < 0) continue;
+      close(fd);
+      out.push_back({want, path});
     }
     return out;
   }();
