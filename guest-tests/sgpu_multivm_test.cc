@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,40 @@ int MmapOffset(int fd, uint32_t handle, uint64_t* off) {
   int ret = sgt::Ioctl(fd, DRM_IOCTL_SHAREGPU_BO_MMAP_OFFSET, &m);
   *off = m.offset;
   return ret;
+}
+
+// A remote import as debugfs sharegpu_bos lists it ("remote imports:" section).
+struct RemoteRow {
+  bool found = false;
+  std::string access;  // "rw" / "ro"
+  unsigned mapped = 0, revoked = 0, reason = 0;
+};
+
+RemoteRow DebugfsRemote(const Dev& d, uint32_t hw_handle) {
+  RemoteRow row;
+  std::istringstream in(sgt::ReadFile(d.debugfs_dir() + "/sharegpu_bos"));
+  std::string line;
+  bool section = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("remote imports:", 0) == 0) {
+      section = true;
+      continue;
+    }
+    if (!section) continue;
+    std::istringstream f(line);
+    unsigned long long handle = 0, size = 0, window = 0;
+    unsigned invalidations = 0;
+    RemoteRow r;
+    if (!(f >> handle >> size >> r.access >> r.mapped >> std::hex >> window >> std::dec >>
+          r.revoked >> r.reason >> invalidations)) {
+      continue;
+    }
+    if (handle == hw_handle) {
+      r.found = true;
+      return r;
+    }
+  }
+  return row;
 }
 
 // The device's counter through the host agent (QMP query-sharegpu), or -1.
@@ -428,6 +463,7 @@ TEST_F(MultiVmA, ExportsKeptForTheKill) {
 struct BState {
   long fds = -1, memfds = -1;  // the broker's, before any export
   uint32_t rw = 0, ro = 0;
+  uint32_t rw_hw = 0;  // the device's handle of the rw import (debugfs)
   uint8_t* rw_map = nullptr;
   uint8_t* ro_map = nullptr;
 } g_b;
@@ -473,6 +509,12 @@ TEST_F(MultiVmB, ImportZeroCopy) {
   EXPECT_EQ(crc, PatternCrcOf(kP1)) << "vm-a's data through the import window";
   int64_t copied_after = HostCounter(*dev_, "bytes-copied");
   EXPECT_EQ(copied_after, copied) << "zero copy: the device copied";
+  RemoteRow row = DebugfsRemote(*dev_, i1.hw_handle);
+  EXPECT_TRUE(row.found) << "the remote import is not in debugfs sharegpu_bos";
+  EXPECT_EQ(row.access, "rw");
+  EXPECT_EQ(row.mapped, 1u) << "mapped in the import window after the first touch";
+  EXPECT_EQ(row.revoked, 0u);
+  g_b.rw_hw = i1.hw_handle;
   Tell("vm-b: BROKER_IMPORT %s: handle %u (remote, writable), mmap'ed; reads CRC32C %08x = "
        "vm-a's 0x%08x",
        Hex(g_ids.rw, 16).c_str(), g_b.rw, crc, kP1);
@@ -508,6 +550,7 @@ TEST_F(MultiVmB, ReadOnlyGrant) {
   drm_sharegpu_bo_info info{};
   ASSERT_EQ(sgt::BoInfo(fd, g_b.ro, &info), 0);
   EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_READ_ONLY);
+  EXPECT_EQ(DebugfsRemote(*dev_, info.hw_handle).access, "ro") << "debugfs sharegpu_bos";
   uint64_t off = 0;
   ASSERT_EQ(MmapOffset(fd, g_b.ro, &off), 0);
   void* w = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
@@ -609,6 +652,10 @@ TEST_F(MultiVmB, ExporterKilledRevokes) {
     EXPECT_EQ(access_ret = sgt::CpuAccess(fd, h, SHAREGPU_CPU_ACCESS_READ), -ENODEV);
     EXPECT_EQ(job_ret = sgt::Fill(fd, h, 0, 4096, 0, SHAREGPU_SUBMIT_F_WAIT), -ENODEV);
   }
+  RemoteRow row = DebugfsRemote(*dev_, g_b.rw_hw);
+  EXPECT_TRUE(row.found) << "a revoked import is still listed while its handle lives";
+  EXPECT_EQ(row.revoked, 1u);
+  EXPECT_EQ(row.reason, 2u);
   uint32_t crc = 0;
   int fault_ret = sgt::ProbeCrc(g_b.rw_map, kSize, &crc);
   EXPECT_EQ(fault_ret, -EFAULT) << "a fault on a revoked import";
