@@ -126,7 +126,7 @@ enum Op {
   kPrimeExport, kPrimeImport, kDmabufSync, kExportSyncFile, kImportSyncFile, kSyncobjCreate,
   kSyncobjDestroy, kSyncobjExport, kSyncobjImport, kSyncobjWait, kSyncobjSignalReset,
   kDumbCreate, kDumbDestroy, kRandomIoctl, kSendFd, kRecvFd, kVgemFence, kReopen, kCloseFd,
-  kGetInfo, kNumOps
+  kGetInfo, kBrokerExport, kBrokerGrant, kBrokerUnexport, kBrokerImport, kNumOps
 };
 
 struct OpDesc {
@@ -149,6 +149,8 @@ constexpr OpDesc kOps[kNumOps] = {
     {"dumb_create", 2},     {"dumb_destroy", 1},    {"random_ioctl", 3},
     {"send_fd", 2},         {"recv_fd", 2},         {"vgem_fence", 1},
     {"reopen", 1},          {"close_fd", 2},        {"get_info", 1},
+    {"broker_export", 3},   {"broker_grant", 2},    {"broker_unexport", 1},
+    {"broker_import", 2},
 };
 
 constexpr int kErrnoMax = 134;  // histogram slots; larger values land in slot 0
@@ -193,6 +195,7 @@ struct Options {
   int uid = -1;
   bool trace = false;
   uint64_t min_submits = 0, min_imports = 0, min_moves = 0, min_mmaps = 0;
+  uint64_t min_broker_exports = 0;  // only where g0 has a broker (scripts/guest-fuzz.sh)
 };
 
 // Node slots of a worker: render nodes of g0, g1, vgem, then card (primary) nodes.
@@ -332,9 +335,13 @@ struct VgemFence {
   int node;
   uint32_t id;
 };
+struct BrokerId {  // a broker id this VM exported (BROKER_EXPORT)
+  uint8_t b[SHAREGPU_BROKER_ID_LEN];
+};
 
 constexpr size_t kMaxBos = 24, kMaxBufs = 12, kMaxMaps = 12, kMaxSyncFiles = 12,
-                 kMaxSyncobjs = 12, kMaxJobs = 32, kMaxSyncobjFds = 4, kMaxVgemFences = 2;
+                 kMaxSyncobjs = 12, kMaxJobs = 32, kMaxSyncobjFds = 4, kMaxVgemFences = 2,
+                 kMaxBrokerIds = 8;
 
 // fd-passing message between processes: one fd and what it is
 struct FdMsg {
@@ -443,6 +450,7 @@ class Worker {
     return Ioctl(fds_[s.node], DRM_IOCTL_SYNCOBJ_DESTROY, &d);
   }
   static int Release(Job&) { return 0; }
+  static int Release(BrokerId&) { return 0; }  // the id lives as long as its BO's export
   int Release(VgemFence& f) {
     drm_vgem_fence_signal s{};
     s.fence = f.id;
@@ -594,6 +602,10 @@ class Worker {
       case kReopen: return Reopen();
       case kCloseFd: return CloseFd();
       case kGetInfo: return GetInfo();
+      case kBrokerExport: return BrokerExport();
+      case kBrokerGrant: return BrokerGrant();
+      case kBrokerUnexport: return BrokerUnexport();
+      case kBrokerImport: return BrokerImport();
     }
     return kNothing;
   }
@@ -882,6 +894,70 @@ class Worker {
     p.fd = -1;
     int ret = Ioctl(fds_[b->node], DRM_IOCTL_PRIME_HANDLE_TO_FD, &p);
     if (!ret) Add(bufs_, Buf{p.fd, b->size}, kMaxBufs, R(4));
+    return ret;
+  }
+
+  // ---- sharing between VMs (the broker: g0 is connected to one in scripts/guest-fuzz.sh,
+  // g1 is not, so its BROKER_* calls fail with EOPNOTSUPP). An export moves the BO to
+  // storage of its own while other workers map, move, submit and close it.
+
+  // A peer name: mostly well formed (granted VMs that never connect), sometimes not.
+  void BrokerPeer(char* peer, uint64_t r) {
+    static const char* names[] = {"vm-b", "vm-c", "fuzz", "x", "vm.b_2-", "", "bad name",
+                                  "vm/b", "0123456789012345678901234567890"};
+    memset(peer, 0, SHAREGPU_BROKER_NAME_LEN);
+    if ((r & 15) == 0) {  // raw bytes, maybe without a NUL
+      for (int i = 0; i < SHAREGPU_BROKER_NAME_LEN; i++) peer[i] = (char)(r >> (i % 8 * 8));
+      return;
+    }
+    snprintf(peer, SHAREGPU_BROKER_NAME_LEN, "%s", names[(r >> 4) % 9]);
+  }
+  uint32_t BrokerRight(uint64_t r) { return (r & 7) == 0 ? (uint32_t)(r >> 3) : (r >> 3) % 3; }
+
+  int BrokerExport() {
+    int node = NodeForBoOp(R(0));
+    drm_sharegpu_broker_export e{};
+    e.handle = HandleOn(node, R(1));
+    e.right = BrokerRight(R(2));
+    if (e.right) BrokerPeer(e.peer, R(3));
+    if (Chance(4, 32)) e.flags = (uint32_t)R(4);
+    int ret = Ioctl(fds_[node], DRM_IOCTL_SHAREGPU_BROKER_EXPORT, &e);
+    if (!ret) {
+      BrokerId id;
+      memcpy(id.b, e.id, sizeof(id.b));
+      Add(broker_ids_, id, kMaxBrokerIds, R(5));
+    }
+    return ret;
+  }
+
+  int BrokerGrant() {
+    int node = NodeForBoOp(R(0));
+    drm_sharegpu_broker_grant g{};
+    g.handle = HandleOn(node, R(1));
+    g.right = BrokerRight(R(2));
+    BrokerPeer(g.peer, R(3));
+    return Ioctl(fds_[node], DRM_IOCTL_SHAREGPU_BROKER_GRANT, &g);
+  }
+
+  int BrokerUnexport() {
+    int node = NodeForBoOp(R(0));
+    drm_sharegpu_broker_unexport u{};
+    u.handle = HandleOn(node, R(1));
+    if (Chance(2, 32)) u.flags = (uint32_t)R(2);
+    return Ioctl(fds_[node], DRM_IOCTL_SHAREGPU_BROKER_UNEXPORT, &u);
+  }
+
+  // This VM's own ids (refused: a VM imports only other VMs' buffers), flipped and forged ones.
+  int BrokerImport() {
+    int node = SgpuNode(R(0));
+    drm_sharegpu_broker_import i{};
+    BrokerId* id = Pick(broker_ids_, R(1));
+    if (id && !Chance(2, 4)) memcpy(i.id, id->b, sizeof(i.id));
+    else for (size_t k = 0; k < sizeof(i.id); k++) i.id[k] = (uint8_t)(R(3) >> (k % 8 * 8));
+    if (id && Chance(4, 8)) i.id[R(4) % sizeof(i.id)] ^= 1;
+    if (Chance(5, 32)) i.flags = (uint32_t)R(5);
+    int ret = Ioctl(fds_[node], DRM_IOCTL_SHAREGPU_BROKER_IMPORT, &i);
+    if (!ret) Add(bos_, Bo{node, i.handle, i.size, false, true}, kMaxBos, R(6));
     return ret;
   }
 
@@ -1186,6 +1262,7 @@ class Worker {
   std::vector<Syncobj> syncobjs_;
   std::vector<Job> jobs_;
   std::vector<VgemFence> vgem_fences_;
+  std::vector<BrokerId> broker_ids_;
 };
 
 // ------------------------------------------------------------------------------ processes
@@ -1318,6 +1395,8 @@ void Usage() {
       "  --min-submits N --min-imports N --min-moves N --min-mmaps N\n"
       "                    coverage floors (successful calls summed over workers);\n"
       "                    default 30/30/30/60 per minute of --duration\n"
+      "  --min-broker-exports N  floor of successful BROKER_EXPORTs (default 0: g0 may\n"
+      "                    have no broker)\n"
       "  --budget-mib N    buffer bytes a worker may keep referenced (default 16)\n"
       "  --uid N           workers drop to this uid/gid after fork (default: stay)\n"
       "  --heartbeat SECS  heartbeat period (default 10)\n"
@@ -1349,6 +1428,7 @@ int main(int argc, char** argv) {
     else if (a == "--min-imports") o.min_imports = val(a.c_str()), floors_given[1] = true;
     else if (a == "--min-moves") o.min_moves = val(a.c_str()), floors_given[2] = true;
     else if (a == "--min-mmaps") o.min_mmaps = val(a.c_str()), floors_given[3] = true;
+    else if (a == "--min-broker-exports") o.min_broker_exports = val(a.c_str());
     else if (a == "--budget-mib") o.budget_mib = val(a.c_str());
     else if (a == "--uid") o.uid = val(a.c_str());
     else if (a == "--heartbeat") o.heartbeat = val(a.c_str());
@@ -1557,16 +1637,21 @@ int main(int argc, char** argv) {
   }
   Say("SHAREGPU-FUZZ: mappings touched/SIGBUS by kind:%s", kinds.c_str());
   uint64_t submits = SumOks(kSubmit), imports = SumOks(kPrimeImport), moves = SumOks(kBoMove);
+  uint64_t broker_exports = SumOks(kBrokerExport);
   Say("SHAREGPU-FUZZ: COVERAGE ops=%llu submits=%llu imports=%llu moves=%llu mmaps=%llu "
-      "sigbus=%llu sigsegv=%llu time=%.1fs",
+      "sigbus=%llu sigsegv=%llu broker_exports=%llu broker_grants=%llu broker_unexports=%llu "
+      "time=%.1fs",
       (unsigned long long)ops, (unsigned long long)submits, (unsigned long long)imports,
       (unsigned long long)moves, (unsigned long long)touched, (unsigned long long)sigbus,
-      (unsigned long long)sigsegv, secs);
+      (unsigned long long)sigsegv, (unsigned long long)broker_exports,
+      (unsigned long long)SumOks(kBrokerGrant), (unsigned long long)SumOks(kBrokerUnexport),
+      secs);
   struct {
     const char* name;
     uint64_t got, floor;
   } cov[] = {{"submits", submits, o.min_submits}, {"imports", imports, o.min_imports},
-             {"moves", moves, o.min_moves}, {"mmaps", touched, o.min_mmaps}};
+             {"moves", moves, o.min_moves}, {"mmaps", touched, o.min_mmaps},
+             {"broker_exports", broker_exports, o.min_broker_exports}};
   for (auto& c : cov)
     if (fail.empty() && c.got < c.floor)
       fail = std::string("coverage ") + c.name + "=" + std::to_string(c.got) + " < floor " +

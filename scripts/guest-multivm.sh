@@ -67,11 +67,8 @@ SHAREGPU_GUEST_OUT=$OUT bash "$ROOT/scripts/guest-tests.sh" "${GT[@]}" >&2 ||
     give_up "build failed (scripts/guest-tests.sh --build-only)"
 load_kernel_env || give_up "no cached kernel (scripts/build-guest-kernel.sh)"
 find_qemu || give_up "no QEMU at $QEMU"
-BROKER=$ROOT/build/host-backend/broker/sharegpu-broker
 say "broker daemon (meson, build/)"
-use_ccache
-meson_configure "$ROOT/build" >&2 && nice ninja -C "$ROOT/build" host-backend/broker/sharegpu-broker >&2 ||
-    give_up "broker build failed"
+build_broker || give_up "broker build failed"
 IMG=$OUT/multivm.cpio.gz
 "$ROOT/scripts/build-guest-image.sh" --out "$IMG" --module "$ROOT/guest-driver/sharegpu.ko" \
     --test "$OUT/build/sgpu_multivm_test" --test "$OUT/build/sgpu_multivm_hold" >&2 ||
@@ -95,20 +92,12 @@ if [ "$DEMO" = 1 ]; then
     echo "  host: sharegpu-broker --socket $RUN/broker.sock"
 fi
 mkdir -p "$MB" "${VMS[@]/#/$RUN/}"
-"$BROKER" --socket "$RUN/broker.sock" >"$RUN/broker.log" 2>&1 &
-BROKER_PID=$!
-at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
+start_broker "$RUN/broker.sock" "$RUN/broker.log" || give_up "no broker"
 echo "$BROKER_PID" >"$MB/broker.pid"
 # the agents' restart-broker (vm-b's last test) starts the next one the same way
 printf '%s\n' "$BROKER" --socket "$RUN/broker.sock" >"$MB/broker.argv"
 echo "$RUN/broker.log" >"$MB/broker.logpath"
 at_exit "kill \$(cat $(printf %q "$MB/broker.pid")) 2>/dev/null"
-deadline=$((SECONDS + 60))
-until grep -q 'ready on' "$RUN/broker.log"; do  # its explicit message; the deadline detects
-    kill -0 "$BROKER_PID" 2>/dev/null || { cat "$RUN/broker.log" >&2; give_up "the broker exited"; }
-    [ "$SECONDS" -lt "$deadline" ] || give_up "the broker did not say it is ready in 60 s"
-    sleep 0.1
-done
 say "$(cat "$RUN/broker.log")"
 # the demo has no vm-c: vm-b's first case waits for vm-c's message (the test's order)
 [ "$DEMO" = 0 ] || echo "no vm-c in the demo" >"$MB/c-ready"

@@ -47,6 +47,9 @@
 #   start_host_agent RUN LOG [ARGS...]   guest-tests/host-agent.py on the sockets in RUN,
 #                          following the console log LOG (ARGS: more agent options, e.g.
 #                          --mailbox DIR); stopped on exit
+#   build_broker           builds the broker daemon (meson, ROOT/build); BROKER = its path
+#   start_broker SOCK LOG  starts $BROKER on SOCK (output in LOG), waits for its "ready on"
+#                          line (60 s deadline); BROKER_PID; stopped on exit
 #   gtest_counts LOG BINS  "PASSED FAILED SKIPPED" of the guest's GoogleTest cases in the
 #                          console log LOG (SHAREGPU-GTEST lines; BINS: the binaries that
 #                          must have run, space-separated); FAIL/SKIP lines on stderr. A
@@ -139,6 +142,23 @@ find_qemu() {
     QEMU=${QEMU:-$CACHE/qemu/current/qemu-system-x86_64}
     export QEMU
     [ -x "$QEMU" ]
+}
+build_broker() {
+    BROKER=$ROOT/build/host-backend/broker/sharegpu-broker
+    use_ccache
+    meson_configure "$ROOT/build" >&2 &&
+        nice ninja -C "$ROOT/build" host-backend/broker/sharegpu-broker >&2
+}
+start_broker() {
+    local sock=$1 log=$2 deadline=$((SECONDS + 60))
+    "$BROKER" --socket "$sock" >"$log" 2>&1 &
+    BROKER_PID=$!
+    at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
+    until grep -q 'ready on' "$log"; do  # its explicit message; the deadline detects a hang
+        kill -0 "$BROKER_PID" 2>/dev/null || { cat "$log" >&2; say "the broker exited"; return 1; }
+        [ "$SECONDS" -lt "$deadline" ] || { say "the broker did not say it is ready in 60 s"; return 1; }
+        sleep 0.1
+    done
 }
 guest_qemu_args() {
     # virtio-gpu: the peer of the standard-uAPI table (guest-tests/sgpu_uapi_test.cc); after
