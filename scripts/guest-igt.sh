@@ -34,8 +34,9 @@
 # drm_mm) run in the same guest: their modules are loaded one after the other and every test
 # case of /sys/kernel/debug/kunit/<suite>/results is one result, kunit/<suite>/<case>. KUnit
 # taints the kernel with TAINT_TEST (N), which this run allows (run-guest.sh
-# --allow-taint-test); TTM's KUnit suites are not built (their Kconfig allows them only on
-# UML or COMPILE_TEST: no other TTM driver may be loaded while they run; docs/igt.md).
+# --allow-taint-test). TTM's KUnit suites (the kernel has COMPILE_TEST for them: their
+# Kconfig allows them only there or on UML, because no other TTM driver may be loaded while
+# they run) run last, with sharegpu.ko unloaded and loaded again after them (docs/igt.md).
 #
 # Output ends with "guest-igt: N passed, M failed, K skipped"; exit status non-zero when M > 0,
 # when the guest did not finish, or when scripts/run-guest.sh found a kernel report.
@@ -46,6 +47,10 @@ TESTS=(core_auth core_getclient core_getstats core_getversion core_setmaster dum
        syncobj_basic syncobj_wait syncobj_timeline syncobj_eventfd sw_sync dmabuf)
 # KUnit modules (drivers/gpu/drm/tests/) of the DRM helpers sharegpu uses, loaded in order
 KUNIT_MODULES=(drm_exec_test drm_mm_test)
+# TTM's KUnit modules (drivers/gpu/drm/ttm/tests/): no other TTM driver may be loaded while
+# they run, so the guest unloads sharegpu.ko first and loads it again afterwards
+KUNIT_TTM_MODULES=(ttm_device_test ttm_pool_test ttm_resource_test ttm_tt_test ttm_bo_test
+                   ttm_bo_validate_test)
 # "test/subtest|reason": excluded subtests, reported as skips with the reason (a result IGT
 # prints for one anyway is replaced). Keep docs/igt.md in step.
 EXCLUDE=("dmabuf/all-tests@dma_fence_chain/wait_backward|signals 4096 chained fences in one loop that never reschedules: ~70 s under TCG with lockdep, the soft-lockup detector fires (kernel selftest, no driver code; docs/igt.md)")
@@ -129,18 +134,21 @@ IMG_ARGS+=(--file "$RUN/dmabuf_selftests.conf:/etc/modprobe.d/dmabuf_selftests.c
 KUNIT_DIR=$RUN/kunit
 mkdir -p "$KUNIT_DIR"
 : >"$RUN/kunit-modules"
-add_kunit_module() {
-    local name=$1 ko dep
-    grep -qx "$name.ko" "$RUN/kunit-modules" && return 0
+: >"$RUN/kunit-ttm-modules"
+add_kunit_module() {  # LIST NAME: NAME.ko after its dependencies, each once in both lists
+    local list=$1 name=$2 ko dep
+    cat "$RUN/kunit-modules" "$RUN/kunit-ttm-modules" | grep -qx "$name.ko" && return 0
     ko=$(find "$KDIR/drivers" "$KDIR/lib" -name "$name.ko" 2>/dev/null | head -n 1)
-    [ -n "$ko" ] || give_up "$name.ko missing: the kernel lacks CONFIG_DRM_KUNIT_TEST=m (guest-kernel/config.fragment)"
-    for dep in $(modinfo -F depends "$ko" | tr ',' ' '); do add_kunit_module "$dep"; done
+    [ -n "$ko" ] || give_up "$name.ko missing: the kernel lacks CONFIG_DRM_KUNIT_TEST=m or CONFIG_DRM_TTM_KUNIT_TEST=m (guest-kernel/config.fragment)"
+    for dep in $(modinfo -F depends "$ko" | tr ',' ' '); do add_kunit_module "$list" "$dep"; done
     cp "$ko" "$KUNIT_DIR/"
-    echo "$name.ko" >>"$RUN/kunit-modules"
+    echo "$name.ko" >>"$list"
 }
-for m in "${KUNIT_MODULES[@]}"; do add_kunit_module "$m"; done
+for m in "${KUNIT_MODULES[@]}"; do add_kunit_module "$RUN/kunit-modules" "$m"; done
+for m in "${KUNIT_TTM_MODULES[@]}"; do add_kunit_module "$RUN/kunit-ttm-modules" "$m"; done
 IMG_ARGS+=(--file "$KUNIT_DIR:/usr/lib/sharegpu-kunit"
-           --file "$RUN/kunit-modules:/etc/sharegpu/kunit-modules")
+           --file "$RUN/kunit-modules:/etc/sharegpu/kunit-modules"
+           --file "$RUN/kunit-ttm-modules:/etc/sharegpu/kunit-ttm-modules")
 printf '%s\n' "${RETRY[@]}" >"$RUN/igt-retry"
 IMG_ARGS+=(--file "$RUN/igt-retry:/etc/sharegpu/igt-retry")
 for e in "${EXCLUDE[@]}"; do echo "${e%%|*}"; done >"$RUN/igt-exclude"
@@ -272,6 +280,18 @@ while read -r ko; do
     insmod "/usr/lib/sharegpu-kunit/$ko" ||
         { echo "SHAREGPU-IGT: FAIL kunit/$ko (insmod failed: see dmesg above)"; rc=1; }
 done </etc/sharegpu/kunit-modules
+# TTM's suites with no TTM driver loaded: sharegpu.ko goes, and comes back for the unload
+# check at the end of the boot
+if rmmod sharegpu; then
+    while read -r ko; do
+        insmod "/usr/lib/sharegpu-kunit/$ko" ||
+            { echo "SHAREGPU-IGT: FAIL kunit/$ko (insmod failed: see dmesg above)"; rc=1; }
+    done </etc/sharegpu/kunit-ttm-modules
+    insmod /lib/modules/sharegpu/sharegpu.ko ||
+        { echo "SHAREGPU-IGT: FAIL kunit (sharegpu.ko does not load again after TTM's suites)"; rc=1; }
+else
+    echo "SHAREGPU-IGT: FAIL kunit/ttm (rmmod sharegpu failed: TTM's suites not run)"; rc=1
+fi
 found=0
 for r in /sys/kernel/debug/kunit/*/results; do
     [ -f "$r" ] || continue
