@@ -14,7 +14,8 @@
 #   kernel-reports    --check-log on console logs: each lockup detector's report (soft
 #                     lockup, hung task, RCU stall, workqueue lockup), a taint other than
 #                     O/E and lockdep switched off (SHAREGPU-KERNEL-STATE) fail with exit
-#                     1; a clean log passes
+#                     1; a clean log passes; a WARN allowed with --allow-warn-in passes, the
+#                     same WARN without it, or another WARN beside it, fails
 # Output: "run-guest-selftest: PASS|FAIL <case> (...)" per case and, last,
 #   run-guest-selftest: N passed, M failed
 # Exit status non-zero when a case failed. Logs: $SHAREGPU_CACHE/logs/run-guest-selftest-*.
@@ -190,6 +191,31 @@ printf '%s\n' "[    0.000000] rcu: Preemptible hierarchical RCU implementation."
 rc=0
 "$RUNNER" --check-log "$TMP/clean.log" >/dev/null 2>"$TMP/clean.err" || rc=$?
 expect "exit 0 for a clean log, got $rc" [ "$rc" = 0 ]
+# --allow-warn-in: the WARN a KUnit case makes on purpose is not a report (and its W taint
+# is allowed); another WARN, or the same WARN from another caller, still is
+warn_block() { # FUNC MODULE
+    printf '%s\n' "[  192.472073] ------------[ cut here ]------------" \
+        "[  192.474081] WARNING: CPU: 1 PID: 621 at drivers/gpu/drm/ttm/ttm_device.c:192 ttm_device_init+0x1a0/0x1c0" \
+        "[  192.490610]  ttm_device_kunit_init+0x7b/0x90 [ttm_kunit_helpers]" \
+        "[  192.492348]  $1+0xfd/0x210 [$2]" \
+        "[  192.504561] ---[ end trace 0000000000000000 ]---"
+}
+ALLOW=(--allow-taint-test --allow-warn-in "ttm_device_init_no_vma_man [ttm_device_test]")
+{ echo "[    0.000000] Linux version 6.12"; warn_block ttm_device_init_no_vma_man ttm_device_test
+  echo "SHAREGPU-KERNEL-STATE: tainted=266752 debug_locks=1"; echo "$PASS_LINE"; } >"$TMP/warn-ok.log"
+rc=0
+"$RUNNER" --check-log "$TMP/warn-ok.log" "${ALLOW[@]}" >/dev/null 2>"$TMP/warn-ok.err" || rc=$?
+expect "exit 0 for an expected KUnit WARN, got $rc" [ "$rc" = 0 ]
+rc=0
+"$RUNNER" --check-log "$TMP/warn-ok.log" --allow-taint-test >/dev/null 2>"$TMP/warn-no.err" || rc=$?
+expect "exit 1 for the same WARN without --allow-warn-in, got $rc" [ "$rc" = 1 ]
+{ echo "[    0.000000] Linux version 6.12"; warn_block ttm_device_init_no_vma_man ttm_device_test
+  warn_block sgpu_device_init sharegpu
+  echo "SHAREGPU-KERNEL-STATE: tainted=266752 debug_locks=1"; echo "$PASS_LINE"; } >"$TMP/warn-bad.log"
+rc=0
+"$RUNNER" --check-log "$TMP/warn-bad.log" "${ALLOW[@]}" >/dev/null 2>"$TMP/warn-bad.err" || rc=$?
+expect "exit 1 and KERNEL REPORT for the WARN from sharegpu beside the expected one, got $rc" \
+    bash -c '[ "$1" = 1 ] && grep -q "KERNEL REPORT" "$2"' _ "$rc" "$TMP/warn-bad.err"
 end_case
 
 verdict "$passed" "$failed"

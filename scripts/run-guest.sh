@@ -17,6 +17,10 @@
 #                      no silence watchdog
 #   --smp N / --mem M  default 2 / 1G
 #   --allow-taint-test the kernel may be tainted with TAINT_TEST (N: KUnit modules loaded)
+#   --allow-warn-in 'FUNC [MODULE]'   a WARN whose report (from "cut here" to "end trace")
+#                      names FUNC+0x... of MODULE (a KUnit case that triggers that WARN on
+#                      purpose) is not a kernel report, and its W taint is allowed; counted
+#                      and shown. Repeatable. Any other WARN still fails the run
 # Everything after "--" goes to QEMU verbatim, e.g.  -- -device sharegpu
 # The runner always adds a QMP socket of its own in its temp dir (for the diagnostics below)
 # and "-serial mon:stdio" unless the extra args have -serial or -nodefaults.
@@ -43,7 +47,7 @@ KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG=""
 TIMEOUT=${GUEST_TIMEOUT:-900}
 ALLOWED_TAINT=$(((1 << 12) | (1 << 13)))  # O and E: out-of-tree, unsigned modules
 SILENCE=${GUEST_SILENCE:-300}
-EXTRA=()
+EXTRA=() ALLOW_WARN_IN=()
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
         --log) LOG=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
         --allow-taint-test) ALLOWED_TAINT=$((ALLOWED_TAINT | (1 << 18))); shift ;;
+        --allow-warn-in) ALLOW_WARN_IN+=("$2"); shift 2 ;;
         --silence) SILENCE=$2; shift 2 ;;
         --append) APPEND="$APPEND $2"; shift 2 ;;
         --interactive) INTERACTIVE=1; shift ;;
@@ -259,6 +264,37 @@ if [ -f "$RUN/diag" ]; then  # after the console, so it is not judged as guest o
     print_diagnostics_excerpt
 fi
 status=0
+# WARNs the caller expects (--allow-warn-in): their whole report leaves what is judged
+if [ ${#ALLOW_WARN_IN[@]} -gt 0 ]; then
+    printf '%s\n' "${ALLOW_WARN_IN[@]}" >"$RUN/allowed-warns"
+    awk -v allowed="$RUN/allowed-warns" -v dropped="$RUN/dropped-warns" '
+        BEGIN { while ((getline a < allowed) > 0) {
+                    n++; sp = index(a, " ")
+                    fn[n] = substr(a, 1, sp - 1) "+0x"; mod[n] = substr(a, sp + 1) } }
+        function flush(keep, i) {
+            if (keep) for (i = 1; i <= nb; i++) print buf[i]
+            else print buf[2] >> dropped
+            nb = 0; inblock = 0
+        }
+        /-+\[ cut here \]-+/ { if (inblock) flush(1); inblock = 1; hit = 0 }
+        inblock {
+            # a line not from the kernel (user space writing meanwhile) is always kept
+            if ($0 !~ /^\[ *[0-9]+\.[0-9]+\]/) { print; next }
+            buf[++nb] = $0
+            for (i = 1; i <= n; i++)
+                if (index($0, fn[i]) && index($0, mod[i])) hit = 1
+            if ($0 ~ /---\[ end trace/) { flush(!hit); hit = 0 }
+            next
+        }
+        { print }
+        END { if (inblock) flush(1) }' "$CLEAN" >"$RUN/judged.txt"
+    if [ -s "$RUN/dropped-warns" ]; then
+        say "expected WARNs (--allow-warn-in), not reports: $(wc -l <"$RUN/dropped-warns")"
+        sed 's/^/[run-guest]   /' "$RUN/dropped-warns" >&2
+        ALLOWED_TAINT=$((ALLOWED_TAINT | (1 << 9)))  # W: only these warned (others fail)
+    fi
+    CLEAN=$RUN/judged.txt
+fi
 PATTERN='WARNING: possible|circular locking|possible recursive locking|BUG: KASAN|(^|[^A-Za-z_])WARNING:|-+\[ cut here \]-+|Oops|(^|[^A-Za-z_])BUG:|Kernel panic|INFO: task .* blocked|inconsistent lock state|UBSAN:|general protection fault'
 # lockup detectors: soft/hard lockup, RCU stall, workqueue lockup (hung task: "INFO: task")
 PATTERN+='|soft lockup|hard LOCKUP|self-detected stall|detected (expedited )?stalls on|workqueue lockup'
