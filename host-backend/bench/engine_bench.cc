@@ -1,6 +1,6 @@
 // Asynchronous jobs (issue 8 §6): throughput with 1, 8 and 64 jobs in flight, the submit ->
-// fence latency of a job against running the same work directly on the caller's thread (what
-// the device did before jobs became asynchronous), and the virgl engine against the cpu
+// fence latency of a job on each engine against running the same work directly on the
+// caller's thread (what the device did before jobs became asynchronous), and the virgl engine against the cpu
 // engine for FILL and COPY of 64 KiB and 16 MiB (strict devices: the virgl side keeps the
 // results in GL, as the cpu side keeps them in its cache model).
 #include <benchmark/benchmark.h>
@@ -181,7 +181,8 @@ void BM_FillVirgl(benchmark::State& state) { EngineJob(state, "virgl", JobOp::kF
 void BM_CopyCpu(benchmark::State& state) { EngineJob(state, "cpu", JobOp::kCopy); }
 void BM_CopyVirgl(benchmark::State& state) { EngineJob(state, "virgl", JobOp::kCopy); }
 BENCHMARK(BM_FillCpu)->Arg(64 << 10)->Arg(16 << 20)->UseRealTime();
-BENCHMARK(BM_FillVirgl)->Arg(64 << 10)->Arg(16 << 20)->UseRealTime();
+// 4 KiB: the virgl engine's submit -> fence latency (BM_SubmitToFence is the cpu engine's)
+BENCHMARK(BM_FillVirgl)->Arg(4096)->Arg(64 << 10)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_CopyCpu)->Arg(64 << 10)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_CopyVirgl)->Arg(64 << 10)->Arg(16 << 20)->UseRealTime();
 
@@ -192,6 +193,8 @@ const bool registered = [] {
   bench::RegisterRatio("jobs_in_flight_64_vs_1", "BM_JobsInFlight/64/real_time",
                        "BM_JobsInFlight/1/real_time", RatioKind::kBandwidth);
   bench::RegisterRatio("submit_to_fence_latency_cpu_vs_direct", "BM_SubmitToFence/real_time",
+                       "BM_DirectFill/real_time", RatioKind::kTime);
+  bench::RegisterRatio("submit_to_fence_latency_virgl_vs_direct", "BM_FillVirgl/4096/real_time",
                        "BM_DirectFill/real_time", RatioKind::kTime);
   for (const char* op : {"Fill", "Copy"}) {
     for (const char* size : {"65536", "16777216"}) {
