@@ -1,5 +1,6 @@
 // What the done callbacks of jobs reported, in the order they ran (on the engine's thread):
-// for Engine::Submit (Done) and for Device::Submit (SubmitDone, which also gives the seqno).
+// for Engine::Submit (Done), for Device::Submit (SubmitDone, which also gives the seqno) and
+// for sgb_job_submit (CDone, opaque: the recorder; index 0).
 // Shared by the engine, device-job and virgl-engine tests.
 #pragma once
 
@@ -31,6 +32,9 @@ class JobRecorder {
     return [this, index](uint64_t seqno, Status status, uint64_t result) {
       Add({index, seqno, status, result});
     };
+  }
+  static void CDone(void* recorder, uint64_t seqno, int status, uint64_t result) {
+    static_cast<JobRecorder*>(recorder)->Add({0, seqno, status, result});
   }
   // Bounded: false when fewer than n completions arrived within `wait`.
   bool WaitFor(size_t n, std::chrono::milliseconds wait = std::chrono::seconds(20)) {

@@ -98,7 +98,7 @@ typedef struct sgb_bo_debug_info {
     uint32_t fences_pending; /* unsignalled fences in the reservation */
     uint32_t cache_dirty_lines;
     uint32_t cache_valid_lines;
-    uint32_t reserved0;
+    uint32_t foreign;        /* 1: pages another process owns (sgb_bo_create_foreign) */
     char exporter[32];       /* owning device's name */
 } sgb_bo_debug_info;
 
@@ -348,6 +348,22 @@ int sgb_bo_export(sgb_device *dev, uint32_t handle, sgb_uuid *uuid, int *fd);
  * same buffer twice returns the same import handle. -ENOENT for an unknown uuid/fd. */
 int sgb_bo_import_uuid(sgb_device *dev, const sgb_uuid *uuid, uint32_t *handle);
 int sgb_bo_import_fd(sgb_device *dev, int fd, uint32_t *handle);
+/* A buffer over pages another process owns (a remote import from the cross-VM broker,
+ * docs/broker.md). `fd` is borrowed: the backend keeps its own duplicate and one MAP_SHARED
+ * mapping of bytes [0, size) (PROT_READ|PROT_WRITE with SGB_FOREIGN_WRITABLE, else PROT_READ).
+ * size: a page multiple, 1 page .. the BO size limit, at most the file's size (fstat).
+ * Jobs, CPU read/write, cpu-access barriers and cache commands work as on a local buffer
+ * (zero copy: they touch the same pages); writes (FILL/COPY destination, cpu_write) to a
+ * read-only one are -EACCES before anything is queued. It never moves: move, evict and
+ * own_storage are -EBUSY; its placement reads SYSTEM; export is -EPERM. Not charged to the
+ * device's max_hostmem (the owner's memory). sgb_bo_storage answers the backend's duplicate
+ * at offset 0. sgb_bo_destroy releases the handle; jobs in flight keep the mapping until they
+ * finish. -EINVAL bad size/flags/fd (fd < 0), -E2BIG size over SGB_MAX_BO_SIZE, -EBADF fd not
+ * open or not a regular file (a memfd, a tmpfs file), -EACCES SGB_FOREIGN_WRITABLE over a
+ * descriptor not open for writing (a read-only grant) or write-sealed. */
+#define SGB_FOREIGN_WRITABLE (1u << 0)
+int sgb_bo_create_foreign(sgb_device *dev, int fd, uint64_t size, uint32_t flags,
+                          uint32_t *handle);
 /* Where the bytes of a handle live right now, for zero-copy mapping by the device model:
  * the memfd (borrowed), the offset in it and the host pointer. For an import this maps the
  * attachment (if not mapped since the last invalidation). */

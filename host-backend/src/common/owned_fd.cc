@@ -4,11 +4,11 @@
 
 namespace sharegpu {
 
-Result<OwnedFd> OwnedFd::Dup() const {
-  if (fd_ < 0) return Result<OwnedFd>::Error(-EBADF);
-  int fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) return Result<OwnedFd>::Error(-errno);
-  return OwnedFd(fd);
+Result<OwnedFd> OwnedFd::DupOf(int fd) {
+  if (fd < 0) return Result<OwnedFd>::Error(-EBADF);
+  int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return Result<OwnedFd>::Error(-errno);
+  return OwnedFd(dup);
 }
 
 }  // namespace sharegpu

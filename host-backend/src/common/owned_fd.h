@@ -35,7 +35,9 @@ class OwnedFd {
     fd_ = -1;
   }
   // A new descriptor (close-on-exec) for the same open file.
-  Result<OwnedFd> Dup() const;
+  Result<OwnedFd> Dup() const { return DupOf(fd_); }
+  // The same for a descriptor somebody else owns (borrowed: left open); -EBADF if not open.
+  static Result<OwnedFd> DupOf(int fd);
 
  private:
   int fd_ = -1;

@@ -39,6 +39,18 @@ Result<std::shared_ptr<BufferObject>> BufferObject::Create(std::shared_ptr<Memor
   return bo;
 }
 
+Result<std::shared_ptr<BufferObject>> BufferObject::CreateForeign(
+    std::shared_ptr<MemoryManager> mm, OwnedFd fd, uint64_t size, bool writable,
+    std::string name) {
+  using R = Result<std::shared_ptr<BufferObject>>;
+  if (!mm) return R::Error(-EINVAL);
+  if (size > kMaxSize) return R::Error(-E2BIG);
+  auto storage = Storage::CreateForeign(std::move(fd), size, writable);
+  if (!storage) return R::Error(storage.status());
+  // SYSTEM: never on the LRU, so never an eviction victim.
+  return std::make_shared<BufferObject>(mm, size, std::move(name), std::move(storage).value());
+}
+
 BufferObject::BufferObject(std::shared_ptr<MemoryManager> mm, uint64_t size, std::string name,
                            std::shared_ptr<Storage> storage)
     : mm_(std::move(mm)),
@@ -46,6 +58,8 @@ BufferObject::BufferObject(std::shared_ptr<MemoryManager> mm, uint64_t size, std
       name_(std::move(name)),
       cache_(mm_->CreateCache()),
       storage_(std::move(storage)),
+      foreign_(storage_->foreign()),
+      read_only_(!storage_->writable()),
       placement_(storage_->placement()),
       vram_offset_(storage_->placement() == Placement::kDevice ? storage_->offset() : kNoOffset) {}
 
@@ -67,6 +81,7 @@ Status BufferObject::Move(Placement target, bool may_evict) {
     return -ENOLCK;
   }
   if (target != Placement::kDevice && target != Placement::kSystem) return -EINVAL;
+  if (foreign_) return -EBUSY;  // another process owns the pages: they stay where they are
   if (storage_->placement() == target) return kOk;
   if (keep_own()) return -EBUSY;  // another process maps its storage (docs/broker.md)
   return MoveInto(target, may_evict, false);
@@ -77,6 +92,7 @@ Status BufferObject::MoveToOwnStorage(bool relocate) {
     Logf(LogLevel::kError, "bo %s: move requires the reservation lock held", name_.c_str());
     return -ENOLCK;
   }
+  if (foreign_) return -EBUSY;
   if (storage_->own() && !relocate) {
     set_keep_own(true);
     return kOk;
@@ -214,6 +230,7 @@ Status BufferObject::EndCpuAccessUnlocked(DmaDirection dir) {
 }
 
 Result<std::shared_ptr<DmaBuf>> BufferObject::GetOrExport() {
+  if (foreign_) return Result<std::shared_ptr<DmaBuf>>::Error(-EPERM);
   std::lock_guard lock(dmabuf_mu_);
   if (auto existing = dmabuf_.lock()) return existing;
   auto dmabuf = DmaBuf::Export(shared_from_this(), resv_, name_);

@@ -1,6 +1,10 @@
 // A buffer object: page-granular contents in DEVICE (VRAM arena) or SYSTEM storage, a
 // reservation object, the owning device's cache of it, and the exporter side of dma-buf
 // (it implements ExporterOps; its DmaBuf is created on first export and cached).
+// A foreign buffer (CreateForeign) lives in pages another process owns: it never moves
+// (Move, MoveToOwnStorage: -EBUSY) and is never exported (-EPERM); a read-only one must never
+// be written (Device refuses writing jobs and CPU writes; with no device write, its caches
+// hold no dirty line, so no barrier writes it back).
 //
 // Rules (docs/semantics.md): Move/Pin/Unpin need the reservation held; a pinned buffer never
 // moves (-EBUSY); a move waits for every fence of the reservation (any usage), writes back
@@ -31,6 +35,11 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   static Result<std::shared_ptr<BufferObject>> Create(std::shared_ptr<MemoryManager> mm,
                                                       uint64_t size, Placement placement,
                                                       std::string name, bool may_evict = true);
+  // Over bytes [0, size) of a file another process owns (Storage::CreateForeign: takes `fd`;
+  // its errors), not charged to the host memory budget. -E2BIG over kMaxSize.
+  static Result<std::shared_ptr<BufferObject>> CreateForeign(std::shared_ptr<MemoryManager> mm,
+                                                             OwnedFd fd, uint64_t size,
+                                                             bool writable, std::string name);
   ~BufferObject() override;
 
   const std::string& name() const { return name_; }
@@ -63,11 +72,15 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   // conflicting fences, then flush (CPU reads) / invalidate (CPU writes) all device caches.
   Status BeginCpuAccessUnlocked(DmaDirection dir);
   Status EndCpuAccessUnlocked(DmaDirection dir);
-  // Export on first call, the same DmaBuf afterwards while it lives.
+  // Export on first call, the same DmaBuf afterwards while it lives; -EPERM when foreign
+  // (importers would map, pin or move pages this process does not own).
   Result<std::shared_ptr<DmaBuf>> GetOrExport();
   std::shared_ptr<DmaBuf> exported() const;
 
   BufferCache& cache() { return *cache_; }
+  // Fixed for the buffer's life (a foreign buffer never changes storage).
+  bool foreign() const { return foreign_; }
+  bool read_only() const { return read_only_; }
   unsigned pin_count() const { return pin_count_.load(std::memory_order_relaxed); }
   uint64_t generation() const { return generation_.load(std::memory_order_relaxed); }
   uint64_t moves() const { return moves_.load(std::memory_order_relaxed); }
@@ -115,6 +128,8 @@ class BufferObject final : public ExporterOps, public std::enable_shared_from_th
   ReservationObject resv_;
   const std::unique_ptr<BufferCache> cache_;  // the owning device's, of its engine's kind
   std::shared_ptr<Storage> storage_;  // guarded by resv_
+  const bool foreign_;    // storage_ is, for good: it never moves
+  const bool read_only_;  // storage_ is mapped PROT_READ
   std::atomic<Placement> placement_;
   std::atomic<uint64_t> vram_offset_;
   std::atomic<unsigned> pin_count_{0};

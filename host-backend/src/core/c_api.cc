@@ -496,6 +496,18 @@ int sgb_bo_import_fd(sgb_device* dev, int fd, uint32_t* handle) {
   });
 }
 
+int sgb_bo_create_foreign(sgb_device* dev, int fd, uint64_t size, uint32_t flags,
+                          uint32_t* handle) {
+  SGB_DEV_CHECK(dev);
+  if (!handle || fd < 0 || (flags & ~SGB_FOREIGN_WRITABLE)) return -EINVAL;
+  return Guard([&] {
+    auto h = dev->impl->CreateForeignBo(fd, size, flags);
+    if (!h) return h.status();
+    *handle = *h;
+    return 0;
+  });
+}
+
 int sgb_bo_storage(sgb_device* dev, uint32_t handle, int* memfd, uint64_t* offset,
                     void** host_ptr, uint64_t* size) {
   SGB_DEV_CHECK(dev);

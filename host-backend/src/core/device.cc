@@ -179,15 +179,37 @@ Result<uint32_t> Device::CreateBo(uint64_t size, Placement placement, uint32_t f
   if (placement != Placement::kDevice && placement != Placement::kSystem) {
     return Result<uint32_t>::Error(GuestError(-EINVAL, "bad placement %u", unsigned(placement)));
   }
+  auto bo = BufferObject::Create(mm_, size, placement, NewBoName("bo"),
+                                 !(flags & SGB_ALLOC_NO_EVICT));
+  if (!bo) return Result<uint32_t>::Error(GuestError(bo.status(), "bo create failed"));
+  return InsertLocal(*bo);
+}
+
+Result<uint32_t> Device::CreateForeignBo(int fd, uint64_t size, uint32_t flags) {
+  using R = Result<uint32_t>;
+  auto own_fd = OwnedFd::DupOf(fd);  // the caller's stays theirs
+  if (!own_fd) return R::Error(GuestError(own_fd.status(), "foreign bo over fd %d", fd));
+  auto bo = BufferObject::CreateForeign(mm_, std::move(own_fd).value(), size,
+                                        flags & SGB_FOREIGN_WRITABLE, NewBoName("foreign"));
+  if (!bo) {
+    return R::Error(GuestError(bo.status(), "foreign bo of %llu bytes over fd %d",
+                               static_cast<unsigned long long>(size), fd));
+  }
+  return InsertLocal(*bo);
+}
+
+std::string Device::NewBoName(const char* kind) const {
   char name[64];
   static std::atomic<uint64_t> serial{1};
-  std::snprintf(name, sizeof(name), "%s/bo%llu", config_.name.c_str(),
+  std::snprintf(name, sizeof(name), "%s/%s%llu", config_.name.c_str(), kind,
                 static_cast<unsigned long long>(serial.fetch_add(1)));
-  auto bo = BufferObject::Create(mm_, size, placement, name, !(flags & SGB_ALLOC_NO_EVICT));
-  if (!bo) return Result<uint32_t>::Error(GuestError(bo.status(), "bo create failed"));
+  return name;
+}
+
+uint32_t Device::InsertLocal(const std::shared_ptr<BufferObject>& bo) {
   std::lock_guard lock(table_mu_);
-  uint32_t handle = InsertLocked(Entry{*bo, nullptr, nullptr});
-  (*bo)->owner_handle.store(handle);
+  uint32_t handle = InsertLocked(Entry{bo, nullptr, nullptr});
+  bo->owner_handle.store(handle);
   return handle;
 }
 
@@ -296,6 +318,7 @@ Result<sgb_bo_debug_info> Device::DebugInfo(uint32_t handle) {
   ReservationObject& resv = ResvOf(*entry);
   ResvGuard guard(resv);
   if (bo) {
+    info.foreign = bo->foreign() ? 1 : 0;
     info.moves = bo->moves();
     std::snprintf(info.exporter, sizeof(info.exporter), "%s",
                   bo->memory_manager().name().c_str());
@@ -381,6 +404,7 @@ Status Device::OwnStorage(uint32_t handle, uint32_t flags) {
   if (!entry) return entry.status();
   if (!entry->bo) return GuestError(-EINVAL, "storage of its own for import handle %u", handle);
   BufferObject& bo = *entry->bo;
+  if (bo.foreign()) return GuestError(-EBUSY, "storage of its own for foreign handle %u", handle);
   ResvGuard guard(bo.resv());
   if (!(flags & SGB_OWN_KEEP)) {
     bo.set_keep_own(false);
@@ -438,6 +462,9 @@ Status Device::CpuWrite(uint32_t handle, uint64_t off, const void* src, uint64_t
   auto entry = Lookup(handle);
   if (!entry) return entry.status();
   if (!src) return -EINVAL;
+  if (entry->bo && entry->bo->read_only()) {
+    return GuestError(-EACCES, "cpu write into read-only foreign handle %u", handle);
+  }
   ResvGuard guard(ResvOf(*entry));
   Result<uint8_t*> mem = entry->bo ? entry->bo->VmapLocal() : entry->import->dmabuf->VmapLocal();
   if (!mem) return mem.status();
@@ -529,6 +556,13 @@ Result<uint64_t> Device::Submit(const JobRequest& req, SubmitDone done) {
       return R::Error(e.status());
     }
     entries.push_back(*e);
+  }
+  // The written buffer is entries[0] (COPY's and FILL's destination). A read-only foreign one
+  // is mapped PROT_READ: refused here, so that no job (nor its cache's write-back) stores there.
+  if (req.op != JobOp::kChecksum && entries[0].bo && entries[0].bo->read_only()) {
+    counters_.job_errors++;
+    return R::Error(GuestError(-EACCES, "%s job into read-only foreign handle %u",
+                               JobOpName(req.op), req.handle));
   }
   ExecContext exec(ExecFlags::kIgnoreDuplicates);
   Status err = exec.Run([&](ExecContext& x) -> Status {

@@ -127,6 +127,9 @@ class Device : public std::enable_shared_from_this<Device> {
 
   // flags: SGB_ALLOC_* (validated by the caller).
   Result<uint32_t> CreateBo(uint64_t size, Placement placement, uint32_t flags = 0);
+  // sgb_bo_create_foreign: a buffer over bytes [0, size) of `fd` (borrowed: dup'd), pages
+  // another process owns; flags SGB_FOREIGN_* (validated by the caller).
+  Result<uint32_t> CreateForeignBo(int fd, uint64_t size, uint32_t flags);
   Status DestroyBo(uint32_t handle);
   Status Reset();  // drops every handle
   Result<sgb_bo_state> State(uint32_t handle);
@@ -196,6 +199,9 @@ class Device : public std::enable_shared_from_this<Device> {
 
   Result<Entry> Lookup(uint32_t handle) const;
   uint32_t InsertLocked(Entry entry) SGB_REQUIRES(table_mu_);
+  // A new local buffer's name ("<device>/<kind><serial>") and its handle.
+  std::string NewBoName(const char* kind) const;
+  uint32_t InsertLocal(const std::shared_ptr<BufferObject>& bo);
   // Every removal from table_ goes through here (keeps the indexes below exact).
   Entry EraseLocked(HandleTable::iterator it) SGB_REQUIRES(table_mu_);
   static ReservationObject& ResvOf(const Entry& e);

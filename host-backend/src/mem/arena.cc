@@ -1,5 +1,8 @@
 #include "mem/arena.h"
 
+#include <sys/mman.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <iterator>
 
@@ -118,6 +121,42 @@ Result<std::shared_ptr<Storage>> Storage::CreateSystem(const std::string& name, 
       new Storage(Placement::kSystem, own->size(), own->data(), 0, own->fd()));
   s->own_ = std::move(own);
   return s;
+}
+
+Result<std::shared_ptr<Storage>> Storage::CreateForeign(OwnedFd fd, uint64_t size,
+                                                        bool writable) {
+  using R = Result<std::shared_ptr<Storage>>;
+  if (!fd.valid()) return R::Error(-EBADF);
+  if (size == 0 || !IsPageAligned(size)) return R::Error(-EINVAL);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return R::Error(-errno);
+  // Only a regular file has pages that stay put (no device, pipe or socket semantics).
+  if (!S_ISREG(st.st_mode)) return R::Error(-EBADF);
+  // Never past the end: touching such a page would SIGBUS.
+  if (st.st_size < 0 || size > static_cast<uint64_t>(st.st_size)) return R::Error(-EINVAL);
+  // Owned before mapping, so that nothing below can leak the mapping or the descriptor.
+  auto pages = std::make_unique<ForeignPages>();
+  pages->fd = std::move(fd);
+  pages->writable = writable;
+  const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = ::mmap(nullptr, size, prot, MAP_SHARED, pages->fd.get(), 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    Logf(LogLevel::kError, "mmap of a foreign file (%llu bytes, %s): errno %d",
+         static_cast<unsigned long long>(size), writable ? "read-write" : "read-only", err);
+    // EPERM: write-sealed; EACCES: not open for writing (or reading): both the caller's rights
+    return R::Error(err == EPERM ? -EACCES : -err);
+  }
+  pages->data = static_cast<uint8_t*>(p);
+  pages->size = size;
+  std::shared_ptr<Storage> s(
+      new Storage(Placement::kSystem, size, pages->data, 0, pages->fd.get()));
+  s->foreign_ = std::move(pages);
+  return s;
+}
+
+Storage::ForeignPages::~ForeignPages() {
+  if (data != nullptr) ::munmap(data, size);
 }
 
 Storage::Storage(Placement placement, uint64_t size, uint8_t* data, uint64_t offset, int fd)
