@@ -52,29 +52,70 @@ bool sharegpu_broker_connected(SharegpuBroker *b)
 
 /* ------------------------------------------------------------------ broker callbacks */
 
+struct SharegpuBrokerAck {
+    SharegpuBroker *b;   /* referenced */
+    sgbk_id id;
+    uint64_t generation;
+    uint32_t holders;
+    bool handled;        /* some device imports the id */
+};
+
+void sharegpu_broker_ack_hold(SharegpuBrokerAck *ack)
+{
+    ack->holders++;
+    if (ack->holders == 2) {
+        /* the first device that waits for its jobs: counted once per invalidation */
+        ack->b->acks_deferred++;
+    }
+}
+
+/* The last holder acknowledges: every device has unmapped the old pages and no job of this
+ * VM runs on them any more, so the exporter may release them. */
+void sharegpu_broker_ack_put(SharegpuBrokerAck *ack)
+{
+    SharegpuBroker *b = ack->b;
+    char text[33];
+    int ret;
+
+    assert(ack->holders > 0);
+    if (--ack->holders) {
+        return;
+    }
+    sgbk_id_format(&ack->id, text);
+    trace_sharegpu_broker_ack(sharegpu_broker_id(b), text, ack->generation);
+    ret = sharegpu_broker_connected(b) ?
+          sgbk_ack_invalidate(b->client, &ack->id, ack->generation) : -ENODEV;
+    if (ret && ret != -ENODEV) {
+        warn_report("sharegpu-broker %s: ack of %s generation %" PRIu64 ": %s%s",
+                    sharegpu_broker_id(b), text, ack->generation, sgbk_strerror(ret),
+                    ack->handled ? "" : " (no device imports it)");
+    }
+    object_unref(OBJECT(b));
+    g_free(ack);
+}
+
 static void sharegpu_broker_invalidate(void *opaque, const sgbk_id *id, uint64_t generation)
 {
     SharegpuBroker *b = opaque;
+    SharegpuBrokerAck *ack = g_new0(SharegpuBrokerAck, 1);
     SharegpuState *s;
-    bool handled = false;
     char text[33];
-    int ret;
 
     sgbk_id_format(id, text);
     trace_sharegpu_broker_invalidate(sharegpu_broker_id(b), text, generation);
     b->invalidations++;
+    ack->b = b;
+    object_ref(OBJECT(b));
+    ack->id = *id;
+    ack->generation = generation;
+    ack->holders = 1;
     QTAILQ_FOREACH(s, &sharegpu_devices, next) {
         if (s->broker == b) {
-            handled |= sharegpu_remote_invalidate(s, id, generation);
+            ack->handled |= sharegpu_remote_invalidate(s, id, generation, ack);
         }
     }
-    /* the window mappings are gone (or there were none): the exporter may move on */
-    ret = sgbk_ack_invalidate(b->client, id, generation);
-    if (ret && ret != -ENODEV) {
-        warn_report("sharegpu-broker %s: ack of %s generation %" PRIu64 ": %s%s",
-                    sharegpu_broker_id(b), text, generation, sgbk_strerror(ret),
-                    handled ? "" : " (no device imports it)");
-    }
+    /* the window mappings are gone; jobs on the old pages may still hold the ack */
+    sharegpu_broker_ack_put(ack);
 }
 
 static void sharegpu_broker_revoked(void *opaque, const sgbk_id *id, uint32_t reason)
@@ -392,6 +433,7 @@ static SharegpuBrokerInfo *sharegpu_broker_info(SharegpuBroker *b)
     info->invalidations = b->invalidations;
     info->revocations = b->revocations;
     info->denied = b->denied;
+    info->acks_deferred = b->acks_deferred;
     QTAILQ_FOREACH(s, &sharegpu_devices, next) {
         if (s->broker == b) {
             QAPI_LIST_APPEND(dtail, g_strdup(s->name));

@@ -481,7 +481,7 @@ uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c)
         return SGHW_ST_INVALID;
     }
     if (c->handle & SGHW_REMOTE_HANDLE_BIT) {
-        return sharegpu_remote_check_job(s, c);  /* not OK: no transfers on them */
+        return sharegpu_remote_check_transfer(s, c);  /* not OK: no transfers on them */
     }
     ret = sgb_bo_state_get(s->dev, c->handle, &info);
     if (ret) {

@@ -283,9 +283,10 @@ void hmp_info_sharegpu_broker(Monitor *mon, const QDict *qdict)
 
         monitor_printf(mon, "sharegpu-broker %s: vm-name %s, socket %s, %s, reconnects %"
                        PRIu64 ", invalidations %" PRIu64 ", revocations %" PRIu64
-                       ", denied %" PRIu64 "\n", b->id, b->vm_name, b->path,
-                       b->connected ? "connected" : "DISCONNECTED", b->reconnects,
-                       b->invalidations, b->revocations, b->denied);
+                       ", denied %" PRIu64 ", acks deferred %" PRIu64 "\n", b->id,
+                       b->vm_name, b->path, b->connected ? "connected" : "DISCONNECTED",
+                       b->reconnects, b->invalidations, b->revocations, b->denied,
+                       b->acks_deferred);
         monitor_printf(mon, "  devices:");
         for (d = b->devices; d; d = d->next) {
             monitor_printf(mon, " %s", d->value);
@@ -311,6 +312,13 @@ void hmp_info_sharegpu_broker(Monitor *mon, const QDict *qdict)
                            v->writable ? "rw" : "ro", v->generation);
             if (v->has_window_offset) {
                 monitor_printf(mon, " mapped at window 0x%" PRIx64, v->window_offset);
+            }
+            if (v->job_buffer) {
+                monitor_printf(mon, " job-buffer");
+            }
+            if (v->acks_pending) {
+                monitor_printf(mon, " acks-pending %u (jobs on the old pages)",
+                               v->acks_pending);
             }
             if (v->has_revoked) {
                 monitor_printf(mon, " REVOKED (%s)", SharegpuRevokeReason_str(v->revoked));

@@ -206,10 +206,6 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
     if (c->len == 0) {
         return SGHW_ST_INVALID;
     }
-    st = sharegpu_remote_check_job(s, c);  /* not on remote imports (1.6) */
-    if (st != SGHW_ST_OK) {
-        return st;
-    }
     switch (c->opcode) {
     case SGHW_OP_COPY:
         if (c->handle == c->handle2 &&
@@ -231,6 +227,11 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
     default:
         job.op = SGB_JOB_CHECKSUM;
         break;
+    }
+    /* a remote import runs on the backend buffer over the exporter's pages (1.7) */
+    st = sharegpu_remote_job_handles(s, c, &job);
+    if (st != SGHW_ST_OK) {
+        return st;
     }
     tok = g_new0(SharegpuJobToken, 1);
     tok->link = sharegpu_link_ref(s->link);
@@ -261,6 +262,57 @@ static void sharegpu_idle_cb(void *opaque)
     qemu_mutex_unlock(&link->lock);
     sharegpu_link_unref(link);
     g_free(tok);
+}
+
+typedef struct SharegpuIdleToken {
+    SharegpuLink *link;
+    uint32_t epoch;
+    SharegpuIdleFn *fn;
+    void *opaque;
+} SharegpuIdleToken;
+
+/* Main loop: the buffer went idle; s is NULL when the device was reset or is gone. */
+static void sharegpu_when_idle_bh(void *opaque)
+{
+    SharegpuIdleToken *tok = opaque;
+    SharegpuState *s;
+
+    qemu_mutex_lock(&tok->link->lock);
+    s = tok->link->s && tok->link->s->epoch == tok->epoch ? tok->link->s : NULL;
+    qemu_mutex_unlock(&tok->link->lock);
+    /* the BQL keeps s alive: unrealize runs on the main loop too */
+    tok->fn(s, tok->opaque);
+    sharegpu_link_unref(tok->link);
+    g_free(tok);
+}
+
+/* Whichever thread signalled the last fence: hop to the main loop. */
+static void sharegpu_when_idle_cb(void *opaque)
+{
+    aio_bh_schedule_oneshot(qemu_get_aio_context(), sharegpu_when_idle_bh, opaque);
+}
+
+bool sharegpu_job_when_idle(SharegpuState *s, uint32_t handle, SharegpuIdleFn *fn,
+                            void *opaque)
+{
+    SharegpuIdleToken *tok = g_new0(SharegpuIdleToken, 1);
+    int ret;
+
+    tok->link = sharegpu_link_ref(s->link);
+    tok->epoch = s->epoch;
+    tok->fn = fn;
+    tok->opaque = opaque;
+    ret = sgb_bo_await_idle(s->dev, handle, SGB_AWAIT_PLACEMENT, sharegpu_when_idle_cb, tok);
+    if (ret == 1) {
+        return true;
+    }
+    if (ret < 0) {
+        error_report("sharegpu: %s: waiting for buffer %u: %s", s->name, handle,
+                     sgb_strerror(ret));
+    }
+    sharegpu_link_unref(tok->link);
+    g_free(tok);
+    return false;
 }
 
 /* What a main-loop command must wait for before it touches a buffer; -1: nothing. */

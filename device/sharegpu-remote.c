@@ -18,6 +18,13 @@
  * acknowledged (sharegpu-broker.c); the next MAP_IMPORT imports the new storage. A
  * revocation removes the mapping and makes every later use of the handle NO_DEVICE.
  *
+ * Jobs (1.7): a remote import's jobs run on a backend buffer over the imported descriptor
+ * (sgb_bo_create_foreign: the exporter's pages, zero copy), made at the first job after an
+ * import or invalidation. An invalidation retires it: the broker is acknowledged only once
+ * every job of this VM on the old pages has signalled its fence, so the exporter's old
+ * storage is released after the remote jobs, as a local move waits for the importers'
+ * fences (rule S7b; docs/broker.md "Jobs across VMs").
+ *
  * Everything here runs on the main loop under the BQL (ring commands, broker callbacks).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -53,7 +60,17 @@ struct SharegpuRemote {
     bool writable;
     uint64_t generation;
     uint32_t revoked;    /* enum sghw_revoke_reason; 0 while alive */
+    uint32_t job_handle; /* backend buffer over fd for jobs; 0: none yet */
+    uint32_t acks_pending; /* invalidations waiting for jobs on retired job buffers */
 };
+
+/* A retired job buffer whose jobs still run; holds the broker's acknowledgement. */
+typedef struct SharegpuRemoteRetired {
+    uint32_t handle;         /* the remote import's (it may be destroyed meanwhile) */
+    uint32_t job_handle;
+    uint64_t size;
+    SharegpuBrokerAck *ack;
+} SharegpuRemoteRetired;
 
 static void sharegpu_broker_export_free(gpointer data)
 {
@@ -442,9 +459,81 @@ static void sharegpu_remote_drop_fd(SharegpuRemote *r)
     }
 }
 
-/* Called when the SharegpuBo goes (BO_DESTROY, reset, unrealize): the broker forgets it. */
-static void sharegpu_remote_free(SharegpuRemote *r)
+/*
+ * The job buffer goes. A non-coherent device's cache may still hold the last jobs' writes
+ * that no CACHE_FLUSH reached yet: written back first, as a move writes back before it
+ * switches storage. Jobs in flight keep the backend's mapping until they end.
+ */
+static void sharegpu_remote_job_buffer_free(SharegpuState *s, uint32_t job_handle,
+                                            uint64_t size)
 {
+    int ret = sgb_bo_cache_flush(s->dev, job_handle, 0, size);
+
+    if (!ret) {
+        ret = sgb_bo_destroy(s->dev, job_handle);
+    }
+    if (ret) {
+        error_report("sharegpu: %s: remote import job buffer %u: %s", s->name, job_handle,
+                     sgb_strerror(ret));
+    }
+}
+
+/* Main loop: the retired job buffer's jobs are done; its ack may go. */
+static void sharegpu_remote_retired_idle(SharegpuState *s, void *opaque)
+{
+    SharegpuRemoteRetired *ret = opaque;
+
+    if (s) {
+        SharegpuBo *bo = sharegpu_bo_lookup(s, ret->handle);
+
+        sharegpu_remote_job_buffer_free(s, ret->job_handle, ret->size);
+        if (bo && bo->remote && bo->remote->acks_pending) {
+            bo->remote->acks_pending--;
+        }
+        trace_sharegpu_remote_jobs_idle(s->name, ret->handle, ret->job_handle);
+    }
+    sharegpu_broker_ack_put(ret->ack);
+    g_free(ret);
+}
+
+/*
+ * The remote import's pages are about to be released by the exporter (invalidation, with
+ * its ack) or are dead (revocation, release: ack NULL). The job buffer over them goes; with
+ * an ack, once its jobs have signalled.
+ */
+static void sharegpu_remote_retire_jobs(SharegpuState *s, SharegpuBo *bo,
+                                        SharegpuBrokerAck *ack)
+{
+    SharegpuRemote *r = bo->remote;
+    SharegpuRemoteRetired *ret;
+
+    if (!r->job_handle) {
+        return;
+    }
+    ret = g_new0(SharegpuRemoteRetired, 1);
+    ret->handle = bo->handle;
+    ret->job_handle = r->job_handle;
+    ret->size = r->size;
+    ret->ack = ack;
+    r->job_handle = 0;
+    if (ack && sharegpu_job_when_idle(s, ret->job_handle, sharegpu_remote_retired_idle,
+                                      ret)) {
+        sharegpu_broker_ack_hold(ack);
+        r->acks_pending++;
+        trace_sharegpu_remote_ack_deferred(s->name, bo->handle, ret->job_handle);
+        return;
+    }
+    sharegpu_remote_job_buffer_free(s, ret->job_handle, ret->size);
+    g_free(ret);
+}
+
+/* Called when the SharegpuBo goes (BO_DESTROY, reset, unrealize): the broker forgets it. */
+static void sharegpu_remote_free(SharegpuState *s, SharegpuBo *bo)
+{
+    SharegpuRemote *r = bo->remote;
+
+    sharegpu_remote_retire_jobs(s, bo, NULL);
+    bo->remote = NULL;
     sharegpu_remote_drop_fd(r);
     if (sharegpu_broker_connected(r->broker)) {
         sgbk_release_import(r->broker->client, &r->id);
@@ -466,8 +555,7 @@ void sharegpu_remote_reset(SharegpuState *s)
 
         if (bo->remote) {
             sharegpu_window_unmap(s, bo);
-            sharegpu_remote_free(bo->remote);
-            bo->remote = NULL;
+            sharegpu_remote_free(s, bo);
             g_hash_table_iter_remove(&it);
         }
     }
@@ -608,6 +696,8 @@ static uint32_t sharegpu_remote_query(SharegpuState *s, SharegpuBo *bo, struct s
     return SGHW_ST_OK;
 }
 
+static uint32_t sharegpu_remote_cache(SharegpuState *s, SharegpuBo *bo, struct sghw_cmd *c);
+
 /* A command on a remote import handle (the handle has SGHW_REMOTE_HANDLE_BIT). */
 static uint32_t sharegpu_remote_handle_cmd(SharegpuState *s, struct sghw_cmd *c)
 {
@@ -624,8 +714,7 @@ static uint32_t sharegpu_remote_handle_cmd(SharegpuState *s, struct sghw_cmd *c)
         return sharegpu_remote_query(s, bo, c);
     case SGHW_OP_BO_DESTROY:
         sharegpu_window_unmap(s, bo);
-        sharegpu_remote_free(bo->remote);
-        bo->remote = NULL;
+        sharegpu_remote_free(s, bo);
         g_hash_table_remove(s->bos, GUINT_TO_POINTER(c->handle));
         return SGHW_ST_OK;
     case SGHW_OP_UNMAP_IMPORT:
@@ -637,6 +726,9 @@ static uint32_t sharegpu_remote_handle_cmd(SharegpuState *s, struct sghw_cmd *c)
             return SGHW_ST_NO_DEVICE;
         }
         return sharegpu_remote_map(s, bo, c);
+    case SGHW_OP_CACHE_FLUSH:
+    case SGHW_OP_CACHE_INVALIDATE:
+        return sharegpu_remote_cache(s, bo, c);
     default:
         if (bo->remote->revoked) {
             return SGHW_ST_NO_DEVICE;
@@ -697,36 +789,114 @@ uint32_t sharegpu_remote_cmd(SharegpuState *s, struct sghw_cmd *c)
     }
 }
 
-/* Jobs (COPY, FILL, CHECKSUM) on remote imports: not supported in 1.6. */
-uint32_t sharegpu_remote_check_job(SharegpuState *s, const struct sghw_cmd *c)
+/*
+ * The backend buffer a job on the remote import runs on (1.7): made over the imported
+ * descriptor at the first job after an import or invalidation (which re-imports, as
+ * MAP_IMPORT does). A READ grant's pages are mapped read-only: a job writing them is
+ * refused here, before the engine could fault on them.
+ */
+static uint32_t sharegpu_remote_job_handle(SharegpuState *s, uint32_t handle, bool write,
+                                           uint32_t *out)
 {
-    uint32_t handles[2] = { c->handle, c->opcode == SGHW_OP_COPY ? c->handle2 : 0 };
-    int i;
+    SharegpuBo *bo = sharegpu_remote_lookup(s, handle);
+    SharegpuRemote *r;
+    int ret;
 
-    for (i = 0; i < 2; i++) {
-        SharegpuBo *bo;
+    if (!bo) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: job on unknown remote handle 0x%x\n",
+                      s->name, handle);
+        return SGHW_ST_BAD_HANDLE;
+    }
+    r = bo->remote;
+    if (r->revoked) {
+        return SGHW_ST_NO_DEVICE;
+    }
+    if (write && !r->writable) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: job writes remote import 0x%x, which "
+                      "is granted READ only\n", s->name, handle);
+        return SGHW_ST_ACCESS_DENIED;
+    }
+    if (!r->job_handle) {
+        if (r->fd < 0) {
+            ret = sharegpu_remote_fetch(r);
+            if (ret) {
+                return sharegpu_status_from_broker(s, "import", ret);
+            }
+        }
+        ret = sgb_bo_create_foreign(s->dev, r->fd, r->size,
+                                    r->writable ? SGB_FOREIGN_WRITABLE : 0, &r->job_handle);
+        if (ret) {
+            error_report("sharegpu: %s: job buffer for remote import 0x%x: %s", s->name,
+                         handle, sgb_strerror(ret));
+            return sharegpu_status_from_errno(ret);
+        }
+        trace_sharegpu_remote_job_buffer(s->name, handle, r->job_handle, r->generation);
+    }
+    *out = r->job_handle;
+    return SGHW_ST_OK;
+}
 
-        if (!(handles[i] & SGHW_REMOTE_HANDLE_BIT)) {
-            continue;
+uint32_t sharegpu_remote_job_handles(SharegpuState *s, const struct sghw_cmd *c,
+                                     sgb_job *job)
+{
+    uint32_t st;
+
+    /* COPY and FILL write `handle`; CHECKSUM reads it; COPY reads handle2 */
+    if (c->handle & SGHW_REMOTE_HANDLE_BIT) {
+        st = sharegpu_remote_job_handle(s, c->handle, c->opcode != SGHW_OP_CHECKSUM,
+                                        &job->handle);
+        if (st != SGHW_ST_OK) {
+            return st;
         }
-        bo = sharegpu_remote_lookup(s, handles[i]);
-        if (!bo) {
-            return SGHW_ST_BAD_HANDLE;
-        }
-        if (bo->remote->revoked) {
-            return SGHW_ST_NO_DEVICE;
-        }
-        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: job on remote import 0x%x is not "
-                      "supported\n", s->name, handles[i]);
-        return SGHW_ST_INVALID;
+    }
+    if (c->opcode == SGHW_OP_COPY && (c->handle2 & SGHW_REMOTE_HANDLE_BIT)) {
+        return sharegpu_remote_job_handle(s, c->handle2, false, &job->handle2);
     }
     return SGHW_ST_OK;
+}
+
+/* CACHE_FLUSH / CACHE_INVALIDATE: the job buffer's device cache (none yet: nothing cached). */
+static uint32_t sharegpu_remote_cache(SharegpuState *s, SharegpuBo *bo, struct sghw_cmd *c)
+{
+    SharegpuRemote *r = bo->remote;
+    int ret;
+
+    if (r->revoked) {
+        return SGHW_ST_NO_DEVICE;
+    }
+    if (!sharegpu_range_ok(c->off0, c->len, r->size)) {
+        return SGHW_ST_OUT_OF_RANGE;
+    }
+    if (!r->job_handle) {
+        return SGHW_ST_OK;
+    }
+    ret = c->opcode == SGHW_OP_CACHE_FLUSH ?
+          sgb_bo_cache_flush(s->dev, r->job_handle, c->off0, c->len) :
+          sgb_bo_cache_invalidate(s->dev, r->job_handle, c->off0, c->len);
+    return sharegpu_status_from_errno(ret);
+}
+
+/* TRANSFER_* on a remote import: it has no backing (the window maps it). */
+uint32_t sharegpu_remote_check_transfer(SharegpuState *s, const struct sghw_cmd *c)
+{
+    SharegpuBo *bo = sharegpu_remote_lookup(s, c->handle);
+
+    if (!bo) {
+        return SGHW_ST_BAD_HANDLE;
+    }
+    if (bo->remote->revoked) {
+        return SGHW_ST_NO_DEVICE;
+    }
+    qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: transfer on remote import 0x%x is not "
+                  "supported\n", s->name, c->handle);
+    return SGHW_ST_INVALID;
 }
 
 /* ------------------------------------------------------------------ broker events */
 
 /* The exporter moved: unmap, drop the old descriptor, tell the guest. */
-bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation)
+bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation,
+                                SharegpuBrokerAck *ack)
 {
     SharegpuBo *bo = sharegpu_remote_by_id(s, id);
 
@@ -736,6 +906,7 @@ bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t ge
     memory_region_transaction_begin();
     sharegpu_window_unmap(s, bo);
     memory_region_transaction_commit();
+    sharegpu_remote_retire_jobs(s, bo, ack);
     sharegpu_remote_drop_fd(bo->remote);
     bo->remote->generation = generation;
     sharegpu_evt_push(s, SGHW_EVT_BO_INVALIDATED, bo->handle, SGHW_PLACEMENT_SYSTEM, 0,
@@ -754,6 +925,7 @@ void sharegpu_remote_revoke(SharegpuState *s, const sgbk_id *id, uint32_t reason
         return;
     }
     sharegpu_window_unmap(s, bo);
+    sharegpu_remote_retire_jobs(s, bo, NULL);
     sharegpu_remote_drop_fd(bo->remote);
     bo->remote->revoked = reason ? reason : SGHW_REVOKE_UNEXPORTED;
     sharegpu_evt_push(s, SGHW_EVT_BO_REVOKED, bo->handle, bo->remote->revoked, 0,
@@ -818,6 +990,8 @@ void sharegpu_broker_list(SharegpuState *s, SharegpuBrokerExportInfoList ***etai
             info->has_window_offset = true;
             info->window_offset = bo->map_off;
         }
+        info->job_buffer = bo->remote->job_handle != 0;
+        info->acks_pending = bo->remote->acks_pending;
         if (bo->remote->revoked) {
             info->has_revoked = true;
             info->revoked = qapi_enum_parse(&SharegpuRevokeReason_lookup,

@@ -61,10 +61,17 @@ struct SharegpuBroker {
     uint64_t invalidations;
     uint64_t revocations;
     uint64_t denied;
+    uint64_t acks_deferred;  /* invalidations acknowledged only after jobs on the old pages */
     QTAILQ_ENTRY(SharegpuBroker) next;
 };
 
 typedef struct SharegpuRemote SharegpuRemote;
+/*
+ * One INVALIDATE of the broker, acknowledged when the last holder puts it: the callback
+ * holds it while it walks the devices, and each device holds it while its jobs still run on
+ * the old pages of its remote import (sharegpu-remote.c). Main loop only.
+ */
+typedef struct SharegpuBrokerAck SharegpuBrokerAck;
 
 typedef struct SharegpuMemEntry {
     uint64_t addr;
@@ -269,6 +276,14 @@ void sharegpu_job_abort(SharegpuState *s);
 bool sharegpu_job_is_async(const struct sghw_cmd *c);
 uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_t slot);
 bool sharegpu_job_await_idle(SharegpuState *s, const struct sghw_cmd *c);
+/*
+ * fn(s, opaque) on the main loop once every fence of the backend buffer `handle` has
+ * signalled, s NULL if the device was reset or unrealized meanwhile. False (fn not called)
+ * when nothing is pending now.
+ */
+typedef void SharegpuIdleFn(SharegpuState *s, void *opaque);
+bool sharegpu_job_when_idle(SharegpuState *s, uint32_t handle, SharegpuIdleFn *fn,
+                            void *opaque);
 bool sharegpu_job_slot_done(SharegpuState *s, SharegpuInflight *out);
 
 /* sharegpu-cmd.c */
@@ -307,6 +322,8 @@ uint32_t sharegpu_window_map_fd(SharegpuState *s, SharegpuBo *bo, uint64_t off, 
 
 /* sharegpu-broker.c */
 bool sharegpu_broker_connected(SharegpuBroker *b);
+void sharegpu_broker_ack_hold(SharegpuBrokerAck *ack);
+void sharegpu_broker_ack_put(SharegpuBrokerAck *ack);
 const char *sharegpu_revoke_reason_name(uint32_t reason);
 
 /* sharegpu-remote.c */
@@ -314,12 +331,15 @@ void sharegpu_remote_init(SharegpuState *s);
 void sharegpu_remote_reset(SharegpuState *s);
 uint32_t sharegpu_remote_cmd(SharegpuState *s, struct sghw_cmd *c);
 bool sharegpu_remote_handle(const struct sghw_cmd *c);
-uint32_t sharegpu_remote_check_job(SharegpuState *s, const struct sghw_cmd *c);
+uint32_t sharegpu_remote_job_handles(SharegpuState *s, const struct sghw_cmd *c,
+                                     sgb_job *job);
+uint32_t sharegpu_remote_check_transfer(SharegpuState *s, const struct sghw_cmd *c);
 int sharegpu_remote_move(SharegpuState *s, uint32_t handle, uint32_t placement,
                          bool *handled);
 void sharegpu_remote_destroyed(SharegpuState *s, uint32_t handle);
 bool sharegpu_remote_exported(SharegpuState *s, uint32_t handle);
-bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation);
+bool sharegpu_remote_invalidate(SharegpuState *s, const sgbk_id *id, uint64_t generation,
+                                SharegpuBrokerAck *ack);
 void sharegpu_remote_revoke(SharegpuState *s, const sgbk_id *id, uint32_t reason);
 void sharegpu_broker_export_release_ok(SharegpuState *s, const sgbk_id *id,
                                        uint64_t generation);

@@ -159,9 +159,16 @@ static int sgpu_submit_prepare_obj(struct sgpu_submit *s, struct sgpu_submit_obj
 		so->hw_handle = imp->hw_handle;
 		so->autosync = !imp->p2p;
 	} else if (sgpu_is_remote(obj)) {
-		/* contract 1.6: no jobs on remote imports; revoked: -ENODEV */
-		ret = sgpu_remote_usable(to_sgpu_remote(obj));
-		return ret ? ret : -EINVAL;
+		struct sgpu_remote *rem = to_sgpu_remote(obj);
+
+		/* contract 1.7: the job runs on the exporter's pages */
+		ret = sgpu_remote_usable(rem);
+		if (ret)
+			return ret;
+		if (so->write && !rem->writable)
+			return -EACCES;
+		so->hw_handle = rem->hw_handle;
+		so->autosync = false;
 	} else {
 		return -EINVAL;
 	}

@@ -71,9 +71,7 @@ class AsyncTest : public ::testing::Test {
       ASSERT_FALSE(old.empty()) << path << " missing";
       saved_debugfs_[name] = old;
     }
-    ScopedFd f(open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    ASSERT_GE(f.get(), 0) << path;
-    ASSERT_EQ(write(f.get(), value.data(), value.size()), static_cast<ssize_t>(value.size()));
+    ASSERT_EQ(WriteDebugfs(*a_, name, value), 0) << path;
   }
   // A's drm_sched job timeout in ms.
   void SetJobTimeout(const std::string& ms) { SetDebugfs("sharegpu_job_timeout_ms", ms); }

@@ -415,6 +415,14 @@ std::map<std::string, int64_t> Counters(const Dev& d) {
   return m;
 }
 
+int WriteDebugfs(const Dev& d, const std::string& name, const std::string& value) {
+  ScopedFd f(open((d.debugfs_dir() + "/" + name).c_str(), O_WRONLY | O_CLOEXEC));
+  if (f.get() < 0) return -errno;
+  return write(f.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size())
+             ? 0
+             : -errno;
+}
+
 int64_t Counter(const Dev& d, const std::string& name) {
   auto m = Counters(d);
   auto it = m.find(name);

@@ -112,6 +112,8 @@ int SwSyncInc(int timeline, uint32_t n);
 std::map<std::string, int64_t> Counters(const Dev& d);
 int64_t Counter(const Dev& d, const std::string& name);  // -1 if missing
 std::string ReadFile(const std::string& path);
+// Writes `value` to the device's debugfs file `name` (knobs, fault injection); 0 or -errno.
+int WriteDebugfs(const Dev& d, const std::string& name, const std::string& value);
 
 // Condition polling with a deadline (a failure detector, not synchronisation): true once
 // pred() holds, false if it still does not after timeout_ms.

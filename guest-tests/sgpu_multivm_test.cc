@@ -12,7 +12,7 @@
 //   B: b-ready (broker descriptor counts taken)   A: ids (rw, ro, c: three exports)
 //   C: c-done                                      A: a-withdrew (vm-c's grant withdrawn)
 //   C: c-refused (then A unexports it)
-//   B: b-read-1                                    A: a-wrote (after BO_CPU_ACCESS end)
+//   B: b-read-1 (its job wrote kP4 into A's pages) A: a-wrote (after BO_CPU_ACCESS end)
 //   B: b-ro-done                                   B: b-mapped
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
@@ -45,7 +45,7 @@ using sgt::Dev;
 
 constexpr uint32_t kFeatBroker = 1u << 8;  // SGHW_FEAT_BROKER
 constexpr size_t kSize = 64 << 10;
-constexpr uint32_t kP1 = 0x1111a001, kP2 = 0x2222b002, kP3 = 0x3333c003;
+constexpr uint32_t kP1 = 0x1111a001, kP2 = 0x2222b002, kP3 = 0x3333c003, kP4 = 0x4444d004;
 constexpr uint64_t kNoOff = ~0ull;
 
 Dev* FindBrokerDev(bool with) {
@@ -373,6 +373,9 @@ TEST_F(MultiVmA, WriteAfterEndCpuAccess) {
   ASSERT_NE(g_a.rw_map, nullptr);
   std::string v;
   ASSERT_EQ(sgt::MailboxGet("b-read-1", &v), 0) << v;
+  uint32_t crc = ReadCrc(dev_->fd, g_a.rw, g_a.rw_map);
+  EXPECT_EQ(crc, PatternCrcOf(kP4)) << "vm-b's FILL job wrote into vm-a's buffer";
+  Tell("vm-a: after BO_CPU_ACCESS begin it reads what vm-b's job wrote: CRC32C %08x", crc);
   if (sgt::CmdlineParam("sgputest.demo") == "1") {
     Tell("vm-a: its QEMU monitor, 'info sharegpu-broker' (the export, vm-b's grant and import):");
     ASSERT_EQ(sgt::HostRequest("hmp info sharegpu-broker", &v), 0) << v;
@@ -521,8 +524,21 @@ TEST_F(MultiVmB, ImportZeroCopy) {
   Tell("vm-b: its device's bytes-copied counter (QMP query-sharegpu) %lld before the read, %lld "
        "after: zero copy, these are vm-a's pages",
        (long long)copied, (long long)copied_after);
-  // contract 1.6: the CPU map is the only access; a job is refused, not run
-  EXPECT_EQ(sgt::Fill(fd, g_b.rw, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
+
+  // contract 1.7: vm-b's jobs run on vm-a's pages, with nothing copied either
+  int64_t job_crc = sgt::Checksum(fd, g_b.rw, 0, kSize);
+  EXPECT_EQ(job_crc, static_cast<int64_t>(PatternCrcOf(kP1))) << "vm-b's job reads vm-a's data";
+  ASSERT_EQ(sgt::Fill(fd, g_b.rw, 0, kSize, kP4, SHAREGPU_SUBMIT_F_WAIT), 0);
+  EXPECT_EQ(sgt::Checksum(fd, g_b.rw, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP4)));
+  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ), 0);
+  ASSERT_EQ(sgt::ProbeCrc(g_b.rw_map, kSize, &crc), 0);
+  ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP4)) << "the job's FILL through the import window";
+  int64_t copied_jobs = HostCounter(*dev_, "bytes-copied");
+  EXPECT_EQ(copied_jobs, copied) << "zero copy: the jobs made the device copy";
+  Tell("vm-b: a CHECKSUM job on the import reads %08llx = vm-a's data; a FILL job wrote "
+       "0x%08x into vm-a's pages; bytes-copied still %lld",
+       (long long)job_crc, kP4, (long long)copied_jobs);
   ASSERT_EQ(sgt::MailboxPut("b-read-1", "1"), 0);
 }
 
@@ -570,10 +586,20 @@ TEST_F(MultiVmB, ReadOnlyGrant) {
   ASSERT_EQ(sgt::ProbeCrc(r, kSize, &crc), 0);
   EXPECT_EQ(crc, PatternCrcOf(kP2));
   EXPECT_EQ(mprotect(r, kSize, PROT_READ | PROT_WRITE), -1) << "made writable later";
-  EXPECT_EQ(sgt::Fill(fd, g_b.ro, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT), -EINVAL);
+  int fill_ret = sgt::Fill(fd, g_b.ro, 0, 4096, 0xdeadbeef, SHAREGPU_SUBMIT_F_WAIT);
+  EXPECT_EQ(fill_ret, -EACCES) << "a job writing a READ grant";
+  sgt::ScopedBo local;
+  ASSERT_EQ(local.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  EXPECT_EQ(sgt::Copy(fd, g_b.ro, 0, local.handle, 0, 4096, SHAREGPU_SUBMIT_F_WAIT), -EACCES)
+      << "a COPY into a READ grant";
+  ASSERT_EQ(sgt::Copy(fd, local.handle, 0, g_b.ro, 0, kSize, SHAREGPU_SUBMIT_F_WAIT), 0)
+      << "a COPY out of a READ grant";
+  int64_t job_crc = sgt::Checksum(fd, local.handle, 0, kSize);
+  EXPECT_EQ(job_crc, static_cast<int64_t>(PatternCrcOf(kP2))) << "copied out by a job";
   Tell("vm-b: the READ-only grant: reads CRC32C %08x; a writable mmap() is refused (%s), so "
-       "are mprotect() to writable and jobs",
-       crc, w == MAP_FAILED ? strerrorname_np(w_errno) : "allowed!");
+       "are mprotect() to writable and jobs that write it (%s); a job copies it out (%08llx)",
+       crc, w == MAP_FAILED ? strerrorname_np(w_errno) : "allowed!", ErrName(fill_ret),
+       (long long)job_crc);
   ASSERT_EQ(sgt::MailboxPut("b-ro-done", "1"), 0);
 }
 
@@ -620,6 +646,8 @@ TEST_F(MultiVmB, MoveInvalidates) {
   ASSERT_EQ(sgt::CpuAccess(fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END), 0);
   ASSERT_EQ(sgt::BoInfo(fd, g_b.rw, &info), 0);
   EXPECT_NE(info.vram_offset, kNoOff) << "mapped again";
+  EXPECT_EQ(sgt::Checksum(fd, g_b.rw, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP3)))
+      << "a job after the invalidation runs on the new storage";
   ASSERT_EQ(sgt::MailboxPut("b-remapped", "1"), 0);
 }
 

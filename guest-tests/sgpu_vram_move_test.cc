@@ -33,12 +33,6 @@ void Put(std::vector<uint32_t>* w, size_t off, size_t size, uint32_t pattern) {
   for (size_t i = off / 4; i < (off + size) / 4; i++) (*w)[i] = pattern;
 }
 
-int WriteDebugfs(const Dev& d, const char* name, const std::string& v) {
-  ScopedFd f(open((d.debugfs_dir() + "/" + name).c_str(), O_WRONLY | O_CLOEXEC));
-  if (f.get() < 0) return -errno;
-  return write(f.get(), v.data(), v.size()) == static_cast<ssize_t>(v.size()) ? 0 : -errno;
-}
-
 class VramMoveTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {

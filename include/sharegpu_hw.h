@@ -55,12 +55,13 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 6 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 7 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
                                1.3: asynchronous jobs, QUEUE_DEPTH
                                1.4: JOB_ABORT
                                1.5: WINDOW_FAULT
-                               1.6: BROKER_* (sharing between VMs) */
+                               1.6: BROKER_* (sharing between VMs)
+                               1.7: jobs and cache commands on remote imports */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -225,7 +226,8 @@ enum sghw_status {
     SGHW_ST_CANCELLED = 11,   /* 1.4: job dropped by JOB_ABORT before it started */
     SGHW_ST_INTERNAL = 12,    /* backend failure; see the host log */
     SGHW_ST_NO_DEVICE = 13,   /* 1.6: remote import revoked, or no broker connection */
-    SGHW_ST_ACCESS_DENIED = 14, /* 1.6: BROKER_IMPORT without a grant */
+    SGHW_ST_ACCESS_DENIED = 14, /* 1.6: BROKER_IMPORT without a grant; 1.7: a job
+                                   writing a remote import granted READ only */
 };
 
 /*

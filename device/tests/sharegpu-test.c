@@ -2425,23 +2425,34 @@ static QDict *broker_info(Ctx *c)
     return info;
 }
 
-/* Whether this VM's export of `handle` still holds the storage it moved from. */
-static bool broker_export_moving(Ctx *c, uint32_t handle)
+/*
+ * The value of `field` (a bool or an integer) of this VM's entry for `handle` in the list
+ * `list` ("exports" or "imports") of its query-sharegpu-broker answer.
+ */
+static int64_t broker_entry_field(Ctx *c, const char *list, uint32_t handle,
+                                  const char *field)
 {
     QDict *info = broker_info(c);
     const QListEntry *e;
-    int found = -1;
+    int64_t v = -1;
 
-    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, "exports"), e) {
+    QLIST_FOREACH_ENTRY(qdict_get_qlist(info, list), e) {
         QDict *d = qobject_to(QDict, qlist_entry_obj(e));
 
         if (qdict_get_int(d, "handle") == handle) {
-            found = qdict_get_bool(d, "moving");
+            v = qobject_type(qdict_get(d, field)) == QTYPE_QBOOL ? qdict_get_bool(d, field)
+                                                                : qdict_get_int(d, field);
         }
     }
     qobject_unref(info);
-    g_assert_cmpint(found, >=, 0);
-    return found;
+    g_assert_cmpint(v, >=, 0);
+    return v;
+}
+
+/* Whether this VM's export of `handle` still holds the storage it moved from. */
+static bool broker_export_moving(Ctx *c, uint32_t handle)
+{
+    return broker_entry_field(c, "exports", handle, "moving");
 }
 
 /* The broker's export of `id` in a query-sharegpu-broker answer (borrowed). */
@@ -2552,9 +2563,9 @@ static void test_broker_multi_vm(void)
     memset(bytes + 64, 0x0b, 4);
     g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc32c_ref(bytes, BO_SIZE));
     g_assert_cmpuint(dev_counter(vb, "g0", "bytes-copied"), ==, copied);
-    /* no jobs on remote imports in 1.5 */
-    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
-                                                  .len = BO_SIZE });
+    /* no transfers on remote imports (jobs: /sharegpu/broker/remote-jobs) */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_TRANSFER_TO_DEVICE,
+                                                  .handle = b_rw, .len = 4096 });
     g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
 
     /* vm-c has no grant */
@@ -2683,6 +2694,180 @@ static void test_broker_multi_vm(void)
     broker_free(&b);
 }
 
+/* vm `c`'s new SYSTEM BO filled with `pattern`, broker-exported to `peer` with `right`. */
+static uint32_t broker_exported_bo(Ctx *c, uint32_t pattern, const char *peer,
+                                   uint32_t right, uint8_t id[16])
+{
+    uint32_t h = create_bo(c, &c->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    struct sghw_cmd r;
+
+    r = submit(c, &c->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h,
+                                                .len = BO_SIZE, .arg = pattern });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(c, h, peer, right);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memcpy(id, r.uuid, 16);
+    return h;
+}
+
+/* `field` of this VM's remote import `handle` (query-sharegpu-broker). */
+static int64_t broker_import_field(Ctx *c, uint32_t handle, const char *field)
+{
+    return broker_entry_field(c, "imports", handle, field);
+}
+
+/*
+ * Jobs on remote imports (1.7): vm-b's CHECKSUM reads vm-a's pages and its FILL writes them,
+ * with nothing copied; COPY works both ways with a local buffer; a READ grant refuses every
+ * job writing it (ACCESS_DENIED, data unchanged). Then vm-a relocates the buffer while a job
+ * of vm-b on the old pages is stalled: vm-b's acknowledgement waits for that job, so vm-a
+ * keeps its old storage until the job has completed (with the right result).
+ */
+static void test_broker_remote_jobs(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb;
+    g_autofree uint8_t *bytes = g_malloc(BO_SIZE);
+    g_autofree char *log_path = NULL;
+    g_autofree char *log = NULL;
+    struct sghw_cmd r, job[1];
+    uint8_t id_rw[16], id_ro[16];
+    uint32_t a_rw, a_ro, b_rw, b_ro, b_local, crc_ro, crc_rw;
+    uint64_t copied_a, copied_b, addr[1];
+    QDict *info;
+    int i;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    vb = vm_boot(&b, "vm-b");
+    a_rw = broker_exported_bo(va, 0xa1a1a1a1, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE, id_rw);
+    a_ro = broker_exported_bo(va, 0x5e5e5e5e, "vm-b", SGHW_BROKER_RIGHT_READ, id_ro);
+    crc_ro = checksum(va, &va->g[0], a_ro, BO_SIZE);
+    r = broker_import(vb, id_rw);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_rw = r.out_handle;
+    r = broker_import(vb, id_ro);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_ro = r.out_handle;
+    g_assert_false(broker_import_field(vb, b_rw, "job-buffer"));
+
+    /* vm-b's jobs on vm-a's pages, never mapped in vm-b's window: nothing is copied */
+    copied_a = dev_counter(va, "g0", "bytes-copied");
+    copied_b = dev_counter(vb, "g0", "bytes-copied");
+    g_assert_cmphex(checksum(vb, &vb->g[0], b_rw, BO_SIZE), ==,
+                    fill_crc(BO_SIZE, 0xa1a1a1a1));
+    g_assert_true(broker_import_field(vb, b_rw, "job-buffer"));
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = b_rw,
+                                                  .off0 = 4096, .len = 4096,
+                                                  .arg = 0x0b0b0b0b });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memset(bytes, 0xa1, BO_SIZE);
+    memset(bytes + 4096, 0x0b, 4096);
+    crc_rw = crc32c_ref(bytes, BO_SIZE);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc_rw);
+    g_assert_cmphex(checksum(vb, &vb->g[0], b_ro, BO_SIZE), ==, crc_ro);
+    g_assert_cmpuint(dev_counter(va, "g0", "bytes-copied"), ==, copied_a);
+    g_assert_cmpuint(dev_counter(vb, "g0", "bytes-copied"), ==, copied_b);
+
+    /* COPY out of the READ grant into a local buffer, and from it into the rw import */
+    b_local = create_bo(vb, &vb->g[0], SGHW_PLACEMENT_DEVICE, NULL);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b_local,
+                                                  .handle2 = b_ro, .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(vb, &vb->g[0], b_local, BO_SIZE), ==, crc_ro);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b_rw,
+                                                  .handle2 = b_local, .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    memset(bytes, 0x5e, 4096);
+    crc_rw = crc32c_ref(bytes, BO_SIZE);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==, crc_rw);
+
+    /* the READ grant: no job writes it; bad input is an error, not a crash */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = b_ro,
+                                                  .len = 4096, .arg = 0xdeadbeef });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b_ro,
+                                                  .handle2 = b_local, .off1 = 4096,
+                                                  .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);
+    g_assert_cmphex(checksum(va, &va->g[0], a_ro, BO_SIZE), ==, crc_ro);
+    log_path = g_build_filename(b.dir, "vm-b.log", NULL);
+    g_assert_true(g_file_get_contents(log_path, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, "which is granted READ only"));
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .off0 = BO_SIZE, .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM,
+                                                  .handle = SGHW_REMOTE_HANDLE_BIT | 77,
+                                                  .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_FLUSH,
+                                                  .handle = b_rw, .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CACHE_INVALIDATE,
+                                                  .handle = b_rw, .off0 = BO_SIZE,
+                                                  .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
+
+    /* vm-a relocates while vm-b's job on the old pages is stalled */
+    qmp_ok(vb, "{'execute': 'x-sharegpu-stall', 'arguments': {'id': 'g0', 'stall': true}}");
+    job[0] = (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw, .len = BO_SIZE };
+    post(vb, &vb->g[0], job, 1, addr);
+    wait_job_state(vb, "g0", "stalled");
+    drain_events(vb, &vb->g[0]);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE, .handle = a_rw,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_INVALIDATED, b_rw, NULL);
+    /* vm-b got the invalidation, but its acknowledgement waits for the job */
+    info = broker_info(vb);
+    g_assert_cmpuint(qdict_get_int(info, "acks-deferred"), ==, 1);
+    qobject_unref(info);
+    g_assert_cmpint(broker_import_field(vb, b_rw, "acks-pending"), ==, 1);
+    g_assert_false(broker_import_field(vb, b_rw, "job-buffer"));
+    g_assert_true(broker_export_moving(va, a_rw));
+    qmp_ok(vb, "{'execute': 'x-sharegpu-release', 'arguments': {'id': 'g0'}}");
+    for (i = 0; i < 20000 && read_cmd(vb, addr[0]).status == SGHW_ST_PENDING; i++) {
+        g_usleep(500);
+    }
+    r = read_cmd(vb, addr[0]);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex((uint32_t)r.result, ==, crc_rw);
+    /* the job is done: vm-b acknowledged, vm-a released the old storage */
+    for (i = 0; i < 1000 && broker_export_moving(va, a_rw); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
+    g_assert_cmpint(broker_import_field(vb, b_rw, "acks-pending"), ==, 0);
+    /* the next job imports the new storage, which vm-a uses too */
+    g_assert_cmphex(checksum(vb, &vb->g[0], b_rw, BO_SIZE), ==, crc_rw);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = b_rw,
+                                                  .len = BO_SIZE, .arg = 0x77777777 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(checksum(va, &va->g[0], a_rw, BO_SIZE), ==,
+                    fill_crc(BO_SIZE, 0x77777777));
+
+    /* revoked: every job on it fails at once */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a_rw });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    wait_event(vb, SGHW_EVT_BO_REVOKED, b_rw, NULL);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = b_rw,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = b_local,
+                                                  .handle2 = b_rw, .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
+    g_assert_false(broker_import_field(vb, b_rw, "job-buffer"));
+
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
 /*
  * The broker goes away and comes back: the importer's import is revoked (BROKER_GONE), the
  * exporter's guest learns its export is lost (BO_REVOKED with SGHW_EVT_F_EXPORT), both QEMUs
@@ -2720,13 +2905,7 @@ static void test_broker_restart(void)
     }
     va = vm_boot(&b, "vm-a");
     vb = vm_boot(&b, "vm-b");
-    a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
-    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a,
-                                                  .len = BO_SIZE, .arg = 0x77777777 });
-    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ);
-    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
-    memcpy(id, r.uuid, sizeof(id));
+    a = broker_exported_bo(va, 0x77777777, "vm-b", SGHW_BROKER_RIGHT_READ, id);
     r = broker_import(vb, id);
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     bh = r.out_handle;
@@ -3314,6 +3493,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/coherency/needs-noncoherent", test_coherency_needs_noncoherent);
     qtest_add_func("/sharegpu/broker/multi-vm", test_broker_multi_vm);
     qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
+    qtest_add_func("/sharegpu/broker/remote-jobs", test_broker_remote_jobs);
     qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
     qtest_add_func("/sharegpu/broker/bad-input", test_broker_bad_input);
     return g_test_run();

@@ -168,8 +168,9 @@ struct drm_sharegpu_bo_cpu_access {
  * exporter moves the buffer the import is invalidated (the next access re-maps the new
  * storage). When it is revoked (unexported, grant withdrawn, exporting VM gone, broker gone)
  * every later mmap fault gets SIGBUS, and BO_MMAP_OFFSET, BO_CPU_ACCESS, mmap() and jobs
- * fail with -ENODEV; GEM_CLOSE releases it. Jobs on a live remote import fail with -EINVAL
- * (device contract 1.6: the CPU map is the only access).
+ * fail with -ENODEV; GEM_CLOSE releases it. Jobs (SUBMIT) run on the exporter's pages, zero
+ * copy (device contract 1.7); one that writes a READ grant fails with -EACCES. A job that
+ * writes an import must complete before the exporting VM relocates the buffer.
  */
 #define SHAREGPU_BROKER_RIGHT_NONE	0
 #define SHAREGPU_BROKER_RIGHT_READ	1

@@ -125,27 +125,16 @@ class VirglWorker {
   Status Post(std::function<Status()> fn) {
     std::packaged_task<Status()> task(std::move(fn));
     std::future<Status> result = task.get_future();
-    {
-      std::lock_guard lock(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    uint64_t one = 1;
-    if (write(wake_.get(), &one, sizeof(one)) != sizeof(one)) return -EIO;
+    if (!Enqueue(std::move(task))) return -EIO;
     return result.get();
   }
 
   // Runs fn on the worker without waiting for it.
   void PostNoWait(std::function<void()> fn) {
-    std::packaged_task<Status()> task([fn = std::move(fn)] {
+    (void)Enqueue(std::packaged_task<Status()>([fn = std::move(fn)] {
       fn();
       return kOk;
-    });
-    {
-      std::lock_guard lock(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    uint64_t one = 1;
-    (void)!write(wake_.get(), &one, sizeof(one));
+    }));
   }
 
   // An event loop watches the poll fd from now on (until WatchEnd): the fd, or -ENOENT.
@@ -204,6 +193,16 @@ class VirglWorker {
   uint64_t fences_signalled() const { return signalled_.load(std::memory_order_relaxed); }
 
  private:
+  // Queues the task and wakes the worker; false when the wake-up could not be written.
+  bool Enqueue(std::packaged_task<Status()> task) {
+    {
+      std::lock_guard lock(mu_);
+      tasks_.push_back(std::move(task));
+    }
+    uint64_t one = 1;
+    return write(wake_.get(), &one, sizeof(one)) == sizeof(one);
+  }
+
   struct PendingFence {
     uint32_t id;
     std::function<void()> on_signal;
