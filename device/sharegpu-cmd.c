@@ -40,6 +40,8 @@ uint32_t sharegpu_status_from_errno(int ret)
         return SGHW_ST_DMA_ERROR;
     case -ECANCELED:
         return SGHW_ST_CANCELLED;  /* a job JOB_ABORT dropped before it started */
+    case -EACCES:
+        return SGHW_ST_ACCESS_DENIED;  /* a write into a READ-only remote import's pages */
     default:
         return SGHW_ST_INTERNAL;
     }
@@ -367,6 +369,9 @@ static uint32_t sharegpu_cmd_dispatch(SharegpuState *s, struct sghw_cmd *c)
                       s->name, c->opcode);
         return SGHW_ST_INVALID;
     }
+    if (sharegpu_remote_hidden(s, c)) {
+        return SGHW_ST_BAD_HANDLE;
+    }
     /* BROKER_* and anything on a remote import handle (docs/hardware.md 13) */
     if (sharegpu_remote_handle(c)) {
         return sharegpu_remote_cmd(s, c);
@@ -479,6 +484,9 @@ uint32_t sharegpu_cmd_check_job(SharegpuState *s, const struct sghw_cmd *c)
 
     if (c->flags & ~SGHW_CMD_F_IRQ) {
         return SGHW_ST_INVALID;
+    }
+    if (sharegpu_remote_hidden(s, c)) {
+        return SGHW_ST_BAD_HANDLE;
     }
     if (c->handle & SGHW_REMOTE_HANDLE_BIT) {
         return sharegpu_remote_check_transfer(s, c);  /* not OK: no transfers on them */

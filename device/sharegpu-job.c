@@ -206,6 +206,9 @@ uint32_t sharegpu_job_submit(SharegpuState *s, const struct sghw_cmd *c, uint32_
     if (c->len == 0) {
         return SGHW_ST_INVALID;
     }
+    if (sharegpu_remote_hidden(s, c)) {
+        return SGHW_ST_BAD_HANDLE;
+    }
     switch (c->opcode) {
     case SGHW_OP_COPY:
         if (c->handle == c->handle2 &&

@@ -87,6 +87,39 @@ void sharegpu_remote_init(SharegpuState *s)
 {
     s->broker_exports = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
                                               sharegpu_broker_export_free);
+    s->job_buffers = g_hash_table_new(g_direct_hash, g_direct_equal);
+}
+
+/*
+ * A job buffer is the device's own, behind a remote import handle: its backend handle is
+ * not the guest's to name. A command naming it (as a local handle) is BAD_HANDLE, as for a
+ * handle that does not exist.
+ */
+bool sharegpu_remote_hidden(SharegpuState *s, const struct sghw_cmd *c)
+{
+    bool hidden;
+
+    switch (c->opcode) {
+    case SGHW_OP_NOP:
+    case SGHW_OP_BO_CREATE:
+    case SGHW_OP_FENCE:
+    case SGHW_OP_IMPORT:
+    case SGHW_OP_BROKER_IMPORT:
+        return false;   /* no handle in */
+    default:
+        break;
+    }
+    if (!s->job_buffers) {
+        return false;
+    }
+    hidden = g_hash_table_contains(s->job_buffers, GUINT_TO_POINTER(c->handle)) ||
+             (c->opcode == SGHW_OP_COPY &&
+              g_hash_table_contains(s->job_buffers, GUINT_TO_POINTER(c->handle2)));
+    if (hidden) {
+        qemu_log_mask(LOG_GUEST_ERROR, "sharegpu: %s: opcode 0x%x names a handle that is "
+                      "not the guest's\n", s->name, c->opcode);
+    }
+    return hidden;
 }
 
 static uint32_t sharegpu_status_from_broker(SharegpuState *s, const char *op, int ret)
@@ -472,6 +505,9 @@ static void sharegpu_remote_job_buffer_free(SharegpuState *s, uint32_t job_handl
     if (!ret) {
         ret = sgb_bo_destroy(s->dev, job_handle);
     }
+    if (s->job_buffers) {
+        g_hash_table_remove(s->job_buffers, GUINT_TO_POINTER(job_handle));
+    }
     if (ret) {
         error_report("sharegpu: %s: remote import job buffer %u: %s", s->name, job_handle,
                      sgb_strerror(ret));
@@ -563,6 +599,10 @@ void sharegpu_remote_reset(SharegpuState *s)
         g_hash_table_iter_init(&it, s->broker_exports);
         g_hash_table_iter_next(&it, NULL, &value);
         sharegpu_broker_unexport(s, value, true);
+    }
+    /* retired ones still waiting for their jobs go with the backend's reset too */
+    if (s->job_buffers) {
+        g_hash_table_remove_all(s->job_buffers);
     }
     s->next_remote = 0;
 }
@@ -830,6 +870,7 @@ static uint32_t sharegpu_remote_job_handle(SharegpuState *s, uint32_t handle, bo
                          handle, sgb_strerror(ret));
             return sharegpu_status_from_errno(ret);
         }
+        g_hash_table_add(s->job_buffers, GUINT_TO_POINTER(r->job_handle));
         trace_sharegpu_remote_job_buffer(s->name, handle, r->job_handle, r->generation);
     }
     *out = r->job_handle;

@@ -468,6 +468,8 @@ static void sharegpu_teardown(SharegpuState *s)
     if (s->broker_exports) {
         g_hash_table_destroy(s->broker_exports);
         s->broker_exports = NULL;
+        g_hash_table_destroy(s->job_buffers);
+        s->job_buffers = NULL;
     }
     if (s->broker) {
         s->broker->users--;

@@ -200,6 +200,7 @@ struct SharegpuState {
     GTree *window_maps;          /* mapped SharegpuBo, ordered by map_off */
     /* cross-VM sharing (sharegpu-remote.c) */
     GHashTable *broker_exports;  /* local handle -> SharegpuBrokerExport */
+    GHashTable *job_buffers;     /* backend handles of remote imports' job buffers (a set) */
     uint32_t next_remote;        /* remote import handle numbering (without the bit) */
     QTAILQ_ENTRY(SharegpuState) next;
 
@@ -334,6 +335,7 @@ bool sharegpu_remote_handle(const struct sghw_cmd *c);
 uint32_t sharegpu_remote_job_handles(SharegpuState *s, const struct sghw_cmd *c,
                                      sgb_job *job);
 uint32_t sharegpu_remote_check_transfer(SharegpuState *s, const struct sghw_cmd *c);
+bool sharegpu_remote_hidden(SharegpuState *s, const struct sghw_cmd *c);
 int sharegpu_remote_move(SharegpuState *s, uint32_t handle, uint32_t placement,
                          bool *handled);
 void sharegpu_remote_destroyed(SharegpuState *s, uint32_t handle);

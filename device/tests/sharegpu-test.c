@@ -3038,7 +3038,7 @@ static void test_broker_bad_input(void)
     struct sghw_cmd r;
     struct sghw_event ev;
     uint8_t id[16], unknown[16] = { 1, 2, 3 };
-    uint32_t a, bh;
+    uint32_t a, bh, h;
     uint64_t name_gpa;
 
     if (!broker_start(&b)) {
@@ -3118,9 +3118,29 @@ static void test_broker_bad_input(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_OUT_OF_RANGE);
     r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_PIN, .handle = bh });
     g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
-    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = 1,
-                                                  .handle2 = bh, .len = 4096 });
-    g_assert_cmpuint(r.status, ==, SGHW_ST_INVALID);
+    /* a job on it makes the device's job buffer, which no local handle may name */
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = bh,
+                                                  .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (h = 1; h <= 4; h++) {  /* vm-b made no buffer: no local handle exists */
+        r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_QUERY,
+                                                      .handle = h, .off0 = qmalloc(vb->qs,
+                                                      sizeof(struct sghw_bo_info)) });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+        r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_COPY, .handle = h,
+                                                      .handle2 = bh, .len = 4096 });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+        r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM,
+                                                      .handle = h, .len = 4096 });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+        r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_DESTROY,
+                                                      .handle = h });
+        g_assert_cmpuint(r.status, ==, SGHW_ST_BAD_HANDLE);
+    }
+    g_assert_true(broker_import_field(vb, bh, "job-buffer"));
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = bh,
+                                                  .len = 4096 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_ACCESS_DENIED);  /* a READ grant */
     r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
                                                   .handle = bh, .off0 = 0 });
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
