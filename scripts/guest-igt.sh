@@ -68,6 +68,11 @@ for s in syncobj_wait/wait-for-submit-snapshot syncobj_wait/wait-all-for-submit-
          syncobj_timeline/wait-for-submit-snapshot syncobj_timeline/wait-all-for-submit-snapshot; do
     EXCLUDE+=("$s|a 100 ms deadline that sw_sync set-up under TCG with KASAN and lockdep does not meet (DRM core syncobj code, no driver call; docs/igt.md)")
 done
+# The timeline variant of wait-all-snapshot (sw_sync fences attached before the wait, as
+# timeline points): the same 20 ms margin, missed on 2026-12-03 in 4 of 5 attempts over three
+# runs, also with one vCPU on an idle host, while syncobj_wait's binary variant passes (DRM
+# core syncobj and dma_fence_chain code, no driver call; docs/igt.md).
+EXCLUDE+=("syncobj_timeline/wait-all-snapshot|a 100 ms deadline with a 20 ms margin that the timeline wait-all path under TCG with KASAN and lockdep does not keep (DRM core syncobj code, no driver call; docs/igt.md)")
 # ... which the dma-buf selftest module skips through its st_filter parameter
 DMABUF_ST_FILTER='!dma_fence_chain/wait_backward'
 # Subtests that race a 100 ms absolute wait timeout against 80 ms of sleeps in the signalling
@@ -76,7 +81,7 @@ DMABUF_ST_FILTER='!dma_fence_chain/wait_backward'
 RETRY=()
 for t in syncobj_wait syncobj_timeline; do
     for s in wait-any-snapshot wait-all-snapshot; do
-        RETRY+=("$t/$s")
+        [ "$t/$s" = syncobj_timeline/wait-all-snapshot ] || RETRY+=("$t/$s")
     done
 done
 BUILD=1 TIMEOUT=1800 LOG=""
