@@ -11,4 +11,4 @@ setup:
 	bash scripts/setup-host.sh
 
 clean:
-	rm -rf build build-tsan build-asan
+	rm -rf build build-tsan build-asan build-qemu-backend

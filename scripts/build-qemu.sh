@@ -165,7 +165,9 @@ if [ "$new_hash" != "$hash" ]; then
     use_cached
 fi
 if true; then
-    bdir=$CACHE/backend/$bvariant
+    # in the checkout, so the compiler sees the same relative paths in every clone (ccache
+    # hits in CI's fresh clones; scripts/lib.sh use_ccache)
+    bdir=$ROOT/build-qemu-backend/$bvariant
     sanitize=none
     [ "$bvariant" = asan ] && sanitize=address,undefined
     # A meson build dir belongs to one source tree: another checkout (CI's fresh clone) must

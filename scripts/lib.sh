@@ -108,6 +108,9 @@ lock_or_wait() {
 use_ccache() {
     export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
     export CC="ccache gcc" CXX="ccache g++"
+    # CI clones to a new path each time: hash paths relative to the checkout and leave the
+    # working directory out, or every clone misses (23% hits were measured before this)
+    export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=true
 }
 meson_configure() {
     local dir=$1; shift
