@@ -277,15 +277,39 @@ static int sgpu_remote_map(struct sgpu_remote *rem)
 	return 0;
 }
 
-int sgpu_remote_cpu_access(struct sgpu_remote *rem, bool end)
+/*
+ * begin/end_cpu_access on another VM's pages, the same two-way barrier as on
+ * a local BO for what this VM's device did: begin waits for this VM's jobs
+ * on the import and, on a non-coherent device, flushes their writes still in
+ * its cache to the shared pages; end after a CPU write invalidates that cache
+ * so the device's next read sees the write. The other VM's caches are its own
+ * driver's to maintain (docs/broker.md, "Jobs across VMs").
+ */
+int sgpu_remote_cpu_access(struct sgpu_remote *rem, bool end,
+			   enum dma_data_direction dir)
 {
+	struct sgpu_device *sdev = to_sgpu(rem->base.dev);
+	struct dma_resv *resv = rem->base.resv;
 	int ret;
 
-	ret = dma_resv_lock_interruptible(rem->base.resv, NULL);
+	ret = dma_resv_lock_interruptible(resv, NULL);
 	if (ret)
 		return ret;
-	ret = end ? sgpu_remote_usable(rem) : sgpu_remote_map(rem);
-	dma_resv_unlock(rem->base.resv);
+	if (end) {
+		ret = sgpu_remote_usable(rem);
+		if (!ret && !sdev->coherent && dir != DMA_FROM_DEVICE)
+			ret = sgpu_hw_simple(sdev, SGHW_OP_CACHE_INVALIDATE, rem->hw_handle,
+					     0, 0, 0, rem->base.size, NULL);
+		goto out;
+	}
+	ret = sgpu_cpu_access_wait(resv, dir);
+	if (!ret)
+		ret = sgpu_remote_map(rem);
+	if (!ret && !sdev->coherent)
+		ret = sgpu_hw_simple(sdev, SGHW_OP_CACHE_FLUSH, rem->hw_handle, 0, 0, 0,
+				     rem->base.size, NULL);
+out:
+	dma_resv_unlock(resv);
 	return ret;
 }
 

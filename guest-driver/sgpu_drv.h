@@ -486,6 +486,7 @@ int sgpu_bo_validate_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
 int sgpu_bo_set_domain(struct sgpu_bo *bo, u32 domain, bool interruptible);
 int sgpu_bo_pin(struct sgpu_bo *bo);
 void sgpu_bo_unpin(struct sgpu_bo *bo);
+int sgpu_cpu_access_wait(struct dma_resv *resv, enum dma_data_direction dir);
 int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir);
 u32 sgpu_bo_domain(struct sgpu_bo *bo);
 u32 sgpu_bo_domain_unlocked(struct sgpu_bo *bo);
@@ -503,7 +504,8 @@ int sgpu_ioctl_broker_grant(struct drm_device *dev, void *data, struct drm_file 
 int sgpu_ioctl_broker_unexport(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_ioctl_broker_import(struct drm_device *dev, void *data, struct drm_file *file);
 int sgpu_remote_usable(struct sgpu_remote *rem);
-int sgpu_remote_cpu_access(struct sgpu_remote *rem, bool end);
+int sgpu_remote_cpu_access(struct sgpu_remote *rem, bool end,
+			   enum dma_data_direction dir);
 void sgpu_remote_invalidate(struct sgpu_remote *rem);
 void sgpu_remote_revoke(struct sgpu_remote *rem, u32 reason);
 void sgpu_bo_broker_lost(struct sgpu_bo *bo);

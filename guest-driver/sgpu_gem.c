@@ -254,26 +254,35 @@ void sgpu_bo_unpin(struct sgpu_bo *bo)
  * transfer around themselves, sgpu_job.c autosync): begin must not copy the
  * device's older bytes over what a foreign importer wrote.
  */
+/*
+ * begin_cpu_access waits (resv held): a CPU read for the device's writers, a
+ * CPU write for every user; interruptible.
+ */
+int sgpu_cpu_access_wait(struct dma_resv *resv, enum dma_data_direction dir)
+{
+	long lret;
+
+	lret = dma_resv_wait_timeout(resv, dir == DMA_FROM_DEVICE ?
+				     DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ,
+				     true, MAX_SCHEDULE_TIMEOUT);
+	return lret < 0 ? lret : 0;
+}
+
 int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
 	struct dma_resv *resv = bo->tbo.base.resv;
 	u32 hwdir = dir == DMA_TO_DEVICE ? SGHW_DIR_TO_DEVICE :
 		    dir == DMA_FROM_DEVICE ? SGHW_DIR_FROM_DEVICE : SGHW_DIR_BIDIRECTIONAL;
-	long lret;
 	int ret;
 
 	ret = dma_resv_lock_interruptible(resv, NULL);
 	if (ret)
 		return ret;
 	if (!end) {
-		lret = dma_resv_wait_timeout(resv, dir == DMA_FROM_DEVICE ?
-					     DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ,
-					     true, MAX_SCHEDULE_TIMEOUT);
-		if (lret < 0) {
-			ret = lret;
+		ret = sgpu_cpu_access_wait(resv, dir);
+		if (ret)
 			goto out;
-		}
 		if (bo->tbo.resource && bo->tbo.resource->mem_type == TTM_PL_SYSTEM &&
 		    !bo->tbo.pin_count) {
 			ret = sgpu_bo_validate_domain(bo, SHAREGPU_DOMAIN_SYSTEM, true);

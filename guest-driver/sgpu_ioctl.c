@@ -234,7 +234,7 @@ int sgpu_ioctl_bo_cpu_access(struct drm_device *dev, void *data, struct drm_file
 	if (obj && sgpu_is_remote(obj)) {
 		/* another VM's pages, seen through the window: map them, or -ENODEV */
 		ret = sgpu_remote_cpu_access(to_sgpu_remote(obj),
-					     args->flags & SHAREGPU_CPU_ACCESS_END);
+					     args->flags & SHAREGPU_CPU_ACCESS_END, dir);
 		drm_gem_object_put(obj);
 		return ret;
 	}

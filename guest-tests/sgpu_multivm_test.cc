@@ -13,6 +13,8 @@
 //   C: c-done                                      A: a-withdrew (vm-c's grant withdrawn)
 //   C: c-refused (then A unexports it)
 //   B: b-read-1 (its job wrote kP4 into A's pages) A: a-wrote (after BO_CPU_ACCESS end)
+//   B: b-primed, b-filled-unflushed, b-flushed,    A: a-wrote-2, a-saw-stale, a-saw-flushed
+//      b-restored (barriers across VMs)
 //   B: b-ro-done                                   B: b-mapped
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
@@ -46,6 +48,7 @@ using sgt::Dev;
 constexpr uint32_t kFeatBroker = 1u << 8;  // SGHW_FEAT_BROKER
 constexpr size_t kSize = 64 << 10;
 constexpr uint32_t kP1 = 0x1111a001, kP2 = 0x2222b002, kP3 = 0x3333c003, kP4 = 0x4444d004;
+constexpr uint32_t kP5 = 0x5555e005, kP6 = 0x6666f006;
 constexpr uint64_t kNoOff = ~0ull;
 
 Dev* FindBrokerDev(bool with) {
@@ -388,6 +391,43 @@ TEST_F(MultiVmA, WriteAfterEndCpuAccess) {
   ASSERT_EQ(sgt::MailboxPut("a-wrote", "1"), 0);
 }
 
+// Barriers across VMs, on coherent=off devices (the run gives both broker devices
+// coherent=off): each VM's barriers maintain its own device's cache, so a write reaches the
+// other VM only through the writer's and the reader's own barriers (docs/broker.md, "Jobs
+// across VMs"). vm-b checks the CPU -> device direction; here the device -> CPU one: vm-b's
+// FILL without cache maintenance stays in vm-b's device cache, which vm-a's begin_cpu_access
+// cannot reach (stale), until vm-b's own begin_cpu_access flushes it.
+TEST_F(MultiVmA, BarriersAcrossVms) {
+  ASSERT_NE(g_a.rw_map, nullptr);
+  ASSERT_FALSE(dev_->coherent()) << "the multi-VM run gives the broker devices coherent=off";
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("b-primed", &v), 0) << v;
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE), 0);
+  FillPattern(g_a.rw_map, kSize, kP5);
+  ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_a.rw, SHAREGPU_CPU_ACCESS_WRITE | SHAREGPU_CPU_ACCESS_END),
+            0);
+  Tell("vm-a: wrote 0x%08x with its barriers; vm-b's device still caches 0x%08x", kP5, kP3);
+  ASSERT_EQ(sgt::MailboxPut("a-wrote-2", "1"), 0);
+
+  ASSERT_EQ(sgt::MailboxGet("b-filled-unflushed", &v), 0) << v;
+  uint32_t crc = ReadCrc(dev_->fd, g_a.rw, g_a.rw_map);
+  EXPECT_EQ(crc, PatternCrcOf(kP5)) << "vm-b's unflushed FILL must not be visible yet";
+  EXPECT_NE(crc, PatternCrcOf(kP6)) << "vm-b's FILL visible without vm-b's barrier";
+  Tell("vm-a: vm-b's FILL of 0x%08x without cache maintenance is not visible after vm-a's own "
+       "BO_CPU_ACCESS begin: it reads 0x%08x (stale, as it must be)",
+       kP6, kP5);
+  ASSERT_EQ(sgt::MailboxPut("a-saw-stale", "1"), 0);
+
+  ASSERT_EQ(sgt::MailboxGet("b-flushed", &v), 0) << v;
+  crc = ReadCrc(dev_->fd, g_a.rw, g_a.rw_map);
+  EXPECT_EQ(crc, PatternCrcOf(kP6)) << "vm-b's FILL after vm-b's begin_cpu_access (its flush)";
+  Tell("vm-a: after vm-b's BO_CPU_ACCESS begin flushed vm-b's device cache it reads 0x%08x",
+       kP6);
+  ASSERT_EQ(sgt::MailboxPut("a-saw-flushed", "1"), 0);
+  ASSERT_EQ(sgt::MailboxGet("b-restored", &v), 0) << v;
+  EXPECT_EQ(ReadCrc(dev_->fd, g_a.rw, g_a.rw_map), PatternCrcOf(kP3));
+}
+
 // vm-b's write attempts on its read-only import left the data as it was.
 TEST_F(MultiVmA, ReadOnlyGrantUnchanged) {
   ASSERT_NE(g_a.ro_map, nullptr);
@@ -553,6 +593,42 @@ TEST_F(MultiVmB, SeesWriteAfterBeginCpuAccess) {
   ASSERT_EQ(sgt::CpuAccess(dev_->fd, g_b.rw, SHAREGPU_CPU_ACCESS_READ | SHAREGPU_CPU_ACCESS_END),
             0);
   Tell("vm-b: after BO_CPU_ACCESS begin it reads vm-a's new data: CRC32C %08x", crc);
+}
+
+// vm-a's side says what this checks in the device -> CPU direction; here CPU -> device too:
+// vm-a's CPU write with vm-a's barriers is not seen by vm-b's job without cache maintenance
+// (vm-b's device serves its cached lines), and is with it (CACHE_INVALIDATE first).
+TEST_F(MultiVmB, BarriersAcrossVms) {
+  ASSERT_NE(g_b.rw_map, nullptr);
+  ASSERT_FALSE(dev_->coherent()) << "the multi-VM run gives the broker devices coherent=off";
+  int fd = dev_->fd;
+  constexpr uint32_t kNoMaint = SHAREGPU_SUBMIT_F_NO_CACHE_MAINT;
+  // a job with maintenance reads vm-a's kP3 and leaves those lines in vm-b's device cache
+  ASSERT_EQ(sgt::Checksum(fd, g_b.rw, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP3)));
+  ASSERT_EQ(sgt::MailboxPut("b-primed", "1"), 0);
+  std::string v;
+  ASSERT_EQ(sgt::MailboxGet("a-wrote-2", &v), 0) << v;
+  int64_t stale = sgt::Checksum(fd, g_b.rw, 0, kSize, kNoMaint);
+  EXPECT_EQ(stale, static_cast<int64_t>(PatternCrcOf(kP3)))
+      << "vm-b's device must still serve its cached lines: vm-a's barrier is vm-a's";
+  int64_t fresh = sgt::Checksum(fd, g_b.rw, 0, kSize);
+  EXPECT_EQ(fresh, static_cast<int64_t>(PatternCrcOf(kP5))) << "after CACHE_INVALIDATE";
+  Tell("vm-b: vm-a's CPU write of 0x%08x: a CHECKSUM job without cache maintenance reads "
+       "%08llx (vm-b's cached 0x%08x, stale), with it %08llx",
+       kP5, (long long)stale, kP3, (long long)fresh);
+
+  ASSERT_EQ(sgt::Fill(fd, g_b.rw, 0, kSize, kP6, kNoMaint), 0);
+  ASSERT_EQ(sgt::MailboxPut("b-filled-unflushed", "1"), 0);
+  ASSERT_EQ(sgt::MailboxGet("a-saw-stale", &v), 0) << v;
+  uint32_t crc = ReadCrc(fd, g_b.rw, g_b.rw_map);  // its begin flushes vm-b's device cache
+  EXPECT_EQ(crc, PatternCrcOf(kP6)) << "vm-b's begin_cpu_access must flush its device's writes";
+  Tell("vm-b: its FILL of 0x%08x without cache maintenance, then its BO_CPU_ACCESS begin "
+       "flushed it to vm-a's pages: CRC32C %08x",
+       kP6, crc);
+  ASSERT_EQ(sgt::MailboxPut("b-flushed", "1"), 0);
+  ASSERT_EQ(sgt::MailboxGet("a-saw-flushed", &v), 0) << v;
+  ASSERT_EQ(sgt::Fill(fd, g_b.rw, 0, kSize, kP3), 0);  // what the later cases expect
+  ASSERT_EQ(sgt::MailboxPut("b-restored", "1"), 0);
 }
 
 // A READ grant: mapped read-only; every way to write is refused (vm-a checks its data).

@@ -14,7 +14,8 @@
 # sgpu_multivm_hold), then:
 #   sharegpu-broker --socket RUN/broker.sock          (waited for: "ready on")
 #   vm-a: -object sharegpu-broker,id=b0,path=RUN/broker.sock,vm-name=vm-a
-#         -device sharegpu,id=g0,broker=b0  (and g1 without a broker), sgputest.role=a
+#         -device sharegpu,id=g0,broker=b0,coherent=off  (strict caches: the barriers across
+#         VMs are tested; and g1 without a broker), sgputest.role=a
 #   vm-b: the same with vm-name=vm-b, sgputest.role=b (the importer)
 #   vm-c: the same with vm-name=vm-c, sgputest.role=c (granted one buffer, refused the others)
 # booted at the same time by scripts/run-guest.sh (TCG, 1 vCPU, 512 MiB each), each with its
@@ -111,12 +112,12 @@ for vm in "${VMS[@]}"; do
     # the demo follows it from the start (tail -F follows an existing file through inotify,
     # a missing one only by polling it every second, which scrambles the two guests' lines)
     [ "$DEMO" = 0 ] || : >"${LOGS[$vm]}"
-    G0_PROPS=",broker=b0" guest_qemu_args 64M "$RUN/$vm"
+    G0_PROPS=",broker=b0,coherent=off" guest_qemu_args 64M "$RUN/$vm"
     start_host_agent "$RUN/$vm" "${LOGS[$vm]}" --mailbox "$MB" --vm-name "$vm" 2>&3
     say "booting $vm (log ${LOGS[$vm]})"
     [ "$DEMO" = 0 ] || echo "  host: qemu-system-x86_64 ... -name $vm" \
         "-object sharegpu-broker,id=b0,path=$RUN/broker.sock,vm-name=$vm" \
-        "-device sharegpu,id=g0,broker=b0 ...  ($([ "$vm" = vm-a ] && echo exporter || echo importer))"
+        "-device sharegpu,id=g0,broker=b0,coherent=off ...  ($([ "$vm" = vm-a ] && echo exporter || echo importer))"
     "$ROOT/scripts/run-guest.sh" --kernel "$SHAREGPU_KERNEL_IMAGE" --initrd "$IMG" \
         --log "${LOGS[$vm]}" --smp 1 --mem 512M --timeout "$TIMEOUT" --silence 600 \
         --append "sgputest.host=1 sgputest.role=$role sgputest.filter=${FILTERS[$vm]}$APPEND" -- \
