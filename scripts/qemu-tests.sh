@@ -66,20 +66,31 @@ sanitizer_env() {
     export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/device/tests/lsan-suppressions.txt:print_suppressions=0}
 }
 
-# run_qtest VARIANT BINARY LOG [ENV...]: runs one qtest binary in TAP mode, one line per case.
-run_qtest() {
+# qtest_exec VARIANT BINARY LOG [ENV...] [-- ARGS...]: runs one qtest binary in TAP mode, with
+# ARGS (e.g. -p PATH filters) after --tap -k; its exit status goes to LOG.rc for qtest_report.
+qtest_exec() {
     local variant=$1 bin=$2 log=$3; shift 3
-    local qemu=$(dirname "$bin")/bin/qemu-system-x86_64 rc planned=0 seen=0 line name
-    local t0=$SECONDS
+    local qemu=$(dirname "$bin")/bin/qemu-system-x86_64 envs=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
     # a hang detector, not a budget: ASan's sharegpu-test takes ~12 min on 2 idle cores (the
     # long-job and reset tests), and more when the machine is busy
     local limit=900
     [ "$variant" = asan ] && limit=2400
-    env "$@" QTEST_QEMU_BINARY="$qemu" timeout "$limit" "$bin" --tap -k >"$log" 2>&1
-    rc=$?
+    env ${envs[@]+"${envs[@]}"} QTEST_QEMU_BINARY="$qemu" timeout "$limit" "$bin" --tap -k "$@" \
+        >"$log" 2>&1
+    echo $? >"$log.rc"
+}
+
+# qtest_report VARIANT BINARY LOG SECONDS [quiet]: one PASS/FAIL line per case of LOG, and a
+# failure for a sanitizer report, a non-zero exit status or cases planned but never reported;
+# then a summary line unless quiet.
+qtest_report() {
+    local variant=$1 bin=$2 log=$3 secs=$4 quiet=${5:-} rc planned=0 seen=0 line name
+    rc=$(cat "$log.rc" 2>/dev/null || echo lost)
     while IFS= read -r line; do
         case "$line" in
-            1..*) planned=${line#1..} ;;
+            1..*) planned=${line#1..} ;;  # with several -p filters GLib prints a running plan
             "ok "*)
                 seen=$((seen + 1)); name=${line#ok }; name=${name#* }
                 pass "$variant" "$name" ;;
@@ -90,11 +101,50 @@ run_qtest() {
     done < <(grep -E '^(1\.\.[0-9]+|ok [0-9]+|not ok [0-9]+)' "$log")
     if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: (Address|Leak|UndefinedBehavior)Sanitizer' "$log"; then
         fail "$variant" "$(basename "$bin"): sanitizer report" "$log"
-    elif [ "$rc" != 0 ] || [ "$seen" -lt "$planned" ]; then
+    elif [ "$rc" != 0 ] || [ "$seen" -lt "$planned" ] || [ "$seen" = 0 ]; then
         # a crash/abort stops the binary before it reports the case (TAP has no line for it)
         fail "$variant" "$(basename "$bin"): exit status $rc, $seen of $planned cases reported" "$log"
     fi
-    say "$(basename "$bin") [$variant]: $seen cases in $((SECONDS - t0))s (log $log)"
+    [ -n "$quiet" ] || say "$(basename "$bin") [$variant]: $seen cases in ${secs}s (log $log)"
+}
+
+# run_qtest VARIANT BINARY LOG [ENV...]: runs one qtest binary and reports its cases.
+run_qtest() {
+    local t0=$SECONDS
+    qtest_exec "$@"
+    qtest_report "$1" "$2" "$3" $((SECONDS - t0))
+}
+
+# run_qtest_cases VARIANT BINARY LOG: every case of the binary as its own run (-p CASE, log
+# LOG-N.log), two at a time: a case is one QEMU and the test binary taking turns (about one
+# core, or waiting on the device's timers), and the machine has two. Reports as run_qtest,
+# then the slowest cases.
+run_qtest_cases() {
+    local variant=$1 bin=$2 log=$3 t0=$SECONDS i running=0 cases=() logs=()
+    mapfile -t cases < <(QTEST_QEMU_BINARY="$(dirname "$bin")/bin/qemu-system-x86_64" "$bin" -l |
+                         grep '^/')
+    if [ ${#cases[@]} = 0 ]; then
+        fail "$variant" "$(basename "$bin"): lists no case" ""
+        return
+    fi
+    for i in "${!cases[@]}"; do
+        logs[i]=${log%.log}-$i.log
+        { local c0=$SECONDS
+          qtest_exec "$variant" "$bin" "${logs[i]}" -- -p "${cases[i]}"
+          echo "$((SECONDS - c0)) ${cases[i]}" >"${logs[i]}.secs"; } &
+        running=$((running + 1))
+        if [ "$running" -ge 2 ]; then
+            wait -n
+            running=$((running - 1))
+        fi
+    done
+    wait
+    for i in "${!cases[@]}"; do
+        qtest_report "$variant" "$bin" "${logs[i]}" "$(cut -d' ' -f1 "${logs[i]}.secs")" quiet
+    done
+    say "$(basename "$bin") [$variant]: ${#cases[@]} cases, two at a time, in $((SECONDS - t0))s" \
+        "(logs ${log%.log}-N.log); slowest: $(cat "${logs[@]/%/.secs}" | sort -rn | head -4 |
+        awk '{printf "%s%s %ss", (NR > 1 ? ", " : ""), $2, $1}')"
 }
 
 # acceptance VARIANT QEMU: the issue's QMP-over-stdio check.
@@ -203,7 +253,7 @@ build() {
 
 t_all=$SECONDS
 if [ "$default" = 1 ] && build default; then
-    run_qtest default "$out/qtest/sharegpu-test" "$logdir/default-sharegpu-test.log"
+    run_qtest_cases default "$out/qtest/sharegpu-test" "$logdir/default-sharegpu-test.log"
     # fixed seeds (replayable, the coverage floors were set from them) and the run's random one
     for seed in 1 2 3 "$fuzz_seed"; do
         say "fuzz [default]: SHAREGPU_FUZZ_SEED=$seed SHAREGPU_FUZZ_ITERS=5000"
@@ -216,7 +266,7 @@ if [ "$default" = 1 ] && build default; then
 fi
 if [ "$asan" = 1 ] && build asan --asan; then
     sanitizer_env
-    run_qtest asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
+    run_qtest_cases asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
     say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters"
     run_qtest asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
         SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed"
