@@ -6,9 +6,11 @@
 #   1. default variant: scripts/build-qemu.sh --qtests (cached), then every qtest binary
 #      (sharegpu-test, sharegpu-fuzz-test with a short run) and the acceptance check;
 #   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
-#      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test and
-#      the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~1 min, ~2 min on a loaded box); any
-#      sanitizer report (ASan, LSan, UBSan) fails the run.
+#      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test and,
+#      beside it, the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~4 min);
+#      any sanitizer report (ASan, LSan, UBSan) fails the run.
+#   sharegpu-test runs case by case (one process per case, two at a time; its logs are
+#      LOGDIR/VARIANT-sharegpu-test-N.log), and the summary line names the slowest cases.
 #   TCG reproducers (device/tests/tcg/*.c): multiboot programs booted with -kernel on one TCG
 #      vCPU (guest code that qtest cannot run), e.g. the stale-TLB memory-map race.
 #   Acceptance check: qemu-system-x86_64 -M q35 -display none -nodefaults -S
@@ -73,8 +75,8 @@ qtest_exec() {
     local qemu=$(dirname "$bin")/bin/qemu-system-x86_64 envs=()
     while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
     [ $# -gt 0 ] && shift
-    # a hang detector, not a budget: ASan's sharegpu-test takes ~12 min on 2 idle cores (the
-    # long-job and reset tests), and more when the machine is busy
+    # a hang detector, not a budget: under ASan the longest case takes ~80 s and the fuzz run
+    # ~4 min on 2 cores, more when the machine is busy
     local limit=900
     [ "$variant" = asan ] && limit=2400
     env ${envs[@]+"${envs[@]}"} QTEST_QEMU_BINARY="$qemu" timeout "$limit" "$bin" --tap -k "$@" \
@@ -120,7 +122,7 @@ run_qtest() {
 # core, or waiting on the device's timers), and the machine has two. Reports as run_qtest,
 # then the slowest cases.
 run_qtest_cases() {
-    local variant=$1 bin=$2 log=$3 t0=$SECONDS i running=0 cases=() logs=()
+    local variant=$1 bin=$2 log=$3 t0=$SECONDS i running=0 cases=() logs=() pids=()
     mapfile -t cases < <(QTEST_QEMU_BINARY="$(dirname "$bin")/bin/qemu-system-x86_64" "$bin" -l |
                          grep '^/')
     if [ ${#cases[@]} = 0 ]; then
@@ -132,13 +134,14 @@ run_qtest_cases() {
         { local c0=$SECONDS
           qtest_exec "$variant" "$bin" "${logs[i]}" -- -p "${cases[i]}"
           echo "$((SECONDS - c0)) ${cases[i]}" >"${logs[i]}.secs"; } &
+        pids+=($!)
         running=$((running + 1))
         if [ "$running" -ge 2 ]; then
-            wait -n
+            wait -n  # (a run the caller started beside these counts too: a third at most)
             running=$((running - 1))
         fi
     done
-    wait
+    wait "${pids[@]}" 2>/dev/null  # those wait -n reaped are no jobs any more
     for i in "${!cases[@]}"; do
         qtest_report "$variant" "$bin" "${logs[i]}" "$(cut -d' ' -f1 "${logs[i]}.secs")" quiet
     done
@@ -266,10 +269,16 @@ if [ "$default" = 1 ] && build default; then
 fi
 if [ "$asan" = 1 ] && build asan --asan; then
     sanitizer_env
+    # the fuzz run (one core for minutes) beside the cases, which often wait on the device's
+    # timers and the broker; reported after them
+    say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters (beside the cases)"
+    t_fuzz=$SECONDS
+    qtest_exec asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
+        SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed" &
     run_qtest_cases asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
-    say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters"
-    run_qtest asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
-        SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed"
+    wait  # the fuzz run too
+    qtest_report asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
+        $((SECONDS - t_fuzz))
     grep '^# sharegpu fuzz' "$logdir/asan-sharegpu-fuzz-test.log" | sed 's/^/        /'
     acceptance asan "$out/qemu-system-x86_64"
     tcg_reproducers asan "$out/qemu-system-x86_64"
