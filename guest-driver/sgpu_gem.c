@@ -244,17 +244,6 @@ void sgpu_bo_unpin(struct sgpu_bo *bo)
 }
 
 /*
- * CPU access window (dma-buf begin/end_cpu_access and the BO_CPU_ACCESS ioctl).
- *
- * A SYSTEM BO with backing has two copies, the device's storage and the guest
- * pages the CPU maps; one of them is the truth. Without foreign mappings it is
- * the device's (jobs write there): begin brings it to the pages for every
- * direction, since a write-only access may write part of the BO and end
- * pushes the whole of it back. With foreign mappings it is the pages (jobs
- * transfer around themselves, sgpu_job.c autosync): begin must not copy the
- * device's older bytes over what a foreign importer wrote.
- */
-/*
  * begin_cpu_access waits (resv held): a CPU read for the device's writers, a
  * CPU write for every user; interruptible.
  */
@@ -268,6 +257,17 @@ int sgpu_cpu_access_wait(struct dma_resv *resv, enum dma_data_direction dir)
 	return lret < 0 ? lret : 0;
 }
 
+/*
+ * CPU access window (dma-buf begin/end_cpu_access and the BO_CPU_ACCESS ioctl).
+ *
+ * A SYSTEM BO with backing has two copies, the device's storage and the guest
+ * pages the CPU maps; one of them is the truth. Without foreign mappings it is
+ * the device's (jobs write there): begin brings it to the pages for every
+ * direction, since a write-only access may write part of the BO and end
+ * pushes the whole of it back. With foreign mappings it is the pages (jobs
+ * transfer around themselves, sgpu_job.c autosync): begin must not copy the
+ * device's older bytes over what a foreign importer wrote.
+ */
 int sgpu_bo_cpu_access(struct sgpu_bo *bo, bool end, enum dma_data_direction dir)
 {
 	struct sgpu_device *sdev = bdev_to_sgpu(bo->tbo.bdev);
