@@ -14,7 +14,8 @@
  * report them lost to their guests (BO_REVOKED with SGHW_EVT_F_EXPORT), which export again.
  *
  * Requests to the broker block the main loop until it answers (microseconds for a local
- * broker; at most the client timeout, SHAREGPU_BROKER_TIMEOUT_MS).
+ * broker; at most the client timeout, SHAREGPU_BROKER_TIMEOUT_MS). A guest's first import of
+ * an id granted to this VM makes none: the client accepts offers (sharegpu_broker_offered).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -161,6 +162,23 @@ static void sharegpu_broker_denied(void *opaque, const sgbk_id *id, const char *
     trace_sharegpu_broker_denied(sharegpu_broker_id(b), text, peer);
 }
 
+/*
+ * An export granted to this VM was imported for it: the client library keeps the descriptor,
+ * and the guest's BROKER_IMPORT of the id takes it without a round trip to the broker (which
+ * would block the main loop). An offer the guest never imports costs one descriptor until the
+ * exporter unexports or withdraws; its invalidations are acknowledged at once (no device
+ * maps it).
+ */
+static void sharegpu_broker_offered(void *opaque, const sgbk_id *id, const char *exporter,
+                                    uint64_t size, uint32_t writable)
+{
+    SharegpuBroker *b = opaque;
+    char text[33];
+
+    sgbk_id_format(id, text);
+    trace_sharegpu_broker_offered(sharegpu_broker_id(b), text, exporter, size, writable);
+}
+
 static void sharegpu_broker_reconnect_cb(void *opaque)
 {
     SharegpuBroker *b = opaque;
@@ -212,6 +230,7 @@ static void sharegpu_broker_complete(UserCreatable *uc, Error **errp)
         .revoked = sharegpu_broker_revoked,
         .release_ok = sharegpu_broker_release_ok,
         .denied = sharegpu_broker_denied,
+        .offered = sharegpu_broker_offered,
         .disconnected = sharegpu_broker_disconnected,
     };
     int ret;
@@ -228,8 +247,8 @@ static void sharegpu_broker_complete(UserCreatable *uc, Error **errp)
         return;
     }
     sgb_set_log_handler(sharegpu_log_sink, NULL);
-    /* no offers: the device imports by id when the guest asks (BROKER_IMPORT) */
-    ret = sgbk_client_connect(b->path, b->vm_name, 0, &b->client);
+    /* offers: what is granted to this VM is imported for it at the grant (see above) */
+    ret = sgbk_client_connect(b->path, b->vm_name, SGBK_CONNECT_ACCEPT_OFFERS, &b->client);
     if (ret) {
         /* the client's names are the protocol's: say what a failed connect means */
         error_setg(errp, "sharegpu-broker: cannot connect to %s as '%s': %s", b->path,

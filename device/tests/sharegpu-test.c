@@ -2377,6 +2377,25 @@ static uint64_t peer_name(Ctx *c, const char *name)
     return gpa;
 }
 
+/* A broker and two VMs, "vm-a" and "vm-b", on it; false (the test skips) without a broker. */
+static bool broker_two_vms(Broker *b, Ctx **va, Ctx **vb)
+{
+    if (!broker_start(b)) {
+        return false;
+    }
+    *va = vm_boot(b, "vm-a");
+    *vb = vm_boot(b, "vm-b");
+    return true;
+}
+
+static void broker_two_vms_free(Broker *b, Ctx *va, Ctx *vb)
+{
+    vm_free(va);
+    vm_free(vb);
+    broker_stop(b);
+    broker_free(b);
+}
+
 static struct sghw_cmd broker_export(Ctx *c, uint32_t h, const char *peer, uint32_t right)
 {
     return submit(c, &c->g[0], (struct sghw_cmd) {
@@ -2716,6 +2735,104 @@ static uint32_t broker_exported_bo(Ctx *c, uint32_t pattern, const char *peer,
     return h;
 }
 
+/* This VM's broker-status line of peer `name` ("peer N name NAME ... imports K"): K. */
+static int64_t broker_peer_imports(Ctx *c, const char *name)
+{
+    QDict *info = broker_info(c);
+    g_autofree char *key = g_strdup_printf(" name %s ", name);
+    const char *line = strstr(qdict_get_str(info, "broker-status"), key);
+    const char *imports = line ? strstr(line, " imports ") : NULL;
+    int64_t n = imports ? g_ascii_strtoll(imports + 9, NULL, 10) : -1;
+
+    qobject_unref(info);
+    g_assert_cmpint(n, >=, 0);
+    return n;
+}
+
+/* Whether this VM's broker-status text contains `text`. */
+static bool broker_status_has(Ctx *c, const char *text)
+{
+    QDict *info = broker_info(c);
+    bool has = strstr(qdict_get_str(info, "broker-status"), text) != NULL;
+
+    qobject_unref(info);
+    return has;
+}
+
+/*
+ * The device accepts offers: what vm-a grants to vm-b is imported for vm-b's QEMU at the
+ * grant, before its guest asks. An offer the guest has not taken does not hold up vm-a's
+ * move (vm-b's QEMU acknowledges the invalidation at once, no ack timeout), the guest's
+ * later import gets the moved storage, and an offer revoked before the guest took it is
+ * released by vm-b's QEMU (the broker forgets it).
+ */
+static void test_broker_offers(void)
+{
+    Broker b = { 0 };
+    Ctx *va, *vb;
+    struct sghw_cmd r;
+    uint8_t id_moved[16], id_dropped[16];
+    uint32_t a_moved, a_dropped, b_moved;
+    uint64_t win;
+    QDict *info;
+    int i;
+
+    if (!broker_two_vms(&b, &va, &vb)) {
+        return;
+    }
+    a_moved = broker_exported_bo(va, 0x0f0f0f0f, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE,
+                                 id_moved);
+    a_dropped = broker_exported_bo(va, 0x0d0d0d0d, "vm-b", SGHW_BROKER_RIGHT_READ, id_dropped);
+    /* imported for vm-b at the grant: no guest of vm-b has asked */
+    info = broker_info(va);
+    g_assert_cmpstr(qstring_get_str(qobject_to(QString, qlist_peek(qdict_get_qlist(
+        broker_host_export(info, id_moved), "importers")))), ==, "vm-b");
+    qobject_unref(info);
+    g_assert_cmpint(broker_peer_imports(va, "vm-b"), ==, 2);
+
+    /* vm-a moves one: vm-b's QEMU acknowledges for the offer nobody took, long before the
+     * broker's 20 s acknowledgement timeout */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BO_MOVE,
+                                                  .handle = a_moved,
+                                                  .arg = SGHW_PLACEMENT_SYSTEM });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (i = 0; i < 1000 && broker_export_moving(va, a_moved); i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(i, <, 1000);
+    g_assert_true(broker_status_has(va, "ack-timeouts 0"));
+    g_assert_true(broker_status_has(va, "revocations 0"));
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = a_moved,
+                                                  .len = 4096, .arg = 0x0e0e0e0e });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+
+    /* vm-b's guest imports now: the moved storage, vm-a's latest bytes */
+    r = broker_import(vb, id_moved);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    b_moved = r.out_handle;
+    r = submit(vb, &vb->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_MAP_IMPORT,
+                                                  .handle = b_moved, .off0 = 0 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    win = r.result;
+    g_assert_cmphex(win_rd(vb, win), ==, 0x0e0e0e0e);
+    g_assert_cmphex(win_rd(vb, win + 8192), ==, 0x0f0f0f0f);
+
+    /* vm-a unexports the other before vm-b's guest took it: vm-b's QEMU releases it */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = a_dropped });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    for (i = 0; i < 1000 && broker_peer_imports(va, "vm-b") != 1; i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpint(broker_peer_imports(va, "vm-b"), ==, 1);
+    /* and its guest asking for it now is told it does not exist (not that it was revoked) */
+    r = broker_import(vb, id_dropped);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_NOT_FOUND);
+
+    broker_two_vms_free(&b, va, vb);
+}
+
+
 /* `field` of this VM's remote import `handle` (query-sharegpu-broker). */
 static int64_t broker_import_field(Ctx *c, uint32_t handle, const char *field)
 {
@@ -2743,11 +2860,9 @@ static void test_broker_remote_jobs(void)
     QDict *info;
     int i;
 
-    if (!broker_start(&b)) {
+    if (!broker_two_vms(&b, &va, &vb)) {
         return;
     }
-    va = vm_boot(&b, "vm-a");
-    vb = vm_boot(&b, "vm-b");
     a_rw = broker_exported_bo(va, 0xa1a1a1a1, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE, id_rw);
     a_ro = broker_exported_bo(va, 0x5e5e5e5e, "vm-b", SGHW_BROKER_RIGHT_READ, id_ro);
     crc_ro = checksum(va, &va->g[0], a_ro, BO_SIZE);
@@ -2868,10 +2983,7 @@ static void test_broker_remote_jobs(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
     g_assert_false(broker_import_field(vb, b_rw, "job-buffer"));
 
-    vm_free(va);
-    vm_free(vb);
-    broker_stop(&b);
-    broker_free(&b);
+    broker_two_vms_free(&b, va, vb);
 }
 
 /*
@@ -2906,11 +3018,9 @@ static void test_broker_restart(void)
     uint32_t a, bh;
     QDict *info;
 
-    if (!broker_start(&b)) {
+    if (!broker_two_vms(&b, &va, &vb)) {
         return;
     }
-    va = vm_boot(&b, "vm-a");
-    vb = vm_boot(&b, "vm-b");
     a = broker_exported_bo(va, 0x77777777, "vm-b", SGHW_BROKER_RIGHT_READ, id);
     r = broker_import(vb, id);
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
@@ -2973,10 +3083,7 @@ static void test_broker_restart(void)
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
     g_assert_cmpuint(r.result, ==, 0);
 
-    vm_free(va);
-    vm_free(vb);
-    broker_stop(&b);
-    broker_free(&b);
+    broker_two_vms_free(&b, va, vb);
 }
 
 /*
@@ -2994,11 +3101,9 @@ static void test_broker_ack_timeout(void)
     pid_t qemu_b;
     int i;
 
-    if (!broker_start(&b)) {
+    if (!broker_two_vms(&b, &va, &vb)) {
         return;
     }
-    va = vm_boot(&b, "vm-a");
-    vb = vm_boot(&b, "vm-b");
     a = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
     r = broker_export(va, a, "vm-b", SGHW_BROKER_RIGHT_READ_WRITE);
     g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
@@ -3026,10 +3131,7 @@ static void test_broker_ack_timeout(void)
                                                   .handle = bh, .off0 = 0 });
     g_assert_cmpuint(r.status, ==, SGHW_ST_NO_DEVICE);
 
-    vm_free(va);
-    vm_free(vb);
-    broker_stop(&b);
-    broker_free(&b);
+    broker_two_vms_free(&b, va, vb);
 }
 
 /*
@@ -3047,11 +3149,9 @@ static void test_broker_bad_input(void)
     uint32_t a, bh, h;
     uint64_t name_gpa;
 
-    if (!broker_start(&b)) {
+    if (!broker_two_vms(&b, &va, &vb)) {
         return;
     }
-    va = vm_boot(&b, "vm-a");
-    vb = vm_boot(&b, "vm-b");
 
     /* without a broker the opcodes do not exist */
     plain = g_new0(Ctx, 1);
@@ -3173,10 +3273,7 @@ static void test_broker_bad_input(void)
         qobject_unref(info);
     }
 
-    vm_free(va);
-    vm_free(vb);
-    broker_stop(&b);
-    broker_free(&b);
+    broker_two_vms_free(&b, va, vb);
 }
 
 /* ------------------------------------------------------------------ import-window faults */
@@ -3521,6 +3618,7 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/broker/restart", test_broker_restart);
     qtest_add_func("/sharegpu/broker/remote-jobs", test_broker_remote_jobs);
     qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
+    qtest_add_func("/sharegpu/broker/offers", test_broker_offers);
     qtest_add_func("/sharegpu/broker/bad-input", test_broker_bad_input);
     return g_test_run();
 }

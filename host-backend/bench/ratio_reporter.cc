@@ -2,6 +2,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -21,7 +22,16 @@ std::vector<Ratio>& Ratios() {
   return ratios;
 }
 
-// Console output as usual, plus the per-iteration real time of every run, keyed by run name.
+// The median of a run's repetitions: with --benchmark_repetitions and random interleaving, a
+// burst of host noise lands in one repetition of one benchmark, not in the ratio.
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Console output as usual, plus the per-iteration real time of every repetition of every run,
+// keyed by run name.
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
   // No colour: the output goes to logs, and `ratio` lines must start at column 0.
@@ -34,14 +44,18 @@ class RecordingReporter : public benchmark::ConsoleReporter {
         continue;
       }
       if (run.run_type != Run::RT_Iteration || run.iterations == 0) continue;
-      times_[run.benchmark_name()] = run.GetAdjustedRealTime();
+      samples_[run.benchmark_name()].push_back(run.GetAdjustedRealTime());
     }
   }
-  const std::map<std::string, double>& times() const { return times_; }
+  std::map<std::string, double> times() const {
+    std::map<std::string, double> t;
+    for (const auto& [name, v] : samples_) t[name] = Median(v);
+    return t;
+  }
   const std::vector<std::string>& errors() const { return errors_; }
 
  private:
-  std::map<std::string, double> times_;
+  std::map<std::string, std::vector<double>> samples_;
   std::vector<std::string> errors_;
 };
 
@@ -68,7 +82,7 @@ int RunBenchmarksAndPrintRatios(int argc, char** argv) {
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
-  const auto& times = reporter.times();
+  const auto times = reporter.times();
   int failures = 0;
   for (const std::string& e : reporter.errors()) {
     std::printf("ratio-error benchmark failed: %s\n", e.c_str());

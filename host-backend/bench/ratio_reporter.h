@@ -1,7 +1,9 @@
 // Runs the registered Google Benchmarks and then prints one line per registered ratio:
 //   ratio NAME VALUE
-// where VALUE compares a benchmark with a baseline measured in the same run. Use
-// SHAREGPU_BENCH_MAIN() instead of BENCHMARK_MAIN().
+// where VALUE compares a benchmark with a baseline measured in the same run: the median of
+// each one's repetitions (--benchmark_repetitions; with --benchmark_enable_random_interleaving
+// the repetitions of all benchmarks are run in random order, so host noise hits candidate and
+// baseline alike). Use SHAREGPU_BENCH_MAIN() instead of BENCHMARK_MAIN().
 #pragma once
 
 #include <string>

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <utility>
 
 #include "common/log.h"
 
@@ -180,6 +181,8 @@ Status BrokerClient::Reconnect() {
 
 void BrokerClient::QueueLocked(Event e) {
   events_.push_back(std::move(e));
+  if (notified_) return;  // one wake-up per Dispatch is enough
+  notified_ = true;
   uint64_t one = 1;
   ssize_t n = ::write(notify_.get(), &one, sizeof(one));
   (void)n;
@@ -198,6 +201,7 @@ void BrokerClient::HandleEventLocked(const MsgHeader& hdr, Packet& p) {
       info.writable = (ev.flags & kImportWritable) != 0;
       offers_[ev.id] = std::move(info);
       imports_[ev.id] = false;
+      unclaimed_.insert(ev.id);
       e.id = ev.id;
       e.generation = ev.size;
       e.value = ev.flags;
@@ -219,10 +223,20 @@ void BrokerClient::HandleEventLocked(const MsgHeader& hdr, Packet& p) {
       auto ev = LoadPayload<EventRevoked>(p);
       e.id = ev.id;
       e.value = ev.reason;
-      // Marked at once: from now on Import() answers -ENODEV, before any callback ran.
-      auto it = imports_.find(ev.id);
-      if (it != imports_.end()) it->second = true;
       offers_.erase(ev.id);
+      if (unclaimed_.erase(ev.id)) {
+        // An offer nobody took: nobody would ever release it, and the broker would keep the
+        // dead import and count it against our import limit. Released here; the reply is
+        // dropped like a late one (a REPLY with another seq). A later Import() asks the
+        // broker, which answers as for any export we do not hold (-ENOENT, -EACCES, ...).
+        imports_.erase(ev.id);
+        IdReq req{ev.id};
+        (void)SendPacket(sock_.get(), BuildMessage(MsgType::kReleaseImport, ++seq_, &req,
+                                                   sizeof(req)),
+                         -1, true);
+      } else if (auto it = imports_.find(ev.id); it != imports_.end()) {
+        it->second = true;  // at once: from now on Import() answers -ENODEV
+      }
       Logf(LogLevel::kInfo, "broker client %s: import %s revoked (reason %u)", name_.c_str(),
            IdToString(ev.id).c_str(), ev.reason);
       QueueLocked(std::move(e));
@@ -264,6 +278,9 @@ void BrokerClient::LostConnectionLocked() {
     revoked = true;
     QueueLocked(Event{MsgType::kRevoked, id, 0, kRevokeBrokerGone, {}});
   }
+  // offers nobody took: nothing to release at a broker that is gone
+  for (const WireId& id : unclaimed_) imports_.erase(id);
+  unclaimed_.clear();
   QueueLocked(Event{MsgType::kHello, {}, 0, 0, {}});  // stands for "disconnected"
 }
 
@@ -304,14 +321,17 @@ Status BrokerClient::Dispatch() {
   std::deque<Event> events;
   {
     std::lock_guard lock(mu_);
-    uint64_t v;
-    while (::read(notify_.get(), &v, sizeof(v)) > 0) {
-    }
+    // What the drain below queues is taken here, so it needs no wake-up; the eventfd (not a
+    // semaphore: one read resets it) is read only if someone wrote it.
+    const bool was_notified = std::exchange(notified_, true);
     DrainLocked();
     events.swap(events_);
-    uint64_t v2;
-    while (::read(notify_.get(), &v2, sizeof(v2)) > 0) {
+    if (was_notified) {
+      uint64_t v;
+      ssize_t n = ::read(notify_.get(), &v, sizeof(v));
+      (void)n;
     }
+    notified_ = false;
   }
   std::lock_guard cb_lock(cb_mu_);
   for (const Event& e : events) {
@@ -396,6 +416,7 @@ Result<ImportInfo> BrokerClient::Import(const WireId& id, uint32_t flags) {
   if (offer != offers_.end()) {  // imported for us already: no round trip
     ImportInfo info = std::move(offer->second);
     offers_.erase(offer);
+    unclaimed_.erase(id);
     return info;
   }
   ImportReq req{id, flags, 0};
@@ -411,6 +432,7 @@ Result<ImportInfo> BrokerClient::Import(const WireId& id, uint32_t flags) {
   ImportReply r;
   if (!BodyAs(body, &r) || !fd.valid()) return R::Error(-EPROTO);
   imports_[id] = false;
+  unclaimed_.erase(id);  // an offer invalidated before it was taken, taken now
   ImportInfo info;
   info.fd = std::move(fd);
   info.size = r.size;
@@ -426,6 +448,7 @@ Status BrokerClient::ReleaseImport(const WireId& id) {
   if (it == imports_.end()) return -ENOENT;
   imports_.erase(it);
   offers_.erase(id);
+  unclaimed_.erase(id);
   IdReq req{id};
   Status st = RequestLocked(MsgType::kReleaseImport, &req, sizeof(req), -1, nullptr, nullptr);
   // Without a broker there is nothing left to release.

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "broker/broker_protocol.h"
@@ -43,7 +44,9 @@ class BrokerClient {
     // A peer asked to import our export without a grant (once per peer and export).
     std::function<void(const WireId& id, const std::string& peer)> denied;
     // (Connected with kHelloAcceptOffers) an export was granted to us and imported for us:
-    // the next Import(id) returns it without a round trip.
+    // the next Import(id) returns it without a round trip. An offer never taken by Import() is
+    // released by the client when it is revoked (revoked still reports it); Import() of it
+    // then asks the broker instead of answering -ENODEV.
     std::function<void(const WireId& id, const std::string& exporter, uint64_t size,
                        bool writable)>
         offered;
@@ -130,8 +133,12 @@ class BrokerClient {
   uint64_t peer_id_ SGB_GUARDED_BY(mu_) = 0;
   bool udmabuf_ SGB_GUARDED_BY(mu_) = false;
   std::deque<Event> events_ SGB_GUARDED_BY(mu_);
+  bool notified_ SGB_GUARDED_BY(mu_) = false;  // notify_ written since the last Dispatch
   std::map<WireId, bool> imports_ SGB_GUARDED_BY(mu_);  // id -> revoked
   std::map<WireId, ImportInfo> offers_ SGB_GUARDED_BY(mu_);  // offered, not yet claimed
+  // offered and never claimed by Import() (its offer may be gone, invalidated): released by
+  // the client itself when revoked
+  std::set<WireId> unclaimed_ SGB_GUARDED_BY(mu_);
   Packet packet_ SGB_GUARDED_BY(mu_);
   std::mutex cb_mu_;  // Dispatch runs callbacks under it, so they never run concurrently
   Callbacks callbacks_;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -128,6 +129,12 @@ void Broker::OnPacket(uint64_t peer_id, Packet& p, Clock::time_point now) {
   if (st != kOk) LogPeerError(peer, type, st);
   out_[slot].bytes = BuildReply(type, seq, st, body.data(), body.size());
   out_[slot].fd = std::move(reply_fd);
+  // What the request causes for other peers is sent before the requester hears back: an
+  // OFFER is in the grantee's socket before the exporter has the id (so an id passed on out
+  // of band finds the offer), and the grantee, the one with work to do, is woken first.
+  // Stable: each peer's own messages keep their order.
+  std::stable_partition(out_.begin() + static_cast<std::ptrdiff_t>(slot), out_.end(),
+                        [peer_id](const Outgoing& o) { return o.peer != peer_id; });
 }
 
 Status Broker::Dispatch(Peer& peer, const MsgHeader& hdr, Packet& p, Clock::time_point now,

@@ -72,7 +72,9 @@ typedef struct sgbk_callbacks {
     /* A peer was refused an import of our export (no grant). */
     void (*denied)(void *opaque, const sgbk_id *id, const char *peer);
     /* (SGBK_CONNECT_ACCEPT_OFFERS) an export was granted to us and imported for us; the next
-     * sgbk_import of it returns its descriptor without asking the broker. */
+     * sgbk_import of it returns its descriptor without asking the broker. An offer never
+     * taken by sgbk_import is released by the client when it is revoked (the revoked callback
+     * still runs); sgbk_import of it then asks the broker instead of answering -ENODEV. */
     void (*offered)(void *opaque, const sgbk_id *id, const char *exporter, uint64_t size,
                     uint32_t writable);
     /* The broker is gone: imports were revoked (revoked callbacks first), exports forgotten. */

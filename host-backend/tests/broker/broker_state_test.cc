@@ -238,6 +238,47 @@ TEST_F(BrokerStateTest, ExportCanGrantInTheSameRoundTrip) {
   EXPECT_EQ(Import(b, r.As<ExportReply>().id).status, kOk);
 }
 
+// What a request causes for other peers is queued before the requester's reply, so an id the
+// exporter passes on finds the OFFER already in the grantee's socket; a peer's own messages
+// keep their order (the reply first, then what followed from it).
+TEST_F(BrokerStateTest, OtherPeersHearOfARequestBeforeTheRequesterHearsBack) {
+  uint64_t a = Join("vm-a");
+  uint64_t b = broker_.AddPeer(PeerCred{1, 1000, 1000});
+  HelloReq hello{};
+  SetName(hello.name, "vm-b");
+  hello.flags = kHelloAcceptOffers;
+  ASSERT_EQ(Send(b, MsgType::kHello, hello).status, kOk);
+  auto type_of = [](const Outgoing& o) {
+    MsgHeader h;
+    std::memcpy(&h, o.bytes.data(), sizeof(h));
+    return static_cast<MsgType>(h.type);
+  };
+  auto mem = NewStorage(kPageSize);
+  ExportReq req{kPageSize, 0, kRightRead, {}};
+  SetName(req.peer, "vm-b");
+  Packet p = MakePacket(BuildMessage(MsgType::kExport, ++seq_, req), OneFd(DupFd(mem->fd())));
+  broker_.OnPacket(a, p, now_);
+  std::vector<Outgoing> out = broker_.TakeOutgoing();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].peer, b);
+  EXPECT_EQ(type_of(out[0]), MsgType::kOffer);
+  EXPECT_TRUE(out[0].fd.valid());
+  EXPECT_EQ(out[1].peer, a);
+  EXPECT_EQ(type_of(out[1]), MsgType::kReply);
+
+  // A move of an export nobody imports: the reply, then RELEASE_OK, both to the requester.
+  auto alone = NewStorage(kPageSize), next = NewStorage(kPageSize);
+  WireId id = Export(a, *alone);
+  Packet move = MakePacket(BuildMessage(MsgType::kMoveBegin, ++seq_, MoveReq{id, kPageSize}),
+                           OneFd(DupFd(next->fd())));
+  broker_.OnPacket(a, move, now_);
+  out = broker_.TakeOutgoing();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(type_of(out[0]), MsgType::kReply);
+  EXPECT_EQ(type_of(out[1]), MsgType::kReleaseOk);
+  EXPECT_EQ(out[1].peer, a);
+}
+
 TEST_F(BrokerStateTest, ReadOnlyGrantGivesAReadOnlyDescriptorOfTheSamePages) {
   uint64_t a = Join("vm-a"), b = Join("vm-b"), c = Join("vm-c");
   auto mem = NewStorage(kPageSize, 0x11);
