@@ -654,6 +654,13 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	}
 	if (!ret && (args->flags & SHAREGPU_SUBMIT_F_WAIT)) {
 		ret = dma_fence_wait(finished, true);
+		/*
+		 * Another waiter's .signaled (a WAIT_JOB of this job) may have
+		 * signalled the fence before the ring was processed: collect
+		 * the job's status and results first.
+		 */
+		if (!ret && !list_empty_careful(&job->link))
+			ret = sgpu_ring_collect_job(sdev, job);
 		if (!ret) {
 			for (i = 0; i < s->ncmds; i++)
 				if (s->cmds[i].op == SHAREGPU_CMD_CHECKSUM)

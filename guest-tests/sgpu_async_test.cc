@@ -284,6 +284,10 @@ TEST_F(AsyncTest, MoveRequestedWhileAJobIsHeldKeepsItsData) {
 TEST_F(AsyncTest, LostInterruptDoesNotHangAWaiter) {
   ScopedBo x;
   ASSERT_EQ(x.Create(a_->fd, kSize, SHAREGPU_DOMAIN_VRAM), 0);
+  // A job waited for first: A's engine runs jobs in order, so the earlier tests' jobs (one
+  // released just before) have completed and raised their interrupts, and the one dropped is
+  // this test's (else an earlier job's was, and this job's interrupt found the completion).
+  ASSERT_EQ(Fill(a_->fd, x.handle, 0, kSize, 0), 0);
   const int64_t polled = Counter(*a_, "ring_poll_completions");
   ASSERT_GE(polled, 0) << "debugfs counter ring_poll_completions missing";
   ASSERT_NO_FATAL_FAILURE(Host("drop-irq " + a_->pci));
@@ -320,6 +324,41 @@ TEST_F(AsyncTest, LostInterruptSeenThroughLastSeqno) {
   EXPECT_EQ(Counter(*a_, "irq_cmd"), irqs) << "the job's interrupt was not dropped";
   EXPECT_EQ(Counter(*a_, "ring_poll_completions"), polled) << "the ring poll ran";
   EXPECT_GT(Counter(*a_, "fence_seqno_signals"), seen);
+}
+
+// SUBMIT_F_WAIT returns a job's results only once they are collected from the ring. Here the
+// job's interrupt is lost and the ring poll is off, so what ends the wait is another thread's
+// WAIT_JOB of the same job: its .signaled read of LAST_SEQNO signals the job's fence before
+// anything processed the ring. The waiting SUBMIT must still return the CHECKSUM's result
+// (before the fix it returned success with a result of 0).
+TEST_F(AsyncTest, SubmitWaitCollectsResultsWhenAnotherWaiterSawTheFence) {
+  ScopedBo x;
+  ASSERT_EQ(x.Create(a_->fd, kSize, SHAREGPU_DOMAIN_VRAM), 0);
+  ASSERT_EQ(Fill(a_->fd, x.handle, 0, kSize, 0x5e9a0003), 0);
+  // a file's job ids are consecutive: the next SUBMIT's is this one's + 1
+  drm_sharegpu_cmd same = FillCmd(x.handle, kSize, 0x5e9a0003);
+  drm_sharegpu_submit last{};
+  ASSERT_EQ(Submit(a_->fd, &same, 1, SHAREGPU_SUBMIT_F_WAIT, &last), 0);
+  const uint64_t next = last.job_id + 1;
+  ASSERT_NO_FATAL_FAILURE(SetJobTimeout("0"));
+  ASSERT_NO_FATAL_FAILURE(SetDebugfs("sharegpu_ring_poll_ms", "0"));
+  const int64_t seen = Counter(*a_, "fence_seqno_signals");
+  ASSERT_NO_FATAL_FAILURE(Host("drop-irq " + a_->pci));
+  const int64_t irqs = Counter(*a_, "irq_cmd");
+
+  auto crc = std::async(std::launch::async, [&] { return Checksum(a_->fd, x.handle, 0, kSize); });
+  // WAIT_JOB answers -EINVAL for an id not issued yet: asked again until the SUBMIT made it
+  int waited = -EINVAL;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (waited == -EINVAL && std::chrono::steady_clock::now() < deadline) {
+    waited = WaitJob(a_->fd, next, 10000000000ll);
+  }
+  ASSERT_EQ(waited, 0) << "WAIT_JOB of the SUBMIT's job";
+  ASSERT_EQ(crc.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "SUBMIT_F_WAIT still waits after its fence was seen";
+  EXPECT_EQ(crc.get(), PatternCrc(0x5e9a0003, kSize)) << "the job's result was not collected";
+  EXPECT_EQ(Counter(*a_, "irq_cmd"), irqs) << "the job's interrupt was not dropped";
+  EXPECT_GT(Counter(*a_, "fence_seqno_signals"), seen) << "the fence was not seen through LAST_SEQNO";
 }
 
 // Explicit sync with a sync_file: B's job on A's buffer, implicit sync off, runs only after

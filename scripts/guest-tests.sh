@@ -101,8 +101,15 @@ say "test importer module (guest-tests/importer: a lazily unmapping dynamic dma-
 nice -n 10 make -C "$ROOT/guest-tests/importer" KDIR="$KDIR" modules >&2 ||
     give_up "test importer build failed"
 say "test binaries"
-nice -n 10 make -C "$ROOT/guest-tests" -j2 KDIR="$KDIR" O="$OUT/build" >&2 ||
-    give_up "test build failed"
+# $OUT/build is shared by checkouts: objects another checkout built may be newer than this
+# checkout's edited sources, so make's timestamps would keep them. Built last from another
+# checkout: everything is rebuilt (-B; ccache makes that cheap).
+STAMP=$OUT/build/.checkout
+REBUILD=()
+[ "$(cat "$STAMP" 2>/dev/null)" = "$ROOT" ] || REBUILD=(-B)
+nice -n 10 make -C "$ROOT/guest-tests" -j2 ${REBUILD[@]+"${REBUILD[@]}"} KDIR="$KDIR" \
+    O="$OUT/build" >&2 || give_up "test build failed"
+echo "$ROOT" >"$STAMP"
 [ "$BUILD_ONLY" = 1 ] && { say "built: $OUT/build"; exit 0; }
 
 TESTS=(sgpu_negative_test sgpu_coherency_test sgpu_sharing_test sgpu_invalidation_test
@@ -174,12 +181,14 @@ read -r PASSED FAILED SKIPPED <<<"${COUNTS:-0 1 0}"
 sed 's/^/[guest-tests]   /' "$RUN/cases" >&2
 # The guest benchmarks' ratios (guest-tests/sgpu_bench_test.cc): shown, and each one required
 # when its case passed (a benchmark that printed nothing fails the run).
-tr -d '\r' <"$LOG" | grep -E '^ratio [a-z0-9_]+ [0-9.]+$' | sed 's/^/[guest-tests]   /' >&2
+# (grep reads a copy: `tr | grep -q` under pipefail fails when grep stops early, tr's SIGPIPE)
+tr -d '\r' <"$LOG" >"$RUN/log.lf"
+grep -E '^ratio [a-z0-9_]+ [0-9.]+$' "$RUN/log.lf" | sed 's/^/[guest-tests]   /' >&2
 for want in "GuestBench.SubmitToFenceVsVirtioGpuTransfer guest_submit_fence_vs_virtio_gpu_transfer" \
             "GuestBench.PrimeExportImportMmapTouchVsVgem guest_prime_roundtrip_vs_vgem"; do
     case_name=${want% *} ratio=${want#* }
-    tr -d '\r' <"$LOG" | grep -q "SHAREGPU-GTEST: PASS sgpu_bench_test $case_name " || continue
-    if ! tr -d '\r' <"$LOG" | grep -qE "^ratio $ratio [0-9.]+$"; then
+    grep -q "SHAREGPU-GTEST: PASS sgpu_bench_test $case_name " "$RUN/log.lf" || continue
+    if ! grep -qE "^ratio $ratio [0-9.]+$" "$RUN/log.lf"; then
         say "FAIL: $case_name passed but printed no 'ratio $ratio'"
         FAILED=$((FAILED + 1))
     fi
