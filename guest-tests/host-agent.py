@@ -141,7 +141,7 @@ class Qmp:
 
 
 def pci_map(qmp):
-    """guest BDF ("0000:00:03.0") -> qdev id, from query-pci."""
+    """guest BDF ("0000:00:02.0") -> qdev id, from query-pci."""
     out = {}
 
     def walk(bus_nr, devices):

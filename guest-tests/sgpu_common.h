@@ -45,7 +45,7 @@ int Ioctl(int fd, unsigned long req, void* arg);
 struct Dev {
   int fd = -1;
   std::string node;  // /dev/dri/renderD128
-  std::string pci;   // 0000:00:03.0 (DRM unique name; debugfs dir)
+  std::string pci;   // 0000:00:02.0 (DRM unique name; debugfs dir)
   drm_sharegpu_info info{};
   bool coherent() const { return info.flags & SHAREGPU_INFO_F_COHERENT; }
   std::string debugfs_dir() const { return "/sys/kernel/debug/dri/" + pci; }

@@ -165,12 +165,13 @@ start_broker() {
 }
 guest_qemu_args() {
     # virtio-gpu: the peer of the standard-uAPI table (guest-tests/sgpu_uapi_test.cc); after
-    # the sharegpu devices so that their PCI addresses stay 00:02.0 and 00:03.0
+    # the sharegpu devices so that they stay the first PCI functions (00:01.0 and 00:02.0: the
+    # runner boots with -nodefaults, so there is no VGA at 00:01.0)
     QEMU_ARGS=(-device "sharegpu,id=g0,vram-size=$1${G0_PROPS:-}"
                -device "sharegpu,id=g1,coherent=off,engine=virgl,vram-size=$1${G1_PROPS:-}"
                -device virtio-gpu-pci)
     [ -n "${2:-}" ] || return 0
-    # -device isa-serial turns off QEMU's default serial: the console is given explicitly
+    # the console is given explicitly, as -device isa-serial (index 1) is the reply channel
     QEMU_ARGS+=(-serial mon:stdio
                 -qmp "unix:$2/qmp.sock,server=on,wait=off"
                 -chardev "socket,id=sgpureply,path=$2/reply.sock,server=on,wait=off"

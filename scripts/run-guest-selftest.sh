@@ -36,10 +36,7 @@ TMP=$RUN
 ulimit -c 0  # the aborted QEMU must not leave a core file behind
 STAMP=$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$CACHE/logs"
-# -nodefaults: no empty default CD-ROM, on which SeaBIOS waits 32 s (AHCI timeout) before the
-# kernel starts, silently: that wait would count against the short --silence
 guest_qemu_args 64M
-QEMU_ARGS=(-nodefaults -serial mon:stdio "${QEMU_ARGS[@]}")
 passed=0 failed=0
 
 # ---- case bookkeeping -------------------------------------------------------------------

@@ -23,7 +23,9 @@
 #                      and shown. Repeatable. Any other WARN still fails the run
 # Everything after "--" goes to QEMU verbatim, e.g.  -- -device sharegpu
 # The runner always adds a QMP socket of its own in its temp dir (for the diagnostics below)
-# and "-serial mon:stdio" unless the extra args have -serial or -nodefaults.
+# and "-serial mon:stdio" unless the extra args have -serial. It boots with -nodefaults: q35's
+# default empty CD-ROM makes SeaBIOS wait 32 s (an AHCI command timeout under TCG) before the
+# kernel starts, on every boot.
 # QEMU binary: $QEMU, else $SHAREGPU_CACHE/qemu/current/qemu-system-x86_64, else
 # qemu-system-x86_64 from PATH.
 #
@@ -205,9 +207,9 @@ else
     # the runner's QMP monitor turns off -nographic's default mux monitor on the console
     SERIAL=(-serial mon:stdio)
     for a in ${EXTRA[@]+"${EXTRA[@]}"}; do
-        case "$a" in -serial|-nodefaults) SERIAL=() ;; esac
+        case "$a" in -serial) SERIAL=() ;; esac
     done
-    CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
+    CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nodefaults -nographic -no-reboot
          "${FW[@]}" -kernel "$KERNEL" -initrd "$INITRD"
          -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
          -qmp "unix:$RUN/qmp.sock,server=on,wait=off" ${SERIAL[@]+"${SERIAL[@]}"}
