@@ -35,8 +35,13 @@
 #define SGPU_AUX_SIZE		64	/* per-slot DMA scratch (BO_QUERY) */
 #define SGPU_CMD_TIMEOUT	(10 * HZ)
 #define SGPU_MAX_BO_SIZE	(4ULL << 30)
-/* per command: 2 invalidates, the op, a flush; per object: 2 transfers + 2 maintenance */
-#define SGPU_MAX_JOB_ENTRIES	(SHAREGPU_MAX_CMDS * 4 + 2 * SHAREGPU_MAX_CMDS * 4 + 1)
+/*
+ * Ring entries of a job: per command 2 invalidates, the op, a flush; per
+ * object 2 transfers + 2 maintenance; the final FENCE. A job has at most two
+ * objects per command.
+ */
+#define SGPU_JOB_ENTRIES(ncmds, nobjs)	((ncmds) * 4 + (nobjs) * 4 + 1)
+#define SGPU_MAX_JOB_ENTRIES	SGPU_JOB_ENTRIES(SHAREGPU_MAX_CMDS, 2 * SHAREGPU_MAX_CMDS)
 
 /*
  * Limits (module parameters, see docs/user-guide.md "Limits"): what one file
@@ -359,6 +364,7 @@ struct sgpu_job {
 	struct sghw_cmd *hw;		/* the ring image, built at SUBMIT */
 	s16 *res_idx;
 	u32 nhw;
+	u32 max_hw;			/* entries allocated for hw and res_idx */
 	u64 ring_seqno;			/* of the final FENCE entry; 0 = not on the ring */
 	u32 ring_first;			/* ring index of the job's first entry */
 	u32 status;			/* first non-OK device status */

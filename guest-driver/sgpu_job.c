@@ -180,6 +180,8 @@ static void sgpu_emit(struct sgpu_submit *s, u16 op, u32 handle, u32 handle2, u3
 {
 	struct sgpu_job *job = s->job;
 
+	if (WARN_ON_ONCE(job->nhw >= job->max_hw))
+		return;
 	sgpu_cmd_fill(&job->hw[job->nhw], op, handle, handle2, arg, off0, off1, len);
 	job->res_idx[job->nhw] = res;
 	job->nhw++;
@@ -577,8 +579,13 @@ int sgpu_ioctl_submit(struct drm_device *dev, void *data, struct drm_file *file)
 	s->job = job;
 	job->nres = s->ncmds;
 	job->kept = kept;
-	job->hw = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*job->hw), GFP_KERNEL);
-	job->res_idx = kvmalloc_array(SGPU_MAX_JOB_ENTRIES, sizeof(*job->res_idx), GFP_KERNEL);
+	/*
+	 * Sized for this job: the maximum (49 KiB) made every SUBMIT an
+	 * order-4 allocation, and a vmalloc() once memory was fragmented.
+	 */
+	job->max_hw = SGPU_JOB_ENTRIES(s->ncmds, s->nobjs);
+	job->hw = kvmalloc_array(job->max_hw, sizeof(*job->hw), GFP_KERNEL);
+	job->res_idx = kvmalloc_array(job->max_hw, sizeof(*job->res_idx), GFP_KERNEL);
 	if (!job->hw || !job->res_idx) {
 		ret = -ENOMEM;
 		goto out_put;
