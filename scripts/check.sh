@@ -84,7 +84,8 @@ stage "guest: sharing between VMs (broker daemon + three guests; revocation by k
 script_stage guest-multivm "guest multi-VM"
 
 stage "guest: ioctl fuzzer (fixed seeds + one random seed; a failed seed prints its replay command)"
-# 4 boots of ~85 s each, ~5.5 min on a 2-core machine (docs/user-guide.md, "Fuzzing the driver")
+# 4 boots of about a minute each (40 s of fuzzing), ~4 min on a 2-core machine (docs/user-guide.md,
+# "Fuzzing the driver")
 script_stage guest-fuzz "guest fuzz" --seeds "1 2 3" --random 1 --duration 40
 
 stage "guest: IGT's driver-agnostic tests and the kernel's dma-buf selftests against sharegpu (docs/igt.md)"
