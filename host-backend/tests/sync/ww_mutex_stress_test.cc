@@ -334,14 +334,17 @@ StarveResult RunStarvation(WwClass& cls, bool waiter_ctx) {
 }
 
 // Immediate hand-off (handoff_after = 0): once queued, the waiter is overtaken at most by the
-// holder's thread once and by what runs before it queues (bounded by the spin limit). Without
-// a hand-off it is overtaken hundreds to thousands of times per wait.
+// holder's thread once and by what runs before it queues (bounded by the spin limit, and by
+// a preemption of the waiter before it queues: the count starts before Lock()). Without a
+// hand-off it is overtaken hundreds to thousands of times per wait. The 90th percentile is
+// the sharp figure: alone it is 1-7 (40 runs under ASan), with the default delay 24-705.
+// The median is not (0-13 with either): under ASan beside other test binaries on 2 cores one
+// run measured median 17, p90 26, and failed the median bound of 8 it had then.
 void WaiterNotStarvedImmediateHandoff(bool waiter_ctx) {
   WwClass cls("starve-handoff-0", WwAlgorithm::kWoundWait, std::chrono::nanoseconds(0));
   StarveResult r = RunStarvation(cls, waiter_ctx);
   std::sort(r.overtaken.begin(), r.overtaken.end());
   ASSERT_FALSE(r.overtaken.empty());
-  EXPECT_LE(r.overtaken[r.overtaken.size() / 2], 8u) << "median overtakes per wait";
   EXPECT_LE(r.overtaken[r.overtaken.size() * 9 / 10], 30u) << "90th percentile";
   EXPECT_GT(cls.stats().handoffs, 0u) << "no unlock handed the mutex over";
 }
