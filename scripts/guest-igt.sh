@@ -10,9 +10,9 @@
 #
 # Two boots. The first runs everything on the host's clock except the subtests ICOUNT_GLOB
 # of the tests ICOUNT_TESTS (below), which the second, short boot runs with
-# -icount shift=0,sleep=off: the guest's clock advances one nanosecond per instruction and jumps over idle time, so their deadlines (the
-# syncobj snapshot subtests: 100 ms with a 20 ms margin) are met or missed by what the guest
-# executes, not by how loaded the host is; on the host's clock, under TCG with a KASAN +
+# -icount shift=0,sleep=off: the guest's clock advances one nanosecond per instruction and
+# jumps over idle time, so their deadlines (the syncobj snapshot subtests: 100 ms with a
+# 20 ms margin) are met or missed by what the guest executes, not by how loaded the host is; on the host's clock, under TCG with a KASAN +
 # lockdep kernel, they missed in most runs. The whole stage on the instruction clock took
 # 4.5 minutes against about 3 (one TCG thread for both vCPUs), hence only those subtests.
 #
