@@ -6,9 +6,10 @@
 #   1. default variant: scripts/build-qemu.sh --qtests (cached), then every qtest binary
 #      (sharegpu-test, sharegpu-fuzz-test with a short run) and the acceptance check;
 #   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
-#      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test and,
-#      beside it, the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~4 min);
-#      any sanitizer report (ASan, LSan, UBSan) fails the run.
+#      variant took ~20 min on 2 shared cores, a device change ~20 s), then sharegpu-test; the
+#      fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: ~4 min) starts once both
+#      variants are built and runs beside all of it; any sanitizer report (ASan, LSan, UBSan)
+#      fails the run.
 #   sharegpu-test runs case by case (one process per case, two at a time; its logs are
 #      LOGDIR/VARIANT-sharegpu-test-N.log), and the summary line names the slowest cases.
 #   TCG reproducers (device/tests/tcg/*.c): multiboot programs booted with -kernel on one TCG
@@ -255,7 +256,22 @@ build() {
 }
 
 t_all=$SECONDS
-if [ "$default" = 1 ] && build default; then
+default_out= asan_out=
+if [ "$default" = 1 ] && build default; then default_out=$out; fi
+if [ "$asan" = 1 ] && build asan --asan; then asan_out=$out; fi
+if [ -n "$asan_out" ]; then
+    # The ASan fuzz run is the stage's longest step (one core for minutes): it starts first
+    # and runs beside everything else (the cases often wait on the device's timers and the
+    # broker); reported at the end.
+    say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters (beside the cases)"
+    t_fuzz=$SECONDS
+    (sanitizer_env
+     qtest_exec asan "$asan_out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
+         SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed") &
+    fuzz_pid=$!
+fi
+if [ -n "$default_out" ]; then
+    out=$default_out
     run_qtest_cases default "$out/qtest/sharegpu-test" "$logdir/default-sharegpu-test.log"
     # fixed seeds (replayable, the coverage floors were set from them) and the run's random one
     for seed in 1 2 3 "$fuzz_seed"; do
@@ -267,16 +283,11 @@ if [ "$default" = 1 ] && build default; then
     acceptance default "$out/qemu-system-x86_64"
     tcg_reproducers default "$out/qemu-system-x86_64"
 fi
-if [ "$asan" = 1 ] && build asan --asan; then
+if [ -n "$asan_out" ]; then
+    out=$asan_out
     sanitizer_env
-    # the fuzz run (one core for minutes) beside the cases, which often wait on the device's
-    # timers and the broker; reported after them
-    say "fuzz [asan]: SHAREGPU_FUZZ_SEED=$fuzz_seed SHAREGPU_FUZZ_ITERS=$fuzz_iters (beside the cases)"
-    t_fuzz=$SECONDS
-    qtest_exec asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
-        SHAREGPU_FUZZ_ITERS="$fuzz_iters" SHAREGPU_FUZZ_SEED="$fuzz_seed" &
     run_qtest_cases asan "$out/qtest/sharegpu-test" "$logdir/asan-sharegpu-test.log"
-    wait  # the fuzz run too
+    wait "$fuzz_pid"
     qtest_report asan "$out/qtest/sharegpu-fuzz-test" "$logdir/asan-sharegpu-fuzz-test.log" \
         $((SECONDS - t_fuzz))
     grep '^# sharegpu fuzz' "$logdir/asan-sharegpu-fuzz-test.log" | sed 's/^/        /'
