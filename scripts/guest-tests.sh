@@ -16,6 +16,8 @@
 #   --build-only       stop after building kernel, QEMU, module and test binaries (used by
 #                      scripts/guest-fuzz.sh); binaries in $SHAREGPU_CACHE/guest-tests/build
 #   --demo             the guest demo instead of the tests (`make run`, see below)
+#   --profile REPORT   the guest kernel's profile by function, sampled through the monitor
+#                      (scripts/run-guest.sh --profile, scripts/guest-profile.py)
 #   --coherency-check on|off
 #                      the coherency-violation detector on g1 (default on; the coherency
 #                      tests then assert its counters from the host, docs/user-guide.md);
@@ -58,12 +60,14 @@ set -uo pipefail
 
 OUT=${SHAREGPU_GUEST_OUT:-$CACHE/guest-tests}  # binaries and images (another checkout's run: its own)
 BUILD=1 FILTER="" TIMEOUT="" LOG="" AGENT=1 BUILD_ONLY=0 DEMO=0 APPEND="" CHECK_COHERENCY=on
+PROFILE=""
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=0; shift ;;
         --filter) FILTER=$2; shift 2 ;;
         --append) APPEND=$2; shift 2 ;;
+        --profile) PROFILE=$2; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
         --log) LOG=$2; shift 2 ;;
         --no-host-agent) AGENT=0; shift ;;
@@ -168,6 +172,7 @@ if [ "$DEMO" = 1 ]; then
 fi
 [ -n "$FILTER" ] && RUN_ARGS+=(--append "sgputest.filter=$FILTER")
 [ -n "$APPEND" ] && RUN_ARGS+=(--append "$APPEND")
+[ -n "$PROFILE" ] && RUN_ARGS+=(--profile "$PROFILE")
 # The common default limit: QEMU must not need a descriptor per buffer (issue 15).
 ulimit -Sn 1024
 say "booting (log $LOG)"

@@ -2,13 +2,16 @@
 # Self-test of scripts/run-guest.sh's failure detectors. Uses the cached guest kernel and
 # QEMU (never builds them; scripts/guest-tests.sh or `make check` does).
 #
-# usage: scripts/run-guest-selftest.sh [--silence SECS]   (default 20)
+# usage: scripts/run-guest-selftest.sh [--silence SECS]   (default 10: the debug guest's
+#        boot prints at least once a second, 2026-12-04)
 #
 # Cases:
 #   frozen-guest      a guest that goes silent (image init mode "silent") with --silence SECS:
 #                     exit 4 (FROZEN), QEMU killed, and the log holds QEMU's thread
 #                     backtraces from gdb (a "Thread N" header, a frame of QEMU's main loop)
-#                     and the monitor's "info sharegpu" for both devices
+#                     and the monitor's "info sharegpu" for both devices; run with
+#                     --profile, whose report (scripts/guest-profile.py) must have sampled
+#                     both vCPUs at 25 Hz, seen them idle and named a kernel function
 #   qemu-abort        SIGABRT sent to QEMU once the guest is up: exit 5, reason SIGABRT
 #   qemu-exit-status  QEMU rejecting its command line: exit 5, reason "exit status 1"
 #   kernel-reports    --check-log on console logs: each lockup detector's report (soft
@@ -23,7 +26,7 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-guest-selftest
 
 RUNNER=$ROOT/scripts/run-guest.sh
-SILENCE=20
+SILENCE=10
 while [ $# -gt 0 ]; do
     case "$1" in
         --silence) SILENCE=$2; shift 2 ;;
@@ -85,6 +88,11 @@ start_guest() {
     qemu_pid=$(cat "$TMP/$name.pid")
 }
 qemu_gone() { [ -n "$qemu_pid" ] && ! kill -0 "$qemu_pid" 2>/dev/null; }
+profile_sane() { # REPORT: "guest profile: R rounds, 2R vCPU samples, I idle ..." as above
+    local r s i
+    read -r r s i < <(sed -n 's/^guest profile: \([0-9]*\) rounds, \([0-9]*\) vCPU samples, \([0-9]*\) idle.*/\1 \2 \3/p' "$1")
+    [ -n "$r" ] && [ "$r" -ge $((SILENCE * 25 / 2)) ] && [ "$s" = $((2 * r)) ] && [ "$i" -gt 0 ]
+}
 
 # ---- prerequisites: cached kernel + QEMU, the silent image ------------------------------
 IMG=$TMP/silent.cpio.gz
@@ -100,7 +108,7 @@ fi
 # ---- frozen-guest -----------------------------------------------------------------------
 begin_case frozen-guest
 if [ "$have_guest" = 1 ]; then
-    start_guest frozen --silence "$SILENCE" --timeout 600
+    start_guest frozen --silence "$SILENCE" --timeout 600 --profile "$TMP/frozen.profile"
     rc=0
     wait "$runner" || rc=$?
     expect "runner exit status 4 (FROZEN), got $rc" [ "$rc" = 4 ]
@@ -116,6 +124,12 @@ if [ "$have_guest" = 1 ]; then
     expect "log: 'info registers -a' output" log_has "$LOG" '^[RE]IP='
     expect "stderr: a backtrace excerpt" log_has "$TMP/frozen.err" '^\[run-guest\] +Thread [0-9]+ '
     expect "no QEMU left running (pid ${qemu_pid:-?})" qemu_gone
+    # --profile sampled the run: 25 rounds a second of two vCPUs, the silent guest mostly
+    # halted, and what ran named by System.map
+    expect "profile: $(head -n 1 "$TMP/frozen.profile" 2>/dev/null || echo none); want two vCPU samples a round, over ${SILENCE} s at 25 Hz, some idle" \
+        profile_sane "$TMP/frozen.profile"
+    expect "profile: a busy function named by System.map" \
+        log_has "$TMP/frozen.profile" '^ *[0-9.]+ %  +[0-9]+  [A-Za-z_][A-Za-z0-9_.]*$'
 else
     problems+=("a cached guest kernel, QEMU and the silent image")
 fi

@@ -16,6 +16,9 @@
 #   --interactive      console on the terminal (for --init-mode shell/demo); no timeout and
 #                      no silence watchdog
 #   --smp N / --mem M  default 2 / 1G
+#   --profile REPORT   samples the vCPUs' instruction pointers (25 Hz) through a QMP socket
+#                      of its own and writes the guest kernel's profile by function to
+#                      REPORT when QEMU exits (scripts/guest-profile.py)
 #   --allow-taint-test the kernel may be tainted with TAINT_TEST (N: KUnit modules loaded)
 #   --allow-warn-in 'FUNC [MODULE]'   a WARN whose report (from "cut here" to "end trace")
 #                      names FUNC+0x... of MODULE (a KUnit case that triggers that WARN on
@@ -45,7 +48,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" run-guest
 DIE_STATUS=2  # every early stop is exit 2
 
-KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG=""
+KERNEL="" INITRD="" LOG="" APPEND="" INTERACTIVE=0 SMP=2 MEM=1G CHECK_LOG="" PROFILE=""
 TIMEOUT=${GUEST_TIMEOUT:-900}
 ALLOWED_TAINT=$(((1 << 12) | (1 << 13)))  # O and E: out-of-tree, unsigned modules
 SILENCE=${GUEST_SILENCE:-300}
@@ -64,6 +67,7 @@ while [ $# -gt 0 ]; do
         --interactive) INTERACTIVE=1; shift ;;
         --smp) SMP=$2; shift 2 ;;
         --mem) MEM=$2; shift 2 ;;
+        --profile) PROFILE=$2; shift 2 ;;
         --check-log) CHECK_LOG=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) other_arg "$1" ;;
@@ -214,6 +218,13 @@ else
          -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
          -qmp "unix:$RUN/qmp.sock,server=on,wait=off" ${SERIAL[@]+"${SERIAL[@]}"}
          ${EXTRA[@]+"${EXTRA[@]}"})
+    PROFILER_PID=""
+    if [ -n "$PROFILE" ]; then
+        # System.map beside the image's build tree (kernel.env), or given by SYSTEM_MAP
+        SYSTEM_MAP=${SYSTEM_MAP:-$(dirname "$KERNEL")/linux/System.map}
+        [ -f "$SYSTEM_MAP" ] || die "--profile: no System.map at $SYSTEM_MAP (set SYSTEM_MAP)"
+        CMD+=(-qmp "unix:$RUN/profile.sock,server=on,wait=off")
+    fi
     if [ "$INTERACTIVE" = 1 ]; then
         say "$QEMU (interactive) log: $LOG"
     else
@@ -234,6 +245,11 @@ else
         TEE_PID=$!
         "${CMD[@]}" </dev/null >"$RUN/console" 2>&1 &
         QEMU_PID=$!
+        if [ -n "$PROFILE" ]; then
+            python3 "$ROOT/scripts/guest-profile.py" --qmp "$RUN/profile.sock" \
+                --system-map "$SYSTEM_MAP" -o "$PROFILE" &
+            PROFILER_PID=$!
+        fi
         last_size=-1 last_output=$SECONDS started=$SECONDS LONGEST_SILENCE=0
         while kill -0 "$QEMU_PID" 2>/dev/null; do
             size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
@@ -254,6 +270,10 @@ else
         wait "$QEMU_PID" || rc=$?
         QEMU_PID=""
         wait "$TEE_PID" || true
+        if [ -n "$PROFILER_PID" ]; then
+            wait "$PROFILER_PID" && say "guest profile: $PROFILE ($(head -n 1 "$PROFILE"))" ||
+                say "guest profile: the profiler failed"
+        fi
     fi
     ELAPSED=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 fi
