@@ -124,7 +124,7 @@ mount -t debugfs debugfs /sys/kernel/debug
 exec </dev/console >/dev/console 2>&1
 
 mode=$(cat /etc/sharegpu/mode) tmo=$(cat /etc/sharegpu/timeout) unload=$(cat /etc/sharegpu/unload)
-fuzz_seed="" fuzz_duration=60 fuzz_args=""
+fuzz_seed="" fuzz_duration=60 fuzz_args="" kallsyms=0
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         sharegpu.mode=*) mode=${arg#*=} ;;
@@ -133,6 +133,7 @@ for arg in $(cat /proc/cmdline); do
         sharegpu.fuzz.seed=*) fuzz_seed=${arg#*=} ;;
         sharegpu.fuzz.duration=*) fuzz_duration=${arg#*=} ;;
         sharegpu.fuzz.args=*) fuzz_args=$(echo "${arg#*=}" | tr , ' ') ;;
+        sharegpu.kallsyms=*) kallsyms=${arg#*=} ;;
     esac
 done
 off() { sync; poweroff -f; sleep 5; echo o >/proc/sysrq-trigger; sleep 60; }
@@ -154,6 +155,12 @@ while read -r ko args; do
         modfail=$((modfail + 1))
     fi
 done </etc/sharegpu/modules
+# scripts/run-guest.sh --profile: the loaded modules' functions, so that their samples are named
+if [ "$kallsyms" = 1 ]; then
+    echo "SHAREGPU-KALLSYMS-BEGIN"
+    grep -E '^[0-9a-f]+ [tT] [^ ]+[[:space:]]+\[' /proc/kallsyms
+    echo "SHAREGPU-KALLSYMS-END"
+fi
 
 shell() { echo "SHAREGPU: interactive shell; exit it to power off"; setsid cttyhack sh -l; }
 

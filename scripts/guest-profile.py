@@ -3,16 +3,17 @@
 through QEMU's monitor and prints a profile of the guest kernel by function.
 
   scripts/guest-profile.py --qmp SOCKET --system-map System.map [--kallsyms FILE]
-                           [--hz 25] [--duration SECS] [--top 30] [-o REPORT]
+                           [--kallsyms-log LOG] [--hz 25] [--duration SECS] [--top 30]
+                           [-o REPORT]
   scripts/guest-profile.py --self-test
 
 TCG guests have no perf counters; QEMU's `info registers -a` (HMP, through QMP) shows
 each vCPU's RIP and whether it is halted. Every 1/hz seconds the profiler asks for it,
 counts a halted vCPU as idle and looks every other RIP up in the kernel's System.map
-(module code: in --kallsyms, a copy of the guest's /proc/kallsyms, else "[module]";
-user space: "[user]"). It stops after --duration seconds, or when QEMU closes the
-socket, and prints: samples, the idle share, then the functions by their share of the
-busy samples.
+(module code: in --kallsyms, a copy of the guest's /proc/kallsyms, or --kallsyms-log, the
+console log of a guest that printed its modules' functions, else "[module]"; user space:
+"[user]"). It stops after --duration seconds, or when QEMU closes the socket, and prints:
+samples, the idle share, then the functions by their share of the busy samples.
 scripts/run-guest.sh --profile REPORT runs it beside a guest (a QMP socket of its own).
 
 Sampling holds QEMU's big lock for each answer: at 25 Hz the guest runs a few per cent
@@ -42,27 +43,44 @@ class Symbols:
         self.addrs, self.names = [], []
 
     def load(self, path):
-        entries = []
+        with open(path, errors="replace") as f:
+            return self.add_lines(f)
+
+    def load_from_log(self, path):
+        """The section a guest booted with sharegpu.kallsyms=1 printed on its console."""
+        lines, inside = [], False
         with open(path, errors="replace") as f:
             for line in f:
-                parts = line.split()
-                if len(parts) < 3 or parts[1] not in "tTwW":
-                    continue  # text symbols only
-                try:
-                    addr = int(parts[0], 16)
-                except ValueError:
-                    continue
-                if addr == 0:
-                    continue  # kallsyms read without privilege
-                name = parts[2] + (" " + parts[3] if len(parts) > 3 else "")
-                entries.append((addr, name))
+                line = line.replace("\r", "").rstrip("\n")
+                if line == "SHAREGPU-KALLSYMS-BEGIN":
+                    inside, lines = True, []
+                elif line == "SHAREGPU-KALLSYMS-END":
+                    inside = False
+                elif inside:
+                    lines.append(line)
+        return self.add_lines(lines)
+
+    def add_lines(self, lines):
+        entries = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 3 or parts[1] not in "tTwW":
+                continue  # text symbols only
+            try:
+                addr = int(parts[0], 16)
+            except ValueError:
+                continue
+            if addr == 0:
+                continue  # kallsyms read without privilege
+            name = parts[2] + (" " + parts[3] if len(parts) > 3 else "")
+            entries.append((addr, name))
         entries.extend(zip(self.addrs, self.names))
         entries.sort()
         self.addrs = [a for a, _ in entries]
         self.names = [n for _, n in entries]
         return len(entries)
 
-    def lookup(self, addr):
+    def lookup(self, addr, offset=False):
         if addr < USER_END:
             return "[user]"
         i = bisect.bisect_right(self.addrs, addr) - 1
@@ -72,6 +90,9 @@ class Symbols:
         # past the last symbol of the kernel image and not a known module function
         if MODULES_START <= addr <= MODULES_END and not name.endswith("]"):
             return "[module]"
+        if offset:
+            func, _, mod = name.partition(" ")
+            return "%s+%#x%s" % (func, addr - self.addrs[i], " " + mod if mod else "")
         return name
 
 
@@ -93,10 +114,12 @@ def parse_registers(text):
 
 
 class Profile:
+    """Counts by address; named at report time (module symbols may arrive last)."""
+
     def __init__(self, symbols):
         self.symbols = symbols
         self.samples = self.idle = self.rounds = 0
-        self.by_function = {}
+        self.by_address = {}
 
     def add(self, regs):
         self.rounds += 1
@@ -105,10 +128,14 @@ class Profile:
             if halted:
                 self.idle += 1
                 continue
-            name = self.symbols.lookup(rip) if rip is not None else "[not in long mode]"
-            self.by_function[name] = self.by_function.get(name, 0) + 1
+            self.by_address[rip] = self.by_address.get(rip, 0) + 1
 
-    def report(self, top):
+    def report(self, top, offsets=False):
+        self.by_function = {}
+        for rip, n in self.by_address.items():
+            name = (self.symbols.lookup(rip, offsets) if rip is not None
+                    else "[not in long mode]")
+            self.by_function[name] = self.by_function.get(name, 0) + n
         busy = self.samples - self.idle
         lines = ["guest profile: %d rounds, %d vCPU samples, %d idle (%.1f %%), %d busy"
                  % (self.rounds, self.samples, self.idle,
@@ -209,6 +236,7 @@ def self_test():
     assert syms.lookup(0xffffffff81128f01) == "mark_lock"
     assert syms.lookup(0xffffffffa0001234) == "[module]"
     assert syms.lookup(0x1000) == "[user]"
+    assert syms.lookup(0xffffffff81128a10, offset=True) == "__lock_acquire+0x10"
     assert syms.lookup(0xffff888000001000) == "[unknown]"  # below the first symbol
     with tempfile.NamedTemporaryFile("w", delete=False) as f:
         f.write("ffffffffa0001000 t sgpu_emit\t[sharegpu]\n0000000000000000 T hidden\n")
@@ -217,6 +245,17 @@ def self_test():
     finally:
         os.unlink(f.name)
     assert syms.lookup(0xffffffffa0001234) == "sgpu_emit [sharegpu]"
+    with tempfile.NamedTemporaryFile("w", delete=False) as f:
+        f.write("[    4.1] sharegpu: loaded\r\nSHAREGPU-KALLSYMS-BEGIN\r\n"
+                "ffffffffa0002000 t sgpu_ring_write\t[sharegpu]\r\n"
+                "SHAREGPU-KALLSYMS-END\r\nffffffffa0003000 t outside [x]\r\n")
+    try:
+        assert syms.load_from_log(f.name) == 7
+    finally:
+        os.unlink(f.name)
+    assert syms.lookup(0xffffffffa0002010) == "sgpu_ring_write [sharegpu]"
+    assert syms.lookup(0xffffffffa0002010, offset=True) == "sgpu_ring_write+0x10 [sharegpu]"
+    assert syms.lookup(0xffffffffa0003010) == "sgpu_ring_write [sharegpu]"  # not read
     assert parse_registers(SELF_TEST_REGS_32) == [(0, None, False)]
     prof = Profile(syms)
     prof.add(regs)
@@ -237,10 +276,14 @@ def main():
     ap.add_argument("--qmp", help="QEMU's QMP UNIX socket")
     ap.add_argument("--system-map", help="the guest kernel's System.map")
     ap.add_argument("--kallsyms", help="the guest's /proc/kallsyms (module functions)")
+    ap.add_argument("--kallsyms-log", help="a console log with the module functions a guest "
+                    "booted with sharegpu.kallsyms=1 printed (read when sampling ends)")
     ap.add_argument("--hz", type=float, default=25.0)
     ap.add_argument("--duration", type=float, default=0, help="seconds (0: until QEMU exits)")
     ap.add_argument("--connect-wait", type=float, default=30.0)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--offsets", action="store_true",
+                    help="count by function+offset (which instruction), not by function")
     ap.add_argument("-o", "--output", help="report file (default: stdout)")
     ap.add_argument("--self-test", action="store_true")
     args = ap.parse_args()
@@ -253,7 +296,13 @@ def main():
     symbols.load(args.system_map)
     if args.kallsyms:
         symbols.load(args.kallsyms)
-    report = sample(args, symbols).report(args.top)
+    prof = sample(args, symbols)
+    if args.kallsyms_log:
+        try:
+            symbols.load_from_log(args.kallsyms_log)
+        except OSError as e:
+            print("guest-profile: %s: %s" % (args.kallsyms_log, e), file=sys.stderr)
+    report = prof.report(args.top, args.offsets)
     if args.output:
         with open(args.output, "w") as f:
             f.write(report)

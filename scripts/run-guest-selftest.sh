@@ -11,7 +11,8 @@
 #                     backtraces from gdb (a "Thread N" header, a frame of QEMU's main loop)
 #                     and the monitor's "info sharegpu" for both devices; run with
 #                     --profile, whose report (scripts/guest-profile.py) must have sampled
-#                     both vCPUs at 25 Hz, seen them idle and named a kernel function
+#                     both vCPUs at 25 Hz, seen them idle and named a kernel function, and
+#                     for which the guest printed its modules' functions (none loaded here)
 #   qemu-abort        SIGABRT sent to QEMU once the guest is up: exit 5, reason SIGABRT
 #   qemu-exit-status  QEMU rejecting its command line: exit 5, reason "exit status 1"
 #   kernel-reports    --check-log on console logs: each lockup detector's report (soft
@@ -130,6 +131,8 @@ if [ "$have_guest" = 1 ]; then
         profile_sane "$TMP/frozen.profile"
     expect "profile: a busy function named by System.map" \
         log_has "$TMP/frozen.profile" '^ *[0-9.]+ %  +[0-9]+  [A-Za-z_][A-Za-z0-9_.]*$'
+    expect "log: the modules' functions for the profile (sharegpu.kallsyms=1; this image loads none)" \
+        log_has "$LOG" '^SHAREGPU-KALLSYMS-END'
 else
     problems+=("a cached guest kernel, QEMU and the silent image")
 fi

@@ -18,7 +18,9 @@
 #   --smp N / --mem M  default 2 / 1G
 #   --profile REPORT   samples the vCPUs' instruction pointers (25 Hz) through a QMP socket
 #                      of its own and writes the guest kernel's profile by function to
-#                      REPORT when QEMU exits (scripts/guest-profile.py)
+#                      REPORT when QEMU exits (scripts/guest-profile.py); the guest prints
+#                      its modules' functions at boot (sharegpu.kallsyms=1) to name theirs;
+#                      $GUEST_PROFILE_ARGS go to the profiler (e.g. --offsets --top 50)
 #   --allow-taint-test the kernel may be tainted with TAINT_TEST (N: KUnit modules loaded)
 #   --allow-warn-in 'FUNC [MODULE]'   a WARN whose report (from "cut here" to "end trace")
 #                      names FUNC+0x... of MODULE (a KUnit case that triggers that WARN on
@@ -213,6 +215,8 @@ else
     for a in ${EXTRA[@]+"${EXTRA[@]}"}; do
         case "$a" in -serial) SERIAL=() ;; esac
     done
+    # --profile: the guest prints its modules' functions (the image's init), to name samples
+    [ -z "$PROFILE" ] || APPEND="$APPEND sharegpu.kallsyms=1"
     CMD=("$QEMU" -M q35 -accel tcg -m "$MEM" -smp "$SMP" -nodefaults -nographic -no-reboot
          "${FW[@]}" -kernel "$KERNEL" -initrd "$INITRD"
          -append "console=ttyS0 panic=-1 loglevel=7 ${APPEND# }"
@@ -247,7 +251,8 @@ else
         QEMU_PID=$!
         if [ -n "$PROFILE" ]; then
             python3 "$ROOT/scripts/guest-profile.py" --qmp "$RUN/profile.sock" \
-                --system-map "$SYSTEM_MAP" -o "$PROFILE" &
+                --system-map "$SYSTEM_MAP" --kallsyms-log "$LOG" -o "$PROFILE" \
+                ${GUEST_PROFILE_ARGS:-} &
             PROFILER_PID=$!
         fi
         last_size=-1 last_output=$SECONDS started=$SECONDS LONGEST_SILENCE=0
