@@ -3,8 +3,8 @@
 through QEMU's monitor and prints a profile of the guest kernel by function.
 
   scripts/guest-profile.py --qmp SOCKET --system-map System.map [--kallsyms FILE]
-                           [--kallsyms-log LOG] [--hz 25] [--duration SECS] [--top 30]
-                           [-o REPORT]
+                           [--kallsyms-log LOG] [--stacks DEPTH] [--offsets] [--hz 25]
+                           [--duration SECS] [--top 30] [-o REPORT]
   scripts/guest-profile.py --self-test
 
 TCG guests have no perf counters; QEMU's `info registers -a` (HMP, through QMP) shows
@@ -13,7 +13,8 @@ counts a halted vCPU as idle and looks every other RIP up in the kernel's System
 (module code: in --kallsyms, a copy of the guest's /proc/kallsyms, or --kallsyms-log, the
 console log of a guest that printed its modules' functions, else "[module]"; user space:
 "[user]"). It stops after --duration seconds, or when QEMU closes the socket, and prints:
-samples, the idle share, then the functions by their share of the busy samples.
+samples, the idle share, then the functions by their share of the busy samples; with
+--stacks, each function's callers along the kernel's frame-pointer chain.
 scripts/run-guest.sh --profile REPORT runs it beside a guest (a QMP socket of its own).
 
 Sampling holds QEMU's big lock for each answer: at 25 Hz the guest runs a few per cent
@@ -31,9 +32,14 @@ REG_CPU = re.compile(r"^CPU#(\d+)", re.M)
 REG_RIP = re.compile(r"\bRIP=([0-9a-f]{16})\b")
 REG_EIP = re.compile(r"\bEIP=([0-9a-f]{8})\b")  # a vCPU not in long mode (firmware, boot)
 REG_HLT = re.compile(r"\bHLT=([01])\b")
+REG_RBP = re.compile(r"\bRBP=([0-9a-f]{16})\b")
+MEM_PAIR = re.compile(r"^[0-9a-f]+: 0x([0-9a-f]{16}) 0x([0-9a-f]{16})", re.M)  # x /2gx
 # where modules live on x86_64 (Documentation/arch/x86/x86_64/mm.rst)
 MODULES_START, MODULES_END = 0xffffffffa0000000, 0xfffffffffeffffff
 USER_END = 0x0000800000000000  # the lower half: user space
+KERNEL_HALF = 0xffff800000000000
+KERNEL_TEXT = 0xffffffff80000000
+STACK_SIZE = 1 << 16  # a frame pointer moves up by less than a (KASAN-sized) kernel stack
 
 
 class Symbols:
@@ -90,6 +96,8 @@ class Symbols:
         # past the last symbol of the kernel image and not a known module function
         if MODULES_START <= addr <= MODULES_END and not name.endswith("]"):
             return "[module]"
+        if name == "_etext":
+            return "[unknown]"  # past the kernel's text, outside the modules: not code we know
         if offset:
             func, _, mod = name.partition(" ")
             return "%s+%#x%s" % (func, addr - self.addrs[i], " " + mod if mod else "")
@@ -113,6 +121,40 @@ def parse_registers(text):
     return out
 
 
+def frame_pointers(text):
+    """`info registers -a` -> {cpu: RBP} for the vCPUs in long mode."""
+    out = {}
+    starts = [(m.start(), int(m.group(1))) for m in REG_CPU.finditer(text)] or [(0, 0)]
+    for i, (pos, cpu) in enumerate(starts):
+        block = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
+        rbp = REG_RBP.search(block)
+        if rbp:
+            out[cpu] = int(rbp.group(1), 16)
+    return out
+
+
+def walk_stack(read_pair, rbp, depth):
+    """The return addresses along the kernel's frame-pointer chain from rbp, innermost first.
+    read_pair(addr) -> (saved RBP, return address) or None. The vCPU keeps running while the
+    chain is read, so every step is checked: a kernel-half, aligned frame; a return address in
+    kernel text; the next frame above this one, on the same stack."""
+    out = []
+    while len(out) < depth and rbp is not None and rbp >= KERNEL_HALF and not rbp & 7:
+        pair = read_pair(rbp)
+        if pair is None or pair[1] < KERNEL_TEXT:
+            break
+        out.append(pair[1])
+        if not rbp < pair[0] <= rbp + STACK_SIZE:
+            break
+        rbp = pair[0]
+    return out
+
+
+def monitor_read_pair(mon, addr):
+    m = MEM_PAIR.search(mon.hmp("x /2gx %#x" % addr))
+    return (int(m.group(1), 16), int(m.group(2), 16)) if m else None
+
+
 class Profile:
     """Counts by address; named at report time (module symbols may arrive last)."""
 
@@ -120,15 +162,19 @@ class Profile:
         self.symbols = symbols
         self.samples = self.idle = self.rounds = 0
         self.by_address = {}
+        self.chains = {}  # (rip, return addresses) -> samples, with --stacks
 
-    def add(self, regs):
+    def add(self, regs, stacks=None):
         self.rounds += 1
-        for _cpu, rip, halted in regs:
+        for cpu, rip, halted in regs:
             self.samples += 1
             if halted:
                 self.idle += 1
                 continue
             self.by_address[rip] = self.by_address.get(rip, 0) + 1
+            if stacks and stacks.get(cpu):
+                key = (rip, tuple(stacks[cpu]))
+                self.chains[key] = self.chains.get(key, 0) + 1
 
     def report(self, top, offsets=False):
         self.by_function = {}
@@ -143,7 +189,29 @@ class Profile:
         ranked = sorted(self.by_function.items(), key=lambda kv: (-kv[1], kv[0]))
         for name, n in ranked[:top]:
             lines.append("%6.1f %%  %6d  %s" % (100.0 * n / max(busy, 1), n, name))
+        if self.chains:
+            lines += self.report_callers([name for name, _ in ranked[:top]], offsets)
         return "\n".join(lines) + "\n"
+
+    def report_callers(self, names, offsets, per_function=3, frames=4):
+        """For each function of the profile, its most frequent caller chains (innermost
+        first). A function that sets up no frame of its own (assembly, some leaves) shows
+        its caller's caller first."""
+        callers = {}
+        for (rip, stack), n in self.chains.items():
+            name = self.symbols.lookup(rip, offsets)
+            chain = " < ".join(self.symbols.lookup(a) for a in stack[:frames])
+            per = callers.setdefault(name, {})
+            per[chain] = per.get(chain, 0) + n
+        lines = ["", "callers (frame-pointer chains of the samples that had one):"]
+        for name in names:
+            if name not in callers:
+                continue
+            lines.append("  %s" % name)
+            ranked = sorted(callers[name].items(), key=lambda kv: (-kv[1], kv[0]))
+            for chain, n in ranked[:per_function]:
+                lines.append("    %6d  < %s" % (n, chain))
+        return lines
 
 
 class Monitor:
@@ -192,7 +260,15 @@ def sample(args, symbols):
             sys.exit("guest-profile: no QMP socket at %s" % args.qmp)
         next_at = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
-            prof.add(parse_registers(mon.hmp("info registers -a")))
+            text = mon.hmp("info registers -a")
+            regs, stacks = parse_registers(text), None
+            if args.stacks:
+                fps = frame_pointers(text)
+                stacks = {cpu: walk_stack(lambda a: monitor_read_pair(mon, a), fps.get(cpu),
+                                          args.stacks)
+                          for cpu, rip, halted in regs
+                          if not halted and rip is not None and rip >= KERNEL_HALF}
+            prof.add(regs, stacks)
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))
     except (EOFError, OSError, ValueError):
@@ -202,9 +278,11 @@ def sample(args, symbols):
 
 SELF_TEST_REGS = """CPU#0
 RAX=0000000000000000 RBX=ffffffff82a0c940 RCX=0000000000000000 RDX=0000000000000001
+RSI=0000000000000000 RDI=0000000000000000 RBP=ffffc90000013e40 RSP=ffffc90000013e28
 RIP=ffffffff81e6b4c6 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1
 CPU#1
 RAX=0000000000000001 RBX=ffff888003c0a000 RCX=0000000000000000 RDX=0000000000000001
+RSI=0000000000000000 RDI=0000000000000000 RBP=ffffc90000023e00 RSP=ffffc90000023de0
 RIP=ffffffff81128a10 RFL=00000202 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0
 """
 SELF_TEST_REGS_32 = """CPU#0
@@ -238,6 +316,7 @@ def self_test():
     assert syms.lookup(0x1000) == "[user]"
     assert syms.lookup(0xffffffff81128a10, offset=True) == "__lock_acquire+0x10"
     assert syms.lookup(0xffff888000001000) == "[unknown]"  # below the first symbol
+    assert syms.lookup(0xffffffff82a00010) == "[unknown]"  # past _etext
     with tempfile.NamedTemporaryFile("w", delete=False) as f:
         f.write("ffffffffa0001000 t sgpu_emit\t[sharegpu]\n0000000000000000 T hidden\n")
     try:
@@ -268,6 +347,32 @@ def self_test():
     prof.add(parse_registers(SELF_TEST_REGS_32))
     rep = prof.report(10)  # a tie: by name
     assert rep.splitlines()[2].split() == ["25.0", "%", "1", "[not", "in", "long", "mode]"], rep
+    # frame-pointer walks: a chain of three frames, then one that points below itself
+    assert frame_pointers(SELF_TEST_REGS) == {0: 0xffffc90000013e40, 1: 0xffffc90000023e00}
+    memory = {0xffffc90000023e00: (0xffffc90000023e40, 0xffffffff81128f10),
+              0xffffc90000023e40: (0xffffc90000023e80, 0xffffffff81128a20),
+              0xffffc90000023e80: (0xffffc90000023e00, 0xffffffff81128f20)}
+    assert walk_stack(memory.get, 0xffffc90000023e00, 8) == [
+        0xffffffff81128f10, 0xffffffff81128a20, 0xffffffff81128f20]
+    assert walk_stack(memory.get, 0xffffc90000023e00, 2) == [
+        0xffffffff81128f10, 0xffffffff81128a20]
+    assert walk_stack(memory.get, 0x7ffc12345678, 8) == []  # a user-space frame
+    assert walk_stack({0xffffc90000023e00: (0, 0x401000)}.get, 0xffffc90000023e00, 8) == []
+
+    class FakeMonitor:
+        def hmp(self, line):
+            assert line == "x /2gx 0xffffc90000023e00", line
+            return "ffffc90000023e00: 0xffffc90000023e40 0xffffffff81128f10\r\n"
+    assert monitor_read_pair(FakeMonitor(), 0xffffc90000023e00) == (
+        0xffffc90000023e40, 0xffffffff81128f10)
+    prof = Profile(syms)
+    stack = walk_stack(memory.get, 0xffffc90000023e00, 8)
+    prof.add(regs, {1: stack})
+    prof.add(regs, {1: stack})
+    rep = prof.report(10)
+    assert "callers (frame-pointer chains" in rep, rep
+    assert rep.splitlines()[-2:] == ["  __lock_acquire",
+                                     "         2  < mark_lock < __lock_acquire < mark_lock"], rep
     print("guest-profile self-test: OK")
 
 
@@ -282,6 +387,9 @@ def main():
     ap.add_argument("--duration", type=float, default=0, help="seconds (0: until QEMU exits)")
     ap.add_argument("--connect-wait", type=float, default=30.0)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--stacks", type=int, default=0, metavar="DEPTH",
+                    help="also walk each busy vCPU's frame-pointer chain this deep (x /2gx "
+                    "through the monitor, one call a frame) and list each function's callers")
     ap.add_argument("--offsets", action="store_true",
                     help="count by function+offset (which instruction), not by function")
     ap.add_argument("-o", "--output", help="report file (default: stdout)")

@@ -11,8 +11,9 @@
 #                     backtraces from gdb (a "Thread N" header, a frame of QEMU's main loop)
 #                     and the monitor's "info sharegpu" for both devices; run with
 #                     --profile, whose report (scripts/guest-profile.py) must have sampled
-#                     both vCPUs at 25 Hz, seen them idle and named a kernel function, and
-#                     for which the guest printed its modules' functions (none loaded here)
+#                     both vCPUs at 25 Hz, seen them idle, named a kernel function and read
+#                     a caller chain (--stacks), and for which the guest printed its
+#                     modules' functions (none loaded here)
 #   qemu-abort        SIGABRT sent to QEMU once the guest is up: exit 5, reason SIGABRT
 #   qemu-exit-status  QEMU rejecting its command line: exit 5, reason "exit status 1"
 #   kernel-reports    --check-log on console logs: each lockup detector's report (soft
@@ -109,7 +110,8 @@ fi
 # ---- frozen-guest -----------------------------------------------------------------------
 begin_case frozen-guest
 if [ "$have_guest" = 1 ]; then
-    start_guest frozen --silence "$SILENCE" --timeout 600 --profile "$TMP/frozen.profile"
+    GUEST_PROFILE_ARGS="--stacks 4" \
+        start_guest frozen --silence "$SILENCE" --timeout 600 --profile "$TMP/frozen.profile"
     rc=0
     wait "$runner" || rc=$?
     expect "runner exit status 4 (FROZEN), got $rc" [ "$rc" = 4 ]
@@ -133,6 +135,8 @@ if [ "$have_guest" = 1 ]; then
         log_has "$TMP/frozen.profile" '^ *[0-9.]+ %  +[0-9]+  [A-Za-z_][A-Za-z0-9_.]*$'
     expect "log: the modules' functions for the profile (sharegpu.kallsyms=1; this image loads none)" \
         log_has "$LOG" '^SHAREGPU-KALLSYMS-END'
+    expect "profile (--stacks 4): a caller chain read through the monitor" \
+        log_has "$TMP/frozen.profile" '^ +[0-9]+  < [A-Za-z_][A-Za-z0-9_.]* < [A-Za-z_]'
 else
     problems+=("a cached guest kernel, QEMU and the silent image")
 fi
