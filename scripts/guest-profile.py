@@ -104,14 +104,19 @@ class Symbols:
         return name
 
 
-def parse_registers(text):
-    """`info registers -a` -> [(cpu, rip, halted)]; rip is None for a vCPU not in long mode."""
-    out = []
+def cpu_blocks(text):
+    """`info registers -a` -> [(cpu, that vCPU's part of the text)]."""
     starts = [(m.start(), int(m.group(1))) for m in REG_CPU.finditer(text)]
     if not starts:
         starts = [(0, 0)]  # one vCPU: no CPU# headers
-    for i, (pos, cpu) in enumerate(starts):
-        block = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
+    ends = [pos for pos, _ in starts[1:]] + [len(text)]
+    return [(cpu, text[pos:end]) for (pos, cpu), end in zip(starts, ends)]
+
+
+def parse_registers(text):
+    """`info registers -a` -> [(cpu, rip, halted)]; rip is None for a vCPU not in long mode."""
+    out = []
+    for cpu, block in cpu_blocks(text):
         rip = REG_RIP.search(block)
         if not rip and not REG_EIP.search(block):
             continue
@@ -124,9 +129,7 @@ def parse_registers(text):
 def frame_pointers(text):
     """`info registers -a` -> {cpu: RBP} for the vCPUs in long mode."""
     out = {}
-    starts = [(m.start(), int(m.group(1))) for m in REG_CPU.finditer(text)] or [(0, 0)]
-    for i, (pos, cpu) in enumerate(starts):
-        block = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
+    for cpu, block in cpu_blocks(text):
         rbp = REG_RBP.search(block)
         if rbp:
             out[cpu] = int(rbp.group(1), 16)
@@ -177,16 +180,16 @@ class Profile:
                 self.chains[key] = self.chains.get(key, 0) + 1
 
     def report(self, top, offsets=False):
-        self.by_function = {}
+        by_function = {}
         for rip, n in self.by_address.items():
             name = (self.symbols.lookup(rip, offsets) if rip is not None
                     else "[not in long mode]")
-            self.by_function[name] = self.by_function.get(name, 0) + n
+            by_function[name] = by_function.get(name, 0) + n
         busy = self.samples - self.idle
         lines = ["guest profile: %d rounds, %d vCPU samples, %d idle (%.1f %%), %d busy"
                  % (self.rounds, self.samples, self.idle,
                     100.0 * self.idle / max(self.samples, 1), busy)]
-        ranked = sorted(self.by_function.items(), key=lambda kv: (-kv[1], kv[0]))
+        ranked = sorted(by_function.items(), key=lambda kv: (-kv[1], kv[0]))
         for name, n in ranked[:top]:
             lines.append("%6.1f %%  %6d  %s" % (100.0 * n / max(busy, 1), n, name))
         if self.chains:
