@@ -6,7 +6,8 @@
 #   --kernel BZIMAGE   default: SHAREGPU_KERNEL_IMAGE from
 #                      ${SHAREGPU_CACHE:-~/.cache/sharegpu}/kernel/current/kernel.env
 #   --initrd FILE      initramfs from scripts/build-guest-image.sh (required)
-#   --log FILE         serial console log (default: $SHAREGPU_CACHE/logs/guest-<time>.log)
+#   --log FILE         serial console log (default: $SHAREGPU_CACHE/logs/guest-<time>.log);
+#                      QEMU's own stderr follows it, after "[run-guest] QEMU's stderr:"
 #   --timeout SECS     failure detector for a hung guest (default $GUEST_TIMEOUT or 900);
 #                      0 = none. The guest powers itself off when done.
 #   --silence SECS     failure detector for a frozen guest: no console output for SECS
@@ -243,11 +244,13 @@ else
         rc=${PIPESTATUS[0]}
         set -e
     else
-        # QEMU is a direct child (its pid for gdb); tee copies the console to the log and stdout
+        # QEMU is a direct child (its pid for gdb); tee copies the console to the log and stdout.
+        # QEMU's stderr has a file of its own: written into the console's stream, a warning
+        # could land in the middle of a guest's result line and split it.
         mkfifo "$RUN/console"
         tee "$LOG" <"$RUN/console" &
         TEE_PID=$!
-        "${CMD[@]}" </dev/null >"$RUN/console" 2>&1 &
+        "${CMD[@]}" </dev/null >"$RUN/console" 2>"$RUN/qemu.err" &
         QEMU_PID=$!
         if [ -n "$PROFILE" ]; then
             python3 "$ROOT/scripts/guest-profile.py" --qmp "$RUN/profile.sock" \
@@ -275,6 +278,9 @@ else
         wait "$QEMU_PID" || rc=$?
         QEMU_PID=""
         wait "$TEE_PID" || true
+        if [ -s "$RUN/qemu.err" ]; then  # whole lines after the console's
+            { echo "[run-guest] QEMU's stderr:"; cat "$RUN/qemu.err"; } | tee -a "$LOG"
+        fi
         if [ -n "$PROFILER_PID" ]; then
             wait "$PROFILER_PID" && say "guest profile: $PROFILE ($(head -n 1 "$PROFILE"))" ||
                 say "guest profile: the profiler failed"
