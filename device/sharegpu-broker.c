@@ -179,6 +179,21 @@ static void sharegpu_broker_offered(void *opaque, const sgbk_id *id, const char 
     trace_sharegpu_broker_offered(sharegpu_broker_id(b), text, exporter, size, writable);
 }
 
+static void sharegpu_broker_export_failed(void *opaque, const sgbk_id *id, int err)
+{
+    SharegpuBroker *b = opaque;
+    SharegpuState *s;
+    char text[33];
+
+    sgbk_id_format(id, text);
+    trace_sharegpu_broker_export_failed(sharegpu_broker_id(b), text, err);
+    QTAILQ_FOREACH(s, &sharegpu_devices, next) {
+        if (s->broker == b) {
+            sharegpu_broker_export_refused(s, id, err);
+        }
+    }
+}
+
 static void sharegpu_broker_reconnect_cb(void *opaque)
 {
     SharegpuBroker *b = opaque;
@@ -232,6 +247,7 @@ static void sharegpu_broker_complete(UserCreatable *uc, Error **errp)
         .denied = sharegpu_broker_denied,
         .offered = sharegpu_broker_offered,
         .disconnected = sharegpu_broker_disconnected,
+        .export_failed = sharegpu_broker_export_failed,
     };
     int ret;
 

@@ -281,7 +281,13 @@ static uint32_t sharegpu_cmd_broker_export(SharegpuState *s, struct sghw_cmd *c)
     }
     ret = sharegpu_own_storage_fd(s, c->handle, &fd, &size);
     if (!ret) {
-        ret = sgbk_export(s->broker->client, fd, size, c->arg ? peer : NULL, c->arg, &id);
+        /*
+         * Without waiting for the broker (the main loop does not block on it): the id,
+         * reserved ahead, is valid at once; a refusal (the broker's limits) arrives later
+         * and loses the export like a lost broker connection (BO_REVOKED, EXPORT).
+         */
+        ret = sgbk_export_queued(s->broker->client, fd, size, c->arg ? peer : NULL, c->arg,
+                                 &id);
     }
     if (ret) {
         sgb_bo_own_storage(s->dev, c->handle, 0);
@@ -443,6 +449,21 @@ void sharegpu_broker_export_release_ok(SharegpuState *s, const sgbk_id *id,
         close(e->old_fd);
         e->old_fd = -1;
     }
+}
+
+/* The broker refused a queued export: the guest learns that it is not exported. */
+void sharegpu_broker_export_refused(SharegpuState *s, const sgbk_id *id, int err)
+{
+    SharegpuBrokerExport *e = sharegpu_export_by_id(s, id);
+
+    if (!e) {
+        return;
+    }
+    warn_report("sharegpu: %s: the broker refused the export of handle %u: %s", s->name,
+                e->handle, sgbk_strerror(err));
+    sharegpu_evt_push(s, SGHW_EVT_BO_REVOKED, e->handle, SGHW_REVOKE_EXPORT_REFUSED,
+                      SGHW_EVT_F_EXPORT, SGHW_INVALID_OFFSET, e->generation);
+    sharegpu_broker_unexport(s, e, false);
 }
 
 /* The broker connection is gone: every export with it (the guest learns, and re-exports). */

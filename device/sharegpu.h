@@ -346,6 +346,7 @@ void sharegpu_remote_revoke(SharegpuState *s, const sgbk_id *id, uint32_t reason
 void sharegpu_broker_export_release_ok(SharegpuState *s, const sgbk_id *id,
                                        uint64_t generation);
 void sharegpu_broker_exports_lost(SharegpuState *s);
+void sharegpu_broker_export_refused(SharegpuState *s, const sgbk_id *id, int err);
 typedef struct SharegpuBrokerExportInfoList SharegpuBrokerExportInfoList;
 typedef struct SharegpuBrokerImportInfoList SharegpuBrokerImportInfoList;
 void sharegpu_broker_list(SharegpuState *s, SharegpuBrokerExportInfoList ***etail,

@@ -55,13 +55,15 @@ typedef uint64_t sghw_le64;
 
 /* ---------------------------------------------------------------- version / features */
 #define SGHW_VERSION_MAJOR 1
-#define SGHW_VERSION_MINOR 7 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
+#define SGHW_VERSION_MINOR 8 /* 1.1: NO_EVICT, RESYNC, INT_EVT_OVERFLOW
                                1.2: SGHW_EVT_F_OWN_COMMAND
                                1.3: asynchronous jobs, QUEUE_DEPTH
                                1.4: JOB_ABORT
                                1.5: WINDOW_FAULT
                                1.6: BROKER_* (sharing between VMs)
-                               1.7: jobs and cache commands on remote imports */
+                               1.7: jobs and cache commands on remote imports
+                               1.8: BROKER_EXPORT does not wait for the broker;
+                                    SGHW_REVOKE_EXPORT_REFUSED */
 #define SGHW_VERSION ((SGHW_VERSION_MAJOR << 16) | SGHW_VERSION_MINOR)
 
 #define SGHW_FEAT_COHERENT (1u << 0)     /* device caches are coherent (no flush needed) */
@@ -190,13 +192,15 @@ struct sghw_peer_name {
     char name[SGHW_PEER_NAME_LEN];
 };
 
-/* 1.6: BO_REVOKED event reasons (placement field); the broker protocol's values */
+/* 1.6: BO_REVOKED event reasons (placement field); 1..5 are the broker protocol's values */
 enum sghw_revoke_reason {
     SGHW_REVOKE_UNEXPORTED = 1,      /* the exporter unexported (or destroyed) the buffer */
     SGHW_REVOKE_EXPORTER_GONE = 2,   /* the exporting VM exited or was killed */
     SGHW_REVOKE_GRANT_WITHDRAWN = 3, /* the grant was withdrawn or its right changed */
     SGHW_REVOKE_ACK_TIMEOUT = 4,     /* an invalidation was not acknowledged in time */
     SGHW_REVOKE_BROKER_GONE = 5,     /* the host broker connection was lost */
+    SGHW_REVOKE_EXPORT_REFUSED = 6,  /* (EXPORT) the broker refused the export after
+                                      * BROKER_EXPORT completed (its limits) */
 };
 
 enum sghw_dir {

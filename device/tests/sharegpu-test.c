@@ -2258,6 +2258,7 @@ static void test_bad_property(void)
  */
 typedef struct Broker {
     int ack_timeout_ms;  /* 0: 20 s, long enough for a loaded machine */
+    int max_exports;     /* per VM; 0: the broker's default */
     GPid pid;
     char *dir;
     char *sock;
@@ -2303,8 +2304,10 @@ static bool broker_start(Broker *b)
         b->log = g_build_filename(b->dir, "broker.log", NULL);
     }
     unlink(b->log);
-    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms %d >'%s' 2>&1", bin,
-                          b->sock, b->ack_timeout_ms ? b->ack_timeout_ms : 20000, b->log);
+    cmd = g_strdup_printf("exec '%s' --socket '%s' --ack-timeout-ms %d --max-exports %d "
+                          ">'%s' 2>&1", bin, b->sock,
+                          b->ack_timeout_ms ? b->ack_timeout_ms : 20000,
+                          b->max_exports ? b->max_exports : 1024, b->log);
     argv[2] = cmd;
     g_assert_true(g_spawn_async(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
                                 &b->pid, NULL));
@@ -3139,6 +3142,69 @@ static void test_broker_ack_timeout(void)
  * (and a guest-error log line), never aborts; a reset of the exporter unexports (the importer
  * is revoked, UNEXPORTED) and one of the importer releases its imports.
  */
+/*
+ * Contract 1.8: BROKER_EXPORT completes before the broker answers, so a refusal arrives
+ * afterwards: BO_REVOKED with EXPORT and reason EXPORT_REFUSED, and the BO (contents kept)
+ * is no longer broker-exported. The broker here takes one export per VM.
+ */
+static void test_broker_export_refused(void)
+{
+    Broker b = { .max_exports = 1 };
+    struct sghw_event ev;
+    struct sghw_bo_info bi;
+    struct sghw_cmd r;
+    uint32_t h1, h2, crc;
+    uint8_t id2[16];
+    QDict *info;
+    Ctx *va;
+
+    if (!broker_start(&b)) {
+        return;
+    }
+    va = vm_boot(&b, "vm-a");
+    h1 = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    h2 = create_bo(va, &va->g[0], SGHW_PLACEMENT_SYSTEM, NULL);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_FILL, .handle = h2,
+                                                  .len = BO_SIZE, .arg = 0x5eed5eed });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h2,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    crc = r.result;
+    r = broker_export(va, h1, NULL, 0);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    /* over the broker's limit: the command still completes OK, with an id */
+    r = broker_export(va, h2, NULL, 0);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmpuint(r.result, ==, BO_SIZE);
+    memcpy(id2, r.uuid, sizeof(id2));
+    wait_event(va, SGHW_EVT_BO_REVOKED, h2, &ev);
+    g_assert_cmpuint(ev.flags & SGHW_EVT_F_EXPORT, ==, SGHW_EVT_F_EXPORT);
+    g_assert_cmpuint(ev.placement, ==, SGHW_REVOKE_EXPORT_REFUSED);
+    query_bo(va, &va->g[0], h2, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags & SGHW_BO_F_BROKER_EXPORTED, ==, 0);
+    query_bo(va, &va->g[0], h1, &bi, SGHW_ST_OK);
+    g_assert_cmphex(bi.flags & SGHW_BO_F_BROKER_EXPORTED, ==, SGHW_BO_F_BROKER_EXPORTED);
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_CHECKSUM, .handle = h2,
+                                                  .len = BO_SIZE });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_cmphex(r.result, ==, crc);
+    /* once h1 is unexported there is room again: h2 exports under a new id */
+    r = submit(va, &va->g[0], (struct sghw_cmd) { .opcode = SGHW_OP_BROKER_UNEXPORT,
+                                                  .handle = h1 });
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    r = broker_export(va, h2, NULL, 0);
+    g_assert_cmpuint(r.status, ==, SGHW_ST_OK);
+    g_assert_true(memcmp(r.uuid, id2, sizeof(id2)) != 0);
+    /* the broker's view (a round trip, after the export's) lists it */
+    info = broker_info(va);
+    g_assert_nonnull(broker_host_export(info, r.uuid));
+    qobject_unref(info);
+    vm_free(va);
+    broker_stop(&b);
+    broker_free(&b);
+}
+
 static void test_broker_bad_input(void)
 {
     Broker b = { 0 };
@@ -3620,5 +3686,6 @@ int main(int argc, char **argv)
     qtest_add_func("/sharegpu/broker/ack-timeout", test_broker_ack_timeout);
     qtest_add_func("/sharegpu/broker/offers", test_broker_offers);
     qtest_add_func("/sharegpu/broker/bad-input", test_broker_bad_input);
+    qtest_add_func("/sharegpu/broker/export-refused", test_broker_export_refused);
     return g_test_run();
 }

@@ -3,10 +3,12 @@
 //     importer in two processes and the broker in a third (all forked from here); the export
 //     carries the grant and the importer accepts offers, so the broker imports for it.
 //   BM_BrokerExportImportById: the same, but the id travels from the exporter to the importer
-//     outside the broker and the importer, which accepts offers, imports it by id: the offer
-//     is in its socket already, so no round trip (the QEMU device's path for a guest import).
-//   BM_BrokerExportImportPull: the id travels out of band and the importer, which does not
-//     accept offers, IMPORTs it (one more round trip to the broker).
+//     outside the broker and the importer, which accepts offers, imports it by id. The
+//     exporter exports under an id reserved ahead (ExportQueued) and sends it on at once, so
+//     the importer finds the offer in its socket, or asks the broker, which reads the EXPORT
+//     first (the QEMU device's path for a guest import).
+//   BM_BrokerExportImportPull: the same, but the importer does not accept offers: it always
+//     IMPORTs the id (a round trip to the broker).
 //   BM_ScmRightsRoundTrip: the same memfd sent over SCM_RIGHTS from the exporter process to the
 //     importer process, mapped there (first map), and acknowledged back: the floor.
 // Both time exactly the same span: from the exporter starting until it hears that the
@@ -201,7 +203,9 @@ void RunBrokerCycles(benchmark::State& state, ImportPath path) {
   auto mem = Memfd::Create("bench", kSize).value();
   for (auto _ : state) {
     auto t0 = std::chrono::steady_clock::now();
-    auto id = rig.exporter->Export(mem->fd(), kSize, "vm-b", kRightReadWrite);  // + grant
+    // + grant; by id, the id is handed on before the broker has answered
+    auto id = by_id ? rig.exporter->ExportQueued(mem->fd(), kSize, "vm-b", kRightReadWrite)
+                    : rig.exporter->Export(mem->fd(), kSize, "vm-b", kRightReadWrite);
     if (!id.ok() ||
         (by_id && ::send(rig.ctrl.get(), id->bytes, sizeof(id->bytes), MSG_NOSIGNAL) !=
                       sizeof(id->bytes)) ||

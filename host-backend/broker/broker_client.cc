@@ -25,8 +25,9 @@ Result<OwnedFd> ConnectSocket(const std::string& path) {
   return fd;
 }
 
-// Sends one request on `sock` and waits for its reply; events that arrive first go to
-// `on_event`. The reply's status, body and fd are returned.
+// Sends one request on `sock` and waits for its reply; events, and the replies of other
+// requests (queued exports, or late ones), that arrive first go to `on_event`. The reply's
+// status, body and fd are returned.
 Status Roundtrip(int sock, uint32_t seq, MsgType type, const void* body, size_t len, int fd,
                  int timeout_ms, Packet* p, std::vector<uint8_t>* reply_body,
                  OwnedFd* reply_fd, const std::function<void(const MsgHeader&)>& on_event,
@@ -67,7 +68,10 @@ Status Roundtrip(int sock, uint32_t seq, MsgType type, const void* body, size_t 
       *lost = true;  // the broker refused the connection (credentials, too many peers)
       return head.status;
     }
-    if (hdr.seq != seq) continue;  // the late reply of a request that timed out
+    if (hdr.seq != seq) {
+      on_event(hdr);
+      continue;
+    }
     if (head.status == 0) {
       if (reply_body) {
         reply_body->assign(Payload(*p) + sizeof(head), Payload(*p) + hdr.length);
@@ -191,6 +195,24 @@ void BrokerClient::QueueLocked(Event e) {
 void BrokerClient::HandleEventLocked(const MsgHeader& hdr, Packet& p) {
   Event e{static_cast<MsgType>(hdr.type), {}, 0, 0, {}};
   switch (e.type) {
+    case MsgType::kReply: {  // not the reply a request waits for
+      auto it = queued_exports_.find(hdr.seq);
+      if (it == queued_exports_.end() || hdr.length < sizeof(ReplyHead)) {
+        return;  // the late reply of a request that timed out
+      }
+      ReplyHead head;
+      std::memcpy(&head, Payload(p), sizeof(head));
+      WireId id = it->second;
+      queued_exports_.erase(it);
+      if (head.status == 0) return;
+      Logf(LogLevel::kWarn, "broker client %s: queued export %s refused: %s", name_.c_str(),
+           IdToString(id).c_str(), strerror(-head.status));
+      e.type = MsgType::kExport;  // stands for "export failed"
+      e.id = id;
+      e.value = static_cast<uint32_t>(-head.status);
+      QueueLocked(std::move(e));
+      return;
+    }
     case MsgType::kOffer: {
       if (hdr.length != sizeof(EventOffer) || p.fds.size() != 1) break;
       auto ev = LoadPayload<EventOffer>(p);
@@ -272,6 +294,8 @@ void BrokerClient::LostConnectionLocked() {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, sock_.get(), nullptr);
   sock_.Reset();
   offers_.clear();
+  id_stock_.clear();        // reservations die with the connection
+  queued_exports_.clear();  // forgotten like every export
   Logf(LogLevel::kWarn, "broker client %s: connection to the broker lost", name_.c_str());
   for (auto& [id, revoked] : imports_) {
     if (revoked) continue;
@@ -310,9 +334,7 @@ void BrokerClient::DrainLocked() {
       break;
     }
     MsgHeader hdr{};
-    if (CheckHeader(packet_, &hdr) != kOk || hdr.type == uint16_t(MsgType::kReply)) {
-      continue;  // malformed, or the late reply of a request that timed out
-    }
+    if (CheckHeader(packet_, &hdr) != kOk) continue;  // malformed
     HandleEventLocked(hdr, packet_);
   }
 }
@@ -360,6 +382,11 @@ Status BrokerClient::Dispatch() {
       case MsgType::kHello:
         if (callbacks_.disconnected) callbacks_.disconnected();
         break;
+      case MsgType::kExport:
+        if (callbacks_.export_failed) {
+          callbacks_.export_failed(e.id, -static_cast<Status>(e.value));
+        }
+        break;
       default: break;
     }
   }
@@ -377,7 +404,7 @@ Result<WireId> BrokerClient::Export(int memfd, uint64_t size, const std::string&
                                     uint32_t right) {
   if (memfd < 0) return Result<WireId>::Error(-EBADF);
   if (right != 0 && !ValidName(grant_peer)) return Result<WireId>::Error(-EINVAL);
-  ExportReq req{size, 0, right, {}};
+  ExportReq req{{}, size, 0, right, {}};
   if (right != 0) SetName(req.peer, grant_peer);
   std::vector<uint8_t> body;
   Status st = Request(MsgType::kExport, &req, sizeof(req), memfd, &body);
@@ -385,6 +412,47 @@ Result<WireId> BrokerClient::Export(int memfd, uint64_t size, const std::string&
   ExportReply r;
   if (!BodyAs(body, &r)) return Result<WireId>::Error(-EPROTO);
   return r.id;
+}
+
+Status BrokerClient::RefillIdsLocked() {
+  ReserveReq req{kIdStock, 0};
+  std::vector<uint8_t> body;
+  Status st = RequestLocked(MsgType::kReserveIds, &req, sizeof(req), -1, &body, nullptr);
+  if (st != kOk) return st;
+  if (body.size() != size_t{kIdStock} * sizeof(WireId)) return -EPROTO;
+  for (size_t off = 0; off < body.size(); off += sizeof(WireId)) {
+    WireId id;
+    std::memcpy(&id, body.data() + off, sizeof(id));
+    id_stock_.push_back(id);
+  }
+  return kOk;
+}
+
+Result<WireId> BrokerClient::ExportQueued(int memfd, uint64_t size,
+                                          const std::string& grant_peer, uint32_t right) {
+  using R = Result<WireId>;
+  if (memfd < 0) return R::Error(-EBADF);
+  if (right != 0 && !ValidName(grant_peer)) return R::Error(-EINVAL);
+  std::lock_guard lock(mu_);
+  if (!sock_.valid()) return R::Error(-ENOTCONN);
+  if (id_stock_.empty()) {
+    if (Status st = RefillIdsLocked(); st != kOk) return R::Error(st);
+  }
+  ExportReq req{id_stock_.back(), size, 0, right, {}};
+  if (right != 0) SetName(req.peer, grant_peer);
+  id_stock_.pop_back();  // the broker uses it up with this EXPORT, refused or not
+  const uint32_t seq = ++seq_;
+  Status st = SendPacket(sock_.get(), BuildMessage(MsgType::kExport, seq, &req, sizeof(req)),
+                         memfd, false);
+  if (st != kOk) {
+    if (st == -EPIPE || st == -ECONNRESET || st == -ENOTCONN) {
+      LostConnectionLocked();
+      return R::Error(-ENOTCONN);
+    }
+    return R::Error(st);
+  }
+  queued_exports_[seq] = req.id;
+  return req.id;
 }
 
 Status BrokerClient::Grant(const WireId& id, const std::string& peer, uint32_t right) {
@@ -433,6 +501,7 @@ Result<ImportInfo> BrokerClient::Import(const WireId& id, uint32_t flags) {
   if (!BodyAs(body, &r) || !fd.valid()) return R::Error(-EPROTO);
   imports_[id] = false;
   unclaimed_.erase(id);  // an offer invalidated before it was taken, taken now
+  offers_.erase(id);     // one that arrived during the round trip: the same import
   ImportInfo info;
   info.fd = std::move(fd);
   info.size = r.size;

@@ -50,6 +50,9 @@ class BrokerClient {
     std::function<void(const WireId& id, const std::string& exporter, uint64_t size,
                        bool writable)>
         offered;
+    // An ExportQueued() export was refused (status: -errno, as Export() would have returned):
+    // it never existed, and requests about it fail with -ENOENT.
+    std::function<void(const WireId& id, Status status)> export_failed;
     // The broker connection is gone: every import was revoked (kRevokeBrokerGone, reported
     // through `revoked` first) and every export forgotten. Reconnect() when it is back.
     std::function<void()> disconnected;
@@ -88,6 +91,16 @@ class BrokerClient {
   // optionally granting `right` to `grant_peer` in the same round trip.
   Result<WireId> Export(int memfd, uint64_t size, const std::string& grant_peer = "",
                         uint32_t right = 0);
+  // The same, without waiting for the broker's reply: the export gets an id reserved from
+  // the broker ahead (RESERVE_IDS; a round trip only when the client's stock of
+  // kIdStock ids is used up), which is returned at once and may be handed on at once: the
+  // broker reads the EXPORT before an IMPORT of that id. The reply is consumed later (by any
+  // request or Dispatch); a refusal arrives through the export_failed callback. Requests
+  // about the export made meanwhile follow it in the broker's order, as after Export().
+  // Argument errors (-EBADF, -EINVAL) and a failed send are returned here.
+  Result<WireId> ExportQueued(int memfd, uint64_t size, const std::string& grant_peer = "",
+                              uint32_t right = 0);
+  static constexpr uint32_t kIdStock = 32;
   Status Grant(const WireId& id, const std::string& peer, uint32_t right);
   Status Withdraw(const WireId& id, const std::string& peer);
   Status Unexport(const WireId& id);
@@ -112,6 +125,8 @@ class BrokerClient {
   BrokerClient(std::string path, std::string name, uint32_t hello_flags);
   void DrainLocked() SGB_REQUIRES(mu_);
   Status ConnectLocked() SGB_REQUIRES(mu_);
+  // Reserves kIdStock ids when none are left (a round trip).
+  Status RefillIdsLocked() SGB_REQUIRES(mu_);
   Status RequestLocked(MsgType type, const void* body, size_t len, int fd,
                        std::vector<uint8_t>* reply_body, OwnedFd* reply_fd)
       SGB_REQUIRES(mu_);
@@ -139,6 +154,8 @@ class BrokerClient {
   // offered and never claimed by Import() (its offer may be gone, invalidated): released by
   // the client itself when revoked
   std::set<WireId> unclaimed_ SGB_GUARDED_BY(mu_);
+  std::vector<WireId> id_stock_ SGB_GUARDED_BY(mu_);  // reserved, unused (this connection's)
+  std::map<uint32_t, WireId> queued_exports_ SGB_GUARDED_BY(mu_);  // seq -> id, reply due
   Packet packet_ SGB_GUARDED_BY(mu_);
   std::mutex cb_mu_;  // Dispatch runs callbacks under it, so they never run concurrently
   Callbacks callbacks_;

@@ -95,6 +95,12 @@ void sgbk_client_set_callbacks(sgbk_client* client, const sgbk_callbacks* cb) {
       };
     }
     if (c.disconnected) cbs.disconnected = [c] { c.disconnected(c.opaque); };
+    if (c.export_failed) {
+      cbs.export_failed = [c](const WireId& id, Status status) {
+        sgbk_id i = FromWire(id);
+        c.export_failed(c.opaque, &i, status);
+      };
+    }
   }
   client->impl->SetCallbacks(std::move(cbs));
 }
@@ -121,6 +127,15 @@ int sgbk_export(sgbk_client* client, int memfd, uint64_t size, const char* peer,
                 uint32_t right, sgbk_id* out) {
   if (!client || !out || (peer == nullptr) != (right == 0)) return -EINVAL;
   auto id = client->impl->Export(memfd, size, peer ? peer : "", right);
+  if (!id.ok()) return id.status();
+  *out = FromWire(id.value());
+  return 0;
+}
+
+int sgbk_export_queued(sgbk_client* client, int memfd, uint64_t size, const char* peer,
+                       uint32_t right, sgbk_id* out) {
+  if (!client || !out || (peer == nullptr) != (right == 0)) return -EINVAL;
+  auto id = client->impl->ExportQueued(memfd, size, peer ? peer : "", right);
   if (!id.ok()) return id.status();
   *out = FromWire(id.value());
   return 0;

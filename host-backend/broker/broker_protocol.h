@@ -1,4 +1,4 @@
-// The sharegpu broker wire protocol, version 1: the one place that defines every message
+// The sharegpu broker wire protocol, version 2: the one place that defines every message
 // (docs/broker.md describes each message, field and error in prose).
 //
 // Transport: a UNIX SOCK_SEQPACKET socket, so one sendmsg is one message and a receiver sees
@@ -24,7 +24,8 @@
 namespace sharegpu::broker {
 
 inline constexpr uint32_t kMagic = 0x4b424753;  // "SGBK" in memory on little-endian hosts
-inline constexpr uint16_t kVersion = 1;
+// 2: RESERVE_IDS, and EXPORT may name an id reserved before (ExportReq.id).
+inline constexpr uint16_t kVersion = 2;
 // Header plus payload; a larger message is refused with -EMSGSIZE.
 inline constexpr size_t kMaxMessage = 64 * 1024;
 // Peer (VM) names: 1..31 bytes of [A-Za-z0-9._-], NUL-padded to 32 bytes.
@@ -32,6 +33,8 @@ inline constexpr size_t kNameSize = 32;
 // Exported buffers: page multiples from one page to 64 GiB.
 inline constexpr uint64_t kPageSize = 4096;
 inline constexpr uint64_t kMaxBufferSize = uint64_t{64} << 30;
+// Export ids a peer may hold reserved (RESERVE_IDS) and not yet used at once.
+inline constexpr uint32_t kMaxReservedIds = 64;
 
 enum class MsgType : uint16_t {
   // Requests.
@@ -45,6 +48,7 @@ enum class MsgType : uint16_t {
   kMoveBegin = 8,      // MoveReq + new memfd -> MoveReply; RELEASE_OK follows
   kAckInvalidate = 9,  // AckReq -> (empty)
   kStatus = 10,        // (no payload) -> text; allowed before HELLO (`--status`)
+  kReserveIds = 11,    // ReserveReq -> count WireIds, for later EXPORTs of this peer
   // Broker -> client.
   kReply = 64,       // ReplyHead [+ body]
   kInvalidate = 65,  // EventGen: stop using the old pages, then ACK_INVALIDATE
@@ -100,7 +104,12 @@ struct HelloReq {
   uint32_t reserved;
 };
 
+// EXPORT's id: all zero, and the broker picks one (the reply has it); or one this peer
+// reserved with RESERVE_IDS and has not used yet. Knowing the id before the reply lets the
+// exporter hand it on (out of band) without waiting for the reply: the ids still come from
+// the broker's getrandom, never from a peer.
 struct ExportReq {  // + one fd: a memfd sealed F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL
+  WireId id;        // all zero, or a reserved id
   uint64_t size;    // == the memfd's size; page multiple, <= kMaxBufferSize
   uint32_t flags;   // 0
   uint32_t right;   // 0: no grant yet; else a first grant (Right) to `peer`, as GRANT would
@@ -139,6 +148,11 @@ struct MoveReq {  // + one fd: the new storage, sealed like EXPORT's, same size
 struct AckReq {
   WireId id;
   uint64_t generation;  // the generation INVALIDATE announced
+};
+
+struct ReserveReq {  // -> count WireIds (the reply's body, count * 16 bytes)
+  uint32_t count;    // 1 .. kMaxReservedIds minus the ids this peer holds unused
+  uint32_t reserved;
 };
 
 // --- replies ---------------------------------------------------------------------------------
@@ -213,9 +227,9 @@ struct EventOffer {  // + one fd, exactly as an IMPORT reply's; the import exist
 };
 
 static_assert(sizeof(MsgHeader) == 16 && sizeof(WireId) == 16 && sizeof(HelloReq) == 40 &&
-              sizeof(ExportReq) == 48 && sizeof(GrantReq) == 56 && sizeof(PeerReq) == 48 &&
+              sizeof(ExportReq) == 64 && sizeof(GrantReq) == 56 && sizeof(PeerReq) == 48 &&
               sizeof(IdReq) == 16 && sizeof(ImportReq) == 24 && sizeof(MoveReq) == 24 &&
-              sizeof(AckReq) == 24 && sizeof(ReplyHead) == 8 && sizeof(HelloReply) == 16 &&
+              sizeof(AckReq) == 24 && sizeof(ReserveReq) == 8 && sizeof(ReplyHead) == 8 && sizeof(HelloReply) == 16 &&
               sizeof(ExportReply) == 24 && sizeof(ImportReply) == 24 &&
               sizeof(MoveReply) == 16 && sizeof(EventGen) == 24 &&
               sizeof(EventRevoked) == 24 && sizeof(EventReleaseOk) == 32 &&
@@ -235,6 +249,7 @@ inline int RequestPayloadSize(uint16_t type) {
     case MsgType::kMoveBegin: return sizeof(MoveReq);
     case MsgType::kAckInvalidate: return sizeof(AckReq);
     case MsgType::kStatus: return 0;
+    case MsgType::kReserveIds: return sizeof(ReserveReq);
     default: return -1;
   }
 }

@@ -106,6 +106,19 @@ void BrokerServer::AcceptAll() {
   }
 }
 
+// An IMPORT of an id the broker does not know may have overtaken its EXPORT: a peer that
+// exports under a reserved id hands the id on (out of band) without waiting for the reply,
+// so the EXPORT is in the exporter's socket before the IMPORT was even sent, just not read
+// yet. The other connections are read first, so such an IMPORT finds the export.
+bool BrokerServer::ImportOfUnknownId(const Packet& p) const {
+  MsgHeader hdr{};
+  if (CheckHeader(p, &hdr) != kOk || hdr.type != uint16_t(MsgType::kImport) ||
+      hdr.length != sizeof(ImportReq)) {
+    return false;
+  }
+  return !broker_.HasExport(LoadPayload<ImportReq>(p).id);
+}
+
 void BrokerServer::ReadFrom(uint64_t id, Conn& c) {
   for (int i = 0; i < kPacketsPerWake && !c.dead; ++i) {
     Status r = RecvPacket(c.sock.get(), &packet_, true);
@@ -113,6 +126,16 @@ void BrokerServer::ReadFrom(uint64_t id, Conn& c) {
     if (r <= 0) {
       c.dead = true;
       return;
+    }
+    if (!draining_ && ImportOfUnknownId(packet_)) {
+      std::swap(packet_, held_);
+      draining_ = true;
+      for (auto& [other, oc] : conns_) {
+        if (other != id && !oc.dead && oc.queue.empty()) ReadFrom(other, oc);
+      }
+      draining_ = false;
+      std::swap(packet_, held_);
+      held_.fds.clear();
     }
     broker_.OnPacket(id, packet_, Clock::now());
     packet_.fds.clear();  // any descriptor the state machine did not take is closed here
@@ -164,51 +187,52 @@ void BrokerServer::ReapDead() {
 }
 
 Status BrokerServer::Run() {
-  std::vector<pollfd> fds;
-  std::vector<uint64_t> ids;
   while (!stop_.load()) {
-    fds.clear();
-    ids.clear();
-    fds.push_back({listen_.get(), POLLIN, 0});
-    fds.push_back({wake_.get(), POLLIN, 0});
-    for (auto& [id, c] : conns_) {
-      fds.push_back({c.sock.get(), static_cast<short>(c.queue.empty() ? POLLIN : POLLOUT), 0});
-      ids.push_back(id);
-    }
-    int timeout = -1;
-    if (auto deadline = broker_.NextDeadline()) {
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
-      timeout = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60000));
-    }
-    int n = ::poll(fds.data(), fds.size(), timeout);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (fds[1].revents) {
-      uint64_t v;
-      ssize_t r = ::read(wake_.get(), &v, sizeof(v));
-      (void)r;
-    }
-    if (stop_.load()) break;
-    broker_.Tick(Clock::now());
-    Route();
-    if (fds[0].revents & POLLIN) AcceptAll();
-    for (size_t i = 0; i < ids.size(); ++i) {
-      short rev = fds[i + 2].revents;
-      if (!rev) continue;
-      auto it = conns_.find(ids[i]);
-      if (it == conns_.end() || it->second.dead) continue;
-      Conn& c = it->second;
-      if (rev & POLLOUT) Flush(ids[i], c);
-      if (rev & POLLIN) {
-        ReadFrom(ids[i], c);
-      } else if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
-        c.dead = true;
-      }
-    }
-    ReapDead();
+    Status st = RunOnce(-1);
+    if (st != kOk) return st;
   }
+  return kOk;
+}
+
+Status BrokerServer::RunOnce(int timeout_ms) {
+  fds_.clear();
+  ids_.clear();
+  fds_.push_back({listen_.get(), POLLIN, 0});
+  fds_.push_back({wake_.get(), POLLIN, 0});
+  for (auto& [id, c] : conns_) {
+    fds_.push_back({c.sock.get(), static_cast<short>(c.queue.empty() ? POLLIN : POLLOUT), 0});
+    ids_.push_back(id);
+  }
+  int timeout = timeout_ms < 0 ? -1 : timeout_ms;
+  if (auto deadline = broker_.NextDeadline()) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
+    int until = static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60000));
+    timeout = timeout < 0 ? until : std::min(timeout, until);
+  }
+  int n = ::poll(fds_.data(), fds_.size(), timeout);
+  if (n < 0) return errno == EINTR ? kOk : -errno;
+  if (fds_[1].revents) {
+    uint64_t v;
+    ssize_t r = ::read(wake_.get(), &v, sizeof(v));
+    (void)r;
+  }
+  broker_.Tick(Clock::now());
+  Route();
+  if (fds_[0].revents & POLLIN) AcceptAll();
+  for (size_t i = 0; i < ids_.size(); ++i) {
+    short rev = fds_[i + 2].revents;
+    if (!rev) continue;
+    auto it = conns_.find(ids_[i]);
+    if (it == conns_.end() || it->second.dead) continue;
+    Conn& c = it->second;
+    if (rev & POLLOUT) Flush(ids_[i], c);
+    if (rev & POLLIN) {
+      ReadFrom(ids_[i], c);
+    } else if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
+      c.dead = true;
+    }
+  }
+  ReapDead();
   return kOk;
 }
 

@@ -5,6 +5,7 @@
 // one that lets more than max_queued messages pile up is disconnected.
 #pragma once
 
+#include <poll.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -41,6 +42,11 @@ class BrokerServer {
 
   // Serves until Stop(). 0, or -errno when poll itself fails.
   Status Run();
+  // One round of Run()'s loop: waits up to timeout_ms (-1: no limit; the next ack deadline
+  // shortens it) for something to happen, then serves it. For a caller with a loop of its
+  // own, and for tests that queue messages on several connections before the broker reads
+  // any (a stopped Run() leaves the connections open).
+  Status RunOnce(int timeout_ms);
   // From any thread or a signal handler (one write to an eventfd).
   void Stop();
   const std::string& path() const { return options_.socket_path; }
@@ -56,6 +62,7 @@ class BrokerServer {
   explicit BrokerServer(const ServerOptions& options);
   void AcceptAll();
   void ReadFrom(uint64_t id, Conn& c);
+  bool ImportOfUnknownId(const Packet& p) const;
   void Route();
   void Flush(uint64_t id, Conn& c);
   void ReapDead();
@@ -67,7 +74,11 @@ class BrokerServer {
   OwnedFd wake_;
   std::atomic<bool> stop_{false};
   std::map<uint64_t, Conn> conns_;
+  std::vector<pollfd> fds_;  // RunOnce's poll set: listen, wake, then conns_ in ids_ order
+  std::vector<uint64_t> ids_;
   Packet packet_;
+  Packet held_;            // the IMPORT waiting while the other connections are read
+  bool draining_ = false;  // reading the others for an IMPORT of an unknown id
 };
 
 }  // namespace sharegpu::broker

@@ -33,6 +33,7 @@ const char* TypeName(uint16_t type) {
     case MsgType::kMoveBegin: return "MOVE_BEGIN";
     case MsgType::kAckInvalidate: return "ACK_INVALIDATE";
     case MsgType::kStatus: return "STATUS";
+    case MsgType::kReserveIds: return "RESERVE_IDS";
     default: return "?";
   }
 }
@@ -159,6 +160,7 @@ Status Broker::Dispatch(Peer& peer, const MsgHeader& hdr, Packet& p, Clock::time
     case MsgType::kMoveBegin:
       return MoveBegin(peer, LoadPayload<MoveReq>(p), std::move(p.fds[0]), now, body);
     case MsgType::kAckInvalidate: return Ack(peer, LoadPayload<AckReq>(p));
+    case MsgType::kReserveIds: return Reserve(peer, LoadPayload<ReserveReq>(p), body);
     case MsgType::kStatus: {
       std::string text = StatusText();
       size_t room = kMaxMessage - sizeof(MsgHeader) - sizeof(ReplyHead);
@@ -200,6 +202,13 @@ Status Broker::Hello(Peer& peer, const HelloReq& req, std::vector<uint8_t>* body
 
 Status Broker::DoExport(Peer& peer, const ExportReq& req, OwnedFd fd,
                         std::vector<uint8_t>* body) {
+  // An id of its own must be one reserved for this peer; the EXPORT uses it up, refused or
+  // not (its sender, which did not wait for the reply, has forgotten it already).
+  const bool own_id = req.id != WireId{};
+  if (own_id) {
+    if (!peer.reserved.erase(req.id)) return -EINVAL;
+    reserved_.erase(req.id);
+  }
   if (req.flags != 0) return -EINVAL;
   // The optional first grant saves the exporter a round trip (export -> grant is the common
   // case); it is checked like GRANT's, and before anything is created.
@@ -217,8 +226,7 @@ Status Broker::DoExport(Peer& peer, const ExportReq& req, OwnedFd fd,
   }
   if (Status st = ValidateStorageFd(fd.get(), req.size); st != kOk) return st;
   if (peer.exports.size() >= options_.max_exports_per_peer) return -ENOSPC;
-  WireId id = RandomId();
-  while (exports_.count(id)) id = RandomId();
+  const WireId id = own_id ? req.id : NewId();
   Export& e = exports_[id];
   e.id = id;
   e.owner = peer.id;
@@ -231,6 +239,25 @@ Status Broker::DoExport(Peer& peer, const ExportReq& req, OwnedFd fd,
   body->resize(sizeof(r));
   std::memcpy(body->data(), &r, sizeof(r));
   if (!grantee.empty()) MaybeOffer(e, grantee);
+  return kOk;
+}
+
+WireId Broker::NewId() const {
+  WireId id = RandomId();
+  while (id == WireId{} || exports_.count(id) || reserved_.count(id)) id = RandomId();
+  return id;
+}
+
+Status Broker::Reserve(Peer& peer, const ReserveReq& req, std::vector<uint8_t>* body) {
+  if (req.reserved != 0 || req.count == 0 || req.count > kMaxReservedIds) return -EINVAL;
+  if (peer.reserved.size() + req.count > kMaxReservedIds) return -ENOSPC;
+  body->resize(size_t{req.count} * sizeof(WireId));
+  for (uint32_t i = 0; i < req.count; ++i) {
+    WireId id = NewId();
+    peer.reserved.insert(id);
+    reserved_[id] = peer.id;
+    std::memcpy(body->data() + size_t{i} * sizeof(WireId), &id, sizeof(id));
+  }
   return kOk;
 }
 
@@ -473,6 +500,8 @@ void Broker::RemovePeer(uint64_t peer_id) {
     StopWaiting(e, peer_id);
   }
   peer.imports.clear();
+  for (const WireId& id : peer.reserved) reserved_.erase(id);
+  peer.reserved.clear();
   // Its exports are revoked everywhere.
   for (const WireId& id : peer.exports) {
     Export& e = exports_.at(id);
@@ -526,9 +555,9 @@ std::string Broker::StatusText() const {
       options_.ack_timeout_ms);
   add("peers: %zu\n", peers_.size());
   for (const auto& [id, p] : peers_) {
-    add("  peer %" PRIu64 " name %s pid %d uid %u exports %zu imports %zu\n", id,
+    add("  peer %" PRIu64 " name %s pid %d uid %u exports %zu imports %zu reserved %zu\n", id,
         p.name.empty() ? "-" : p.name.c_str(), p.cred.pid, p.cred.uid, p.exports.size(),
-        p.imports.size());
+        p.imports.size(), p.reserved.size());
   }
   add("exports: %zu\n", exports_.size());
   for (const auto& [id, e] : exports_) {
@@ -564,7 +593,14 @@ std::string Broker::CheckInvariants() const {
     auto it = peers_.find(pid);
     if (it == peers_.end() || it->second.name != name) return "name table out of sync";
   }
+  size_t reserved = 0;
   for (const auto& [pid, p] : peers_) {
+    reserved += p.reserved.size();
+    for (const WireId& id : p.reserved) {
+      auto it = reserved_.find(id);
+      if (it == reserved_.end() || it->second != pid) return "reservation table out of sync";
+      if (exports_.count(id)) return "a reserved id names an export";
+    }
     for (const WireId& id : p.exports) {
       auto it = exports_.find(id);
       if (it == exports_.end() || it->second.owner != pid) return "peer lists a foreign export";
@@ -578,6 +614,7 @@ std::string Broker::CheckInvariants() const {
       if (waits != (imp.state == ImportState::kInvalidating)) return "waiting set out of sync";
     }
   }
+  if (reserved != reserved_.size()) return "reservation held by nobody";
   for (const auto& [id, e] : exports_) {
     auto o = peers_.find(e.owner);
     if (o == peers_.end() || !o->second.exports.count(id)) return "export without owner";

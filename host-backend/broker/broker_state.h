@@ -80,6 +80,9 @@ class Broker {
   size_t peer_count() const { return peers_.size(); }
   size_t export_count() const { return exports_.size(); }
   size_t import_count() const;
+  // Whether `id` names a live export (the event loop asks before an IMPORT: see
+  // BrokerServer::ReadFrom).
+  bool HasExport(const WireId& id) const { return exports_.count(id) != 0; }
   // Cross-checks every index (importer sets, waiting sets, names, ownership); "" when
   // consistent, else a description. For tests and the fuzzer.
   std::string CheckInvariants() const;
@@ -98,6 +101,7 @@ class Broker {
     std::string name;  // empty until HELLO
     std::set<WireId> exports;
     std::map<WireId, Import> imports;
+    std::set<WireId> reserved;  // RESERVE_IDS handed out, not yet used by an EXPORT
     uint32_t errors_logged = 0;
     bool accepts_offers = false;
   };
@@ -128,6 +132,9 @@ class Broker {
   Status MoveBegin(Peer& peer, const MoveReq& req, OwnedFd fd, Clock::time_point now,
                    std::vector<uint8_t>* body);
   Status Ack(Peer& peer, const AckReq& req);
+  Status Reserve(Peer& peer, const ReserveReq& req, std::vector<uint8_t>* body);
+  // A fresh random id: no live export's and nobody's reservation.
+  WireId NewId() const;
   // Imports `e` for a peer that accepts offers and sends it the OFFER (no-op otherwise).
   void MaybeOffer(Export& e, const std::string& grantee);
   // Records peer's import of e with `right` (generation current, mapped).
@@ -152,6 +159,7 @@ class Broker {
   std::map<uint64_t, Peer> peers_;
   std::map<std::string, uint64_t> names_;
   std::map<WireId, Export> exports_;
+  std::map<WireId, uint64_t> reserved_;  // reserved id -> the peer that holds it
   std::vector<Outgoing> out_;
   BrokerCounters counters_;
   int udmabuf_state_ = 0;  // 0 unknown, 1 present, -1 absent

@@ -44,6 +44,7 @@ void Usage(FILE* out) {
                "  --allow-uid UID       also accept peers of this uid (repeatable; the broker's\n"
                "                        own uid and root are always accepted)\n"
                "  --max-peers N         connections at once (default 256)\n"
+               "  --max-exports N       live exports per peer (default 1024)\n"
                "  --no-udmabuf          never hand out /dev/udmabuf dma-bufs\n"
                "  --verbose             log connections and informational messages\n"
                "  --help                this text\n");
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
       opts.allowed_uids.push_back(static_cast<uint32_t>(v));
     } else if (a == "--max-peers" && has_value && ParseInt(argv[++i], 1, 65536, &v)) {
       opts.broker.max_peers = static_cast<size_t>(v);
+    } else if (a == "--max-exports" && has_value && ParseInt(argv[++i], 0, 1 << 20, &v)) {
+      opts.broker.max_exports_per_peer = static_cast<size_t>(v);
     } else {
       std::fprintf(stderr, "sharegpu-broker: bad argument '%s'\n", argv[i]);
       Usage(stderr);

@@ -79,6 +79,9 @@ typedef struct sgbk_callbacks {
                     uint32_t writable);
     /* The broker is gone: imports were revoked (revoked callbacks first), exports forgotten. */
     void (*disconnected)(void *opaque);
+    /* The broker refused an sgbk_export_queued export (err: -errno, as sgbk_export would
+     * have returned): it never existed. */
+    void (*export_failed)(void *opaque, const sgbk_id *id, int err);
 } sgbk_callbacks;
 
 /* --- connection ---------------------------------------------------------------------------- */
@@ -107,6 +110,12 @@ int sgbk_client_reconnect(sgbk_client *client);
  * `right` in the same round trip, as sgbk_grant would. */
 int sgbk_export(sgbk_client *client, int memfd, uint64_t size, const char *peer,
                 uint32_t right, sgbk_id *out);
+/* The same without waiting for the broker's answer: the id (reserved from the broker ahead;
+ * a round trip only when the client's stock is used up) is valid at once and may be handed
+ * on at once. A refusal arrives later through the export_failed callback. Requests about
+ * the id made meanwhile are ordered after the export. */
+int sgbk_export_queued(sgbk_client *client, int memfd, uint64_t size, const char *peer,
+                       uint32_t right, sgbk_id *out);
 int sgbk_grant(sgbk_client *client, const sgbk_id *id, const char *peer, uint32_t right);
 int sgbk_withdraw(sgbk_client *client, const sgbk_id *id, const char *peer);
 int sgbk_unexport(sgbk_client *client, const sgbk_id *id);

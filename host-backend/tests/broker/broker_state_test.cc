@@ -108,7 +108,7 @@ class BrokerStateTest : public ::testing::Test {
   }
 
   WireId Export(uint64_t peer, const Memfd& m) {
-    Reply r = Send(peer, MsgType::kExport, ExportReq{m.size(), 0, 0, {}}, OneFd(DupFd(m.fd())));
+    Reply r = Send(peer, MsgType::kExport, ExportReq{{}, m.size(), 0, 0, {}}, OneFd(DupFd(m.fd())));
     EXPECT_EQ(r.status, kOk);
     return r.As<ExportReply>().id;
   }
@@ -140,7 +140,7 @@ class BrokerStateTest : public ::testing::Test {
 TEST_F(BrokerStateTest, HelloComesFirstAndNamesAreUnique) {
   uint64_t p = broker_.AddPeer(PeerCred{});
   auto mem = NewStorage(kPageSize);
-  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{kPageSize, 0, 0, {}}, OneFd(DupFd(mem->fd()))).status,
+  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{{}, kPageSize, 0, 0, {}}, OneFd(DupFd(mem->fd()))).status,
             -EPROTO);
   EXPECT_EQ(SendRaw(p, BuildMessage(MsgType::kStatus, 1, nullptr, 0)).status, kOk);
   HelloReq bad{};
@@ -184,13 +184,13 @@ TEST_F(BrokerStateTest, MalformedMessagesAreAnsweredWithTheirError) {
   // A descriptor where none belongs; a missing one; two where one belongs.
   EXPECT_EQ(Send(p, MsgType::kUnexport, IdReq{}, OneFd(DupFd(mem->fd()))).status,
             -ETOOMANYREFS);
-  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{kPageSize, 0, 0, {}}).status, -EBADF);
+  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{{}, kPageSize, 0, 0, {}}).status, -EBADF);
   std::vector<OwnedFd> two;
   two.push_back(DupFd(mem->fd()));
   two.push_back(DupFd(mem->fd()));
-  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{kPageSize, 0, 0, {}}, std::move(two)).status,
+  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{{}, kPageSize, 0, 0, {}}, std::move(two)).status,
             -ETOOMANYREFS);
-  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{kPageSize, 1, 0, {}}, OneFd(DupFd(mem->fd()))).status,
+  EXPECT_EQ(Send(p, MsgType::kExport, ExportReq{{}, kPageSize, 1, 0, {}}, OneFd(DupFd(mem->fd()))).status,
             -EINVAL);
   EXPECT_EQ(broker_.export_count(), 0u);
   EXPECT_EQ(broker_.counters().errors, 11u);
@@ -222,7 +222,7 @@ TEST_F(BrokerStateTest, ExportCanGrantInTheSameRoundTrip) {
   uint64_t a = Join("vm-a"), b = Join("vm-b");
   auto mem = NewStorage(kPageSize);
   auto with = [&](const char* name, uint32_t right, const char* junk = nullptr) {
-    ExportReq r{kPageSize, 0, right, {}};
+    ExportReq r{{}, kPageSize, 0, right, {}};
     SetName(r.peer, name);
     if (junk) std::memcpy(r.peer + 20, junk, 2);
     return Send(a, MsgType::kExport, r, OneFd(DupFd(mem->fd())));
@@ -254,7 +254,7 @@ TEST_F(BrokerStateTest, OtherPeersHearOfARequestBeforeTheRequesterHearsBack) {
     return static_cast<MsgType>(h.type);
   };
   auto mem = NewStorage(kPageSize);
-  ExportReq req{kPageSize, 0, kRightRead, {}};
+  ExportReq req{{}, kPageSize, 0, kRightRead, {}};
   SetName(req.peer, "vm-b");
   Packet p = MakePacket(BuildMessage(MsgType::kExport, ++seq_, req), OneFd(DupFd(mem->fd())));
   broker_.OnPacket(a, p, now_);
@@ -441,7 +441,7 @@ TEST_F(BrokerStateTest, LimitsAreEnforced) {
   }
   mems.push_back(NewStorage(kPageSize));
   EXPECT_EQ(
-      Send(a, MsgType::kExport, ExportReq{kPageSize, 0, 0, {}}, OneFd(DupFd(mems[4]->fd()))).status,
+      Send(a, MsgType::kExport, ExportReq{{}, kPageSize, 0, 0, {}}, OneFd(DupFd(mems[4]->fd()))).status,
       -ENOSPC);
   BrokerOptions small;
   small.max_peers = 1;
@@ -463,6 +463,72 @@ TEST_F(BrokerStateTest, StatusShowsPeersExportsAndImports) {
   EXPECT_NE(s.find("import " + IdToString(id) + " by vm-b right ro generation 1 state mapped"),
             std::string::npos)
       << s;
+}
+
+
+// RESERVE_IDS hands out fresh ids that only their holder may EXPORT under, each once.
+TEST_F(BrokerStateTest, ReservedIdsAreTheHoldersAndUsedOnce) {
+  uint64_t a = Join("vm-a"), b = Join("vm-b");
+  Reply r = Send(a, MsgType::kReserveIds, ReserveReq{3, 0});
+  ASSERT_EQ(r.status, kOk);
+  ASSERT_EQ(r.body.size(), 3 * sizeof(WireId));
+  WireId ids[3];
+  std::memcpy(ids, r.body.data(), sizeof(ids));
+  EXPECT_FALSE(ids[0] == ids[1] || ids[1] == ids[2] || ids[0] == ids[2]);
+  EXPECT_FALSE(ids[0] == WireId{});
+  EXPECT_NE(broker_.StatusText().find("name vm-a pid 1 uid 1000 exports 0 imports 0 reserved 3"),
+            std::string::npos);
+
+  auto mem = NewStorage(kPageSize);
+  // the export takes the reserved id, and the reply repeats it
+  r = Send(a, MsgType::kExport, ExportReq{ids[0], kPageSize, 0, kRightRead, {'v', 'm', '-', 'b'}},
+           OneFd(DupFd(mem->fd())));
+  ASSERT_EQ(r.status, kOk);
+  EXPECT_TRUE(r.As<ExportReply>().id == ids[0]);
+  EXPECT_TRUE(broker_.HasExport(ids[0]));
+  EXPECT_EQ(Import(b, ids[0]).status, kOk);
+  // used up: not again
+  EXPECT_EQ(Send(a, MsgType::kExport, ExportReq{ids[0], kPageSize, 0, 0, {}},
+                 OneFd(DupFd(mem->fd())))
+                .status,
+            -EINVAL);
+  // not vm-b's to use, nor a made-up one
+  EXPECT_EQ(Send(b, MsgType::kExport, ExportReq{ids[1], kPageSize, 0, 0, {}},
+                 OneFd(DupFd(mem->fd())))
+                .status,
+            -EINVAL);
+  EXPECT_EQ(Send(a, MsgType::kExport, ExportReq{RandomId(), kPageSize, 0, 0, {}},
+                 OneFd(DupFd(mem->fd())))
+                .status,
+            -EINVAL);
+  // a refused EXPORT (bad size) uses its id up too: its sender did not wait to hear
+  EXPECT_EQ(Send(a, MsgType::kExport, ExportReq{ids[1], 3 * kPageSize, 0, 0, {}},
+                 OneFd(DupFd(mem->fd())))
+                .status,
+            -EINVAL);
+  EXPECT_EQ(Send(a, MsgType::kExport, ExportReq{ids[1], kPageSize, 0, 0, {}},
+                 OneFd(DupFd(mem->fd())))
+                .status,
+            -EINVAL);
+  EXPECT_FALSE(broker_.HasExport(ids[1]));
+  EXPECT_EQ(broker_.CheckInvariants(), "");
+  // the last one dies with its holder's connection
+  broker_.RemovePeer(a);
+  EXPECT_EQ(broker_.CheckInvariants(), "");
+  EXPECT_FALSE(broker_.HasExport(ids[0]));
+}
+
+TEST_F(BrokerStateTest, ReserveIdsChecksItsCount) {
+  uint64_t a = Join("vm-a");
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{0, 0}).status, -EINVAL);
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{kMaxReservedIds + 1, 0}).status, -EINVAL);
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{1, 1}).status, -EINVAL);
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{kMaxReservedIds - 1, 0}).status, kOk);
+  // a peer holds at most kMaxReservedIds unused
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{2, 0}).status, -ENOSPC);
+  EXPECT_EQ(Send(a, MsgType::kReserveIds, ReserveReq{1, 0}).status, kOk);
+  uint64_t anon = broker_.AddPeer(PeerCred{1, 1000, 1000});  // no HELLO yet
+  EXPECT_EQ(Send(anon, MsgType::kReserveIds, ReserveReq{1, 0}).status, -EPROTO);
 }
 
 }  // namespace

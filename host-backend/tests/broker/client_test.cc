@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <set>
 
 #include "broker/broker_client.h"
 #include "broker_test_util.h"
@@ -208,6 +209,69 @@ TEST_F(BrokerClientLimitTest, RevokedOffersNobodyTookAreReleased) {
   Mapping m(imp->fd.get(), kPageSize, false);
   ASSERT_NE(m.p, nullptr);
   EXPECT_EQ(m.p[0], 0x5a);
+}
+
+// ExportQueued: the id is there before the broker answers, and an importer may use it at
+// once; the client's stock of reserved ids is refilled as it runs out.
+TEST_F(BrokerClientTest, QueuedExportIdIsImportableAtOnce) {
+  auto a = Client("vm-a"), b = Client("vm-b");
+  std::set<WireId> seen;
+  for (uint32_t i = 0; i < 2 * BrokerClient::kIdStock + 1; ++i) {
+    auto mem = NewStorage(kPageSize, static_cast<uint8_t>(i));
+    auto id = a->ExportQueued(mem->fd(), mem->size(), "vm-b", kRightRead);
+    ASSERT_TRUE(id.ok()) << id.status();
+    EXPECT_TRUE(seen.insert(*id).second) << "ids are never reused";
+    auto imp = b->Import(*id);
+    ASSERT_TRUE(imp.ok()) << i << ": " << imp.status();
+    EXPECT_FALSE(imp->writable);
+    Mapping m(imp->fd.get(), kPageSize, false);
+    ASSERT_NE(m.p, nullptr);
+    EXPECT_EQ(m.p[0], static_cast<uint8_t>(i)) << "zero copy: the exporter's pages";
+    ASSERT_EQ(b->ReleaseImport(*id), kOk);
+    ASSERT_EQ(a->Unexport(*id), kOk);  // also takes the EXPORT's reply
+  }
+  auto status = BrokerClient::QueryStatus(path_, kWaitMs);
+  ASSERT_TRUE(status.ok());
+  EXPECT_NE(status->find("name vm-a"), std::string::npos);
+  EXPECT_NE(status->find("exports: 0"), std::string::npos) << *status;
+}
+
+class OneExportClientTest : public BrokerClientTest {
+ protected:
+  BrokerOptions Options() override {
+    BrokerOptions o;
+    o.max_exports_per_peer = 1;
+    return o;
+  }
+};
+
+// A queued export the broker refuses is reported through export_failed, with the error
+// Export() would have returned; it never existed.
+TEST_F(OneExportClientTest, QueuedExportRefusalArrivesAsACallback) {
+  auto a = Client("vm-a");
+  std::vector<std::pair<WireId, Status>> failed;
+  BrokerClient::Callbacks cb;
+  cb.export_failed = [&](const WireId& id, Status st) { failed.push_back({id, st}); };
+  a->SetCallbacks(cb);
+  auto first = NewStorage(kPageSize), second = NewStorage(kPageSize);
+  auto ok = a->ExportQueued(first->fd(), kPageSize);
+  ASSERT_TRUE(ok.ok());
+  auto refused = a->ExportQueued(second->fd(), kPageSize, "vm-b", kRightRead);
+  ASSERT_TRUE(refused.ok()) << "the refusal comes later";
+  ASSERT_TRUE(DispatchUntil(*a, [&] { return !failed.empty(); }));
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_TRUE(failed[0].first == *refused);
+  EXPECT_EQ(failed[0].second, -ENOSPC);
+  EXPECT_EQ(a->Grant(*refused, "vm-c", kRightRead), -ENOENT);
+  EXPECT_EQ(a->Grant(*ok, "vm-c", kRightRead), kOk) << "the first one exists";
+  // A request's round trip consumes a queued reply on the way: the callback still comes.
+  auto third = NewStorage(kPageSize);
+  auto late = a->ExportQueued(third->fd(), kPageSize);
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(a->Grant(*late, "vm-c", kRightRead), -ENOENT);
+  ASSERT_TRUE(DispatchUntil(*a, [&] { return failed.size() == 2; }));
+  EXPECT_TRUE(failed[1].first == *late);
+  EXPECT_EQ(failed[1].second, -ENOSPC);
 }
 
 TEST_F(BrokerClientTest, RefusedImportIsReportedToTheImporterAndTheExporter) {

@@ -86,7 +86,7 @@ class Generator {
     } else if (kind < 66) {  // oversized, with a header that claims it all
       size_t n = kMaxMessage + 1 + rng_() % 4096;
       m.bytes.assign(n, static_cast<uint8_t>(rng_()));
-      MsgHeader h{kMagic, kVersion, uint16_t(1 + rng_() % 10), uint32_t(n - sizeof(MsgHeader)),
+      MsgHeader h{kMagic, kVersion, uint16_t(1 + rng_() % 11), uint32_t(n - sizeof(MsgHeader)),
                   seq};
       std::memcpy(m.bytes.data(), &h, sizeof(h));
     } else if (kind < 71) {  // wrong version
@@ -155,7 +155,7 @@ class Generator {
     m->bytes = BuildMessage(type, seq, body);
   }
   void Request(uint32_t seq, FuzzMsg* m) {
-    switch (rng_() % 10) {
+    switch (rng_() % 11) {
       case 0: {
         HelloReq r{};
         Name(r.name);
@@ -164,7 +164,9 @@ class Generator {
         break;
       }
       case 1: {
-        ExportReq r{Size(), rng_() % 8 == 0 ? Small() : 0, rng_() % 2 ? Small() : 0, {}};
+        // the id: none (the broker picks), or a known or forged one (reserved, if lucky)
+        ExportReq r{rng_() % 2 ? WireId{} : Id(), Size(), rng_() % 8 == 0 ? Small() : 0,
+                    rng_() % 2 ? Small() : 0, {}};
         if (r.right != 0 || rng_() % 16 == 0) Name(r.peer);
         Put(MsgType::kExport, seq, r, m);
         if (rng_() % 8 != 0) m->fds.push_back(fds_.Pick(rng_));
@@ -196,6 +198,12 @@ class Generator {
         break;
       }
       case 8: Put(MsgType::kAckInvalidate, seq, AckReq{Id(), rng_() % 4}, m); break;
+      case 9: {
+        ReserveReq r{rng_() % 4 == 0 ? Small() : 1 + static_cast<uint32_t>(rng_() % 8),
+                     rng_() % 16 == 0 ? 1u : 0u};
+        Put(MsgType::kReserveIds, seq, r, m);
+        break;
+      }
       default: m->bytes = BuildMessage(MsgType::kStatus, seq, nullptr, 0); break;
     }
   }
@@ -332,6 +340,14 @@ TEST(BrokerFuzzTest, HostileMessagesOverTheSocket) {
         ExportReply er;
         std::memcpy(&er, Payload(p) + sizeof(ReplyHead), sizeof(er));
         gen.AddId(er.id);
+      }
+      if (head.status == 0 && head.request_type == uint16_t(MsgType::kReserveIds)) {
+        for (size_t off = sizeof(ReplyHead); off + sizeof(WireId) <= hdr.length;
+             off += sizeof(WireId)) {
+          WireId id;
+          std::memcpy(&id, Payload(p) + off, sizeof(id));
+          gen.AddId(id);  // EXPORTs may use them (or another peer may try to)
+        }
       }
     }
     std::printf("fuzz over the socket: %llu replies, %llu floods, %llu reconnects\n",

@@ -28,7 +28,7 @@ TEST(BrokerProtocolTest, HeaderChecksNameTheirErrors) {
   EXPECT_EQ(CheckHeader(MakePacket(magic), &h), -EBADMSG);
 
   auto version = good;
-  version[4] = 2;
+  version[4] = kVersion + 1;
   EXPECT_EQ(CheckHeader(MakePacket(version), &h), -EPROTONOSUPPORT);
 
   auto length = good;
@@ -46,7 +46,7 @@ TEST(BrokerProtocolTest, PacketsCarryOneDescriptorAndExtrasAreReceivedOwned) {
   OwnedFd a(sv[0]), b(sv[1]);
   auto mem = testing::NewStorage(kPageSize, 0x5a);
   ASSERT_TRUE(mem);
-  auto msg = BuildMessage(MsgType::kExport, 3, ExportReq{kPageSize, 0, 0, {}});
+  auto msg = BuildMessage(MsgType::kExport, 3, ExportReq{{}, kPageSize, 0, 0, {}});
   ASSERT_EQ(SendPacket(a.get(), msg, mem->fd(), false), kOk);
   Packet p;
   ASSERT_EQ(RecvPacket(b.get(), &p, false), 1);
