@@ -52,7 +52,6 @@ Runs until killed, or until the log shows SHAREGPU-SUMMARY and QEMU closed the s
 """
 import argparse
 import importlib.util
-import json
 import os
 import re
 import socket
@@ -63,6 +62,8 @@ import time
 
 REQ = re.compile(r"SHAREGPU-HOST-REQUEST: (\S+) (.*?)\s*$")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from qmp_client import QmpClient  # noqa: E402 (scripts/qmp_client.py)
 GRAPH_BASE = None  # LOG.graph, set in main()
 MAILBOX = None  # --mailbox DIR
 VM_NAME = None  # --vm-name NAME
@@ -89,57 +90,6 @@ def connect_unix(path, deadline):
             time.sleep(0.1)
 
 
-class Qmp:
-    def __init__(self, path, deadline):
-        self.sock = connect_unix(path, deadline)
-        self.buf = b""
-        self._read()  # greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        while b"\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("QMP closed")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def drain_events(self):
-        """Reads what QEMU sent meanwhile (events, which nobody waits for here) so that its
-        monitor does not buffer them; False once QEMU closed the socket."""
-        self.sock.setblocking(False)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return False
-                self.buf += data
-        except BlockingIOError:
-            pass
-        finally:
-            self.sock.setblocking(True)
-        while b"\n" in self.buf:
-            line, rest = self.buf.split(b"\n", 1)
-            if "event" not in json.loads(line):
-                break  # not ours to drop (cannot happen between commands)
-            self.buf = rest
-        return True
-
-    def cmd(self, name, **args):
-        msg = {"execute": name}
-        if args:
-            msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            r = self._read()
-            if "event" in r:
-                continue
-            if "error" in r:
-                raise RuntimeError(r["error"].get("desc", str(r["error"])))
-            return r.get("return")
-
-
 def pci_map(qmp):
     """guest BDF ("0000:00:02.0") -> qdev id, from query-pci."""
     out = {}
@@ -153,7 +103,7 @@ def pci_map(qmp):
             if br and br.get("devices"):
                 walk(br["bus"]["secondary"], br["devices"])
 
-    for bus in qmp.cmd("query-pci"):
+    for bus in qmp.command("query-pci"):
         walk(bus["bus"], bus["devices"])
     return out
 
@@ -297,20 +247,21 @@ def handle(qmp, req):
             args["handle"] = int(words[2])
         if len(words) > 3:
             args["ms"] = int(words[3])
-        qmp.cmd("x-sharegpu-hold", **args)
+        qmp.command("x-sharegpu-hold", args)
         return "holding %s" % " ".join(words[1:])
     if words[0] == "release" and len(words) == 2:
-        qmp.cmd("x-sharegpu-release", id=device_id(qmp, words[1]))
+        qmp.command("x-sharegpu-release", {"id": device_id(qmp, words[1])})
         return "released %s" % words[1]
     if words[0] == "stall" and len(words) == 3 and words[2] in ("on", "off"):
-        qmp.cmd("x-sharegpu-stall", id=device_id(qmp, words[1]), stall=words[2] == "on")
+        qmp.command("x-sharegpu-stall",
+                    {"id": device_id(qmp, words[1]), "stall": words[2] == "on"})
         return "stall %s %s" % (words[1], words[2])
     if words[0] == "drop-irq" and len(words) == 2:
-        qmp.cmd("x-sharegpu-drop-irq", id=device_id(qmp, words[1]))
+        qmp.command("x-sharegpu-drop-irq", {"id": device_id(qmp, words[1])})
         return "the next interrupt of %s is lost" % words[1]
     if words[0] == "coherency" and len(words) == 2:
         dev = device_id(qmp, words[1])
-        info = qmp.cmd("query-sharegpu", id=dev)
+        info = qmp.command("query-sharegpu", {"id": dev})
         coh = info[0].get("coherency") if info else None
         if coh is None:
             raise RuntimeError("%s runs without check-coherency=on" % dev)
@@ -319,22 +270,23 @@ def handle(qmp, req):
                              coh["cpu-access-unflushed-job-write"])
     if words[0] == "counter" and len(words) == 3:
         dev = device_id(qmp, words[1])
-        info = qmp.cmd("query-sharegpu", id=dev)
+        info = qmp.command("query-sharegpu", {"id": dev})
         return "%d" % info[0]["counters"][words[2]]
     if words[0] == "move" and len(words) == 4:
         target, handle_s, placement = words[1:]
         dev = device_id(qmp, target)
-        qmp.cmd("x-sharegpu-move-bo", id=dev, handle=int(handle_s), placement=placement)
+        qmp.command("x-sharegpu-move-bo",
+                    {"id": dev, "handle": int(handle_s), "placement": placement})
         return "moved %s handle %s to %s" % (dev, handle_s, placement)
     if words[0] == "info":
-        text = qmp.cmd("human-monitor-command", **{"command-line": "info sharegpu"})
+        text = qmp.hmp("info sharegpu")
         for line in text.splitlines():
             log("  " + line)
         return "printed on the host"
     if words[0] == "graph" and len(words) == 1:
         # the sharing graph, drawn next to the console log (LOG.graph.dot / .svg)
-        graph = qmp.cmd("query-sharegpu-graph")
-        text = qmp.cmd("human-monitor-command", **{"command-line": "info sharegpu-graph"})
+        graph = qmp.command("query-sharegpu-graph")
+        text = qmp.hmp("info sharegpu-graph")
         for line in text.splitlines():
             log("  " + line)
         spec = importlib.util.spec_from_file_location(
@@ -350,7 +302,7 @@ def handle(qmp, req):
         except (OSError, subprocess.CalledProcessError) as e:
             return "written: %s.dot (no svg: %s)" % (base, e)
     if words[0] == "hmp" and len(words) > 1:
-        text = qmp.cmd("human-monitor-command", **{"command-line": " ".join(words[1:])})
+        text = qmp.hmp(" ".join(words[1:]))
         for line in text.splitlines():
             log("  " + line)
         return "done"
@@ -380,7 +332,7 @@ def main():
         time.sleep(0.1)
     try:
         reply = connect_unix(args.reply, deadline)
-        qmp = Qmp(args.qmp, deadline)
+        qmp = QmpClient(args.qmp, connect_wait=max(0.0, deadline - time.time()))
     except Exception as e:  # QEMU failed to start: nothing to serve
         log("cannot connect to QEMU: %s" % e)
         return 1

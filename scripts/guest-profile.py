@@ -22,11 +22,13 @@ slower. The figures are shares, not times.
 """
 import argparse
 import bisect
-import json
+import os
 import re
-import socket
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp_client import QmpClient  # noqa: E402 (beside this script)
 
 REG_CPU = re.compile(r"^CPU#(\d+)", re.M)
 REG_RIP = re.compile(r"\bRIP=([0-9a-f]{16})\b")
@@ -217,49 +219,14 @@ class Profile:
         return lines
 
 
-class Monitor:
-    def __init__(self, path, timeout):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rwb")
-        self._answer()  # greeting
-        self.execute("qmp_capabilities")
-
-    def _answer(self):
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise EOFError("QEMU closed the monitor")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    def execute(self, cmd, args=None):
-        self.file.write(json.dumps({"execute": cmd, "arguments": args or {}}).encode() + b"\n")
-        self.file.flush()
-        return self._answer()
-
-    def hmp(self, line):
-        r = self.execute("human-monitor-command", {"command-line": line})
-        if "return" not in r:
-            raise RuntimeError("monitor error: %s" % r.get("error"))
-        return r["return"]
-
-
 def sample(args, symbols):
     prof = Profile(symbols)
     deadline = time.monotonic() + args.duration if args.duration else None
     period = 1.0 / args.hz
     try:
-        mon = None
-        for _ in range(int(args.connect_wait / 0.1) + 1):  # QEMU may still be starting
-            try:
-                mon = Monitor(args.qmp, 30)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                time.sleep(0.1)
-        if mon is None:
+        try:  # QEMU may still be starting
+            mon = QmpClient(args.qmp, timeout=30, connect_wait=args.connect_wait)
+        except (FileNotFoundError, ConnectionRefusedError):
             sys.exit("guest-profile: no QMP socket at %s" % args.qmp)
         next_at = time.monotonic()
         while deadline is None or time.monotonic() < deadline:

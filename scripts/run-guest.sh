@@ -107,39 +107,7 @@ qemu_backtraces() { # $1 = QEMU pid
 
 # HMP commands through the runner's QMP socket; says so when the main loop does not answer.
 monitor_commands() { # $1 = seconds to wait for each answer, then HMP command lines
-    python3 - "$RUN/qmp.sock" "$@" <<'PY'
-import json, socket, sys
-path, wait, cmds = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-try:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(wait)
-    s.connect(path)
-    f = s.makefile("rwb")
-    def answer():
-        while True:
-            line = f.readline()
-            if not line:
-                raise EOFError("QMP connection closed")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
-    def execute(cmd, args=None):
-        f.write(json.dumps({"execute": cmd, "arguments": args or {}}).encode() + b"\n")
-        f.flush()
-        return answer()
-    answer()  # greeting
-    execute("qmp_capabilities")
-    for c in cmds:
-        print("(qemu) " + c, flush=True)
-        r = execute("human-monitor-command", {"command-line": c})
-        text = r["return"] if "return" in r else "error: %s\n" % r.get("error")
-        print(text.replace("\r", ""), end="" if text.endswith("\n") else "\n", flush=True)
-except socket.timeout:
-    print("NO MONITOR ANSWER within %g s: QEMU's main loop is not running (BQL held or main"
-          " thread stuck; see the backtraces)" % wait)
-except (OSError, EOFError, ValueError) as e:
-    print("NO MONITOR ANSWER: %s" % e)
-PY
+    python3 "$ROOT/scripts/qmp_client.py" --hmp "$RUN/qmp.sock" "$@"
 }
 
 collect_diagnostics() { # $1 = why; writes $RUN/diag.{bt,mon,regs}

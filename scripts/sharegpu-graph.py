@@ -12,32 +12,22 @@ solid edges own, dashed edges import (bold when the import is mapped into the wi
 """
 import argparse
 import json
-import socket
+import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp_client import QmpClient, QmpError  # noqa: E402 (beside this script)
+
 
 def qmp_query(path):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(30)
-    sock.connect(path)
-    stream = sock.makefile("rw")
-
-    def reply():
-        while True:
-            msg = json.loads(stream.readline())
-            if "event" not in msg:
-                return msg
-
-    reply()  # greeting
-    for cmd in ({"execute": "qmp_capabilities"}, {"execute": "query-sharegpu-graph"}):
-        stream.write(json.dumps(cmd) + "\n")
-        stream.flush()
-        msg = reply()
-        if "error" in msg:
-            sys.exit(f"sharegpu-graph: {cmd['execute']}: {msg['error'].get('desc')}")
-    sock.close()
-    return msg["return"]
+    try:
+        with QmpClient(path, timeout=30) as client:
+            return client.command("query-sharegpu-graph")
+    except QmpError as e:
+        sys.exit(f"sharegpu-graph: {e}")
+    except (OSError, EOFError) as e:
+        sys.exit(f"sharegpu-graph: no QEMU answers on {path}: {e}")
 
 
 def quote(s):
