@@ -63,6 +63,8 @@ class BrokerServer {
   void AcceptAll();
   void ReadFrom(uint64_t id, Conn& c);
   bool ImportOfUnknownId(const Packet& p) const;
+  // Reads every other connection with something queued (for an IMPORT of an unknown id).
+  void DrainOthers(uint64_t id);
   void Route();
   void Flush(uint64_t id, Conn& c);
   void ReapDead();
