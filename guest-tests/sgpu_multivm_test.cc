@@ -333,6 +333,44 @@ uint32_t MakeExported(int fd, uint32_t domains, uint32_t pattern, uint32_t right
   return h;
 }
 
+// Contract 1.8: BROKER_EXPORT returns before the broker has answered. One export over the
+// broker's limit per VM (its --max-exports, which the runner passes as
+// sgputest.broker_max_exports) still returns an id, and is then lost: one BO_REVOKED with the
+// EXPORT flag clears BROKER_EXPORTED; the exports within the limit stay.
+TEST_F(MultiVmA, ExportOverTheBrokerLimitIsLostAfterTheIoctl) {
+  const std::string param = sgt::CmdlineParam("sgputest.broker_max_exports");
+  ASSERT_FALSE(param.empty()) << "no sgputest.broker_max_exports (scripts/guest-multivm.sh)";
+  const int limit = std::atoi(param.c_str());
+  constexpr int kMaxLimit = 32;
+  ASSERT_TRUE(limit > 0 && limit < kMaxLimit) << param;
+  int fd = dev_->fd;
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  sgt::ScopedBo bos[kMaxLimit];  // this VM holds no other export yet
+  for (int i = 0; i <= limit; ++i) {
+    ASSERT_EQ(bos[i].Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+    drm_sharegpu_broker_export e{};
+    ASSERT_EQ(Export(fd, bos[i].handle, SHAREGPU_BROKER_RIGHT_NONE, nullptr, &e), 0)
+        << "export " << i << ": the broker's verdict comes later";
+  }
+  drm_sharegpu_bo_info info{};
+  // a deadline as failure detector: the refusal is an event
+  EXPECT_TRUE(sgt::WaitUntil(
+      [&] {
+        return sgt::BoInfo(fd, bos[limit].handle, &info) == 0 &&
+               !(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+      },
+      30000))
+      << "the export over the limit is still marked exported";
+  EXPECT_EQ(sgt::Counter(*dev_, "evt_revoked"), revoked + 1) << "one BO_REVOKED (EXPORT)";
+  for (int i = 0; i < limit; ++i) {
+    ASSERT_EQ(sgt::BoInfo(fd, bos[i].handle, &info), 0);
+    EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED) << "export " << i;
+  }
+  Tell("vm-a: %d exports with the broker taking %d: every BROKER_EXPORT returned an id at once, "
+       "the last one was then reported lost (BO_REVOKED, EXPORT)", limit + 1, limit);
+}
+
 // Exports to vm-b (read-write and read-only) and to vm-c (not running: B is refused).
 TEST_F(MultiVmA, ExportAndGrant) {
   int fd = dev_->fd;

@@ -12,7 +12,7 @@
 # cached), the broker daemon (meson, build/host-backend/broker/sharegpu-broker),
 # scripts/build-guest-image.sh (the driver, guest-tests/sgpu_multivm_test and its hold step
 # sgpu_multivm_hold), then:
-#   sharegpu-broker --socket RUN/broker.sock          (waited for: "ready on")
+#   sharegpu-broker --socket RUN/broker.sock --max-exports 8   (waited for: "ready on")
 #   vm-a: -object sharegpu-broker,id=b0,path=RUN/broker.sock,vm-name=vm-a
 #         -device sharegpu,id=g0,broker=b0,coherent=off  (strict caches: the barriers across
 #         VMs are tested; and g1 without a broker), sgputest.role=a
@@ -80,23 +80,29 @@ make_run_dir multivm
 MB=$RUN/mailbox
 VMS=(vm-a vm-b vm-c)
 declare -A FILTERS=([vm-a]='MultiVmA.*' [vm-b]='MultiVmB.*' [vm-c]='MultiVmC.*')
-APPEND=""
+# the broker's exports per VM: MultiVmA.ExportOverTheBrokerLimitIsLostAfterTheIoctl goes one
+# over (the guests learn it from the kernel command line); the other cases stay well below
+MAX_EXPORTS=8
+APPEND=" sgputest.broker_max_exports=$MAX_EXPORTS"
 exec 3>&2  # the host agents' messages
 if [ "$DEMO" = 1 ]; then
     VMS=(vm-a vm-b)
     FILTERS[vm-a]='MultiVmA.*-MultiVmA.BadInput:MultiVmA.WithdrawAndUnexport'
+    FILTERS[vm-a]+=':MultiVmA.ExportOverTheBrokerLimitIsLostAfterTheIoctl'
     FILTERS[vm-b]='MultiVmB.*-MultiVmB.BrokerRestartLosesExports'
-    APPEND=" sgputest.demo=1"
+    APPEND+=" sgputest.demo=1"
     exec 3>"$RUN/agents.log"  # only the monitor's output is shown, as it comes
     DEMO_START=$SECONDS
     echo "--- two VMs share a buffer through the host's sharegpu-broker (docs/broker.md)"
     echo "  host: sharegpu-broker --socket $RUN/broker.sock"
 fi
 mkdir -p "$MB" "${VMS[@]/#/$RUN/}"
-start_broker "$RUN/broker.sock" "$RUN/broker.log" || give_up "no broker"
+start_broker "$RUN/broker.sock" "$RUN/broker.log" --max-exports "$MAX_EXPORTS" ||
+    give_up "no broker"
 echo "$BROKER_PID" >"$MB/broker.pid"
 # the agents' restart-broker (vm-b's last test) starts the next one the same way
-printf '%s\n' "$BROKER" --socket "$RUN/broker.sock" >"$MB/broker.argv"
+printf '%s\n' "$BROKER" --socket "$RUN/broker.sock" --max-exports "$MAX_EXPORTS" \
+    >"$MB/broker.argv"
 echo "$RUN/broker.log" >"$MB/broker.logpath"
 at_exit "kill \$(cat $(printf %q "$MB/broker.pid")) 2>/dev/null"
 say "$(cat "$RUN/broker.log")"

@@ -48,8 +48,9 @@
 #                          following the console log LOG (ARGS: more agent options, e.g.
 #                          --mailbox DIR); stopped on exit
 #   build_broker           builds the broker daemon (meson, ROOT/build); BROKER = its path
-#   start_broker SOCK LOG  starts $BROKER on SOCK (output in LOG), waits for its "ready on"
-#                          line (60 s deadline); BROKER_PID; stopped on exit
+#   start_broker SOCK LOG [ARGS...]  starts $BROKER on SOCK (output in LOG; ARGS: its
+#                          options), waits for its "ready on" line (60 s deadline);
+#                          BROKER_PID; stopped on exit
 #   gtest_counts LOG BINS  "PASSED FAILED SKIPPED" of the guest's GoogleTest cases in the
 #                          console log LOG (SHAREGPU-GTEST lines; BINS: the binaries that
 #                          must have run, space-separated); FAIL/SKIP lines on stderr. A
@@ -152,9 +153,10 @@ build_broker() {
     meson_configure "$ROOT/build" >&2 &&
         nice ninja -C "$ROOT/build" host-backend/broker/sharegpu-broker >&2
 }
-start_broker() {
+start_broker() {  # SOCK LOG [BROKER ARGS...]
     local sock=$1 log=$2 deadline=$((SECONDS + 60))
-    "$BROKER" --socket "$sock" >"$log" 2>&1 &
+    shift 2
+    "$BROKER" --socket "$sock" "$@" >"$log" 2>&1 &
     BROKER_PID=$!
     at_exit "kill $BROKER_PID 2>/dev/null && wait $BROKER_PID 2>/dev/null"
     until grep -q 'ready on' "$log"; do  # its explicit message; the deadline detects a hang
