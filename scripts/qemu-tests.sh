@@ -4,7 +4,8 @@
 #   scripts/qemu-tests.sh [--no-asan] [--asan-only] [--fuzz-iters N] [--fuzz-seed N] [-j N]
 #
 #   1. default variant: scripts/build-qemu.sh --qtests (cached), then every qtest binary
-#      (sharegpu-test, sharegpu-fuzz-test with a short run) and the acceptance check;
+#      (sharegpu-test, sharegpu-fuzz-test with a short run), the acceptance check and the QMP
+#      tools against QEMU (tools below);
 #   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
 #      variant took 8.2 min on 2 idle cores, a device change ~20 s), then sharegpu-test; the
 #      fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: 1.5 min) starts once both
@@ -206,6 +207,35 @@ EOF
     fi
 }
 
+# tools VARIANT QEMU: the project's QMP tools (scripts/qmp_client.py, its --hmp mode that
+# run-guest.sh's diagnostics use, and scripts/sharegpu-graph.py --qmp) against a real QEMU.
+tools() {
+    local variant=$1 qemu=$2 log=$logdir/$1-tools.log dir ok=1 qpid
+    dir=$(mktemp -d)
+    : >"$log"  # QEMU and the tools append to it
+    "$qemu" -M q35 -display none -nodefaults -S -device sharegpu,id=g0 \
+        -device sharegpu,id=g1,coherent=off -qmp "unix:$dir/qmp.sock,server=on,wait=off" \
+        -L /usr/share/qemu -L /usr/share/seabios >>"$log" 2>&1 &
+    qpid=$!
+    {
+        python3 "$ROOT/scripts/sharegpu-graph.py" --qmp "$dir/qmp.sock" -o "$dir/graph.dot" &&
+            grep -q '"dev:g0"' "$dir/graph.dot" && grep -q '"dev:g1"' "$dir/graph.dot" &&
+            echo "sharegpu-graph.py --qmp: both devices drawn" || ok=0
+        python3 "$ROOT/scripts/qmp_client.py" --hmp "$dir/qmp.sock" 30 "info sharegpu" \
+            >"$dir/hmp.txt" && cat "$dir/hmp.txt" &&
+            grep -q '^(qemu) info sharegpu$' "$dir/hmp.txt" &&
+            grep -q '^sharegpu g1 .*non-coherent' "$dir/hmp.txt" || ok=0
+    } >>"$log" 2>&1
+    kill "$qpid" 2>/dev/null
+    wait "$qpid" 2>/dev/null
+    rm -rf "$dir"
+    if [ "$ok" = 1 ]; then
+        pass "$variant" "tools: sharegpu-graph.py --qmp and qmp_client.py --hmp against QEMU"
+    else
+        fail "$variant" "tools: sharegpu-graph.py --qmp and qmp_client.py --hmp against QEMU" "$log"
+    fi
+}
+
 # tcg_reproducers VARIANT QEMU: the multiboot TCG reproducers of device/tests/tcg/ (one vCPU
 # running guest code, which qtest cannot do). Each exits QEMU through isa-debug-exit: status 33
 # is a pass; an abort (134) or any other status fails, with the debugcon log shown.
@@ -281,6 +311,7 @@ if [ -n "$default_out" ]; then
             SHAREGPU_FUZZ_ITERS=5000 SHAREGPU_FUZZ_SEED="$seed"
     done
     acceptance default "$out/qemu-system-x86_64"
+    tools default "$out/qemu-system-x86_64"
     tcg_reproducers default "$out/qemu-system-x86_64"
 fi
 if [ -n "$asan_out" ]; then

@@ -22,7 +22,7 @@ from qmp_client import QmpClient, QmpError  # noqa: E402 (beside this script)
 
 def qmp_query(path):
     try:
-        with QmpClient(path, timeout=30) as client:
+        with QmpClient(path, timeout=30, connect_wait=10) as client:  # QEMU may be starting
             return client.command("query-sharegpu-graph")
     except QmpError as e:
         sys.exit(f"sharegpu-graph: {e}")
