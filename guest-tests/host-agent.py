@@ -32,8 +32,9 @@ With --mailbox DIR (scripts/guest-multivm.sh: one agent per guest, one DIR for a
                                                        DIR/<name>.pid (QEMU -pidfile), waits
                                                        for it to be gone, writes
                                                        DIR/<name>.killed
-    broker-fds                                         "TOTAL MEMFDS": the descriptors of the
+    fds broker|<name>                                  "TOTAL MEMFDS": the descriptors of the
                                                        broker daemon (pid in DIR/broker.pid)
+                                                       or of a VM's QEMU (DIR/<name>.pid)
     restart-broker                                     kill -9 of the broker (DIR/broker.pid),
                                                        then the command line in
                                                        DIR/broker.argv (one word a line) again,
@@ -207,8 +208,8 @@ def mailbox(words):
         return "killed %s (pid %d)" % (words[1], pid)
     if words[0] == "restart-broker" and len(words) == 1:
         return restart_broker()
-    if words[0] == "broker-fds" and len(words) == 1:
-        pid = read_pid("broker")
+    if words[0] == "fds" and len(words) == 2:
+        pid = read_pid(words[1])
         fds = os.listdir("/proc/%d/fd" % pid)
         memfds = 0
         for fd in fds:

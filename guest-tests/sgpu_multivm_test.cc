@@ -8,8 +8,8 @@
 // fails puts "abort", so the other one's waits end at once instead of at their deadline.
 //
 // The messages, in order (A = vm-a, B = vm-b, C = vm-c):
-//   C: c-ready
-//   B: b-ready (broker descriptor counts taken)   A: ids (rw, ro, c: three exports)
+//   C: c-ready (its QEMU's descriptors counted)
+//   B: b-ready (the broker's and its QEMU's)       A: ids (rw, ro, c: three exports)
 //   C: c-done                                      A: a-withdrew (vm-c's grant withdrawn)
 //   C: c-refused (then A unexports it)
 //   B: b-read-1 (its job wrote kP4 into A's pages) A: a-wrote (after BO_CPU_ACCESS end)
@@ -18,8 +18,12 @@
 //   B: b-ro-done                                   B: b-mapped
 //   A: a-moved (host monitor relocated the rw BO)  B: b-remapped
 //   A: a-done; its hold step (sgpu_multivm_hold) puts a-holding and waits to be killed;
-//   B has the host kill -9 vm-a's QEMU and checks the revocation and the broker's fds,
-//   then b-done (vm-c stays connected until then), and has the host restart the broker.
+//   B has the host kill -9 vm-a's QEMU and checks the revocation and the descriptors,
+//   then b-done (vm-c stays connected until then).
+//   B: b-restart-id (an export for vm-c)           C: c-imported (mapped, read)
+//   B has the host kill -9 the broker and start it again: B's export is lost, C's import
+//   revoked, both keep their own buffers; once both QEMUs have reconnected
+//   B: b-restart-id2 (exported again)              C: c-reimported (read through the new one)
 //
 // Each step also says what it did in a "SHAREGPU-DEMO: vm-X: ..." console line: the two-VM
 // demo of `make run` (scripts/guest-multivm.sh --demo: vm-a and vm-b only, a subset of the
@@ -168,10 +172,37 @@ int64_t HostCounter(const Dev& d, const char* name) {
   return strtoll(r.c_str(), nullptr, 10);
 }
 
-// The broker daemon's descriptors (host agent "broker-fds": "TOTAL MEMFDS").
-bool BrokerFds(long* total, long* memfds) {
+// Open descriptors of a host process: the broker daemon ("broker") or a VM's QEMU ("vm-b"),
+// through the host agent ("fds NAME": "TOTAL MEMFDS").
+struct FdCount {
+  long total = -1, memfds = -1;
+  bool operator==(const FdCount& o) const { return total == o.total && memfds == o.memfds; }
+};
+
+bool HostFds(const char* who, FdCount* n) {
   std::string r;
-  return !sgt::HostRequest("broker-fds", &r) && sscanf(r.c_str(), "%ld %ld", total, memfds) == 2;
+  return !sgt::HostRequest(std::string("fds ") + who, &r) &&
+         sscanf(r.c_str(), "%ld %ld", &n->total, &n->memfds) == 2;
+}
+
+// Counts a VM's QEMU's descriptors as a baseline: first makes sure the device's system pool
+// exists (its one memfd is made at the first SYSTEM buffer and kept; not a leak).
+void CountQemuFds(const Dev& d, const char* vm, FdCount* n) {
+  sgt::ScopedBo bo;
+  ASSERT_EQ(bo.Create(d.fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  ASSERT_EQ(sgt::Fill(d.fd, bo.handle, 0, kSize, 0, SHAREGPU_SUBMIT_F_WAIT), 0);
+  bo.reset();
+  ASSERT_TRUE(HostFds(vm, n)) << "host agent fds " << vm;
+}
+
+// Releases reach the broker through its socket and QEMU drops an import window's mapping
+// after an RCU grace period: waits (a deadline as failure detector) for `who` to hold `want`.
+FdCount ExpectHostFds(const char* who, FdCount want, const char* when) {
+  FdCount now;
+  EXPECT_TRUE(sgt::WaitUntil([&] { return HostFds(who, &now) && now == want; }, 30000))
+      << who << " descriptors " << when << ": " << now.total << " (" << now.memfds
+      << " memfds), expected " << want.total << " (" << want.memfds << " memfds)";
+  return now;
 }
 
 // One line of the demo's narrative (see the top of this file).
@@ -224,6 +255,18 @@ uint32_t ReadCrc(int fd, uint32_t h, const uint8_t* map) {
     return 0;
   }
   return crc;
+}
+
+// Waits (a deadline as failure detector) for a BO_REVOKED after `since` (the device's
+// evt_revoked count then), then checks that import `handle` is revoked for `reason`.
+void ExpectRevoked(const Dev& d, uint32_t handle, int64_t since, uint32_t reason,
+                   const char* after) {
+  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(d, "evt_revoked") > since; }, 60000))
+      << "no BO_REVOKED after " << after;
+  drm_sharegpu_bo_info info{};
+  ASSERT_EQ(sgt::BoInfo(d.fd, handle, &info), 0);
+  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
+  EXPECT_EQ(info.revoke_reason, reason) << "revoke_reason after " << after;
 }
 
 // A failed step tells the other guest (its waits end at once).
@@ -542,7 +585,7 @@ TEST_F(MultiVmA, ExportsKeptForTheKill) {
 // ---------------------------------------------------------------- vm-b, the importer
 
 struct BState {
-  long fds = -1, memfds = -1;  // the broker's, before any export
+  FdCount broker, qemu;  // the broker's and vm-b's QEMU's, before any export
   uint32_t rw = 0, ro = 0;
   uint32_t rw_hw = 0;  // the device's handle of the rw import (debugfs)
   uint8_t* rw_map = nullptr;
@@ -554,8 +597,9 @@ using MultiVmB = MultiVm;
 TEST_F(MultiVmB, Ready) {
   std::string v;
   ASSERT_EQ(sgt::MailboxGet("c-ready", &v), 0) << v;  // every VM is connected
-  ASSERT_TRUE(BrokerFds(&g_b.fds, &g_b.memfds)) << "host agent broker-fds";
-  EXPECT_EQ(g_b.memfds, 0) << "the broker holds buffers before anything was exported";
+  ASSERT_TRUE(HostFds("broker", &g_b.broker)) << "host agent fds broker";
+  ASSERT_NO_FATAL_FAILURE(CountQemuFds(*dev_, "vm-b", &g_b.qemu));
+  EXPECT_EQ(g_b.broker.memfds, 0) << "the broker holds buffers before anything was exported";
   ASSERT_EQ(sgt::MailboxPut("b-ready", "1"), 0);
   GetIds();
   Tell("vm-b: got vm-a's ids from the host mailbox");
@@ -815,61 +859,88 @@ TEST_F(MultiVmB, ExporterKilledRevokes) {
        fault_ret == -EFAULT ? "faults (SIGBUS)" : "does not fault (!)", (long long)took);
 }
 
-// The broker holds no descriptor of the dead exporter or of the released imports.
+// The broker holds no descriptor of the dead exporter or of the released imports, and
+// vm-b's QEMU no more than before it imported.
 TEST_F(MultiVmB, BrokerFdsReleased) {
-  ASSERT_GE(g_b.fds, 0);
+  ASSERT_GE(g_b.broker.total, 0);
   int fd = dev_->fd;
   if (g_b.rw_map) munmap(g_b.rw_map, kSize);
   if (g_b.ro_map) munmap(g_b.ro_map, kSize);
   g_b.rw_map = g_b.ro_map = nullptr;
   sgt::GemClose(fd, g_b.rw);
   sgt::GemClose(fd, g_b.ro);
-  long total = -1, memfds = -1;
-  // the broker sees the releases asynchronously: a deadline as failure detector
-  bool settled = sgt::WaitUntil(
-      [&] { return BrokerFds(&total, &memfds) && memfds == g_b.memfds && total == g_b.fds - 1; },
-      30000);
-  EXPECT_TRUE(settled) << "broker descriptors: before " << g_b.fds << " (" << g_b.memfds
-                       << " memfds) with vm-a, vm-b and vm-c connected, now " << total << " ("
-                       << memfds << " memfds) without vm-a; expected one fewer (vm-a's "
-                       << "connection) and no memfd";
+  // one fewer: vm-a's connection; vm-b and vm-c are still connected
+  FdCount broker = ExpectHostFds("broker", {g_b.broker.total - 1, g_b.broker.memfds},
+                                 "without vm-a, the imports released");
+  FdCount qemu = ExpectHostFds("vm-b", g_b.qemu, "after the imports were released");
   Tell("vm-b: imports closed; the broker holds %ld descriptors (%ld before the exports, with "
-       "vm-a connected) and %ld memfds",
-       total, g_b.fds, memfds);
+       "vm-a connected) and %ld memfds; vm-b's QEMU %ld (%ld before importing)",
+       broker.total, g_b.broker.total, broker.memfds, qemu.total, g_b.qemu.total);
   ASSERT_EQ(sgt::MailboxPut("b-done", "1"), 0);  // vm-c may go
 }
 
-// The broker is killed (-9) and started again: this VM's broker export is lost (BO_REVOKED
-// with the EXPORT flag clears BROKER_EXPORTED); once QEMU has reconnected (it retries every
-// second) the BO is exported again, under a new id.
-TEST_F(MultiVmB, BrokerRestartLosesExports) {
+// The broker is killed (-9) and started again while vm-c imports a buffer of vm-b's (vm-c's
+// side: MultiVmC.BrokerRestartRevokesImport). vm-b's export is lost (BO_REVOKED with the
+// EXPORT flag clears BROKER_EXPORTED); its buffers, exported or not, keep their contents and
+// its jobs run. Once QEMU has reconnected (it retries every second) the BO is exported again,
+// under a new id, and vm-c imports that and reads the same data.
+TEST_F(MultiVmB, BrokerRestartKeepsLocalBuffers) {
   int fd = dev_->fd;
-  sgt::ScopedBo bo;
-  ASSERT_EQ(bo.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
-  drm_sharegpu_broker_export first{}, again{};
-  ASSERT_EQ(Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &first), 0);
+  std::string first, v;
+  uint8_t* map = nullptr;
+  uint32_t h = MakeExported(fd, SHAREGPU_DOMAIN_SYSTEM, kP5, SHAREGPU_BROKER_RIGHT_READ, "vm-c",
+                            &first, &map);
+  ASSERT_NE(h, 0u);
+  sgt::ScopedBo exported;
+  exported.Adopt(fd, h, kSize);
+  exported.map = map;
+  sgt::ScopedBo local;  // never exported
+  ASSERT_EQ(local.Create(fd, kSize, SHAREGPU_DOMAIN_VRAM), 0);
+  ASSERT_EQ(sgt::Fill(fd, local.handle, 0, kSize, kP6, SHAREGPU_SUBMIT_F_WAIT), 0);
+  ASSERT_EQ(sgt::MailboxPut("b-restart-id", first), 0);
+  ASSERT_EQ(sgt::MailboxGet("c-imported", &v), 0) << v;
+
   int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
   ASSERT_GE(revoked, 0);
-  std::string v;
   ASSERT_EQ(sgt::HostRequest("restart-broker", &v), 0) << v;
   EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
                              60000))
       << "no BO_REVOKED (EXPORT) after the broker was lost";
   drm_sharegpu_bo_info info{};
-  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  ASSERT_EQ(sgt::BoInfo(fd, h, &info), 0);
   EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED) << "the export was lost";
+  EXPECT_FALSE(info.flags & SHAREGPU_BO_INFO_F_REVOKED) << "a local BO is never revoked";
+
+  // this VM's own buffers: contents kept, the CPU barriers and jobs work
+  EXPECT_EQ(ReadCrc(fd, h, map), PatternCrcOf(kP5)) << "the lost export's contents";
+  EXPECT_EQ(sgt::Checksum(fd, h, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP5)));
+  EXPECT_EQ(sgt::Checksum(fd, local.handle, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP6)))
+      << "a buffer never exported";
+  ASSERT_EQ(sgt::Fill(fd, local.handle, 0, kSize, kP1, SHAREGPU_SUBMIT_F_WAIT), 0);
+  EXPECT_EQ(sgt::Checksum(fd, local.handle, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP1)));
+
   // -ENODEV until QEMU has reconnected: a deadline as failure detector
+  drm_sharegpu_broker_export again{};
   int ret = -1;
   EXPECT_TRUE(sgt::WaitUntil(
       [&] {
-        ret = Export(fd, bo.handle, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &again);
+        ret = Export(fd, h, SHAREGPU_BROKER_RIGHT_READ, "vm-c", &again);
         return ret != -ENODEV;
       },
       60000));
   ASSERT_EQ(ret, 0) << "exporting after the broker came back";
-  EXPECT_NE(Hex(again.id, sizeof(again.id)), Hex(first.id, sizeof(first.id))) << "a new id";
-  ASSERT_EQ(sgt::BoInfo(fd, bo.handle, &info), 0);
+  const std::string second = Hex(again.id, sizeof(again.id));
+  EXPECT_NE(second, first) << "a new id";
+  ASSERT_EQ(sgt::BoInfo(fd, h, &info), 0);
   EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_BROKER_EXPORTED);
+  ASSERT_EQ(sgt::MailboxPut("b-restart-id2", second), 0);
+  // vm-c reads it through the new broker before this VM unexports (closes) it
+  ASSERT_EQ(sgt::MailboxGet("c-reimported", &v), 0) << v;
+  exported.reset();
+  ExpectHostFds("vm-b", g_b.qemu, "after the broker restart, the export closed");
+  Tell("vm-b: the broker was killed and restarted: the export was lost and made again as %s; "
+       "the buffers kept their contents",
+       second.c_str());
 }
 
 // ---------------------------------------------------------------- vm-c, a third VM
@@ -877,13 +948,25 @@ TEST_F(MultiVmB, BrokerRestartLosesExports) {
 struct CState {
   uint32_t h = 0;  // the import of the buffer granted to vm-c
   void* map = nullptr;
+  FdCount qemu;  // vm-c's QEMU's descriptors before anything was granted to it
 } g_c;
 
 using MultiVmC = MultiVm;
 
 TEST_F(MultiVmC, Ready) {
-  ASSERT_EQ(sgt::MailboxPut("c-ready", "1"), 0);
+  ASSERT_NO_FATAL_FAILURE(CountQemuFds(*dev_, "vm-c", &g_c.qemu));
+  ASSERT_EQ(sgt::MailboxPut("c-ready", "1"), 0);  // vm-a exports only after it
   GetIds();
+}
+
+// A READ grant's import refuses a writable mapping: maps it read-only, owned by `bo`.
+uint8_t* MapReadOnly(sgt::ScopedBo* bo) {
+  uint64_t off = 0;
+  if (MmapOffset(bo->fd, bo->handle, &off)) return nullptr;
+  void* p = mmap(nullptr, bo->size, PROT_READ, MAP_SHARED, bo->fd, off);
+  if (p == MAP_FAILED) return nullptr;
+  bo->map = p;
+  return static_cast<uint8_t*>(p);
 }
 
 // vm-a granted vm-c READ on its third buffer: imported, read-only, vm-a's data.
@@ -921,13 +1004,7 @@ TEST_F(MultiVmC, WithdrawnGrantRevokes) {
   ASSERT_EQ(sgt::MailboxPut("c-done", "1"), 0);
   std::string v;
   ASSERT_EQ(sgt::MailboxGet("a-withdrew", &v), 0) << v;
-  EXPECT_TRUE(sgt::WaitUntil([&] { return sgt::Counter(*dev_, "evt_revoked") > revoked; },
-                             60000))
-      << "no BO_REVOKED after vm-a withdrew the grant";
-  drm_sharegpu_bo_info info{};
-  ASSERT_EQ(sgt::BoInfo(fd, g_c.h, &info), 0);
-  EXPECT_TRUE(info.flags & SHAREGPU_BO_INFO_F_REVOKED);
-  EXPECT_EQ(info.revoke_reason, 3u) << "SGHW_REVOKE_GRANT_WITHDRAWN";
+  ExpectRevoked(*dev_, g_c.h, revoked, 3, "vm-a withdrew the grant");  // GRANT_WITHDRAWN
   uint32_t crc = 0;
   EXPECT_EQ(sgt::ProbeCrc(g_c.map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
   uint64_t off;
@@ -938,9 +1015,72 @@ TEST_F(MultiVmC, WithdrawnGrantRevokes) {
   sgt::GemClose(fd, g_c.h);
   // released: now it is a VM without a grant (vm-a unexports only after c-refused)
   EXPECT_EQ(Import(fd, g_ids.c, nullptr), -EACCES) << "import after the withdrawal";
+  ExpectHostFds("vm-c", g_c.qemu, "after the revoked import was released");
   ASSERT_EQ(sgt::MailboxPut("c-refused", "1"), 0);
   // stay connected until vm-b has counted the broker's descriptors
   ASSERT_EQ(sgt::MailboxGet("b-done", &v), 0) << v;
+}
+
+// The broker dies while vm-c has vm-b's buffer imported and mapped: the import is revoked
+// with reason BROKER_GONE and fails like any revoked import; vm-c's own buffer keeps its
+// contents and its jobs run; once both QEMUs have reconnected, vm-b's new export is
+// imported and read through the new broker.
+TEST_F(MultiVmC, BrokerRestartRevokesImport) {
+  int fd = dev_->fd;
+  sgt::ScopedBo local;
+  ASSERT_EQ(local.Create(fd, kSize, SHAREGPU_DOMAIN_SYSTEM), 0);
+  ASSERT_EQ(sgt::Fill(fd, local.handle, 0, kSize, kP3, SHAREGPU_SUBMIT_F_WAIT), 0);
+  std::string hex;
+  uint8_t first[16], second[16];
+  ASSERT_EQ(sgt::MailboxGet("b-restart-id", &hex), 0) << hex;
+  ASSERT_TRUE(Unhex(hex, first, sizeof(first))) << hex;
+  drm_sharegpu_broker_import imp{};
+  ASSERT_EQ(Import(fd, first, &imp), 0);
+  sgt::ScopedBo import;
+  import.Adopt(fd, imp.handle, kSize);
+  uint8_t* map = MapReadOnly(&import);
+  ASSERT_NE(map, nullptr) << strerror(errno);
+  uint32_t crc = 0;
+  ASSERT_EQ(sgt::ProbeCrc(map, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP5)) << "vm-b's data";
+  int64_t revoked = sgt::Counter(*dev_, "evt_revoked");
+  ASSERT_GE(revoked, 0);
+  ASSERT_EQ(sgt::MailboxPut("c-imported", "1"), 0);  // vm-b restarts the broker now
+
+  ExpectRevoked(*dev_, imp.handle, revoked, 5, "the broker was lost");  // BROKER_GONE
+  EXPECT_EQ(sgt::ProbeCrc(map, kSize, &crc), -EFAULT) << "a fault on a revoked import";
+  uint64_t off;
+  EXPECT_EQ(MmapOffset(fd, imp.handle, &off), -ENODEV);
+  EXPECT_EQ(sgt::Fill(fd, imp.handle, 0, 4096, 0, SHAREGPU_SUBMIT_F_WAIT), -ENODEV);
+  import.reset();
+
+  // this VM's own buffer: contents kept, jobs and the CPU barriers work
+  EXPECT_EQ(sgt::Checksum(fd, local.handle, 0, kSize), static_cast<int64_t>(PatternCrcOf(kP3)));
+  ASSERT_EQ(sgt::Fill(fd, local.handle, 0, kSize, kP4, SHAREGPU_SUBMIT_F_WAIT), 0);
+  uint8_t* lmap = local.Map();
+  ASSERT_NE(lmap, nullptr) << strerror(errno);
+  EXPECT_EQ(ReadCrc(fd, local.handle, lmap), PatternCrcOf(kP4));
+
+  // vm-b's export made again through the new broker: -ENODEV until this VM's QEMU has
+  // reconnected too (a deadline as failure detector)
+  ASSERT_EQ(sgt::MailboxGet("b-restart-id2", &hex), 0) << hex;
+  ASSERT_TRUE(Unhex(hex, second, sizeof(second))) << hex;
+  int ret = -1;
+  EXPECT_TRUE(sgt::WaitUntil(
+      [&] {
+        ret = Import(fd, second, &imp);
+        return ret != -ENODEV;
+      },
+      60000));
+  ASSERT_EQ(ret, 0) << "importing vm-b's new export";
+  import.Adopt(fd, imp.handle, kSize);
+  map = MapReadOnly(&import);
+  ASSERT_NE(map, nullptr) << strerror(errno);
+  ASSERT_EQ(sgt::ProbeCrc(map, kSize, &crc), 0);
+  EXPECT_EQ(crc, PatternCrcOf(kP5)) << "vm-b's data through the new broker";
+  import.reset();
+  ExpectHostFds("vm-c", g_c.qemu, "after the broker restart, the imports released");
+  ASSERT_EQ(sgt::MailboxPut("c-reimported", "1"), 0);
 }
 
 }  // namespace
