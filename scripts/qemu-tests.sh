@@ -7,8 +7,8 @@
 #      (sharegpu-test, sharegpu-fuzz-test with a short run), the acceptance check and the QMP
 #      tools against QEMU (tools below);
 #   2. ASan+UBSan variant: scripts/build-qemu.sh --asan --qtests (cached; a cold build of this
-#      variant took 8.2 min on 2 idle cores, a device change ~20 s), then sharegpu-test; the
-#      fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: 1.5 min) starts once both
+#      variant, at -O1, took 7.5 - 8.0 min on 2 idle cores, a device change ~20 s), then
+#      sharegpu-test; the fuzz qtest with SHAREGPU_FUZZ_ITERS iterations (default 100000: 1.5 min) starts once both
 #      variants are built and runs beside all of it; any sanitizer report (ASan, LSan, UBSan)
 #      fails the run.
 #   sharegpu-test runs case by case (one process per case, two at a time; its logs are
